@@ -1,0 +1,122 @@
+//! `POST /v1/movements` and the agent's operator endpoints.
+//!
+//! 202 is sent only after the journal's fsync; a bad batch gets one error naming the record
+//! and field, nothing of it is journaled, and the refusal is kept in the rejects queue.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use stocksync_common::input::{self, BaseUnitOnly, Context, InputError};
+
+use crate::journal::{JournalError, Reject};
+use crate::App;
+
+/// The agent's HTTP routes.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.http.max_body_bytes;
+    Router::new()
+        .route("/v1/movements", post(post_movements))
+        .route("/v1/status", get(status))
+        .route("/v1/rejects", get(rejects))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// An HTTP error with the JSON body `{error, record, field, detail}`.
+pub enum ApiError {
+    Input(StatusCode, InputError),
+    Journal(JournalError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Input(status, e) => (
+                status,
+                Json(json!({"error": "invalid movement", "record": e.record, "field": e.field, "detail": e.detail})),
+            )
+                .into_response(),
+            ApiError::Journal(e @ JournalError::Full { .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "30")],
+                Json(json!({"error": "journal full", "field": null, "detail": e.to_string()})),
+            )
+                .into_response(),
+            ApiError::Journal(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "journal error", "field": null, "detail": e.to_string()})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+async fn post_movements(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctx = Context {
+        warehouse: &app.config.warehouse,
+        default_source: &app.config.http.default_source,
+        now: input::now(),
+        max_batch: app.config.http.max_batch,
+        units: &BaseUnitOnly,
+    };
+    let movements = match input::parse_body(&body, &ctx) {
+        Ok(m) => m,
+        Err(e) => {
+            let status = if e.detail.starts_with("malformed JSON") {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let reject = Reject { source: "http".into(), error: e.clone(), payload: body.to_vec() };
+            app.journal.reject(reject).await.map_err(ApiError::Journal)?;
+            return Err(ApiError::Input(status, e));
+        }
+    };
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let appended = app.journal.append(movements, key).await.map_err(ApiError::Journal)?;
+    let status = if appended.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(appended)).into_response())
+}
+
+async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let journal = app.journal.status().map_err(ApiError::Journal)?;
+    let now = input::now().unix_ms;
+    Ok(Json(json!({
+        "agent_id": app.config.agent_id,
+        "warehouse": app.config.warehouse,
+        "broker": if app.link.connected.load(Ordering::Relaxed) { "connected" } else { "disconnected" },
+        "backlog": journal.backlog,
+        "oldest_unacked_age_ms": journal.oldest_unacked_ms.map(|t| now - t),
+        "last_ack_ms": journal.last_ack_ms,
+        "last_ack_age_ms": journal.last_ack_ms.map(|t| now - t),
+        "last_seq": journal.last_seq,
+        "journal_id": journal.journal_id,
+        "rejects": journal.rejects,
+    }))
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn rejects(State(app): State<Arc<App>>, Query(q): Query<Limit>) -> Result<Response, ApiError> {
+    let rows = app.journal.rejects(q.limit.unwrap_or(100).min(1000)).map_err(ApiError::Journal)?;
+    Ok(Json(rows).into_response())
+}

@@ -1,0 +1,6 @@
+//! The ways movements reach the agent. Each path validates with the same rules
+//! (`stocksync_common::input`) and journals through the same group-commit writer, so a
+//! movement means the same whether it came over HTTP or from a scanner.
+
+pub mod http;
+pub mod scanner;

@@ -1,0 +1,544 @@
+//! The agent's durable journal: every accepted movement is on disk before its sender hears
+//! "accepted", and stays there until the collector has acknowledged its own durable commit.
+//!
+//! One writer thread owns the only write connection. Callers send commands over a channel;
+//! the writer takes everything that is waiting, runs it in one transaction and fsyncs once
+//! (group commit), then answers each caller. Concurrent HTTP requests therefore share
+//! fsyncs instead of queueing behind each other's. Readers (the forwarder, status) use
+//! their own connection; WAL lets them read while the writer writes.
+//!
+//! Invariants: seqs are dense, increasing and never reused, even after acknowledged rows are
+//! pruned (the last seq is kept in `meta`); a request or movement id seen before is answered
+//! from the `idempotency` table instead of being journaled twice; past `max_backlog`
+//! unacknowledged movements new input is refused whole, never dropped.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use stocksync_common::input::InputError;
+use stocksync_common::wire;
+use stocksync_common::Movement;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS movements (
+    seq INTEGER PRIMARY KEY,
+    payload BLOB NOT NULL,
+    journaled_at_ms INTEGER NOT NULL,
+    acked_at_ms INTEGER,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS movements_unacked ON movements (seq) WHERE acked_at_ms IS NULL;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    received_at_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    record INTEGER,
+    field TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+";
+
+/// Largest part of a refused payload kept in the rejects table.
+const MAX_REJECT_PAYLOAD: usize = 64 * 1024;
+/// Most commands folded into one transaction.
+const MAX_GROUP: usize = 1024;
+
+/// Journal failures, as the ingest paths report them.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal full: {backlog} unacknowledged movements reached the limit of {limit}; nothing was journaled")]
+    Full { backlog: u64, limit: u64 },
+    #[error("journal storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("journal writer has stopped")]
+    Closed,
+}
+
+/// Result of appending one request's movements.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Appended {
+    /// Seqs of the movements this request journaled (or journaled the first time, for a replay).
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub journaled: usize,
+    /// Movements skipped because their id was journaled before.
+    pub duplicates: usize,
+    /// True when the request's idempotency key was seen before and nothing new was journaled.
+    pub replayed: bool,
+}
+
+/// One refused record for the rejects queue.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub source: String,
+    pub error: InputError,
+    pub payload: Vec<u8>,
+}
+
+enum Command {
+    Append {
+        movements: Vec<Movement>,
+        key: Option<String>,
+        reply: oneshot::Sender<Result<Appended, JournalError>>,
+    },
+    Ack {
+        first: u64,
+        last: u64,
+        outcome: String,
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
+    Reject {
+        reject: Reject,
+        reply: oneshot::Sender<Result<(), JournalError>>,
+    },
+    Prune {
+        acked_before_ms: i64,
+        keys_before_ms: i64,
+    },
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    reader: Mutex<Connection>,
+    backlog: AtomicU64,
+    last_seq: AtomicU64,
+    last_ack_ms: AtomicI64,
+    journal_id: u64,
+    appended: Notify,
+}
+
+/// Numbers for `GET /v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JournalStatus {
+    pub journal_id: u64,
+    pub backlog: u64,
+    pub last_seq: u64,
+    pub oldest_unacked_ms: Option<i64>,
+    pub last_ack_ms: Option<i64>,
+    pub rejects: u64,
+}
+
+/// A stored reject, for `GET /v1/rejects`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredReject {
+    pub id: i64,
+    pub received_at_ms: i64,
+    pub source: String,
+    pub record: Option<i64>,
+    pub field: String,
+    pub detail: String,
+    pub payload: String,
+}
+
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: in WAL mode every commit fsyncs the WAL, so "202 Accepted" means on disk.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+fn now_ms() -> i64 {
+    stocksync_common::input::now().unix_ms
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path` and starts its writer thread.
+    pub fn open(path: &Path, max_backlog: u64) -> Result<Journal, JournalError> {
+        let mut conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let journal_id = {
+            let tx = conn.transaction()?;
+            let id = match meta(&tx, "journal_id")? {
+                Some(id) => id as u64,
+                None => {
+                    let id = random_id();
+                    tx.execute("INSERT INTO meta VALUES ('journal_id', ?1)", [id as i64])?;
+                    id
+                }
+            };
+            tx.commit()?;
+            id
+        };
+        let last_seq = meta(&conn, "last_seq")?.unwrap_or(0).max(
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM movements", [], |r| r.get(0))?,
+        ) as u64;
+        let backlog: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM movements WHERE acked_at_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let shared = Arc::new(Shared {
+            reader: Mutex::new(open(path)?),
+            backlog: AtomicU64::new(backlog as u64),
+            last_seq: AtomicU64::new(last_seq),
+            last_ack_ms: AtomicI64::new(0),
+            journal_id,
+            appended: Notify::new(),
+        });
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer {
+            conn,
+            shared: shared.clone(),
+            next_seq: last_seq + 1,
+            max_backlog,
+        };
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|_| JournalError::Closed)?;
+        Ok(Journal { tx, shared })
+    }
+
+    /// Journals `movements` durably; returns once they are fsynced (or refused whole).
+    /// `key` is the caller's idempotency key for the whole request.
+    pub async fn append(
+        &self,
+        movements: Vec<Movement>,
+        key: Option<String>,
+    ) -> Result<Appended, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append { movements, key, reply }).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Marks seqs `first..=last` as acknowledged by the collector; returns how many were newly acked.
+    pub async fn ack(&self, first: u64, last: u64, outcome: String) -> Result<u64, JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Ack { first, last, outcome, reply }).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Durably records a refused record in the rejects queue.
+    pub async fn reject(&self, reject: Reject) -> Result<(), JournalError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Reject { reject, reply }).await?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Drops acknowledged movements and idempotency keys older than the given ages.
+    pub async fn prune(&self, acked_age_ms: i64, keys_age_ms: i64) -> Result<(), JournalError> {
+        let now = now_ms();
+        self.send(Command::Prune {
+            acked_before_ms: now - acked_age_ms,
+            keys_before_ms: now - keys_age_ms,
+        })
+        .await
+    }
+
+    async fn send(&self, command: Command) -> Result<(), JournalError> {
+        self.tx.send(command).await.map_err(|_| JournalError::Closed)
+    }
+
+    /// Unacknowledged movements with seq greater than `after`, in seq order, as journaled bytes.
+    pub fn unacked_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, payload FROM movements WHERE acked_at_ms IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Waits until something new is journaled.
+    pub async fn appended(&self) {
+        self.shared.appended.notified().await
+    }
+
+    /// This journal's random id (see `wire::Batch::journal_id`).
+    pub fn journal_id(&self) -> u64 {
+        self.shared.journal_id
+    }
+
+    /// Unacknowledged movements right now.
+    pub fn backlog(&self) -> u64 {
+        self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Numbers for the status endpoint.
+    pub fn status(&self) -> Result<JournalStatus, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let oldest: Option<i64> = conn.query_row(
+            "SELECT MIN(journaled_at_ms) FROM movements WHERE acked_at_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let rejects: i64 = conn.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
+        let last_ack = self.shared.last_ack_ms.load(Ordering::Relaxed);
+        Ok(JournalStatus {
+            journal_id: self.shared.journal_id,
+            backlog: self.backlog(),
+            last_seq: self.shared.last_seq.load(Ordering::Relaxed),
+            oldest_unacked_ms: oldest,
+            last_ack_ms: (last_ack > 0).then_some(last_ack),
+            rejects: rejects as u64,
+        })
+    }
+
+    /// The newest refused records, newest first.
+    pub fn rejects(&self, limit: usize) -> Result<Vec<StoredReject>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(StoredReject {
+                id: r.get(0)?,
+                received_at_ms: r.get(1)?,
+                source: r.get(2)?,
+                record: r.get(3)?,
+                field: r.get(4)?,
+                detail: r.get(5)?,
+                payload: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(6)?).into_owned(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn random_id() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish() >> 1 // fits in SQLite's signed INTEGER
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    next_seq: u64,
+    max_backlog: u64,
+}
+
+/// A command's answer, held until the group's commit is on disk.
+enum Pending {
+    Append(oneshot::Sender<Result<Appended, JournalError>>, Result<Appended, JournalError>),
+    Ack(oneshot::Sender<Result<u64, JournalError>>, Result<u64, JournalError>),
+    Reject(oneshot::Sender<Result<(), JournalError>>, Result<(), JournalError>),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Command>) {
+        let seq_before = self.next_seq;
+        let backlog_before = self.shared.backlog.load(Ordering::Relaxed);
+        let result = (|| -> Result<Vec<Pending>, rusqlite::Error> {
+            let tx = self.conn.transaction()?;
+            let mut pending = Vec::with_capacity(group.len());
+            let mut backlog = backlog_before;
+            for command in group {
+                pending.extend(apply(&tx, command, &mut self.next_seq, &mut backlog, self.max_backlog)?);
+            }
+            tx.execute(
+                "INSERT INTO meta VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(self.next_seq - 1) as i64],
+            )?;
+            tx.commit()?;
+            self.shared.backlog.store(backlog, Ordering::Relaxed);
+            Ok(pending)
+        })();
+        match result {
+            Ok(pending) => {
+                if self.next_seq != seq_before {
+                    self.shared.last_seq.store(self.next_seq - 1, Ordering::Relaxed);
+                    self.shared.appended.notify_waiters();
+                    self.shared.appended.notify_one();
+                }
+                for p in pending {
+                    match p {
+                        Pending::Append(tx, r) => drop(tx.send(r)),
+                        Pending::Ack(tx, r) => {
+                            if r.is_ok() {
+                                self.shared.last_ack_ms.store(now_ms(), Ordering::Relaxed);
+                            }
+                            drop(tx.send(r))
+                        }
+                        Pending::Reject(tx, r) => drop(tx.send(r)),
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing of the group is on disk: seqs were not used, every caller hears the error.
+                tracing::error!(error = %e, "journal commit failed");
+                self.next_seq = seq_before;
+            }
+        }
+    }
+}
+
+/// Applies one command inside the group transaction. A failing command only fails its own
+/// caller (its savepoint is rolled back); an SQLite error that breaks the transaction fails all.
+fn apply(
+    tx: &Transaction<'_>,
+    command: Command,
+    next_seq: &mut u64,
+    backlog: &mut u64,
+    max_backlog: u64,
+) -> Result<Option<Pending>, rusqlite::Error> {
+    Ok(Some(match command {
+        Command::Append { movements, key, reply } => {
+            let r = append(tx, movements, key, next_seq, backlog, max_backlog);
+            Pending::Append(reply, r)
+        }
+        Command::Ack { first, last, outcome, reply } => {
+            let r = tx
+                .execute(
+                    "UPDATE movements SET acked_at_ms = ?1, outcome = ?2 WHERE seq BETWEEN ?3 AND ?4 AND acked_at_ms IS NULL",
+                    params![now_ms(), outcome, first as i64, last as i64],
+                )
+                .map(|n| {
+                    *backlog = backlog.saturating_sub(n as u64);
+                    n as u64
+                })
+                .map_err(JournalError::from);
+            Pending::Ack(reply, r)
+        }
+        Command::Reject { reject, reply } => {
+            let mut payload = reject.payload;
+            payload.truncate(MAX_REJECT_PAYLOAD);
+            let r = tx
+                .execute(
+                    "INSERT INTO rejects (received_at_ms, source, record, field, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        now_ms(),
+                        reject.source,
+                        reject.error.record.map(|r| r as i64),
+                        reject.error.field,
+                        reject.error.detail,
+                        payload
+                    ],
+                )
+                .map(|_| ())
+                .map_err(JournalError::from);
+            Pending::Reject(reply, r)
+        }
+        Command::Prune { acked_before_ms, keys_before_ms } => {
+            tx.execute("DELETE FROM movements WHERE acked_at_ms < ?1", [acked_before_ms])?;
+            tx.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [keys_before_ms])?;
+            return Ok(None);
+        }
+    }))
+}
+
+fn append(
+    tx: &Transaction<'_>,
+    movements: Vec<Movement>,
+    key: Option<String>,
+    next_seq: &mut u64,
+    backlog: &mut u64,
+    max_backlog: u64,
+) -> Result<Appended, JournalError> {
+    let request_key = key.map(|k| format!("req:{k}"));
+    if let Some(k) = &request_key {
+        let seen: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT first_seq, last_seq FROM idempotency WHERE key = ?1",
+                [k],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((first, last)) = seen {
+            let journaled = if first > 0 { (last - first + 1) as usize } else { 0 };
+            return Ok(Appended {
+                first_seq: (first > 0).then_some(first as u64),
+                last_seq: (last > 0).then_some(last as u64),
+                journaled,
+                duplicates: 0,
+                replayed: true,
+            });
+        }
+    }
+    if *backlog + movements.len() as u64 > max_backlog {
+        return Err(JournalError::Full { backlog: *backlog, limit: max_backlog });
+    }
+    let start = *next_seq;
+    let now = now_ms();
+    let mut duplicates = 0;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut remember = tx.prepare_cached(
+        "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?2, ?3) ON CONFLICT(key) DO NOTHING",
+    )?;
+    tx.execute_batch("SAVEPOINT append")?;
+    let mut seq = start;
+    let result = (|| -> Result<(), rusqlite::Error> {
+        for mut m in movements {
+            if let Some(id) = &m.external_id {
+                let key = format!("mov:{}:{}", m.source, id);
+                if remember.execute(params![key, seq as i64, now])? == 0 {
+                    duplicates += 1;
+                    continue;
+                }
+            }
+            m.seq = seq;
+            insert.execute(params![seq as i64, wire::encode_movement(&m), now])?;
+            seq += 1;
+        }
+        if let Some(k) = &request_key {
+            let (first, last) = if seq > start { (start as i64, seq as i64 - 1) } else { (0, 0) };
+            tx.execute(
+                "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![k, first, last, now],
+            )?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            tx.execute_batch("RELEASE append")?;
+            *next_seq = seq;
+            *backlog += seq - start;
+            Ok(Appended {
+                first_seq: (seq > start).then_some(start),
+                last_seq: (seq > start).then_some(seq - 1),
+                journaled: (seq - start) as usize,
+                duplicates,
+                replayed: false,
+            })
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The collector's HTTP API: stock queries for people and channels, the rejects queue for
+//! operators, health and metrics for monitoring.
+
+mod stock;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::ledger::LedgerError;
+use crate::App;
+
+/// The collector's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/stock", get(stock::by_location))
+        .route("/v1/stock/:sku", get(stock::by_sku))
+        .route("/v1/rejects", get(rejects))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// An HTTP error with the JSON body `{error, field, detail}`.
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    field: Option<&'static str>,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn bad_request(field: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, error: "bad request", field: Some(field), detail: detail.into() }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error: "ledger error", field: None, detail: e.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "field": self.field, "detail": self.detail});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
+    let status = if connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if connected { "ok" } else { "degraded" }, "broker": if connected { "connected" } else { "disconnected" }}))).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+async fn rejects(State(app): State<Arc<App>>, Query(q): Query<Limit>) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = app.ledger.read(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload)
+             FROM rejects ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?,
+                "first_seen_ms": r.get::<_, i64>(1)?,
+                "last_seen_ms": r.get::<_, i64>(2)?,
+                "seen_count": r.get::<_, i64>(3)?,
+                "topic": r.get::<_, String>(4)?,
+                "agent_id": r.get::<_, Option<String>>(5)?,
+                "first_seq": r.get::<_, Option<i64>>(6)?,
+                "last_seq": r.get::<_, Option<i64>>(7)?,
+                "reason": r.get::<_, String>(8)?,
+                "payload_bytes": r.get::<_, i64>(9)?,
+            }))
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok(Json(rows).into_response())
+}

@@ -1,0 +1,93 @@
+//! `GET /v1/stock/<sku>` and `GET /v1/stock?location=...`: the projection as people read it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::ApiError;
+use crate::ledger::row_states;
+use crate::merge::States;
+use crate::App;
+
+/// One (SKU, location) row as served.
+#[derive(Serialize)]
+pub struct StockRow {
+    pub sku: String,
+    pub warehouse: String,
+    pub bin: Option<String>,
+    pub on_hand: i64,
+    #[serde(flatten)]
+    pub states: States,
+}
+
+const COLUMNS: &str = "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
+
+fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
+    let states = row_states(3)(r)?;
+    let bin: String = r.get(2)?;
+    Ok(StockRow {
+        sku: r.get(0)?,
+        warehouse: r.get(1)?,
+        bin: (!bin.is_empty()).then_some(bin),
+        on_hand: states.on_hand(),
+        states,
+    })
+}
+
+/// Per-location breakdown of one SKU, with totals.
+pub async fn by_sku(State(app): State<Arc<App>>, Path(sku): Path<String>) -> Result<Response, ApiError> {
+    let rows = app.ledger.read(|c| {
+        let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM stock WHERE sku = ?1 ORDER BY warehouse, bin"))?;
+        let rows = stmt.query_map([&sku], stock_row)?;
+        rows.collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut total = States::default();
+    for row in &rows {
+        total.add(&row.states);
+    }
+    Ok(Json(serde_json::json!({
+        "sku": sku,
+        "on_hand": total.on_hand(),
+        "total": total,
+        "locations": rows,
+    }))
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct LocationQuery {
+    location: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Every SKU at a warehouse (`location=ams`) or one bin of it (`location=ams/A-01`).
+pub async fn by_location(State(app): State<Arc<App>>, Query(q): Query<LocationQuery>) -> Result<Response, ApiError> {
+    let location = q
+        .location
+        .ok_or_else(|| ApiError::bad_request("location", "give `location=<warehouse>` or `<warehouse>/<bin>`"))?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let (warehouse, bin) = match location.split_once('/') {
+        Some((w, b)) => (w.to_string(), Some(b.to_string())),
+        None => (location.clone(), None),
+    };
+    let rows = app.ledger.read(|c| match &bin {
+        Some(bin) => {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM stock WHERE warehouse = ?1 AND bin = ?2 ORDER BY sku LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params![warehouse, bin, limit], stock_row)?;
+            rows.collect::<Result<Vec<_>, _>>()
+        }
+        None => {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM stock WHERE warehouse = ?1 ORDER BY sku, bin LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params![warehouse, limit], stock_row)?;
+            rows.collect::<Result<Vec<_>, _>>()
+        }
+    })?;
+    Ok(Json(serde_json::json!({"location": location, "items": rows})).into_response())
+}

@@ -1,0 +1,61 @@
+//! `stocksync-collector --config collector.toml`: runs the collector until SIGINT/SIGTERM.
+//! `stocksync-collector broker --listen ADDR`: runs only the embedded MQTT broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use stocksync_common::config::{self, CollectorConfig};
+
+#[derive(Parser)]
+#[command(version, about = "stocksync central collector")]
+struct Args {
+    /// Path to the collector's TOML config (see deploy/collector.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run only the embedded MQTT broker (for trials and tests).
+    Broker {
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttc=warn,rumqttd=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if let Some(Command::Broker { listen }) = args.command {
+        stocksync_collector::broker::start_embedded(listen, stocksync_common::mqtt::MAX_PACKET_BYTES)?;
+        tracing::info!(%listen, "embedded MQTT broker running");
+        wait_for_signal().await?;
+        return Ok(());
+    }
+    let config: CollectorConfig = match &args.config {
+        Some(path) => config::load(path)?,
+        None => toml::from_str("")?,
+    };
+    let collector = stocksync_collector::Collector::start(config).await?;
+    wait_for_signal().await?;
+    collector.stop().await
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

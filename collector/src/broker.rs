@@ -1,0 +1,70 @@
+//! The embedded MQTT broker (rumqttd), so that a trial needs nothing but Rust.
+//!
+//! Production sites point the collector and agents at their own broker (Mosquitto with the
+//! ACLs in `deploy/`); the embedded one is for trials, demos and tests. It has no ACLs and
+//! binds where it is told, which should be loopback unless the operator knows otherwise.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+/// Errors starting the embedded broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("embedded broker failed to start: {0}")]
+    Start(String),
+    #[error("embedded broker did not accept connections on {0} within 5 s (port in use?)")]
+    NotListening(SocketAddr),
+}
+
+/// Starts an embedded MQTT 3.1.1 broker on `listen` in background threads and waits until
+/// it accepts connections. It runs until the process exits.
+pub fn start_embedded(listen: SocketAddr, max_payload_bytes: usize) -> Result<(), BrokerError> {
+    let server = ServerSettings {
+        name: "stocksync-v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: max_payload_bytes,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 10_010,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 << 20,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    let mut broker = Broker::new(config);
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped");
+            }
+        })
+        .map_err(|e| BrokerError::Start(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(BrokerError::NotListening(listen))
+}

@@ -1,0 +1,130 @@
+//! Receiving batches from every warehouse and acknowledging each after its durable commit.
+//!
+//! The session is persistent (clean session off) and PUBACKs are manual, sent only after the
+//! ledger commit: if the collector dies in between, the broker still holds the batch and the
+//! agent still holds the movements. Decoding and checking happen here; anything that cannot
+//! be applied is kept in the rejects queue, never dropped. A payload of an unknown wire
+//! version is kept but not acknowledged to the agent, which keeps it too until an upgraded
+//! collector can read it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
+use stocksync_common::config::BrokerConfig;
+use stocksync_common::wire::{self, Ack, AckOutcome};
+use stocksync_common::topics;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::ledger::{Ledger, LedgerError, Rejected};
+use crate::metrics::Metrics;
+
+/// A batch on its way to disk, and what to tell whom when it gets there.
+struct Awaiting {
+    publish: Publish,
+    ack_topic: String,
+    agent_id: String,
+    seqs: (u64, u64),
+    done: oneshot::Receiver<Result<AckOutcome, LedgerError>>,
+}
+
+/// Consumes movement batches until `shutdown`.
+pub async fn run(
+    broker: BrokerConfig,
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut opts = stocksync_common::mqtt::options(&broker, "stocksync-collector", false)?;
+    opts.set_manual_acks(true);
+    let (client, mut events) = AsyncClient::new(opts, 4096);
+    // Acks go out in arrival order from their own task, so waiting for a commit never stalls
+    // the event loop and batches keep flowing into the next group commit.
+    let (await_tx, await_rx) = mpsc::channel::<Awaiting>(4096);
+    let acker = tokio::spawn(send_acks(client.clone(), await_rx));
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => break,
+            e = events.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                tracing::info!(session_present = c.session_present, "collector connected to broker");
+                metrics.broker_connected.store(1, Ordering::Relaxed);
+                client.subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce).await?;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some(awaiting) = receive(&client, &ledger, p).await? {
+                    await_tx.send(awaiting).await?;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if metrics.broker_connected.swap(0, Ordering::Relaxed) == 1 {
+                    tracing::warn!(error = %e, "collector lost the broker");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+    }
+    drop(await_tx);
+    let _ = acker.await;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// Decodes and queues one publish; payloads that cannot be applied are kept and PUBACKed.
+async fn receive(client: &AsyncClient, ledger: &Ledger, p: Publish) -> anyhow::Result<Option<Awaiting>> {
+    let topic = p.topic.clone();
+    let batch = match wire::decode_batch(&p.payload) {
+        Ok(batch) => batch,
+        Err(e) => {
+            tracing::error!(%topic, error = %e, "undecodable batch kept in rejects queue");
+            let rejected = Rejected {
+                topic,
+                agent_id: None,
+                seqs: None,
+                reason: e.to_string(),
+                payload: p.payload.to_vec(),
+            };
+            ledger.reject(rejected).await?;
+            client.ack(&p).await?;
+            return Ok(None);
+        }
+    };
+    let Some(seqs) = batch.seq_range() else {
+        client.ack(&p).await?;
+        return Ok(None);
+    };
+    let ack_topic = topics::acks(&batch.warehouse, &batch.agent_id);
+    let agent_id = batch.agent_id.clone();
+    let done = ledger.apply(batch, p.payload.to_vec(), topic).await?;
+    Ok(Some(Awaiting { publish: p, ack_topic, agent_id, seqs, done }))
+}
+
+async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
+    while let Some(a) = rx.recv().await {
+        let outcome = match a.done.await {
+            Ok(Ok(outcome)) => outcome,
+            // Not on disk: no ack of either kind; the broker and the agent both resend.
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "batch not committed");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let ack = Ack { agent_id: a.agent_id, first_seq: a.seqs.0, last_seq: a.seqs.1, outcome };
+        if client
+            .publish(a.ack_topic, QoS::AtLeastOnce, false, wire::encode_ack(&ack))
+            .await
+            .is_err()
+            || client.ack(&a.publish).await.is_err()
+        {
+            return;
+        }
+    }
+}

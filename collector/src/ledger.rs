@@ -1,0 +1,424 @@
+//! The collector's ledger and stock projection, in one SQLite file.
+//!
+//! The ledger is append-only: one row per movement, keyed by `(agent_id, seq)`, so a batch
+//! that arrives twice (a resend after a lost ack, a broker redelivery, a replay) inserts
+//! nothing the second time and changes no stock. The projection (`stock`) is updated in the
+//! same transaction as the ledger rows it derives from, so the two can never disagree, and
+//! the agent is acknowledged only after that transaction is on disk.
+//!
+//! Like the agent's journal, one writer thread owns the write connection and folds every
+//! waiting batch into one transaction (group commit); each batch has its own savepoint, so a
+//! bad batch fails alone.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use stocksync_common::wire::{self, AckOutcome, Batch};
+use stocksync_common::Movement;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::merge::{self, Change, ReturnsTo, States};
+use crate::metrics::Metrics;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    journal_id INTEGER NOT NULL,
+    warehouse TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    UNIQUE (agent_id, seq)
+);
+CREATE INDEX IF NOT EXISTS ledger_by_stock ON ledger (sku, warehouse, bin);
+CREATE TABLE IF NOT EXISTS stock (
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    available INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0,
+    damaged INTEGER NOT NULL DEFAULT 0,
+    quality_control INTEGER NOT NULL DEFAULT 0,
+    in_transit INTEGER NOT NULL DEFAULT 0,
+    incoming INTEGER NOT NULL DEFAULT 0,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sku, warehouse, bin)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stock_by_location ON stock (warehouse, bin);
+CREATE TABLE IF NOT EXISTS rejects (
+    id INTEGER PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    seen_count INTEGER NOT NULL DEFAULT 1,
+    topic TEXT NOT NULL,
+    agent_id TEXT,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    reason TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    UNIQUE (topic, payload)
+);
+";
+
+/// Most batches folded into one transaction.
+const MAX_GROUP: usize = 256;
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("ledger writer has stopped")]
+    Closed,
+}
+
+/// Why a payload is kept in the rejects queue instead of the ledger.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub topic: String,
+    pub agent_id: Option<String>,
+    pub seqs: Option<(u64, u64)>,
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+enum Command {
+    Apply {
+        batch: Batch,
+        payload: Vec<u8>,
+        topic: String,
+        reply: oneshot::Sender<Result<AckOutcome, LedgerError>>,
+    },
+    Reject {
+        rejected: Rejected,
+        reply: oneshot::Sender<Result<(), LedgerError>>,
+    },
+}
+
+/// Handle to the ledger; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Command>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn now_ms() -> i64 {
+    stocksync_common::input::now().unix_ms
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `path` and starts its writer thread.
+    pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Ledger, LedgerError> {
+        let conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = mpsc::channel(1024);
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || Writer { conn, metrics }.run(rx))
+            .map_err(|_| LedgerError::Closed)?;
+        Ok(Ledger { tx, reader: Arc::new(Mutex::new(open(path)?)) })
+    }
+
+    /// Queues a batch; the returned receiver answers once its transaction is on disk.
+    pub async fn apply(
+        &self,
+        batch: Batch,
+        payload: Vec<u8>,
+        topic: String,
+    ) -> Result<oneshot::Receiver<Result<AckOutcome, LedgerError>>, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Apply { batch, payload, topic, reply })
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Durably keeps a payload that cannot be applied.
+    pub async fn reject(&self, rejected: Rejected) -> Result<(), LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Reject { rejected, reply })
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Runs `f` on the read connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+        let conn = self.reader.lock().expect("reader lock");
+        Ok(f(&conn)?)
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    metrics: Arc<Metrics>,
+}
+
+enum Pending {
+    Apply(oneshot::Sender<Result<AckOutcome, LedgerError>>, AckOutcome),
+    Reject(oneshot::Sender<Result<(), LedgerError>>),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            match self.commit_group(group) {
+                Ok(pending) => {
+                    self.metrics.commits.inc();
+                    for p in pending {
+                        match p {
+                            Pending::Apply(reply, outcome) => {
+                                self.metrics.count_outcome(&outcome);
+                                let _ = reply.send(Ok(outcome));
+                            }
+                            Pending::Reject(reply) => {
+                                self.metrics.rejects.inc();
+                                let _ = reply.send(Ok(()));
+                            }
+                        }
+                    }
+                }
+                // Dropped replies tell every caller the group failed; agents resend.
+                Err(e) => tracing::error!(error = %e, "ledger commit failed"),
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Command>) -> Result<Vec<Pending>, rusqlite::Error> {
+        let tx = self.conn.transaction()?;
+        let mut pending = Vec::with_capacity(group.len());
+        for command in group {
+            match command {
+                Command::Apply { batch, payload, topic, reply } => {
+                    let outcome = apply_batch(&tx, &batch, &payload, &topic)?;
+                    pending.push(Pending::Apply(reply, outcome));
+                }
+                Command::Reject { rejected, reply } => {
+                    store_reject(&tx, &rejected)?;
+                    pending.push(Pending::Reject(reply));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(pending)
+    }
+}
+
+fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Error> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, payload)
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (topic, payload) DO UPDATE SET seen_count = seen_count + 1, last_seen_ms = ?1",
+        params![
+            now,
+            r.topic,
+            r.agent_id,
+            r.seqs.map(|s| s.0 as i64),
+            r.seqs.map(|s| s.1 as i64),
+            r.reason,
+            r.payload
+        ],
+    )?;
+    Ok(())
+}
+
+/// Applies one batch: checks its identity, appends new movements, updates the projection.
+/// A batch that fails a check is recorded as a reject and answered `Rejected`.
+fn apply_batch(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    payload: &[u8],
+    topic: &str,
+) -> Result<AckOutcome, rusqlite::Error> {
+    if let Some(reason) = check_batch(tx, batch, topic)? {
+        tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
+        store_reject(
+            tx,
+            &Rejected {
+                topic: topic.to_string(),
+                agent_id: Some(batch.agent_id.clone()),
+                seqs: batch.seq_range(),
+                reason: reason.clone(),
+                payload: payload.to_vec(),
+            },
+        )?;
+        return Ok(AckOutcome::Rejected { reason });
+    }
+    let now = now_ms();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (agent_id, seq) DO NOTHING",
+    )?;
+    let (mut applied, mut duplicates) = (0u32, 0u32);
+    for m in &batch.movements {
+        let inserted = insert.execute(params![
+            batch.agent_id,
+            m.seq as i64,
+            m.sku.as_str(),
+            m.location.warehouse,
+            m.location.bin_key(),
+            m.source,
+            m.kind.name(),
+            m.quantity as i64,
+            m.occurred_at.unix_ms,
+            now,
+            wire::encode_movement(m),
+        ])?;
+        if inserted == 0 {
+            duplicates += 1;
+            continue;
+        }
+        applied += 1;
+        project(tx, m, now)?;
+    }
+    Ok(AckOutcome::Applied { applied, duplicates })
+}
+
+/// Refuses a batch whose topic, warehouse or journal identity does not add up.
+fn check_batch(tx: &Transaction<'_>, batch: &Batch, topic: &str) -> Result<Option<String>, rusqlite::Error> {
+    let topic_warehouse = stocksync_common::topics::warehouse_of_movements_topic(topic);
+    if topic_warehouse != Some(batch.warehouse.as_str()) {
+        return Ok(Some(format!(
+            "warehouse `{}` in the payload does not match topic `{topic}`",
+            batch.warehouse
+        )));
+    }
+    if let Some(m) = batch.movements.iter().find(|m| m.location.warehouse != batch.warehouse) {
+        return Ok(Some(format!(
+            "movement seq {} is located in `{}`, not in the batch's warehouse `{}`",
+            m.seq, m.location.warehouse, batch.warehouse
+        )));
+    }
+    let now = now_ms();
+    let known: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT journal_id, warehouse FROM agents WHERE agent_id = ?1",
+            [&batch.agent_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match known {
+        None => {
+            tx.execute(
+                "INSERT INTO agents VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![batch.agent_id, batch.journal_id as i64, batch.warehouse, now],
+            )?;
+        }
+        Some((journal_id, _)) if journal_id as u64 != batch.journal_id => {
+            return Ok(Some(format!(
+                "agent `{}` sent journal {} but the collector knows journal {journal_id}: its journal was recreated and its seqs would collide; give the agent a new agent_id",
+                batch.agent_id, batch.journal_id
+            )));
+        }
+        Some((_, warehouse)) if warehouse != batch.warehouse => {
+            return Ok(Some(format!(
+                "agent `{}` is registered for warehouse `{warehouse}`, not `{}`",
+                batch.agent_id, batch.warehouse
+            )));
+        }
+        Some(_) => {
+            tx.prepare_cached("UPDATE agents SET last_seen_ms = ?2 WHERE agent_id = ?1")?
+                .execute(params![batch.agent_id, now])?;
+        }
+    }
+    Ok(None)
+}
+
+/// Applies one new movement to the projection.
+pub(crate) fn project(tx: &Transaction<'_>, m: &Movement, now: i64) -> Result<(), rusqlite::Error> {
+    let effects = match merge::change(m, ReturnsTo::QualityControl) {
+        Change::Deltas(effects) => effects,
+        Change::Count { on_hand } => {
+            let current = read_states(tx, m.sku.as_str(), &m.location.warehouse, m.location.bin_key())?;
+            vec![merge::Effect {
+                location: m.location.clone(),
+                delta: merge::count_delta(&current, on_hand),
+            }]
+        }
+    };
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            available = available + excluded.available,
+            reserved = reserved + excluded.reserved,
+            damaged = damaged + excluded.damaged,
+            quality_control = quality_control + excluded.quality_control,
+            in_transit = in_transit + excluded.in_transit,
+            incoming = incoming + excluded.incoming,
+            updated_at_ms = excluded.updated_at_ms",
+    )?;
+    for e in effects {
+        let d = e.delta;
+        upsert.execute(params![
+            m.sku.as_str(),
+            e.location.warehouse,
+            e.location.bin_key(),
+            d.available,
+            d.reserved,
+            d.damaged,
+            d.quality_control,
+            d.in_transit,
+            d.incoming,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+/// Current states of one (SKU, location); zero if never seen.
+pub fn read_states(conn: &Connection, sku: &str, warehouse: &str, bin: &str) -> Result<States, rusqlite::Error> {
+    conn.query_row(
+        "SELECT available, reserved, damaged, quality_control, in_transit, incoming FROM stock WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
+        params![sku, warehouse, bin],
+        row_states(0),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
+/// Reads `States` from six columns starting at `offset`.
+pub fn row_states(offset: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<States> {
+    move |r| {
+        Ok(States {
+            available: r.get(offset)?,
+            reserved: r.get(offset + 1)?,
+            damaged: r.get(offset + 2)?,
+            quality_control: r.get(offset + 3)?,
+            in_transit: r.get(offset + 4)?,
+            incoming: r.get(offset + 5)?,
+        })
+    }
+}

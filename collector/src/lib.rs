@@ -1,0 +1,83 @@
+//! stocksync collector: the one place where every warehouse's movements meet.
+//!
+//! `consume` takes batches off the broker, `ledger` commits them (deduplicated, append-only)
+//! and updates the projection using the effect table in `merge`, then the agent gets its
+//! ack. `api` serves the result. Without an external broker configured, `broker` runs an
+//! embedded one so a trial needs nothing but Rust.
+
+pub mod api;
+pub mod broker;
+pub mod consume;
+pub mod ledger;
+pub mod merge;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use ledger::Ledger;
+use metrics::Metrics;
+
+/// State shared by the collector's HTTP handlers.
+pub struct App {
+    pub ledger: Ledger,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running collector.
+pub struct Collector {
+    pub http_addr: SocketAddr,
+    /// The broker the collector uses (the embedded one's address when it runs one).
+    pub broker: BrokerConfig,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Collector {
+    /// Opens the ledger, starts the embedded broker if no external one is configured, and
+    /// starts consuming and serving.
+    pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        let broker = match config.broker.clone() {
+            Some(b) => b,
+            None => {
+                let e = &config.embedded_broker;
+                broker::start_embedded(e.listen, e.max_payload_bytes)?;
+                tracing::info!(listen = %e.listen, "embedded MQTT broker running");
+                BrokerConfig { host: e.listen.ip().to_string(), port: e.listen.port(), ..Default::default() }
+            }
+        };
+        let metrics = Arc::new(Metrics::default());
+        let ledger = Ledger::open(&config.ledger.path, metrics.clone())?;
+        let (shutdown, watch_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(consume::run(broker.clone(), ledger.clone(), metrics.clone(), watch_rx.clone())));
+
+        let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
+        let http_addr = listener.local_addr()?;
+        let router = api::router(Arc::new(App { ledger, metrics }));
+        let mut http_shutdown = watch_rx;
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.changed().await;
+                })
+                .await?;
+            Ok(())
+        }));
+        tracing::info!(%http_addr, "collector listening");
+        Ok(Collector { http_addr, broker, shutdown, tasks })
+    }
+
+    /// Stops consuming and serving, letting in-flight commits finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+}

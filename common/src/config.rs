@@ -1,0 +1,279 @@
+//! Configuration types for the agent and the collector, read from TOML.
+//!
+//! Every field has a default that is safe for a single-machine trial; the annotated
+//! examples in `deploy/` document each one for operators. Unknown keys are refused so that a
+//! typo is an error at start-up, not a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Failure to load a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot read password file {path}: {source}")]
+    Secret {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loads and parses a TOML config file.
+pub fn load<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// How to reach an MQTT broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    /// File holding the password (kept out of the config so configs can be shared).
+    pub password_file: Option<PathBuf>,
+    /// MQTT client id; defaults to one derived from the agent id or `stocksync-collector`.
+    pub client_id: Option<String>,
+    pub keep_alive_secs: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: None,
+            password_file: None,
+            client_id: None,
+            keep_alive_secs: 15,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Username and password, reading the password file if one is set.
+    pub fn credentials(&self) -> Result<Option<(String, String)>, ConfigError> {
+        let Some(user) = &self.username else {
+            return Ok(None);
+        };
+        let password = match &self.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Secret {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+            None => String::new(),
+        };
+        Ok(Some((user.clone(), password)))
+    }
+}
+
+/// The agent's config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Unique, stable id of this agent; with the journal seq it identifies every movement.
+    pub agent_id: String,
+    /// The warehouse this agent journals for.
+    pub warehouse: String,
+    #[serde(default)]
+    pub http: AgentHttpConfig,
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The central broker the forwarder publishes to.
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub forward: ForwardConfig,
+    /// Optional MQTT input from scanners on a (local) broker.
+    #[serde(default)]
+    pub scanner: Option<ScannerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentHttpConfig {
+    pub listen: SocketAddr,
+    /// Source system assumed for HTTP records that name none.
+    pub default_source: String,
+    /// Most records in one request.
+    pub max_batch: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for AgentHttpConfig {
+    fn default() -> Self {
+        AgentHttpConfig {
+            listen: "127.0.0.1:8081".parse().expect("valid"),
+            default_source: "wms".into(),
+            max_batch: 1000,
+            max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    pub path: PathBuf,
+    /// Most unacknowledged movements kept; past it new input is refused with 503, never dropped.
+    pub max_backlog: u64,
+    /// How long acknowledged movements stay in the journal for audit before pruning.
+    pub retain_acked_hours: u64,
+    /// How long idempotency keys and movement ids are remembered for deduplication.
+    pub idempotency_days: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: "agent-journal.db".into(),
+            max_backlog: 10_000_000,
+            retain_acked_hours: 24,
+            idempotency_days: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Most movements in one published batch.
+    pub batch_max: usize,
+    /// Batches published but not yet acknowledged by the collector.
+    pub max_inflight_batches: usize,
+    /// Resend everything unacknowledged when the oldest batch waited this long for its ack.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            batch_max: 500,
+            max_inflight_batches: 16,
+            ack_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannerConfig {
+    /// The broker the scanners publish to (often a local one in the warehouse).
+    pub broker: BrokerConfig,
+    /// Topic filter the scanners publish JSON movements on.
+    pub topic: String,
+    /// Source system assumed for scanner records that name none.
+    pub default_source: String,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            broker: BrokerConfig::default(),
+            topic: "scanners/+/movements".into(),
+            default_source: "scanner".into(),
+        }
+    }
+}
+
+/// The collector's config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    #[serde(default)]
+    pub http: CollectorHttpConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    /// An external broker (e.g. Mosquitto). Without one the collector runs its embedded broker.
+    #[serde(default)]
+    pub broker: Option<BrokerConfig>,
+    #[serde(default)]
+    pub embedded_broker: EmbeddedBrokerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorHttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for CollectorHttpConfig {
+    fn default() -> Self {
+        CollectorHttpConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            path: "collector-ledger.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedBrokerConfig {
+    pub listen: SocketAddr,
+    /// Largest MQTT payload the embedded broker accepts, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        EmbeddedBrokerConfig {
+            listen: "127.0.0.1:1883".parse().expect("valid"),
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_agent_config_uses_defaults() {
+        let cfg: AgentConfig = toml::from_str("agent_id = \"a1\"\nwarehouse = \"ams\"\n").unwrap();
+        assert_eq!(cfg.forward.batch_max, 500);
+        assert!(cfg.scanner.is_none());
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        assert!(toml::from_str::<AgentConfig>("agent_id = \"a\"\nwarehouse = \"w\"\nwarehous = 1\n").is_err());
+    }
+}

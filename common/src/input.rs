@@ -1,0 +1,424 @@
+//! Turning what a WMS, ERP or scanner sends into journal-ready movements.
+//!
+//! Validation happens at the edge, before anything is journaled, so that a bad record is
+//! refused while its sender is still listening. Every error names the record (its index in
+//! the batch), the field (as a JSON path) and what is wrong with it. A batch is all or
+//! nothing: one bad record refuses the whole batch, so no partial batch is ever journaled.
+
+use serde::Deserialize;
+
+use crate::model::{
+    Direction, InspectionOutcome, Location, Movement, MovementKind, OccurredAt, References, Sku,
+    BASE_UNIT,
+};
+
+/// Longest accepted identifier (SKU, bin, source, references, ids).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest accepted free text (reason, note).
+pub const MAX_TEXT_LEN: usize = 512;
+/// Largest accepted quantity in one movement, in the unit as reported.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+
+/// A movement as a client sends it, in JSON. Flat on purpose: it is what a WMS integrator or
+/// a scanner firmware writes by hand.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovementInput {
+    pub sku: String,
+    pub kind: InputKind,
+    pub quantity: i64,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    #[serde(default)]
+    pub bin: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<InspectionOutcome>,
+    #[serde(default)]
+    pub order: Option<String>,
+    #[serde(default)]
+    pub transfer: Option<String>,
+    #[serde(default, rename = "return")]
+    pub return_id: Option<String>,
+    #[serde(default)]
+    pub peer_warehouse: Option<String>,
+    /// The sender's own id for this movement; a second movement with the same id from the
+    /// same source is a duplicate and is not journaled again.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Movement kinds as spelled in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    Receipt,
+    Shipment,
+    Adjustment,
+    Count,
+    TransferOut,
+    TransferIn,
+    Return,
+    Damage,
+    Inspection,
+    WriteOff,
+    Cancellation,
+    Expected,
+}
+
+/// A refused record: which one, which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("record {record:?}, field {field}: {detail}")]
+pub struct InputError {
+    /// Index of the record in the batch; `None` when the body as a whole is bad.
+    pub record: Option<usize>,
+    /// JSON path of the offending field, e.g. `$[3].quantity`.
+    pub field: String,
+    pub detail: String,
+}
+
+/// Converts a reported unit into the SKU's base unit. The catalog implements this; without
+/// one only the base unit is known.
+pub trait UnitResolver {
+    /// Base units per one `unit` of `sku`, or an error text naming what is unknown.
+    fn base_units_per(&self, sku: &str, unit: &str) -> Result<u64, String>;
+    /// Canonical SKU for an id as the given source spells it (aliases); identity by default.
+    fn canonical_sku(&self, _source: &str, sku: &str) -> Result<String, String> {
+        Ok(sku.to_string())
+    }
+}
+
+/// The resolver used when no catalog is loaded: every SKU is counted in eaches.
+pub struct BaseUnitOnly;
+
+impl UnitResolver for BaseUnitOnly {
+    fn base_units_per(&self, _sku: &str, unit: &str) -> Result<u64, String> {
+        match unit {
+            "each" | "ea" | "unit" | "pcs" => Ok(1),
+            other => Err(format!("unknown unit `{other}` (no catalog loaded; known: each)")),
+        }
+    }
+}
+
+/// What validation needs to know about the place it runs in.
+pub struct Context<'a> {
+    /// The agent's warehouse; a record naming another warehouse is refused.
+    pub warehouse: &'a str,
+    /// Source system assumed when a record names none (the ingest path's configured default).
+    pub default_source: &'a str,
+    /// Time assumed when a record has no `occurred_at`: the moment it was received.
+    pub now: OccurredAt,
+    /// Most records one request may carry.
+    pub max_batch: usize,
+    pub units: &'a (dyn UnitResolver + Send + Sync),
+}
+
+/// Parses a JSON body holding one movement or an array of them, and validates every record.
+/// Returned movements have `seq = 0`; the journal assigns sequence numbers.
+pub fn parse_body(body: &[u8], ctx: &Context<'_>) -> Result<Vec<Movement>, InputError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| InputError {
+        record: None,
+        field: "$".into(),
+        detail: format!("malformed JSON: {e}"),
+    })?;
+    match value {
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(body_error("empty batch"));
+            }
+            if items.len() > ctx.max_batch {
+                return Err(body_error(&format!(
+                    "batch of {} records exceeds the limit of {}",
+                    items.len(),
+                    ctx.max_batch
+                )));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| parse_record(item, Some(i), ctx))
+                .collect()
+        }
+        obj @ serde_json::Value::Object(_) => Ok(vec![parse_record(obj, None, ctx)?]),
+        _ => Err(body_error("expected a movement object or an array of them")),
+    }
+}
+
+fn body_error(detail: &str) -> InputError {
+    InputError {
+        record: None,
+        field: "$".into(),
+        detail: detail.into(),
+    }
+}
+
+fn parse_record(
+    value: serde_json::Value,
+    index: Option<usize>,
+    ctx: &Context<'_>,
+) -> Result<Movement, InputError> {
+    let prefix = match index {
+        Some(i) => format!("$[{i}]"),
+        None => "$".to_string(),
+    };
+    let input: MovementInput = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            prefix.clone()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        InputError {
+            record: index,
+            field,
+            detail: e.into_inner().to_string(),
+        }
+    })?;
+    validate(input, ctx).map_err(|(field, detail)| InputError {
+        record: index,
+        field: format!("{prefix}.{field}"),
+        detail,
+    })
+}
+
+type FieldError = (&'static str, String);
+
+/// Semantic checks and normalisation of one decoded record.
+pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, FieldError> {
+    let kind = kind_of(&input)?;
+    let source = optional_id("source", input.source)?.unwrap_or_else(|| ctx.default_source.into());
+    let sku = required_id("sku", &input.sku)?;
+    let sku = ctx
+        .units
+        .canonical_sku(&source, &sku)
+        .map_err(|e| ("sku", e))?;
+    if let Some(wh) = &input.warehouse {
+        if wh != ctx.warehouse {
+            return Err((
+                "warehouse",
+                format!("`{wh}` is not this agent's warehouse `{}`", ctx.warehouse),
+            ));
+        }
+    }
+    let min = if matches!(kind, MovementKind::Count) { 0 } else { 1 };
+    if input.quantity < min || input.quantity > MAX_QUANTITY {
+        return Err((
+            "quantity",
+            format!(
+                "{} is out of range: must be {} ..= {MAX_QUANTITY}",
+                input.quantity,
+                if min == 0 { ">= 0 for a count, so 0" } else { "> 0, so 1" }
+            ),
+        ));
+    }
+    let unit = optional_id("unit", input.unit)?.unwrap_or_else(|| BASE_UNIT.into());
+    let per = ctx
+        .units
+        .base_units_per(&sku, &unit)
+        .map_err(|e| ("unit", e))?;
+    let unit_quantity = input.quantity as u64;
+    let quantity = unit_quantity
+        .checked_mul(per)
+        .ok_or(("quantity", "overflows when converted to base units".to_string()))?;
+    let occurred_at = match input.occurred_at {
+        Some(text) => parse_time(&text).map_err(|e| ("occurred_at", e))?,
+        None => ctx.now,
+    };
+    Ok(Movement {
+        seq: 0,
+        sku: Sku(sku),
+        location: Location {
+            warehouse: ctx.warehouse.to_string(),
+            bin: optional_id("bin", input.bin)?,
+        },
+        source,
+        kind,
+        quantity,
+        unit,
+        unit_quantity,
+        occurred_at,
+        references: References {
+            order: optional_id("order", input.order)?,
+            transfer: optional_id("transfer", input.transfer)?,
+            return_id: optional_id("return", input.return_id)?,
+            peer_warehouse: optional_id("peer_warehouse", input.peer_warehouse)?,
+        },
+        external_id: optional_id("id", input.id)?,
+        note: optional_text("note", input.note)?,
+    })
+}
+
+fn kind_of(input: &MovementInput) -> Result<MovementKind, FieldError> {
+    Ok(match input.kind {
+        InputKind::Receipt => MovementKind::Receipt,
+        InputKind::Shipment => MovementKind::Shipment,
+        InputKind::Adjustment => MovementKind::Adjustment {
+            direction: input.direction.ok_or((
+                "direction",
+                "an adjustment needs `increase` or `decrease`".to_string(),
+            ))?,
+            reason: optional_text("reason", input.reason.clone())?
+                .ok_or(("reason", "an adjustment needs a reason".to_string()))?,
+        },
+        InputKind::Count => MovementKind::Count,
+        InputKind::TransferOut => MovementKind::TransferOut,
+        InputKind::TransferIn => MovementKind::TransferIn,
+        InputKind::Return => MovementKind::Return,
+        InputKind::Damage => MovementKind::Damage,
+        InputKind::Inspection => MovementKind::Inspection {
+            outcome: input.outcome.ok_or((
+                "outcome",
+                "an inspection needs `available` or `damaged`".to_string(),
+            ))?,
+        },
+        InputKind::WriteOff => MovementKind::WriteOff,
+        InputKind::Cancellation => MovementKind::Cancellation,
+        InputKind::Expected => MovementKind::Expected,
+    })
+}
+
+fn required_id(field: &'static str, value: &str) -> Result<String, FieldError> {
+    if value.trim().is_empty() {
+        return Err((field, "must not be empty".into()));
+    }
+    check_id(field, value)?;
+    Ok(value.to_string())
+}
+
+fn optional_id(field: &'static str, value: Option<String>) -> Result<Option<String>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => {
+            check_id(field, &v)?;
+            Ok(Some(v))
+        }
+    }
+}
+
+fn check_id(field: &'static str, value: &str) -> Result<(), FieldError> {
+    if value.chars().count() > MAX_ID_LEN {
+        return Err((
+            field,
+            format!("is {} characters long; the limit is {MAX_ID_LEN}", value.chars().count()),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() || c == '/' || c == '+' || c == '#') {
+        return Err((field, "must not contain control characters, `/`, `+` or `#`".into()));
+    }
+    Ok(())
+}
+
+fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<String>, FieldError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_TEXT_LEN => Err((
+            field,
+            format!("is {} characters long; the limit is {MAX_TEXT_LEN}", v.chars().count()),
+        )),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Parses an RFC 3339 time that carries its UTC offset (`Z` or `±HH:MM`).
+pub fn parse_time(text: &str) -> Result<OccurredAt, String> {
+    let ts: jiff::Timestamp = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time with offset: {e}"))?;
+    let offset_seconds = offset_suffix(text)
+        .ok_or_else(|| format!("`{text}` has no UTC offset (`Z` or `±HH:MM`)"))?;
+    Ok(OccurredAt {
+        unix_ms: ts.as_millisecond(),
+        offset_seconds,
+    })
+}
+
+fn offset_suffix(text: &str) -> Option<i32> {
+    if text.ends_with('Z') || text.ends_with('z') {
+        return Some(0);
+    }
+    let tail = text.get(text.len().checked_sub(6)?..)?;
+    let sign = match tail.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hours: i32 = tail.get(1..3)?.parse().ok()?;
+    let minutes: i32 = tail.get(4..6)?.parse().ok()?;
+    Some(sign * (hours * 3600 + minutes * 60))
+}
+
+/// The current time as an `OccurredAt` in UTC.
+pub fn now() -> OccurredAt {
+    OccurredAt {
+        unix_ms: jiff::Timestamp::now().as_millisecond(),
+        offset_seconds: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context<'static> {
+        Context {
+            warehouse: "ams",
+            default_source: "wms",
+            now: OccurredAt { unix_ms: 0, offset_seconds: 0 },
+            max_batch: 3,
+            units: &BaseUnitOnly,
+        }
+    }
+
+    fn err(body: &str) -> InputError {
+        parse_body(body.as_bytes(), &ctx()).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_a_receipt_with_offset() {
+        let body = r#"{"sku":"A1","kind":"receipt","quantity":3,"occurred_at":"2026-11-25T10:00:00+01:00"}"#;
+        let m = &parse_body(body.as_bytes(), &ctx()).unwrap()[0];
+        assert_eq!(m.quantity, 3);
+        assert_eq!(m.occurred_at.offset_seconds, 3600);
+        assert_eq!(m.occurred_at.to_rfc3339(), "2026-11-25T10:00:00.000+01:00");
+        assert_eq!(m.source, "wms");
+        assert_eq!(m.location.warehouse, "ams");
+    }
+
+    #[test]
+    fn names_the_field_of_each_error() {
+        assert_eq!(err("{not json").field, "$");
+        assert_eq!(err(r#"[{"sku":"A","kind":"receipt","quantity":1},{"sku":"A","kind":"teleport","quantity":1}]"#).field, "$[1].kind");
+        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":0}"#).field, "$.quantity");
+        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":-2}"#).field, "$.quantity");
+        assert_eq!(err(r#"{"kind":"receipt","quantity":1}"#).field, "$");
+        assert!(err(r#"{"kind":"receipt","quantity":1}"#).detail.contains("sku"));
+        assert_eq!(err(r#"{"sku":"","kind":"receipt","quantity":1}"#).field, "$.sku");
+        let long = "x".repeat(65);
+        assert_eq!(err(&format!(r#"{{"sku":"{long}","kind":"receipt","quantity":1}}"#)).field, "$.sku");
+        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"unit":"case"}"#).field, "$.unit");
+        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"warehouse":"ber"}"#).field, "$.warehouse");
+        assert_eq!(err(r#"{"sku":"A","kind":"adjustment","quantity":1}"#).field, "$.direction");
+        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"occurred_at":"2026-11-25T10:00:00"}"#).field, "$.occurred_at");
+        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"colour":"red"}"#).field, "$.colour");
+        let over = r#"{"sku":"A","kind":"receipt","quantity":1}"#;
+        assert!(err(&format!("[{over},{over},{over},{over}]")).detail.contains("limit"));
+    }
+
+    #[test]
+    fn a_count_may_be_zero() {
+        let body = r#"{"sku":"A1","kind":"count","quantity":0}"#;
+        assert_eq!(parse_body(body.as_bytes(), &ctx()).unwrap()[0].quantity, 0);
+    }
+}

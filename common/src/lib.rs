@@ -1,0 +1,18 @@
+//! The vocabulary every stocksync process shares: what a stock movement is, how it travels
+//! between an agent and the collector, and how both are configured.
+//!
+//! This crate does no I/O on purpose. Agents in warehouses and the central collector are
+//! upgraded at different times; keeping the model and the wire format in one small, stable
+//! crate is what lets an old agent and a new collector agree on every byte.
+
+pub mod config;
+pub mod input;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+pub mod model;
+pub mod topics;
+pub mod wire;
+
+pub use model::{
+    Direction, Location, Movement, MovementKind, OccurredAt, References, Sku, BASE_UNIT,
+};

@@ -1,0 +1,30 @@
+//! One place that turns a `BrokerConfig` into rumqttc options, so the agent's forwarder,
+//! its scanner input and the collector connect the same way (credentials, keep-alive,
+//! payload limit).
+
+use std::time::Duration;
+
+use crate::config::{BrokerConfig, ConfigError};
+
+/// Largest packet we send or accept: a full batch with headroom.
+pub const MAX_PACKET_BYTES: usize = 1 << 20;
+
+/// Client options for `config`, with `default_client_id` when the config names none.
+pub fn options(
+    config: &BrokerConfig,
+    default_client_id: &str,
+    clean_session: bool,
+) -> Result<rumqttc::MqttOptions, ConfigError> {
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| default_client_id.to_string());
+    let mut opts = rumqttc::MqttOptions::new(client_id, config.host.clone(), config.port);
+    opts.set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)));
+    opts.set_clean_session(clean_session);
+    opts.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    if let Some((user, password)) = config.credentials()? {
+        opts.set_credentials(user, password);
+    }
+    Ok(opts)
+}

@@ -1,0 +1,37 @@
+//! MQTT topic names, in one place so the agent, the collector and the broker ACLs in
+//! `deploy/` cannot drift apart.
+
+/// Prefix of every stocksync topic; the `v1` is the topic layout version, not the wire version.
+pub const PREFIX: &str = "stocksync/v1";
+
+/// Topic an agent publishes its movement batches to.
+pub fn movements(warehouse: &str) -> String {
+    format!("{PREFIX}/{warehouse}/movements")
+}
+
+/// Filter the collector subscribes to for every warehouse's batches.
+pub const MOVEMENTS_FILTER: &str = "stocksync/v1/+/movements";
+
+/// Topic the collector acknowledges one agent's batches on.
+pub fn acks(warehouse: &str, agent_id: &str) -> String {
+    format!("{PREFIX}/{warehouse}/acks/{agent_id}")
+}
+
+/// The warehouse named by a movements topic, if the topic has that shape.
+pub fn warehouse_of_movements_topic(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let (warehouse, tail) = rest.split_once('/')?;
+    (tail == "movements" && !warehouse.is_empty()).then_some(warehouse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn movements_topic_round_trips() {
+        assert_eq!(warehouse_of_movements_topic(&movements("ams")), Some("ams"));
+        assert_eq!(warehouse_of_movements_topic("stocksync/v1/ams/acks/a1"), None);
+        assert_eq!(warehouse_of_movements_topic("other/v1/ams/movements"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end suites live in `tests/`; this crate has no library code of its own.
