@@ -48,7 +48,8 @@ impl Forwarder {
             &format!("stocksync-agent-{}", self.agent_id),
             true,
         )?;
-        let (client, mut events) = AsyncClient::new(opts, self.config.max_inflight_batches * 2 + 16);
+        let (client, mut events) =
+            AsyncClient::new(opts, self.config.max_inflight_batches * 2 + 16);
         let ack_topic = topics::acks(&self.warehouse, &self.agent_id);
         let data_topic = topics::movements(&self.warehouse);
         let mut state = Cursor::default();
@@ -108,7 +109,8 @@ impl Forwarder {
             let journal = self.journal.clone();
             let (after, limit) = (state.sent_up_to, self.config.batch_max);
             let rows = tokio::task::block_in_place(|| journal.unacked_after(after, limit))?;
-            let (Some(first), Some(last)) = (rows.first().map(|r| r.0), rows.last().map(|r| r.0)) else {
+            let (Some(first), Some(last)) = (rows.first().map(|r| r.0), rows.last().map(|r| r.0))
+            else {
                 break;
             };
             let payload = wire::encode_batch_from_parts(
@@ -117,11 +119,19 @@ impl Forwarder {
                 &self.warehouse,
                 rows.iter().map(|(_, bytes)| bytes.as_slice()),
             );
-            if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_err() {
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
                 // The client's queue is full; the next tick tries again from the same cursor.
                 break;
             }
-            state.in_flight.insert(first, InFlight { sent: Instant::now() });
+            state.in_flight.insert(
+                first,
+                InFlight {
+                    sent: Instant::now(),
+                },
+            );
             state.sent_up_to = last;
         }
         Ok(())

@@ -185,9 +185,11 @@ impl Journal {
             tx.commit()?;
             id
         };
-        let last_seq = meta(&conn, "last_seq")?.unwrap_or(0).max(
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM movements", [], |r| r.get(0))?,
-        ) as u64;
+        let last_seq = meta(&conn, "last_seq")?.unwrap_or(0).max(conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM movements",
+            [],
+            |r| r.get(0),
+        )?) as u64;
         let backlog: i64 = conn.query_row(
             "SELECT COUNT(*) FROM movements WHERE acked_at_ms IS NULL",
             [],
@@ -223,14 +225,25 @@ impl Journal {
         key: Option<String>,
     ) -> Result<Appended, JournalError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append { movements, key, reply }).await?;
+        self.send(Command::Append {
+            movements,
+            key,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
     /// Marks seqs `first..=last` as acknowledged by the collector; returns how many were newly acked.
     pub async fn ack(&self, first: u64, last: u64, outcome: String) -> Result<u64, JournalError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Ack { first, last, outcome, reply }).await?;
+        self.send(Command::Ack {
+            first,
+            last,
+            outcome,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -252,11 +265,18 @@ impl Journal {
     }
 
     async fn send(&self, command: Command) -> Result<(), JournalError> {
-        self.tx.send(command).await.map_err(|_| JournalError::Closed)
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| JournalError::Closed)
     }
 
     /// Unacknowledged movements with seq greater than `after`, in seq order, as journaled bytes.
-    pub fn unacked_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
+    pub fn unacked_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {
         let conn = self.shared.reader.lock().expect("reader lock");
         let mut stmt = conn.prepare_cached(
             "SELECT seq, payload FROM movements WHERE acked_at_ms IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
@@ -325,7 +345,12 @@ impl Journal {
 
 fn random_id() -> u64 {
     let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     h.finish() >> 1 // fits in SQLite's signed INTEGER
 }
@@ -339,9 +364,18 @@ struct Writer {
 
 /// A command's answer, held until the group's commit is on disk.
 enum Pending {
-    Append(oneshot::Sender<Result<Appended, JournalError>>, Result<Appended, JournalError>),
-    Ack(oneshot::Sender<Result<u64, JournalError>>, Result<u64, JournalError>),
-    Reject(oneshot::Sender<Result<(), JournalError>>, Result<(), JournalError>),
+    Append(
+        oneshot::Sender<Result<Appended, JournalError>>,
+        Result<Appended, JournalError>,
+    ),
+    Ack(
+        oneshot::Sender<Result<u64, JournalError>>,
+        Result<u64, JournalError>,
+    ),
+    Reject(
+        oneshot::Sender<Result<(), JournalError>>,
+        Result<(), JournalError>,
+    ),
 }
 
 impl Writer {
@@ -366,7 +400,13 @@ impl Writer {
             let mut pending = Vec::with_capacity(group.len());
             let mut backlog = backlog_before;
             for command in group {
-                pending.extend(apply(&tx, command, &mut self.next_seq, &mut backlog, self.max_backlog)?);
+                pending.extend(apply(
+                    &tx,
+                    command,
+                    &mut self.next_seq,
+                    &mut backlog,
+                    self.max_backlog,
+                )?);
             }
             tx.execute(
                 "INSERT INTO meta VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -379,7 +419,9 @@ impl Writer {
         match result {
             Ok(pending) => {
                 if self.next_seq != seq_before {
-                    self.shared.last_seq.store(self.next_seq - 1, Ordering::Relaxed);
+                    self.shared
+                        .last_seq
+                        .store(self.next_seq - 1, Ordering::Relaxed);
                     self.shared.appended.notify_waiters();
                     self.shared.appended.notify_one();
                 }
@@ -415,11 +457,20 @@ fn apply(
     max_backlog: u64,
 ) -> Result<Option<Pending>, rusqlite::Error> {
     Ok(Some(match command {
-        Command::Append { movements, key, reply } => {
+        Command::Append {
+            movements,
+            key,
+            reply,
+        } => {
             let r = append(tx, movements, key, next_seq, backlog, max_backlog);
             Pending::Append(reply, r)
         }
-        Command::Ack { first, last, outcome, reply } => {
+        Command::Ack {
+            first,
+            last,
+            outcome,
+            reply,
+        } => {
             let r = tx
                 .execute(
                     "UPDATE movements SET acked_at_ms = ?1, outcome = ?2 WHERE seq BETWEEN ?3 AND ?4 AND acked_at_ms IS NULL",
@@ -451,9 +502,18 @@ fn apply(
                 .map_err(JournalError::from);
             Pending::Reject(reply, r)
         }
-        Command::Prune { acked_before_ms, keys_before_ms } => {
-            tx.execute("DELETE FROM movements WHERE acked_at_ms < ?1", [acked_before_ms])?;
-            tx.execute("DELETE FROM idempotency WHERE created_at_ms < ?1", [keys_before_ms])?;
+        Command::Prune {
+            acked_before_ms,
+            keys_before_ms,
+        } => {
+            tx.execute(
+                "DELETE FROM movements WHERE acked_at_ms < ?1",
+                [acked_before_ms],
+            )?;
+            tx.execute(
+                "DELETE FROM idempotency WHERE created_at_ms < ?1",
+                [keys_before_ms],
+            )?;
             return Ok(None);
         }
     }))
@@ -477,7 +537,11 @@ fn append(
             )
             .optional()?;
         if let Some((first, last)) = seen {
-            let journaled = if first > 0 { (last - first + 1) as usize } else { 0 };
+            let journaled = if first > 0 {
+                (last - first + 1) as usize
+            } else {
+                0
+            };
             return Ok(Appended {
                 first_seq: (first > 0).then_some(first as u64),
                 last_seq: (last > 0).then_some(last as u64),
@@ -488,7 +552,10 @@ fn append(
         }
     }
     if *backlog + movements.len() as u64 > max_backlog {
-        return Err(JournalError::Full { backlog: *backlog, limit: max_backlog });
+        return Err(JournalError::Full {
+            backlog: *backlog,
+            limit: max_backlog,
+        });
     }
     let start = *next_seq;
     let now = now_ms();
@@ -515,7 +582,11 @@ fn append(
             seq += 1;
         }
         if let Some(k) = &request_key {
-            let (first, last) = if seq > start { (start as i64, seq as i64 - 1) } else { (0, 0) };
+            let (first, last) = if seq > start {
+                (start as i64, seq as i64 - 1)
+            } else {
+                (0, 0)
+            };
             tx.execute(
                 "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![k, first, last, now],

@@ -72,7 +72,11 @@ impl Agent {
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
-        let app = Arc::new(App { config, journal, link });
+        let app = Arc::new(App {
+            config,
+            journal,
+            link,
+        });
         let router = ingest::http::router(app);
         let mut http_shutdown = watch_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -84,7 +88,11 @@ impl Agent {
             Ok(())
         }));
         tracing::info!(%http_addr, "agent listening");
-        Ok(Agent { http_addr, shutdown, tasks })
+        Ok(Agent {
+            http_addr,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Asks every task to finish and waits for them.
@@ -106,7 +114,11 @@ impl Agent {
 
 async fn futures_select_all(
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-) -> (Result<anyhow::Result<()>, tokio::task::JoinError>, usize, Vec<JoinHandle<anyhow::Result<()>>>) {
+) -> (
+    Result<anyhow::Result<()>, tokio::task::JoinError>,
+    usize,
+    Vec<JoinHandle<anyhow::Result<()>>>,
+) {
     let mut tasks = tasks;
     loop {
         for i in 0..tasks.len() {

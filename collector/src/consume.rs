@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use stocksync_common::config::BrokerConfig;
-use stocksync_common::wire::{self, Ack, AckOutcome};
 use stocksync_common::topics;
+use stocksync_common::wire::{self, Ack, AckOutcome};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ledger::{Ledger, LedgerError, Rejected};
@@ -50,9 +50,14 @@ pub async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                tracing::info!(session_present = c.session_present, "collector connected to broker");
+                tracing::info!(
+                    session_present = c.session_present,
+                    "collector connected to broker"
+                );
                 metrics.broker_connected.store(1, Ordering::Relaxed);
-                client.subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce).await?;
+                client
+                    .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
+                    .await?;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if let Some(awaiting) = receive(&client, &ledger, p).await? {
@@ -78,7 +83,11 @@ pub async fn run(
 }
 
 /// Decodes and queues one publish; payloads that cannot be applied are kept and PUBACKed.
-async fn receive(client: &AsyncClient, ledger: &Ledger, p: Publish) -> anyhow::Result<Option<Awaiting>> {
+async fn receive(
+    client: &AsyncClient,
+    ledger: &Ledger,
+    p: Publish,
+) -> anyhow::Result<Option<Awaiting>> {
     let topic = p.topic.clone();
     let batch = match wire::decode_batch(&p.payload) {
         Ok(batch) => batch,
@@ -103,7 +112,13 @@ async fn receive(client: &AsyncClient, ledger: &Ledger, p: Publish) -> anyhow::R
     let ack_topic = topics::acks(&batch.warehouse, &batch.agent_id);
     let agent_id = batch.agent_id.clone();
     let done = ledger.apply(batch, p.payload.to_vec(), topic).await?;
-    Ok(Some(Awaiting { publish: p, ack_topic, agent_id, seqs, done }))
+    Ok(Some(Awaiting {
+        publish: p,
+        ack_topic,
+        agent_id,
+        seqs,
+        done,
+    }))
 }
 
 async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
@@ -117,7 +132,12 @@ async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
             }
             Err(_) => continue,
         };
-        let ack = Ack { agent_id: a.agent_id, first_seq: a.seqs.0, last_seq: a.seqs.1, outcome };
+        let ack = Ack {
+            agent_id: a.agent_id,
+            first_seq: a.seqs.0,
+            last_seq: a.seqs.1,
+            outcome,
+        };
         if client
             .publish(a.ack_topic, QoS::AtLeastOnce, false, wire::encode_ack(&ack))
             .await

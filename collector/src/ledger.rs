@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use stocksync_common::wire::{self, AckOutcome, Batch};
 use stocksync_common::Movement;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::merge::{self, Change, ReturnsTo, States};
 use crate::metrics::Metrics;
@@ -109,11 +109,23 @@ enum Command {
     },
 }
 
+/// A (SKU, location) whose projection row changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StockKey {
+    pub sku: String,
+    pub warehouse: String,
+    pub bin: String,
+}
+
+/// The projection rows one committed transaction changed, sent after the commit is on disk.
+pub type Changes = Arc<Vec<StockKey>>;
+
 /// Handle to the ledger; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Command>,
     reader: Arc<Mutex<Connection>>,
+    changes: broadcast::Sender<Changes>,
 }
 
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -134,11 +146,28 @@ impl Ledger {
         let conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
         let (tx, rx) = mpsc::channel(1024);
+        let (changes, _) = broadcast::channel(1024);
+        let writer = Writer {
+            conn,
+            metrics,
+            changes: changes.clone(),
+            touched: Vec::new(),
+        };
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || Writer { conn, metrics }.run(rx))
+            .spawn(move || writer.run(rx))
             .map_err(|_| LedgerError::Closed)?;
-        Ok(Ledger { tx, reader: Arc::new(Mutex::new(open(path)?)) })
+        Ok(Ledger {
+            tx,
+            reader: Arc::new(Mutex::new(open(path)?)),
+            changes,
+        })
+    }
+
+    /// Receives the stock keys of every commit from now on. A receiver that lags behind gets
+    /// `RecvError::Lagged` and must treat everything as changed.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Changes> {
+        self.changes.subscribe()
     }
 
     /// Queues a batch; the returned receiver answers once its transaction is on disk.
@@ -150,7 +179,12 @@ impl Ledger {
     ) -> Result<oneshot::Receiver<Result<AckOutcome, LedgerError>>, LedgerError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Apply { batch, payload, topic, reply })
+            .send(Command::Apply {
+                batch,
+                payload,
+                topic,
+                reply,
+            })
             .await
             .map_err(|_| LedgerError::Closed)?;
         Ok(rx)
@@ -167,7 +201,10 @@ impl Ledger {
     }
 
     /// Runs `f` on the read connection.
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
         let conn = self.reader.lock().expect("reader lock");
         Ok(f(&conn)?)
     }
@@ -176,6 +213,9 @@ impl Ledger {
 struct Writer {
     conn: Connection,
     metrics: Arc<Metrics>,
+    changes: broadcast::Sender<Changes>,
+    /// Stock keys the current transaction touched.
+    touched: Vec<StockKey>,
 }
 
 enum Pending {
@@ -196,6 +236,12 @@ impl Writer {
             match self.commit_group(group) {
                 Ok(pending) => {
                     self.metrics.commits.inc();
+                    let mut touched = std::mem::take(&mut self.touched);
+                    if !touched.is_empty() {
+                        touched.sort_unstable();
+                        touched.dedup();
+                        let _ = self.changes.send(Arc::new(touched));
+                    }
                     for p in pending {
                         match p {
                             Pending::Apply(reply, outcome) => {
@@ -210,7 +256,10 @@ impl Writer {
                     }
                 }
                 // Dropped replies tell every caller the group failed; agents resend.
-                Err(e) => tracing::error!(error = %e, "ledger commit failed"),
+                Err(e) => {
+                    self.touched.clear();
+                    tracing::error!(error = %e, "ledger commit failed")
+                }
             }
         }
     }
@@ -220,8 +269,13 @@ impl Writer {
         let mut pending = Vec::with_capacity(group.len());
         for command in group {
             match command {
-                Command::Apply { batch, payload, topic, reply } => {
-                    let outcome = apply_batch(&tx, &batch, &payload, &topic)?;
+                Command::Apply {
+                    batch,
+                    payload,
+                    topic,
+                    reply,
+                } => {
+                    let outcome = apply_batch(&tx, &batch, &payload, &topic, &mut self.touched)?;
                     pending.push(Pending::Apply(reply, outcome));
                 }
                 Command::Reject { rejected, reply } => {
@@ -261,6 +315,7 @@ fn apply_batch(
     batch: &Batch,
     payload: &[u8],
     topic: &str,
+    touched: &mut Vec<StockKey>,
 ) -> Result<AckOutcome, rusqlite::Error> {
     if let Some(reason) = check_batch(tx, batch, topic)? {
         tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
@@ -301,13 +356,20 @@ fn apply_batch(
             continue;
         }
         applied += 1;
-        project(tx, m, now)?;
+        project(tx, m, now, touched)?;
     }
-    Ok(AckOutcome::Applied { applied, duplicates })
+    Ok(AckOutcome::Applied {
+        applied,
+        duplicates,
+    })
 }
 
 /// Refuses a batch whose topic, warehouse or journal identity does not add up.
-fn check_batch(tx: &Transaction<'_>, batch: &Batch, topic: &str) -> Result<Option<String>, rusqlite::Error> {
+fn check_batch(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    topic: &str,
+) -> Result<Option<String>, rusqlite::Error> {
     let topic_warehouse = stocksync_common::topics::warehouse_of_movements_topic(topic);
     if topic_warehouse != Some(batch.warehouse.as_str()) {
         return Ok(Some(format!(
@@ -315,7 +377,11 @@ fn check_batch(tx: &Transaction<'_>, batch: &Batch, topic: &str) -> Result<Optio
             batch.warehouse
         )));
     }
-    if let Some(m) = batch.movements.iter().find(|m| m.location.warehouse != batch.warehouse) {
+    if let Some(m) = batch
+        .movements
+        .iter()
+        .find(|m| m.location.warehouse != batch.warehouse)
+    {
         return Ok(Some(format!(
             "movement seq {} is located in `{}`, not in the batch's warehouse `{}`",
             m.seq, m.location.warehouse, batch.warehouse
@@ -333,7 +399,12 @@ fn check_batch(tx: &Transaction<'_>, batch: &Batch, topic: &str) -> Result<Optio
         None => {
             tx.execute(
                 "INSERT INTO agents VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![batch.agent_id, batch.journal_id as i64, batch.warehouse, now],
+                params![
+                    batch.agent_id,
+                    batch.journal_id as i64,
+                    batch.warehouse,
+                    now
+                ],
             )?;
         }
         Some((journal_id, _)) if journal_id as u64 != batch.journal_id => {
@@ -357,11 +428,21 @@ fn check_batch(tx: &Transaction<'_>, batch: &Batch, topic: &str) -> Result<Optio
 }
 
 /// Applies one new movement to the projection.
-pub(crate) fn project(tx: &Transaction<'_>, m: &Movement, now: i64) -> Result<(), rusqlite::Error> {
+pub(crate) fn project(
+    tx: &Transaction<'_>,
+    m: &Movement,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> Result<(), rusqlite::Error> {
     let effects = match merge::change(m, ReturnsTo::QualityControl) {
         Change::Deltas(effects) => effects,
         Change::Count { on_hand } => {
-            let current = read_states(tx, m.sku.as_str(), &m.location.warehouse, m.location.bin_key())?;
+            let current = read_states(
+                tx,
+                m.sku.as_str(),
+                &m.location.warehouse,
+                m.location.bin_key(),
+            )?;
             vec![merge::Effect {
                 location: m.location.clone(),
                 delta: merge::count_delta(&current, on_hand),
@@ -381,6 +462,11 @@ pub(crate) fn project(tx: &Transaction<'_>, m: &Movement, now: i64) -> Result<()
             updated_at_ms = excluded.updated_at_ms",
     )?;
     for e in effects {
+        touched.push(StockKey {
+            sku: m.sku.0.clone(),
+            warehouse: e.location.warehouse.clone(),
+            bin: e.location.bin_key().to_string(),
+        });
         let d = e.delta;
         upsert.execute(params![
             m.sku.as_str(),
@@ -399,7 +485,12 @@ pub(crate) fn project(tx: &Transaction<'_>, m: &Movement, now: i64) -> Result<()
 }
 
 /// Current states of one (SKU, location); zero if never seen.
-pub fn read_states(conn: &Connection, sku: &str, warehouse: &str, bin: &str) -> Result<States, rusqlite::Error> {
+pub fn read_states(
+    conn: &Connection,
+    sku: &str,
+    warehouse: &str,
+    bin: &str,
+) -> Result<States, rusqlite::Error> {
     conn.query_row(
         "SELECT available, reserved, damaged, quality_control, in_transit, incoming FROM stock WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
         params![sku, warehouse, bin],

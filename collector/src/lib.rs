@@ -47,14 +47,23 @@ impl Collector {
                 let e = &config.embedded_broker;
                 broker::start_embedded(e.listen, e.max_payload_bytes)?;
                 tracing::info!(listen = %e.listen, "embedded MQTT broker running");
-                BrokerConfig { host: e.listen.ip().to_string(), port: e.listen.port(), ..Default::default() }
+                BrokerConfig {
+                    host: e.listen.ip().to_string(),
+                    port: e.listen.port(),
+                    ..Default::default()
+                }
             }
         };
         let metrics = Arc::new(Metrics::default());
         let ledger = Ledger::open(&config.ledger.path, metrics.clone())?;
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(consume::run(broker.clone(), ledger.clone(), metrics.clone(), watch_rx.clone())));
+        tasks.push(tokio::spawn(consume::run(
+            broker.clone(),
+            ledger.clone(),
+            metrics.clone(),
+            watch_rx.clone(),
+        )));
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
@@ -69,7 +78,12 @@ impl Collector {
             Ok(())
         }));
         tracing::info!(%http_addr, "collector listening");
-        Ok(Collector { http_addr, broker, shutdown, tasks })
+        Ok(Collector {
+            http_addr,
+            broker,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops consuming and serving, letting in-flight commits finish.

@@ -61,46 +61,103 @@ pub enum ReturnsTo {
 /// The change a movement makes. `returns_to` is the location's returns policy.
 pub fn change(m: &Movement, returns_to: ReturnsTo) -> Change {
     let q = m.quantity as i64;
-    let here = |delta: States| Effect { location: m.location.clone(), delta };
+    let here = |delta: States| Effect {
+        location: m.location.clone(),
+        delta,
+    };
     let one = |delta: States| Change::Deltas(vec![here(delta)]);
     let s = States::default;
     match &m.kind {
-        MovementKind::Receipt | MovementKind::Cancellation => one(States { available: q, ..s() }),
-        MovementKind::Shipment => one(States { available: -q, ..s() }),
-        MovementKind::Adjustment { direction: Direction::Increase, .. } => one(States { available: q, ..s() }),
-        MovementKind::Adjustment { direction: Direction::Decrease, .. } => one(States { available: -q, ..s() }),
+        MovementKind::Receipt | MovementKind::Cancellation => one(States {
+            available: q,
+            ..s()
+        }),
+        MovementKind::Shipment => one(States {
+            available: -q,
+            ..s()
+        }),
+        MovementKind::Adjustment {
+            direction: Direction::Increase,
+            ..
+        } => one(States {
+            available: q,
+            ..s()
+        }),
+        MovementKind::Adjustment {
+            direction: Direction::Decrease,
+            ..
+        } => one(States {
+            available: -q,
+            ..s()
+        }),
         MovementKind::Count => Change::Count { on_hand: q },
         MovementKind::TransferOut => {
-            let mut effects = vec![here(States { available: -q, ..s() })];
+            let mut effects = vec![here(States {
+                available: -q,
+                ..s()
+            })];
             if let Some(peer) = &m.references.peer_warehouse {
                 effects.push(Effect {
-                    location: Location { warehouse: peer.clone(), bin: None },
-                    delta: States { in_transit: q, ..s() },
+                    location: Location {
+                        warehouse: peer.clone(),
+                        bin: None,
+                    },
+                    delta: States {
+                        in_transit: q,
+                        ..s()
+                    },
                 });
             }
             Change::Deltas(effects)
         }
         MovementKind::TransferIn => {
-            let mut effects = vec![here(States { available: q, ..s() })];
+            let mut effects = vec![here(States {
+                available: q,
+                ..s()
+            })];
             if m.references.peer_warehouse.is_some() {
                 effects.push(Effect {
-                    location: Location { warehouse: m.location.warehouse.clone(), bin: None },
-                    delta: States { in_transit: -q, ..s() },
+                    location: Location {
+                        warehouse: m.location.warehouse.clone(),
+                        bin: None,
+                    },
+                    delta: States {
+                        in_transit: -q,
+                        ..s()
+                    },
                 });
             }
             Change::Deltas(effects)
         }
         MovementKind::Return => match returns_to {
-            ReturnsTo::QualityControl => one(States { quality_control: q, ..s() }),
-            ReturnsTo::Available => one(States { available: q, ..s() }),
+            ReturnsTo::QualityControl => one(States {
+                quality_control: q,
+                ..s()
+            }),
+            ReturnsTo::Available => one(States {
+                available: q,
+                ..s()
+            }),
         },
-        MovementKind::Damage => one(States { available: -q, damaged: q, ..s() }),
-        MovementKind::Inspection { outcome: InspectionOutcome::Available } => {
-            one(States { quality_control: -q, available: q, ..s() })
-        }
-        MovementKind::Inspection { outcome: InspectionOutcome::Damaged } => {
-            one(States { quality_control: -q, damaged: q, ..s() })
-        }
+        MovementKind::Damage => one(States {
+            available: -q,
+            damaged: q,
+            ..s()
+        }),
+        MovementKind::Inspection {
+            outcome: InspectionOutcome::Available,
+        } => one(States {
+            quality_control: -q,
+            available: q,
+            ..s()
+        }),
+        MovementKind::Inspection {
+            outcome: InspectionOutcome::Damaged,
+        } => one(States {
+            quality_control: -q,
+            damaged: q,
+            ..s()
+        }),
         MovementKind::WriteOff => one(States { damaged: -q, ..s() }),
         MovementKind::Expected => one(States { incoming: q, ..s() }),
     }
@@ -109,7 +166,10 @@ pub fn change(m: &Movement, returns_to: ReturnsTo) -> Change {
 /// Applies a count to current states: the difference lands in `available`, the other
 /// physical states are taken as they are. Returns the delta applied.
 pub fn count_delta(current: &States, counted_on_hand: i64) -> States {
-    States { available: counted_on_hand - current.on_hand(), ..States::default() }
+    States {
+        available: counted_on_hand - current.on_hand(),
+        ..States::default()
+    }
 }
 
 #[cfg(test)]
@@ -121,13 +181,19 @@ mod tests {
         Movement {
             seq: 1,
             sku: Sku("S".into()),
-            location: Location { warehouse: "ams".into(), bin: Some("A".into()) },
+            location: Location {
+                warehouse: "ams".into(),
+                bin: Some("A".into()),
+            },
             source: "wms".into(),
             kind,
             quantity: q,
             unit: "each".into(),
             unit_quantity: q,
-            occurred_at: OccurredAt { unix_ms: 0, offset_seconds: 0 },
+            occurred_at: OccurredAt {
+                unix_ms: 0,
+                offset_seconds: 0,
+            },
             references: References::default(),
             external_id: None,
             note: None,
@@ -144,46 +210,128 @@ mod tests {
     #[test]
     fn every_kind_has_its_documented_effect() {
         let s = States::default;
-        assert_eq!(delta(MovementKind::Receipt), States { available: 5, ..s() });
-        assert_eq!(delta(MovementKind::Shipment), States { available: -5, ..s() });
-        assert_eq!(delta(MovementKind::Cancellation), States { available: 5, ..s() });
         assert_eq!(
-            delta(MovementKind::Adjustment { direction: Direction::Increase, reason: "x".into() }),
-            States { available: 5, ..s() }
+            delta(MovementKind::Receipt),
+            States {
+                available: 5,
+                ..s()
+            }
         );
         assert_eq!(
-            delta(MovementKind::Adjustment { direction: Direction::Decrease, reason: "x".into() }),
-            States { available: -5, ..s() }
-        );
-        assert_eq!(delta(MovementKind::TransferOut), States { available: -5, ..s() });
-        assert_eq!(delta(MovementKind::TransferIn), States { available: 5, ..s() });
-        assert_eq!(delta(MovementKind::Return), States { quality_control: 5, ..s() });
-        assert_eq!(delta(MovementKind::Damage), States { available: -5, damaged: 5, ..s() });
-        assert_eq!(
-            delta(MovementKind::Inspection { outcome: InspectionOutcome::Available }),
-            States { quality_control: -5, available: 5, ..s() }
+            delta(MovementKind::Shipment),
+            States {
+                available: -5,
+                ..s()
+            }
         );
         assert_eq!(
-            delta(MovementKind::Inspection { outcome: InspectionOutcome::Damaged }),
-            States { quality_control: -5, damaged: 5, ..s() }
+            delta(MovementKind::Cancellation),
+            States {
+                available: 5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::Adjustment {
+                direction: Direction::Increase,
+                reason: "x".into()
+            }),
+            States {
+                available: 5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::Adjustment {
+                direction: Direction::Decrease,
+                reason: "x".into()
+            }),
+            States {
+                available: -5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::TransferOut),
+            States {
+                available: -5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::TransferIn),
+            States {
+                available: 5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::Return),
+            States {
+                quality_control: 5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::Damage),
+            States {
+                available: -5,
+                damaged: 5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::Inspection {
+                outcome: InspectionOutcome::Available
+            }),
+            States {
+                quality_control: -5,
+                available: 5,
+                ..s()
+            }
+        );
+        assert_eq!(
+            delta(MovementKind::Inspection {
+                outcome: InspectionOutcome::Damaged
+            }),
+            States {
+                quality_control: -5,
+                damaged: 5,
+                ..s()
+            }
         );
         assert_eq!(delta(MovementKind::WriteOff), States { damaged: -5, ..s() });
         assert_eq!(delta(MovementKind::Expected), States { incoming: 5, ..s() });
-        assert_eq!(change(&mv(MovementKind::Count, 7), ReturnsTo::QualityControl), Change::Count { on_hand: 7 });
+        assert_eq!(
+            change(&mv(MovementKind::Count, 7), ReturnsTo::QualityControl),
+            Change::Count { on_hand: 7 }
+        );
     }
 
     #[test]
     fn transfers_touch_the_peer_in_transit() {
         let mut out = mv(MovementKind::TransferOut, 4);
         out.references.peer_warehouse = Some("ber".into());
-        let Change::Deltas(e) = change(&out, ReturnsTo::QualityControl) else { panic!() };
-        assert_eq!(e[1].location, Location { warehouse: "ber".into(), bin: None });
+        let Change::Deltas(e) = change(&out, ReturnsTo::QualityControl) else {
+            panic!()
+        };
+        assert_eq!(
+            e[1].location,
+            Location {
+                warehouse: "ber".into(),
+                bin: None
+            }
+        );
         assert_eq!(e[1].delta.in_transit, 4);
     }
 
     #[test]
     fn a_count_moves_the_difference_into_available() {
-        let current = States { available: 3, damaged: 2, ..States::default() };
+        let current = States {
+            available: 3,
+            damaged: 2,
+            ..States::default()
+        };
         assert_eq!(count_delta(&current, 10).available, 5);
     }
 }

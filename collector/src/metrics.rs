@@ -38,7 +38,10 @@ impl Metrics {
     /// Counts what one acknowledged batch did.
     pub fn count_outcome(&self, outcome: &AckOutcome) {
         match outcome {
-            AckOutcome::Applied { applied, duplicates } => {
+            AckOutcome::Applied {
+                applied,
+                duplicates,
+            } => {
                 self.batches_applied.inc();
                 self.movements_applied.add(u64::from(*applied));
                 self.movements_duplicate.add(u64::from(*duplicates));
@@ -51,15 +54,43 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counters = [
-            ("stocksync_batches_applied_total", "Batches committed to the ledger", &self.batches_applied),
-            ("stocksync_batches_rejected_total", "Batches refused (warehouse, journal id)", &self.batches_rejected),
-            ("stocksync_movements_applied_total", "Movements appended to the ledger", &self.movements_applied),
-            ("stocksync_movements_duplicate_total", "Movements received again and ignored", &self.movements_duplicate),
-            ("stocksync_rejects_total", "Payloads kept in the rejects queue", &self.rejects),
-            ("stocksync_ledger_commits_total", "Ledger transactions (group commits)", &self.commits),
+            (
+                "stocksync_batches_applied_total",
+                "Batches committed to the ledger",
+                &self.batches_applied,
+            ),
+            (
+                "stocksync_batches_rejected_total",
+                "Batches refused (warehouse, journal id)",
+                &self.batches_rejected,
+            ),
+            (
+                "stocksync_movements_applied_total",
+                "Movements appended to the ledger",
+                &self.movements_applied,
+            ),
+            (
+                "stocksync_movements_duplicate_total",
+                "Movements received again and ignored",
+                &self.movements_duplicate,
+            ),
+            (
+                "stocksync_rejects_total",
+                "Payloads kept in the rejects queue",
+                &self.rejects,
+            ),
+            (
+                "stocksync_ledger_commits_total",
+                "Ledger transactions (group commits)",
+                &self.commits,
+            ),
         ];
         for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.get());
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.get()
+            );
         }
         let _ = writeln!(
             out,

@@ -274,6 +274,9 @@ mod tests {
 
     #[test]
     fn typos_are_refused() {
-        assert!(toml::from_str::<AgentConfig>("agent_id = \"a\"\nwarehouse = \"w\"\nwarehous = 1\n").is_err());
+        assert!(toml::from_str::<AgentConfig>(
+            "agent_id = \"a\"\nwarehouse = \"w\"\nwarehous = 1\n"
+        )
+        .is_err());
     }
 }

@@ -106,7 +106,9 @@ impl UnitResolver for BaseUnitOnly {
     fn base_units_per(&self, _sku: &str, unit: &str) -> Result<u64, String> {
         match unit {
             "each" | "ea" | "unit" | "pcs" => Ok(1),
-            other => Err(format!("unknown unit `{other}` (no catalog loaded; known: each)")),
+            other => Err(format!(
+                "unknown unit `{other}` (no catalog loaded; known: each)"
+            )),
         }
     }
 }
@@ -211,14 +213,22 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
             ));
         }
     }
-    let min = if matches!(kind, MovementKind::Count) { 0 } else { 1 };
+    let min = if matches!(kind, MovementKind::Count) {
+        0
+    } else {
+        1
+    };
     if input.quantity < min || input.quantity > MAX_QUANTITY {
         return Err((
             "quantity",
             format!(
                 "{} is out of range: must be {} ..= {MAX_QUANTITY}",
                 input.quantity,
-                if min == 0 { ">= 0 for a count, so 0" } else { "> 0, so 1" }
+                if min == 0 {
+                    ">= 0 for a count, so 0"
+                } else {
+                    "> 0, so 1"
+                }
             ),
         ));
     }
@@ -228,9 +238,10 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
         .base_units_per(&sku, &unit)
         .map_err(|e| ("unit", e))?;
     let unit_quantity = input.quantity as u64;
-    let quantity = unit_quantity
-        .checked_mul(per)
-        .ok_or(("quantity", "overflows when converted to base units".to_string()))?;
+    let quantity = unit_quantity.checked_mul(per).ok_or((
+        "quantity",
+        "overflows when converted to base units".to_string(),
+    ))?;
     let occurred_at = match input.occurred_at {
         Some(text) => parse_time(&text).map_err(|e| ("occurred_at", e))?,
         None => ctx.now,
@@ -311,11 +322,20 @@ fn check_id(field: &'static str, value: &str) -> Result<(), FieldError> {
     if value.chars().count() > MAX_ID_LEN {
         return Err((
             field,
-            format!("is {} characters long; the limit is {MAX_ID_LEN}", value.chars().count()),
+            format!(
+                "is {} characters long; the limit is {MAX_ID_LEN}",
+                value.chars().count()
+            ),
         ));
     }
-    if value.chars().any(|c| c.is_control() || c == '/' || c == '+' || c == '#') {
-        return Err((field, "must not contain control characters, `/`, `+` or `#`".into()));
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == '/' || c == '+' || c == '#')
+    {
+        return Err((
+            field,
+            "must not contain control characters, `/`, `+` or `#`".into(),
+        ));
     }
     Ok(())
 }
@@ -324,7 +344,10 @@ fn optional_text(field: &'static str, value: Option<String>) -> Result<Option<St
     match value {
         Some(v) if v.chars().count() > MAX_TEXT_LEN => Err((
             field,
-            format!("is {} characters long; the limit is {MAX_TEXT_LEN}", v.chars().count()),
+            format!(
+                "is {} characters long; the limit is {MAX_TEXT_LEN}",
+                v.chars().count()
+            ),
         )),
         Some(v) if v.trim().is_empty() => Ok(None),
         other => Ok(other),
@@ -375,7 +398,10 @@ mod tests {
         Context {
             warehouse: "ams",
             default_source: "wms",
-            now: OccurredAt { unix_ms: 0, offset_seconds: 0 },
+            now: OccurredAt {
+                unix_ms: 0,
+                offset_seconds: 0,
+            },
             max_batch: 3,
             units: &BaseUnitOnly,
         }
@@ -400,20 +426,55 @@ mod tests {
     fn names_the_field_of_each_error() {
         assert_eq!(err("{not json").field, "$");
         assert_eq!(err(r#"[{"sku":"A","kind":"receipt","quantity":1},{"sku":"A","kind":"teleport","quantity":1}]"#).field, "$[1].kind");
-        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":0}"#).field, "$.quantity");
-        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":-2}"#).field, "$.quantity");
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":0}"#).field,
+            "$.quantity"
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":-2}"#).field,
+            "$.quantity"
+        );
         assert_eq!(err(r#"{"kind":"receipt","quantity":1}"#).field, "$");
-        assert!(err(r#"{"kind":"receipt","quantity":1}"#).detail.contains("sku"));
-        assert_eq!(err(r#"{"sku":"","kind":"receipt","quantity":1}"#).field, "$.sku");
+        assert!(err(r#"{"kind":"receipt","quantity":1}"#)
+            .detail
+            .contains("sku"));
+        assert_eq!(
+            err(r#"{"sku":"","kind":"receipt","quantity":1}"#).field,
+            "$.sku"
+        );
         let long = "x".repeat(65);
-        assert_eq!(err(&format!(r#"{{"sku":"{long}","kind":"receipt","quantity":1}}"#)).field, "$.sku");
-        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"unit":"case"}"#).field, "$.unit");
-        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"warehouse":"ber"}"#).field, "$.warehouse");
-        assert_eq!(err(r#"{"sku":"A","kind":"adjustment","quantity":1}"#).field, "$.direction");
-        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"occurred_at":"2026-11-25T10:00:00"}"#).field, "$.occurred_at");
-        assert_eq!(err(r#"{"sku":"A","kind":"receipt","quantity":1,"colour":"red"}"#).field, "$.colour");
+        assert_eq!(
+            err(&format!(
+                r#"{{"sku":"{long}","kind":"receipt","quantity":1}}"#
+            ))
+            .field,
+            "$.sku"
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":1,"unit":"case"}"#).field,
+            "$.unit"
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":1,"warehouse":"ber"}"#).field,
+            "$.warehouse"
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"adjustment","quantity":1}"#).field,
+            "$.direction"
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":1,"occurred_at":"2026-11-25T10:00:00"}"#)
+                .field,
+            "$.occurred_at"
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":1,"colour":"red"}"#).field,
+            "$.colour"
+        );
         let over = r#"{"sku":"A","kind":"receipt","quantity":1}"#;
-        assert!(err(&format!("[{over},{over},{over},{over}]")).detail.contains("limit"));
+        assert!(err(&format!("[{over},{over},{over},{over}]"))
+            .detail
+            .contains("limit"));
     }
 
     #[test]

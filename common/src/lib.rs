@@ -7,9 +7,9 @@
 
 pub mod config;
 pub mod input;
+pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
-pub mod model;
 pub mod topics;
 pub mod wire;
 

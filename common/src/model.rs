@@ -69,8 +69,10 @@ pub struct OccurredAt {
 impl OccurredAt {
     /// RFC 3339 rendering in the reporter's own offset.
     pub fn to_rfc3339(&self) -> String {
-        let ts = jiff::Timestamp::from_millisecond(self.unix_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let offset = jiff::tz::Offset::from_seconds(self.offset_seconds).unwrap_or(jiff::tz::Offset::UTC);
+        let ts =
+            jiff::Timestamp::from_millisecond(self.unix_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let offset =
+            jiff::tz::Offset::from_seconds(self.offset_seconds).unwrap_or(jiff::tz::Offset::UTC);
         let dt = offset.to_datetime(ts);
         let sign = if self.offset_seconds < 0 { '-' } else { '+' };
         let abs = self.offset_seconds.unsigned_abs();
@@ -111,7 +113,10 @@ pub enum MovementKind {
     /// Goods picked and shipped to a customer.
     Shipment,
     /// A manual correction with its reason.
-    Adjustment { direction: Direction, reason: String },
+    Adjustment {
+        direction: Direction,
+        reason: String,
+    },
     /// An absolute count: "there are N here", not a delta.
     Count,
     /// Goods leaving for another warehouse (in transit until received there).

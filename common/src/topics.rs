@@ -31,7 +31,10 @@ mod tests {
     #[test]
     fn movements_topic_round_trips() {
         assert_eq!(warehouse_of_movements_topic(&movements("ams")), Some("ams"));
-        assert_eq!(warehouse_of_movements_topic("stocksync/v1/ams/acks/a1"), None);
+        assert_eq!(
+            warehouse_of_movements_topic("stocksync/v1/ams/acks/a1"),
+            None
+        );
         assert_eq!(warehouse_of_movements_topic("other/v1/ams/movements"), None);
     }
 }

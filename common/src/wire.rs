@@ -59,7 +59,9 @@ pub enum AckOutcome {
 pub enum WireError {
     #[error("empty payload")]
     Empty,
-    #[error("wire version {version} is unknown to this build (it reads up to {VERSION}); payload kept")]
+    #[error(
+        "wire version {version} is unknown to this build (it reads up to {VERSION}); payload kept"
+    )]
     UnknownVersion { version: u64 },
     #[error("malformed v{version} payload: {source}")]
     Malformed {
@@ -129,9 +131,8 @@ fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, WireError> 
     if payload.is_empty() {
         return Err(WireError::Empty);
     }
-    let (version, rest) = postcard::take_from_bytes::<u64>(payload).map_err(|source| {
-        WireError::Malformed { version: 0, source }
-    })?;
+    let (version, rest) = postcard::take_from_bytes::<u64>(payload)
+        .map_err(|source| WireError::Malformed { version: 0, source })?;
     if version != u64::from(VERSION) {
         return Err(WireError::UnknownVersion { version });
     }
@@ -155,14 +156,26 @@ mod tests {
         Movement {
             seq,
             sku: Sku("SKU-1".into()),
-            location: Location { warehouse: "ams".into(), bin: Some("A-01".into()) },
+            location: Location {
+                warehouse: "ams".into(),
+                bin: Some("A-01".into()),
+            },
             source: "wms".into(),
-            kind: MovementKind::Adjustment { direction: Direction::Decrease, reason: "breakage".into() },
+            kind: MovementKind::Adjustment {
+                direction: Direction::Decrease,
+                reason: "breakage".into(),
+            },
             quantity: 24,
             unit: "case".into(),
             unit_quantity: 2,
-            occurred_at: OccurredAt { unix_ms: 1_795_000_000_000, offset_seconds: 3600 },
-            references: References { order: Some("O-1".into()), ..Default::default() },
+            occurred_at: OccurredAt {
+                unix_ms: 1_795_000_000_000,
+                offset_seconds: 3600,
+            },
+            references: References {
+                order: Some("O-1".into()),
+                ..Default::default()
+            },
             external_id: None,
             note: None,
         }
@@ -170,7 +183,12 @@ mod tests {
 
     #[test]
     fn parts_encoding_equals_struct_encoding() {
-        let batch = Batch { agent_id: "a1".into(), journal_id: 77, warehouse: "ams".into(), movements: vec![sample(1), sample(2)] };
+        let batch = Batch {
+            agent_id: "a1".into(),
+            journal_id: 77,
+            warehouse: "ams".into(),
+            movements: vec![sample(1), sample(2)],
+        };
         let parts: Vec<Vec<u8>> = batch.movements.iter().map(encode_movement).collect();
         let joined = encode_batch_from_parts("a1", 77, "ams", parts.iter().map(Vec::as_slice));
         assert_eq!(joined, encode_batch(&batch));
@@ -179,9 +197,17 @@ mod tests {
 
     #[test]
     fn unknown_version_is_named() {
-        let mut payload = encode_batch(&Batch { agent_id: "a".into(), journal_id: 1, warehouse: "w".into(), movements: vec![] });
+        let mut payload = encode_batch(&Batch {
+            agent_id: "a".into(),
+            journal_id: 1,
+            warehouse: "w".into(),
+            movements: vec![],
+        });
         payload[0] = 2;
-        assert!(matches!(decode_batch(&payload), Err(WireError::UnknownVersion { version: 2 })));
+        assert!(matches!(
+            decode_batch(&payload),
+            Err(WireError::UnknownVersion { version: 2 })
+        ));
         assert!(matches!(decode_batch(&[]), Err(WireError::Empty)));
     }
 

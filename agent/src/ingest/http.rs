@@ -79,8 +79,15 @@ async fn post_movements(
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             };
-            let reject = Reject { source: "http".into(), error: e.clone(), payload: body.to_vec() };
-            app.journal.reject(reject).await.map_err(ApiError::Journal)?;
+            let reject = Reject {
+                source: "http".into(),
+                error: e.clone(),
+                payload: body.to_vec(),
+            };
+            app.journal
+                .reject(reject)
+                .await
+                .map_err(ApiError::Journal)?;
             return Err(ApiError::Input(status, e));
         }
     };
@@ -88,8 +95,16 @@ async fn post_movements(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let appended = app.journal.append(movements, key).await.map_err(ApiError::Journal)?;
-    let status = if appended.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let appended = app
+        .journal
+        .append(movements, key)
+        .await
+        .map_err(ApiError::Journal)?;
+    let status = if appended.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(appended)).into_response())
 }
 
@@ -116,7 +131,13 @@ struct Limit {
     limit: Option<usize>,
 }
 
-async fn rejects(State(app): State<Arc<App>>, Query(q): Query<Limit>) -> Result<Response, ApiError> {
-    let rows = app.journal.rejects(q.limit.unwrap_or(100).min(1000)).map_err(ApiError::Journal)?;
+async fn rejects(
+    State(app): State<Arc<App>>,
+    Query(q): Query<Limit>,
+) -> Result<Response, ApiError> {
+    let rows = app
+        .journal
+        .rejects(q.limit.unwrap_or(100).min(1000))
+        .map_err(ApiError::Journal)?;
     Ok(Json(rows).into_response())
 }

@@ -53,7 +53,13 @@ pub async fn run(
                     Err(error) => {
                         tracing::warn!(topic = %p.topic, %error, "scanner message refused");
                         let source = format!("mqtt:{}", p.topic);
-                        journal.reject(Reject { source, error, payload: p.payload.to_vec() }).await
+                        journal
+                            .reject(Reject {
+                                source,
+                                error,
+                                payload: p.payload.to_vec(),
+                            })
+                            .await
                     }
                 };
                 match stored {

@@ -37,13 +37,23 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(field: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, error: "bad request", field: Some(field), detail: detail.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: "bad request",
+            field: Some(field),
+            detail: detail.into(),
+        }
     }
 }
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, error: "ledger error", field: None, detail: e.to_string() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "ledger error",
+            field: None,
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -56,12 +66,20 @@ impl IntoResponse for ApiError {
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
-    let status = if connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if connected {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"status": if connected { "ok" } else { "degraded" }, "broker": if connected { "connected" } else { "disconnected" }}))).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -69,7 +87,10 @@ struct Limit {
     limit: Option<i64>,
 }
 
-async fn rejects(State(app): State<Arc<App>>, Query(q): Query<Limit>) -> Result<Response, ApiError> {
+async fn rejects(
+    State(app): State<Arc<App>>,
+    Query(q): Query<Limit>,
+) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(

@@ -23,7 +23,8 @@ pub struct StockRow {
     pub states: States,
 }
 
-const COLUMNS: &str = "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
+const COLUMNS: &str =
+    "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
 
 fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
     let states = row_states(3)(r)?;
@@ -38,9 +39,14 @@ fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
 }
 
 /// Per-location breakdown of one SKU, with totals.
-pub async fn by_sku(State(app): State<Arc<App>>, Path(sku): Path<String>) -> Result<Response, ApiError> {
+pub async fn by_sku(
+    State(app): State<Arc<App>>,
+    Path(sku): Path<String>,
+) -> Result<Response, ApiError> {
     let rows = app.ledger.read(|c| {
-        let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM stock WHERE sku = ?1 ORDER BY warehouse, bin"))?;
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM stock WHERE sku = ?1 ORDER BY warehouse, bin"
+        ))?;
         let rows = stmt.query_map([&sku], stock_row)?;
         rows.collect::<Result<Vec<_>, _>>()
     })?;
@@ -64,10 +70,16 @@ pub struct LocationQuery {
 }
 
 /// Every SKU at a warehouse (`location=ams`) or one bin of it (`location=ams/A-01`).
-pub async fn by_location(State(app): State<Arc<App>>, Query(q): Query<LocationQuery>) -> Result<Response, ApiError> {
-    let location = q
-        .location
-        .ok_or_else(|| ApiError::bad_request("location", "give `location=<warehouse>` or `<warehouse>/<bin>`"))?;
+pub async fn by_location(
+    State(app): State<Arc<App>>,
+    Query(q): Query<LocationQuery>,
+) -> Result<Response, ApiError> {
+    let location = q.location.ok_or_else(|| {
+        ApiError::bad_request(
+            "location",
+            "give `location=<warehouse>` or `<warehouse>/<bin>`",
+        )
+    })?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
     let (warehouse, bin) = match location.split_once('/') {
         Some((w, b)) => (w.to_string(), Some(b.to_string())),

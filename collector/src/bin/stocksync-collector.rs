@@ -37,7 +37,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if let Some(Command::Broker { listen }) = args.command {
-        stocksync_collector::broker::start_embedded(listen, stocksync_common::mqtt::MAX_PACKET_BYTES)?;
+        stocksync_collector::broker::start_embedded(
+            listen,
+            stocksync_common::mqtt::MAX_PACKET_BYTES,
+        )?;
         tracing::info!(%listen, "embedded MQTT broker running");
         wait_for_signal().await?;
         return Ok(());

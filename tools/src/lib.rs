@@ -1,0 +1,1 @@
+//! Demo and simulators; see `src/bin/`.
