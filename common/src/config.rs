@@ -214,6 +214,65 @@ pub struct CollectorConfig {
     pub broker: Option<BrokerConfig>,
     #[serde(default)]
     pub embedded_broker: EmbeddedBrokerConfig,
+    /// SKUs, packs, bundles and aliases; distributed to agents so they normalise offline.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+}
+
+/// The product catalog: what the canonical ids are and how other systems spell them.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    pub skus: Vec<SkuDef>,
+    pub bundles: Vec<BundleDef>,
+    pub aliases: Vec<AliasDef>,
+}
+
+/// One canonical SKU.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SkuDef {
+    pub id: String,
+    #[serde(default)]
+    pub gtin: Option<String>,
+    /// The unit stock is counted in (default `each`).
+    #[serde(default = "default_base_unit")]
+    pub base_unit: String,
+    /// Pack sizes in base units, e.g. `{ case = 12, inner = 6 }`.
+    #[serde(default)]
+    pub packs: std::collections::BTreeMap<String, u64>,
+}
+
+fn default_base_unit() -> String {
+    crate::model::BASE_UNIT.to_string()
+}
+
+/// A bundle or kit: sold as one SKU, stocked as its components.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleDef {
+    pub sku: String,
+    pub components: Vec<ComponentDef>,
+}
+
+/// One component of a bundle.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentDef {
+    pub sku: String,
+    pub quantity: u64,
+}
+
+/// How a source system or channel spells a canonical SKU.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AliasDef {
+    /// Source system (`wms`, `erp`, ...) or channel name.
+    pub source: String,
+    /// The id as that system spells it.
+    pub external: String,
+    /// The canonical SKU id.
+    pub sku: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
