@@ -55,7 +55,8 @@ impl Forwarder {
         let mut state = Cursor::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let timeout = Duration::from_millis(self.config.ack_timeout_ms);
-        loop {
+        // A change seen inside `reconnect_pause` is not seen again by `changed()`: check the value.
+        while !*shutdown.borrow() {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 event = events.poll() => match event {
