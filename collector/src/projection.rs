@@ -165,7 +165,7 @@ pub(crate) fn project(
             needs_replay = true;
         }
         Change::Deltas(effects) if e.treatment.has_effect() => {
-            let after_last_count = last_count(tx, &key)?.map_or(true, |c| e.order() > c);
+            let after_last_count = last_count(tx, &key)?.is_none_or(|c| e.order() > c);
             for eff in effects {
                 let k = key_at(&e.movement.sku.0, &eff.location);
                 let (physical, elsewhere) = split(eff.delta);
