@@ -269,13 +269,13 @@ impl Fact {
             self.m.location.bin_key().to_string(),
         )
     }
-    fn from_authority(&self) -> bool {
+    fn by_authority(&self) -> bool {
         self.m.source == "wms"
     }
     /// Deltas of non-authority sources apply at ams (policy apply), not at ber (audit).
     fn effective_delta(&self) -> bool {
         !matches!(self.m.kind, MovementKind::Count)
-            && (self.from_authority() || self.m.location.warehouse == "ams")
+            && (self.by_authority() || self.m.location.warehouse == "ams")
     }
     /// [available, damaged, quality_control] change at the movement's own location.
     fn physical(&self) -> [i64; 3] {
@@ -312,7 +312,7 @@ fn on_hand(facts: &[Fact], key: &(String, String), before: Option<(i64, &str, u6
         .collect();
     let base = here
         .iter()
-        .filter(|f| matches!(f.m.kind, MovementKind::Count) && f.from_authority())
+        .filter(|f| matches!(f.m.kind, MovementKind::Count) && f.by_authority())
         .max_by(|a, b| a.order().cmp(&b.order()));
     let since = |f: &&&Fact| base.is_none_or(|c| f.order() > c.order());
     let deltas: i64 = here
@@ -379,7 +379,7 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
         let expected = on_hand(&facts, &f.key(), Some(f.order()));
         let counted = f.m.quantity as i64;
         let id = (f.agent.clone(), f.m.seq);
-        if f.from_authority() {
+        if f.by_authority() {
             if expected != counted {
                 out.drift.insert(id, (expected, counted));
             }
