@@ -23,6 +23,9 @@ fn collector_example_loads() {
     assert_eq!(c.catalog.skus[0].packs.get("case"), Some(&12));
     assert_eq!(c.catalog.bundles[0].components.len(), 2);
     assert_eq!(c.catalog.aliases[0].sku, "MUG-001");
+    // The collector refuses to start on a catalog that does not validate (GTIN check digits,
+    // references to unknown SKUs); the example must pass that too.
+    stocksync_common::catalog::Catalog::new(c.catalog).expect("example catalog validates");
 }
 
 #[test]
