@@ -126,6 +126,16 @@ CREATE TABLE IF NOT EXISTS discrepancies (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (transfer, sku)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reversals (
+    order_ref TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    shipped INTEGER NOT NULL,
+    reversed INTEGER NOT NULL,
+    excess INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (order_ref, sku)
+) WITHOUT ROWID;
 ";
 
 /// Columns added after the first schema, as `(table, column, declaration)`; added to older
@@ -140,11 +150,13 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("ledger", "transfer", "TEXT"),
     ("ledger", "peer", "TEXT"),
     ("rejects", "field", "TEXT"),
+    ("ledger", "order_ref", "TEXT"),
 ];
 
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
 ";
 
 fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -445,8 +457,8 @@ fn apply_batch(
     }
     let now = now_ms();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT (agent_id, seq) DO NOTHING",
+        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
     )?;
     let (mut applied, mut duplicates) = (0u32, 0u32);
     for m in &batch.movements {
@@ -468,6 +480,7 @@ fn apply_batch(
             returns_to_str(returns_to),
             m.references.transfer,
             m.references.peer_warehouse,
+            m.references.order,
         ])?;
         if inserted == 0 {
             duplicates += 1;

@@ -158,6 +158,15 @@ pub(crate) fn project(
             records::update_discrepancy(tx, t, &e.movement.sku.0, now)?;
         }
     }
+    let reversal_path = matches!(
+        e.movement.kind,
+        MovementKind::Shipment | MovementKind::Cancellation | MovementKind::Return
+    );
+    if reversal_path && e.treatment.has_effect() {
+        if let Some(order) = &e.movement.references.order {
+            records::update_reversal(tx, order, &e.movement.sku.0, now)?;
+        }
+    }
     let mut needs_replay = false;
     match merge::change(&e.movement, e.returns_to) {
         Change::Count { .. } if matches!(e.treatment, Treatment::Apply | Treatment::Conflict) => {

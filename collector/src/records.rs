@@ -144,6 +144,69 @@ pub(crate) fn update_discrepancy(
     Ok(())
 }
 
+/// Recomputes whether an order's cancellations and returns exceed what it shipped, for one
+/// SKU, from the ledger. Like transfer discrepancies this depends only on the set of
+/// movements: a return that arrives before its shipment is open until the shipment arrives.
+pub(crate) fn update_reversal(
+    tx: &Transaction<'_>,
+    order: &str,
+    sku: &str,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let (shipped, reversed): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'shipment' THEN quantity END), 0),
+                    COALESCE(SUM(CASE WHEN kind IN ('cancellation', 'return') THEN quantity END), 0)
+             FROM ledger WHERE order_ref = ?1 AND sku = ?2 AND treatment IN ('apply', 'provisional')",
+        )?
+        .query_row(params![order, sku], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if reversed > shipped {
+        tx.prepare_cached(
+            "INSERT INTO reversals (order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (order_ref, sku) DO UPDATE SET shipped = excluded.shipped,
+                reversed = excluded.reversed, excess = excluded.excess, updated_at_ms = excluded.updated_at_ms",
+        )?
+        .execute(params![order, sku, shipped, reversed, reversed - shipped, now])?;
+    } else {
+        tx.prepare_cached("DELETE FROM reversals WHERE order_ref = ?1 AND sku = ?2")?
+            .execute(params![order, sku])?;
+    }
+    Ok(())
+}
+
+/// An order whose cancellations and returns exceed its shipments for one SKU.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reversal {
+    pub order: String,
+    pub sku: String,
+    pub shipped: i64,
+    pub reversed: i64,
+    pub excess: i64,
+    pub recorded_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Open reversal exceptions, newest first.
+pub fn reversals(conn: &Connection, limit: i64) -> Result<Vec<Reversal>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms
+         FROM reversals ORDER BY updated_at_ms DESC, order_ref, sku LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(Reversal {
+            order: r.get(0)?,
+            sku: r.get(1)?,
+            shipped: r.get(2)?,
+            reversed: r.get(3)?,
+            excess: r.get(4)?,
+            recorded_at_ms: r.get(5)?,
+            updated_at_ms: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
 const COUNT_COLUMNS: &str = "agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms, expected, counted, difference, recorded_at_ms, revised_at_ms";
 
 fn count_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CountRecord> {

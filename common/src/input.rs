@@ -317,7 +317,13 @@ fn kind_of(input: &MovementInput) -> Result<MovementKind, FieldError> {
         InputKind::Count => MovementKind::Count,
         InputKind::TransferOut => MovementKind::TransferOut,
         InputKind::TransferIn => MovementKind::TransferIn,
-        InputKind::Return => MovementKind::Return,
+        InputKind::Return => {
+            require_order(
+                input,
+                "a return goes back through its original order: give `order`",
+            )?;
+            MovementKind::Return
+        }
         InputKind::Damage => MovementKind::Damage,
         InputKind::Inspection => MovementKind::Inspection {
             outcome: input.outcome.ok_or((
@@ -326,9 +332,22 @@ fn kind_of(input: &MovementInput) -> Result<MovementKind, FieldError> {
             ))?,
         },
         InputKind::WriteOff => MovementKind::WriteOff,
-        InputKind::Cancellation => MovementKind::Cancellation,
+        InputKind::Cancellation => {
+            require_order(
+                input,
+                "a cancellation reverses a shipment of an order: give `order`",
+            )?;
+            MovementKind::Cancellation
+        }
         InputKind::Expected => MovementKind::Expected,
     })
+}
+
+fn require_order(input: &MovementInput, why: &str) -> Result<(), FieldError> {
+    match input.order.as_deref() {
+        Some(o) if !o.trim().is_empty() => Ok(()),
+        _ => Err(("order", why.to_string())),
+    }
 }
 
 fn required_id(field: &'static str, value: &str) -> Result<String, FieldError> {
@@ -585,5 +604,34 @@ mod catalog_tests {
         let e =
             parse(r#"{"sku":"MUG","kind":"receipt","quantity":0.5,"unit":"case"}"#).unwrap_err();
         assert_eq!(e.field, "$.quantity");
+    }
+}
+
+#[cfg(test)]
+mod order_path_tests {
+    use super::*;
+
+    #[test]
+    fn returns_and_cancellations_need_their_order() {
+        let ctx = Context {
+            warehouse: "ams",
+            default_source: "wms",
+            now: OccurredAt {
+                unix_ms: 0,
+                offset_seconds: 0,
+            },
+            max_batch: 10,
+            units: &BaseUnitOnly,
+        };
+        for kind in ["return", "cancellation"] {
+            let body = format!(r#"{{"sku":"A","kind":"{kind}","quantity":1}}"#);
+            assert_eq!(
+                parse_body(body.as_bytes(), &ctx).unwrap_err().field,
+                "$.order"
+            );
+            let body = format!(r#"{{"sku":"A","kind":"{kind}","quantity":1,"order":"SO-1"}}"#);
+            let m = &parse_body(body.as_bytes(), &ctx).unwrap()[0];
+            assert_eq!(m.references.order.as_deref(), Some("SO-1"));
+        }
     }
 }

@@ -359,3 +359,114 @@ async fn truth_model_end_to_end() {
     ber.stop().await.unwrap();
     collector.stop().await.unwrap();
 }
+
+/// Cancellations and returns go back through their order: each is checked against what the
+/// order shipped, whatever the arrival order, and an excess is an open exception until the
+/// movements explain it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_and_cancellations_are_checked_against_their_order() {
+    let dir = TempDir::new("reversals");
+    let broker = Broker::start(&dir);
+    let collector = Collector::start(collector_config(&dir, broker.port, 0))
+        .await
+        .expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+
+    // A return without an order is refused at the edge, naming the field.
+    let r = post(
+        &format!("{a}/v1/movements"),
+        r#"{"sku":"CUP","kind":"return","quantity":1}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["field"].clone()),
+        (422, json!("$.order")),
+        "{:?}",
+        r.body
+    );
+    let r = post(
+        &format!("{a}/v1/movements"),
+        r#"{"sku":"CUP","kind":"cancellation","quantity":1}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["field"].clone()),
+        (422, json!("$.order")),
+        "{:?}",
+        r.body
+    );
+
+    // The return arrives before the shipment it reverses: open exception, excess 2.
+    post_ok(
+        &a,
+        json!([{"sku": "CUP", "kind": "receipt", "quantity": 10},
+                       {"sku": "CUP", "kind": "return", "quantity": 2, "order": "SO-1"}]),
+    )
+    .await;
+    wait_for("exception open", WAIT, || async {
+        get(&format!("{c}/v1/reversals"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    let open = get(&format!("{c}/v1/reversals")).await.body;
+    assert_eq!(
+        (
+            open[0]["order"].clone(),
+            open[0]["shipped"].clone(),
+            open[0]["excess"].clone()
+        ),
+        (json!("SO-1"), json!(0), json!(2))
+    );
+
+    // The shipment of 3 explains it; a cancellation of 1 stays within what was shipped.
+    post_ok(
+        &a,
+        json!([{"sku": "CUP", "kind": "shipment", "quantity": 3, "order": "SO-1"},
+                       {"sku": "CUP", "kind": "cancellation", "quantity": 1, "order": "SO-1"}]),
+    )
+    .await;
+    wait_for("exception closed", WAIT, || async {
+        get(&format!("{c}/v1/reversals"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| r.is_empty())
+    })
+    .await;
+    // 10 received - 3 shipped + 1 cancelled = 8 available; 2 returned are held for inspection.
+    let cup = get(&format!("{c}/v1/stock/CUP")).await.body;
+    assert_eq!(
+        (
+            cup["total"]["available"].clone(),
+            cup["total"]["quality_control"].clone()
+        ),
+        (json!(8), json!(2))
+    );
+
+    // Another cancellation would reverse more than the order shipped: 2 + 1 + 1 > 3.
+    post_ok(
+        &a,
+        json!({"sku": "CUP", "kind": "cancellation", "quantity": 1, "order": "SO-1"}),
+    )
+    .await;
+    wait_for("exception reopened", WAIT, || async {
+        get(&format!("{c}/v1/reversals"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    assert_eq!(get(&format!("{c}/v1/reversals")).await.body[0]["excess"], 1);
+    agent.stop().await.unwrap();
+    collector.stop().await.unwrap();
+}

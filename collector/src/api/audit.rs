@@ -151,3 +151,13 @@ pub async fn discrepancies(
     let rows = app.ledger.read(|c| records::discrepancies(c, limit))?;
     Ok(Json(rows).into_response())
 }
+
+/// Orders whose cancellations and returns exceed what they shipped.
+pub async fn reversals(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let rows = app.ledger.read(|c| records::reversals(c, limit))?;
+    Ok(Json(rows).into_response())
+}

@@ -28,6 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/drift", get(audit::drift))
         .route("/v1/conflicts", get(audit::conflicts))
         .route("/v1/discrepancies", get(audit::discrepancies))
+        .route("/v1/reversals", get(audit::reversals))
         .route("/v1/bundles/:sku", get(bundles::by_bundle))
         .route("/v1/rejects", get(rejects))
         .route("/healthz", get(healthz))
