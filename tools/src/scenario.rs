@@ -5,7 +5,9 @@
 //! replay the same stream. It keeps its own idea of the stock it has put away and never
 //! ships or damages more than that, so the demo's numbers stay non-negative and a reader
 //! can check them by eye. Invalid and resent messages are deliberate: the agent must refuse
-//! the first into its rejects queue and count the second once.
+//! the first into its rejects queue and count the second once. Cycle counts report the
+//! scenario's own on-hand, except a deliberate miscount now and then (one unit short, with a
+//! `note` saying so), which the collector must show as drift or conflict, not absorb.
 
 use serde_json::{json, Value};
 
@@ -18,6 +20,13 @@ pub struct Mix {
     pub resend_every: u64,
     /// A movement sent by the "WMS" over HTTP instead of by a scanner over MQTT.
     pub http_every: u64,
+    /// A cycle count (always by a scanner, so it is journaled after the movements before it).
+    pub count_every: u64,
+    /// Every Nth count is one unit short.
+    pub miscount_every: u64,
+    /// Report one receipt in three in cases of this many eaches (needs a catalog with a
+    /// `case` pack for every SKU); `None` reports everything in eaches.
+    pub case_size: Option<u64>,
 }
 
 impl Default for Mix {
@@ -26,6 +35,9 @@ impl Default for Mix {
             invalid_every: 40,
             resend_every: 25,
             http_every: 5,
+            count_every: 30,
+            miscount_every: 3,
+            case_size: None,
         }
     }
 }
@@ -65,6 +77,9 @@ pub struct Message {
 
 const BINS: [&str; 2] = ["A-01", "B-01"];
 
+/// The `note` of a deliberate miscount, so the history explains it.
+pub const MISCOUNT_NOTE: &str = "demo: deliberate miscount, one unit short";
+
 /// The stream generator.
 pub struct Scenario {
     rng: u64,
@@ -75,6 +90,11 @@ pub struct Scenario {
     mix: Mix,
     /// Units the scenario has put away per (target, sku, bin) and not yet shipped or damaged.
     stock: Vec<u64>,
+    /// Physical units per (target, sku, bin): `stock` plus damaged and returned ones.
+    on_hand: Vec<u64>,
+    counts: u64,
+    /// The latest order shipped, which returns refer to.
+    last_order: Option<String>,
     sent: u64,
     last_scanner: Option<Message>,
 }
@@ -87,6 +107,9 @@ impl Scenario {
             rng: seed | 1,
             run_tag: seed,
             stock: vec![0; targets * skus.len() * BINS.len()],
+            on_hand: vec![0; targets * skus.len() * BINS.len()],
+            counts: 0,
+            last_order: None,
             skus,
             targets,
             mix,
@@ -117,12 +140,17 @@ impl Scenario {
                 };
             }
         }
-        let path = if every(self.mix.http_every, n) {
+        let counting = every(self.mix.count_every, n);
+        let path = if every(self.mix.http_every, n) && !counting {
             Path::Http
         } else {
             Path::Scanner
         };
-        let mut body = self.movement(target);
+        let mut body = if counting {
+            self.count(target)
+        } else {
+            self.movement(target)
+        };
         match path {
             Path::Scanner => {
                 body["id"] = json!(format!("scan-{n}"));
@@ -148,9 +176,7 @@ impl Scenario {
 
     /// A valid receipt, shipment, damage or return that keeps the scenario's stock >= 0.
     fn movement(&mut self, target: usize) -> Value {
-        let sku = self.below(self.skus.len() as u64) as usize;
-        let bin = self.below(BINS.len() as u64) as usize;
-        let slot = (target * self.skus.len() + sku) * BINS.len() + bin;
+        let (sku, bin, slot) = self.pick_slot(target);
         let have = self.stock[slot];
         let roll = self.below(100);
         let (kind, quantity) = if have < 5 || roll < 35 {
@@ -163,10 +189,17 @@ impl Scenario {
             ("return", 1)
         };
         match kind {
-            "receipt" => self.stock[slot] += quantity,
-            "shipment" | "damage" => self.stock[slot] -= quantity,
+            "receipt" => {
+                self.stock[slot] += quantity;
+                self.on_hand[slot] += quantity;
+            }
+            "shipment" => {
+                self.stock[slot] -= quantity;
+                self.on_hand[slot] -= quantity;
+            }
+            "damage" => self.stock[slot] -= quantity,
             // Returns are held for inspection, not put back on the shelf the scenario ships from.
-            _ => {}
+            _ => self.on_hand[slot] += quantity,
         }
         let mut body = json!({
             "sku": self.skus[sku],
@@ -174,10 +207,57 @@ impl Scenario {
             "quantity": quantity,
             "bin": BINS[bin],
         });
+        if let Some(case) = self.mix.case_size.filter(|c| *c > 0) {
+            if kind == "receipt" && self.below(3) == 0 {
+                // Report the same put-away as whole cases: round down and keep the remainder
+                // out of the scenario's books.
+                let cases = (quantity / case).max(1);
+                let diff = quantity as i64 - (cases * case) as i64;
+                self.stock[slot] = (self.stock[slot] as i64 - diff) as u64;
+                self.on_hand[slot] = (self.on_hand[slot] as i64 - diff) as u64;
+                body["quantity"] = json!(cases);
+                body["unit"] = json!("case");
+            }
+        }
         if kind == "shipment" {
-            body["order"] = json!(format!("SO-{}", 10_000 + self.sent));
+            let order = format!("SO-{}", 10_000 + self.sent);
+            self.last_order = Some(order.clone());
+            body["order"] = json!(order);
+        }
+        if kind == "return" {
+            // A return names the order it comes back from (the agent refuses one without).
+            body["order"] = json!(self.last_order.clone().unwrap_or_else(|| "SO-1".into()));
         }
         body
+    }
+
+    /// A cycle count of one bin: its on-hand, or one short for every `miscount_every`th count.
+    fn count(&mut self, target: usize) -> Value {
+        let (sku, bin, slot) = self.pick_slot(target);
+        self.counts += 1;
+        let mut body = json!({"sku": self.skus[sku], "kind": "count", "bin": BINS[bin]});
+        let short = every(self.mix.miscount_every, self.counts) && self.stock[slot] > 0;
+        let counted = if short {
+            // The difference of a count lands in `available`, so the books follow it.
+            self.stock[slot] -= 1;
+            self.on_hand[slot] -= 1;
+            body["note"] = json!(MISCOUNT_NOTE);
+            self.on_hand[slot]
+        } else {
+            self.on_hand[slot]
+        };
+        body["quantity"] = json!(counted);
+        body
+    }
+
+    fn pick_slot(&mut self, target: usize) -> (usize, usize, usize) {
+        let sku = self.below(self.skus.len() as u64) as usize;
+        let bin = self.below(BINS.len() as u64) as usize;
+        (
+            sku,
+            bin,
+            (target * self.skus.len() + sku) * BINS.len() + bin,
+        )
     }
 
     /// A record with one realistic mistake, rotating through the kinds of mistake.
@@ -215,10 +295,16 @@ mod tests {
         Scenario::new(42, 2, vec!["SKU-1".into(), "SKU-2".into()], mix)
     }
 
+    /// Replays the valid movements with the collector's effects (for a warehouse without an
+    /// authority) and checks that stock never goes negative and counts report the books.
     #[test]
-    fn never_ships_more_than_it_received() {
-        let mut s = scenario(Mix::default());
-        let mut level = std::collections::HashMap::<(usize, String, String), i64>::new();
+    fn books_stay_non_negative_and_counts_match_them() {
+        let mut s = scenario(Mix {
+            case_size: Some(12),
+            ..Mix::default()
+        });
+        let mut books = std::collections::HashMap::<(usize, String, String), (i64, i64)>::new();
+        let (mut counts, mut miscounts, mut cases) = (0, 0, 0);
         for _ in 0..5_000 {
             let m = s.next_message();
             if m.purpose != Purpose::Movement {
@@ -233,15 +319,45 @@ mod tests {
                 body["sku"].as_str().unwrap().to_string(),
                 body["bin"].as_str().unwrap().to_string(),
             );
-            let q = body["quantity"].as_i64().unwrap();
-            let entry = level.entry(key).or_default();
-            match body["kind"].as_str().unwrap() {
-                "receipt" => *entry += q,
-                "shipment" | "damage" => *entry -= q,
-                _ => {}
+            let mut q = body["quantity"].as_i64().unwrap();
+            if body["unit"] == "case" {
+                q *= 12;
+                cases += 1;
             }
-            assert!(*entry >= 0, "stock went negative: {body}");
+            let (available, on_hand) = books.entry(key).or_default();
+            match body["kind"].as_str().unwrap() {
+                "receipt" => (*available += q, *on_hand += q),
+                "shipment" => (*available -= q, *on_hand -= q),
+                "damage" => (*available -= q, ()),
+                "return" => {
+                    assert!(
+                        body["order"].is_string(),
+                        "a return names its order: {body}"
+                    );
+                    ((), *on_hand += q)
+                }
+                "count" => {
+                    counts += 1;
+                    assert_eq!(m.path, Path::Scanner, "counts go by scanner");
+                    let expected = if body["note"] == MISCOUNT_NOTE {
+                        miscounts += 1;
+                        *on_hand - 1
+                    } else {
+                        *on_hand
+                    };
+                    assert_eq!(q, expected, "count reports the books: {body}");
+                    *available += q - *on_hand;
+                    *on_hand = q;
+                    ((), ())
+                }
+                other => panic!("unexpected kind {other}"),
+            };
+            assert!(*available >= 0, "stock went negative: {body}");
         }
+        assert!(
+            counts > 50 && miscounts > 10 && cases > 50,
+            "{counts} counts, {miscounts} miscounts, {cases} case receipts"
+        );
     }
 
     #[test]
@@ -268,10 +384,15 @@ mod tests {
             invalid_every: 0,
             resend_every: 0,
             http_every: 0,
+            count_every: 0,
+            miscount_every: 0,
+            case_size: None,
         });
         for _ in 0..500 {
             let m = s.next_message();
             assert_eq!((m.path, m.purpose), (Path::Scanner, Purpose::Movement));
+            assert_ne!(m.body["kind"], "count");
+            assert!(m.body.get("unit").is_none(), "eaches only: {}", m.body);
         }
     }
 }
