@@ -83,7 +83,8 @@ pub const MISCOUNT_NOTE: &str = "demo: deliberate miscount, one unit short";
 /// The stream generator.
 pub struct Scenario {
     rng: u64,
-    /// The seed, in idempotency keys, so two runs against the same journal do not collide.
+    /// The seed, in ids, orders and idempotency keys, so two runs against the same journal
+    /// do not collide.
     run_tag: u64,
     skus: Vec<String>,
     targets: usize,
@@ -93,8 +94,9 @@ pub struct Scenario {
     /// Physical units per (target, sku, bin): `stock` plus damaged and returned ones.
     on_hand: Vec<u64>,
     counts: u64,
-    /// The latest order shipped, which returns refer to.
-    last_order: Option<String>,
+    /// Per (target, sku, bin): the latest order shipped from there and how many of its units
+    /// may still come back, so returns never exceed what their order shipped.
+    returnable: Vec<Option<(String, u64)>>,
     sent: u64,
     last_scanner: Option<Message>,
 }
@@ -109,7 +111,7 @@ impl Scenario {
             stock: vec![0; targets * skus.len() * BINS.len()],
             on_hand: vec![0; targets * skus.len() * BINS.len()],
             counts: 0,
-            last_order: None,
+            returnable: vec![None; targets * skus.len() * BINS.len()],
             skus,
             targets,
             mix,
@@ -153,7 +155,7 @@ impl Scenario {
         };
         match path {
             Path::Scanner => {
-                body["id"] = json!(format!("scan-{n}"));
+                body["id"] = json!(self.scan_id(n));
                 let m = Message {
                     target,
                     path,
@@ -179,7 +181,8 @@ impl Scenario {
         let (sku, bin, slot) = self.pick_slot(target);
         let have = self.stock[slot];
         let roll = self.below(100);
-        let (kind, quantity) = if have < 5 || roll < 35 {
+        let returnable = self.returnable[slot].is_some();
+        let (kind, quantity) = if have < 5 || roll < 35 || (roll >= 93 && !returnable) {
             ("receipt", 6 + self.below(25))
         } else if roll < 85 {
             ("shipment", 1 + self.below(have.min(4)))
@@ -220,13 +223,20 @@ impl Scenario {
             }
         }
         if kind == "shipment" {
-            let order = format!("SO-{}", 10_000 + self.sent);
-            self.last_order = Some(order.clone());
+            let order = format!("SO-{:x}-{}", self.run_tag & 0xffff_ffff, self.sent);
             body["order"] = json!(order);
+            self.returnable[slot] = Some((order, quantity));
         }
         if kind == "return" {
-            // A return names the order it comes back from (the agent refuses one without).
-            body["order"] = json!(self.last_order.clone().unwrap_or_else(|| "SO-1".into()));
+            // A return names the order that shipped this SKU (the agent refuses one without,
+            // and the collector flags returns beyond what the order shipped).
+            let (order, left) = self.returnable[slot]
+                .take()
+                .expect("chosen only if returnable");
+            body["order"] = json!(order);
+            if left > quantity {
+                self.returnable[slot] = Some((order, left - quantity));
+            }
         }
         body
     }
@@ -265,13 +275,20 @@ impl Scenario {
         let pick = self.below(self.skus.len() as u64) as usize;
         let sku = self.skus[pick].clone();
         match (n / self.mix.invalid_every.max(1)) % 4 {
-            0 => json!({"sku": sku, "kind": "receipt", "quantity": -3, "id": format!("scan-{n}")}),
-            1 => json!({"sku": sku, "kind": "teleport", "quantity": 1, "id": format!("scan-{n}")}),
-            2 => json!({"kind": "shipment", "quantity": 2, "id": format!("scan-{n}")}),
+            0 => json!({"sku": sku, "kind": "receipt", "quantity": -3, "id": self.scan_id(n)}),
+            1 => json!({"sku": sku, "kind": "teleport", "quantity": 1, "id": self.scan_id(n)}),
+            2 => json!({"kind": "shipment", "quantity": 2, "id": self.scan_id(n)}),
             _ => {
-                json!({"sku": sku, "kind": "receipt", "quantity": 1, "unit": "pallet", "id": format!("scan-{n}")})
+                json!({"sku": sku, "kind": "receipt", "quantity": 1, "unit": "pallet", "id": self.scan_id(n)})
             }
         }
+    }
+
+    /// A scanner movement id, unique across runs: scanner ids are deduplicated per source at
+    /// the agent for `idempotency_days`, so a second demo run on the same journal must not
+    /// reuse the first run's ids or its movements would be dropped as duplicates.
+    fn scan_id(&self, n: u64) -> String {
+        format!("scan-{:x}-{n}", self.run_tag & 0xffff_ffff)
     }
 
     /// Uniform-enough number in `0..n` (xorshift64*; no crate needed for a demo).
@@ -305,6 +322,7 @@ mod tests {
         });
         let mut books = std::collections::HashMap::<(usize, String, String), (i64, i64)>::new();
         let (mut counts, mut miscounts, mut cases) = (0, 0, 0);
+        let mut returnable = std::collections::HashMap::<(String, String), i64>::new();
         for _ in 0..5_000 {
             let m = s.next_message();
             if m.purpose != Purpose::Movement {
@@ -323,6 +341,16 @@ mod tests {
             if body["unit"] == "case" {
                 q *= 12;
                 cases += 1;
+            }
+            let order_key = (body["order"].to_string(), body["sku"].to_string());
+            match body["kind"].as_str().unwrap() {
+                "shipment" => *returnable.entry(order_key).or_default() += q,
+                "return" => {
+                    let left = returnable.entry(order_key).or_default();
+                    *left -= q;
+                    assert!(*left >= 0, "returned more than the order shipped: {body}");
+                }
+                _ => {}
             }
             let (available, on_hand) = books.entry(key).or_default();
             match body["kind"].as_str().unwrap() {
