@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS movements (
     outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS movements_unacked ON movements (seq) WHERE acked_at_ms IS NULL;
+CREATE INDEX IF NOT EXISTS movements_refused ON movements (seq) WHERE outcome IS NOT NULL AND outcome <> 'applied';
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     first_seq INTEGER NOT NULL,
@@ -135,6 +136,8 @@ pub struct JournalStatus {
     pub oldest_unacked_ms: Option<i64>,
     pub last_ack_ms: Option<i64>,
     pub rejects: u64,
+    /// Movements the collector acknowledged as rejected (kept, never pruned).
+    pub refused_by_collector: u64,
 }
 
 /// A stored reject, for `GET /v1/rejects`.
@@ -311,6 +314,11 @@ impl Journal {
             |r| r.get(0),
         )?;
         let rejects: i64 = conn.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
+        let refused: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM movements WHERE outcome IS NOT NULL AND outcome <> 'applied'",
+            [],
+            |r| r.get(0),
+        )?;
         let last_ack = self.shared.last_ack_ms.load(Ordering::Relaxed);
         Ok(JournalStatus {
             journal_id: self.shared.journal_id,
@@ -319,6 +327,7 @@ impl Journal {
             oldest_unacked_ms: oldest,
             last_ack_ms: (last_ack > 0).then_some(last_ack),
             rejects: rejects as u64,
+            refused_by_collector: refused as u64,
         })
     }
 
@@ -507,7 +516,8 @@ fn apply(
             keys_before_ms,
         } => {
             tx.execute(
-                "DELETE FROM movements WHERE acked_at_ms < ?1",
+                // Movements the collector refused stay: they exist nowhere else in usable form.
+                "DELETE FROM movements WHERE acked_at_ms < ?1 AND outcome = 'applied'",
                 [acked_before_ms],
             )?;
             tx.execute(

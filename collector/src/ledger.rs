@@ -389,15 +389,30 @@ impl Writer {
                     topic,
                     reply,
                 } => {
-                    let outcome = apply_batch(
+                    // A batch that fails on storage fails alone: its savepoint is rolled back,
+                    // its caller hears the error (no ack, so the agent resends), and the rest
+                    // of the group still commits.
+                    let touched_before = self.touched.len();
+                    tx.execute_batch("SAVEPOINT batch")?;
+                    match apply_batch(
                         &tx,
                         &self.authority,
                         &batch,
                         &payload,
                         &topic,
                         &mut self.touched,
-                    )?;
-                    pending.push(Pending::Apply(reply, outcome));
+                    ) {
+                        Ok(outcome) => {
+                            tx.execute_batch("RELEASE batch")?;
+                            pending.push(Pending::Apply(reply, outcome));
+                        }
+                        Err(e) => {
+                            tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                            self.touched.truncate(touched_before);
+                            tracing::error!(agent = %batch.agent_id, error = %e, "batch not applied");
+                            let _ = reply.send(Err(e.into()));
+                        }
+                    }
                 }
                 Command::Reject { rejected, reply } => {
                     store_reject(&tx, &rejected)?;

@@ -620,3 +620,58 @@ async fn scanner_messages_are_journaled_and_bad_ones_kept_in_the_rejects_queue()
     agent.stop().await.unwrap();
     collector.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_agent_journal_is_refused_not_mistaken_for_duplicates() {
+    let dir = TempDir::new("recreated");
+    let (broker, collector, c_url) = central(&dir).await;
+    let config = agent_config(&dir, "ams-1", "ams", broker.port, 0);
+    let journal = config.journal.path.clone();
+    let first = Agent::start(config.clone()).await.unwrap();
+    let a_url = format!("http://{}", first.http_addr);
+    post(
+        &format!("{a_url}/v1/movements"),
+        r#"{"sku":"J","kind":"receipt","quantity":4}"#,
+        &[],
+    )
+    .await;
+    wait_for("first journal applied", Duration::from_secs(10), || async {
+        on_hand(&c_url, "J").await == 4
+    })
+    .await;
+    first.stop().await.unwrap();
+
+    // The journal file is lost; the new one starts again at seq 1 under the same agent id.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", journal.display()));
+    }
+    let second = Agent::start(config).await.unwrap();
+    let a_url = format!("http://{}", second.http_addr);
+    post(
+        &format!("{a_url}/v1/movements"),
+        r#"{"sku":"J","kind":"receipt","quantity":5}"#,
+        &[],
+    )
+    .await;
+    wait_for(
+        "collector refuses the new journal",
+        Duration::from_secs(10),
+        || async { get(&format!("{a_url}/v1/status")).await.body["refused_by_collector"] == 1 },
+    )
+    .await;
+    let rejects = get(&format!("{c_url}/v1/rejects")).await.body;
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("journal was recreated"),
+        "{rejects}"
+    );
+    assert_eq!(
+        on_hand(&c_url, "J").await,
+        4,
+        "seq 1 of the new journal is not taken for a duplicate, nor applied"
+    );
+    second.stop().await.unwrap();
+    collector.stop().await.unwrap();
+}

@@ -123,6 +123,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "last_seq": journal.last_seq,
         "journal_id": journal.journal_id,
         "rejects": journal.rejects,
+        "refused_by_collector": journal.refused_by_collector,
         "catalog_skus": app.catalog.current().config().skus.len(),
     }))
     .into_response())

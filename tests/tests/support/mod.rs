@@ -76,8 +76,19 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(program: &Path, args: &[&str], log: PathBuf) -> Proc {
+        use std::os::unix::process::CommandExt;
         let err = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        // If the test binary dies without running destructors (a signal, a CI timeout), the
+        // kernel kills the child too. The signal follows the spawning thread, which is the
+        // test's own thread here.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(err.try_clone().expect("dup log"))
