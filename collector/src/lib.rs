@@ -11,6 +11,7 @@ pub mod consume;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
+pub mod publish;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use metrics::Metrics;
 pub struct App {
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
+    pub channels: Arc<publish::Publisher>,
 }
 
 /// A running collector.
@@ -65,9 +67,17 @@ impl Collector {
             watch_rx.clone(),
         )));
 
+        let (channels, publish_tasks) =
+            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
+        tasks.extend(publish_tasks);
+
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
-        let router = api::router(Arc::new(App { ledger, metrics }));
+        let router = api::router(Arc::new(App {
+            ledger,
+            metrics,
+            channels,
+        }));
         let mut http_shutdown = watch_rx;
         tasks.push(tokio::spawn(async move {
             axum::serve(listener, router)

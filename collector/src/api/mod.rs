@@ -1,6 +1,7 @@
 //! The collector's HTTP API: stock queries for people and channels, the rejects queue for
 //! operators, health and metrics for monitoring.
 
+mod channels;
 mod stock;
 
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -22,6 +23,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/stock", get(stock::by_location))
         .route("/v1/stock/:sku", get(stock::by_sku))
         .route("/v1/rejects", get(rejects))
+        .route("/v1/channels", get(channels::list))
+        .route("/v1/channels/:channel", get(channels::one))
+        .route("/v1/channels/:channel/sellable", get(channels::sellable))
+        .route(
+            "/v1/channels/:channel/sellable/stream",
+            get(channels::stream),
+        )
+        .route("/v1/channels/:channel/mode", put(channels::set_mode))
+        .route("/v1/channels/:channel/errors", get(channels::errors))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -77,7 +87,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.metrics.render() + &app.channels.stats.render(),
     )
         .into_response()
 }
