@@ -1,1 +1,9 @@
-//! Demo and simulators; see `src/bin/`.
+//! Tools around stocksync that are not the product: the one-command demo and the scanner
+//! simulator that feeds it (and benchmarks, and operators testing a site).
+//!
+//! They sit in their own crate so that load generators never become dependencies of the
+//! agent or the collector; they drive the product only through its public entry points.
+
+pub mod demo;
+pub mod scenario;
+pub mod simulator;
