@@ -8,6 +8,8 @@
 mod harness;
 #[path = "channels/receivers.rs"]
 mod receivers;
+#[path = "channels/shopify_fake.rs"]
+mod shopify_fake;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -319,4 +321,112 @@ async fn feed_cursor_survives_restart() {
     assert!(since["changes"][0]["cursor"].as_i64().unwrap() > cursor);
     ams.stop().await.unwrap();
     collector2.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_adapter_honours_throttling_and_compare_and_set() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = TempDir::new("channels-shopify");
+    let item1 = "gid://shopify/InventoryItem/1";
+    let item2 = "gid://shopify/InventoryItem/2";
+    // Shopify already holds 5 of item 1 (stocksync has never seen it); the first request
+    // gets a 429, the next ones meet an empty cost bucket.
+    let shop = shopify_fake::FakeShopify::start(&[(item1, 5)], 1).await;
+    std::fs::write(dir.0.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
+    let channels = format!(
+        r#"
+[[catalog.aliases]]
+source = "shop"
+external = "{item1}"
+sku = "SKU-A"
+[[catalog.aliases]]
+source = "shop"
+external = "{item2}"
+sku = "SKU-B"
+[channels]
+coalesce_ms = 20
+[[channels.channel]]
+name = "shop"
+locations = ["*"]
+safety_units = 1
+[channels.channel.shopify]
+url = "http://{addr}/admin/api/graphql.json"
+location_id = "gid://shopify/Location/1"
+token_file = "{token}"
+[channels.channel.shopify.limits]
+backoff_initial_ms = 50
+backoff_max_ms = 500
+"#,
+        addr = shop.addr,
+        token = dir.0.join("shop-token").display(),
+    );
+    let collector = collector(&dir, &channels).await;
+    let ams = agent(&dir, &collector, "ams").await;
+    post_movement(
+        &ams,
+        json!({"sku": "SKU-A", "kind": "receipt", "quantity": 21}),
+    )
+    .await;
+    post_movement(
+        &ams,
+        json!({"sku": "SKU-B", "kind": "receipt", "quantity": 8}),
+    )
+    .await;
+    post_movement(
+        &ams,
+        json!({"sku": "SKU-C", "kind": "receipt", "quantity": 3}),
+    )
+    .await;
+
+    // 21 - 1 = 20 and 8 - 1 = 7.
+    wait_for("shopify quantities 20 and 7", WAIT, || async {
+        (shop.quantity(item1) == Some(20) && shop.quantity(item2) == Some(7)).then_some(())
+    })
+    .await;
+    let seen = shop.seen();
+    assert_eq!(seen.too_many.load(SeqCst), 1, "the forced 429 was met");
+    assert!(
+        seen.throttled.load(SeqCst) >= 1,
+        "the empty cost bucket was met"
+    );
+    assert_eq!(seen.contract_violations.load(SeqCst), 0);
+    // SKU-C has no inventory item id: in the error queue, and it held nothing back.
+    let errors = get_json(format!(
+        "http://{}/v1/channels/shop/errors",
+        collector.http_addr
+    ))
+    .await;
+    assert!(
+        errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("SKU-C")),
+        "{errors}"
+    );
+
+    // Someone changes Shopify's number behind our back; the next set is stale, re-reads, wins.
+    shop.set_quantity(item1, 3);
+    post_movement(
+        &ams,
+        json!({"sku": "SKU-A", "kind": "receipt", "quantity": 5}),
+    )
+    .await;
+    wait_for("shopify quantity 25", WAIT, || async {
+        (shop.quantity(item1) == Some(25)).then_some(())
+    })
+    .await;
+    assert!(
+        seen.stale.load(SeqCst) >= 1,
+        "the stale compare-and-set was met"
+    );
+    assert_eq!(seen.contract_violations.load(SeqCst), 0);
+    assert!(shop
+        .references()
+        .iter()
+        .all(|r| r.starts_with("stocksync://channels/shop/changes/")));
+
+    ams.stop().await.unwrap();
+    collector.stop().await.unwrap();
+    shop.stop();
 }
