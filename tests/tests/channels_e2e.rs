@@ -430,3 +430,38 @@ backoff_max_ms = 500
     collector.stop().await.unwrap();
     shop.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_movements_converges_on_every_target() {
+    // Regression: a recompute racing the ledger writer once hit SQLITE_BUSY and stopped
+    // publishing for good. A burst must end with the exact final number everywhere.
+    let dir = TempDir::new("channels-burst");
+    let channels = "[channels]\ncoalesce_ms = 20\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\nmqtt = true\n";
+    let collector = collector(&dir, channels).await;
+    let ams = agent(&dir, &collector, "ams").await;
+    for _ in 0..150 {
+        post_movement(
+            &ams,
+            json!({"sku": "HOT", "kind": "receipt", "quantity": 1}),
+        )
+        .await;
+    }
+    wait_feed(&collector, "web", &[("HOT", 150)]).await;
+    let mqtt =
+        receivers::Mqtt::subscribe(&collector.broker, "stocksync/v1/channels/web/sellable/#").await;
+    mqtt.wait_values(WAIT, &[("HOT", 150)]).await;
+    // Coalescing: far fewer published changes than movements.
+    let changes = get_json(format!(
+        "http://{}/v1/channels/web/sellable?since=0&limit=10000",
+        collector.http_addr
+    ))
+    .await;
+    assert_eq!(
+        changes["changes"].as_array().unwrap().len(),
+        1,
+        "folded to one value per SKU"
+    );
+    mqtt.stop().await;
+    ams.stop().await.unwrap();
+    collector.stop().await.unwrap();
+}

@@ -265,7 +265,7 @@ async fn recompute(
     let mut changes = ledger.subscribe_changes();
     load_modes(&publisher).await?;
     let names: Vec<String> = publisher.channels.keys().cloned().collect();
-    run_pass(&publisher, &ledger, &names, Dirty::All).await?;
+    pass(&publisher, &ledger, &names, Dirty::All, &mut shutdown).await;
     let mut last_pass = tokio::time::Instant::now();
     loop {
         let mut dirty = BTreeSet::new();
@@ -273,7 +273,7 @@ async fn recompute(
         tokio::select! {
             _ = shutdown.changed() => return Ok(()),
             Some(Control::Full(name)) = control.recv() => {
-                run_pass(&publisher, &ledger, &[name], Dirty::All).await?;
+                pass(&publisher, &ledger, &[name], Dirty::All, &mut shutdown).await;
                 continue;
             }
             r = changes.recv() => match r {
@@ -301,7 +301,27 @@ async fn recompute(
         }
         let dirty = if all { Dirty::All } else { Dirty::Keys(dirty) };
         last_pass = tokio::time::Instant::now();
-        run_pass(&publisher, &ledger, &names, dirty).await?;
+        pass(&publisher, &ledger, &names, dirty, &mut shutdown).await;
+    }
+}
+
+/// Runs a pass; after a failure (e.g. storage busy past its timeout) logs it and retries a
+/// full pass every second until one succeeds or shutdown, so no change is ever left behind.
+async fn pass(
+    publisher: &Arc<Publisher>,
+    ledger: &Ledger,
+    names: &[String],
+    dirty: Dirty,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut dirty = dirty;
+    while let Err(e) = run_pass(publisher, ledger, names, dirty).await {
+        tracing::error!(error = %e, "channel recompute failed; retrying in 1 s");
+        dirty = Dirty::All;
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use stocksync_common::config::ChannelMode;
 
@@ -144,7 +144,9 @@ pub fn publish(
     channel: &str,
     values: &[NewValue],
 ) -> rusqlite::Result<Option<i64>> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: a deferred transaction that reads first cannot wait for the ledger writer
+    // when it upgrades to write (SQLITE_BUSY without the busy handler).
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
     let mut last = None;
     {
@@ -263,7 +265,7 @@ pub fn delivered(
     target: &str,
     cursor: i64,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO channel_cursors (channel, target, cursor) VALUES (?1, ?2, ?3)
          ON CONFLICT (channel, target) DO UPDATE SET cursor = max(cursor, excluded.cursor)",

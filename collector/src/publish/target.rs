@@ -93,8 +93,25 @@ pub fn spawn_all(
 
 type Ctx = (Arc<Channel>, Store, Arc<Stats>, watch::Receiver<bool>);
 
-/// Delivers `channel`'s changes to `target` until shutdown.
+/// Delivers `channel`'s changes to `target` until shutdown; a storage failure is logged and
+/// the loop restarts from the durable cursor a second later.
 pub async fn run<T: Target>(mut target: T, ctx: Ctx) -> anyhow::Result<()> {
+    let mut shutdown = ctx.3.clone();
+    loop {
+        match deliver_loop(&mut target, ctx.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::error!(channel = %ctx.0.name, target = T::NAME, error = %e, "channel target failed; restarting in 1 s");
+                tokio::select! {
+                    _ = shutdown.changed() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), PublishError> {
     let (channel, store, stats, mut shutdown) = ctx;
     let ch = channel.name.clone();
     let limits = target.limits();

@@ -2,6 +2,9 @@
 //! in-process on ephemeral 127.0.0.1 ports, temp dirs that clean up, and waits with a
 //! deadline. (Move to `tests/support` once the shared helpers land.)
 
+// Shared by several suites; each uses a subset.
+#![allow(dead_code)]
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
