@@ -1,5 +1,5 @@
 //! Forwarding the journal to the collector, and forgetting nothing until the collector says
-//! its own commit is on disk.
+//! its own commit is on disk. The same connection receives the retained catalog.
 //!
 //! The broker's PUBACK only means the broker has the message; a broker restart or a
 //! collector crash can still lose it. So a movement leaves the backlog only when the
@@ -18,6 +18,7 @@ use stocksync_common::config::{BrokerConfig, ForwardConfig};
 use stocksync_common::{topics, wire};
 use tokio::sync::watch;
 
+use crate::catalog::CatalogHandle;
 use crate::journal::Journal;
 
 /// Broker connection state, shared with the status endpoint.
@@ -34,6 +35,8 @@ pub struct Forwarder {
     pub config: ForwardConfig,
     pub journal: Journal,
     pub link: Arc<LinkState>,
+    /// Where the catalog received on this connection goes.
+    pub catalog: Arc<CatalogHandle>,
 }
 
 struct InFlight {
@@ -55,7 +58,8 @@ impl Forwarder {
         let mut state = Cursor::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let timeout = Duration::from_millis(self.config.ack_timeout_ms);
-        loop {
+        // A change seen inside `reconnect_pause` is not seen again by `changed()`: check the value.
+        while !*shutdown.borrow() {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 event = events.poll() => match event {
@@ -63,9 +67,13 @@ impl Forwarder {
                         tracing::info!(broker = %self.broker.host, "forwarder connected");
                         self.link.connected.store(true, Ordering::Relaxed);
                         client.subscribe(&ack_topic, QoS::AtLeastOnce).await?;
+                        client.subscribe(topics::CATALOG, QoS::AtLeastOnce).await?;
                         // Whatever was in flight on the old connection may be lost: resend all.
                         state.rewind();
                         self.fill(&client, &data_topic, &mut state).await?;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topics::CATALOG => {
+                        self.on_catalog(&p.payload);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
                         self.on_ack(&p.payload, &mut state).await;
@@ -135,6 +143,16 @@ impl Forwarder {
             state.sent_up_to = last;
         }
         Ok(())
+    }
+
+    fn on_catalog(&self, payload: &[u8]) {
+        match tokio::task::block_in_place(|| self.catalog.receive(payload)) {
+            Ok(true) => tracing::info!("new catalog received and stored"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "catalog from the collector refused; keeping the previous one")
+            }
+        }
     }
 
     async fn on_ack(&self, payload: &[u8], state: &mut Cursor) {

@@ -1,10 +1,12 @@
 //! stocksync agent: the daemon beside a warehouse's WMS or scanners.
 //!
-//! Data flows one way: `ingest` (HTTP, scanner MQTT) validates and normalises, `journal`
+//! Data flows one way: `ingest` (HTTP, scanner MQTT) validates and normalises with the
+//! `catalog` the collector distributes, `journal`
 //! makes it durable, `forward` ships it to the collector and forgets it only on the
 //! collector's ack. Each stage keeps working when the next one is unreachable: the agent
 //! accepts and journals for as long as the network is gone, bounded only by `max_backlog`.
 
+pub mod catalog;
 pub mod forward;
 pub mod ingest;
 pub mod journal;
@@ -17,6 +19,7 @@ use stocksync_common::config::AgentConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use catalog::CatalogHandle;
 use forward::{Forwarder, LinkState};
 use journal::Journal;
 
@@ -25,6 +28,8 @@ pub struct App {
     pub config: AgentConfig,
     pub journal: Journal,
     pub link: Arc<LinkState>,
+    /// The catalog inputs are validated and normalised with.
+    pub catalog: Arc<CatalogHandle>,
 }
 
 /// A running agent: where it listens and how to stop it.
@@ -38,6 +43,7 @@ impl Agent {
     /// Opens the journal, binds the HTTP listener and starts every task.
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
         let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
+        let catalog = Arc::new(CatalogHandle::open(&config.journal.path)?);
         let link = Arc::new(LinkState::default());
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -49,6 +55,7 @@ impl Agent {
             config: config.forward.clone(),
             journal: journal.clone(),
             link: link.clone(),
+            catalog: catalog.clone(),
         };
         tasks.push(tokio::spawn(forwarder.run(watch_rx.clone())));
 
@@ -59,6 +66,7 @@ impl Agent {
                 config.http.max_batch,
                 scanner,
                 journal.clone(),
+                catalog.clone(),
                 watch_rx.clone(),
             )));
         }
@@ -76,6 +84,7 @@ impl Agent {
             config,
             journal,
             link,
+            catalog,
         });
         let router = ingest::http::router(app);
         let mut http_shutdown = watch_rx.clone();

@@ -1,4 +1,5 @@
-//! Receiving batches from every warehouse and acknowledging each after its durable commit.
+//! Receiving batches from every warehouse and acknowledging each after its durable commit;
+//! and publishing the catalog (retained) each time the collector (re)connects.
 //!
 //! The session is persistent (clean session off) and PUBACKs are manual, sent only after the
 //! ledger commit: if the collector dies in between, the broker still holds the batch and the
@@ -34,6 +35,7 @@ pub async fn run(
     broker: BrokerConfig,
     ledger: Ledger,
     metrics: Arc<Metrics>,
+    catalog: Vec<u8>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut opts = stocksync_common::mqtt::options(&broker, "stocksync-collector", false)?;
@@ -57,6 +59,11 @@ pub async fn run(
                 metrics.broker_connected.store(1, Ordering::Relaxed);
                 client
                     .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
+                    .await?;
+                // Retained, so an agent that connects later (or reconnects after days
+                // offline) receives the current catalog at once.
+                client
+                    .publish(topics::CATALOG, QoS::AtLeastOnce, true, catalog.clone())
                     .await?;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -98,6 +105,7 @@ async fn receive(
                 agent_id: None,
                 seqs: None,
                 reason: e.to_string(),
+                field: None,
                 payload: p.payload.to_vec(),
             };
             ledger.reject(rejected).await?;

@@ -15,11 +15,12 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use stocksync_common::wire::{self, AckOutcome, Batch};
-use stocksync_common::Movement;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::merge::{self, Change, ReturnsTo, States};
+use crate::authority::{returns_to_str, Authority, Treatment};
+use crate::merge::States;
 use crate::metrics::Metrics;
+use crate::projection::{self, Entry};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agents (
@@ -72,7 +73,106 @@ CREATE TABLE IF NOT EXISTS rejects (
     payload BLOB NOT NULL,
     UNIQUE (topic, payload)
 );
+CREATE TABLE IF NOT EXISTS stock_last_count (
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sku, warehouse, bin)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS drift (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted_at TEXT NOT NULL,
+    counted_at_ms INTEGER NOT NULL,
+    expected INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    difference INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    revised_at_ms INTEGER,
+    PRIMARY KEY (agent_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted_at TEXT NOT NULL,
+    counted_at_ms INTEGER NOT NULL,
+    expected INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    difference INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    revised_at_ms INTEGER,
+    PRIMARY KEY (agent_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS discrepancies (
+    transfer TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    from_warehouse TEXT NOT NULL,
+    to_warehouse TEXT NOT NULL,
+    shipped INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    difference INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (transfer, sku)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reversals (
+    order_ref TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    shipped INTEGER NOT NULL,
+    reversed INTEGER NOT NULL,
+    excess INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (order_ref, sku)
+) WITHOUT ROWID;
 ";
+
+/// Columns added after the first schema, as `(table, column, declaration)`; added to older
+/// files on open.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("ledger", "treatment", "TEXT NOT NULL DEFAULT 'apply'"),
+    (
+        "ledger",
+        "returns_to",
+        "TEXT NOT NULL DEFAULT 'quality_control'",
+    ),
+    ("ledger", "transfer", "TEXT"),
+    ("ledger", "peer", "TEXT"),
+    ("rejects", "field", "TEXT"),
+    ("ledger", "order_ref", "TEXT"),
+];
+
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
+";
+
+fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(SCHEMA)?;
+    for (table, column, decl) in ADDED_COLUMNS {
+        let exists: bool = conn.query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !exists {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    conn.execute_batch(INDEXES)
+}
 
 /// Most batches folded into one transaction.
 const MAX_GROUP: usize = 256;
@@ -93,6 +193,8 @@ pub struct Rejected {
     pub agent_id: Option<String>,
     pub seqs: Option<(u64, u64)>,
     pub reason: String,
+    /// The field at fault, when one is (e.g. `source` for a policy reject).
+    pub field: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -141,10 +243,20 @@ fn now_ms() -> i64 {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger at `path` and starts its writer thread.
+    /// Opens (or creates) the ledger at `path` with every warehouse open (no authority).
     pub fn open(path: &Path, metrics: Arc<Metrics>) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, metrics, Authority::default())
+    }
+
+    /// Opens (or creates) the ledger at `path` and starts its writer thread; `authority`
+    /// decides the treatment of every new movement.
+    pub fn open_with(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        authority: Authority,
+    ) -> Result<Ledger, LedgerError> {
         let conn = open(path)?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let (tx, rx) = mpsc::channel(1024);
         let (changes, _) = broadcast::channel(1024);
         let writer = Writer {
@@ -152,6 +264,7 @@ impl Ledger {
             metrics,
             changes: changes.clone(),
             touched: Vec::new(),
+            authority,
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -216,6 +329,7 @@ struct Writer {
     changes: broadcast::Sender<Changes>,
     /// Stock keys the current transaction touched.
     touched: Vec<StockKey>,
+    authority: Authority,
 }
 
 enum Pending {
@@ -275,7 +389,14 @@ impl Writer {
                     topic,
                     reply,
                 } => {
-                    let outcome = apply_batch(&tx, &batch, &payload, &topic, &mut self.touched)?;
+                    let outcome = apply_batch(
+                        &tx,
+                        &self.authority,
+                        &batch,
+                        &payload,
+                        &topic,
+                        &mut self.touched,
+                    )?;
                     pending.push(Pending::Apply(reply, outcome));
                 }
                 Command::Reject { rejected, reply } => {
@@ -292,8 +413,8 @@ impl Writer {
 fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Error> {
     let now = now_ms();
     tx.execute(
-        "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, payload)
-         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, payload, field)
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (topic, payload) DO UPDATE SET seen_count = seen_count + 1, last_seen_ms = ?1",
         params![
             now,
@@ -302,7 +423,8 @@ fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Erro
             r.seqs.map(|s| s.0 as i64),
             r.seqs.map(|s| s.1 as i64),
             r.reason,
-            r.payload
+            r.payload,
+            r.field
         ],
     )?;
     Ok(())
@@ -312,6 +434,7 @@ fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Erro
 /// A batch that fails a check is recorded as a reject and answered `Rejected`.
 fn apply_batch(
     tx: &Transaction<'_>,
+    authority: &Authority,
     batch: &Batch,
     payload: &[u8],
     topic: &str,
@@ -326,6 +449,7 @@ fn apply_batch(
                 agent_id: Some(batch.agent_id.clone()),
                 seqs: batch.seq_range(),
                 reason: reason.clone(),
+                field: None,
                 payload: payload.to_vec(),
             },
         )?;
@@ -333,11 +457,13 @@ fn apply_batch(
     }
     let now = now_ms();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (agent_id, seq) DO NOTHING",
+        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
     )?;
     let (mut applied, mut duplicates) = (0u32, 0u32);
     for m in &batch.movements {
+        let treatment = authority.treat(m);
+        let returns_to = authority.returns_to(&m.location.warehouse);
         let inserted = insert.execute(params![
             batch.agent_id,
             m.seq as i64,
@@ -350,13 +476,37 @@ fn apply_batch(
             m.occurred_at.unix_ms,
             now,
             wire::encode_movement(m),
+            treatment.as_str(),
+            returns_to_str(returns_to),
+            m.references.transfer,
+            m.references.peer_warehouse,
+            m.references.order,
         ])?;
         if inserted == 0 {
             duplicates += 1;
             continue;
         }
         applied += 1;
-        project(tx, m, now, touched)?;
+        if treatment == Treatment::Rejected {
+            store_reject(
+                tx,
+                &Rejected {
+                    topic: topic.to_string(),
+                    agent_id: Some(batch.agent_id.clone()),
+                    seqs: Some((m.seq, m.seq)),
+                    reason: authority.reject_reason(&batch.agent_id, m),
+                    field: Some("source".into()),
+                    payload: wire::encode_movement(m),
+                },
+            )?;
+        }
+        let entry = Entry {
+            agent_id: batch.agent_id.clone(),
+            movement: m.clone(),
+            treatment,
+            returns_to,
+        };
+        projection::project(tx, &entry, now, touched)?;
     }
     Ok(AckOutcome::Applied {
         applied,
@@ -425,63 +575,6 @@ fn check_batch(
         }
     }
     Ok(None)
-}
-
-/// Applies one new movement to the projection.
-pub(crate) fn project(
-    tx: &Transaction<'_>,
-    m: &Movement,
-    now: i64,
-    touched: &mut Vec<StockKey>,
-) -> Result<(), rusqlite::Error> {
-    let effects = match merge::change(m, ReturnsTo::QualityControl) {
-        Change::Deltas(effects) => effects,
-        Change::Count { on_hand } => {
-            let current = read_states(
-                tx,
-                m.sku.as_str(),
-                &m.location.warehouse,
-                m.location.bin_key(),
-            )?;
-            vec![merge::Effect {
-                location: m.location.clone(),
-                delta: merge::count_delta(&current, on_hand),
-            }]
-        }
-    };
-    let mut upsert = tx.prepare_cached(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            available = available + excluded.available,
-            reserved = reserved + excluded.reserved,
-            damaged = damaged + excluded.damaged,
-            quality_control = quality_control + excluded.quality_control,
-            in_transit = in_transit + excluded.in_transit,
-            incoming = incoming + excluded.incoming,
-            updated_at_ms = excluded.updated_at_ms",
-    )?;
-    for e in effects {
-        touched.push(StockKey {
-            sku: m.sku.0.clone(),
-            warehouse: e.location.warehouse.clone(),
-            bin: e.location.bin_key().to_string(),
-        });
-        let d = e.delta;
-        upsert.execute(params![
-            m.sku.as_str(),
-            e.location.warehouse,
-            e.location.bin_key(),
-            d.available,
-            d.reserved,
-            d.damaged,
-            d.quality_control,
-            d.in_transit,
-            d.incoming,
-            now
-        ])?;
-    }
-    Ok(())
 }
 
 /// Current states of one (SKU, location); zero if never seen.

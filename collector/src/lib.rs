@@ -1,21 +1,27 @@
 //! stocksync collector: the one place where every warehouse's movements meet.
 //!
-//! `consume` takes batches off the broker, `ledger` commits them (deduplicated, append-only)
-//! and updates the projection using the effect table in `merge`, then the agent gets its
-//! ack. `api` serves the result. Without an external broker configured, `broker` runs an
+//! `consume` takes batches off the broker, `ledger` commits them (deduplicated, append-only,
+//! each with the treatment `authority` gives it) and `projection` derives stock from them
+//! with the effect table in `merge`, independent of arrival order; `records` keeps drift,
+//! conflicts and transfer discrepancies visible. Then the agent gets its ack. `consume` also
+//! publishes the catalog, retained, so agents normalise offline. `api` serves the result. Without an external broker configured, `broker` runs an
 //! embedded one so a trial needs nothing but Rust.
 
 pub mod api;
+pub mod authority;
 pub mod broker;
 pub mod consume;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
+pub mod projection;
 pub mod publish;
+pub mod records;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use stocksync_common::catalog::Catalog;
 use stocksync_common::config::{BrokerConfig, CollectorConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,6 +33,8 @@ use metrics::Metrics;
 pub struct App {
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
+    /// The validated catalog (bundles for the component view).
+    pub catalog: Arc<Catalog>,
     pub channels: Arc<publish::Publisher>,
 }
 
@@ -56,14 +64,17 @@ impl Collector {
                 }
             }
         };
+        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
-        let ledger = Ledger::open(&config.ledger.path, metrics.clone())?;
+        let authority = authority::Authority::new(&config.locations);
+        let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(consume::run(
             broker.clone(),
             ledger.clone(),
             metrics.clone(),
+            catalog.to_json(),
             watch_rx.clone(),
         )));
 
@@ -76,6 +87,7 @@ impl Collector {
         let router = api::router(Arc::new(App {
             ledger,
             metrics,
+            catalog,
             channels,
         }));
         let mut http_shutdown = watch_rx;

@@ -326,6 +326,33 @@ mod tests {
     }
 
     #[test]
+    fn returns_follow_the_location_policy_and_transfer_in_clears_in_transit() {
+        let r = change(&mv(MovementKind::Return, 3), ReturnsTo::Available);
+        let Change::Deltas(e) = r else { panic!() };
+        assert_eq!(
+            e[0].delta,
+            States {
+                available: 3,
+                ..States::default()
+            }
+        );
+        let mut inbound = mv(MovementKind::TransferIn, 4);
+        inbound.references.peer_warehouse = Some("ber".into());
+        let Change::Deltas(e) = change(&inbound, ReturnsTo::QualityControl) else {
+            panic!()
+        };
+        assert_eq!(e[0].delta.available, 4);
+        assert_eq!(
+            e[1].location,
+            Location {
+                warehouse: "ams".into(),
+                bin: None
+            }
+        );
+        assert_eq!(e[1].delta.in_transit, -4);
+    }
+
+    #[test]
     fn a_count_moves_the_difference_into_available() {
         let current = States {
             available: 3,

@@ -220,6 +220,72 @@ pub struct CollectorConfig {
     /// Sales channels and the sellable numbers published to each.
     #[serde(default)]
     pub channels: ChannelsConfig,
+    /// Source-of-truth rules per warehouse. A warehouse not listed gets `LocationPolicy::open`.
+    #[serde(default)]
+    pub locations: Vec<LocationPolicy>,
+}
+
+impl CollectorConfig {
+    /// The rules for `warehouse`: its `[[locations]]` entry, or the open default.
+    pub fn location_policy(&self, warehouse: &str) -> LocationPolicy {
+        self.locations
+            .iter()
+            .find(|l| l.warehouse == warehouse)
+            .cloned()
+            .unwrap_or_else(|| LocationPolicy::open(warehouse))
+    }
+}
+
+/// Who is the source of truth for one warehouse, and what happens to everyone else.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocationPolicy {
+    pub warehouse: String,
+    /// The authoritative source system (`wms`, `erp`, `scanner`, ...). Only its counts set
+    /// on_hand. `None`: every source is authoritative (the open default).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// What deltas from other sources do.
+    #[serde(default)]
+    pub other_sources: SourcePolicy,
+    /// Where returns are held until inspected.
+    #[serde(default)]
+    pub returns_to: ReturnsPolicy,
+}
+
+impl LocationPolicy {
+    /// The default for an unconfigured warehouse: no authority, so every source applies and
+    /// every count is authoritative; returns are held in quality control.
+    pub fn open(warehouse: &str) -> LocationPolicy {
+        LocationPolicy {
+            warehouse: warehouse.to_string(),
+            authority: None,
+            other_sources: SourcePolicy::Apply,
+            returns_to: ReturnsPolicy::QualityControl,
+        }
+    }
+}
+
+/// Treatment of movements from a source that is not the location's authority.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcePolicy {
+    /// Applied, marked provisional until the authority's next count confirms or corrects it.
+    #[default]
+    Apply,
+    /// Recorded in the ledger and shown in history, with no effect on stock.
+    Audit,
+    /// Kept in the rejects queue (field `source`), no effect on stock.
+    Reject,
+}
+
+/// Where returns land at a location.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnsPolicy {
+    #[default]
+    QualityControl,
+    Available,
 }
 
 /// The product catalog: what the canonical ids are and how other systems spell them.
@@ -229,6 +295,20 @@ pub struct CatalogConfig {
     pub skus: Vec<SkuDef>,
     pub bundles: Vec<BundleDef>,
     pub aliases: Vec<AliasDef>,
+    /// Location codes of other systems, e.g. an ERP's `AMS-DC1-A01` -> `ams` / `A-01`.
+    pub locations: Vec<LocationAliasDef>,
+}
+
+/// How a source system spells a warehouse or a bin.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocationAliasDef {
+    pub source: String,
+    /// The code as that system spells it (in a record's `warehouse` or `bin` field).
+    pub external: String,
+    pub warehouse: String,
+    #[serde(default)]
+    pub bin: Option<String>,
 }
 
 /// One canonical SKU.

@@ -97,6 +97,14 @@ pub trait UnitResolver {
     fn canonical_sku(&self, _source: &str, sku: &str) -> Result<String, String> {
         Ok(sku.to_string())
     }
+    /// The unit `sku` is counted in, assumed when a record names no unit.
+    fn base_unit(&self, _sku: &str) -> String {
+        BASE_UNIT.to_string()
+    }
+    /// The canonical location a source's warehouse or bin code stands for, if it is an alias.
+    fn canonical_location(&self, _source: &str, _code: &str) -> Option<Location> {
+        None
+    }
 }
 
 /// The resolver used when no catalog is loaded: every SKU is counted in eaches.
@@ -205,7 +213,8 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
         .units
         .canonical_sku(&source, &sku)
         .map_err(|e| ("sku", e))?;
-    if let Some(wh) = &input.warehouse {
+    let (warehouse, bin) = resolve_location(&source, input.warehouse, input.bin, ctx);
+    if let Some(wh) = &warehouse {
         if wh != ctx.warehouse {
             return Err((
                 "warehouse",
@@ -232,7 +241,7 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
             ),
         ));
     }
-    let unit = optional_id("unit", input.unit)?.unwrap_or_else(|| BASE_UNIT.into());
+    let unit = optional_id("unit", input.unit)?.unwrap_or_else(|| ctx.units.base_unit(&sku));
     let per = ctx
         .units
         .base_units_per(&sku, &unit)
@@ -251,7 +260,7 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
         sku: Sku(sku),
         location: Location {
             warehouse: ctx.warehouse.to_string(),
-            bin: optional_id("bin", input.bin)?,
+            bin: optional_id("bin", bin)?,
         },
         source,
         kind,
@@ -270,6 +279,29 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
     })
 }
 
+/// Applies location aliases: a `bin` alias names warehouse and bin, a `warehouse` alias
+/// names the warehouse (and the bin, when the record gives none).
+fn resolve_location(
+    source: &str,
+    warehouse: Option<String>,
+    bin: Option<String>,
+    ctx: &Context<'_>,
+) -> (Option<String>, Option<String>) {
+    if let Some(alias) = bin
+        .as_deref()
+        .and_then(|b| ctx.units.canonical_location(source, b))
+    {
+        return (Some(alias.warehouse), alias.bin);
+    }
+    match warehouse
+        .as_deref()
+        .and_then(|w| ctx.units.canonical_location(source, w))
+    {
+        Some(alias) => (Some(alias.warehouse), bin.or(alias.bin)),
+        None => (warehouse, bin),
+    }
+}
+
 fn kind_of(input: &MovementInput) -> Result<MovementKind, FieldError> {
     Ok(match input.kind {
         InputKind::Receipt => MovementKind::Receipt,
@@ -285,7 +317,13 @@ fn kind_of(input: &MovementInput) -> Result<MovementKind, FieldError> {
         InputKind::Count => MovementKind::Count,
         InputKind::TransferOut => MovementKind::TransferOut,
         InputKind::TransferIn => MovementKind::TransferIn,
-        InputKind::Return => MovementKind::Return,
+        InputKind::Return => {
+            require_order(
+                input,
+                "a return goes back through its original order: give `order`",
+            )?;
+            MovementKind::Return
+        }
         InputKind::Damage => MovementKind::Damage,
         InputKind::Inspection => MovementKind::Inspection {
             outcome: input.outcome.ok_or((
@@ -294,9 +332,22 @@ fn kind_of(input: &MovementInput) -> Result<MovementKind, FieldError> {
             ))?,
         },
         InputKind::WriteOff => MovementKind::WriteOff,
-        InputKind::Cancellation => MovementKind::Cancellation,
+        InputKind::Cancellation => {
+            require_order(
+                input,
+                "a cancellation reverses a shipment of an order: give `order`",
+            )?;
+            MovementKind::Cancellation
+        }
         InputKind::Expected => MovementKind::Expected,
     })
+}
+
+fn require_order(input: &MovementInput, why: &str) -> Result<(), FieldError> {
+    match input.order.as_deref() {
+        Some(o) if !o.trim().is_empty() => Ok(()),
+        _ => Err(("order", why.to_string())),
+    }
 }
 
 fn required_id(field: &'static str, value: &str) -> Result<String, FieldError> {
@@ -481,5 +532,106 @@ mod tests {
     fn a_count_may_be_zero() {
         let body = r#"{"sku":"A1","kind":"count","quantity":0}"#;
         assert_eq!(parse_body(body.as_bytes(), &ctx()).unwrap()[0].quantity, 0);
+    }
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn catalog() -> Catalog {
+        Catalog::new(
+            toml::from_str(
+                r#"
+                [[skus]]
+                id = "MUG"
+                packs = { case = 12 }
+                [[aliases]]
+                source = "erp"
+                external = "100-MUG"
+                sku = "MUG"
+                [[locations]]
+                source = "erp"
+                external = "AMS-A01"
+                warehouse = "ams"
+                bin = "A-01"
+                "#,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn parse(body: &str) -> Result<Vec<Movement>, InputError> {
+        let c = catalog();
+        let ctx = Context {
+            warehouse: "ams",
+            default_source: "wms",
+            now: OccurredAt {
+                unix_ms: 0,
+                offset_seconds: 0,
+            },
+            max_batch: 10,
+            units: &c,
+        };
+        parse_body(body.as_bytes(), &ctx)
+    }
+
+    #[test]
+    fn a_case_is_journaled_in_base_units_with_the_unit_kept() {
+        let m = &parse(r#"{"sku":"MUG","kind":"receipt","quantity":3,"unit":"case"}"#).unwrap()[0];
+        assert_eq!(
+            (m.quantity, m.unit.as_str(), m.unit_quantity),
+            (36, "case", 3)
+        );
+    }
+
+    #[test]
+    fn aliases_are_resolved_and_unknowns_name_their_field() {
+        let m = &parse(
+            r#"{"sku":"100-MUG","source":"erp","kind":"receipt","quantity":1,"bin":"AMS-A01"}"#,
+        )
+        .unwrap()[0];
+        assert_eq!(m.sku.as_str(), "MUG");
+        assert_eq!(m.location.bin.as_deref(), Some("A-01"));
+        let e = parse(r#"{"sku":"100-MUG","kind":"receipt","quantity":1}"#).unwrap_err();
+        assert_eq!(e.field, "$.sku");
+        let e =
+            parse(r#"{"sku":"MUG","kind":"receipt","quantity":1,"unit":"pallet"}"#).unwrap_err();
+        assert_eq!(e.field, "$.unit");
+        // Half a case cannot be journaled as a whole number of base units with its unit kept.
+        let e =
+            parse(r#"{"sku":"MUG","kind":"receipt","quantity":0.5,"unit":"case"}"#).unwrap_err();
+        assert_eq!(e.field, "$.quantity");
+    }
+}
+
+#[cfg(test)]
+mod order_path_tests {
+    use super::*;
+
+    #[test]
+    fn returns_and_cancellations_need_their_order() {
+        let ctx = Context {
+            warehouse: "ams",
+            default_source: "wms",
+            now: OccurredAt {
+                unix_ms: 0,
+                offset_seconds: 0,
+            },
+            max_batch: 10,
+            units: &BaseUnitOnly,
+        };
+        for kind in ["return", "cancellation"] {
+            let body = format!(r#"{{"sku":"A","kind":"{kind}","quantity":1}}"#);
+            assert_eq!(
+                parse_body(body.as_bytes(), &ctx).unwrap_err().field,
+                "$.order"
+            );
+            let body = format!(r#"{{"sku":"A","kind":"{kind}","quantity":1,"order":"SO-1"}}"#);
+            let m = &parse_body(body.as_bytes(), &ctx).unwrap()[0];
+            assert_eq!(m.references.order.as_deref(), Some("SO-1"));
+        }
     }
 }

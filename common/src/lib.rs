@@ -5,6 +5,7 @@
 //! upgraded at different times; keeping the model and the wire format in one small, stable
 //! crate is what lets an old agent and a new collector agree on every byte.
 
+pub mod catalog;
 pub mod config;
 pub mod input;
 pub mod model;

@@ -4,6 +4,9 @@
 /// Prefix of every stocksync topic; the `v1` is the topic layout version, not the wire version.
 pub const PREFIX: &str = "stocksync/v1";
 
+/// Retained topic the collector publishes the catalog on (JSON); every agent subscribes.
+pub const CATALOG: &str = "stocksync/v1/catalog";
+
 /// Topic an agent publishes its movement batches to.
 pub fn movements(warehouse: &str) -> String {
     format!("{PREFIX}/{warehouse}/movements")

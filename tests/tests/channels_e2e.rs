@@ -21,6 +21,10 @@ const WAIT: Duration = Duration::from_secs(15);
 
 fn catalog() -> &'static str {
     r#"
+[[catalog.skus]]
+id = "SKU-A"
+[[catalog.skus]]
+id = "SKU-B"
 [[catalog.bundles]]
 sku = "KIT"
 components = [{ sku = "SKU-A", quantity = 2 }, { sku = "SKU-B", quantity = 1 }]
@@ -335,6 +339,12 @@ async fn shopify_adapter_honours_throttling_and_compare_and_set() {
     std::fs::write(dir.0.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
     let channels = format!(
         r#"
+[[catalog.skus]]
+id = "SKU-A"
+[[catalog.skus]]
+id = "SKU-B"
+[[catalog.skus]]
+id = "SKU-C"
 [[catalog.aliases]]
 source = "shop"
 external = "{item1}"

@@ -26,6 +26,34 @@ use crate::simulator::{self, SimConfig, Stats, Target};
 pub const WAREHOUSES: [&str; 2] = ["ams", "ber"];
 /// The demo's SKUs.
 pub const SKUS: [&str; 4] = ["MUG-001", "TEE-002", "CAP-003", "BAG-004"];
+/// Eaches per case of every demo SKU.
+pub const CASE: u64 = 12;
+/// The demo's bundle: one mug and one T-shirt.
+pub const BUNDLE: &str = "GIFT-SET";
+
+/// The collector side of the demo: a catalog (so agents convert cases and refuse unknown
+/// SKUs offline) and a source of truth for `ams` (its WMS), while `ber` has none, so both
+/// ways of handling a disagreeing count are on show: a conflict in ams, drift in ber.
+fn collector_config(options: &DemoOptions) -> anyhow::Result<CollectorConfig> {
+    let skus: Vec<serde_json::Value> = SKUS
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "packs": {"case": CASE}}))
+        .collect();
+    let mut config: CollectorConfig = serde_json::from_value(serde_json::json!({
+        "catalog": {
+            "skus": skus,
+            "bundles": [{"sku": BUNDLE, "components": [
+                {"sku": SKUS[0], "quantity": 1},
+                {"sku": SKUS[1], "quantity": 1},
+            ]}],
+        },
+        "locations": [{"warehouse": "ams", "authority": "wms", "other_sources": "apply"}],
+    }))?;
+    config.http.listen = local(options.http_port);
+    config.embedded_broker.listen = local(options.mqtt_port);
+    config.ledger.path = options.data_dir.join("collector-ledger.db");
+    Ok(config)
+}
 
 /// Where the demo listens and keeps its files.
 #[derive(Debug, Clone)]
@@ -77,11 +105,7 @@ impl Demo {
         }
         std::fs::create_dir_all(&options.data_dir)?;
 
-        let mut collector_config: CollectorConfig = serde_json::from_value(serde_json::json!({}))?;
-        collector_config.http.listen = local(options.http_port);
-        collector_config.embedded_broker.listen = local(options.mqtt_port);
-        collector_config.ledger.path = options.data_dir.join("collector-ledger.db");
-        let collector = Collector::start(collector_config).await?;
+        let collector = Collector::start(collector_config(&options)?).await?;
         let broker = collector.broker.clone();
 
         let mut agents = Vec::new();
@@ -111,7 +135,10 @@ impl Demo {
             rate_per_sec: options.rate_per_sec,
             count: None,
             skus: SKUS.iter().map(|s| s.to_string()).collect(),
-            mix: Mix::default(),
+            mix: Mix {
+                case_size: Some(CASE),
+                ..Mix::default()
+            },
             seed: simulator::time_seed(),
         };
         let simulator = tokio::spawn(simulator::run(sim, stats.clone(), shutdown_rx));
@@ -129,27 +156,44 @@ impl Demo {
     /// What to look at, for people.
     pub fn guide(&self) -> String {
         let c = &self.collector_url;
+        let row = |who: &str, url: String, what: &'static str| (who.to_string(), url, what);
         let mut rows = vec![
-            (
-                "collector".to_string(),
+            row(
+                "collector",
                 format!("{c}/v1/stock/{}", SKUS[0]),
                 "one SKU in every warehouse and bin",
             ),
-            (
-                String::new(),
+            row(
+                "",
                 format!("{c}/v1/stock?location=ams"),
                 "everything in Amsterdam",
             ),
-            (
-                String::new(),
+            row(
+                "",
+                format!("{c}/v1/stock/{}/history?location=ber/A-01", SKUS[0]),
+                "every movement, running stock",
+            ),
+            row(
+                "",
+                format!("{c}/v1/drift"),
+                "ber counts that disagreed with the books",
+            ),
+            row(
+                "",
+                format!("{c}/v1/conflicts"),
+                "ams scanner counts off the books (WMS is authority)",
+            ),
+            row(
+                "",
+                format!("{c}/v1/bundles/{BUNDLE}"),
+                "gift sets buildable from components",
+            ),
+            row(
+                "",
                 format!("{c}/v1/rejects"),
                 "payloads the collector kept aside",
             ),
-            (
-                String::new(),
-                format!("{c}/metrics"),
-                "counters for monitoring",
-            ),
+            row("", format!("{c}/metrics"), "counters for monitoring"),
         ];
         for (warehouse, url) in &self.agent_urls {
             rows.push((
@@ -165,7 +209,7 @@ impl Demo {
         }
         let mut out = String::from("\nstocksync demo is running. Look at:\n");
         for (who, url, what) in rows {
-            out.push_str(&format!("  {who:<10} {url:<44} {what}\n"));
+            out.push_str(&format!("  {who:<10} {url:<66} {what}\n"));
         }
         let first = &self.agent_urls[0].1;
         out.push_str(&format!(
@@ -219,8 +263,8 @@ fn agent_config(
     Ok(config)
 }
 
-/// Waits until the agent reports its forwarder connected, so the first scanner messages do
-/// not race the agent's subscriptions.
+/// Waits until the agent reports its forwarder connected and the catalog received, so the
+/// first scanner messages do not race the agent's subscriptions and cases are understood.
 async fn wait_until_forwarding(base: &str) -> anyhow::Result<()> {
     let url = format!("{base}/v1/status");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -230,12 +274,12 @@ async fn wait_until_forwarding(base: &str) -> anyhow::Result<()> {
             ureq::get(&u).call().ok()?.body_mut().read_json().ok()
         })
         .await?;
-        if status.is_some_and(|s| s["broker"] == "connected") {
+        if status.is_some_and(|s| s["broker"] == "connected" && s["catalog_skus"] == SKUS.len()) {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "agent at {base} did not connect to the broker within 15 s"
+            "agent at {base} did not connect to the broker and receive the catalog within 15 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

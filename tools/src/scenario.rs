@@ -5,7 +5,9 @@
 //! replay the same stream. It keeps its own idea of the stock it has put away and never
 //! ships or damages more than that, so the demo's numbers stay non-negative and a reader
 //! can check them by eye. Invalid and resent messages are deliberate: the agent must refuse
-//! the first into its rejects queue and count the second once.
+//! the first into its rejects queue and count the second once. Cycle counts report the
+//! scenario's own on-hand, except a deliberate miscount now and then (one unit short, with a
+//! `note` saying so), which the collector must show as drift or conflict, not absorb.
 
 use serde_json::{json, Value};
 
@@ -18,6 +20,13 @@ pub struct Mix {
     pub resend_every: u64,
     /// A movement sent by the "WMS" over HTTP instead of by a scanner over MQTT.
     pub http_every: u64,
+    /// A cycle count (always by a scanner, so it is journaled after the movements before it).
+    pub count_every: u64,
+    /// Every Nth count is one unit short.
+    pub miscount_every: u64,
+    /// Report one receipt in three in cases of this many eaches (needs a catalog with a
+    /// `case` pack for every SKU); `None` reports everything in eaches.
+    pub case_size: Option<u64>,
 }
 
 impl Default for Mix {
@@ -26,6 +35,9 @@ impl Default for Mix {
             invalid_every: 40,
             resend_every: 25,
             http_every: 5,
+            count_every: 30,
+            miscount_every: 3,
+            case_size: None,
         }
     }
 }
@@ -65,16 +77,26 @@ pub struct Message {
 
 const BINS: [&str; 2] = ["A-01", "B-01"];
 
+/// The `note` of a deliberate miscount, so the history explains it.
+pub const MISCOUNT_NOTE: &str = "demo: deliberate miscount, one unit short";
+
 /// The stream generator.
 pub struct Scenario {
     rng: u64,
-    /// The seed, in idempotency keys, so two runs against the same journal do not collide.
+    /// The seed, in ids, orders and idempotency keys, so two runs against the same journal
+    /// do not collide.
     run_tag: u64,
     skus: Vec<String>,
     targets: usize,
     mix: Mix,
     /// Units the scenario has put away per (target, sku, bin) and not yet shipped or damaged.
     stock: Vec<u64>,
+    /// Physical units per (target, sku, bin): `stock` plus damaged and returned ones.
+    on_hand: Vec<u64>,
+    counts: u64,
+    /// Per (target, sku, bin): the latest order shipped from there and how many of its units
+    /// may still come back, so returns never exceed what their order shipped.
+    returnable: Vec<Option<(String, u64)>>,
     sent: u64,
     last_scanner: Option<Message>,
 }
@@ -87,6 +109,9 @@ impl Scenario {
             rng: seed | 1,
             run_tag: seed,
             stock: vec![0; targets * skus.len() * BINS.len()],
+            on_hand: vec![0; targets * skus.len() * BINS.len()],
+            counts: 0,
+            returnable: vec![None; targets * skus.len() * BINS.len()],
             skus,
             targets,
             mix,
@@ -117,15 +142,20 @@ impl Scenario {
                 };
             }
         }
-        let path = if every(self.mix.http_every, n) {
+        let counting = every(self.mix.count_every, n);
+        let path = if every(self.mix.http_every, n) && !counting {
             Path::Http
         } else {
             Path::Scanner
         };
-        let mut body = self.movement(target);
+        let mut body = if counting {
+            self.count(target)
+        } else {
+            self.movement(target)
+        };
         match path {
             Path::Scanner => {
-                body["id"] = json!(format!("scan-{n}"));
+                body["id"] = json!(self.scan_id(n));
                 let m = Message {
                     target,
                     path,
@@ -148,12 +178,11 @@ impl Scenario {
 
     /// A valid receipt, shipment, damage or return that keeps the scenario's stock >= 0.
     fn movement(&mut self, target: usize) -> Value {
-        let sku = self.below(self.skus.len() as u64) as usize;
-        let bin = self.below(BINS.len() as u64) as usize;
-        let slot = (target * self.skus.len() + sku) * BINS.len() + bin;
+        let (sku, bin, slot) = self.pick_slot(target);
         let have = self.stock[slot];
         let roll = self.below(100);
-        let (kind, quantity) = if have < 5 || roll < 35 {
+        let returnable = self.returnable[slot].is_some();
+        let (kind, quantity) = if have < 5 || roll < 35 || (roll >= 93 && !returnable) {
             ("receipt", 6 + self.below(25))
         } else if roll < 85 {
             ("shipment", 1 + self.below(have.min(4)))
@@ -163,10 +192,17 @@ impl Scenario {
             ("return", 1)
         };
         match kind {
-            "receipt" => self.stock[slot] += quantity,
-            "shipment" | "damage" => self.stock[slot] -= quantity,
+            "receipt" => {
+                self.stock[slot] += quantity;
+                self.on_hand[slot] += quantity;
+            }
+            "shipment" => {
+                self.stock[slot] -= quantity;
+                self.on_hand[slot] -= quantity;
+            }
+            "damage" => self.stock[slot] -= quantity,
             // Returns are held for inspection, not put back on the shelf the scenario ships from.
-            _ => {}
+            _ => self.on_hand[slot] += quantity,
         }
         let mut body = json!({
             "sku": self.skus[sku],
@@ -174,10 +210,64 @@ impl Scenario {
             "quantity": quantity,
             "bin": BINS[bin],
         });
+        if let Some(case) = self.mix.case_size.filter(|c| *c > 0) {
+            if kind == "receipt" && self.below(3) == 0 {
+                // Report the same put-away as whole cases: round down and keep the remainder
+                // out of the scenario's books.
+                let cases = (quantity / case).max(1);
+                let diff = quantity as i64 - (cases * case) as i64;
+                self.stock[slot] = (self.stock[slot] as i64 - diff) as u64;
+                self.on_hand[slot] = (self.on_hand[slot] as i64 - diff) as u64;
+                body["quantity"] = json!(cases);
+                body["unit"] = json!("case");
+            }
+        }
         if kind == "shipment" {
-            body["order"] = json!(format!("SO-{}", 10_000 + self.sent));
+            let order = format!("SO-{:x}-{}", self.run_tag & 0xffff_ffff, self.sent);
+            body["order"] = json!(order);
+            self.returnable[slot] = Some((order, quantity));
+        }
+        if kind == "return" {
+            // A return names the order that shipped this SKU (the agent refuses one without,
+            // and the collector flags returns beyond what the order shipped).
+            let (order, left) = self.returnable[slot]
+                .take()
+                .expect("chosen only if returnable");
+            body["order"] = json!(order);
+            if left > quantity {
+                self.returnable[slot] = Some((order, left - quantity));
+            }
         }
         body
+    }
+
+    /// A cycle count of one bin: its on-hand, or one short for every `miscount_every`th count.
+    fn count(&mut self, target: usize) -> Value {
+        let (sku, bin, slot) = self.pick_slot(target);
+        self.counts += 1;
+        let mut body = json!({"sku": self.skus[sku], "kind": "count", "bin": BINS[bin]});
+        let short = every(self.mix.miscount_every, self.counts) && self.stock[slot] > 0;
+        let counted = if short {
+            // The difference of a count lands in `available`, so the books follow it.
+            self.stock[slot] -= 1;
+            self.on_hand[slot] -= 1;
+            body["note"] = json!(MISCOUNT_NOTE);
+            self.on_hand[slot]
+        } else {
+            self.on_hand[slot]
+        };
+        body["quantity"] = json!(counted);
+        body
+    }
+
+    fn pick_slot(&mut self, target: usize) -> (usize, usize, usize) {
+        let sku = self.below(self.skus.len() as u64) as usize;
+        let bin = self.below(BINS.len() as u64) as usize;
+        (
+            sku,
+            bin,
+            (target * self.skus.len() + sku) * BINS.len() + bin,
+        )
     }
 
     /// A record with one realistic mistake, rotating through the kinds of mistake.
@@ -185,13 +275,20 @@ impl Scenario {
         let pick = self.below(self.skus.len() as u64) as usize;
         let sku = self.skus[pick].clone();
         match (n / self.mix.invalid_every.max(1)) % 4 {
-            0 => json!({"sku": sku, "kind": "receipt", "quantity": -3, "id": format!("scan-{n}")}),
-            1 => json!({"sku": sku, "kind": "teleport", "quantity": 1, "id": format!("scan-{n}")}),
-            2 => json!({"kind": "shipment", "quantity": 2, "id": format!("scan-{n}")}),
+            0 => json!({"sku": sku, "kind": "receipt", "quantity": -3, "id": self.scan_id(n)}),
+            1 => json!({"sku": sku, "kind": "teleport", "quantity": 1, "id": self.scan_id(n)}),
+            2 => json!({"kind": "shipment", "quantity": 2, "id": self.scan_id(n)}),
             _ => {
-                json!({"sku": sku, "kind": "receipt", "quantity": 1, "unit": "pallet", "id": format!("scan-{n}")})
+                json!({"sku": sku, "kind": "receipt", "quantity": 1, "unit": "pallet", "id": self.scan_id(n)})
             }
         }
+    }
+
+    /// A scanner movement id, unique across runs: scanner ids are deduplicated per source at
+    /// the agent for `idempotency_days`, so a second demo run on the same journal must not
+    /// reuse the first run's ids or its movements would be dropped as duplicates.
+    fn scan_id(&self, n: u64) -> String {
+        format!("scan-{:x}-{n}", self.run_tag & 0xffff_ffff)
     }
 
     /// Uniform-enough number in `0..n` (xorshift64*; no crate needed for a demo).
@@ -215,10 +312,17 @@ mod tests {
         Scenario::new(42, 2, vec!["SKU-1".into(), "SKU-2".into()], mix)
     }
 
+    /// Replays the valid movements with the collector's effects (for a warehouse without an
+    /// authority) and checks that stock never goes negative and counts report the books.
     #[test]
-    fn never_ships_more_than_it_received() {
-        let mut s = scenario(Mix::default());
-        let mut level = std::collections::HashMap::<(usize, String, String), i64>::new();
+    fn books_stay_non_negative_and_counts_match_them() {
+        let mut s = scenario(Mix {
+            case_size: Some(12),
+            ..Mix::default()
+        });
+        let mut books = std::collections::HashMap::<(usize, String, String), (i64, i64)>::new();
+        let (mut counts, mut miscounts, mut cases) = (0, 0, 0);
+        let mut returnable = std::collections::HashMap::<(String, String), i64>::new();
         for _ in 0..5_000 {
             let m = s.next_message();
             if m.purpose != Purpose::Movement {
@@ -233,15 +337,55 @@ mod tests {
                 body["sku"].as_str().unwrap().to_string(),
                 body["bin"].as_str().unwrap().to_string(),
             );
-            let q = body["quantity"].as_i64().unwrap();
-            let entry = level.entry(key).or_default();
+            let mut q = body["quantity"].as_i64().unwrap();
+            if body["unit"] == "case" {
+                q *= 12;
+                cases += 1;
+            }
+            let order_key = (body["order"].to_string(), body["sku"].to_string());
             match body["kind"].as_str().unwrap() {
-                "receipt" => *entry += q,
-                "shipment" | "damage" => *entry -= q,
+                "shipment" => *returnable.entry(order_key).or_default() += q,
+                "return" => {
+                    let left = returnable.entry(order_key).or_default();
+                    *left -= q;
+                    assert!(*left >= 0, "returned more than the order shipped: {body}");
+                }
                 _ => {}
             }
-            assert!(*entry >= 0, "stock went negative: {body}");
+            let (available, on_hand) = books.entry(key).or_default();
+            match body["kind"].as_str().unwrap() {
+                "receipt" => (*available += q, *on_hand += q),
+                "shipment" => (*available -= q, *on_hand -= q),
+                "damage" => (*available -= q, ()),
+                "return" => {
+                    assert!(
+                        body["order"].is_string(),
+                        "a return names its order: {body}"
+                    );
+                    ((), *on_hand += q)
+                }
+                "count" => {
+                    counts += 1;
+                    assert_eq!(m.path, Path::Scanner, "counts go by scanner");
+                    let expected = if body["note"] == MISCOUNT_NOTE {
+                        miscounts += 1;
+                        *on_hand - 1
+                    } else {
+                        *on_hand
+                    };
+                    assert_eq!(q, expected, "count reports the books: {body}");
+                    *available += q - *on_hand;
+                    *on_hand = q;
+                    ((), ())
+                }
+                other => panic!("unexpected kind {other}"),
+            };
+            assert!(*available >= 0, "stock went negative: {body}");
         }
+        assert!(
+            counts > 50 && miscounts > 10 && cases > 50,
+            "{counts} counts, {miscounts} miscounts, {cases} case receipts"
+        );
     }
 
     #[test]
@@ -268,10 +412,15 @@ mod tests {
             invalid_every: 0,
             resend_every: 0,
             http_every: 0,
+            count_every: 0,
+            miscount_every: 0,
+            case_size: None,
         });
         for _ in 0..500 {
             let m = s.next_message();
             assert_eq!((m.path, m.purpose), (Path::Scanner, Purpose::Movement));
+            assert_ne!(m.body["kind"], "count");
+            assert!(m.body.get("unit").is_none(), "eaches only: {}", m.body);
         }
     }
 }

@@ -26,6 +26,9 @@ fn collector_example_loads() {
     let web = &c.channels.channel[0];
     assert_eq!((web.name.as_str(), web.share_percent), ("webshop", 50));
     assert!(web.webhook.is_some() && web.mqtt);
+    // The collector refuses to start on a catalog that does not validate (GTIN check digits,
+    // references to unknown SKUs); the example must pass that too.
+    stocksync_common::catalog::Catalog::new(c.catalog).expect("example catalog validates");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use stocksync_common::input::{self, BaseUnitOnly, Context, InputError};
+use stocksync_common::input::{self, Context, InputError};
 
 use crate::journal::{JournalError, Reject};
 use crate::App;
@@ -64,12 +64,13 @@ async fn post_movements(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let catalog = app.catalog.current();
     let ctx = Context {
         warehouse: &app.config.warehouse,
         default_source: &app.config.http.default_source,
         now: input::now(),
         max_batch: app.config.http.max_batch,
-        units: &BaseUnitOnly,
+        units: &*catalog,
     };
     let movements = match input::parse_body(&body, &ctx) {
         Ok(m) => m,
@@ -122,6 +123,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "last_seq": journal.last_seq,
         "journal_id": journal.journal_id,
         "rejects": journal.rejects,
+        "catalog_skus": app.catalog.current().config().skus.len(),
     }))
     .into_response())
 }

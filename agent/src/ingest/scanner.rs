@@ -5,13 +5,15 @@
 //! in the rejects queue with its topic as the source: a scanner has no one listening for a
 //! 422, so the queue is the only place the error can be seen.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use stocksync_common::config::ScannerConfig;
-use stocksync_common::input::{self, BaseUnitOnly, Context};
+use stocksync_common::input::{self, Context};
 use tokio::sync::watch;
 
+use crate::catalog::CatalogHandle;
 use crate::journal::{Journal, Reject};
 
 /// Subscribes to the scanner topic and journals what arrives, until `shutdown`.
@@ -21,6 +23,7 @@ pub async fn run(
     max_batch: usize,
     config: ScannerConfig,
     journal: Journal,
+    catalog: Arc<CatalogHandle>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut opts = stocksync_common::mqtt::options(
@@ -41,12 +44,13 @@ pub async fn run(
                 client.subscribe(&config.topic, QoS::AtLeastOnce).await?;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                let units = catalog.current();
                 let ctx = Context {
                     warehouse: &warehouse,
                     default_source: &config.default_source,
                     now: input::now(),
                     max_batch,
-                    units: &BaseUnitOnly,
+                    units: &*units,
                 };
                 let stored = match input::parse_body(&p.payload, &ctx) {
                     Ok(movements) => journal.append(movements, None).await.map(|_| ()),

@@ -1,6 +1,9 @@
-//! The collector's HTTP API: stock queries for people and channels, the rejects queue for
-//! operators, health and metrics for monitoring.
+//! The collector's HTTP API: stock queries for people and channels (with the bundle
+//! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
+//! for operators, health and metrics for monitoring.
 
+mod audit;
+mod bundles;
 mod channels;
 mod stock;
 
@@ -22,6 +25,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/stock", get(stock::by_location))
         .route("/v1/stock/:sku", get(stock::by_sku))
+        .route("/v1/stock/:sku/history", get(audit::history))
+        .route("/v1/drift", get(audit::drift))
+        .route("/v1/conflicts", get(audit::conflicts))
+        .route("/v1/discrepancies", get(audit::discrepancies))
+        .route("/v1/reversals", get(audit::reversals))
+        .route("/v1/bundles/:sku", get(bundles::by_bundle))
         .route("/v1/rejects", get(rejects))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
@@ -104,7 +113,7 @@ async fn rejects(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(
-            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload)
+            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field
              FROM rejects ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit], |r| {
@@ -119,6 +128,7 @@ async fn rejects(
                 "last_seq": r.get::<_, Option<i64>>(7)?,
                 "reason": r.get::<_, String>(8)?,
                 "payload_bytes": r.get::<_, i64>(9)?,
+                "field": r.get::<_, Option<String>>(10)?,
             }))
         })?;
         rows.collect::<Result<Vec<_>, _>>()

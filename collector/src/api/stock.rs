@@ -54,11 +54,16 @@ pub async fn by_sku(
     for row in &rows {
         total.add(&row.states);
     }
+    let bundle = match app.catalog.bundle(&sku) {
+        Some(components) => Some(super::bundles::view(&app, &sku, components)?),
+        None => None,
+    };
     Ok(Json(serde_json::json!({
         "sku": sku,
         "on_hand": total.on_hand(),
         "total": total,
         "locations": rows,
+        "bundle": bundle,
     }))
     .into_response())
 }

@@ -53,6 +53,16 @@ struct Args {
     /// One message in N goes over HTTP when --agent-url is set (0: never).
     #[arg(long, default_value_t = 5)]
     http_every: u64,
+    /// One message in N is a cycle count of a bin (0: never).
+    #[arg(long, default_value_t = 30)]
+    count_every: u64,
+    /// Every Nth count is deliberately one unit short (0: never).
+    #[arg(long, default_value_t = 3)]
+    miscount_every: u64,
+    /// Report some receipts in cases of this many eaches (the catalog must define a `case`
+    /// pack of that size for every SKU).
+    #[arg(long)]
+    case_size: Option<u64>,
     /// Scenario seed; the same seed sends the same stream (default: time-based).
     #[arg(long)]
     seed: Option<u64>,
@@ -88,6 +98,9 @@ async fn main() -> anyhow::Result<()> {
             invalid_every: args.invalid_every,
             resend_every: args.resend_every,
             http_every: args.http_every,
+            count_every: args.count_every,
+            miscount_every: args.miscount_every,
+            case_size: args.case_size,
         },
         seed: args.seed.unwrap_or_else(simulator::time_seed),
     };

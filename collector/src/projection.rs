@@ -1,0 +1,343 @@
+//! The stock projection as a function of the *set* of movements, never of their arrival
+//! order.
+//!
+//! Rule (see `docs/MOVEMENTS.md`): movements of one (SKU, warehouse, bin) are ordered by
+//! `(occurred_at, agent_id, seq)`, a total order every replica agrees on. Replaying them in
+//! that order, a delta adds its effect and an authoritative count sets on_hand to the
+//! counted number, the difference going to `available`. So on_hand is the latest
+//! authoritative count plus the deltas ordered after it, and a delta ordered before it is
+//! never applied again, however late it arrives.
+//!
+//! Applying that rule incrementally: a new delta ordered after the key's latest count is
+//! simply added; a new count, or a delta ordered before the latest count, triggers a replay
+//! of that key alone from the ledger (`recompute`). The same replay writes the drift and
+//! conflict records of the key's counts, so those are order-independent too. `in_transit`
+//! and `incoming` are sums that counts never touch; they are always added incrementally.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use stocksync_common::wire;
+use stocksync_common::{Location, Movement, MovementKind};
+
+use crate::authority::{parse_returns_to, Treatment};
+use crate::ledger::StockKey;
+use crate::merge::{self, Change, ReturnsTo, States};
+use crate::records;
+
+/// A movement as the ledger holds it, with what the collector decided about it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub agent_id: String,
+    pub movement: Movement,
+    pub treatment: Treatment,
+    pub returns_to: ReturnsTo,
+}
+
+/// Position of a movement in the replay order: `(occurred_at, agent_id, seq)`.
+pub type Order = (i64, String, u64);
+
+impl Entry {
+    pub fn order(&self) -> Order {
+        (
+            self.movement.occurred_at.unix_ms,
+            self.agent_id.clone(),
+            self.movement.seq,
+        )
+    }
+
+    /// The (SKU, location) the movement is recorded at.
+    pub fn key(&self) -> StockKey {
+        key_at(&self.movement.sku.0, &self.movement.location)
+    }
+}
+
+/// The key of `sku` at `location`.
+pub fn key_at(sku: &str, location: &Location) -> StockKey {
+    StockKey {
+        sku: sku.to_string(),
+        warehouse: location.warehouse.clone(),
+        bin: location.bin_key().to_string(),
+    }
+}
+
+/// What one movement did to one key during a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Delta(States),
+    /// A count: `applied` for an authoritative one, otherwise a conflict.
+    Count {
+        expected: i64,
+        counted: i64,
+        applied: bool,
+    },
+    /// Recorded with no effect here (audit, rejected, or another key's count).
+    NoEffect,
+}
+
+/// Replays `entries` in the replay order for `key`, calling `each` with every step and the
+/// running states after it. Returns the final states.
+pub fn replay(
+    entries: &mut [Entry],
+    key: &StockKey,
+    mut each: impl FnMut(&Entry, &Step, &States),
+) -> States {
+    entries.sort_by_cached_key(Entry::order);
+    let mut states = States::default();
+    for e in entries.iter() {
+        let step = step_of(e, key, &states);
+        match &step {
+            Step::Delta(d) => states.add(d),
+            Step::Count {
+                counted,
+                applied: true,
+                ..
+            } => states.add(&merge::count_delta(&states, *counted)),
+            _ => {}
+        }
+        each(e, &step, &states);
+    }
+    states
+}
+
+fn step_of(e: &Entry, key: &StockKey, states: &States) -> Step {
+    match merge::change(&e.movement, e.returns_to) {
+        Change::Count { on_hand } => {
+            let counts = matches!(e.treatment, Treatment::Apply | Treatment::Conflict);
+            if counts && e.key() == *key {
+                Step::Count {
+                    expected: states.on_hand(),
+                    counted: on_hand,
+                    applied: e.treatment == Treatment::Apply,
+                }
+            } else {
+                Step::NoEffect
+            }
+        }
+        Change::Deltas(effects) if e.treatment.has_effect() => {
+            let mut sum = States::default();
+            for eff in effects
+                .iter()
+                .filter(|eff| key_at(&e.movement.sku.0, &eff.location) == *key)
+            {
+                sum.add(&eff.delta);
+            }
+            Step::Delta(sum)
+        }
+        Change::Deltas(_) => Step::NoEffect,
+    }
+}
+
+/// Splits a delta into its physical part and the part counts never touch.
+fn split(d: States) -> (States, States) {
+    let physical = States {
+        in_transit: 0,
+        incoming: 0,
+        ..d
+    };
+    let elsewhere = States {
+        in_transit: d.in_transit,
+        incoming: d.incoming,
+        ..States::default()
+    };
+    (physical, elsewhere)
+}
+
+/// Applies one movement just inserted into the ledger.
+pub(crate) fn project(
+    tx: &Transaction<'_>,
+    e: &Entry,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> Result<(), rusqlite::Error> {
+    let key = e.key();
+    let transfer = matches!(
+        e.movement.kind,
+        MovementKind::TransferOut | MovementKind::TransferIn
+    );
+    if transfer && e.treatment.has_effect() {
+        if let Some(t) = &e.movement.references.transfer {
+            records::update_discrepancy(tx, t, &e.movement.sku.0, now)?;
+        }
+    }
+    let reversal_path = matches!(
+        e.movement.kind,
+        MovementKind::Shipment | MovementKind::Cancellation | MovementKind::Return
+    );
+    if reversal_path && e.treatment.has_effect() {
+        if let Some(order) = &e.movement.references.order {
+            records::update_reversal(tx, order, &e.movement.sku.0, now)?;
+        }
+    }
+    let mut needs_replay = false;
+    match merge::change(&e.movement, e.returns_to) {
+        Change::Count { .. } if matches!(e.treatment, Treatment::Apply | Treatment::Conflict) => {
+            note_count(tx, &key, e)?;
+            needs_replay = true;
+        }
+        Change::Deltas(effects) if e.treatment.has_effect() => {
+            let after_last_count = last_count(tx, &key)?.is_none_or(|c| e.order() > c);
+            for eff in effects {
+                let k = key_at(&e.movement.sku.0, &eff.location);
+                let (physical, elsewhere) = split(eff.delta);
+                // Physical effects are always at the movement's own key (see `merge`), which
+                // is what lets a replay of that key alone rebuild them.
+                if physical != States::default() && k == key && !after_last_count {
+                    needs_replay = true;
+                } else if physical != States::default() {
+                    add_states(tx, &k, &physical, now)?;
+                    touched.push(k.clone());
+                }
+                if elsewhere != States::default() {
+                    add_states(tx, &k, &elsewhere, now)?;
+                    touched.push(k);
+                }
+            }
+        }
+        _ => {}
+    }
+    if needs_replay {
+        recompute(tx, &key, now)?;
+        touched.push(key);
+    }
+    Ok(())
+}
+
+/// Rebuilds the physical states and the count records of one key from the ledger.
+pub(crate) fn recompute(
+    tx: &Transaction<'_>,
+    key: &StockKey,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let mut entries = entries_at(tx, key)?;
+    let mut counts = Vec::new();
+    let states = replay(&mut entries, key, |e, step, _| {
+        if let Step::Count {
+            expected, counted, ..
+        } = step
+        {
+            counts.push((e.clone(), *expected, *counted));
+        }
+    });
+    for (e, expected, counted) in counts {
+        records::record_count(tx, &e, expected, counted, now)?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            available = excluded.available, reserved = excluded.reserved,
+            damaged = excluded.damaged, quality_control = excluded.quality_control,
+            updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![
+        key.sku,
+        key.warehouse,
+        key.bin,
+        states.available,
+        states.reserved,
+        states.damaged,
+        states.quality_control,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Every ledger entry recorded at `key` that a replay of it needs.
+fn entries_at(conn: &Connection, key: &StockKey) -> Result<Vec<Entry>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, treatment, returns_to, payload FROM ledger
+         WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3
+           AND treatment IN ('apply', 'provisional', 'conflict')",
+    )?;
+    let rows = stmt.query_map(params![key.sku, key.warehouse, key.bin], entry_row)?;
+    rows.collect()
+}
+
+/// Every ledger entry that explains `key`, whatever its treatment: the movements recorded
+/// there, and for a warehouse-level key the transfers that move its `in_transit`.
+pub fn history(conn: &Connection, key: &StockKey) -> Result<Vec<Entry>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, treatment, returns_to, payload FROM ledger
+         WHERE sku = ?1 AND ((warehouse = ?2 AND bin = ?3)
+            OR (?3 = '' AND kind = 'transfer_out' AND peer = ?2)
+            OR (?3 = '' AND kind = 'transfer_in' AND warehouse = ?2 AND bin != '' AND peer IS NOT NULL))",
+    )?;
+    let rows = stmt.query_map(params![key.sku, key.warehouse, key.bin], entry_row)?;
+    rows.collect()
+}
+
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let payload: Vec<u8> = r.get(3)?;
+    let movement = wire::decode_movement(&payload).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
+    Ok(Entry {
+        agent_id: r.get(0)?,
+        treatment: Treatment::parse(&r.get::<_, String>(1)?),
+        returns_to: parse_returns_to(&r.get::<_, String>(2)?),
+        movement,
+    })
+}
+
+fn last_count(conn: &Connection, key: &StockKey) -> Result<Option<Order>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT occurred_at_ms, agent_id, seq FROM stock_last_count WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
+    )?
+    .query_row(params![key.sku, key.warehouse, key.bin], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+    })
+    .optional()
+}
+
+/// Remembers the latest count of a key, so deltas know whether they may be added directly.
+fn note_count(tx: &Transaction<'_>, key: &StockKey, e: &Entry) -> Result<(), rusqlite::Error> {
+    if last_count(tx, key)?.is_some_and(|c| c > e.order()) {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            occurred_at_ms = excluded.occurred_at_ms, agent_id = excluded.agent_id, seq = excluded.seq",
+    )?
+    .execute(params![
+        key.sku,
+        key.warehouse,
+        key.bin,
+        e.movement.occurred_at.unix_ms,
+        e.agent_id,
+        e.movement.seq as i64
+    ])?;
+    Ok(())
+}
+
+fn add_states(
+    tx: &Transaction<'_>,
+    k: &StockKey,
+    d: &States,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            available = available + excluded.available,
+            reserved = reserved + excluded.reserved,
+            damaged = damaged + excluded.damaged,
+            quality_control = quality_control + excluded.quality_control,
+            in_transit = in_transit + excluded.in_transit,
+            incoming = incoming + excluded.incoming,
+            updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![
+        k.sku,
+        k.warehouse,
+        k.bin,
+        d.available,
+        d.reserved,
+        d.damaged,
+        d.quality_control,
+        d.in_transit,
+        d.incoming,
+        now
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! Drift, conflict and discrepancy records: where two sources of stock disagree, kept
+//! visible instead of resolved by "newest wins".
+//!
+//! - Drift: an authoritative count that differs from what the projection expected just
+//!   before it (the replay's on_hand at the count's position in the replay order).
+//! - Conflict: a count from a source that is not the location's authority. It changes
+//!   nothing; it is recorded with what the projection expected at its time.
+//! - Discrepancy: a transfer whose received quantity differs from the shipped one.
+//!
+//! Invariant: each record is a function of the set of movements. Drift and conflicts are
+//! keyed by the count's `(agent_id, seq)` and rewritten by every replay of their key, so a
+//! late delta ordered before a count revises that count's record (`revised_at_ms` says
+//! when); a drift whose difference a late delta explains away is removed. Discrepancies are
+//! keyed by `(transfer, sku)` and recomputed from the ledger whenever a leg arrives.
+
+use rusqlite::{params, Connection, Transaction};
+use serde::Serialize;
+
+use crate::authority::Treatment;
+use crate::projection::Entry;
+
+/// A count that differed from the projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CountRecord {
+    pub agent_id: String,
+    pub seq: u64,
+    pub sku: String,
+    pub warehouse: String,
+    pub bin: Option<String>,
+    pub source: String,
+    pub counted_at: String,
+    pub counted_at_ms: i64,
+    pub expected: i64,
+    pub counted: i64,
+    /// `counted - expected`.
+    pub difference: i64,
+    pub recorded_at_ms: i64,
+    pub revised_at_ms: Option<i64>,
+}
+
+/// A transfer whose legs disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discrepancy {
+    pub transfer: String,
+    pub sku: String,
+    pub from_warehouse: String,
+    pub to_warehouse: String,
+    pub shipped: i64,
+    pub received: i64,
+    /// `received - shipped`.
+    pub difference: i64,
+    pub recorded_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Writes (or revises, or clears) the record of one count, as computed by a replay.
+pub(crate) fn record_count(
+    tx: &Transaction<'_>,
+    e: &Entry,
+    expected: i64,
+    counted: i64,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let table = match e.treatment {
+        Treatment::Apply => "drift",
+        _ => "conflicts",
+    };
+    if table == "drift" && expected == counted {
+        tx.prepare_cached("DELETE FROM drift WHERE agent_id = ?1 AND seq = ?2")?
+            .execute(params![e.agent_id, e.movement.seq as i64])?;
+        return Ok(());
+    }
+    let m = &e.movement;
+    tx.prepare_cached(&format!(
+        "INSERT INTO {table} (agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms, expected, counted, difference, recorded_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (agent_id, seq) DO UPDATE SET
+            revised_at_ms = CASE WHEN expected != excluded.expected THEN excluded.recorded_at_ms ELSE revised_at_ms END,
+            expected = excluded.expected, difference = excluded.difference"
+    ))?
+    .execute(params![
+        e.agent_id,
+        m.seq as i64,
+        m.sku.as_str(),
+        m.location.warehouse,
+        m.location.bin_key(),
+        m.source,
+        m.occurred_at.to_rfc3339(),
+        m.occurred_at.unix_ms,
+        expected,
+        counted,
+        counted - expected,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Recomputes the discrepancy of one transfer of one SKU from both legs in the ledger.
+pub(crate) fn update_discrepancy(
+    tx: &Transaction<'_>,
+    transfer: &str,
+    sku: &str,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT kind, MIN(warehouse), SUM(quantity) FROM ledger
+         WHERE transfer = ?1 AND sku = ?2 AND kind IN ('transfer_out', 'transfer_in')
+           AND treatment IN ('apply', 'provisional')
+         GROUP BY kind",
+    )?;
+    let (mut out, mut inn) = (None, None);
+    let rows = stmt.query_map(params![transfer, sku], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (kind, warehouse, quantity) = row?;
+        if kind == "transfer_out" {
+            out = Some((warehouse, quantity));
+        } else {
+            inn = Some((warehouse, quantity));
+        }
+    }
+    match (out, inn) {
+        (Some((from, shipped)), Some((to, received))) if shipped != received => {
+            tx.prepare_cached(
+                "INSERT INTO discrepancies (transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT (transfer, sku) DO UPDATE SET
+                    from_warehouse = excluded.from_warehouse, to_warehouse = excluded.to_warehouse,
+                    shipped = excluded.shipped, received = excluded.received,
+                    difference = excluded.difference, updated_at_ms = excluded.updated_at_ms",
+            )?
+            .execute(params![transfer, sku, from, to, shipped, received, received - shipped, now])?;
+        }
+        _ => {
+            tx.prepare_cached("DELETE FROM discrepancies WHERE transfer = ?1 AND sku = ?2")?
+                .execute(params![transfer, sku])?;
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes whether an order's cancellations and returns exceed what it shipped, for one
+/// SKU, from the ledger. Like transfer discrepancies this depends only on the set of
+/// movements: a return that arrives before its shipment is open until the shipment arrives.
+pub(crate) fn update_reversal(
+    tx: &Transaction<'_>,
+    order: &str,
+    sku: &str,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let (shipped, reversed): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'shipment' THEN quantity END), 0),
+                    COALESCE(SUM(CASE WHEN kind IN ('cancellation', 'return') THEN quantity END), 0)
+             FROM ledger WHERE order_ref = ?1 AND sku = ?2 AND treatment IN ('apply', 'provisional')",
+        )?
+        .query_row(params![order, sku], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if reversed > shipped {
+        tx.prepare_cached(
+            "INSERT INTO reversals (order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (order_ref, sku) DO UPDATE SET shipped = excluded.shipped,
+                reversed = excluded.reversed, excess = excluded.excess, updated_at_ms = excluded.updated_at_ms",
+        )?
+        .execute(params![order, sku, shipped, reversed, reversed - shipped, now])?;
+    } else {
+        tx.prepare_cached("DELETE FROM reversals WHERE order_ref = ?1 AND sku = ?2")?
+            .execute(params![order, sku])?;
+    }
+    Ok(())
+}
+
+/// An order whose cancellations and returns exceed its shipments for one SKU.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reversal {
+    pub order: String,
+    pub sku: String,
+    pub shipped: i64,
+    pub reversed: i64,
+    pub excess: i64,
+    pub recorded_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Open reversal exceptions, newest first.
+pub fn reversals(conn: &Connection, limit: i64) -> Result<Vec<Reversal>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms
+         FROM reversals ORDER BY updated_at_ms DESC, order_ref, sku LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(Reversal {
+            order: r.get(0)?,
+            sku: r.get(1)?,
+            shipped: r.get(2)?,
+            reversed: r.get(3)?,
+            excess: r.get(4)?,
+            recorded_at_ms: r.get(5)?,
+            updated_at_ms: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+const COUNT_COLUMNS: &str = "agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms, expected, counted, difference, recorded_at_ms, revised_at_ms";
+
+fn count_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CountRecord> {
+    let bin: String = r.get(4)?;
+    Ok(CountRecord {
+        agent_id: r.get(0)?,
+        seq: r.get::<_, i64>(1)? as u64,
+        sku: r.get(2)?,
+        warehouse: r.get(3)?,
+        bin: (!bin.is_empty()).then_some(bin),
+        source: r.get(5)?,
+        counted_at: r.get(6)?,
+        counted_at_ms: r.get(7)?,
+        expected: r.get(8)?,
+        counted: r.get(9)?,
+        difference: r.get(10)?,
+        recorded_at_ms: r.get(11)?,
+        revised_at_ms: r.get(12)?,
+    })
+}
+
+/// Open drift records (every drift record: one exists only while its count differs).
+pub fn drift(conn: &Connection, limit: i64) -> Result<Vec<CountRecord>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COUNT_COLUMNS} FROM drift ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], count_row)?;
+    rows.collect()
+}
+
+/// Conflicts; `open_only` leaves out counts that agreed with the projection.
+pub fn conflicts(
+    conn: &Connection,
+    open_only: bool,
+    limit: i64,
+) -> Result<Vec<CountRecord>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COUNT_COLUMNS} FROM conflicts WHERE (?1 = 0 OR difference != 0)
+         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![open_only as i64, limit], count_row)?;
+    rows.collect()
+}
+
+/// The drift or conflict record of one count, if it has one.
+pub fn of_count(
+    conn: &Connection,
+    agent_id: &str,
+    seq: u64,
+) -> Result<Option<(&'static str, CountRecord)>, rusqlite::Error> {
+    for table in ["drift", "conflicts"] {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COUNT_COLUMNS} FROM {table} WHERE agent_id = ?1 AND seq = ?2"
+        ))?;
+        let mut rows = stmt.query_map(params![agent_id, seq as i64], count_row)?;
+        if let Some(row) = rows.next() {
+            return Ok(Some((table, row?)));
+        }
+    }
+    Ok(None)
+}
+
+/// Open transfer discrepancies.
+pub fn discrepancies(conn: &Connection, limit: i64) -> Result<Vec<Discrepancy>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms
+         FROM discrepancies ORDER BY updated_at_ms DESC, transfer, sku LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok(Discrepancy {
+            transfer: r.get(0)?,
+            sku: r.get(1)?,
+            from_warehouse: r.get(2)?,
+            to_warehouse: r.get(3)?,
+            shipped: r.get(4)?,
+            received: r.get(5)?,
+            difference: r.get(6)?,
+            recorded_at_ms: r.get(7)?,
+            updated_at_ms: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}

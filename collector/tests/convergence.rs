@@ -1,0 +1,425 @@
+//! Convergence: the projection depends only on the set of movements, never on their arrival
+//! order, duplicates or delays.
+//!
+//! Generated movement sets (receipts, shipments, counts from the authority and from others,
+//! transfers between two warehouses, returns, inspections, damage, write-offs, expected
+//! receipts, with timestamps that collide and arrive in any order) are delivered through the
+//! real ledger on real SQLite files in several shuffled orders with duplicated batches. Every
+//! delivery must end in the same stock, drift, conflict and discrepancy records, equal to
+//! a small reference model that states the rules in closed form instead of replaying.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use stocksync_collector::authority::Authority;
+use stocksync_collector::ledger::Ledger;
+use stocksync_collector::metrics::Metrics;
+use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
+use stocksync_common::model::*;
+use stocksync_common::wire::Batch;
+
+/// Agents and the warehouse each journals for.
+const AGENTS: [(&str, &str); 3] = [("a1", "ams"), ("a2", "ams"), ("b1", "ber")];
+
+fn authority() -> Authority {
+    Authority::new(&[
+        LocationPolicy {
+            warehouse: "ams".into(),
+            authority: Some("wms".into()),
+            other_sources: SourcePolicy::Apply,
+            returns_to: ReturnsPolicy::QualityControl,
+        },
+        LocationPolicy {
+            warehouse: "ber".into(),
+            authority: Some("wms".into()),
+            other_sources: SourcePolicy::Audit,
+            returns_to: ReturnsPolicy::Available,
+        },
+    ])
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    agent: usize,
+    kind: u8,
+    scanner: bool,
+    bin: bool,
+    quantity: u64,
+    second: i64,
+    transfer: bool,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        0..AGENTS.len(),
+        0u8..15,
+        prop::bool::weighted(0.25),
+        prop::bool::weighted(0.3),
+        0u64..20,
+        0i64..8,
+        any::<bool>(),
+    )
+        .prop_map(
+            |(agent, kind, scanner, bin, quantity, second, transfer)| Spec {
+                agent,
+                kind,
+                scanner,
+                bin,
+                quantity,
+                second,
+                transfer,
+            },
+        )
+}
+
+/// Turns specs into movements with dense seqs per agent.
+fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
+    let mut seqs = [0u64; AGENTS.len()];
+    specs
+        .iter()
+        .map(|s| {
+            seqs[s.agent] += 1;
+            let warehouse = AGENTS[s.agent].1;
+            let peer = if warehouse == "ams" { "ber" } else { "ams" };
+            let kind = match s.kind {
+                0 | 1 => MovementKind::Receipt,
+                2 => MovementKind::Shipment,
+                3 | 4 => MovementKind::Count,
+                5 => MovementKind::TransferOut,
+                6 => MovementKind::TransferIn,
+                7 => MovementKind::Return,
+                8 => MovementKind::Inspection {
+                    outcome: InspectionOutcome::Available,
+                },
+                9 => MovementKind::Inspection {
+                    outcome: InspectionOutcome::Damaged,
+                },
+                10 => MovementKind::Damage,
+                11 => MovementKind::WriteOff,
+                12 => MovementKind::Expected,
+                13 => MovementKind::Cancellation,
+                _ => MovementKind::Adjustment {
+                    direction: Direction::Decrease,
+                    reason: "broken".into(),
+                },
+            };
+            let is_transfer = matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn);
+            let quantity = if matches!(kind, MovementKind::Count) {
+                s.quantity
+            } else {
+                s.quantity + 1
+            };
+            let m = Movement {
+                seq: seqs[s.agent],
+                sku: Sku("S".into()),
+                location: Location {
+                    warehouse: warehouse.into(),
+                    bin: s.bin.then(|| "A".into()),
+                },
+                source: if s.scanner { "scanner" } else { "wms" }.into(),
+                kind,
+                quantity,
+                unit: "each".into(),
+                unit_quantity: quantity,
+                occurred_at: OccurredAt {
+                    unix_ms: 1_800_000_000_000 + s.second * 1000,
+                    offset_seconds: 0,
+                },
+                references: References {
+                    transfer: is_transfer.then(|| if s.transfer { "T1" } else { "T2" }.into()),
+                    peer_warehouse: is_transfer.then(|| peer.into()),
+                    ..References::default()
+                },
+                external_id: None,
+                note: None,
+            };
+            (s.agent, m)
+        })
+        .collect()
+}
+
+/// A deterministic shuffle, so a failing case replays exactly.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        items.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Everything the projection produced, in a comparable form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Outcome {
+    /// (warehouse, bin) -> [available, reserved, damaged, qc, in_transit, incoming]
+    stock: BTreeMap<(String, String), [i64; 6]>,
+    /// (agent, seq) -> (expected, counted)
+    drift: BTreeMap<(String, u64), (i64, i64)>,
+    conflicts: BTreeMap<(String, u64), (i64, i64)>,
+    /// transfer -> (shipped, received)
+    discrepancies: BTreeMap<String, (i64, i64)>,
+}
+
+/// Delivers the movements through the real ledger: chunked into batches, shuffled, some
+/// batches delivered twice.
+fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
+    let mut batches = Vec::new();
+    for (agent, (agent_id, warehouse)) in AGENTS.iter().enumerate() {
+        let mine: Vec<Movement> = all
+            .iter()
+            .filter(|(a, _)| *a == agent)
+            .map(|(_, m)| m.clone())
+            .collect();
+        for part in mine.chunks(chunk) {
+            batches.push(Batch {
+                agent_id: agent_id.to_string(),
+                journal_id: 7,
+                warehouse: warehouse.to_string(),
+                movements: part.to_vec(),
+            });
+        }
+    }
+    let duplicates: Vec<Batch> = batches.iter().step_by(3).cloned().collect();
+    batches.extend(duplicates);
+    shuffle(&mut batches, seed | 1);
+
+    let path = std::env::temp_dir().join(format!(
+        "stocksync-convergence-{}-{seed}-{chunk}-{}.db",
+        std::process::id(),
+        all.len()
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let outcome = rt.block_on(async {
+        let ledger = Ledger::open_with(&path, Arc::new(Metrics::default()), authority()).unwrap();
+        let mut waiting = Vec::new();
+        for b in batches {
+            let topic = format!("stocksync/v1/{}/movements", b.warehouse);
+            waiting.push(ledger.apply(b, Vec::new(), topic).await.unwrap());
+        }
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        ledger.read(read_outcome).unwrap()
+    });
+    drop(rt);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    outcome
+}
+
+fn read_outcome(c: &rusqlite::Connection) -> rusqlite::Result<Outcome> {
+    let mut out = Outcome::default();
+    let mut stmt = c.prepare("SELECT warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming FROM stock")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let s: [i64; 6] = [
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+        ];
+        if s != [0; 6] {
+            out.stock.insert((r.get(0)?, r.get(1)?), s);
+        }
+    }
+    for (table, map) in [("drift", &mut out.drift), ("conflicts", &mut out.conflicts)] {
+        let mut stmt = c.prepare(&format!(
+            "SELECT agent_id, seq, expected, counted FROM {table}"
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            map.insert(
+                (r.get(0)?, r.get::<_, i64>(1)? as u64),
+                (r.get(2)?, r.get(3)?),
+            );
+        }
+    }
+    let mut stmt = c.prepare("SELECT transfer, shipped, received FROM discrepancies")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.discrepancies.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// The reference model: the rules of docs/MOVEMENTS.md in closed form.
+// ---------------------------------------------------------------------------------------
+
+struct Fact {
+    agent: String,
+    m: Movement,
+}
+
+impl Fact {
+    fn order(&self) -> (i64, &str, u64) {
+        (self.m.occurred_at.unix_ms, &self.agent, self.m.seq)
+    }
+    fn key(&self) -> (String, String) {
+        (
+            self.m.location.warehouse.clone(),
+            self.m.location.bin_key().to_string(),
+        )
+    }
+    fn by_authority(&self) -> bool {
+        self.m.source == "wms"
+    }
+    /// Deltas of non-authority sources apply at ams (policy apply), not at ber (audit).
+    fn effective_delta(&self) -> bool {
+        !matches!(self.m.kind, MovementKind::Count)
+            && (self.by_authority() || self.m.location.warehouse == "ams")
+    }
+    /// [available, damaged, quality_control] change at the movement's own location.
+    fn physical(&self) -> [i64; 3] {
+        let q = self.m.quantity as i64;
+        let returns_to_qc = self.m.location.warehouse == "ams";
+        match &self.m.kind {
+            MovementKind::Receipt | MovementKind::Cancellation | MovementKind::TransferIn => {
+                [q, 0, 0]
+            }
+            MovementKind::Shipment | MovementKind::TransferOut => [-q, 0, 0],
+            MovementKind::Adjustment { direction, .. } => match direction {
+                Direction::Increase => [q, 0, 0],
+                Direction::Decrease => [-q, 0, 0],
+            },
+            MovementKind::Return if returns_to_qc => [0, 0, q],
+            MovementKind::Return => [q, 0, 0],
+            MovementKind::Damage => [-q, q, 0],
+            MovementKind::Inspection { outcome } => match outcome {
+                InspectionOutcome::Available => [q, 0, -q],
+                InspectionOutcome::Damaged => [0, q, -q],
+            },
+            MovementKind::WriteOff => [0, -q, 0],
+            MovementKind::Count | MovementKind::Expected => [0, 0, 0],
+        }
+    }
+}
+
+/// on_hand at `key` from the facts ordered strictly before `before` (all if `None`):
+/// the latest authoritative count, plus the deltas after it.
+fn on_hand(facts: &[Fact], key: &(String, String), before: Option<(i64, &str, u64)>) -> i64 {
+    let here: Vec<&Fact> = facts
+        .iter()
+        .filter(|f| f.key() == *key && before.is_none_or(|b| f.order() < b))
+        .collect();
+    let base = here
+        .iter()
+        .filter(|f| matches!(f.m.kind, MovementKind::Count) && f.by_authority())
+        .max_by(|a, b| a.order().cmp(&b.order()));
+    let since = |f: &&&Fact| base.is_none_or(|c| f.order() > c.order());
+    let deltas: i64 = here
+        .iter()
+        .filter(|f| f.effective_delta())
+        .filter(since)
+        .map(|f| f.physical().iter().sum::<i64>())
+        .sum();
+    base.map_or(0, |c| c.m.quantity as i64) + deltas
+}
+
+fn reference(all: &[(usize, Movement)]) -> Outcome {
+    let facts: Vec<Fact> = all
+        .iter()
+        .map(|(a, m)| Fact {
+            agent: AGENTS[*a].0.to_string(),
+            m: m.clone(),
+        })
+        .collect();
+    let mut out = Outcome::default();
+    let mut keys: Vec<(String, String)> = facts.iter().map(Fact::key).collect();
+    keys.extend([("ams".into(), String::new()), ("ber".into(), String::new())]);
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let effective = || {
+            facts
+                .iter()
+                .filter(|f| f.key() == key && f.effective_delta())
+        };
+        let damaged: i64 = effective().map(|f| f.physical()[1]).sum();
+        let qc: i64 = effective().map(|f| f.physical()[2]).sum();
+        let available = on_hand(&facts, &key, None) - damaged - qc;
+        let incoming: i64 = effective()
+            .filter(|f| matches!(f.m.kind, MovementKind::Expected))
+            .map(|f| f.m.quantity as i64)
+            .sum();
+        let in_transit: i64 = if key.1.is_empty() {
+            let sent: i64 = facts
+                .iter()
+                .filter(|f| f.effective_delta() && matches!(f.m.kind, MovementKind::TransferOut))
+                .filter(|f| f.m.references.peer_warehouse.as_deref() == Some(&key.0))
+                .map(|f| f.m.quantity as i64)
+                .sum();
+            let received: i64 = facts
+                .iter()
+                .filter(|f| f.effective_delta() && matches!(f.m.kind, MovementKind::TransferIn))
+                .filter(|f| f.m.location.warehouse == key.0)
+                .map(|f| f.m.quantity as i64)
+                .sum();
+            sent - received
+        } else {
+            0
+        };
+        let s = [available, 0, damaged, qc, in_transit, incoming];
+        if s != [0; 6] {
+            out.stock.insert(key, s);
+        }
+    }
+    for f in facts
+        .iter()
+        .filter(|f| matches!(f.m.kind, MovementKind::Count))
+    {
+        let expected = on_hand(&facts, &f.key(), Some(f.order()));
+        let counted = f.m.quantity as i64;
+        let id = (f.agent.clone(), f.m.seq);
+        if f.by_authority() {
+            if expected != counted {
+                out.drift.insert(id, (expected, counted));
+            }
+        } else {
+            // A count from a non-authority source is a conflict under both apply and audit.
+            out.conflicts.insert(id, (expected, counted));
+        }
+    }
+    for t in ["T1", "T2"] {
+        let leg = |kind: &str| -> Option<i64> {
+            let legs: Vec<i64> = facts
+                .iter()
+                .filter(|f| f.effective_delta() && f.m.kind.name() == kind)
+                .filter(|f| f.m.references.transfer.as_deref() == Some(t))
+                .map(|f| f.m.quantity as i64)
+                .collect();
+            (!legs.is_empty()).then(|| legs.iter().sum())
+        };
+        if let (Some(shipped), Some(received)) = (leg("transfer_out"), leg("transfer_in")) {
+            if shipped != received {
+                out.discrepancies.insert(t.into(), (shipped, received));
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn projection_depends_only_on_the_set_of_movements(
+        specs in prop::collection::vec(spec(), 1..40),
+        seeds in prop::array::uniform3(any::<u64>()),
+    ) {
+        let all = movements(&specs);
+        let expected = reference(&all);
+        for (i, seed) in seeds.iter().enumerate() {
+            let got = deliver(&all, *seed, 1 + i * 2);
+            prop_assert_eq!(&got, &expected, "delivery {} (seed {}) differs from the reference", i, seed);
+        }
+    }
+}
