@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod merge;
 pub mod metrics;
 pub mod projection;
+pub mod publish;
 pub mod records;
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The validated catalog (bundles for the component view).
     pub catalog: Arc<Catalog>,
+    pub channels: Arc<publish::Publisher>,
 }
 
 /// A running collector.
@@ -76,12 +78,17 @@ impl Collector {
             watch_rx.clone(),
         )));
 
+        let (channels, publish_tasks) =
+            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
+        tasks.extend(publish_tasks);
+
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
         let router = api::router(Arc::new(App {
             ledger,
             metrics,
             catalog,
+            channels,
         }));
         let mut http_shutdown = watch_rx;
         tasks.push(tokio::spawn(async move {

@@ -217,6 +217,9 @@ pub struct CollectorConfig {
     /// SKUs, packs, bundles and aliases; distributed to agents so they normalise offline.
     #[serde(default)]
     pub catalog: CatalogConfig,
+    /// Sales channels and the sellable numbers published to each.
+    #[serde(default)]
+    pub channels: ChannelsConfig,
     /// Source-of-truth rules per warehouse. A warehouse not listed gets `LocationPolicy::open`.
     #[serde(default)]
     pub locations: Vec<LocationPolicy>,
@@ -398,6 +401,145 @@ impl Default for EmbeddedBrokerConfig {
             max_payload_bytes: 1 << 20,
         }
     }
+}
+
+// ---- Channel publishing (issue 4) ----
+
+/// Every sales channel stocksync publishes sellable numbers to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    /// Movements arriving within this window are folded into one recompute, so one hot SKU
+    /// produces at most one published change per window.
+    pub coalesce_ms: u64,
+    /// One `[[channels.channel]]` table per channel.
+    pub channel: Vec<ChannelConfig>,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            coalesce_ms: 50,
+            channel: Vec::new(),
+        }
+    }
+}
+
+/// One sales channel: which stock it may sell, how the number is shaped, where it goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Channel name; also the `source` of its entries in `catalog.aliases`.
+    pub name: String,
+    /// Warehouses (`ams`) or bins (`ams/A-01`) whose available stock it may sell; `*` = all.
+    pub locations: Vec<String>,
+    /// Units held back from the pooled stock.
+    #[serde(default)]
+    pub safety_units: u64,
+    /// Percent of the pooled stock held back (rounded up), on top of `safety_units`.
+    #[serde(default)]
+    pub safety_percent: u8,
+    /// Percent of what is left after the buffers that this channel gets (rounded down).
+    #[serde(default = "default_share_percent")]
+    pub share_percent: u8,
+    /// Most units ever listed.
+    #[serde(default)]
+    pub max_listed: Option<u64>,
+    /// Show 0 when the number is at or below this.
+    #[serde(default)]
+    pub zero_at_or_below: u64,
+    /// Canonical SKUs it sells; empty = every non-bundle SKU.
+    #[serde(default)]
+    pub skus: Vec<String>,
+    /// Bundle SKUs (from `catalog.bundles`) it sells.
+    #[serde(default)]
+    pub bundles: Vec<String>,
+    /// `live`, `frozen` (stop publishing) or `zero` (publish 0 for everything).
+    #[serde(default)]
+    pub mode: ChannelMode,
+    /// Retained JSON per SKU on `stocksync/v1/channels/<channel>/sellable/<sku>`.
+    #[serde(default)]
+    pub mqtt: bool,
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    #[serde(default)]
+    pub shopify: Option<ShopifyConfig>,
+}
+
+fn default_share_percent() -> u8 {
+    100
+}
+
+/// The rollback switch of a channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelMode {
+    #[default]
+    Live,
+    Frozen,
+    Zero,
+}
+
+/// Signed JSON pushes to a channel's HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` endpoint receiving the pushes.
+    pub url: String,
+    /// File holding the HMAC-SHA256 signing secret.
+    pub secret_file: PathBuf,
+    /// File holding the bearer token; re-read on a 401.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Command (argv) printing the bearer token; re-run on a 401.
+    #[serde(default)]
+    pub token_command: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: PushLimits,
+}
+
+/// Rate limit, batching and retry policy of a push target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushLimits {
+    /// Requests per second allowed on average (token bucket refill rate).
+    pub rate_per_sec: f64,
+    /// Requests allowed back to back (token bucket size).
+    pub burst: u32,
+    /// Most SKUs in one request.
+    pub max_batch: usize,
+    pub timeout_ms: u64,
+    /// First retry delay; doubles per failure up to `backoff_max_ms`, with jitter.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        PushLimits {
+            rate_per_sec: 5.0,
+            burst: 10,
+            max_batch: 250,
+            timeout_ms: 10_000,
+            backoff_initial_ms: 200,
+            backoff_max_ms: 60_000,
+        }
+    }
+}
+
+/// A Shopify-shaped GraphQL Admin endpoint (`inventorySetQuantities`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifyConfig {
+    /// `http://` GraphQL endpoint.
+    pub url: String,
+    /// Location GID the channel's sellable number is set at.
+    pub location_id: String,
+    /// File holding the `X-Shopify-Access-Token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: PushLimits,
 }
 
 #[cfg(test)]

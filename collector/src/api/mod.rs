@@ -4,6 +4,7 @@
 
 mod audit;
 mod bundles;
+mod channels;
 mod stock;
 
 use std::sync::atomic::Ordering;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -31,6 +32,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/reversals", get(audit::reversals))
         .route("/v1/bundles/:sku", get(bundles::by_bundle))
         .route("/v1/rejects", get(rejects))
+        .route("/v1/channels", get(channels::list))
+        .route("/v1/channels/:channel", get(channels::one))
+        .route("/v1/channels/:channel/sellable", get(channels::sellable))
+        .route(
+            "/v1/channels/:channel/sellable/stream",
+            get(channels::stream),
+        )
+        .route("/v1/channels/:channel/mode", put(channels::set_mode))
+        .route("/v1/channels/:channel/errors", get(channels::errors))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -86,7 +96,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        app.metrics.render() + &app.channels.stats.render(),
     )
         .into_response()
 }

@@ -1,0 +1,233 @@
+//! `/v1/channels/...`: each channel's sellable feed (full, changes since a cursor, and an
+//! SSE stream of changes), its state and rollback switch, and its error queue.
+//!
+//! Invariant: a cursor handed out here is a `channel_changes` key, so `?since=<cursor>` after
+//! any restart returns exactly the changes the caller has not seen.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use stocksync_common::config::ChannelMode;
+
+use super::ApiError;
+use crate::publish::store::{self, Published};
+use crate::publish::{Channel, PublishError};
+use crate::App;
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> ApiError {
+        let (status, error, field) = match &e {
+            PublishError::UnknownChannel(_) => {
+                (StatusCode::NOT_FOUND, "not found", Some("channel"))
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "channel error", None),
+        };
+        ApiError {
+            status,
+            error,
+            field,
+            detail: e.to_string(),
+        }
+    }
+}
+
+async fn describe(app: &App, channel: &Channel) -> Result<serde_json::Value, ApiError> {
+    let name = channel.name.clone();
+    let (latest, open_errors) = app
+        .channels
+        .store
+        .run(move |c| {
+            let latest = store::latest_cursor(c, &name)?;
+            let open: i64 = c.query_row(
+                "SELECT count(*) FROM channel_errors WHERE channel = ?1 AND resolved_at_ms IS NULL",
+                [&name],
+                |r| r.get(0),
+            )?;
+            Ok((latest, open))
+        })
+        .await?;
+    Ok(json!({
+        "name": channel.name,
+        "state": channel.mode(),
+        "cursor": latest,
+        "open_errors": open_errors,
+        "targets": app.channels.stats.of_channel(&channel.name),
+    }))
+}
+
+/// `GET /v1/channels`: every channel's mode, cursor, targets and open errors.
+pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let mut out = Vec::new();
+    for channel in app.channels.channels.values() {
+        out.push(describe(&app, channel).await?);
+    }
+    Ok(Json(out).into_response())
+}
+
+/// `GET /v1/channels/<channel>`.
+pub async fn one(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let channel = app.channels.channel(&name)?.clone();
+    Ok(Json(describe(&app, &channel).await?).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct FeedQuery {
+    since: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/channels/<channel>/sellable[?since=<cursor>&limit=n]`.
+pub async fn sellable(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<FeedQuery>,
+) -> Result<Response, ApiError> {
+    let channel = app.channels.channel(&name)?.clone();
+    let n = channel.name.clone();
+    match q.since {
+        None => {
+            let (cursor, items) = app
+                .channels
+                .store
+                .run(move |c| store::snapshot(c, &n))
+                .await?;
+            Ok(Json(json!({"channel": name, "cursor": cursor, "mode": channel.mode().mode, "items": items}))
+                .into_response())
+        }
+        Some(since) if since < 0 => Err(ApiError::bad_request("since", "a cursor is >= 0")),
+        Some(since) => {
+            let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+            let (cursor, changes, latest) = app
+                .channels
+                .store
+                .run(move |c| {
+                    let (cursor, changes) = store::changes_since(c, &n, since, limit)?;
+                    Ok((cursor, changes, store::latest_cursor(c, &n)?))
+                })
+                .await?;
+            Ok(Json(
+                json!({"channel": name, "cursor": cursor, "more": cursor < latest,
+                           "mode": channel.mode().mode, "changes": changes}),
+            )
+            .into_response())
+        }
+    }
+}
+
+/// `GET /v1/channels/<channel>/sellable/stream`: Server-Sent Events, one `sellable` event
+/// per change with the cursor as event id; resumes after `Last-Event-ID` or `?since=`, else
+/// starts from now.
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<FeedQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let channel = app.channels.channel(&name)?.clone();
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .or(q.since);
+    let store = app.channels.store.clone();
+    let since = match resume {
+        Some(s) => s,
+        None => {
+            let n = name.clone();
+            store.run(move |c| store::latest_cursor(c, &n)).await?
+        }
+    };
+    let wake = channel.cursor.subscribe();
+    let state = (store, name, since, wake, VecDeque::<Published>::new());
+    let events = futures_util::stream::unfold(
+        state,
+        |(store, name, mut since, mut wake, mut queue)| async move {
+            loop {
+                if let Some(item) = queue.pop_front() {
+                    let event = Event::default()
+                        .event("sellable")
+                        .id(item.cursor.to_string())
+                        .json_data(&item)
+                        .unwrap_or_default();
+                    return Some((
+                        Ok::<_, Infallible>(event),
+                        (store, name, since, wake, queue),
+                    ));
+                }
+                wake.borrow_and_update();
+                let n = name.clone();
+                let (next, items) = store
+                    .run(move |c| store::changes_since(c, &n, since, 500))
+                    .await
+                    .ok()?;
+                since = next;
+                if items.is_empty() {
+                    wake.changed().await.ok()?;
+                }
+                queue.extend(items);
+            }
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeRequest {
+    mode: ChannelMode,
+    reason: Option<String>,
+    set_by: Option<String>,
+}
+
+/// `PUT /v1/channels/<channel>/mode` `{"mode": "live"|"frozen"|"zero", "reason": ..}`.
+pub async fn set_mode(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Json<ModeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request("mode", e.body_text()))?;
+    let state = app
+        .channels
+        .set_mode(
+            &name,
+            req.mode,
+            req.set_by.unwrap_or_else(|| "api".into()),
+            req.reason,
+        )
+        .await?;
+    Ok(Json(json!({"channel": name, "state": state})).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Limit {
+    limit: Option<i64>,
+}
+
+/// `GET /v1/channels/<channel>/errors`: the error queue, open errors first.
+pub async fn errors(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<Limit>,
+) -> Result<Response, ApiError> {
+    app.channels.channel(&name)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = app
+        .channels
+        .store
+        .run(move |c| store::errors(c, &name, limit))
+        .await?;
+    Ok(Json(rows).into_response())
+}
