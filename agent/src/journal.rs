@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use stocksync_common::input::InputError;
 use stocksync_common::wire;
 use stocksync_common::Movement;
@@ -405,7 +405,12 @@ impl Writer {
         let seq_before = self.next_seq;
         let backlog_before = self.shared.backlog.load(Ordering::Relaxed);
         let result = (|| -> Result<Vec<Pending>, rusqlite::Error> {
-            let tx = self.conn.transaction()?;
+            // IMMEDIATE takes the write lock before the first read. A deferred transaction that
+            // reads, then writes, fails at once with SQLITE_BUSY when another connection to the
+            // file committed in between, and the busy timeout cannot save it.
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut pending = Vec::with_capacity(group.len());
             let mut backlog = backlog_before;
             for command in group {

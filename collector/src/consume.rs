@@ -57,6 +57,7 @@ pub async fn run(
                     "collector connected to broker"
                 );
                 metrics.broker_connected.store(1, Ordering::Relaxed);
+                metrics.broker_connects.inc();
                 client
                     .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
                     .await?;
@@ -132,26 +133,34 @@ async fn receive(
 async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
     while let Some(a) = rx.recv().await {
         let outcome = match a.done.await {
-            Ok(Ok(outcome)) => outcome,
-            // Not on disk: no ack of either kind; the broker and the agent both resend.
+            Ok(Ok(outcome)) => Some(outcome),
+            // Not on disk: no application ack, so the agent keeps the movements and resends
+            // them after its ack timeout.
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "batch not committed");
-                continue;
+                tracing::error!(error = %e, agent = %a.agent_id, "batch not committed; agent will resend");
+                None
             }
-            Err(_) => continue,
+            Err(_) => None,
         };
-        let ack = Ack {
-            agent_id: a.agent_id,
-            first_seq: a.seqs.0,
-            last_seq: a.seqs.1,
-            outcome,
-        };
-        if client
-            .publish(a.ack_topic, QoS::AtLeastOnce, false, wire::encode_ack(&ack))
-            .await
-            .is_err()
-            || client.ack(&a.publish).await.is_err()
-        {
+        if let Some(outcome) = outcome {
+            let ack = Ack {
+                agent_id: a.agent_id,
+                first_seq: a.seqs.0,
+                last_seq: a.seqs.1,
+                outcome,
+            };
+            if client
+                .publish(a.ack_topic, QoS::AtLeastOnce, false, wire::encode_ack(&ack))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // The broker's PUBACK goes out in order for every publish, applied or not: brokers
+        // may drop a connection that acknowledges out of order (rumqttd does), and the
+        // agent, not the broker, is what holds an uncommitted batch.
+        if client.ack(&a.publish).await.is_err() {
             return;
         }
     }

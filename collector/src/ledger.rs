@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use stocksync_common::wire::{self, AckOutcome, Batch};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -379,7 +379,12 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Command>) -> Result<Vec<Pending>, rusqlite::Error> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE takes the write lock before the first read. A deferred transaction that
+        // reads, then writes, fails at once with SQLITE_BUSY when another connection to the
+        // file committed in between, and the busy timeout cannot save it.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut pending = Vec::with_capacity(group.len());
         for command in group {
             match command {

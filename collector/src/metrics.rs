@@ -31,6 +31,7 @@ pub struct Metrics {
     pub movements_duplicate: Counter,
     pub rejects: Counter,
     pub commits: Counter,
+    pub broker_connects: Counter,
     pub broker_connected: AtomicU64,
 }
 
@@ -83,6 +84,11 @@ impl Metrics {
                 "stocksync_ledger_commits_total",
                 "Ledger transactions (group commits)",
                 &self.commits,
+            ),
+            (
+                "stocksync_broker_connects_total",
+                "Connections and reconnections of the consumer to the broker",
+                &self.broker_connects,
             ),
         ];
         for (name, help, counter) in counters {

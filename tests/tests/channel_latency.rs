@@ -6,6 +6,7 @@
 
 #[path = "channels/harness.rs"]
 mod harness;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@ mod harness;
 mod receivers;
 #[path = "channels/shopify_fake.rs"]
 mod shopify_fake;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -52,8 +53,8 @@ async fn wait_feed(
 async fn rules_and_targets_end_to_end() {
     let dir = TempDir::new("channels-e2e");
     let hook = receivers::Webhook::start(b"s3cret", "t1").await;
-    std::fs::write(dir.0.join("secret"), "s3cret\n").unwrap();
-    std::fs::write(dir.0.join("token"), "t1\n").unwrap();
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("token"), "t1\n").unwrap();
     let channels = format!(
         r#"{catalog}
 [channels]
@@ -84,8 +85,8 @@ skus = ["SKU-A", "SKU-B"]
 "#,
         catalog = catalog(),
         hook = hook.addr,
-        secret = dir.0.join("secret").display(),
-        token = dir.0.join("token").display(),
+        secret = dir.join("secret").display(),
+        token = dir.join("token").display(),
     );
     let collector = collector(&dir, &channels).await;
     let ams = agent(&dir, &collector, "ams").await;
@@ -136,7 +137,7 @@ skus = ["SKU-A", "SKU-B"]
     assert_eq!(hook.bad_signatures(), 0);
 
     // Token rotation: the receiver now wants t2; the next push gets a 401, re-reads the file.
-    std::fs::write(dir.0.join("token"), "t2\n").unwrap();
+    std::fs::write(dir.join("token"), "t2\n").unwrap();
     hook.set_token("t2");
     // And the one after that is answered 429 with Retry-After: 1.
     hook.answer_429_times(1);
@@ -336,7 +337,7 @@ async fn shopify_adapter_honours_throttling_and_compare_and_set() {
     // Shopify already holds 5 of item 1 (stocksync has never seen it); the first request
     // gets a 429, the next ones meet an empty cost bucket.
     let shop = shopify_fake::FakeShopify::start(&[(item1, 5)], 1).await;
-    std::fs::write(dir.0.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
+    std::fs::write(dir.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
     let channels = format!(
         r#"
 [[catalog.skus]]
@@ -368,7 +369,7 @@ backoff_initial_ms = 50
 backoff_max_ms = 500
 "#,
         addr = shop.addr,
-        token = dir.0.join("shop-token").display(),
+        token = dir.join("shop-token").display(),
     );
     let collector = collector(&dir, &channels).await;
     let ams = agent(&dir, &collector, "ams").await;
@@ -470,6 +471,13 @@ async fn burst_of_movements_converges_on_every_target() {
         changes["changes"].as_array().unwrap().len(),
         1,
         "folded to one value per SKU"
+    );
+    // A healthy run never drops the consumer's connection. (A batch that failed to commit
+    // once left its PUBACK out of order and rumqttd dropped the connection: a 0.5 s stall.)
+    let metrics = get_text(format!("http://{}/metrics", collector.http_addr)).await;
+    assert!(
+        metrics.contains("stocksync_broker_connects_total 1\n"),
+        "the consumer connected once: {metrics}"
     );
     mqtt.stop().await;
     ams.stop().await.unwrap();

@@ -1,48 +1,18 @@
 //! Helpers for the channel suites: a collector with an embedded broker and agents, all
 //! in-process on ephemeral 127.0.0.1 ports, temp dirs that clean up, and waits with a
-//! deadline. (Move to `tests/support` once the shared helpers land.)
+//! deadline. Temp dirs and ports come from `tests/support`.
 
 // Shared by several suites; each uses a subset.
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
 use stocksync_common::config::{AgentConfig, CollectorConfig};
 
-/// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "stocksync-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A free 127.0.0.1 port (for the embedded broker, which cannot bind port 0 and report it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+pub use crate::support::{free_port, TempDir};
 
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `within`.
 pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
@@ -65,7 +35,7 @@ pub async fn collector(dir: &TempDir, channels_toml: &str) -> Collector {
     let port = free_port();
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = \"{}\"\n[embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n{channels_toml}",
-        dir.0.join("ledger.db").display()
+        dir.join("ledger.db").display()
     );
     let config: CollectorConfig = toml::from_str(&text).expect("collector config");
     Collector::start(config).await.expect("collector starts")
@@ -75,7 +45,7 @@ pub async fn collector(dir: &TempDir, channels_toml: &str) -> Collector {
 pub async fn agent(dir: &TempDir, collector: &Collector, warehouse: &str) -> Agent {
     let text = format!(
         "agent_id = \"{warehouse}-1\"\nwarehouse = \"{warehouse}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[journal]\npath = \"{}\"\n[broker]\nhost = \"{}\"\nport = {}\n[forward]\nack_timeout_ms = 1000\n",
-        dir.0.join(format!("{warehouse}-journal.db")).display(),
+        dir.join(&format!("{warehouse}-journal.db")).display(),
         collector.broker.host,
         collector.broker.port
     );
@@ -106,6 +76,20 @@ pub async fn get_json(url: String) -> serde_json::Value {
             .body_mut()
             .read_json::<serde_json::Value>()
             .expect("JSON")
+    })
+    .await
+    .expect("join")
+}
+
+/// GETs `url` as text.
+pub async fn get_text(url: String) -> String {
+    tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .call()
+            .expect("GET")
+            .body_mut()
+            .read_to_string()
+            .expect("text")
     })
     .await
     .expect("join")
