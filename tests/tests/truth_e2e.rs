@@ -66,6 +66,19 @@ async fn start_agent(
     (agent, url)
 }
 
+/// Waits until the list at `path` on the collector has `len` entries.
+async fn wait_len(collector: &str, path: &str, len: usize, what: &str) {
+    let url = format!("{collector}{path}");
+    wait_for(what, WAIT, || async {
+        get(&url)
+            .await
+            .body
+            .as_array()
+            .is_some_and(|a| a.len() == len)
+    })
+    .await;
+}
+
 async fn post_ok(agent: &str, body: Value) {
     let r = post(&format!("{agent}/v1/movements"), &body.to_string(), &[]).await;
     assert_eq!(r.status, 202, "{body} -> {:?}", r.body);
@@ -197,14 +210,7 @@ async fn truth_model_end_to_end() {
                        "occurred_at": "2026-11-25T10:15:00Z"}),
     )
     .await;
-    wait_for("conflict recorded", WAIT, || async {
-        get(&format!("{c}/v1/conflicts"))
-            .await
-            .body
-            .as_array()
-            .is_some_and(|a| a.len() == 1)
-    })
-    .await;
+    wait_len(&c, "/v1/conflicts", 1, "conflict recorded").await;
     let conflicts = get(&format!("{c}/v1/conflicts")).await.body;
     assert_eq!(
         (
@@ -409,14 +415,7 @@ async fn returns_and_cancellations_are_checked_against_their_order() {
                        {"sku": "CUP", "kind": "return", "quantity": 2, "order": "SO-1"}]),
     )
     .await;
-    wait_for("exception open", WAIT, || async {
-        get(&format!("{c}/v1/reversals"))
-            .await
-            .body
-            .as_array()
-            .is_some_and(|r| r.len() == 1)
-    })
-    .await;
+    wait_len(&c, "/v1/reversals", 1, "exception open").await;
     let open = get(&format!("{c}/v1/reversals")).await.body;
     assert_eq!(
         (
@@ -434,14 +433,7 @@ async fn returns_and_cancellations_are_checked_against_their_order() {
                        {"sku": "CUP", "kind": "cancellation", "quantity": 1, "order": "SO-1"}]),
     )
     .await;
-    wait_for("exception closed", WAIT, || async {
-        get(&format!("{c}/v1/reversals"))
-            .await
-            .body
-            .as_array()
-            .is_some_and(|r| r.is_empty())
-    })
-    .await;
+    wait_len(&c, "/v1/reversals", 0, "exception closed").await;
     // 10 received - 3 shipped + 1 cancelled = 8 available; 2 returned are held for inspection.
     let cup = get(&format!("{c}/v1/stock/CUP")).await.body;
     assert_eq!(
@@ -458,14 +450,7 @@ async fn returns_and_cancellations_are_checked_against_their_order() {
         json!({"sku": "CUP", "kind": "cancellation", "quantity": 1, "order": "SO-1"}),
     )
     .await;
-    wait_for("exception reopened", WAIT, || async {
-        get(&format!("{c}/v1/reversals"))
-            .await
-            .body
-            .as_array()
-            .is_some_and(|r| r.len() == 1)
-    })
-    .await;
+    wait_len(&c, "/v1/reversals", 1, "exception reopened").await;
     assert_eq!(get(&format!("{c}/v1/reversals")).await.body[0]["excess"], 1);
     agent.stop().await.unwrap();
     collector.stop().await.unwrap();
