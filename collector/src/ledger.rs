@@ -209,7 +209,22 @@ enum Command {
         rejected: Rejected,
         reply: oneshot::Sender<Result<(), LedgerError>>,
     },
+    /// Any other write that must share the writer's transaction and change notifications
+    /// (reservations): runs in its own savepoint, answers after the commit.
+    Write(WriteOp),
 }
+
+/// What a `Command::Write` runs: on success a callback that answers its caller once the
+/// group is on disk, on failure the error and a callback that reports it.
+type WriteOp = Box<
+    dyn FnOnce(
+            &Transaction<'_>,
+            &mut Vec<StockKey>,
+        ) -> Result<
+            Box<dyn FnOnce() + Send>,
+            (rusqlite::Error, Box<dyn FnOnce(LedgerError) + Send>),
+        > + Send,
+>;
 
 /// A (SKU, location) whose projection row changed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -257,6 +272,7 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let conn = open(path)?;
         migrate(&conn)?;
+        conn.execute_batch(crate::reserve::SCHEMA)?;
         let (tx, rx) = mpsc::channel(1024);
         let (changes, _) = broadcast::channel(1024);
         let writer = Writer {
@@ -313,6 +329,27 @@ impl Ledger {
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 
+    /// Runs `f` inside the writer's next group transaction (its own savepoint) and returns
+    /// its result once that transaction is on disk. `f` reports the stock keys it changed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &mut Vec<StockKey>) -> Result<T, rusqlite::Error>
+            + Send
+            + 'static,
+    {
+        let (reply, rx) = oneshot::channel::<Result<T, LedgerError>>();
+        let op: WriteOp = Box::new(move |tx, touched| match f(tx, touched) {
+            Ok(value) => Ok(Box::new(move || drop(reply.send(Ok(value))))),
+            Err(e) => Err((e, Box::new(move |err| drop(reply.send(Err(err)))))),
+        });
+        self.tx
+            .send(Command::Write(op))
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
     /// Runs `f` on the read connection.
     pub fn read<T>(
         &self,
@@ -335,6 +372,7 @@ struct Writer {
 enum Pending {
     Apply(oneshot::Sender<Result<AckOutcome, LedgerError>>, AckOutcome),
     Reject(oneshot::Sender<Result<(), LedgerError>>),
+    Deliver(Box<dyn FnOnce() + Send>),
 }
 
 impl Writer {
@@ -362,6 +400,7 @@ impl Writer {
                                 self.metrics.count_outcome(&outcome);
                                 let _ = reply.send(Ok(outcome));
                             }
+                            Pending::Deliver(answer) => answer(),
                             Pending::Reject(reply) => {
                                 self.metrics.rejects.inc();
                                 let _ = reply.send(Ok(()));
@@ -422,6 +461,21 @@ impl Writer {
                 Command::Reject { rejected, reply } => {
                     store_reject(&tx, &rejected)?;
                     pending.push(Pending::Reject(reply));
+                }
+                Command::Write(op) => {
+                    let touched_before = self.touched.len();
+                    tx.execute_batch("SAVEPOINT write")?;
+                    match op(&tx, &mut self.touched) {
+                        Ok(answer) => {
+                            tx.execute_batch("RELEASE write")?;
+                            pending.push(Pending::Deliver(answer));
+                        }
+                        Err((e, report)) => {
+                            tx.execute_batch("ROLLBACK TO write; RELEASE write")?;
+                            self.touched.truncate(touched_before);
+                            report(e.into());
+                        }
+                    }
                 }
             }
         }

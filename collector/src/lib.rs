@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod projection;
 pub mod publish;
 pub mod records;
+pub mod reserve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,11 @@ impl Collector {
             watch_rx.clone(),
         )));
 
+        tasks.push(tokio::spawn(expire_reservations(
+            ledger.clone(),
+            watch_rx.clone(),
+        )));
+
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         tasks.extend(publish_tasks);
@@ -115,5 +121,25 @@ impl Collector {
             task.await??;
         }
         Ok(())
+    }
+}
+
+/// Lets reservations past their expiry lapse, once a second.
+async fn expire_reservations(
+    ledger: Ledger,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = every.tick() => {
+                let now = stocksync_common::input::now().unix_ms;
+                let lapsed = ledger.write(move |tx, touched| reserve::expire(tx, now, touched)).await?;
+                if lapsed > 0 {
+                    tracing::info!(lapsed, "reservations expired");
+                }
+            }
+        }
     }
 }

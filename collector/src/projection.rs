@@ -22,6 +22,7 @@ use crate::authority::{parse_returns_to, Treatment};
 use crate::ledger::StockKey;
 use crate::merge::{self, Change, ReturnsTo, States};
 use crate::records;
+use crate::reserve;
 
 /// A movement as the ledger holds it, with what the collector decided about it.
 #[derive(Debug, Clone)]
@@ -165,6 +166,10 @@ pub(crate) fn project(
     if reversal_path && e.treatment.has_effect() {
         if let Some(order) = &e.movement.references.order {
             records::update_reversal(tx, order, &e.movement.sku.0, now)?;
+            if e.movement.kind == MovementKind::Shipment {
+                let (sku, warehouse) = (&e.movement.sku.0, &e.movement.location.warehouse);
+                reserve::on_shipment(tx, order, sku, warehouse, now, touched)?;
+            }
         }
     }
     let mut needs_replay = false;
@@ -219,6 +224,13 @@ pub(crate) fn recompute(
     });
     for (e, expected, counted) in counts {
         records::record_count(tx, &e, expected, counted, now)?;
+    }
+    // Reservations hold stock on the warehouse-level row; the replay knows only movements.
+    let mut states = states;
+    if key.bin.is_empty() {
+        let held = reserve::held(tx, &key.sku, &key.warehouse)?;
+        states.available -= held;
+        states.reserved += held;
     }
     tx.prepare_cached(
         "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)

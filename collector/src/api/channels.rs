@@ -33,7 +33,7 @@ impl From<PublishError> for ApiError {
         ApiError {
             status,
             error,
-            field,
+            field: field.map(String::from),
             detail: e.to_string(),
         }
     }

@@ -5,6 +5,7 @@
 mod audit;
 mod bundles;
 mod channels;
+mod reservations;
 mod stock;
 
 use std::sync::atomic::Ordering;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -31,6 +32,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/discrepancies", get(audit::discrepancies))
         .route("/v1/reversals", get(audit::reversals))
         .route("/v1/bundles/:sku", get(bundles::by_bundle))
+        .route(
+            "/v1/reservations",
+            post(reservations::create).get(reservations::list),
+        )
+        .route(
+            "/v1/reservations/:id",
+            get(reservations::get).delete(reservations::release),
+        )
         .route("/v1/rejects", get(rejects))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
@@ -50,7 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
 pub struct ApiError {
     status: StatusCode,
     error: &'static str,
-    field: Option<&'static str>,
+    field: Option<String>,
     detail: String,
 }
 
@@ -59,8 +68,26 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             error: "bad request",
-            field: Some(field),
+            field: Some(field.into()),
             detail: detail.into(),
+        }
+    }
+
+    pub fn unprocessable(field: String, detail: String) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            error: "invalid request",
+            field: Some(field),
+            detail,
+        }
+    }
+
+    pub fn not_found(field: &'static str, detail: String) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: "not found",
+            field: Some(field.into()),
+            detail,
         }
     }
 }

@@ -1,0 +1,116 @@
+//! `POST /v1/reservations`, `GET /v1/reservations?sku=...`, `GET|DELETE /v1/reservations/<id>`:
+//! holding stock for an order between checkout and shipment.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::ApiError;
+use crate::reserve::{self, Created, Request};
+use crate::App;
+
+fn now() -> i64 {
+    stocksync_common::input::now().unix_ms
+}
+
+/// Holds stock for an order; 201 when held, 200 for a replay, 409 when the warehouse does
+/// not have it (nothing held) or the id was used for another reservation.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: Request =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
+    if req.quantity <= 0 {
+        return Err(ApiError::unprocessable(
+            "quantity".into(),
+            format!("{} must be > 0", req.quantity),
+        ));
+    }
+    for (field, value) in [
+        ("id", &req.id),
+        ("order", &req.order),
+        ("sku", &req.sku),
+        ("warehouse", &req.warehouse),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                field.into(),
+                "must not be empty".into(),
+            ));
+        }
+    }
+    let t = now();
+    let created = app
+        .ledger
+        .write(move |tx, touched| reserve::create(tx, &req, t, touched))
+        .await?;
+    Ok(match created {
+        Created::New(r) => (StatusCode::CREATED, Json(r)).into_response(),
+        Created::Replayed(r) => (StatusCode::OK, Json(r)).into_response(),
+        Created::IdConflict(r) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "id in use", "field": "id", "detail": "this id already reserves something else", "reservation": r})),
+        )
+            .into_response(),
+        Created::Insufficient { available } => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "insufficient stock", "field": "quantity",
+                        "detail": format!("only {available} available at the warehouse; nothing was held"),
+                        "available": available})),
+        )
+            .into_response(),
+    })
+}
+
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    sku: String,
+    warehouse: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Reservations of one SKU, newest first.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let rows = app
+        .ledger
+        .read(|c| reserve::list(c, &q.sku, q.warehouse.as_deref(), limit))?;
+    Ok(Json(rows).into_response())
+}
+
+/// One reservation.
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match app.ledger.read(|c| reserve::get(c, &id))? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+    }
+}
+
+/// Releases a reservation (the order was abandoned); the stock is sellable again.
+pub async fn release(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = now();
+    let key = id.clone();
+    match app
+        .ledger
+        .write(move |tx, touched| reserve::release(tx, &key, t, touched))
+        .await?
+    {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+    }
+}

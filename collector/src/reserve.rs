@@ -1,0 +1,289 @@
+//! Reservations: stock promised to an order at checkout, before the warehouse ships it.
+//!
+//! A channel that sells a unit must take it out of what every other channel may sell *now*,
+//! not when the WMS reports the shipment minutes later. A reservation holds `quantity` of a
+//! SKU at a warehouse for an order; its open amount is what the order's shipments (from the
+//! ledger, matched by `order` reference) have not yet covered. The warehouse's held amount
+//! is the sum of open amounts of its active reservations and is shown on the warehouse-level
+//! row (bin ""): `available` minus held, `reserved` plus held, so on_hand never changes.
+//!
+//! Invariants: the held amount depends only on the reservations and the set of shipments,
+//! not on their arrival order (a shipment arriving before its reservation simply leaves less
+//! open); a reservation is created only if the warehouse has that much available (inside
+//! the writer's transaction, so two checkouts cannot both take the last unit); every change
+//! of status is kept with its time.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::StockKey;
+
+/// Tables of this module, created with the ledger.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    channel TEXT,
+    status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    closed_at_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS reservations_by_order ON reservations (order_ref, sku, warehouse);
+CREATE INDEX IF NOT EXISTS reservations_expiring ON reservations (expires_at_ms) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS reservation_holds (
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    PRIMARY KEY (sku, warehouse)
+) WITHOUT ROWID;
+";
+
+/// A reservation as a channel or OMS asks for it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The caller's id; sending the same request again is answered, not applied twice.
+    pub id: String,
+    pub order: String,
+    pub sku: String,
+    pub warehouse: String,
+    pub quantity: i64,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Seconds until the hold lapses by itself if the order never ships.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A stored reservation and how much of it still holds stock.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: String,
+    pub order: String,
+    pub sku: String,
+    pub warehouse: String,
+    pub quantity: i64,
+    pub channel: Option<String>,
+    /// `active`, `released` or `expired`.
+    pub status: String,
+    /// What still holds stock: quantity minus the order's shipments, 0 unless active.
+    pub open: i64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    pub closed_at_ms: Option<i64>,
+}
+
+/// What a reservation request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(Reservation),
+    /// The same id was reserved before with the same terms.
+    Replayed(Reservation),
+    /// The same id was reserved before with other terms.
+    IdConflict(Reservation),
+    /// Not enough available at the warehouse; nothing was held.
+    Insufficient {
+        available: i64,
+    },
+}
+
+/// The open amount of reservation `r`: its quantity less its order's shipments there.
+const OPEN: &str = "CASE WHEN r.status = 'active' THEN MAX(0, r.quantity - (
+        SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
+        WHERE l.order_ref = r.order_ref AND l.sku = r.sku AND l.warehouse = r.warehouse
+          AND l.kind = 'shipment' AND l.treatment IN ('apply', 'provisional'))) ELSE 0 END";
+
+fn columns() -> String {
+    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}")
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
+    Ok(Reservation {
+        id: r.get(0)?,
+        order: r.get(1)?,
+        sku: r.get(2)?,
+        warehouse: r.get(3)?,
+        quantity: r.get(4)?,
+        channel: r.get(5)?,
+        status: r.get(6)?,
+        created_at_ms: r.get(7)?,
+        expires_at_ms: r.get(8)?,
+        closed_at_ms: r.get(9)?,
+        open: r.get(10)?,
+    })
+}
+
+/// One reservation by id.
+pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Reservation>> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM reservations r WHERE r.id = ?1",
+        columns()
+    ))?
+    .query_row([id], row)
+    .optional()
+}
+
+/// Reservations of a SKU (optionally at one warehouse), newest first.
+pub fn list(
+    conn: &Connection,
+    sku: &str,
+    warehouse: Option<&str>,
+    limit: i64,
+) -> rusqlite::Result<Vec<Reservation>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM reservations r WHERE r.sku = ?1 AND (?2 IS NULL OR r.warehouse = ?2)
+         ORDER BY r.created_at_ms DESC, r.id LIMIT ?3",
+        columns()
+    ))?;
+    let rows = stmt.query_map(params![sku, warehouse, limit], row)?;
+    rows.collect()
+}
+
+/// Creates a reservation if the warehouse has the stock, all in the caller's transaction.
+pub fn create(
+    tx: &Transaction<'_>,
+    req: &Request,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<Created> {
+    if let Some(existing) = get(tx, &req.id)? {
+        let same = existing.order == req.order
+            && existing.sku == req.sku
+            && existing.warehouse == req.warehouse
+            && existing.quantity == req.quantity;
+        return Ok(if same {
+            Created::Replayed(existing)
+        } else {
+            Created::IdConflict(existing)
+        });
+    }
+    let available: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
+        )?
+        .query_row(params![req.sku, req.warehouse], |r| r.get(0))?;
+    if available < req.quantity {
+        return Ok(Created::Insufficient { available });
+    }
+    let expires = req.ttl_secs.map(|s| now + (s as i64) * 1000);
+    tx.prepare_cached(
+        "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
+    )?
+    .execute(params![req.id, req.order, req.sku, req.warehouse, req.quantity, req.channel, now, expires])?;
+    refresh_hold(tx, &req.sku, &req.warehouse, now, touched)?;
+    Ok(Created::New(get(tx, &req.id)?.expect("just inserted")))
+}
+
+/// Ends an active reservation by hand; `None` if there is no such reservation.
+pub fn release(
+    tx: &Transaction<'_>,
+    id: &str,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<Option<Reservation>> {
+    let Some(r) = get(tx, id)? else {
+        return Ok(None);
+    };
+    if r.status == "active" {
+        tx.prepare_cached(
+            "UPDATE reservations SET status = 'released', closed_at_ms = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id, now])?;
+        refresh_hold(tx, &r.sku, &r.warehouse, now, touched)?;
+    }
+    get(tx, id)
+}
+
+/// Lets every active reservation past its expiry lapse; returns how many did.
+pub fn expire(
+    tx: &Transaction<'_>,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<usize> {
+    let lapsed: Vec<(String, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE reservations SET status = 'expired', closed_at_ms = ?1
+             WHERE status = 'active' AND expires_at_ms <= ?1 RETURNING sku, warehouse",
+        )?;
+        let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut keys = lapsed.clone();
+    keys.sort();
+    keys.dedup();
+    for (sku, warehouse) in keys {
+        refresh_hold(tx, &sku, &warehouse, now, touched)?;
+    }
+    Ok(lapsed.len())
+}
+
+/// A shipment of `order` just entered the ledger: its reservations hold less now.
+pub(crate) fn on_shipment(
+    tx: &Transaction<'_>,
+    order: &str,
+    sku: &str,
+    warehouse: &str,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<()> {
+    let reserved: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_ref = ?1 AND sku = ?2 AND warehouse = ?3)")?
+        .query_row(params![order, sku, warehouse], |r| r.get(0))?;
+    if reserved {
+        refresh_hold(tx, sku, warehouse, now, touched)?;
+    }
+    Ok(())
+}
+
+/// The held amount currently applied to the warehouse-level row of (sku, warehouse).
+pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT held FROM reservation_holds WHERE sku = ?1 AND warehouse = ?2")?
+        .query_row(params![sku, warehouse], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Recomputes what (sku, warehouse) holds and moves the difference between `available`
+/// and `reserved` on the warehouse-level row.
+fn refresh_hold(
+    tx: &Transaction<'_>,
+    sku: &str,
+    warehouse: &str,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<()> {
+    let should: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT COALESCE(SUM({OPEN}), 0) FROM reservations r
+             WHERE r.sku = ?1 AND r.warehouse = ?2 AND r.status = 'active'"
+        ))?
+        .query_row(params![sku, warehouse], |r| r.get(0))?;
+    let diff = should - held(tx, sku, warehouse)?;
+    if diff == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO reservation_holds (sku, warehouse, held) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sku, warehouse) DO UPDATE SET held = excluded.held",
+    )?
+    .execute(params![sku, warehouse, should])?;
+    tx.prepare_cached(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, updated_at_ms) VALUES (?1, ?2, '', ?3, ?4, ?5)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            available = available + excluded.available, reserved = reserved + excluded.reserved,
+            updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![sku, warehouse, -diff, diff, now])?;
+    touched.push(StockKey {
+        sku: sku.into(),
+        warehouse: warehouse.into(),
+        bin: String::new(),
+    });
+    Ok(())
+}
