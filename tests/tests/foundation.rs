@@ -109,6 +109,16 @@ async fn ten_thousand_movements_posted_while_the_broker_is_down_all_arrive() {
     let ingest = started.elapsed();
     let status = get(&format!("{a_url}/v1/status")).await.body;
     assert_eq!(status["backlog"], N as u64, "all journaled: {status}");
+    let agent_metrics = get(&format!("{a_url}/metrics")).await.body;
+    let agent_metrics = agent_metrics.as_str().unwrap();
+    assert!(
+        agent_metrics.contains(&format!("stocksync_agent_backlog {N}\n")),
+        "{agent_metrics}"
+    );
+    assert!(
+        agent_metrics.contains("stocksync_agent_broker_connected 0\n"),
+        "{agent_metrics}"
+    );
     assert_eq!(
         on_hand(&c_url, "A").await,
         0,

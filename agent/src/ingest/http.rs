@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/movements", post(post_movements))
         .route("/v1/status", get(status))
         .route("/v1/rejects", get(rejects))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
@@ -127,6 +128,51 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "catalog_skus": app.catalog.current().config().skus.len(),
     }))
     .into_response())
+}
+
+/// The status numbers in Prometheus text format, for alerting without parsing JSON.
+async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let journal = app.journal.status().map_err(ApiError::Journal)?;
+    let now = input::now().unix_ms;
+    let gauges = [
+        (
+            "stocksync_agent_backlog",
+            "Movements journaled, not yet acknowledged by the collector",
+            journal.backlog as i64,
+        ),
+        (
+            "stocksync_agent_oldest_unacked_age_ms",
+            "Age of the oldest unacknowledged movement (0 when none)",
+            journal.oldest_unacked_ms.map_or(0, |t| now - t),
+        ),
+        (
+            "stocksync_agent_last_seq",
+            "Highest journal seq",
+            journal.last_seq as i64,
+        ),
+        (
+            "stocksync_agent_rejects",
+            "Records refused at this agent (rejects queue)",
+            journal.rejects as i64,
+        ),
+        (
+            "stocksync_agent_refused_by_collector",
+            "Movements the collector acknowledged as rejected",
+            journal.refused_by_collector as i64,
+        ),
+        (
+            "stocksync_agent_broker_connected",
+            "1 when the forwarder is connected to the broker",
+            i64::from(app.link.connected.load(Ordering::Relaxed)),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in gauges {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
+    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
 }
 
 #[derive(serde::Deserialize)]
