@@ -147,7 +147,7 @@ CREATE INDEX IF NOT EXISTS ledger_by_transfer ON ledger (transfer, sku) WHERE tr
 CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NOT NULL;
 ";
 
-fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.execute_batch(SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
         let exists: bool = conn.query_row(

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod merge;
 pub mod metrics;
 pub mod projection;
+pub mod rebuild;
 pub mod records;
 
 use std::net::SocketAddr;
