@@ -28,7 +28,16 @@ enum Figure {
     /// Stock query latency on a large projection vs the same SQL on a raw connection.
     Query(store::QueryArgs),
     /// Every figure at tiny sizes, in seconds; non-zero exit if anything is wrong.
-    Smoke,
+    Smoke {
+        /// Brokers the end-to-end figure runs through.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "embedded,mosquitto"
+        )]
+        brokers: Vec<stocksync_bench::stack::BrokerKind>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         Figure::Drain(a) => e2e::drain(a)?,
         Figure::Rebuild(a) => store::rebuild(a)?,
         Figure::Query(a) => store::query(a)?,
-        Figure::Smoke => smoke::run()?,
+        Figure::Smoke { brokers } => smoke::run(brokers)?,
     };
     util::print_rows(&rows);
     eprintln!("load after: {}", util::load_note());

@@ -11,7 +11,8 @@ use crate::stack::BrokerKind;
 use crate::store::{self, QueryArgs, RebuildArgs};
 use crate::util::Row;
 
-pub fn run() -> anyhow::Result<Vec<Row>> {
+/// Runs every figure at tiny sizes; the end-to-end figure once per broker in `brokers`.
+pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
     let mut rows = ingest::run(&IngestArgs {
         movements: 2000,
         batch: 100,
@@ -19,7 +20,7 @@ pub fn run() -> anyhow::Result<Vec<Row>> {
         singles: 200,
         single_threads: 4,
     })?;
-    for broker in [BrokerKind::Embedded, BrokerKind::Mosquitto] {
+    for &broker in brokers {
         rows.extend(e2e::run(&E2eArgs {
             broker,
             movements: 3000,

@@ -68,7 +68,7 @@ fn spawn_mosquitto(port: u16, dir: &Path) -> anyhow::Result<Child> {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nmax_packet_size 2000000\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nmax_packet_size 2000000\nset_tcp_nodelay true\n"
         ),
     )?;
     let log = std::fs::File::create(dir.join(format!("mosquitto-{port}.log")))?;
