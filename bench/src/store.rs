@@ -119,6 +119,8 @@ pub fn generate_ledger(path: &Path, rows: u64, keys: u64) -> anyhow::Result<()> 
 /// The floor of a rebuild: reading and decoding every row in key order.
 fn raw_scan(path: &Path) -> anyhow::Result<(u64, Duration)> {
     let conn = Connection::open(path)?;
+    // The same mapping the rebuild uses (see `stocksync_collector::rebuild`).
+    conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
     let start = Instant::now();
     let mut stmt = conn.prepare(
         "SELECT agent_id, treatment, returns_to, payload, sku, warehouse, bin FROM ledger ORDER BY sku, warehouse, bin",
