@@ -32,6 +32,24 @@ pub struct IngestArgs {
 
 pub fn run(args: &IngestArgs) -> anyhow::Result<Vec<Row>> {
     let dir = TempDir::new("ingest")?;
+    let group = (args.batch * args.batch_threads) as u64;
+    // The disk is shared and its fsync time drifts: the limit is measured before and after
+    // the agent, and the better of the two is the denominator (a conservative ratio).
+    let raw = |label: &str| -> anyhow::Result<(f64, f64)> {
+        Ok((
+            raw::sqlite_group_commit(
+                &dir.join(&format!("raw-b-{label}.db")),
+                args.movements as u64,
+                group,
+            )?,
+            raw::sqlite_group_commit(
+                &dir.join(&format!("raw-s-{label}.db")),
+                args.singles as u64,
+                args.single_threads as u64,
+            )?,
+        ))
+    };
+    let before = raw("before")?;
     let stack = Stack::start(&dir, free_port(), false)?;
     let url = format!("{}/v1/movements", stack.agent_url);
 
@@ -45,6 +63,11 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<Vec<Row>> {
         args.singles as u64,
         load::post_all(&url, singles, args.single_threads)?,
     );
+    let noop = load::get_rate(
+        &format!("{}/healthz", stack.agent_url),
+        args.singles,
+        args.single_threads,
+    )?;
     let status = load::agent_status(&client(), &stack.agent_url)?;
     let expected = (args.movements + args.singles) as u64;
     anyhow::ensure!(
@@ -53,15 +76,15 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<Vec<Row>> {
         status["last_seq"]
     );
     stack.stop()?;
-
-    let group = (args.batch * args.batch_threads) as u64;
-    let raw_batched =
-        raw::sqlite_group_commit(&dir.join("raw-b.db"), args.movements as u64, group)?;
-    let raw_single = raw::sqlite_group_commit(
-        &dir.join("raw-s.db"),
-        args.singles as u64,
-        args.single_threads as u64,
-    )?;
+    let after = raw("after")?;
+    eprintln!(
+        "raw limits before/after: batched {} / {}, single {} / {}",
+        per_s(before.0),
+        per_s(after.0),
+        per_s(before.1),
+        per_s(after.1)
+    );
+    let (raw_batched, raw_single) = (before.0.max(after.0), before.1.max(after.1));
     let row = |figure: String, got: f64, limit: f64, what: String, cmd: &str| Row {
         figure,
         result: per_s(got),
@@ -83,7 +106,11 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<Vec<Row>> {
             "agent durable ingest, HTTP single movement".into(),
             single,
             raw_single,
-            format!("raw WAL FULL, {} rows/commit", args.single_threads),
+            format!(
+                "raw WAL FULL, {} rows/commit; HTTP no-op GET floor {}",
+                args.single_threads,
+                per_s(noop)
+            ),
             "stocksync-bench ingest",
         ),
     ])

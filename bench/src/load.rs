@@ -70,6 +70,31 @@ pub fn post_all(url: &str, bodies: Vec<String>, threads: usize) -> anyhow::Resul
     Ok(start.elapsed())
 }
 
+/// Requests per second of `GET url` (a no-op endpoint) from `threads` keep-alive clients:
+/// the HTTP round-trip floor of this machine, with the same client.
+pub fn get_rate(url: &str, requests: usize, threads: usize) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (next, url) = (next.clone(), url.to_string());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let http = client();
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let mut resp = http.get(&url).call()?;
+                    resp.body_mut().read_to_string()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+    }
+    Ok(requests as f64 / start.elapsed().as_secs_f64())
+}
+
 /// One POST; returns the status and body text.
 pub fn post(http: &ureq::Agent, url: &str, body: &str) -> anyhow::Result<(u16, String)> {
     let mut resp = http
