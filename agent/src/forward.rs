@@ -53,6 +53,7 @@ impl Forwarder {
         )?;
         let (client, mut events) =
             AsyncClient::new(opts, self.config.max_inflight_batches * 2 + 16);
+        events.set_network_options(stocksync_common::mqtt::network_options());
         let ack_topic = topics::acks(&self.warehouse, &self.agent_id);
         let data_topic = topics::movements(&self.warehouse);
         let mut state = Cursor::default();

@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS rejects (
 );
 ";
 
+/// When the oldest unacknowledged movement was journaled (seqs are journaled in order).
+const OLDEST_UNACKED: &str =
+    "SELECT journaled_at_ms FROM movements WHERE acked_at_ms IS NULL ORDER BY seq LIMIT 1";
+
 /// Largest part of a refused payload kept in the rejects table.
 const MAX_REJECT_PAYLOAD: usize = 64 * 1024;
 /// Most commands folded into one transaction.
@@ -308,11 +312,12 @@ impl Journal {
     /// Numbers for the status endpoint.
     pub fn status(&self) -> Result<JournalStatus, JournalError> {
         let conn = self.shared.reader.lock().expect("reader lock");
-        let oldest: Option<i64> = conn.query_row(
-            "SELECT MIN(journaled_at_ms) FROM movements WHERE acked_at_ms IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
+        // The first unacked seq was journaled first: one step down the partial index, where
+        // MIN(journaled_at_ms) read every unacked row while holding the forwarder's reader.
+        let oldest: Option<i64> = conn
+            .prepare_cached(OLDEST_UNACKED)?
+            .query_row([], |r| r.get(0))
+            .optional()?;
         let rejects: i64 = conn.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
         let refused: i64 = conn.query_row(
             "SELECT COUNT(*) FROM movements WHERE outcome IS NOT NULL AND outcome <> 'applied'",
@@ -626,5 +631,59 @@ fn append(
             tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stocksync_common::model::*;
+
+    fn movement() -> Movement {
+        Movement {
+            seq: 0,
+            sku: Sku("SKU-1".into()),
+            location: Location {
+                warehouse: "ams".into(),
+                bin: None,
+            },
+            source: "wms".into(),
+            kind: MovementKind::Receipt,
+            quantity: 1,
+            unit: "each".into(),
+            unit_quantity: 1,
+            occurred_at: OccurredAt {
+                unix_ms: 0,
+                offset_seconds: 0,
+            },
+            references: References::default(),
+            external_id: None,
+            note: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn oldest_unacked_is_when_the_first_unacked_seq_was_journaled() {
+        let dir = std::env::temp_dir().join(format!("stocksync-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        let journal = Journal::open(&path, 100).unwrap();
+        for _ in 0..3 {
+            journal.append(vec![movement()], None).await.unwrap();
+        }
+        journal.ack(1, 1, "applied".into()).await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let second: i64 = conn
+            .query_row(
+                "SELECT journaled_at_ms FROM movements WHERE seq = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(journal.status().unwrap().oldest_unacked_ms, Some(second));
+        journal.ack(2, 3, "applied".into()).await.unwrap();
+        assert_eq!(journal.status().unwrap().oldest_unacked_ms, None);
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -41,6 +41,7 @@ pub async fn run(
     let mut opts = stocksync_common::mqtt::options(&broker, "stocksync-collector", false)?;
     opts.set_manual_acks(true);
     let (client, mut events) = AsyncClient::new(opts, 4096);
+    events.set_network_options(stocksync_common::mqtt::network_options());
     // Acks go out in arrival order from their own task, so waiting for a commit never stalls
     // the event loop and batches keep flowing into the next group commit.
     let (await_tx, await_rx) = mpsc::channel::<Awaiting>(4096);

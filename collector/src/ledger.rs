@@ -159,7 +159,8 @@ CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NO
 CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
 ";
 
-fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(crate::reserve::SCHEMA)?;
     conn.execute_batch(SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
         let exists: bool = conn.query_row(
@@ -272,7 +273,6 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let conn = open(path)?;
         migrate(&conn)?;
-        conn.execute_batch(crate::reserve::SCHEMA)?;
         let (tx, rx) = mpsc::channel(1024);
         let (changes, _) = broadcast::channel(1024);
         let writer = Writer {

@@ -16,6 +16,7 @@ pub mod merge;
 pub mod metrics;
 pub mod projection;
 pub mod publish;
+pub mod rebuild;
 pub mod records;
 pub mod reserve;
 

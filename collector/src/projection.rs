@@ -128,7 +128,7 @@ fn step_of(e: &Entry, key: &StockKey, states: &States) -> Step {
 }
 
 /// Splits a delta into its physical part and the part counts never touch.
-fn split(d: States) -> (States, States) {
+pub(crate) fn split(d: States) -> (States, States) {
     let physical = States {
         in_transit: 0,
         incoming: 0,
@@ -277,7 +277,7 @@ pub fn history(conn: &Connection, key: &StockKey) -> Result<Vec<Entry>, rusqlite
     rows.collect()
 }
 
-fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+pub(crate) fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let payload: Vec<u8> = r.get(3)?;
     let movement = wire::decode_movement(&payload).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(e))

@@ -241,6 +241,23 @@ pub(crate) fn on_shipment(
     Ok(())
 }
 
+/// Applies every active reservation's hold again, after the stock rows were rebuilt from the
+/// ledger alone (`rebuild`): the holds table is cleared and refilled.
+pub(crate) fn reapply_all(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM reservation_holds", [])?;
+    let keys: Vec<(String, String)> = {
+        let mut stmt =
+            tx.prepare("SELECT DISTINCT sku, warehouse FROM reservations WHERE status = 'active'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut touched = Vec::new();
+    for (sku, warehouse) in keys {
+        refresh_hold(tx, &sku, &warehouse, now, &mut touched)?;
+    }
+    Ok(())
+}
+
 /// The held amount currently applied to the warehouse-level row of (sku, warehouse).
 pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT held FROM reservation_holds WHERE sku = ?1 AND warehouse = ?2")?

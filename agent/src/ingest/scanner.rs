@@ -34,6 +34,7 @@ pub async fn run(
     // PUBACK only after the journal commit: a crash before it makes the broker redeliver.
     opts.set_manual_acks(true);
     let (client, mut events) = AsyncClient::new(opts, 64);
+    events.set_network_options(stocksync_common::mqtt::network_options());
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,

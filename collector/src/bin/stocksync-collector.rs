@@ -1,5 +1,7 @@
 //! `stocksync-collector --config collector.toml`: runs the collector until SIGINT/SIGTERM.
 //! `stocksync-collector broker --listen ADDR`: runs only the embedded MQTT broker.
+//! `stocksync-collector [--config FILE] rebuild [--ledger PATH]`: rebuilds the projection from
+//! the ledger (collector stopped), with a progress bar on stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +25,12 @@ enum Command {
     Broker {
         #[arg(long, default_value = "127.0.0.1:1883")]
         listen: SocketAddr,
+    },
+    /// Rebuild the stock projection from the ledger. Stop the collector first.
+    Rebuild {
+        /// The ledger file (default: the config's `ledger.path`).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
     },
 }
 
@@ -49,6 +57,16 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => config::load(path)?,
         None => toml::from_str("")?,
     };
+    if let Some(Command::Rebuild { ledger }) = args.command {
+        let path = ledger.unwrap_or(config.ledger.path);
+        let start = std::time::Instant::now();
+        let done = stocksync_collector::rebuild::rebuild(&path, |done, total| {
+            progress_bar(done, total, start.elapsed())
+        })?;
+        eprintln!();
+        tracing::info!(movements = done.movements, keys = done.keys, elapsed = ?start.elapsed(), "projection rebuilt");
+        return Ok(());
+    }
     let collector = stocksync_collector::Collector::start(config).await?;
     wait_for_signal().await?;
     collector.stop().await
@@ -61,4 +79,21 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// `[#####.....]  42% 4200000/10000000 12.3 s`, redrawn in place.
+fn progress_bar(done: u64, total: u64, elapsed: std::time::Duration) {
+    let fraction = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let filled = (fraction * 40.0) as usize;
+    eprint!(
+        "\r[{}{}] {:3.0}% {done}/{total} {:.1} s",
+        "#".repeat(filled),
+        ".".repeat(40 - filled.min(40)),
+        fraction * 100.0,
+        elapsed.as_secs_f64()
+    );
 }

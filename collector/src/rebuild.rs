@@ -1,0 +1,229 @@
+//! Rebuilding the whole projection from the ledger alone: for a projection lost, damaged, or
+//! computed by an older version of the rules.
+//!
+//! The ledger is the truth; `stock` and `stock_last_count` are derived and are cleared and
+//! recomputed, and the drift, conflict and discrepancy records are rewritten in place (so
+//! their `recorded_at_ms` survives). It uses the same per-key replay as the incremental path
+//! (`projection::replay`), reading the ledger once in key order, so the result is the one the
+//! incremental path reaches, whatever order the movements arrived in. Physical states come
+//! from the replay of each key; `in_transit` and `incoming`, which counts never touch, are
+//! summed over every movement that affects a key, wherever it is recorded.
+//!
+//! Run it with the collector stopped: it is one transaction, all or nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use rusqlite::{params, Connection, Transaction};
+use stocksync_common::MovementKind;
+
+use crate::authority::Treatment;
+use crate::ledger::{LedgerError, StockKey};
+use crate::merge::{self, Change, States};
+use crate::projection::{self, Entry, Order, Step};
+use crate::records;
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Ledger rows read.
+    pub movements: u64,
+    /// Stock rows written.
+    pub keys: u64,
+}
+
+/// Rebuilds the projection of the ledger file at `path`; `progress(done, total)` is called
+/// every 100,000 ledger rows and at the end.
+pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuilt, LedgerError> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // The scan in key order visits the ledger's pages at random: map the file (SQLite caps
+    // this at its compiled maximum, 2 GB by default) instead of a pread and copy per page.
+    conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
+    crate::ledger::migrate(&conn)?;
+    let tx = conn.transaction()?;
+    let total: i64 = tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
+    tx.execute_batch("DELETE FROM stock; DELETE FROM stock_last_count;")?;
+    let now = stocksync_common::input::now().unix_ms;
+    let mut state = Rebuild::default();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT agent_id, treatment, returns_to, payload, sku, warehouse, bin FROM ledger
+             ORDER BY sku, warehouse, bin",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut done = 0u64;
+        while let Some(row) = rows.next()? {
+            let key = StockKey {
+                sku: row.get(4)?,
+                warehouse: row.get(5)?,
+                bin: row.get(6)?,
+            };
+            let entry = projection::entry_row(row)?;
+            if state.key.as_ref() != Some(&key) {
+                state.flush(&tx, now)?;
+                state.key = Some(key);
+            }
+            state.add(entry);
+            done += 1;
+            if done.is_multiple_of(100_000) {
+                progress(done, total as u64);
+            }
+        }
+        state.flush(&tx, now)?;
+        progress(done, total as u64);
+        state.movements = done;
+    }
+    let keys = state.finish(&tx, now)?;
+    // Reservations are not movements: their holds go back on the rebuilt rows.
+    crate::reserve::reapply_all(&tx, now)?;
+    tx.commit()?;
+    Ok(Rebuilt {
+        movements: state.movements,
+        keys,
+    })
+}
+
+/// The key being replayed and what the whole scan has gathered so far.
+#[derive(Default)]
+struct Rebuild {
+    key: Option<StockKey>,
+    /// This key's entries with an effect or a count (what `projection::recompute` replays).
+    group: Vec<Entry>,
+    /// Whether the incremental path would have written a stock row for this key.
+    touched: bool,
+    /// `in_transit` / `incoming` sums per key.
+    elsewhere: HashMap<StockKey, States>,
+    /// (transfer, sku) pairs whose discrepancy is recomputed at the end.
+    transfers: BTreeSet<(String, String)>,
+    movements: u64,
+}
+
+impl Rebuild {
+    fn add(&mut self, e: Entry) {
+        let transfer = matches!(
+            e.movement.kind,
+            MovementKind::TransferOut | MovementKind::TransferIn
+        );
+        if transfer && e.treatment.has_effect() {
+            if let Some(t) = &e.movement.references.transfer {
+                self.transfers.insert((t.clone(), e.movement.sku.0.clone()));
+            }
+        }
+        match merge::change(&e.movement, e.returns_to) {
+            Change::Count { .. } if counts(e.treatment) => self.touched = true,
+            Change::Deltas(effects) if e.treatment.has_effect() => {
+                for eff in effects {
+                    let k = projection::key_at(&e.movement.sku.0, &eff.location);
+                    let (physical, elsewhere) = projection::split(eff.delta);
+                    if physical != States::default() {
+                        self.touched = true;
+                    }
+                    if elsewhere != States::default() {
+                        self.elsewhere.entry(k).or_default().add(&elsewhere);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if matches!(
+            e.treatment,
+            Treatment::Apply | Treatment::Provisional | Treatment::Conflict
+        ) {
+            self.group.push(e);
+        }
+    }
+
+    /// Replays the current key and writes its stock row, last count and count records.
+    fn flush(&mut self, tx: &Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
+        let Some(key) = self.key.take() else {
+            return Ok(());
+        };
+        let mut group = std::mem::take(&mut self.group);
+        let mut last_count: Option<Order> = None;
+        let mut records = Vec::new();
+        let states = projection::replay(&mut group, &key, |e, step, _| {
+            if let Step::Count {
+                expected, counted, ..
+            } = step
+            {
+                records.push((e.clone(), *expected, *counted));
+            }
+        });
+        // `replay` sorted the group: the last count in it is the latest.
+        for e in &group {
+            let is_count = matches!(
+                merge::change(&e.movement, e.returns_to),
+                Change::Count { .. }
+            );
+            if is_count && counts(e.treatment) {
+                last_count = Some(e.order());
+            }
+        }
+        for (e, expected, counted) in records {
+            records::record_count(tx, &e, expected, counted, now)?;
+        }
+        if let Some((at, agent, seq)) = last_count {
+            tx.prepare_cached(
+                "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![key.sku, key.warehouse, key.bin, at, agent, seq as i64])?;
+        }
+        let elsewhere = self.elsewhere.remove(&key);
+        if std::mem::take(&mut self.touched) || elsewhere.is_some() {
+            let physical = projection::split(states).0;
+            write_row(tx, &key, &physical, &elsewhere.unwrap_or_default(), now)?;
+        }
+        Ok(())
+    }
+
+    /// Adds what movements recorded at later keys did to earlier ones (a transfer's peer,
+    /// whose key may sort before the transfer's own), and writes the discrepancies.
+    fn finish(&mut self, tx: &Transaction<'_>, now: i64) -> Result<u64, rusqlite::Error> {
+        for (key, elsewhere) in std::mem::take(&mut self.elsewhere) {
+            write_row(tx, &key, &States::default(), &elsewhere, now)?;
+        }
+        for (transfer, sku) in std::mem::take(&mut self.transfers) {
+            records::update_discrepancy(tx, &transfer, &sku, now)?;
+        }
+        tx.query_row("SELECT COUNT(*) FROM stock", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    }
+}
+
+/// Counts that take part in a key's replay: the authority's and the conflicting ones.
+fn counts(t: Treatment) -> bool {
+    matches!(t, Treatment::Apply | Treatment::Conflict)
+}
+
+/// Inserts a key's row; if it is already written, adds `elsewhere` to it (physical states
+/// are only ever written once, by the key's own replay).
+fn write_row(
+    tx: &Transaction<'_>,
+    k: &StockKey,
+    physical: &States,
+    elsewhere: &States,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            in_transit = in_transit + excluded.in_transit,
+            incoming = incoming + excluded.incoming",
+    )?
+    .execute(params![
+        k.sku,
+        k.warehouse,
+        k.bin,
+        physical.available,
+        physical.reserved,
+        physical.damaged,
+        physical.quality_control,
+        elsewhere.in_transit,
+        elsewhere.incoming,
+        now
+    ])?;
+    Ok(())
+}
