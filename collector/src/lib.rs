@@ -38,6 +38,9 @@ pub struct App {
     /// The validated catalog (bundles for the component view).
     pub catalog: Arc<Catalog>,
     pub channels: Arc<publish::Publisher>,
+    /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
+    /// graceful shutdown does not wait for clients that never hang up.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// A running collector.
@@ -96,6 +99,7 @@ impl Collector {
             metrics,
             catalog,
             channels,
+            shutdown: watch_rx.clone(),
         }));
         let mut http_shutdown = watch_rx;
         tasks.push(tokio::spawn(async move {

@@ -149,10 +149,17 @@ pub async fn stream(
         }
     };
     let wake = channel.cursor.subscribe();
-    let state = (store, name, since, wake, VecDeque::<Published>::new());
+    let stop = app.shutdown.clone();
+    let state = (
+        store,
+        name,
+        since,
+        (wake, stop),
+        VecDeque::<Published>::new(),
+    );
     let events = futures_util::stream::unfold(
         state,
-        |(store, name, mut since, mut wake, mut queue)| async move {
+        |(store, name, mut since, (mut wake, mut stop), mut queue)| async move {
             loop {
                 if let Some(item) = queue.pop_front() {
                     let event = Event::default()
@@ -162,7 +169,7 @@ pub async fn stream(
                         .unwrap_or_default();
                     return Some((
                         Ok::<_, Infallible>(event),
-                        (store, name, since, wake, queue),
+                        (store, name, since, (wake, stop), queue),
                     ));
                 }
                 wake.borrow_and_update();
@@ -173,7 +180,10 @@ pub async fn stream(
                     .ok()?;
                 since = next;
                 if items.is_empty() {
-                    wake.changed().await.ok()?;
+                    tokio::select! {
+                        r = wake.changed() => r.ok()?,
+                        _ = stop.wait_for(|stopping| *stopping) => return None,
+                    }
                 }
                 queue.extend(items);
             }
