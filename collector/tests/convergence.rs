@@ -424,7 +424,7 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
 
     #[test]
     fn projection_depends_only_on_the_set_of_movements(
