@@ -98,8 +98,8 @@ async fn receive(
     p: Publish,
 ) -> anyhow::Result<Option<Awaiting>> {
     let topic = p.topic.clone();
-    let batch = match wire::decode_batch(&p.payload) {
-        Ok(batch) => batch,
+    let received = match wire::decode_batch_with_parts(&p.payload) {
+        Ok(received) => received,
         Err(e) => {
             tracing::error!(%topic, error = %e, "undecodable batch kept in rejects queue");
             let rejected = Rejected {
@@ -115,13 +115,13 @@ async fn receive(
             return Ok(None);
         }
     };
-    let Some(seqs) = batch.seq_range() else {
+    let Some(seqs) = received.batch.seq_range() else {
         client.ack(&p).await?;
         return Ok(None);
     };
-    let ack_topic = topics::acks(&batch.warehouse, &batch.agent_id);
-    let agent_id = batch.agent_id.clone();
-    let done = ledger.apply(batch, p.payload.to_vec(), topic).await?;
+    let ack_topic = topics::acks(&received.batch.warehouse, &received.batch.agent_id);
+    let agent_id = received.batch.agent_id.clone();
+    let done = ledger.apply(received, p.payload.to_vec(), topic).await?;
     Ok(Some(Awaiting {
         publish: p,
         ack_topic,

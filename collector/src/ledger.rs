@@ -202,6 +202,7 @@ pub struct Rejected {
 enum Command {
     Apply {
         batch: Batch,
+        parts: Vec<std::ops::Range<usize>>,
         payload: Vec<u8>,
         topic: String,
         reply: oneshot::Sender<Result<AckOutcome, LedgerError>>,
@@ -302,14 +303,15 @@ impl Ledger {
     /// Queues a batch; the returned receiver answers once its transaction is on disk.
     pub async fn apply(
         &self,
-        batch: Batch,
+        received: wire::Received,
         payload: Vec<u8>,
         topic: String,
     ) -> Result<oneshot::Receiver<Result<AckOutcome, LedgerError>>, LedgerError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Apply {
-                batch,
+                batch: received.batch,
+                parts: received.parts,
                 payload,
                 topic,
                 reply,
@@ -429,6 +431,7 @@ impl Writer {
             match command {
                 Command::Apply {
                     batch,
+                    parts,
                     payload,
                     topic,
                     reply,
@@ -442,7 +445,7 @@ impl Writer {
                         &tx,
                         &self.authority,
                         &batch,
-                        &payload,
+                        (&payload, &parts),
                         &topic,
                         &mut self.touched,
                     ) {
@@ -510,7 +513,7 @@ fn apply_batch(
     tx: &Transaction<'_>,
     authority: &Authority,
     batch: &Batch,
-    payload: &[u8],
+    (payload, parts): (&[u8], &[std::ops::Range<usize>]),
     topic: &str,
     touched: &mut Vec<StockKey>,
 ) -> Result<AckOutcome, rusqlite::Error> {
@@ -535,7 +538,14 @@ fn apply_batch(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
     )?;
     let (mut applied, mut duplicates) = (0u32, 0u32);
-    for m in &batch.movements {
+    let mut pending = projection::Pending::default();
+    let whole = parts.len() == batch.movements.len();
+    for (i, m) in batch.movements.iter().enumerate() {
+        // The movement's bytes as received; encoded again only if the caller has no parts.
+        let bytes: std::borrow::Cow<'_, [u8]> = match parts.get(i) {
+            Some(range) if whole => payload[range.clone()].into(),
+            _ => wire::encode_movement(m).into(),
+        };
         let treatment = authority.treat(m);
         let returns_to = authority.returns_to(&m.location.warehouse);
         let inserted = insert.execute(params![
@@ -549,7 +559,7 @@ fn apply_batch(
             m.quantity as i64,
             m.occurred_at.unix_ms,
             now,
-            wire::encode_movement(m),
+            bytes.as_ref(),
             treatment.as_str(),
             returns_to_str(returns_to),
             m.references.transfer,
@@ -570,7 +580,7 @@ fn apply_batch(
                     seqs: Some((m.seq, m.seq)),
                     reason: authority.reject_reason(&batch.agent_id, m),
                     field: Some("source".into()),
-                    payload: wire::encode_movement(m),
+                    payload: bytes.to_vec(),
                 },
             )?;
         }
@@ -580,8 +590,9 @@ fn apply_batch(
             treatment,
             returns_to,
         };
-        projection::project(tx, &entry, now, touched)?;
+        projection::project(tx, &entry, now, touched, &mut pending)?;
     }
+    pending.flush(tx, now)?;
     Ok(AckOutcome::Applied {
         applied,
         duplicates,

@@ -142,12 +142,33 @@ pub(crate) fn split(d: States) -> (States, States) {
     (physical, elsewhere)
 }
 
+/// Incremental deltas of one batch, summed per key and written once at its end: a burst of
+/// movements on a hot SKU costs one row update, not one per movement.
+#[derive(Default)]
+pub(crate) struct Pending(std::collections::HashMap<StockKey, States>);
+
+impl Pending {
+    fn add(&mut self, key: StockKey, delta: &States) {
+        self.0.entry(key).or_default().add(delta);
+    }
+
+    /// Writes every pending delta. Must run before anything reads or overwrites stock rows
+    /// (a replay), and before the batch's savepoint is released.
+    pub(crate) fn flush(&mut self, tx: &Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
+        for (key, delta) in self.0.drain() {
+            add_states(tx, &key, &delta, now)?;
+        }
+        Ok(())
+    }
+}
+
 /// Applies one movement just inserted into the ledger.
 pub(crate) fn project(
     tx: &Transaction<'_>,
     e: &Entry,
     now: i64,
     touched: &mut Vec<StockKey>,
+    pending: &mut Pending,
 ) -> Result<(), rusqlite::Error> {
     let key = e.key();
     let transfer = matches!(
@@ -188,11 +209,11 @@ pub(crate) fn project(
                 if physical != States::default() && k == key && !after_last_count {
                     needs_replay = true;
                 } else if physical != States::default() {
-                    add_states(tx, &k, &physical, now)?;
+                    pending.add(k.clone(), &physical);
                     touched.push(k.clone());
                 }
                 if elsewhere != States::default() {
-                    add_states(tx, &k, &elsewhere, now)?;
+                    pending.add(k.clone(), &elsewhere);
                     touched.push(k);
                 }
             }
@@ -200,6 +221,7 @@ pub(crate) fn project(
         _ => {}
     }
     if needs_replay {
+        pending.flush(tx, now)?;
         recompute(tx, &key, now)?;
         touched.push(key);
     }

@@ -19,7 +19,7 @@ use stocksync_collector::ledger::Ledger;
 use stocksync_collector::metrics::Metrics;
 use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
 use stocksync_common::model::*;
-use stocksync_common::wire::Batch;
+use stocksync_common::wire::{self, Batch};
 
 /// Agents and the warehouse each journals for.
 const AGENTS: [(&str, &str); 3] = [("a1", "ams"), ("a2", "ams"), ("b1", "ber")];
@@ -199,7 +199,11 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
         let mut waiting = Vec::new();
         for b in batches {
             let topic = format!("stocksync/v1/{}/movements", b.warehouse);
-            waiting.push(ledger.apply(b, Vec::new(), topic).await.unwrap());
+            // Through the wire, as the consumer hands batches over: decoded with each
+            // movement's byte range, stored as received.
+            let payload = wire::encode_batch(&b);
+            let received = wire::decode_batch_with_parts(&payload).unwrap();
+            waiting.push(ledger.apply(received, payload, topic).await.unwrap());
         }
         for w in waiting {
             w.await.unwrap().unwrap();

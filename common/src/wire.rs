@@ -106,6 +106,64 @@ pub fn decode_batch(payload: &[u8]) -> Result<Batch, WireError> {
     decode(payload)
 }
 
+/// A decoded batch with the byte range of each movement inside its payload, so that the
+/// collector stores each movement's bytes as received instead of encoding it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub batch: Batch,
+    pub parts: Vec<std::ops::Range<usize>>,
+}
+
+/// Like [`decode_batch`], also returning where each movement's bytes are in `payload`.
+pub fn decode_batch_with_parts(payload: &[u8]) -> Result<Received, WireError> {
+    if payload.is_empty() {
+        return Err(WireError::Empty);
+    }
+    let malformed = |version, source| WireError::Malformed { version, source };
+    let (version, rest) = postcard::take_from_bytes::<u64>(payload).map_err(|e| malformed(0, e))?;
+    if version != u64::from(VERSION) {
+        return Err(WireError::UnknownVersion { version });
+    }
+    let (agent_id, rest) =
+        postcard::take_from_bytes::<String>(rest).map_err(|e| malformed(version, e))?;
+    let (journal_id, rest) =
+        postcard::take_from_bytes::<u64>(rest).map_err(|e| malformed(version, e))?;
+    let (warehouse, rest) =
+        postcard::take_from_bytes::<String>(rest).map_err(|e| malformed(version, e))?;
+    let (count, mut rest) =
+        postcard::take_from_bytes::<u64>(rest).map_err(|e| malformed(version, e))?;
+    // Every movement takes more than one byte: a count beyond the payload is malformed, and
+    // checking it first keeps a hostile count from reserving memory.
+    if count > rest.len() as u64 {
+        return Err(malformed(
+            version,
+            postcard::Error::DeserializeUnexpectedEnd,
+        ));
+    }
+    let mut movements = Vec::with_capacity(count as usize);
+    let mut parts = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let start = payload.len() - rest.len();
+        let (m, tail) =
+            postcard::take_from_bytes::<Movement>(rest).map_err(|e| malformed(version, e))?;
+        parts.push(start..payload.len() - tail.len());
+        movements.push(m);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(malformed(version, postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(Received {
+        batch: Batch {
+            agent_id,
+            journal_id,
+            warehouse,
+            movements,
+        },
+        parts,
+    })
+}
+
 /// Decodes one journaled movement.
 pub fn decode_movement(bytes: &[u8]) -> Result<Movement, postcard::Error> {
     postcard::from_bytes(bytes)
@@ -196,6 +254,23 @@ mod tests {
     }
 
     #[test]
+    fn parts_are_the_movements_own_bytes() {
+        let batch = Batch {
+            agent_id: "a1".into(),
+            journal_id: 77,
+            warehouse: "ams".into(),
+            movements: vec![sample(1), sample(2)],
+        };
+        let payload = encode_batch(&batch);
+        let received = decode_batch_with_parts(&payload).unwrap();
+        assert_eq!(received.batch, batch);
+        for (m, range) in batch.movements.iter().zip(&received.parts) {
+            assert_eq!(&payload[range.clone()], encode_movement(m).as_slice());
+        }
+        assert!(decode_batch_with_parts(&payload[..payload.len() - 1]).is_err());
+    }
+
+    #[test]
     fn unknown_version_is_named() {
         let mut payload = encode_batch(&Batch {
             agent_id: "a".into(),
@@ -215,6 +290,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = decode_batch(&bytes);
+            let _ = decode_batch_with_parts(&bytes);
             let _ = decode_ack(&bytes);
         }
     }
