@@ -5,6 +5,8 @@
 //! request's due time. "Visible" is observed with an MQTT probe on the agent's ack topic: the
 //! collector publishes the ack only after the transaction that updated `stock` is on disk,
 //! so the ack's arrival is an upper bound of the moment the stock API shows the movement.
+//! "Published on a channel" is observed on the channel's retained MQTT topics: movement k of
+//! a SKU (in journal order) is published when a value >= k for that SKU arrives.
 //! The physical limit is two fsyncs (agent journal, collector ledger) plus two broker hops
 //! (batch, ack), measured one at a time in the same run.
 
@@ -73,17 +75,54 @@ async fn ack_probe(port: u16) -> anyhow::Result<tokio::sync::mpsc::UnboundedRece
     Ok(rx)
 }
 
+/// Sellable values as a channel subscriber sees them: `(arrival, sku, value)`.
+async fn channel_probe(
+    port: u16,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(Instant, String, u64)>> {
+    let config = BrokerConfig {
+        host: "127.0.0.1".into(),
+        port,
+        ..Default::default()
+    };
+    let opts = stocksync_common::mqtt::options(&config, "bench-channel-probe", true)?;
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe("stocksync/v1/channels/web/sellable/+", QoS::AtMostOnce)
+        .await?;
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await? {
+            break;
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(e) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = e {
+                let at = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                    let sku = v["sku"].as_str().unwrap_or_default().to_string();
+                    let _ = tx.send((at, sku, v["sellable"].as_u64().unwrap_or(0)));
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
 pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
     let dir = TempDir::new("latency")?;
     let broker = Broker::start(args.broker, free_port(), &dir)?;
-    let stack = Stack::start(&dir, broker.port, true)?;
+    let stack = Stack::start_with(&dir, broker.port, Some(crate::stack::MQTT_CHANNEL))?;
     wait_until("agent to connect", Duration::from_secs(10), || {
         Ok(load::agent_status(&client(), &stack.agent_url)?["broker"] == "connected")
     })?;
     let mut acks = stack.rt.block_on(ack_probe(broker.port))?;
+    let mut values = stack.rt.block_on(channel_probe(broker.port))?;
     let n = (args.rate * args.seconds).ceil() as usize;
     let threads = ((args.rate / 100.0) as usize).clamp(4, 64);
-    let bodies = load::receipt_bodies(n, 1, 1000);
+    const SKUS: usize = 1000;
+    let bodies = load::receipt_bodies(n, 1, SKUS);
     let sent = load::open_loop(
         &format!("{}/v1/movements", stack.agent_url),
         bodies,
@@ -105,9 +144,48 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
             .ok_or_else(|| anyhow::anyhow!("ack probe stopped"))?;
         seen.push(ack);
     }
+    // Every SKU's final value is its number of movements; wait until each was published.
+    let mut published: Vec<Vec<(Instant, u64)>> = vec![Vec::new(); SKUS];
+    let want = |sku: usize| (n / SKUS + usize::from(sku < n % SKUS)) as u64;
+    let mut complete = 0;
+    while complete < SKUS.min(n) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (at, sku, value) = stack
+            .rt
+            .block_on(async { tokio::time::timeout(left, values.recv()).await })?
+            .ok_or_else(|| anyhow::anyhow!("channel probe stopped"))?;
+        let Some(i) = sku
+            .strip_prefix("SKU-")
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let before = published[i].last().map_or(0, |p| p.1);
+        if value > before {
+            published[i].push((at, value));
+            if before < want(i) && value >= want(i) {
+                complete += 1;
+            }
+        }
+    }
     stack.stop()?;
     seen.sort_by_key(|a| a.first);
     let (mut durable, mut visible) = (Samples::default(), Samples::default());
+    // Movement k of a SKU, in journal (seq) order, is in the first value >= k.
+    let mut channel = Samples::default();
+    let mut order: Vec<&load::Sent> = sent.iter().collect();
+    order.sort_by_key(|s| s.first_seq);
+    let mut kth = vec![0u64; SKUS];
+    for s in order {
+        let (i, sku) = (s.index, s.index % SKUS);
+        kth[sku] += 1;
+        let at = published[sku]
+            .iter()
+            .find(|(_, v)| *v >= kth[sku])
+            .map(|(at, _)| *at)
+            .ok_or_else(|| anyhow::anyhow!("movement {i} (sku {sku}) never published"))?;
+        channel.push(at.saturating_duration_since(s.due));
+    }
     for s in &sent {
         durable.push(s.answered - s.due);
         let i = seen.partition_point(|a| a.first <= s.first_seq);
@@ -161,6 +239,14 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
             &mut visible,
             2.0,
             2.0,
+            "-",
+            0.0,
+        ),
+        row(
+            "published on a channel (MQTT retained)",
+            &mut channel,
+            2.0,
+            3.0,
             "p99 < 50 ms at 5k/s",
             if args.rate >= 5000.0 { 50.0 } else { 0.0 },
         ),

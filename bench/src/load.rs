@@ -132,6 +132,8 @@ pub fn metric(http: &ureq::Agent, collector_url: &str, name: &str) -> anyhow::Re
 /// What one open-loop request did: when it was due, when its answer came, the first seq
 /// the agent journaled for it.
 pub struct Sent {
+    /// Index of the body in the order given.
+    pub index: usize,
     pub due: Instant,
     pub answered: Instant,
     pub first_seq: u64,
@@ -171,6 +173,7 @@ pub fn open_loop(
                         .as_u64()
                         .ok_or_else(|| anyhow::anyhow!("no first_seq in {text}"))?;
                     sent.push(Sent {
+                        index: i,
                         due,
                         answered,
                         first_seq,

@@ -105,10 +105,23 @@ pub fn agent_config(
 
 /// Collector config: HTTP on an ephemeral port, ledger at `ledger`, consuming from `broker_port`.
 pub fn collector_config(ledger: &Path, broker_port: u16) -> anyhow::Result<CollectorConfig> {
+    collector_config_with(ledger, broker_port, "")
+}
+
+/// The same, with `extra` TOML appended (e.g. a channel).
+pub fn collector_config_with(
+    ledger: &Path,
+    broker_port: u16,
+    extra: &str,
+) -> anyhow::Result<CollectorConfig> {
     Ok(toml::from_str(&format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = {ledger:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n"
+        "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = {ledger:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n{extra}"
     ))?)
 }
+
+/// One channel publishing every SKU's sellable number retained over MQTT.
+pub const MQTT_CHANNEL: &str =
+    "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\nmqtt = true\n";
 
 /// An agent and (optionally) a collector running in this process on one tokio runtime.
 pub struct Stack {
@@ -123,11 +136,20 @@ impl Stack {
     /// Starts an agent forwarding to `broker_port` and, if `with_collector`, a collector
     /// consuming from it. Neither waits for the broker: both retry until it is there.
     pub fn start(dir: &TempDir, broker_port: u16, with_collector: bool) -> anyhow::Result<Stack> {
+        Stack::start_with(dir, broker_port, with_collector.then_some(""))
+    }
+
+    /// Like `start`; `collector` is the extra collector TOML, `None` for no collector.
+    pub fn start_with(
+        dir: &TempDir,
+        broker_port: u16,
+        collector: Option<&str>,
+    ) -> anyhow::Result<Stack> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let collector = if with_collector {
-            let config = collector_config(&dir.join("ledger.db"), broker_port)?;
+        let collector = if let Some(extra) = collector {
+            let config = collector_config_with(&dir.join("ledger.db"), broker_port, extra)?;
             Some(rt.block_on(Collector::start(config))?)
         } else {
             None
