@@ -48,6 +48,11 @@ fn collector_config(options: &DemoOptions) -> anyhow::Result<CollectorConfig> {
             ]}],
         },
         "locations": [{"warehouse": "ams", "authority": "wms", "other_sources": "apply"}],
+        // A web shop selling from both warehouses with a small buffer, and the gift set.
+        "channels": {"channel": [{
+            "name": "web", "locations": ["*"], "safety_units": 2, "mqtt": true,
+            "bundles": [BUNDLE],
+        }]},
     }))?;
     config.http.listen = local(options.http_port);
     config.embedded_broker.listen = local(options.mqtt_port);
@@ -193,6 +198,16 @@ impl Demo {
                 format!("{c}/v1/rejects"),
                 "payloads the collector kept aside",
             ),
+            row(
+                "",
+                format!("{c}/v1/channels/web/sellable"),
+                "what the web shop may sell (also MQTT, retained)",
+            ),
+            row(
+                "",
+                format!("{c}/v1/reservations?sku={}", SKUS[0]),
+                "stock held for orders at checkout",
+            ),
             row("", format!("{c}/metrics"), "counters for monitoring"),
         ];
         for (warehouse, url) in &self.agent_urls {
@@ -217,6 +232,8 @@ impl Demo {
              the collector keeps it in its rejects queue instead of dropping it.\n\
              Add your own movement:\n  curl -X POST {first}/v1/movements -H 'content-type: application/json' \\\n\
              \x20      -d '{{\"sku\":\"{sku}\",\"kind\":\"receipt\",\"quantity\":5}}'\n\
+             Hold 2 for an order at checkout (the web shop's number drops at once):\n  curl -X POST {c}/v1/reservations -H 'content-type: application/json' \\\n\
+             \x20      -d '{{\"id\":\"r-1\",\"order\":\"WEB-1\",\"sku\":\"{sku}\",\"warehouse\":\"ams\",\"quantity\":2}}'\n\
              Ctrl-C stops everything.\n",
             sku = SKUS[0]
         ));
