@@ -40,22 +40,31 @@ struct SeenAck {
     last: u64,
 }
 
-async fn ack_probe(port: u16) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<SeenAck>> {
+/// A client subscribed to `filter` on the broker at `port`, once the SUBACK is in.
+async fn subscribed(
+    port: u16,
+    client_id: &str,
+    filter: &str,
+    qos: QoS,
+) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
     let config = BrokerConfig {
         host: "127.0.0.1".into(),
         port,
         ..Default::default()
     };
-    let opts = stocksync_common::mqtt::options(&config, "bench-ack-probe", true)?;
+    let opts = stocksync_common::mqtt::options(&config, client_id, true)?;
     let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe(topics::acks("ams", "a1"), QoS::AtLeastOnce)
-        .await?;
+    client.subscribe(filter, qos).await?;
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = events.poll().await? {
-            break;
+            return Ok((client, events));
         }
     }
+}
+
+async fn ack_probe(port: u16) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<SeenAck>> {
+    let acks = topics::acks("ams", "a1");
+    let (client, mut events) = subscribed(port, "bench-ack-probe", &acks, QoS::AtLeastOnce).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let _client = client;
@@ -79,21 +88,9 @@ async fn ack_probe(port: u16) -> anyhow::Result<tokio::sync::mpsc::UnboundedRece
 async fn channel_probe(
     port: u16,
 ) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(Instant, String, u64)>> {
-    let config = BrokerConfig {
-        host: "127.0.0.1".into(),
-        port,
-        ..Default::default()
-    };
-    let opts = stocksync_common::mqtt::options(&config, "bench-channel-probe", true)?;
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    client
-        .subscribe("stocksync/v1/channels/web/sellable/+", QoS::AtMostOnce)
-        .await?;
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await? {
-            break;
-        }
-    }
+    let filter = "stocksync/v1/channels/web/sellable/+";
+    let (client, mut events) =
+        subscribed(port, "bench-channel-probe", filter, QoS::AtMostOnce).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let _client = client;
