@@ -137,13 +137,12 @@ pub struct Context<'a> {
 /// Parses a JSON body holding one movement or an array of them, and validates every record.
 /// Returned movements have `seq = 0`; the journal assigns sequence numbers.
 pub fn parse_body(body: &[u8], ctx: &Context<'_>) -> Result<Vec<Movement>, InputError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| InputError {
-        record: None,
-        field: "$".into(),
-        detail: format!("malformed JSON: {e}"),
-    })?;
-    match value {
-        serde_json::Value::Array(items) => {
+    // Decoded straight from the bytes into typed records (no intermediate JSON tree): this
+    // is the agent's hot path. The shape is told by the first byte.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let inputs: Vec<(Option<usize>, MovementInput)> = match first {
+        Some(b'[') => {
+            let items: Vec<MovementInput> = decode(body)?;
             if items.is_empty() {
                 return Err(body_error("empty batch"));
             }
@@ -157,12 +156,69 @@ pub fn parse_body(body: &[u8], ctx: &Context<'_>) -> Result<Vec<Movement>, Input
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| parse_record(item, Some(i), ctx))
+                .map(|(i, m)| (Some(i), m))
                 .collect()
         }
-        obj @ serde_json::Value::Object(_) => Ok(vec![parse_record(obj, None, ctx)?]),
-        _ => Err(body_error("expected a movement object or an array of them")),
+        Some(b'{') => vec![(None, decode(body)?)],
+        _ => {
+            // Not an object or array: say whether it is JSON at all.
+            serde_json::from_slice::<serde_json::Value>(body).map_err(malformed)?;
+            return Err(body_error("expected a movement object or an array of them"));
+        }
+    };
+    inputs
+        .into_iter()
+        .map(|(index, input)| {
+            validate(input, ctx).map_err(|(field, detail)| InputError {
+                record: index,
+                field: match index {
+                    Some(i) => format!("$[{i}].{field}"),
+                    None => format!("$.{field}"),
+                },
+                detail,
+            })
+        })
+        .collect()
+}
+
+fn malformed(e: serde_json::Error) -> InputError {
+    InputError {
+        record: None,
+        field: "$".into(),
+        detail: format!("malformed JSON: {e}"),
     }
+}
+
+/// Decodes `body`, naming the record and field of a type error, e.g. `$[3].quantity`.
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, InputError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        ) {
+            return malformed(inner);
+        }
+        let record = path
+            .strip_prefix('[')
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|i| i.parse().ok());
+        let field = match path.as_str() {
+            "" | "." => "$".to_string(),
+            p if p.starts_with('[') => format!("${p}"),
+            p => format!("$.{p}"),
+        };
+        InputError {
+            record,
+            field,
+            detail: inner.to_string(),
+        }
+    })?;
+    // Anything after the value (a second document, garbage) makes the body malformed.
+    de.end().map_err(malformed)?;
+    Ok(value)
 }
 
 fn body_error(detail: &str) -> InputError {
@@ -171,35 +227,6 @@ fn body_error(detail: &str) -> InputError {
         field: "$".into(),
         detail: detail.into(),
     }
-}
-
-fn parse_record(
-    value: serde_json::Value,
-    index: Option<usize>,
-    ctx: &Context<'_>,
-) -> Result<Movement, InputError> {
-    let prefix = match index {
-        Some(i) => format!("$[{i}]"),
-        None => "$".to_string(),
-    };
-    let input: MovementInput = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            prefix.clone()
-        } else {
-            format!("{prefix}.{path}")
-        };
-        InputError {
-            record: index,
-            field,
-            detail: e.into_inner().to_string(),
-        }
-    })?;
-    validate(input, ctx).map_err(|(field, detail)| InputError {
-        record: index,
-        field: format!("{prefix}.{field}"),
-        detail,
-    })
 }
 
 type FieldError = (&'static str, String);
