@@ -1,0 +1,186 @@
+//! Applying one batch inside the writer's transaction: the identity checks that refuse a
+//! batch whole, the ledger insert that makes a second delivery a no-op, and the hand-off of
+//! each new movement to the projection. Kept apart from the writer so that the rules of what
+//! enters the ledger read in one place.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use stocksync_common::wire::{self, AckOutcome, Batch};
+
+use super::{now_ms, Rejected, StockKey};
+use crate::authority::{returns_to_str, Authority, Treatment};
+use crate::projection::{self, Entry};
+
+pub(super) fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Error> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, payload, field)
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (topic, payload) DO UPDATE SET seen_count = seen_count + 1, last_seen_ms = ?1",
+        params![
+            now,
+            r.topic,
+            r.agent_id,
+            r.seqs.map(|s| s.0 as i64),
+            r.seqs.map(|s| s.1 as i64),
+            r.reason,
+            r.payload,
+            r.field
+        ],
+    )?;
+    Ok(())
+}
+
+/// Applies one batch: checks its identity, appends new movements, updates the projection.
+/// A batch that fails a check is recorded as a reject and answered `Rejected`.
+pub(super) fn apply_batch(
+    tx: &Transaction<'_>,
+    authority: &Authority,
+    batch: &Batch,
+    (payload, parts): (&[u8], &[std::ops::Range<usize>]),
+    topic: &str,
+    touched: &mut Vec<StockKey>,
+) -> Result<AckOutcome, rusqlite::Error> {
+    if let Some(reason) = check_batch(tx, batch, topic)? {
+        tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
+        store_reject(
+            tx,
+            &Rejected {
+                topic: topic.to_string(),
+                agent_id: Some(batch.agent_id.clone()),
+                seqs: batch.seq_range(),
+                reason: reason.clone(),
+                field: None,
+                payload: payload.to_vec(),
+            },
+        )?;
+        return Ok(AckOutcome::Rejected { reason });
+    }
+    let now = now_ms();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
+    )?;
+    let (mut applied, mut duplicates) = (0u32, 0u32);
+    let mut pending = projection::Pending::default();
+    let whole = parts.len() == batch.movements.len();
+    for (i, m) in batch.movements.iter().enumerate() {
+        // The movement's bytes as received; encoded again only if the caller has no parts.
+        let bytes: std::borrow::Cow<'_, [u8]> = match parts.get(i) {
+            Some(range) if whole => payload[range.clone()].into(),
+            _ => wire::encode_movement(m).into(),
+        };
+        let treatment = authority.treat(m);
+        let returns_to = authority.returns_to(&m.location.warehouse);
+        let inserted = insert.execute(params![
+            batch.agent_id,
+            m.seq as i64,
+            m.sku.as_str(),
+            m.location.warehouse,
+            m.location.bin_key(),
+            m.source,
+            m.kind.name(),
+            m.quantity as i64,
+            m.occurred_at.unix_ms,
+            now,
+            bytes.as_ref(),
+            treatment.as_str(),
+            returns_to_str(returns_to),
+            m.references.transfer,
+            m.references.peer_warehouse,
+            m.references.order,
+        ])?;
+        if inserted == 0 {
+            duplicates += 1;
+            continue;
+        }
+        applied += 1;
+        if treatment == Treatment::Rejected {
+            store_reject(
+                tx,
+                &Rejected {
+                    topic: topic.to_string(),
+                    agent_id: Some(batch.agent_id.clone()),
+                    seqs: Some((m.seq, m.seq)),
+                    reason: authority.reject_reason(&batch.agent_id, m),
+                    field: Some("source".into()),
+                    payload: bytes.to_vec(),
+                },
+            )?;
+        }
+        let entry = Entry {
+            agent_id: batch.agent_id.clone(),
+            movement: m.clone(),
+            treatment,
+            returns_to,
+        };
+        projection::project(tx, &entry, now, touched, &mut pending)?;
+    }
+    pending.flush(tx, now)?;
+    Ok(AckOutcome::Applied {
+        applied,
+        duplicates,
+    })
+}
+
+/// Refuses a batch whose topic, warehouse or journal identity does not add up.
+fn check_batch(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    topic: &str,
+) -> Result<Option<String>, rusqlite::Error> {
+    let topic_warehouse = stocksync_common::topics::warehouse_of_movements_topic(topic);
+    if topic_warehouse != Some(batch.warehouse.as_str()) {
+        return Ok(Some(format!(
+            "warehouse `{}` in the payload does not match topic `{topic}`",
+            batch.warehouse
+        )));
+    }
+    if let Some(m) = batch
+        .movements
+        .iter()
+        .find(|m| m.location.warehouse != batch.warehouse)
+    {
+        return Ok(Some(format!(
+            "movement seq {} is located in `{}`, not in the batch's warehouse `{}`",
+            m.seq, m.location.warehouse, batch.warehouse
+        )));
+    }
+    let now = now_ms();
+    let known: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT journal_id, warehouse FROM agents WHERE agent_id = ?1",
+            [&batch.agent_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match known {
+        None => {
+            tx.execute(
+                "INSERT INTO agents VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![
+                    batch.agent_id,
+                    batch.journal_id as i64,
+                    batch.warehouse,
+                    now
+                ],
+            )?;
+        }
+        Some((journal_id, _)) if journal_id as u64 != batch.journal_id => {
+            return Ok(Some(format!(
+                "agent `{}` sent journal {} but the collector knows journal {journal_id}: its journal was recreated and its seqs would collide; give the agent a new agent_id",
+                batch.agent_id, batch.journal_id
+            )));
+        }
+        Some((_, warehouse)) if warehouse != batch.warehouse => {
+            return Ok(Some(format!(
+                "agent `{}` is registered for warehouse `{warehouse}`, not `{}`",
+                batch.agent_id, batch.warehouse
+            )));
+        }
+        Some(_) => {
+            tx.prepare_cached("UPDATE agents SET last_seen_ms = ?2 WHERE agent_id = ?1")?
+                .execute(params![batch.agent_id, now])?;
+        }
+    }
+    Ok(None)
+}
