@@ -61,10 +61,44 @@ pub fn start_embedded(listen: SocketAddr, max_payload_bytes: usize) -> Result<()
         .map_err(|e| BrokerError::Start(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+        if mqtt_handshake(listen).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(BrokerError::NotListening(listen))
+}
+
+/// A complete MQTT 3.1.1 CONNECT / CONNACK / DISCONNECT: proves the broker serves MQTT, and
+/// unlike a bare TCP connect it does not make the broker log a failed connection.
+fn mqtt_handshake(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let client_id = b"stocksync-readiness";
+    let mut connect = vec![0x10, (12 + client_id.len()) as u8];
+    connect.extend_from_slice(&[
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        0x02,
+        0,
+        10,
+        0,
+        client_id.len() as u8,
+    ]);
+    connect.extend_from_slice(client_id);
+    stream.write_all(&connect)?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack[0] != 0x20 || connack[3] != 0 {
+        return Err(std::io::Error::other(
+            "broker refused the readiness connection",
+        ));
+    }
+    stream.write_all(&[0xE0, 0x00])
 }
