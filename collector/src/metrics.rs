@@ -77,7 +77,7 @@ impl Metrics {
             ),
             (
                 "stocksync_rejects_total",
-                "Payloads kept in the rejects queue",
+                "Payloads and movements kept in the rejects queue",
                 &self.rejects,
             ),
             (

@@ -455,3 +455,51 @@ async fn returns_and_cancellations_are_checked_against_their_order() {
     agent.stop().await.unwrap();
     collector.stop().await.unwrap();
 }
+
+/// Under `other_sources = "reject"`, a movement from a system that does not own the
+/// warehouse's count changes nothing and is kept in the rejects queue, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reject_is_kept_and_counted_not_applied() {
+    let dir = TempDir::new("policy-reject");
+    let broker = Broker::start(&dir);
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n[[locations]]\nwarehouse = \"ams\"\nauthority = \"wms\"\nother_sources = \"reject\"\n",
+        dir.join("ledger.db"),
+        broker.port
+    );
+    let collector = Collector::start(toml_config(&config))
+        .await
+        .expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+
+    post_ok(
+        &a,
+        json!([{"sku": "POL", "kind": "receipt", "quantity": 5, "source": "erp"},
+                       {"sku": "POL", "kind": "receipt", "quantity": 3}]),
+    )
+    .await;
+    wait_for("wms receipt applied", WAIT, || async {
+        get(&format!("{c}/v1/stock/POL")).await.body["on_hand"] == 3
+    })
+    .await;
+    let rejects = get(&format!("{c}/v1/rejects")).await.body;
+    assert_eq!(rejects.as_array().unwrap().len(), 1, "{rejects}");
+    assert_eq!(
+        (rejects[0]["field"].clone(), rejects[0]["first_seq"].clone()),
+        (json!("source"), json!(1))
+    );
+    let metrics = get(&format!("{c}/metrics")).await.body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("stocksync_rejects_total 1\n"),
+        "{metrics}"
+    );
+    agent.stop().await.unwrap();
+    collector.stop().await.unwrap();
+}

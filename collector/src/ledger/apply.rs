@@ -31,7 +31,8 @@ pub(super) fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rus
 }
 
 /// Applies one batch: checks its identity, appends new movements, updates the projection.
-/// A batch that fails a check is recorded as a reject and answered `Rejected`.
+/// A batch that fails a check is recorded as a reject and answered `Rejected`. Also returns
+/// how many of its movements the source-of-truth policy sent to the rejects queue.
 pub(super) fn apply_batch(
     tx: &Transaction<'_>,
     authority: &Authority,
@@ -39,7 +40,7 @@ pub(super) fn apply_batch(
     (payload, parts): (&[u8], &[std::ops::Range<usize>]),
     topic: &str,
     touched: &mut Vec<StockKey>,
-) -> Result<AckOutcome, rusqlite::Error> {
+) -> Result<(AckOutcome, u32), rusqlite::Error> {
     if let Some(reason) = check_batch(tx, batch, topic)? {
         tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
         store_reject(
@@ -53,14 +54,14 @@ pub(super) fn apply_batch(
                 payload: payload.to_vec(),
             },
         )?;
-        return Ok(AckOutcome::Rejected { reason });
+        return Ok((AckOutcome::Rejected { reason }, 0));
     }
     let now = now_ms();
     let mut insert = tx.prepare_cached(
         "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
     )?;
-    let (mut applied, mut duplicates) = (0u32, 0u32);
+    let (mut applied, mut duplicates, mut policy_rejects) = (0u32, 0u32, 0u32);
     let mut pending = projection::Pending::default();
     let whole = parts.len() == batch.movements.len();
     for (i, m) in batch.movements.iter().enumerate() {
@@ -95,6 +96,7 @@ pub(super) fn apply_batch(
         }
         applied += 1;
         if treatment == Treatment::Rejected {
+            policy_rejects += 1;
             store_reject(
                 tx,
                 &Rejected {
@@ -116,10 +118,11 @@ pub(super) fn apply_batch(
         projection::project(tx, &entry, now, touched, &mut pending)?;
     }
     pending.flush(tx, now)?;
-    Ok(AckOutcome::Applied {
+    let outcome = AckOutcome::Applied {
         applied,
         duplicates,
-    })
+    };
+    Ok((outcome, policy_rejects))
 }
 
 /// Refuses a batch whose topic, warehouse or journal identity does not add up.

@@ -262,7 +262,12 @@ struct Writer {
 }
 
 enum Pending {
-    Apply(oneshot::Sender<Result<AckOutcome, LedgerError>>, AckOutcome),
+    /// The batch's answer, and how many of its movements the policy sent to the rejects queue.
+    Apply(
+        oneshot::Sender<Result<AckOutcome, LedgerError>>,
+        AckOutcome,
+        u32,
+    ),
     Reject(oneshot::Sender<Result<(), LedgerError>>),
     Deliver(Box<dyn FnOnce() + Send>),
 }
@@ -288,8 +293,9 @@ impl Writer {
                     }
                     for p in pending {
                         match p {
-                            Pending::Apply(reply, outcome) => {
+                            Pending::Apply(reply, outcome, policy_rejects) => {
                                 self.metrics.count_outcome(&outcome);
+                                self.metrics.rejects.add(u64::from(policy_rejects));
                                 let _ = reply.send(Ok(outcome));
                             }
                             Pending::Deliver(answer) => answer(),
@@ -339,9 +345,9 @@ impl Writer {
                         &topic,
                         &mut self.touched,
                     ) {
-                        Ok(outcome) => {
+                        Ok((outcome, policy_rejects)) => {
                             tx.execute_batch("RELEASE batch")?;
-                            pending.push(Pending::Apply(reply, outcome));
+                            pending.push(Pending::Apply(reply, outcome, policy_rejects));
                         }
                         Err(e) => {
                             tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
