@@ -186,11 +186,12 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
     batches.extend(duplicates);
     shuffle(&mut batches, seed | 1);
 
-    let path = std::env::temp_dir().join(format!(
+    let file = TempDb(std::env::temp_dir().join(format!(
         "stocksync-convergence-{}-{seed}-{chunk}-{}.db",
         std::process::id(),
         all.len()
-    ));
+    )));
+    let path = file.0.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -225,12 +226,21 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
         "rebuild from the ledger differs from the incremental projection"
     );
     drop(conn);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
     outcome
+}
+
+/// A SQLite file (with its WAL and shared-memory files) removed on drop, also when a failing
+/// case panics while proptest shrinks it.
+struct TempDb(std::path::PathBuf);
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn read_outcome(c: &rusqlite::Connection) -> rusqlite::Result<Outcome> {
