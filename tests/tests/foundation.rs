@@ -215,11 +215,7 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice() 
     let dir = TempDir::new("kill-collector");
     let broker = Broker::start(&dir);
     let c_port = free_port();
-    let c_config = format!(
-        "[http]\nlisten = \"127.0.0.1:{c_port}\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {}\nkeep_alive_secs = 5\n",
-        dir.join("ledger.db"),
-        broker.port
-    );
+    let c_config = collector_toml(&dir, broker.port, c_port, "");
     let mut collector = Service::start(&dir, "stocksync-collector", "collector", &c_config, c_port);
     let extra = "[forward]\nbatch_max = 10\nmax_inflight_batches = 2\nack_timeout_ms = 2000\n";
     let a_config: stocksync_common::config::AgentConfig =

@@ -40,11 +40,8 @@ async fn reserve(c: &str, body: Value) -> Reply {
 async fn a_reservation_holds_stock_until_shipped_released_or_expired() {
     let dir = TempDir::new("reservations");
     let broker = Broker::start(&dir);
-    let config = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n",
-        dir.join("ledger.db"),
-        broker.port
-    );
+    let channel = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
+    let config = collector_toml(&dir, broker.port, 0, channel);
     let collector = Collector::start(toml_config(&config))
         .await
         .expect("collector starts");

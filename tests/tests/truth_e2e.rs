@@ -462,11 +462,9 @@ async fn returns_and_cancellations_are_checked_against_their_order() {
 async fn a_policy_reject_is_kept_and_counted_not_applied() {
     let dir = TempDir::new("policy-reject");
     let broker = Broker::start(&dir);
-    let config = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {}\n[[locations]]\nwarehouse = \"ams\"\nauthority = \"wms\"\nother_sources = \"reject\"\n",
-        dir.join("ledger.db"),
-        broker.port
-    );
+    let policy =
+        "[[locations]]\nwarehouse = \"ams\"\nauthority = \"wms\"\nother_sources = \"reject\"\n";
+    let config = collector_toml(&dir, broker.port, 0, policy);
     let collector = Collector::start(toml_config(&config))
         .await
         .expect("collector starts");

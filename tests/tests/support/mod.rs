@@ -315,10 +315,15 @@ pub async fn get(url: &str) -> Reply {
 
 /// Collector config using `broker` and a ledger in `dir`.
 pub fn collector_config(dir: &TempDir, broker_port: u16, http_port: u16) -> CollectorConfig {
-    toml_config(&format!(
-        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\n",
+    toml_config(&collector_toml(dir, broker_port, http_port, ""))
+}
+
+/// The collector config as TOML text; `extra` is appended (channels, locations, ...).
+pub fn collector_toml(dir: &TempDir, broker_port: u16, http_port: u16, extra: &str) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n{extra}",
         dir.join("ledger.db")
-    ))
+    )
 }
 
 /// Agent config for `agent_id` at `warehouse`, journal in `dir`.
