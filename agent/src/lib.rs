@@ -37,12 +37,14 @@ pub struct Agent {
     pub http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    journal_closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl Agent {
     /// Opens the journal, binds the HTTP listener and starts every task.
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
         let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
+        let journal_closed = Box::pin(journal.closed());
         let catalog = Arc::new(CatalogHandle::open(&config.journal.path)?);
         let link = Arc::new(LinkState::default());
         let (shutdown, watch_rx) = watch::channel(false);
@@ -101,15 +103,20 @@ impl Agent {
             http_addr,
             shutdown,
             tasks,
+            journal_closed,
         })
     }
 
     /// Asks every task to finish and waits for them.
+    /// Returns once the journal file is closed too, so that it can be reopened or removed.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             task.await??;
         }
+        tokio::time::timeout(Duration::from_secs(10), self.journal_closed)
+            .await
+            .map_err(|_| anyhow::anyhow!("journal still open 10 s after every task stopped"))?;
         Ok(())
     }
 

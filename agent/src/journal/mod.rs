@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use stocksync_common::input::InputError;
 use stocksync_common::Movement;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 mod write;
 
@@ -98,6 +98,8 @@ enum Command {
 pub struct Journal {
     tx: mpsc::Sender<Command>,
     shared: Arc<Shared>,
+    /// Turns true once the writer thread has ended and both connections are closed.
+    closed: watch::Receiver<bool>,
 }
 
 struct Shared {
@@ -195,11 +197,17 @@ impl Journal {
             next_seq: last_seq + 1,
             max_backlog,
         };
+        let (done, closed) = watch::channel(false);
         std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                // The writer ends when the last handle is dropped; it holds the last
+                // reference to the shared state, so both connections close here.
+                writer.run(rx);
+                let _ = done.send(true);
+            })
             .map_err(|_| JournalError::Closed)?;
-        Ok(Journal { tx, shared })
+        Ok(Journal { tx, shared, closed })
     }
 
     /// Journals `movements` durably; returns once they are fsynced (or refused whole).
@@ -275,6 +283,15 @@ impl Journal {
     /// Waits until something new is journaled.
     pub async fn appended(&self) {
         self.shared.appended.notified().await
+    }
+
+    /// Resolves once every handle is dropped and the journal file is closed, so that a
+    /// stopped agent no longer touches it (a new agent may open it, or it may be removed).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.clone();
+        async move {
+            let _ = closed.wait_for(|c| *c).await;
+        }
     }
 
     /// This journal's random id (see `wire::Batch::journal_id`).
