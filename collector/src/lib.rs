@@ -10,6 +10,7 @@
 pub mod api;
 pub mod authority;
 pub mod broker;
+pub mod buildable;
 pub mod consume;
 pub mod ledger;
 pub mod merge;
