@@ -19,6 +19,7 @@ pub mod projection;
 pub mod publish;
 pub mod rebuild;
 pub mod records;
+pub mod replay;
 pub mod reserve;
 
 use std::net::SocketAddr;

@@ -168,3 +168,206 @@ async fn a_kit_is_built_in_one_warehouse() {
     );
     site.stop().await;
 }
+/// The total of `field` over every row of `sku` at `warehouse`.
+async fn warehouse_total(c: &str, sku: &str, warehouse: &str, field: &str) -> i64 {
+    let stock = get(&format!("{c}/v1/stock/{sku}")).await.body;
+    stock["locations"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["warehouse"] == warehouse)
+                .map(|r| r[field].as_i64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_total(c: &str, sku: &str, warehouse: &str, field: &str, want: i64) {
+    let what = format!("{sku} at {warehouse}: total {field} = {want}");
+    wait_for(&what, WAIT, || async {
+        warehouse_total(c, sku, warehouse, field).await == want
+    })
+    .await;
+}
+
+fn drift_of(list: &Value, sku: &str, warehouse: &str) -> Vec<Value> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|d| d["sku"] == sku && d["warehouse"] == warehouse)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_level_count_counts_the_total_not_on_top_of_the_bins() {
+    let site = Site::start("wh-count", "").await;
+    let (c, a) = (&site.c, &site.ams);
+    post_ok(a, json!([
+        {"sku": "TEE-002", "kind": "receipt", "quantity": 30, "bin": "A-01", "occurred_at": "2026-11-25T08:00:00Z"},
+        {"sku": "TEE-002", "kind": "receipt", "quantity": 12, "bin": "A-02", "occurred_at": "2026-11-25T08:00:00Z"}
+    ])).await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 42).await;
+    // The original input: an ERP counts the warehouse total, no bin, while the bins hold 42.
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 42, "source": "erp",
+                      "occurred_at": "2026-11-25T09:00:00Z"}),
+    )
+    .await;
+    wait_for("the count is in the history", WAIT, || async {
+        let h = get(&format!("{c}/v1/stock/TEE-002/history?location=ams"))
+            .await
+            .body;
+        h["movements"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["kind"] == "count"))
+    })
+    .await;
+    assert_eq!(
+        warehouse_total(c, "TEE-002", "ams", "on_hand").await,
+        42,
+        "not 84"
+    );
+    wait_sellable(c, "TEE-002", 42).await;
+    assert!(drift_of(&get(&format!("{c}/v1/drift")).await.body, "TEE-002", "ams").is_empty());
+
+    // A total of 40 is drift of -2 against the 42 the bins hold; the total becomes 40, the
+    // bins keep their numbers and the bin-less row carries the difference.
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 40, "source": "erp",
+                      "occurred_at": "2026-11-25T10:00:00Z"}),
+    )
+    .await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 40).await;
+    wait_sellable(c, "TEE-002", 40).await;
+    let drift = drift_of(&get(&format!("{c}/v1/drift")).await.body, "TEE-002", "ams");
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(
+        (drift[0]["expected"].clone(), drift[0]["counted"].clone()),
+        (json!(42), json!(40))
+    );
+
+    // A shipment from A-01 that happened before that count arrives late: it explains one of
+    // the two missing, the count still sets the total, later bin movements add on top.
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "shipment", "quantity": 1, "bin": "A-01", "order": "SO-1",
+                      "occurred_at": "2026-11-25T09:30:00Z"}),
+    )
+    .await;
+    wait_for("drift revised by the late shipment", WAIT, || async {
+        let d = drift_of(&get(&format!("{c}/v1/drift")).await.body, "TEE-002", "ams");
+        d.len() == 1 && d[0]["expected"] == 41
+    })
+    .await;
+    assert_eq!(warehouse_total(c, "TEE-002", "ams", "on_hand").await, 40);
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 5, "bin": "A-02",
+                      "occurred_at": "2026-11-25T11:00:00Z"}),
+    )
+    .await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 45).await;
+    let history = get(&format!("{c}/v1/stock/TEE-002/history?location=ams"))
+        .await
+        .body;
+    assert_eq!(history["explained"], true, "{history}");
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspections_and_write_offs_never_take_more_than_there_is() {
+    let site = Site::start("shortfall", "").await;
+    let (c, a) = (&site.c, &site.ams);
+    let row = |field: &'static str| async move {
+        get(&format!("{c}/v1/stock/MUG-001")).await.body["locations"]
+            .as_array()
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|r| r["bin"] == "R-1")
+                    .map(|r| r[field].clone())
+            })
+            .unwrap_or(Value::Null)
+    };
+    post_ok(
+        a,
+        json!({"sku": "MUG-001", "kind": "return", "quantity": 2, "bin": "R-1", "order": "SO-7",
+                      "occurred_at": "2026-11-25T08:00:00Z"}),
+    )
+    .await;
+    wait_total(c, "MUG-001", "ams", "quality_control", 2).await;
+    // The original input: 5 inspected while quality control holds 2; 4 written off while
+    // nothing is damaged.
+    post_ok(a, json!([
+        {"sku": "MUG-001", "kind": "inspection", "outcome": "available", "quantity": 5, "bin": "R-1",
+         "occurred_at": "2026-11-25T09:00:00Z"},
+        {"sku": "MUG-001", "kind": "write_off", "quantity": 4, "bin": "R-1", "occurred_at": "2026-11-25T09:10:00Z"}
+    ])).await;
+    let shortfalls = format!("{c}/v1/shortfalls");
+    wait_for("two shortfalls listed", WAIT, || async {
+        get(&shortfalls)
+            .await
+            .body
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    assert_eq!(row("quality_control").await, 0, "never negative");
+    assert_eq!(row("damaged").await, 0, "never negative");
+    assert_eq!(row("available").await, 2);
+    let list = get(&shortfalls).await.body;
+    let inspection = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "inspection")
+        .unwrap();
+    assert_eq!(
+        (
+            inspection["state"].clone(),
+            inspection["requested"].clone(),
+            inspection["held"].clone(),
+            inspection["excess"].clone()
+        ),
+        (json!("quality_control"), json!(5), json!(2), json!(3)),
+        "{list}"
+    );
+    let write_off = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "write_off")
+        .unwrap();
+    assert_eq!(
+        (write_off["state"].clone(), write_off["excess"].clone()),
+        (json!("damaged"), json!(4))
+    );
+
+    // The missing returns arrive late, ordered before the inspection: the replay takes all
+    // 5, the inspection's shortfall is gone; the write-off's stays.
+    post_ok(
+        a,
+        json!({"sku": "MUG-001", "kind": "return", "quantity": 3, "bin": "R-1", "order": "SO-8",
+                      "occurred_at": "2026-11-25T08:30:00Z"}),
+    )
+    .await;
+    wait_for("inspection shortfall cleared", WAIT, || async {
+        get(&shortfalls)
+            .await
+            .body
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && a[0]["kind"] == "write_off")
+    })
+    .await;
+    assert_eq!(row("available").await, 5);
+    assert_eq!(row("quality_control").await, 0);
+    let history = get(&format!("{c}/v1/stock/MUG-001/history?location=ams/R-1"))
+        .await
+        .body;
+    assert_eq!(history["explained"], true, "{history}");
+    site.stop().await;
+}

@@ -5,6 +5,7 @@
 mod audit;
 mod bundles;
 mod channels;
+mod history;
 mod reservations;
 mod stock;
 
@@ -26,11 +27,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/stock", get(stock::by_location))
         .route("/v1/stock/:sku", get(stock::by_sku))
-        .route("/v1/stock/:sku/history", get(audit::history))
+        .route("/v1/stock/:sku/history", get(history::history))
         .route("/v1/drift", get(audit::drift))
         .route("/v1/conflicts", get(audit::conflicts))
         .route("/v1/discrepancies", get(audit::discrepancies))
         .route("/v1/reversals", get(audit::reversals))
+        .route("/v1/shortfalls", get(audit::shortfalls))
         .route("/v1/bundles/:sku", get(bundles::by_bundle))
         .route(
             "/v1/reservations",
