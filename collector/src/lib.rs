@@ -45,6 +45,13 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
 }
 
+impl App {
+    /// True if `sku` is a SKU or a bundle of the catalog.
+    pub fn in_catalog(&self, sku: &str) -> bool {
+        self.catalog.config().skus.iter().any(|s| s.id == sku) || self.catalog.bundle(sku).is_some()
+    }
+}
+
 /// A running collector.
 pub struct Collector {
     pub http_addr: SocketAddr,

@@ -69,7 +69,7 @@ pub struct Reservation {
     pub warehouse: String,
     pub quantity: i64,
     pub channel: Option<String>,
-    /// `active`, `released` or `expired`.
+    /// `active`, `fulfilled` (its order shipped all of it), `released` or `expired`.
     pub status: String,
     /// What still holds stock: quantity minus the order's shipments, 0 unless active.
     pub open: i64,
@@ -176,6 +176,8 @@ pub fn create(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
     )?
     .execute(params![req.id, req.order, req.sku, req.warehouse, req.quantity, req.channel, now, expires])?;
+    // Shipped before it was reserved: nothing left to hold.
+    fulfil(tx, &req.sku, &req.warehouse, now)?;
     refresh_hold(tx, &req.sku, &req.warehouse, now, touched)?;
     Ok(Created::New(get(tx, &req.id)?.expect("just inserted")))
 }
@@ -236,8 +238,23 @@ pub(crate) fn on_shipment(
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_ref = ?1 AND sku = ?2 AND warehouse = ?3)")?
         .query_row(params![order, sku, warehouse], |r| r.get(0))?;
     if reserved {
+        fulfil(tx, sku, warehouse, now)?;
         refresh_hold(tx, sku, warehouse, now, touched)?;
     }
+    Ok(())
+}
+
+/// Closes every active reservation of (sku, warehouse) whose order's shipments cover it.
+fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE reservations SET status = 'fulfilled', closed_at_ms = ?3
+         WHERE sku = ?1 AND warehouse = ?2 AND status = 'active' AND quantity <= (
+            SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
+            WHERE l.order_ref = reservations.order_ref AND l.sku = reservations.sku
+              AND l.warehouse = reservations.warehouse AND l.kind = 'shipment'
+              AND l.treatment IN ('apply', 'provisional'))",
+    )?
+    .execute(params![sku, warehouse, now])?;
     Ok(())
 }
 

@@ -371,3 +371,119 @@ async fn inspections_and_write_offs_never_take_more_than_there_is() {
     assert_eq!(history["explained"], true, "{history}");
     site.stop().await;
 }
+
+async fn reserve(c: &str, body: Value) -> Reply {
+    post(&format!("{c}/v1/reservations"), &body.to_string(), &[]).await
+}
+
+fn kinds(history: &Value) -> Vec<String> {
+    history["movements"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["kind"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_are_explained_by_history_and_end_fulfilled() {
+    let site = Site::start("holds", "").await;
+    let (c, a) = (&site.c, &site.ams);
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 10, "bin": "A-01"}),
+    )
+    .await;
+    wait_total(c, "TEE-002", "ams", "available", 10).await;
+    let r = reserve(
+        c,
+        json!({"id": "r1", "order": "SO-9", "sku": "TEE-002", "warehouse": "ams", "quantity": 4}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = reserve(
+        c,
+        json!({"id": "r2", "order": "SO-10", "sku": "TEE-002", "warehouse": "ams", "quantity": 2}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        get(&format!("{c}/v1/reservations/r2")).await.body["status"],
+        "active"
+    );
+    let released = tokio::task::spawn_blocking({
+        let url = format!("{c}/v1/reservations/r2");
+        move || {
+            ureq::delete(&url)
+                .call()
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(released, 200);
+
+    // The original input: a SKU with a hold; history of the warehouse explains `reserved`.
+    let history = get(&format!("{c}/v1/stock/TEE-002/history?location=ams"))
+        .await
+        .body;
+    assert_eq!(history["explained"], true, "{history}");
+    assert_eq!(
+        kinds(&history),
+        [
+            "receipt",
+            "reservation_created",
+            "reservation_created",
+            "reservation_released"
+        ]
+    );
+    assert_eq!(history["current"]["reserved"], 4);
+    assert_eq!(history["current"]["available"], 6);
+
+    // Per-warehouse totals a person reads, bins beneath; no bin shows negative available.
+    let stock = get(&format!("{c}/v1/stock/TEE-002")).await.body;
+    let ams = &stock["warehouses"][0];
+    assert_eq!(ams["warehouse"], "ams", "{stock}");
+    assert_eq!(
+        (
+            ams["on_hand"].clone(),
+            ams["available"].clone(),
+            ams["reserved"].clone()
+        ),
+        (json!(10), json!(6), json!(4))
+    );
+    assert_eq!(
+        ams["bins"],
+        json!([{"bin": "A-01", "on_hand": 10, "available": 10, "reserved": 0, "damaged": 0, "quality_control": 0}])
+    );
+
+    // Shipped in two parts: the reservation is consumed, then fulfilled.
+    post_ok(a, json!({"sku": "TEE-002", "kind": "shipment", "quantity": 3, "bin": "A-01", "order": "SO-9"})).await;
+    wait_total(c, "TEE-002", "ams", "reserved", 1).await;
+    assert_eq!(
+        get(&format!("{c}/v1/reservations/r1")).await.body["status"],
+        "active"
+    );
+    post_ok(a, json!({"sku": "TEE-002", "kind": "shipment", "quantity": 1, "bin": "A-01", "order": "SO-9"})).await;
+    wait_total(c, "TEE-002", "ams", "reserved", 0).await;
+    let r1 = get(&format!("{c}/v1/reservations/r1")).await.body;
+    assert_eq!(
+        (r1["status"].clone(), r1["open"].clone()),
+        (json!("fulfilled"), json!(0)),
+        "{r1}"
+    );
+    assert!(r1["closed_at_ms"].is_i64(), "{r1}");
+    let history = get(&format!("{c}/v1/stock/TEE-002/history?location=ams"))
+        .await
+        .body;
+    assert_eq!(history["explained"], true, "{history}");
+    assert!(
+        kinds(&history).contains(&"reservation_consumed".to_string()),
+        "{history}"
+    );
+    assert_eq!(history["current"]["on_hand"], 6);
+    site.stop().await;
+}
