@@ -14,6 +14,7 @@ pub mod consume;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
+pub mod orders;
 pub mod projection;
 pub mod publish;
 pub mod rebuild;
@@ -38,6 +39,8 @@ pub struct App {
     /// The validated catalog (bundles for the component view).
     pub catalog: Arc<Catalog>,
     pub channels: Arc<publish::Publisher>,
+    /// Order routing rules and the catalog they expand bundles with.
+    pub orders: Arc<orders::Orders>,
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
@@ -71,6 +74,11 @@ impl Collector {
         };
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
+        let orders = Arc::new(orders::Orders::new(
+            config.orders.clone(),
+            config.channels.channel.iter().map(|c| c.name.clone()),
+            catalog.clone(),
+        )?);
         let authority = authority::Authority::new(&config.locations);
         let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
         let (shutdown, watch_rx) = watch::channel(false);
@@ -99,6 +107,7 @@ impl Collector {
             metrics,
             catalog,
             channels,
+            orders,
             shutdown: watch_rx.clone(),
         }));
         let mut http_shutdown = watch_rx;
