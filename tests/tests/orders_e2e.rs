@@ -306,7 +306,13 @@ async fn sixty_concurrent_checkouts_for_forty_units_sell_exactly_forty() {
     let stock = get(&format!("{}/v1/stock/HOT", s.c)).await.body;
     // The warehouse-level row carries the holds (available -held, reserved +held); what a
     // warehouse can sell is the sum over its rows, and that never went below zero.
-    assert_eq!((stock["total"]["available"].clone(), stock["total"]["reserved"].clone()), (json!(0), json!(40)));
+    assert_eq!(
+        (
+            stock["total"]["available"].clone(),
+            stock["total"]["reserved"].clone()
+        ),
+        (json!(0), json!(40))
+    );
     s.stop().await;
 }
 
@@ -342,5 +348,437 @@ async fn multi_line_orders_are_all_or_nothing_with_bundle_components_summed() {
         .filter(|r| r["sku"] == "MUG")
         .collect();
     assert_eq!((mugs.len(), mugs[0]["quantity"].clone()), (1, json!(3)));
+    s.stop().await;
+}
+
+const ROUTING: &str = r#"
+[orders]
+[orders.warehouses.ams]
+lat = 52.37
+lon = 4.90
+time_zone = "Europe/Amsterdam"
+cutoff = "15:00"
+[orders.warehouses.ber]
+daily_capacity = 1
+[orders.warehouses.chi]
+lat = 41.88
+lon = -87.63
+time_zone = "America/Chicago"
+cutoff = "15:00"
+[orders.warehouses.sin]
+lat = 1.35
+lon = 103.82
+time_zone = "Asia/Singapore"
+cutoff = "14:00"
+safety_stock_sku = { MUG = 8 }
+[[orders.zones]]
+warehouse = "ams"
+country = "US"
+cost = 9
+[[orders.zones]]
+warehouse = "chi"
+country = "US"
+cost = 1
+[[orders.zones]]
+warehouse = "sin"
+country = "US"
+cost = 12
+[[orders.channel]]
+name = "ranked"
+rules = ["ranked"]
+ranked = ["sin", "chi", "ams"]
+[[orders.channel]]
+name = "near"
+rules = ["closest"]
+[[orders.channel]]
+name = "zoned"
+rules = ["closest"]
+distance = "zones"
+[[orders.channel]]
+name = "whole"
+rules = ["minimise_splits", "ranked"]
+ranked = ["ams", "chi", "sin"]
+[[orders.channel]]
+name = "perunit"
+rules = ["ranked"]
+ranked = ["ams", "chi", "sin"]
+allocation = "per_unit"
+[[orders.channel]]
+name = "single"
+rules = ["ranked"]
+ranked = ["ams", "chi", "sin"]
+allocation = "single"
+[[orders.channel]]
+name = "today"
+rules = ["ship_today", "ranked"]
+ranked = ["ams", "chi", "sin"]
+[[orders.channel]]
+name = "most"
+rules = ["most_stock"]
+[[orders.channel]]
+name = "eu"
+warehouses = ["ber"]
+[[orders.channel]]
+name = "backorder"
+leftovers = "backorder"
+[[orders.channel]]
+name = "queue"
+leftovers = "queue"
+"#;
+
+fn routed(id: &str, channel: &str, lines: Value, ship_to: Value) -> Value {
+    json!({"id": id, "channel": channel, "lines": lines, "ship_to": ship_to})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_routing_rule_decides_a_case() {
+    let s = Stack::start(&["ams", "ber", "chi", "sin"], ROUTING).await;
+    for w in ["ams", "ber", "chi", "sin"] {
+        s.receive(w, "TEE", 10).await;
+    }
+    s.receive("chi", "TEE", 10).await; // chi has the most TEE
+    s.receive("ams", "MUG", 5).await;
+    s.receive("chi", "MUG", 5).await;
+    s.receive("sin", "MUG", 10).await; // 8 of them are safety stock for routing
+    s.receive("chi", "LID", 5).await;
+    let nl = json!({"country": "NL", "lat": 52.09, "lon": 5.12});
+    let us = json!({"country": "US", "lat": 43.04, "lon": -87.91});
+    let tee = json!([{"sku": "TEE", "quantity": 1}]);
+    let both = json!([{"sku": "MUG", "quantity": 1}, {"sku": "LID", "quantity": 1}]);
+    let first = |r: &Reply| {
+        r.body["lines"][0]["allocations"][0]["warehouse"]
+            .as_str()
+            .map(String::from)
+    };
+
+    // ranked: the channel's list decides.
+    let r = s
+        .order(routed("R-1", "ranked", tee.clone(), nl.clone()))
+        .await;
+    assert_eq!(
+        (r.status, first(&r).as_deref()),
+        (201, Some("sin")),
+        "{:?}",
+        r.body
+    );
+    // closest (haversine): Utrecht ships from Amsterdam, Milwaukee from Chicago.
+    let r = s
+        .order(routed("C-1", "near", tee.clone(), nl.clone()))
+        .await;
+    assert_eq!(first(&r).as_deref(), Some("ams"), "{:?}", r.body);
+    let r = s
+        .order(routed("C-2", "near", tee.clone(), us.clone()))
+        .await;
+    assert_eq!(first(&r).as_deref(), Some("chi"));
+    assert_eq!(r.body["explanation"]["ranking"][1]["behind_by"], "closest");
+    // closest by zone table: no coordinates, the US zone of chi is cheapest.
+    let r = s
+        .order(routed(
+            "Z-1",
+            "zoned",
+            tee.clone(),
+            json!({"country": "US", "postcode": "10001"}),
+        ))
+        .await;
+    assert_eq!(first(&r).as_deref(), Some("chi"), "{:?}", r.body);
+    assert_eq!(r.body["explanation"]["ranking"][0]["distance"], 1);
+    // minimise splits: ams is ranked first but only chi has both lines.
+    let r = s
+        .order(routed("M-1", "whole", both.clone(), nl.clone()))
+        .await;
+    assert_eq!(
+        served(&r.body),
+        vec![wh("chi", 1), wh("chi", 1)],
+        "{:?}",
+        r.body
+    );
+    // per_unit without minimise_splits: every unit from the best-ranked that has it.
+    let r = s
+        .order(routed("P-1", "perunit", both.clone(), nl.clone()))
+        .await;
+    assert_eq!(served(&r.body), vec![wh("ams", 1), wh("chi", 1)]);
+    // single: one warehouse for the whole order, ranked first or not.
+    let r = s
+        .order(routed("S-1", "single", both.clone(), nl.clone()))
+        .await;
+    assert_eq!(served(&r.body), vec![wh("chi", 1), wh("chi", 1)]);
+    // ...and an order that says allow_split = false on a per_unit channel.
+    let mut no_split = routed("S-2", "perunit", both.clone(), nl.clone());
+    no_split["allow_split"] = json!(false);
+    assert_eq!(
+        served(&s.order(no_split).await.body),
+        vec![wh("chi", 1), wh("chi", 1)]
+    );
+
+    // ship today, across time zones: Friday 15:30 UTC is 16:30 in Amsterdam (past its
+    // 15:00 cutoff), 09:30 in Chicago, 23:30 in Singapore. Chicago ships today.
+    let mut late = routed("T-1", "today", tee.clone(), nl.clone());
+    late["requested_at"] = json!("2026-11-27T15:30:00Z");
+    let r = s.order(late).await;
+    assert_eq!(first(&r).as_deref(), Some("chi"), "{:?}", r.body);
+    let ranking = r.body["explanation"]["ranking"].as_array().unwrap().clone();
+    let days: BTreeMap<&str, u64> = ranking
+        .iter()
+        .map(|w| {
+            (
+                w["warehouse"].as_str().unwrap(),
+                w["days_to_ship"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        BTreeMap::from([("ams", 3), ("ber", 0), ("chi", 0), ("sin", 3)])
+    );
+    // Five and a half hours earlier Amsterdam is before its cutoff and ranked first.
+    let mut early = routed("T-2", "today", tee.clone(), nl.clone());
+    early["requested_at"] = json!("2026-11-27T10:00:00Z");
+    assert_eq!(first(&s.order(early).await).as_deref(), Some("ams"));
+
+    // most stock.
+    let r = s
+        .order(routed("K-1", "most", tee.clone(), nl.clone()))
+        .await;
+    assert_eq!(first(&r).as_deref(), Some("chi"));
+
+    // safety stock: sin (ranked first) may route only 2 of its 10 MUG, so 3 go to the first
+    // warehouse that has them all (chi has 2 left after the orders above).
+    let r = s
+        .order(routed(
+            "F-1",
+            "ranked",
+            json!([{"sku": "MUG", "quantity": 3}]),
+            nl.clone(),
+        ))
+        .await;
+    assert_eq!(first(&r).as_deref(), Some("ams"), "{:?}", r.body);
+    assert_eq!(r.body["explanation"]["ranking"][0]["stock"], 2);
+    let r = s
+        .order(routed(
+            "F-2",
+            "ranked",
+            json!([{"sku": "MUG", "quantity": 2}]),
+            nl.clone(),
+        ))
+        .await;
+    assert_eq!(first(&r).as_deref(), Some("sin"));
+    // eligible warehouses and daily capacity: channel eu ships from ber only, once a day.
+    let on = |id: &str| {
+        let mut o = routed(id, "eu", tee.clone(), nl.clone());
+        o["requested_at"] = json!("2026-12-01T10:00:00Z");
+        o
+    };
+    assert_eq!(first(&s.order(on("E-1")).await).as_deref(), Some("ber"));
+    let full = s.order(on("E-2")).await;
+    assert_eq!(full.status, 409, "{:?}", full.body);
+    let why = full.body["filtered_out"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("daily capacity"), "{why}");
+
+    // leftovers: backorder holds what there is (chi's last LID) and waits for the rest; queue
+    // hands it to a person.
+    let r = s
+        .order(routed(
+            "B-1",
+            "backorder",
+            json!([{"sku": "LID", "quantity": 10}]),
+            nl.clone(),
+        ))
+        .await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (201, Some("backorder")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        (r.body["lines"][0]["unallocated"].clone(), served(&r.body)),
+        (json!(9), vec![wh("chi", 1)])
+    );
+    let r = s
+        .order(routed(
+            "Q-1",
+            "queue",
+            json!([{"sku": "LID", "quantity": 1}]),
+            nl.clone(),
+        ))
+        .await;
+    assert_eq!((r.status, r.body["state"].as_str()), (201, Some("queued")));
+    let listed = get(&format!("{}/v1/orders?state=backorder", s.c))
+        .await
+        .body;
+    assert_eq!(listed[0]["id"], "B-1", "{listed}");
+    assert_eq!(s.at("LID", "chi").await, (0, 5));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_and_silent_warehouses_are_skipped_and_orders_rerouted_off_them() {
+    let orders = "[orders]\nstale_after_secs = 3\n[[orders.channel]]\nname = \"shop\"\nrules = [\"ranked\"]\nranked = [\"chi\", \"ams\"]\n";
+    let mut s = Stack::start(&["ams", "chi"], orders).await;
+    s.receive("chi", "TEE", 5).await;
+    s.receive("ams", "TEE", 5).await;
+    let r = s
+        .order(order("O-1", json!([{"sku": "TEE", "quantity": 2}])))
+        .await;
+    assert_eq!(served(&r.body), vec![wh("chi", 2)], "{:?}", r.body);
+
+    // Freeze chi: new orders skip it, and O-1's allocation moves to ams.
+    let freeze = |on: bool| {
+        let url = format!("{}/v1/routing/warehouses/chi", s.c);
+        async move {
+            let body = json!({"frozen": on, "reason": "stocktake"}).to_string();
+            tokio::task::spawn_blocking(move || {
+                ureq::put(&url)
+                    .header("content-type", "application/json")
+                    .send(body.as_str())
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(freeze(true).await, 200);
+    let r = s
+        .order(order("O-2", json!([{"sku": "TEE", "quantity": 1}])))
+        .await;
+    assert_eq!(served(&r.body), vec![wh("ams", 1)]);
+    assert_eq!(
+        r.body["explanation"]["filtered_out"][0],
+        json!({"warehouse": "chi", "reason": "frozen: stocktake"})
+    );
+    let moved = post(&format!("{}/v1/orders/O-1/reroute", s.c), "", &[]).await;
+    assert_eq!(
+        (moved.status, served(&moved.body)),
+        (200, vec![wh("ams", 2)]),
+        "{:?}",
+        moved.body
+    );
+    assert_eq!(s.at("TEE", "chi").await, (5, 0));
+    assert_eq!(s.at("TEE", "ams").await, (2, 3));
+    let history = s.show("O-1").await["history"].clone();
+    let rerouted = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["event"] == "rerouted")
+        .expect("rerouted in history");
+    assert_eq!(
+        rerouted["detail"]["old"][0]["allocations"][0]["warehouse"],
+        "chi"
+    );
+    assert_eq!(
+        rerouted["detail"]["new"][0]["allocations"][0]["warehouse"],
+        "ams"
+    );
+    assert_eq!(freeze(false).await, 200);
+
+    // chi's agent goes quiet: once stale_after has passed, routing skips it as silent.
+    let (chi, _) = s.agents.remove("chi").unwrap();
+    chi.stop().await.unwrap();
+    let probe = order("PROBE", json!([{"sku": "TEE", "quantity": 1000}]));
+    wait_for("chi reported silent", WAIT, || async {
+        let r = s.order(probe.clone()).await;
+        assert_eq!(r.status, 409);
+        r.body["filtered_out"].as_array().is_some_and(|f| {
+            f.iter().any(|w| {
+                w["warehouse"] == "chi" && w["reason"].as_str().unwrap().starts_with("silent")
+            })
+        })
+    })
+    .await;
+    s.receive("ams", "TEE", 1).await; // ams is heard from
+    let r = s
+        .order(order("O-3", json!([{"sku": "TEE", "quantity": 1}])))
+        .await;
+    assert_eq!(served(&r.body), vec![wh("ams", 1)], "{:?}", r.body);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipment_cancel_return_and_expiry_follow_the_order() {
+    let s = Stack::start(&["ams"], "").await;
+    s.receive("ams", "TEE", 10).await;
+    let r = s
+        .order(order("L-1", json!([{"sku": "TEE", "quantity": 5}])))
+        .await;
+    assert_eq!(r.status, 201);
+    // A partial shipment with the order reference consumes 2 of the hold; 3 stay held.
+    s.movement(
+        "ams",
+        json!({"sku": "TEE", "kind": "shipment", "quantity": 2, "bin": "A-01", "order": "L-1"}),
+    )
+    .await;
+    wait_for("hold consumed", WAIT, || async {
+        s.at("TEE", "ams").await == (5, 3)
+    })
+    .await;
+    assert_eq!(s.show("L-1").await["state"], "partially_shipped");
+    // Cancel one unit of the line: exactly one is released.
+    let url = format!("{}/v1/orders/L-1/cancel", s.c);
+    let cancel = |body: Value| {
+        let url = url.clone();
+        async move { post(&url, &body.to_string(), &[]).await }
+    };
+    let c1 = cancel(json!({"lines": [{"line": 0, "quantity": 1}]})).await;
+    assert_eq!(
+        (c1.status, c1.body["released"][0]["units"].clone()),
+        (200, json!(1)),
+        "{:?}",
+        c1.body
+    );
+    assert_eq!(s.at("TEE", "ams").await, (6, 2));
+    let bad = cancel(json!({"lines": [{"line": 3}]})).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].clone()),
+        (422, json!("$.lines[0].line"))
+    );
+    // Cancel the rest of the order: the 2 still held come back, nothing more.
+    let c2 = post(&format!("{}/v1/orders/L-1/cancel", s.c), "", &[]).await;
+    assert_eq!(
+        (c2.status, c2.body["state"].clone()),
+        (200, json!("cancelled")),
+        "{:?}",
+        c2.body
+    );
+    assert_eq!(s.at("TEE", "ams").await, (8, 0));
+    // A return of the order goes to quality control, as every return does.
+    s.movement(
+        "ams",
+        json!({"sku": "TEE", "kind": "return", "quantity": 1, "bin": "A-01", "order": "L-1"}),
+    )
+    .await;
+    let stock = get(&format!("{}/v1/stock/TEE", s.c)).await.body;
+    assert_eq!(
+        (
+            stock["total"]["available"].clone(),
+            stock["total"]["quality_control"].clone()
+        ),
+        (json!(8), json!(1))
+    );
+
+    // An unpaid checkout lapses after its TTL; a paid one keeps its hold.
+    let mut unpaid = order("L-2", json!([{"sku": "TEE", "quantity": 2}]));
+    unpaid["ttl_secs"] = json!(1);
+    assert_eq!(s.order(unpaid).await.status, 201);
+    let mut paid = order("L-3", json!([{"sku": "TEE", "quantity": 3}]));
+    paid["ttl_secs"] = json!(1);
+    assert_eq!(s.order(paid).await.status, 201);
+    let p = post(&format!("{}/v1/orders/L-3/paid", s.c), "", &[]).await;
+    assert_eq!(
+        (p.status, p.body["reservations"][0]["expires_at_ms"].clone()),
+        (200, Value::Null),
+        "{:?}",
+        p.body
+    );
+    wait_for("L-2 expired", WAIT, || async {
+        s.show("L-2").await["state"] == "expired"
+    })
+    .await;
+    assert_eq!(s.at("TEE", "ams").await, (5, 3));
+    assert_eq!(s.show("L-3").await["state"], "reserved");
+    let expired = get(&format!("{}/v1/orders?state=expired", s.c)).await.body;
+    assert_eq!(expired[0]["id"], "L-2");
     s.stop().await;
 }

@@ -365,6 +365,18 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let text = include_str!("../../../deploy/collector.toml");
+        let mut all: toml::Table = toml::from_str(text).unwrap();
+        let orders = all.remove("orders").unwrap().as_table().cloned().unwrap();
+        let c = OrdersConfig::from_table(orders).unwrap();
+        for (name, w) in &c.warehouses {
+            Site::parse(name, w).unwrap();
+        }
+        assert_eq!(c.channel[0].rules.len(), 5);
+    }
+
+    #[test]
     fn typos_and_bad_zones_are_refused() {
         assert!(parse("[[channel]]\nname = \"web\"\nallocaton = \"single\"\n").is_err());
         let w = WarehouseRouting {
