@@ -15,6 +15,7 @@ pub mod consume;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
+pub mod orders;
 pub mod projection;
 pub mod publish;
 pub mod rebuild;
@@ -40,6 +41,8 @@ pub struct App {
     /// The validated catalog (bundles for the component view).
     pub catalog: Arc<Catalog>,
     pub channels: Arc<publish::Publisher>,
+    /// Order routing rules and the catalog they expand bundles with.
+    pub orders: Arc<orders::Orders>,
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
@@ -80,6 +83,11 @@ impl Collector {
         };
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
+        let orders = Arc::new(orders::Orders::new(
+            config.orders.clone(),
+            config.channels.channel.iter().map(|c| c.name.clone()),
+            catalog.clone(),
+        )?);
         let authority = authority::Authority::new(&config.locations);
         let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
         let (shutdown, watch_rx) = watch::channel(false);
@@ -108,6 +116,7 @@ impl Collector {
             metrics,
             catalog,
             channels,
+            orders,
             shutdown: watch_rx.clone(),
         }));
         let mut http_shutdown = watch_rx;

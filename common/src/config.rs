@@ -223,6 +223,10 @@ pub struct CollectorConfig {
     /// Source-of-truth rules per warehouse. A warehouse not listed gets `LocationPolicy::open`.
     #[serde(default)]
     pub locations: Vec<LocationPolicy>,
+    /// Order routing (`[orders]`); its types live with the collector's orders code, which
+    /// checks this table at start-up.
+    #[serde(default)]
+    pub orders: toml::Table,
 }
 
 impl CollectorConfig {

@@ -6,6 +6,7 @@ mod audit;
 mod bundles;
 mod channels;
 mod history;
+mod orders;
 mod reservations;
 mod stock;
 
@@ -42,6 +43,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/reservations/:id",
             get(reservations::get).delete(reservations::release),
         )
+        .route("/v1/orders", post(orders::place).get(orders::list))
+        .route("/v1/orders/:id", get(orders::get))
+        .route("/v1/orders/:id/cancel", post(orders::cancel))
+        .route("/v1/orders/:id/paid", post(orders::paid))
+        .route("/v1/orders/:id/reroute", post(orders::reroute))
+        .route("/v1/routing/warehouses/:warehouse", put(orders::set_frozen))
         .route("/v1/rejects", get(rejects))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
