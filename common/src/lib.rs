@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod gs1;
 pub mod input;
 pub mod model;
 #[cfg(feature = "mqtt")]
