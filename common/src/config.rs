@@ -111,6 +111,12 @@ pub struct AgentConfig {
     /// Optional MQTT input from scanners on a (local) broker.
     #[serde(default)]
     pub scanner: Option<ScannerConfig>,
+    /// GS1 EPCIS 2.0 events over HTTP (`POST /v1/epcis/events`).
+    #[serde(default)]
+    pub epcis: crate::inputs::EpcisConfig,
+    /// Watched folders of WMS CSV exports.
+    #[serde(default)]
+    pub files: Vec<crate::inputs::FilesConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,9 @@
 
 pub mod catalog;
 pub mod config;
+pub mod gs1;
 pub mod input;
+pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;

@@ -560,3 +560,16 @@ impl Drop for MqttProbe {
         self.task.abort();
     }
 }
+
+/// The collector's row of `sku` at `warehouse`/`bin` (bin `None` = warehouse level), or null.
+pub async fn stock_row(collector: &str, sku: &str, warehouse: &str, bin: Option<&str>) -> Value {
+    let stock = get(&format!("{collector}/v1/stock/{sku}")).await.body;
+    stock["locations"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["warehouse"] == warehouse && r["bin"].as_str() == bin)
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
