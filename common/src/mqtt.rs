@@ -6,8 +6,17 @@ use std::time::Duration;
 
 use crate::config::{BrokerConfig, ConfigError};
 
-/// Largest packet we send or accept: a full batch with headroom.
+/// Largest packet we publish, and the broker's `max_packet_size` in the shipped
+/// `deploy/mosquitto.conf` (and the embedded broker's limit): the agent cuts its batches to
+/// fit, and the collector refuses (rejects queue) any movements payload above it.
 pub const MAX_PACKET_BYTES: usize = 1 << 20;
+
+/// Largest packet we read. Larger than [`MAX_PACKET_BYTES`] on purpose: a client that meets
+/// a packet above its limit drops the connection without a PUBACK, the broker redelivers the
+/// same message on reconnect, and the link is wedged for good. Reading it instead lets the
+/// consumer refuse it visibly. Only a broker configured above this (Mosquitto's default is
+/// 256 MiB: set `max_packet_size`) can still wedge a link.
+pub const MAX_INCOMING_BYTES: usize = 16 << 20;
 
 /// Client options for `config`, with `default_client_id` when the config names none.
 pub fn options(
@@ -22,7 +31,7 @@ pub fn options(
     let mut opts = rumqttc::MqttOptions::new(client_id, config.host.clone(), config.port);
     opts.set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)));
     opts.set_clean_session(clean_session);
-    opts.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    opts.set_max_packet_size(MAX_INCOMING_BYTES, MAX_PACKET_BYTES);
     if let Some((user, password)) = config.credentials()? {
         opts.set_credentials(user, password);
     }

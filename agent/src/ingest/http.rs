@@ -125,6 +125,7 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "journal_id": journal.journal_id,
         "rejects": journal.rejects,
         "refused_by_collector": journal.refused_by_collector,
+        "acks_ignored": app.link.acks_ignored.load(Ordering::Relaxed),
         "catalog_skus": app.catalog.current().config().skus.len(),
     }))
     .into_response())
@@ -159,6 +160,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             "stocksync_agent_refused_by_collector",
             "Movements the collector acknowledged as rejected",
             journal.refused_by_collector as i64,
+        ),
+        (
+            "stocksync_agent_acks_ignored",
+            "Acks ignored because they matched no batch this agent sent (forged or misrouted)",
+            app.link.acks_ignored.load(Ordering::Relaxed) as i64,
         ),
         (
             "stocksync_agent_broker_connected",
