@@ -10,24 +10,49 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use stocksync_common::config::{BrokerConfig, ForwardConfig};
+use stocksync_common::mqtt::LinkErrors;
 use stocksync_common::{topics, wire};
 use tokio::sync::watch;
 
 use crate::catalog::CatalogHandle;
 use crate::journal::Journal;
 
-/// Broker connection state, shared with the status endpoint.
+/// A broker connection's state, shared with the status endpoint (the forwarder's link and
+/// the scanner input's each have one).
 #[derive(Default)]
 pub struct LinkState {
     pub connected: AtomicBool,
+    /// The last connection error (a refused login names its reason); kept after reconnecting.
+    pub last_error: Mutex<Option<String>>,
     /// Acks ignored because they matched no batch this agent sent and has not seen acked
     /// (a forged or misrouted ack must not mark anything acknowledged).
     pub acks_ignored: AtomicU64,
+}
+
+impl LinkState {
+    /// Records a connection error; logs it when it is new (a refused login at error level).
+    pub fn down(&self, link: &str, errors: &mut LinkErrors, e: &rumqttc::ConnectionError) {
+        self.connected.store(false, Ordering::Relaxed);
+        let (text, new) = errors.record(e);
+        if new {
+            if matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
+                tracing::error!(link, error = %text, "broker refused the connection; check credentials and ACL");
+            } else {
+                tracing::warn!(link, error = %text, "broker link down; retrying");
+            }
+        }
+        *self.last_error.lock().expect("link lock") = Some(text);
+    }
+
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("link lock").clone()
+    }
 }
 
 /// Everything the forwarder needs.
@@ -60,6 +85,7 @@ impl Forwarder {
         let ack_topic = topics::acks(&self.warehouse, &self.agent_id);
         let data_topic = topics::movements(&self.warehouse);
         let mut state = Cursor::default();
+        let mut errors = LinkErrors::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let timeout = Duration::from_millis(self.config.ack_timeout_ms);
         // A change seen inside `reconnect_pause` is not seen again by `changed()`: check the value.
@@ -70,6 +96,7 @@ impl Forwarder {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!(broker = %self.broker.host, "forwarder connected");
                         self.link.connected.store(true, Ordering::Relaxed);
+                        errors.clear();
                         client.subscribe(&ack_topic, QoS::AtLeastOnce).await?;
                         client.subscribe(topics::CATALOG, QoS::AtLeastOnce).await?;
                         // Whatever was in flight on the old connection may be lost: resend all.
@@ -85,9 +112,7 @@ impl Forwarder {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        if self.link.connected.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(error = %e, "forwarder lost the broker; journaling continues");
-                        }
+                        self.link.down("forwarder (journaling continues)", &mut errors, &e);
                         reconnect_pause(&mut events, &mut shutdown).await;
                     }
                 },

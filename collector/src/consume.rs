@@ -46,6 +46,7 @@ pub async fn run(
     // the event loop and batches keep flowing into the next group commit.
     let (await_tx, await_rx) = mpsc::channel::<Awaiting>(4096);
     let acker = tokio::spawn(send_acks(client.clone(), await_rx));
+    let mut errors = stocksync_common::mqtt::LinkErrors::default();
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
@@ -59,6 +60,7 @@ pub async fn run(
                 );
                 metrics.broker_connected.store(1, Ordering::Relaxed);
                 metrics.broker_connects.inc();
+                errors.clear();
                 client
                     .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
                     .await?;
@@ -75,8 +77,12 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                if metrics.broker_connected.swap(0, Ordering::Relaxed) == 1 {
-                    tracing::warn!(error = %e, "collector lost the broker");
+                metrics.broker_connected.store(0, Ordering::Relaxed);
+                let (text, new) = errors.record(&e);
+                if new && matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
+                    tracing::error!(error = %text, "broker refused the collector's connection; check credentials and ACL");
+                } else if new {
+                    tracing::warn!(error = %text, "collector lost the broker; retrying");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -11,6 +11,8 @@ pub mod input;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "supervisor")]
+pub mod supervisor;
 pub mod topics;
 pub mod wire;
 

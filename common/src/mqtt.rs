@@ -46,3 +46,67 @@ pub fn network_options() -> rumqttc::NetworkOptions {
     net.set_tcp_nodelay(true);
     net
 }
+
+/// A connection error as an operator should read it; a refused login names the broker's reason.
+pub fn describe(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as Code;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            let why = match code {
+                Code::BadUserNamePassword => "bad user name or password",
+                Code::NotAuthorized => "not authorized",
+                Code::BadClientId => "client id refused",
+                Code::RefusedProtocolVersion => "protocol version refused",
+                Code::ServiceUnavailable => "service unavailable",
+                Code::Success => "success",
+            };
+            format!("broker refused the login: {why}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Remembers a link's last error so that each new one is logged once, not every retry.
+#[derive(Default)]
+pub struct LinkErrors {
+    last: Option<String>,
+}
+
+impl LinkErrors {
+    /// The error's text, and whether it differs from the previous one (then log it).
+    pub fn record(&mut self, e: &rumqttc::ConnectionError) -> (String, bool) {
+        let text = describe(e);
+        let new = self.last.as_deref() != Some(text.as_str());
+        self.last = Some(text.clone());
+        (text, new)
+    }
+
+    /// The link is up again: the next error is new.
+    pub fn clear(&mut self) {
+        self.last = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_names_the_reason_and_is_logged_once() {
+        let refused = || {
+            rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::BadUserNamePassword,
+            )
+        };
+        let mut errors = LinkErrors::default();
+        let (text, new) = errors.record(&refused());
+        assert_eq!(text, "broker refused the login: bad user name or password");
+        assert!(new);
+        assert!(
+            !errors.record(&refused()).1,
+            "the same error again is not new"
+        );
+        errors.clear();
+        assert!(errors.record(&refused()).1);
+    }
+}
