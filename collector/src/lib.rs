@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use stocksync_common::catalog::Catalog;
 use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use stocksync_common::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use ledger::Ledger;
 use metrics::Metrics;
@@ -46,6 +46,8 @@ pub struct App {
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
+    /// Which long-running tasks run, for `/healthz`.
+    pub tasks: Arc<TaskHealth>,
 }
 
 impl App {
@@ -61,7 +63,7 @@ pub struct Collector {
     /// The broker the collector uses (the embedded one's address when it runs one).
     pub broker: BrokerConfig,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    tasks: Supervisor,
 }
 
 impl Collector {
@@ -91,23 +93,28 @@ impl Collector {
         let authority = authority::Authority::new(&config.locations);
         let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
         let (shutdown, watch_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(consume::run(
-            broker.clone(),
-            ledger.clone(),
-            metrics.clone(),
-            catalog.to_json(),
-            watch_rx.clone(),
-        )));
+        let mut tasks = Supervisor::default();
+        tasks.spawn(
+            "consume",
+            consume::run(
+                broker.clone(),
+                ledger.clone(),
+                metrics.clone(),
+                catalog.to_json(),
+                watch_rx.clone(),
+            ),
+        );
 
-        tasks.push(tokio::spawn(expire_reservations(
-            ledger.clone(),
-            watch_rx.clone(),
-        )));
+        tasks.spawn(
+            "expire_reservations",
+            expire_reservations(ledger.clone(), watch_rx.clone()),
+        );
 
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
-        tasks.extend(publish_tasks);
+        for task in publish_tasks {
+            tasks.spawn("publish", async move { task.await? });
+        }
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
@@ -118,16 +125,17 @@ impl Collector {
             channels,
             orders,
             shutdown: watch_rx.clone(),
+            tasks: tasks.health(),
         }));
         let mut http_shutdown = watch_rx;
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn("http", async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = http_shutdown.changed().await;
                 })
                 .await?;
             Ok(())
-        }));
+        });
         tracing::info!(%http_addr, "collector listening");
         Ok(Collector {
             http_addr,
@@ -140,10 +148,13 @@ impl Collector {
     /// Stops consuming and serving, letting in-flight commits finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            task.await??;
-        }
-        Ok(())
+        self.tasks.join_all().await
+    }
+
+    /// Waits until a task ends (which only happens on a failure) and returns the error,
+    /// naming the task. The caller should stop the process.
+    pub async fn wait(&mut self) -> anyhow::Error {
+        self.tasks.wait().await
     }
 }
 

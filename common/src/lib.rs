@@ -13,6 +13,8 @@ pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "supervisor")]
+pub mod supervisor;
 pub mod topics;
 pub mod wire;
 

@@ -119,14 +119,37 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `200` while connected to the broker with every task running; `503` otherwise, naming
+/// the task that ended (`"status": "failed"`) or the lost broker (`"degraded"`).
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
-    let status = if connected {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let running = app.tasks.all_running();
+    let tasks: serde_json::Map<String, serde_json::Value> = app
+        .tasks
+        .snapshot()
+        .into_iter()
+        .map(|(name, ended)| {
+            (
+                name.to_string(),
+                json!(ended.unwrap_or_else(|| "running".into())),
+            )
+        })
+        .collect();
+    let (status, word) = match (running, connected) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
     };
-    (status, Json(json!({"status": if connected { "ok" } else { "degraded" }, "broker": if connected { "connected" } else { "disconnected" }}))).into_response()
+    let broker = if connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    (
+        status,
+        Json(json!({"status": word, "broker": broker, "tasks": tasks})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

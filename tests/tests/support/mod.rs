@@ -113,6 +113,12 @@ impl Proc {
         }
     }
 
+    /// The exit code if the process has ended (`-1` for a signal), without waiting.
+    pub fn try_wait(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        Some(status.code().unwrap_or(-1))
+    }
+
     /// The process's output so far (for assertion messages).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
