@@ -8,6 +8,7 @@
 //! embedded one so a trial needs nothing but Rust.
 
 pub mod api;
+pub mod auth;
 pub mod authority;
 pub mod broker;
 pub mod buildable;
@@ -116,8 +117,15 @@ impl Collector {
             tasks.spawn("publish", async move { task.await? });
         }
 
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let scheme = server.scheme();
         let router = api::router(Arc::new(App {
             ledger,
             metrics,
@@ -127,16 +135,13 @@ impl Collector {
             shutdown: watch_rx.clone(),
             tasks: tasks.health(),
         }));
-        let mut http_shutdown = watch_rx;
+        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "collector listening");
+        tracing::info!(%http_addr, scheme, "collector listening");
         Ok(Collector {
             http_addr,
             broker,

@@ -41,6 +41,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("ledger", "peer", "TEXT"),
     ("rejects", "field", "TEXT"),
     ("ledger", "order_ref", "TEXT"),
+    ("reservations", "created_by", "TEXT"),
+    ("reservations", "closed_by", "TEXT"),
 ];
 
 const INDEXES: &str = "
