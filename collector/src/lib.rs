@@ -11,6 +11,7 @@ pub mod api;
 pub mod authority;
 pub mod broker;
 pub mod consume;
+pub mod exceptions;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
@@ -91,6 +92,8 @@ impl Collector {
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         tasks.extend(publish_tasks);
+
+        ledger.write(|tx, _| exceptions::migrate(tx)).await?;
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;

@@ -5,6 +5,7 @@
 mod audit;
 mod bundles;
 mod channels;
+mod exceptions;
 mod reservations;
 mod stock;
 
@@ -50,6 +51,12 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/channels/:channel/mode", put(channels::set_mode))
         .route("/v1/channels/:channel/errors", get(channels::errors))
+        .route("/v1/exceptions", get(exceptions::list))
+        .route(
+            "/v1/exceptions/:id",
+            get(exceptions::one).post(exceptions::bulk),
+        )
+        .route("/v1/exceptions/:id/:action", post(exceptions::act))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)

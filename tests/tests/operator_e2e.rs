@@ -1,0 +1,389 @@
+//! The operator's queue end to end, through a real broker (embedded or Mosquitto) and a real
+//! agent: collector rejects, drift, conflicts and failed channel pushes all land in
+//! `/v1/exceptions` with record, source and field; identical failures are one exception
+//! with a count; resolve/ignore keep who and why; a resolved exception that happens again
+//! opens again, an ignored one stays ignored.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stocksync_agent::Agent;
+use stocksync_collector::Collector;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A catalog, ams with the WMS as its authority, and a channel whose webhook has no
+/// receiver (every push fails).
+fn extra(dir: &TempDir) -> String {
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    format!(
+        r#"
+[catalog]
+[[catalog.skus]]
+id = "MUG"
+[[catalog.skus]]
+id = "LID"
+[[locations]]
+warehouse = "ams"
+authority = "wms"
+other_sources = "apply"
+[channels]
+coalesce_ms = 20
+[[channels.channel]]
+name = "web"
+locations = ["ams"]
+[channels.channel.webhook]
+url = "http://127.0.0.1:{dead}/stock"
+secret_file = {secret:?}
+[channels.channel.webhook.limits]
+backoff_initial_ms = 50
+backoff_max_ms = 200
+"#,
+        dead = free_port(),
+        secret = dir.join("secret"),
+    )
+}
+
+struct Fleet {
+    _broker: Broker,
+    collector: Collector,
+    agent: Agent,
+    c: String,
+    a: String,
+}
+
+async fn fleet(dir: &TempDir) -> Fleet {
+    let broker = Broker::start(dir);
+    let config = toml_config(&collector_toml(dir, broker.port, 0, &extra(dir)));
+    let collector = Collector::start(config).await.expect("collector starts");
+    let agent = Agent::start(agent_config(dir, "ams-1", "ams", broker.port, 0))
+        .await
+        .expect("agent starts");
+    let c = format!("http://{}", collector.http_addr);
+    let a = format!("http://{}", agent.http_addr);
+    Fleet {
+        _broker: broker,
+        collector,
+        agent,
+        c,
+        a,
+    }
+}
+
+async fn post_ok(agent: &str, body: Value) {
+    let r = post(&format!("{agent}/v1/movements"), &body.to_string(), &[]).await;
+    assert_eq!(r.status, 202, "{body} -> {:?}", r.body);
+}
+
+/// The exceptions a filter selects, once there are `n`.
+async fn wait_exceptions(c: &str, query: &str, n: usize) -> Vec<Value> {
+    let url = format!("{c}/v1/exceptions?{query}");
+    wait_for(&format!("{n} exceptions for {query}"), WAIT, || async {
+        get(&url).await.body["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == n)
+    })
+    .await;
+    get(&url).await.body["items"].as_array().unwrap().clone()
+}
+
+async fn act(c: &str, id: &str, action: &str, body: Value) -> Reply {
+    post(
+        &format!("{c}/v1/exceptions/{id}/{action}"),
+        &body.to_string(),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
+    let dir = TempDir::new("operator-queue");
+    let f = fleet(&dir).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+
+    // Collector rejects: the same undecodable payload three times is one exception.
+    let probe = MqttProbe::connect(f.collector.broker.port, "hostile").await;
+    for _ in 0..3 {
+        probe
+            .publish(
+                "stocksync/v1/ams/movements",
+                b"\xff\xffnot a batch".to_vec(),
+            )
+            .await;
+    }
+    probe
+        .publish("stocksync/v1/ams/movements", b"\xfeother".to_vec())
+        .await;
+    wait_for("four rejects", WAIT, || async {
+        get(&format!("{c}/v1/rejects"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| {
+                r.iter()
+                    .map(|r| r["seen_count"].as_i64().unwrap())
+                    .sum::<i64>()
+                    == 4
+            })
+    })
+    .await;
+    let rejects = wait_exceptions(c, "kind=collector_reject", 2).await;
+    let grouped = rejects
+        .iter()
+        .find(|e| e["occurrences"] == 3)
+        .expect("grouped");
+    assert_eq!(grouped["warehouse"], "ams");
+    assert_eq!(grouped["status"], "open");
+    assert!(grouped["source"]
+        .as_str()
+        .unwrap()
+        .contains("stocksync/v1/ams/movements"));
+    assert!(
+        grouped["record"]["undecoded"]
+            .as_str()
+            .unwrap()
+            .contains("not a batch"),
+        "{grouped}"
+    );
+    assert!(
+        grouped["reason"].as_str().unwrap().contains("wire version"),
+        "{grouped}"
+    );
+
+    // Drift: the WMS counts 7 where 10 were received. Conflict: a scanner counts 9.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 10, "bin": "A-01", "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "count", "quantity": 7, "bin": "A-01", "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "count", "quantity": 9, "bin": "A-01", "source": "scanner"}),
+    )
+    .await;
+    let drift = wait_exceptions(c, "kind=drift&sku=MUG", 1).await;
+    assert_eq!(drift[0]["warehouse"], "ams");
+    assert_eq!(drift[0]["field"], "$.quantity");
+    assert_eq!(
+        drift[0]["record"]["quantity"], 7,
+        "the count as received: {}",
+        drift[0]
+    );
+    assert!(drift[0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("wms via agent ams-1"));
+    assert!(
+        drift[0]["reason"].as_str().unwrap().contains("expected 10"),
+        "{}",
+        drift[0]
+    );
+    let conflict = wait_exceptions(c, "kind=conflict", 1).await;
+    assert_eq!(conflict[0]["record"]["source"], "scanner");
+
+    // The channel's webhook has no receiver: its failed pushes are one exception.
+    let push = wait_exceptions(c, "kind=channel_push&channel=web", 1).await;
+    assert_eq!(push[0]["status"], "open");
+    assert!(
+        push[0]["source"].as_str().unwrap().contains("webhook"),
+        "{}",
+        push[0]
+    );
+
+    // Filters and paging.
+    let all = get(&format!("{c}/v1/exceptions?limit=2")).await.body;
+    assert_eq!(all["total"], 5, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    let page2 = get(&format!("{c}/v1/exceptions?limit=2&offset=4"))
+        .await
+        .body;
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    let bad = get(&format!("{c}/v1/exceptions?kind=nope")).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (400, Some("kind"))
+    );
+
+    // Resolve needs who and why; both are kept in the log.
+    let id = drift[0]["id"].as_str().unwrap().to_string();
+    let r = act(
+        c,
+        &id,
+        "resolve",
+        json!({"by": "ops@example.com", "comment": ""}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("$.comment"))
+    );
+    let r = act(c, &id, "resolve", json!({"by": "ops@example.com"})).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let r = act(
+        c,
+        &id,
+        "resolve",
+        json!({"by": "ops@example.com", "comment": "recounted: 7 is right"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("resolved")),
+        "{:?}",
+        r.body
+    );
+    let again = act(
+        c,
+        &id,
+        "resolve",
+        json!({"by": "ops@example.com", "comment": "twice"}),
+    )
+    .await;
+    assert_eq!(again.status, 409);
+    let one = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(one["status"], "resolved");
+    let log = one["log"].as_array().unwrap();
+    assert_eq!(log.last().unwrap()["by"], "ops@example.com");
+    assert_eq!(log.last().unwrap()["comment"], "recounted: 7 is right");
+    assert_eq!(one["records"].as_array().unwrap().len(), 1);
+    let missing = get(&format!("{c}/v1/exceptions/drift-0000")).await;
+    assert_eq!(
+        (missing.status, missing.body["field"].as_str()),
+        (404, Some("id"))
+    );
+
+    // Bulk: ignore every collector reject at once.
+    let r = post(
+        &format!("{c}/v1/exceptions/ignore"),
+        &json!({"by": "ops", "comment": "hostile test client", "filter": {"kind": "collector_reject"}}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["changed"].as_i64()),
+        (200, Some(2)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        get(&format!("{c}/v1/exceptions?status=open")).await.body["total"],
+        2
+    );
+
+    // It happens again: the ignored reject counts it but stays ignored; the resolved drift
+    // (same SKU and bin) opens again.
+    probe
+        .publish(
+            "stocksync/v1/ams/movements",
+            b"\xff\xffnot a batch".to_vec(),
+        )
+        .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "count", "quantity": 5, "bin": "A-01", "source": "wms"}),
+    )
+    .await;
+    let gid = grouped["id"].as_str().unwrap();
+    wait_for("the ignored reject counted 4", WAIT, || async {
+        let e = get(&format!("{c}/v1/exceptions/{gid}")).await.body;
+        e["occurrences"] == 4 && e["status"] == "ignored"
+    })
+    .await;
+    wait_for("the drift reopened", WAIT, || async {
+        get(&format!("{c}/v1/exceptions/{id}")).await.body["status"] == "open"
+    })
+    .await;
+    let one = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(one["occurrences"], 2, "{one}");
+    assert_eq!(
+        one["log"].as_array().unwrap().last().unwrap()["action"],
+        "reopened"
+    );
+
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
+    let dir = TempDir::new("operator-settle");
+    let f = fleet(&dir).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
+        .await
+        .expect("agent starts");
+    let b = format!("http://{}", ber.http_addr);
+
+    // 10 shipped from ams, 9 received at ber.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 20, "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "transfer_out", "quantity": 10, "source": "wms",
+                      "transfer": "T-1", "peer_warehouse": "ber"}),
+    )
+    .await;
+    post_ok(
+        &b,
+        json!({"sku": "MUG", "kind": "transfer_in", "quantity": 9,
+                       "transfer": "T-1", "peer_warehouse": "ams"}),
+    )
+    .await;
+    let d = wait_exceptions(c, "kind=discrepancy", 1).await;
+    assert_eq!(
+        (d[0]["sku"].as_str(), d[0]["warehouse"].as_str()),
+        (Some("MUG"), Some("ber"))
+    );
+    assert_eq!(d[0]["record"]["shipped"], 10);
+    assert_eq!(d[0]["record"]["received"], 9);
+    assert!(d[0]["source"].as_str().unwrap().contains("T-1"));
+
+    // A return before the shipment it reverses: a reversal exception, open...
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "receipt", "quantity": 10, "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "return", "quantity": 2, "order": "SO-1", "source": "wms"}),
+    )
+    .await;
+    let r = wait_exceptions(c, "kind=reversal&sku=LID", 1).await;
+    assert_eq!(r[0]["status"], "open");
+    assert_eq!(r[0]["record"]["excess"], 2);
+    assert_eq!(r[0]["source"], "order SO-1");
+    // ...until the shipment arrives and explains it: resolved by the system, logged.
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "shipment", "quantity": 3, "order": "SO-1", "source": "wms"}),
+    )
+    .await;
+    let id = r[0]["id"].as_str().unwrap().to_string();
+    wait_for("the reversal resolved itself", WAIT, || async {
+        get(&format!("{c}/v1/exceptions/{id}")).await.body["status"] == "resolved"
+    })
+    .await;
+    let one = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    let last = one["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].as_str(), last["by"].as_str()),
+        (Some("resolved"), Some("stocksync"))
+    );
+
+    ber.stop().await.unwrap();
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
