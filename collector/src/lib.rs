@@ -19,6 +19,7 @@ pub mod projection;
 pub mod publish;
 pub mod rebuild;
 pub mod records;
+pub mod report;
 pub mod reserve;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct App {
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
+    /// Report and alert thresholds.
+    pub operations: stocksync_common::config::OperationsConfig,
 }
 
 /// A running collector.
@@ -103,6 +106,7 @@ impl Collector {
             catalog,
             channels,
             shutdown: watch_rx.clone(),
+            operations: config.operations.clone(),
         }));
         let mut http_shutdown = watch_rx;
         tasks.push(tokio::spawn(async move {

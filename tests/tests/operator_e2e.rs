@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(15);
 
 /// A catalog, ams with the WMS as its authority, and a channel whose webhook has no
 /// receiver (every push fails).
-fn extra(dir: &TempDir) -> String {
+fn extra(dir: &TempDir, more: &str) -> String {
     std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
     format!(
         r#"
@@ -41,6 +41,7 @@ secret_file = {secret:?}
 [channels.channel.webhook.limits]
 backoff_initial_ms = 50
 backoff_max_ms = 200
+{more}
 "#,
         dead = free_port(),
         secret = dir.join("secret"),
@@ -55,9 +56,9 @@ struct Fleet {
     a: String,
 }
 
-async fn fleet(dir: &TempDir) -> Fleet {
+async fn fleet(dir: &TempDir, more: &str) -> Fleet {
     let broker = Broker::start(dir);
-    let config = toml_config(&collector_toml(dir, broker.port, 0, &extra(dir)));
+    let config = toml_config(&collector_toml(dir, broker.port, 0, &extra(dir, more)));
     let collector = Collector::start(config).await.expect("collector starts");
     let agent = Agent::start(agent_config(dir, "ams-1", "ams", broker.port, 0))
         .await
@@ -102,7 +103,7 @@ async fn act(c: &str, id: &str, action: &str, body: Value) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
     let dir = TempDir::new("operator-queue");
-    let f = fleet(&dir).await;
+    let f = fleet(&dir, "").await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
 
     // Collector rejects: the same undecodable payload three times is one exception.
@@ -316,7 +317,7 @@ async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
     let dir = TempDir::new("operator-settle");
-    let f = fleet(&dir).await;
+    let f = fleet(&dir, "").await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
         .await
@@ -382,6 +383,176 @@ async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
         (last["action"].as_str(), last["by"].as_str()),
         (Some("resolved"), Some("stocksync"))
     );
+
+    ber.stop().await.unwrap();
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
+
+fn put_blocking(url: &str, body: &str) -> u16 {
+    ureq::put(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"))
+}
+
+async fn report(c: &str) -> Value {
+    get(&format!("{c}/v1/reports/daily")).await.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_report_finds_sold_out_but_listed_and_silent_warehouses() {
+    let dir = TempDir::new("operator-report");
+    // "shop" sells ams stock through the feed only; "web" (a dead webhook) fails.
+    let more = r#"
+[[channels.channel]]
+name = "shop"
+locations = ["ams"]
+[operations]
+silent_after_secs = 3
+"#;
+    let f = fleet(&dir, more).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
+        .await
+        .expect("agent starts");
+    let b = format!("http://{}", ber.http_addr);
+
+    // shop lists 5 MUG; frozen, it keeps listing them after they all ship.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 5, "source": "wms"}),
+    )
+    .await;
+    let feed = format!("{c}/v1/channels/shop/sellable");
+    wait_for("shop lists 5 MUG", WAIT, || async {
+        get(&feed).await.body["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p["sku"] == "MUG" && p["sellable"] == 5))
+    })
+    .await;
+    let mode = format!("{c}/v1/channels/shop/mode");
+    let status = tokio::task::spawn_blocking(move || {
+        put_blocking(&mode, r#"{"mode":"frozen","reason":"test"}"#)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "shipment", "quantity": 5, "source": "wms", "order": "SO-9"}),
+    )
+    .await;
+    wait_for("MUG sold out", WAIT, || async {
+        on_hand(c, "MUG").await == 0
+    })
+    .await;
+    let r = report(c).await;
+    let listed = r["sold_out_listed"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{r}");
+    assert_eq!(
+        (
+            listed[0]["channel"].as_str(),
+            listed[0]["sku"].as_str(),
+            listed[0]["published"].as_i64(),
+            listed[0]["available"].as_i64()
+        ),
+        (Some("shop"), Some("MUG"), Some(5), Some(0)),
+        "{r}"
+    );
+
+    // ber sends one batch, then nothing: silent after 3 s, while ams keeps sending.
+    post_ok(&b, json!({"sku": "LID", "kind": "receipt", "quantity": 1})).await;
+    wait_for("ber silent", WAIT, || async {
+        report(c).await["silent_warehouses"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|w| w["warehouse"] == "ber"))
+    })
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "receipt", "quantity": 1, "source": "wms"}),
+    )
+    .await;
+    wait_for("ams heard from", WAIT, || async {
+        report(c).await["silent_warehouses"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|w| w["warehouse"] != "ams"))
+    })
+    .await;
+    let r = report(c).await;
+    let silent: Vec<&str> = r["silent_warehouses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["warehouse"].as_str().unwrap())
+        .collect();
+    assert_eq!(silent, ["ber"], "{r}");
+    assert!(r["silent_warehouses"][0]["silent_secs"].as_i64().unwrap() >= 3);
+
+    // The dead webhook makes web failing; shop (feed only) has no push target.
+    let web = r["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["channel"] == "web")
+        .cloned();
+    assert_eq!(
+        web.as_ref().map(|w| w["state"].clone()),
+        Some(json!("failing")),
+        "{r}"
+    );
+    // Unresolved exceptions by kind: the channel push failure.
+    assert!(
+        r["exceptions"]["unresolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["kind"] == "channel_push" && u["age"]["under_1h"] == 1),
+        "{r}"
+    );
+    assert_eq!(r["exceptions"]["opened_on_date"]["channel_push"], 1, "{r}");
+    assert_eq!(r["agents"].as_array().unwrap().len(), 2);
+
+    // CSV: by format and by Accept; a bad date names its field.
+    let csv = get(&format!("{c}/v1/reports/daily?format=csv")).await.body;
+    let csv = csv.as_str().unwrap();
+    assert!(
+        csv.starts_with("section,subject,detail,value,since_ms\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("sold_out_listed,MUG@shop,available 0,5,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("silent_warehouse,ber,")),
+        "{csv}"
+    );
+    let url = format!("{c}/v1/reports/daily");
+    let accept = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .header("accept", "text/csv")
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(accept.starts_with("section,"), "{accept}");
+    let bad = get(&format!("{c}/v1/reports/daily?date=27-11-2026")).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (400, Some("date"))
+    );
+    // An earlier day opened nothing.
+    let old = get(&format!("{c}/v1/reports/daily?date=2020-01-01"))
+        .await
+        .body;
+    assert_eq!(old["exceptions"]["opened_on_date"], json!({}), "{old}");
 
     ber.stop().await.unwrap();
     f.agent.stop().await.unwrap();

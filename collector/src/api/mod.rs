@@ -6,6 +6,7 @@ mod audit;
 mod bundles;
 mod channels;
 mod exceptions;
+mod reports;
 mod reservations;
 mod stock;
 
@@ -57,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(exceptions::one).post(exceptions::bulk),
         )
         .route("/v1/exceptions/:id/:action", post(exceptions::act))
+        .route("/v1/reports/daily", get(reports::daily))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
