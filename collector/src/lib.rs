@@ -7,6 +7,7 @@
 //! publishes the catalog, retained, so agents normalise offline. `api` serves the result. Without an external broker configured, `broker` runs an
 //! embedded one so a trial needs nothing but Rust.
 
+pub mod alerts;
 pub mod api;
 pub mod authority;
 pub mod broker;
@@ -45,6 +46,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Report and alert thresholds.
     pub operations: stocksync_common::config::OperationsConfig,
+    /// The alert loop's counts.
+    pub alert_stats: Arc<alerts::AlertStats>,
 }
 
 /// A running collector.
@@ -96,7 +99,21 @@ impl Collector {
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         tasks.extend(publish_tasks);
 
-        ledger.write(|tx, _| exceptions::migrate(tx)).await?;
+        ledger
+            .write(|tx, _| {
+                exceptions::migrate(tx)?;
+                tx.execute_batch(alerts::SCHEMA)
+            })
+            .await?;
+        let alert_stats = Arc::new(alerts::AlertStats::default());
+        tasks.push(tokio::spawn(alerts::run(
+            config.operations.clone(),
+            ledger.clone(),
+            catalog.clone(),
+            broker.clone(),
+            alert_stats.clone(),
+            watch_rx.clone(),
+        )));
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
@@ -107,6 +124,7 @@ impl Collector {
             channels,
             shutdown: watch_rx.clone(),
             operations: config.operations.clone(),
+            alert_stats,
         }));
         let mut http_shutdown = watch_rx;
         tasks.push(tokio::spawn(async move {

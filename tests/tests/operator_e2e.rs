@@ -558,3 +558,190 @@ silent_after_secs = 3
     f.agent.stop().await.unwrap();
     f.collector.stop().await.unwrap();
 }
+
+/// An HTTP receiver that keeps every alert POSTed to it whose signature checks out.
+struct AlertHook {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    bad: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AlertHook {
+    async fn start(secret: &'static [u8]) -> AlertHook {
+        use hmac::{Hmac, Mac};
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let bad = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, b) = (got.clone(), bad.clone());
+        let app = axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (g, b) = (g.clone(), b.clone());
+                    async move {
+                        let h = |k: &str| {
+                            headers
+                                .get(k)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+                        mac.update(format!("{}.", h("x-stocksync-timestamp")).as_bytes());
+                        mac.update(&body);
+                        let want: String = mac
+                            .finalize()
+                            .into_bytes()
+                            .iter()
+                            .map(|x| format!("{x:02x}"))
+                            .collect();
+                        if h("x-stocksync-signature") != format!("sha256={want}") {
+                            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return axum::http::StatusCode::UNAUTHORIZED;
+                        }
+                        g.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap());
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        AlertHook { addr, got, bad }
+    }
+
+    fn of_rule(&self, rule: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .cloned()
+            .collect()
+    }
+}
+
+async fn evaluations(c: &str) -> u64 {
+    get(&format!("{c}/v1/alerts")).await.body["evaluations"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_fires_once_while_it_holds_and_clears() {
+    let dir = TempDir::new("operator-alerts");
+    let hook = AlertHook::start(b"alert-secret").await;
+    std::fs::write(dir.join("alert-secret"), "alert-secret\n").unwrap();
+    let more = format!(
+        r#"
+[[channels.channel]]
+name = "shop"
+locations = ["ams"]
+[operations]
+evaluate_every_ms = 50
+[operations.webhook]
+url = "http://{}/alerts"
+secret_file = {:?}
+"#,
+        hook.addr,
+        dir.join("alert-secret")
+    );
+    let f = fleet(&dir, &more).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let mut probe = MqttProbe::connect(f.collector.broker.port, "alert-watcher").await;
+    probe.subscribe("stocksync/v1/alerts/#").await;
+
+    // shop lists 5 MUG, is frozen, and they all ship: sold out but listed.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 5, "source": "wms"}),
+    )
+    .await;
+    let feed = format!("{c}/v1/channels/shop/sellable");
+    wait_for("shop lists 5 MUG", WAIT, || async {
+        get(&feed).await.body["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p["sku"] == "MUG" && p["sellable"] == 5))
+    })
+    .await;
+    let mode = format!("{c}/v1/channels/shop/mode");
+    let m = mode.clone();
+    let frozen = tokio::task::spawn_blocking(move || put_blocking(&m, r#"{"mode":"frozen"}"#))
+        .await
+        .unwrap();
+    assert_eq!(frozen, 200);
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "shipment", "quantity": 5, "source": "wms", "order": "SO-1"}),
+    )
+    .await;
+
+    let firing = probe.next(WAIT).await;
+    assert_eq!(firing.topic, "stocksync/v1/alerts/sold_out_listed");
+    let msg: Value = serde_json::from_slice(&firing.payload).unwrap();
+    assert_eq!(
+        (msg["state"].as_str(), msg["subject"].as_str()),
+        (Some("firing"), Some("shop/MUG")),
+        "{msg}"
+    );
+    wait_for("webhook got the alert", WAIT, || async {
+        hook.of_rule("sold_out_listed").len() == 1
+    })
+    .await;
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    assert_eq!(alerts["firing"].as_array().unwrap().len(), 1, "{alerts}");
+    assert_eq!(alerts["firing"][0]["rule"], "sold_out_listed");
+
+    // It holds for 20 more evaluations: nothing is sent again.
+    let seen = evaluations(c).await;
+    wait_for("20 evaluations", WAIT, || async {
+        evaluations(c).await >= seen + 20
+    })
+    .await;
+    assert_eq!(
+        hook.of_rule("sold_out_listed").len(),
+        1,
+        "no repeat while it holds"
+    );
+    let metrics = get(&format!("{c}/metrics")).await.body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("stocksync_alerts_firing{rule=\"sold_out_listed\"} 1"),
+        "{metrics}"
+    );
+
+    // Live again: shop publishes 0, the condition ends, one "cleared" goes out.
+    let live = tokio::task::spawn_blocking(move || put_blocking(&mode, r#"{"mode":"live"}"#))
+        .await
+        .unwrap();
+    assert_eq!(live, 200);
+    let cleared = probe.next(WAIT).await;
+    let msg: Value = serde_json::from_slice(&cleared.payload).unwrap();
+    assert_eq!(
+        (msg["state"].as_str(), msg["subject"].as_str()),
+        (Some("cleared"), Some("shop/MUG")),
+        "the next message clears, no repeat: {msg}"
+    );
+    wait_for("webhook got the clearing", WAIT, || async {
+        hook.of_rule("sold_out_listed").len() == 2
+    })
+    .await;
+    let got = hook.of_rule("sold_out_listed");
+    assert_eq!(
+        (got[0]["state"].as_str(), got[1]["state"].as_str()),
+        (Some("firing"), Some("cleared"))
+    );
+    assert_eq!(got[0]["alert_id"], got[1]["alert_id"]);
+    assert_eq!(hook.bad.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    assert_eq!(alerts["firing"], json!([]), "{alerts}");
+    assert_eq!(alerts["recent"][0]["rule"], "sold_out_listed");
+    assert!(alerts["recent"][0]["cleared_at_ms"].is_i64());
+
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}

@@ -2,6 +2,7 @@
 //! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
 //! for operators, health and metrics for monitoring.
 
+mod alerts;
 mod audit;
 mod bundles;
 mod channels;
@@ -59,6 +60,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/exceptions/:id/:action", post(exceptions::act))
         .route("/v1/reports/daily", get(reports::daily))
+        .route("/v1/alerts", get(alerts::list))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -132,7 +134,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render() + &app.channels.stats.render(),
+        app.metrics.render() + &app.channels.stats.render() + &alerts::metrics(&app),
     )
         .into_response()
 }
