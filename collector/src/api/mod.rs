@@ -6,6 +6,7 @@ mod alerts;
 mod audit;
 mod bundles;
 mod channels;
+mod dashboard;
 mod exceptions;
 mod reports;
 mod reservations;
@@ -61,6 +62,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/exceptions/:id/:action", post(exceptions::act))
         .route("/v1/reports/daily", get(reports::daily))
         .route("/v1/alerts", get(alerts::list))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/app.js", get(dashboard::script))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
