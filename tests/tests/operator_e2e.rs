@@ -745,3 +745,113 @@ secret_file = {:?}
     f.agent.stop().await.unwrap();
     f.collector.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_broker_and_logs_are_json_lines() {
+    let dir = TempDir::new("operator-readyz");
+    let mut broker = Broker::start(&dir);
+    let (cport, aport) = (free_port(), free_port());
+    let cconf = dir.join("collector.toml");
+    std::fs::write(&cconf, collector_toml(&dir, broker.port, cport, "")).unwrap();
+    let aconf = dir.join("agent.toml");
+    std::fs::write(
+        &aconf,
+        agent_toml(&dir, "ams-1", "ams", broker.port, aport, ""),
+    )
+    .unwrap();
+    let args = |conf: &std::path::Path| {
+        vec![
+            "--config".to_string(),
+            conf.display().to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ]
+    };
+    let ca = args(&cconf);
+    let collector = Proc::spawn(
+        &bin("stocksync-collector"),
+        &ca.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.join("collector.log"),
+    );
+    let aa = args(&aconf);
+    let agent = Proc::spawn(
+        &bin("stocksync-agent"),
+        &aa.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.join("agent.log"),
+    );
+    let (c, a) = (
+        format!("http://127.0.0.1:{cport}"),
+        format!("http://127.0.0.1:{aport}"),
+    );
+
+    let ready = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+                .get(&url)
+                .call()
+                .ok()
+                .map(|mut r| {
+                    (
+                        r.status().as_u16(),
+                        r.body_mut().read_json::<Value>().unwrap_or(Value::Null),
+                    )
+                })
+        })
+        .await
+        .unwrap()
+    };
+    wait_for("collector ready", WAIT, || async {
+        ready(format!("{c}/readyz"))
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    let (_, body) = ready(format!("{c}/readyz")).await.unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "ready", "broker": "connected", "store": "ok"})
+    );
+    wait_for("agent ready and connected", WAIT, || async {
+        ready(format!("{a}/readyz"))
+            .await
+            .is_some_and(|(s, b)| s == 200 && b["broker"] == "connected")
+    })
+    .await;
+
+    // Broker gone: the collector is not ready and says why; the agent still takes movements.
+    broker.kill();
+    wait_for("collector not ready", WAIT, || async {
+        ready(format!("{c}/readyz"))
+            .await
+            .is_some_and(|(s, b)| s == 503 && b["broker"] == "disconnected" && b["store"] == "ok")
+    })
+    .await;
+    let (status, body) = ready(format!("{a}/readyz")).await.unwrap();
+    assert_eq!(
+        (status, body["store"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    broker.restart();
+    wait_for("collector ready again", WAIT, || async {
+        ready(format!("{c}/readyz"))
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+
+    // Every log line of both processes is one JSON object with a level and a message.
+    for p in [&collector, &agent] {
+        let out = p.output();
+        let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "no log lines");
+        for line in lines {
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        }
+    }
+}

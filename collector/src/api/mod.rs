@@ -8,6 +8,7 @@ mod bundles;
 mod channels;
 mod dashboard;
 mod exceptions;
+mod ready;
 mod reports;
 mod reservations;
 mod stock;
@@ -66,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dashboard", get(dashboard::index))
         .route("/dashboard/style.css", get(dashboard::style))
         .route("/dashboard/app.js", get(dashboard::script))
+        .route("/readyz", get(ready::readyz))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
