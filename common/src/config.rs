@@ -260,6 +260,9 @@ pub struct CollectorConfig {
     /// checks this table at start-up.
     #[serde(default)]
     pub orders: toml::Table,
+    /// Daily report and alert thresholds, and where alerts go.
+    #[serde(default)]
+    pub operations: OperationsConfig,
 }
 
 impl CollectorConfig {
@@ -666,6 +669,47 @@ impl Default for HttpLimits {
             max_connections: 1024,
         }
     }
+}
+
+/// What counts as a problem worth a report line or an alert, and where alerts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationsConfig {
+    /// A warehouse whose agents sent nothing for this long is silent.
+    pub silent_after_secs: u64,
+    /// A channel target failing (an open push error) for this long is failing.
+    pub channel_failing_after_secs: u64,
+    /// More unresolved exceptions than this opened in the last 24 hours fires an alert.
+    pub exceptions_per_day: u64,
+    /// How often alert conditions are evaluated.
+    pub evaluate_every_ms: u64,
+    /// Publish alerts on `stocksync/v1/alerts/<rule>` (QoS 1).
+    pub mqtt: bool,
+    /// Signed POST of each alert (same signature scheme as channel webhooks).
+    pub webhook: Option<AlertWebhookConfig>,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        OperationsConfig {
+            silent_after_secs: 900,
+            channel_failing_after_secs: 900,
+            exceptions_per_day: 10,
+            evaluate_every_ms: 5_000,
+            mqtt: true,
+            webhook: None,
+        }
+    }
+}
+
+/// Where alert webhooks go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertWebhookConfig {
+    /// `http://` endpoint receiving alerts.
+    pub url: String,
+    /// File holding the HMAC-SHA256 signing secret.
+    pub secret_file: PathBuf,
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
-#[cfg(feature = "supervisor")]
-pub mod supervisor;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "supervisor")]
+pub mod supervisor;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topics;
