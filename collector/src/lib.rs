@@ -12,7 +12,9 @@ pub mod authority;
 pub mod broker;
 pub mod buildable;
 pub mod consume;
+pub mod intake;
 pub mod ledger;
+pub mod lock;
 pub mod merge;
 pub mod metrics;
 pub mod projection;
@@ -21,6 +23,7 @@ pub mod rebuild;
 pub mod records;
 pub mod replay;
 pub mod reserve;
+pub mod void;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,12 +62,24 @@ pub struct Collector {
     pub broker: BrokerConfig,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Released (dropped) only after every task has stopped.
+    _lock: lock::LedgerLock,
 }
 
 impl Collector {
     /// Opens the ledger, starts the embedded broker if no external one is configured, and
     /// starts consuming and serving.
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        // Everything that can fail without touching the broker comes first: a second
+        // collector on the same ledger or port fails here, having written nothing and
+        // without taking the running one's broker session.
+        let listen = config.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
+        let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
+        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
+        check_channel_warehouses(&config)?;
         let broker = match config.broker.clone() {
             Some(b) => b,
             None => {
@@ -78,12 +93,15 @@ impl Collector {
                 }
             }
         };
-        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
         let authority = authority::Authority::new(&config.locations);
-        let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
+        let intake = intake::Intake::new(config.ledger.max_future_skew_secs, Some(&catalog));
+        let ledger = Ledger::open_checked(&config.ledger.path, metrics.clone(), authority, intake)?;
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let (channels, publish_tasks) =
+            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
+        tasks.extend(publish_tasks);
         tasks.push(tokio::spawn(consume::run(
             broker.clone(),
             ledger.clone(),
@@ -97,11 +115,6 @@ impl Collector {
             watch_rx.clone(),
         )));
 
-        let (channels, publish_tasks) =
-            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
-        tasks.extend(publish_tasks);
-
-        let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
         let router = api::router(Arc::new(App {
             ledger,
@@ -125,6 +138,7 @@ impl Collector {
             broker,
             shutdown,
             tasks,
+            _lock: lock,
         })
     }
 
@@ -136,6 +150,42 @@ impl Collector {
         }
         Ok(())
     }
+}
+
+/// A channel may only name warehouses the config knows of: those with a `[[locations]]`
+/// entry or a catalog location alias. A config that names no warehouse anywhere (a trial)
+/// is not checked.
+fn check_channel_warehouses(config: &CollectorConfig) -> anyhow::Result<()> {
+    let mut known: Vec<&str> = config
+        .locations
+        .iter()
+        .map(|l| l.warehouse.as_str())
+        .collect();
+    known.extend(
+        config
+            .catalog
+            .locations
+            .iter()
+            .map(|l| l.warehouse.as_str()),
+    );
+    known.sort_unstable();
+    known.dedup();
+    if known.is_empty() {
+        return Ok(());
+    }
+    for channel in &config.channels.channel {
+        for entry in channel.locations.iter().filter(|e| *e != "*") {
+            let warehouse = entry.split_once('/').map_or(entry.as_str(), |(w, _)| w);
+            if !known.contains(&warehouse) {
+                anyhow::bail!(
+                    "channel `{}`: locations names warehouse `{warehouse}`, which the config does not know (known: {}); add a [[locations]] entry for it",
+                    channel.name,
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lets reservations past their expiry lapse, once a second.

@@ -18,11 +18,12 @@ use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use super::ApiError;
+use crate::authority::Treatment;
 use crate::ledger::{read_states, row_states, StockKey};
 use crate::merge::States;
 use crate::projection::{self, Entry};
 use crate::replay::{Replay, Step};
-use crate::{records, reserve, App};
+use crate::{records, reserve, void, App};
 
 #[derive(serde::Deserialize)]
 pub struct HistoryQuery {
@@ -235,6 +236,9 @@ fn movement_row(c: &Connection, e: &Entry, step: &Step, after: &States) -> rusql
         },
         "after": with_on_hand(after),
     });
+    if e.treatment == Treatment::Voided {
+        row["void"] = json!(void::get(c, &e.agent_id, m.seq)?);
+    }
     match step {
         Step::Delta(d) => row["effect"] = json!(d),
         Step::Short { delta, shortfall } => {

@@ -8,6 +8,7 @@ mod channels;
 mod history;
 mod reservations;
 mod stock;
+mod voids;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,7 +43,9 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/reservations/:id",
             get(reservations::get).delete(reservations::release),
         )
+        .route("/v1/movements/void", post(voids::create))
         .route("/v1/rejects", get(rejects))
+        .route("/v1/rejects/:id/retry", post(retry_reject))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
         .route("/v1/channels/:channel/sellable", get(channels::sellable))
@@ -142,7 +145,7 @@ async fn rejects(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(
-            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field
+            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field, retried_at_ms
              FROM rejects ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit], |r| {
@@ -158,9 +161,35 @@ async fn rejects(
                 "reason": r.get::<_, String>(8)?,
                 "payload_bytes": r.get::<_, i64>(9)?,
                 "field": r.get::<_, Option<String>>(10)?,
+                "retried_at_ms": r.get::<_, Option<i64>>(11)?,
             }))
         })?;
         rows.collect::<Result<Vec<_>, _>>()
     })?;
     Ok(Json(rows).into_response())
+}
+
+/// Applies a movement the collector's checks refused, if it passes them now (an unknown
+/// SKU the catalog has since learnt). Exactly once: a second retry answers `already_applied`.
+async fn retry_reject(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Response, ApiError> {
+    use crate::ledger::Retried;
+    let (status, outcome, detail) = match app.ledger.retry_reject(id).await? {
+        Retried::Applied => (StatusCode::OK, "applied", String::new()),
+        Retried::AlreadyApplied => (StatusCode::OK, "already_applied", String::new()),
+        Retried::StillRefused(reason) => {
+            return Err(ApiError::unprocessable("id".into(), reason));
+        }
+        Retried::NotRetryable(why) => return Err(ApiError::unprocessable("id".into(), why)),
+        Retried::Unknown => {
+            return Err(ApiError::not_found("id", format!("no reject {id}")));
+        }
+    };
+    Ok((
+        status,
+        Json(json!({"id": id, "outcome": outcome, "detail": detail})),
+    )
+        .into_response())
 }
