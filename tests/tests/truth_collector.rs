@@ -853,3 +853,104 @@ async fn a_channel_naming_an_unknown_warehouse_is_refused_at_start() {
         .to_string();
     assert!(err.contains("typo") && err.contains("amss"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_unknown_skus_and_warehouses_are_answered_not_ignored() {
+    let site = Site::start("smalls", "").await;
+    let c = &site.c;
+    // Drift in both warehouses.
+    post_ok(
+        &site.ams,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 4, "bin": "A-01"}),
+    )
+    .await;
+    post_ok(
+        &site.ber,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 6, "bin": "B-01"}),
+    )
+    .await;
+    wait_for("drift in both warehouses", WAIT, || async {
+        get(&format!("{c}/v1/drift"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    // The original input: `/v1/drift?warehouse=ber` returned ams rows too.
+    let ber = get(&format!("{c}/v1/drift?warehouse=ber")).await;
+    assert_eq!(ber.status, 200);
+    let warehouses: Vec<&str> = ber
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["warehouse"].as_str().unwrap())
+        .collect();
+    assert_eq!(warehouses, ["ber"]);
+    // A filter a list does not support, or a parameter nobody knows: 400 naming it.
+    let unsupported = get(&format!("{c}/v1/discrepancies?warehouse=ams")).await;
+    assert_eq!(
+        (unsupported.status, unsupported.body["field"].clone()),
+        (400, json!("warehouse")),
+        "{:?}",
+        unsupported.body
+    );
+    let unknown = get(&format!("{c}/v1/drift?wharehouse=ber")).await;
+    assert_eq!(
+        (unknown.status, unknown.body["field"].clone()),
+        (400, json!("wharehouse")),
+        "{:?}",
+        unknown.body
+    );
+    assert_eq!(
+        get(&format!("{c}/v1/stock?location=ams&bin=A-01"))
+            .await
+            .status,
+        400
+    );
+
+    // An unknown SKU is 404 naming it, not 200 with zeros.
+    let nope = get(&format!("{c}/v1/stock/NOPE-1")).await;
+    assert_eq!(nope.status, 404);
+    assert!(
+        nope.body["detail"].as_str().unwrap().contains("NOPE-1"),
+        "{:?}",
+        nope.body
+    );
+    assert_eq!(get(&format!("{c}/v1/stock/TEE-002")).await.status, 200);
+
+    // Reserving an unknown SKU or warehouse says so instead of "insufficient stock".
+    let sku = reserve(
+        c,
+        json!({"id": "r1", "order": "SO-1", "sku": "NOPE-1", "warehouse": "ams", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(
+        (sku.status, sku.body["field"].clone()),
+        (422, json!("$.sku")),
+        "{:?}",
+        sku.body
+    );
+    let wh = reserve(
+        c,
+        json!({"id": "r2", "order": "SO-1", "sku": "TEE-002", "warehouse": "xyz", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(
+        (wh.status, wh.body["field"].clone()),
+        (422, json!("$.warehouse")),
+        "{:?}",
+        wh.body
+    );
+    let short = reserve(
+        c,
+        json!({"id": "r3", "order": "SO-1", "sku": "TEE-002", "warehouse": "ams", "quantity": 5}),
+    )
+    .await;
+    assert_eq!(
+        (short.status, short.body["error"].clone()),
+        (409, json!("insufficient stock"))
+    );
+    site.stop().await;
+}

@@ -60,6 +60,39 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// A query string whose parameters are all understood: an unknown one (a filter this
+/// endpoint does not support) is a JSON `400` naming it, never silently ignored. Use with
+/// `#[serde(deny_unknown_fields)]` on `T`.
+pub struct Params<T>(pub T);
+
+#[axum::async_trait]
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(t)| Params(t))
+            .map_err(|e| {
+                let detail = e.body_text();
+                // "... unknown field `warehouse`, expected ..." -> `warehouse`
+                let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    error: "bad request",
+                    field: Some(field),
+                    detail,
+                }
+            })
+    }
+}
+
 /// An HTTP error with the JSON body `{error, field, detail}`.
 pub struct ApiError {
     status: StatusCode,
@@ -134,13 +167,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limit {
     limit: Option<i64>,
 }
 
 async fn rejects(
     State(app): State<Arc<App>>,
-    Query(q): Query<Limit>,
+    Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app.ledger.read(|c| {
