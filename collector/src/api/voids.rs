@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::ApiError;
+use crate::auth::{self, Principal};
 use crate::void::{self, Request, Voided};
 use crate::App;
 
@@ -16,9 +17,10 @@ use crate::App;
 /// ledger has no such movement.
 pub async fn create(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let req: Request =
+    let mut req: Request =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
     for (field, value) in [("$.by", &req.by), ("$.reason", &req.reason)] {
@@ -29,6 +31,8 @@ pub async fn create(
             ));
         }
     }
+    // Who voids is the token's name when the API has tokens, never only what the body says.
+    req.by = auth::by(principal.as_deref(), &req.by);
     let now = stocksync_common::input::now().unix_ms;
     let id = format!("{} seq {}", req.agent_id, req.seq);
     let voided = app
