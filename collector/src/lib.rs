@@ -15,7 +15,9 @@ pub mod broker;
 pub mod buildable;
 pub mod consume;
 pub mod exceptions;
+pub mod intake;
 pub mod ledger;
+pub mod lock;
 pub mod merge;
 pub mod metrics;
 pub mod orders;
@@ -26,6 +28,7 @@ pub mod records;
 pub mod replay;
 pub mod report;
 pub mod reserve;
+pub mod void;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,12 +75,36 @@ pub struct Collector {
     pub broker: BrokerConfig,
     shutdown: watch::Sender<bool>,
     tasks: Supervisor,
+    /// Released (dropped) only after every task has stopped.
+    _lock: lock::LedgerLock,
 }
 
 impl Collector {
-    /// Opens the ledger, starts the embedded broker if no external one is configured, and
-    /// starts consuming and serving.
+    /// Binds its port and locks the ledger, starts the embedded broker if no external one
+    /// is configured, and starts consuming and serving.
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        // Everything that can fail without touching the broker comes first: a second
+        // collector on the same port or ledger fails here, having written nothing and
+        // without taking the running one's broker session.
+        let listen = config.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
+        let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
+        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
+        check_channel_warehouses(&config)?;
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let orders = Arc::new(orders::Orders::new(
+            config.orders.clone(),
+            config.channels.channel.iter().map(|c| c.name.clone()),
+            catalog.clone(),
+        )?);
         let broker = match config.broker.clone() {
             Some(b) => b,
             None => {
@@ -91,17 +118,23 @@ impl Collector {
                 }
             }
         };
-        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
-        let orders = Arc::new(orders::Orders::new(
-            config.orders.clone(),
-            config.channels.channel.iter().map(|c| c.name.clone()),
-            catalog.clone(),
-        )?);
         let authority = authority::Authority::new(&config.locations);
-        let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
+        let intake = intake::Intake::new(config.ledger.max_future_skew_secs, Some(&catalog));
+        let ledger = Ledger::open_checked(&config.ledger.path, metrics.clone(), authority, intake)?;
+        ledger
+            .write(|tx, _| {
+                exceptions::migrate(tx)?;
+                tx.execute_batch(alerts::SCHEMA)
+            })
+            .await?;
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let (channels, publish_tasks) =
+            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
+        for task in publish_tasks {
+            tasks.spawn("publish", async move { task.await? });
+        }
         tasks.spawn(
             "consume",
             consume::run(
@@ -118,19 +151,6 @@ impl Collector {
             expire_reservations(ledger.clone(), watch_rx.clone()),
         );
 
-        let (channels, publish_tasks) =
-            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
-        for task in publish_tasks {
-            tasks.spawn("publish", async move { task.await? });
-        }
-
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
-        ledger
-            .write(|tx, _| {
-                exceptions::migrate(tx)?;
-                tx.execute_batch(alerts::SCHEMA)
-            })
-            .await?;
         let alert_stats = Arc::new(alerts::AlertStats::default());
         tasks.spawn(
             "alerts",
@@ -144,13 +164,6 @@ impl Collector {
             ),
         );
 
-        let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
-        let http_addr = listener.local_addr()?;
-        let server = stocksync_common::server::Server::new(
-            listener,
-            config.http.tls.as_ref(),
-            config.http.limits.clone(),
-        )?;
         let scheme = server.scheme();
         let router = api::router(Arc::new(App {
             ledger,
@@ -175,6 +188,7 @@ impl Collector {
             broker,
             shutdown,
             tasks,
+            _lock: lock,
         })
     }
 
@@ -189,6 +203,42 @@ impl Collector {
     pub async fn wait(&mut self) -> anyhow::Error {
         self.tasks.wait().await
     }
+}
+
+/// A channel may only name warehouses the config knows of: those with a `[[locations]]`
+/// entry or a catalog location alias. A config that names no warehouse anywhere (a trial)
+/// is not checked.
+fn check_channel_warehouses(config: &CollectorConfig) -> anyhow::Result<()> {
+    let mut known: Vec<&str> = config
+        .locations
+        .iter()
+        .map(|l| l.warehouse.as_str())
+        .collect();
+    known.extend(
+        config
+            .catalog
+            .locations
+            .iter()
+            .map(|l| l.warehouse.as_str()),
+    );
+    known.sort_unstable();
+    known.dedup();
+    if known.is_empty() {
+        return Ok(());
+    }
+    for channel in &config.channels.channel {
+        for entry in channel.locations.iter().filter(|e| *e != "*") {
+            let warehouse = entry.split_once('/').map_or(entry.as_str(), |(w, _)| w);
+            if !known.contains(&warehouse) {
+                anyhow::bail!(
+                    "channel `{}`: locations names warehouse `{warehouse}`, which the config does not know (known: {}); add a [[locations]] entry for it",
+                    channel.name,
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lets reservations past their expiry lapse, once a second.

@@ -425,12 +425,16 @@ impl Default for CollectorHttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     pub path: PathBuf,
+    /// A movement dated more than this far ahead of the collector's clock goes to the
+    /// rejects queue (`$.occurred_at`) instead of the ledger.
+    pub max_future_skew_secs: u64,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             path: "collector-ledger.db".into(),
+            max_future_skew_secs: 300,
         }
     }
 }

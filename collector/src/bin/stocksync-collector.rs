@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:1883")]
         listen: SocketAddr,
     },
-    /// Rebuild the stock projection from the ledger. Stop the collector first.
+    /// Rebuild the stock projection from the ledger. Refused while a collector runs on it.
     Rebuild {
         /// The ledger file (default: the config's `ledger.path`).
         #[arg(long)]
