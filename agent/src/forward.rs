@@ -25,6 +25,25 @@ use crate::journal::Journal;
 #[derive(Default)]
 pub struct LinkState {
     pub connected: AtomicBool,
+    /// Broker sessions opened since start (a jump means something took the session over).
+    pub connects: std::sync::atomic::AtomicU64,
+    /// Why the broker last refused or dropped the connection, until it is up again.
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl LinkState {
+    /// The reason the broker link is down, if the broker said one.
+    pub fn last_error(&self) -> Option<String> {
+        self.error.lock().expect("link lock").clone()
+    }
+
+    /// Records `reason`; returns true when it differs from the one recorded before.
+    fn set_error(&self, reason: Option<String>) -> bool {
+        let mut error = self.error.lock().expect("link lock");
+        let changed = *error != reason;
+        *error = reason;
+        changed
+    }
 }
 
 /// Everything the forwarder needs.
@@ -67,6 +86,8 @@ impl Forwarder {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!(broker = %self.broker.host, "forwarder connected");
                         self.link.connected.store(true, Ordering::Relaxed);
+                        self.link.connects.fetch_add(1, Ordering::Relaxed);
+                        self.link.set_error(None);
                         client.subscribe(&ack_topic, QoS::AtLeastOnce).await?;
                         client.subscribe(topics::CATALOG, QoS::AtLeastOnce).await?;
                         // Whatever was in flight on the old connection may be lost: resend all.
@@ -84,6 +105,12 @@ impl Forwarder {
                     Err(e) => {
                         if self.link.connected.swap(false, Ordering::Relaxed) {
                             tracing::warn!(error = %e, "forwarder lost the broker; journaling continues");
+                        }
+                        if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
+                            let reason = format!("broker {}:{} refused the login: {code:?}", self.broker.host, self.broker.port);
+                            if self.link.set_error(Some(reason.clone())) {
+                                tracing::error!(%reason, "forwarder cannot log in; journaling continues");
+                            }
                         }
                         reconnect_pause(&mut events, &mut shutdown).await;
                     }
@@ -126,6 +153,7 @@ impl Forwarder {
                 &self.agent_id,
                 self.journal.journal_id(),
                 &self.warehouse,
+                stocksync_common::input::now().unix_ms,
                 rows.iter().map(|(_, bytes)| bytes.as_slice()),
             );
             if client

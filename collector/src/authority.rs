@@ -161,6 +161,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 

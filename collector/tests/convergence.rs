@@ -135,6 +135,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 },
                 external_id: None,
                 note: None,
+                origin: Default::default(),
             };
             (s.agent, m)
         })
@@ -179,6 +180,7 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
                 journal_id: 7,
                 warehouse: warehouse.to_string(),
                 movements: part.to_vec(),
+                sent_at_ms: None,
             });
         }
     }

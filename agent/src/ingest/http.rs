@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use stocksync_common::input::{self, Context, InputError};
 
-use crate::journal::{JournalError, Reject};
+use crate::journal::{JournalError, Reject, RequestKey};
 use crate::App;
 
 /// The agent's HTTP routes.
@@ -34,6 +34,8 @@ pub fn router(app: Arc<App>) -> Router {
 /// An HTTP error with the JSON body `{error, record, field, detail}`.
 pub enum ApiError {
     Input(StatusCode, InputError),
+    /// The request conflicts with what was journaled before (a reused key or movement id).
+    Conflict(InputError),
     Journal(JournalError),
 }
 
@@ -43,6 +45,11 @@ impl IntoResponse for ApiError {
             ApiError::Input(status, e) => (
                 status,
                 Json(json!({"error": "invalid movement", "record": e.record, "field": e.field, "detail": e.detail})),
+            )
+                .into_response(),
+            ApiError::Conflict(e) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "conflict with an earlier request", "record": e.record, "field": e.field, "detail": e.detail})),
             )
                 .into_response(),
             ApiError::Journal(e @ JournalError::Full { .. }) => (
@@ -66,12 +73,17 @@ async fn post_movements(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let catalog = app.catalog.current();
+    let validated = !catalog.is_open();
     let ctx = Context {
         warehouse: &app.config.warehouse,
-        default_source: &app.config.http.default_source,
+        default_source: &app.http_sources.default_source,
         now: input::now(),
         max_batch: app.config.http.max_batch,
         units: &*catalog,
+        input: "http",
+        sources: &app.http_sources.sources,
+        validated,
+        clock: crate::clock_rule(&app.config),
     };
     let movements = match input::parse_body(&body, &ctx) {
         Ok(m) => m,
@@ -96,18 +108,35 @@ async fn post_movements(
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let appended = app
-        .journal
-        .append(movements, key)
-        .await
-        .map_err(ApiError::Journal)?;
+        .map(|k| RequestKey::new(k.to_owned(), &body));
+    let appended = match app.journal.append_request(movements, key).await {
+        Ok(appended) => appended,
+        Err(e) => {
+            let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+            let error = e.refusal(array).map_err(ApiError::Journal)?;
+            let reject = Reject {
+                source: "http".into(),
+                error: error.clone(),
+                payload: body.to_vec(),
+            };
+            app.journal
+                .reject(reject)
+                .await
+                .map_err(ApiError::Journal)?;
+            return Err(ApiError::Conflict(error));
+        }
+    };
     let status = if appended.replayed {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(appended)).into_response())
+    let mut answer = serde_json::to_value(&appended).unwrap_or_default();
+    if !validated {
+        answer["validated"] = json!(false);
+        answer["warning"] = json!("no catalog yet: journaled unvalidated; the collector checks SKUs and units against its catalog");
+    }
+    Ok((status, Json(answer)).into_response())
 }
 
 async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
@@ -126,6 +155,10 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "rejects": journal.rejects,
         "refused_by_collector": journal.refused_by_collector,
         "catalog_skus": app.catalog.current().config().skus.len(),
+        "validating": !app.catalog.current().is_open(),
+        "broker_error": app.link.last_error(),
+        "broker_connects": app.link.connects.load(Ordering::Relaxed),
+        "http_sources": app.http_sources.sources,
     }))
     .into_response())
 }

@@ -48,6 +48,36 @@ pub enum JournalError {
     Sqlite(#[from] rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
+    /// The request's idempotency key was used before for a different body.
+    #[error("idempotency key `{key}` was used before for a different body (journaled then: {then}); nothing was journaled; send new movements under a new key")]
+    KeyReused { key: String, then: String },
+    /// A movement id was journaled before (same source) with different content.
+    #[error("{detail}")]
+    IdReused { index: usize, detail: String },
+}
+
+impl JournalError {
+    /// The refusal a conflict with earlier input becomes, naming the key or the record's
+    /// `id` (`$.id`, or `$[i].id` when the body was an array); other errors are passed on.
+    pub fn refusal(self, array: bool) -> Result<InputError, JournalError> {
+        match self {
+            e @ JournalError::KeyReused { .. } => Ok(InputError {
+                record: None,
+                field: "Idempotency-Key".into(),
+                detail: e.to_string(),
+            }),
+            JournalError::IdReused { index, detail } => Ok(InputError {
+                record: array.then_some(index),
+                field: if array {
+                    format!("$[{index}].id")
+                } else {
+                    "$.id".into()
+                },
+                detail,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// Result of appending one request's movements.
@@ -71,10 +101,28 @@ pub struct Reject {
     pub payload: Vec<u8>,
 }
 
+/// A request's idempotency key with a hash of the body it came with.
+#[derive(Debug, Clone)]
+pub struct RequestKey {
+    pub key: String,
+    pub body_hash: Vec<u8>,
+}
+
+impl RequestKey {
+    /// The key as sent, with the SHA-256 of `body`.
+    pub fn new(key: String, body: &[u8]) -> RequestKey {
+        use sha2::Digest;
+        RequestKey {
+            key,
+            body_hash: sha2::Sha256::digest(body).to_vec(),
+        }
+    }
+}
+
 enum Command {
     Append {
         movements: Vec<Movement>,
-        key: Option<String>,
+        key: Option<RequestKey>,
         reply: oneshot::Sender<Result<Appended, JournalError>>,
     },
     Ack {
@@ -159,6 +207,7 @@ impl Journal {
     pub fn open(path: &Path, max_backlog: u64) -> Result<Journal, JournalError> {
         let mut conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
+        write::migrate(&mut conn)?;
         let journal_id = {
             let tx = conn.transaction()?;
             let id = match meta(&tx, "journal_id")? {
@@ -211,11 +260,24 @@ impl Journal {
     }
 
     /// Journals `movements` durably; returns once they are fsynced (or refused whole).
-    /// `key` is the caller's idempotency key for the whole request.
     pub async fn append(
         &self,
         movements: Vec<Movement>,
         key: Option<String>,
+    ) -> Result<Appended, JournalError> {
+        let key = key.map(|k| RequestKey {
+            key: k,
+            body_hash: Vec::new(),
+        });
+        self.append_request(movements, key).await
+    }
+
+    /// Like [`Journal::append`], with the request's idempotency key and body hash: the same
+    /// key with another body is refused ([`JournalError::KeyReused`]), never replayed.
+    pub async fn append_request(
+        &self,
+        movements: Vec<Movement>,
+        key: Option<RequestKey>,
     ) -> Result<Appended, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
@@ -486,6 +548,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 

@@ -64,6 +64,9 @@ pub async fn history(
                 "unit": m.unit,
                 "unit_quantity": m.unit_quantity,
                 "treatment": e.treatment.as_str(),
+                "input": (!m.origin.input.is_empty()).then_some(&m.origin.input),
+                "validated": m.origin.validated,
+                "note": m.note,
                 "references": {
                     "order": m.references.order,
                     "transfer": m.references.transfer,

@@ -2,6 +2,7 @@
 //! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
 //! for operators, health and metrics for monitoring.
 
+mod agents;
 mod audit;
 mod bundles;
 mod channels;
@@ -50,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/channels/:channel/mode", put(channels::set_mode))
         .route("/v1/channels/:channel/errors", get(channels::errors))
+        .route("/v1/agents", get(agents::list))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)

@@ -35,7 +35,22 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, on one line; the log may be a file, so no colour codes either.
+            eprintln!(
+                "stocksync-collector: error: {}",
+                config::error_report(e.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -45,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,rumqttc=warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     if let Some(Command::Broker { listen }) = args.command {

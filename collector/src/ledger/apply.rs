@@ -57,6 +57,10 @@ pub(super) fn apply_batch(
         return Ok((AckOutcome::Rejected { reason }, 0));
     }
     let now = now_ms();
+    if let Some(sent) = batch.sent_at_ms {
+        tx.prepare_cached("UPDATE agents SET clock_skew_ms = ?2 WHERE agent_id = ?1")?
+            .execute(params![batch.agent_id, now.saturating_sub(sent)])?;
+    }
     let mut insert = tx.prepare_cached(
         "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
@@ -159,7 +163,7 @@ fn check_batch(
     match known {
         None => {
             tx.execute(
-                "INSERT INTO agents VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO agents (agent_id, journal_id, warehouse, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                 params![
                     batch.agent_id,
                     batch.journal_id as i64,

@@ -41,6 +41,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("ledger", "peer", "TEXT"),
     ("rejects", "field", "TEXT"),
     ("ledger", "order_ref", "TEXT"),
+    ("agents", "clock_skew_ms", "INTEGER"),
 ];
 
 const INDEXES: &str = "

@@ -113,6 +113,12 @@ impl Proc {
         }
     }
 
+    /// Whether the process has exited, and if so whether it succeeded.
+    pub fn try_wait(&mut self) -> Option<bool> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|s| s.success())
+    }
+
     /// The process's output so far (for assertion messages).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
