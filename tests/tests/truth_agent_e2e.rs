@@ -492,3 +492,57 @@ fn logs_to_a_file_have_no_colour_codes_and_config_errors_are_said_once() {
         assert!(!err.contains("Caused by"), "{program}: {err}");
     }
 }
+
+/// A broker that refuses the agent's login: the agent says why in its log and its status
+/// (it used to log nothing). Needs Mosquitto (the embedded broker has no passwords), so it
+/// runs in the Mosquitto pass of the suites.
+#[test]
+fn a_refused_broker_login_is_logged_and_shown_in_status() {
+    let dir = TempDir::new("refused-login");
+    if Broker::start(&dir).kind != BrokerKind::Mosquitto {
+        eprintln!("skipped: needs STOCKSYNC_TEST_BROKER=mosquitto");
+        return;
+    }
+    let passwords = dir.join("passwords");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c", passwords.to_str().unwrap(), "ams-1", "right"])
+        .output()
+        .expect("mosquitto_passwd");
+    assert!(made.status.success(), "{made:?}");
+    let port = free_port();
+    let conf = dir.join("locked.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let _broker = Proc::spawn(
+        std::path::Path::new("/usr/sbin/mosquitto"),
+        &["-c", conf.to_str().unwrap()],
+        dir.join("locked-broker.log"),
+    );
+    std::fs::write(dir.join("password"), "wrong").unwrap();
+    let http = free_port();
+    let text = agent_toml(&dir, "ams-1", "ams", port, http, "").replace(
+        "[broker]\n",
+        &format!(
+            "[broker]\nusername = \"ams-1\"\npassword_file = {:?}\n",
+            dir.join("password")
+        ),
+    );
+    let agent = Service::start(&dir, "stocksync-agent", "agent", &text, http);
+    let mut status = Value::Null;
+    wait_blocking(WAIT, || {
+        status = get_blocking(&format!("{}/v1/status", agent.url)).body;
+        status["broker_error"].is_string()
+    })
+    .unwrap_or_else(|_| panic!("{status}: {}", agent.proc.output()));
+    let error = status["broker_error"].as_str().unwrap();
+    assert!(error.contains("refused the login"), "{error}");
+    assert_eq!(status["broker"], "disconnected");
+    wait_blocking(WAIT, || agent.proc.output().contains("cannot log in"))
+        .unwrap_or_else(|_| panic!("{}", agent.proc.output()));
+}
