@@ -546,3 +546,57 @@ fn a_refused_broker_login_is_logged_and_shown_in_status() {
     wait_blocking(WAIT, || agent.proc.output().contains("cannot log in"))
         .unwrap_or_else(|_| panic!("{}", agent.proc.output()));
 }
+
+/// An agent from before wire v2 still counts: its v1 batch is applied, its movements show
+/// no input path, and no clock skew is claimed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_batch_is_still_applied_with_an_unknown_input_path() {
+    use stocksync_common::model::*;
+    use stocksync_common::wire::{self, Batch};
+    let dir = TempDir::new("v1-batch");
+    let broker = Broker::start(&dir);
+    let collector = Collector::start(collector_config(&dir, broker.port, 0))
+        .await
+        .expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    let mut probe = MqttProbe::connect(broker.port, "old-agent").await;
+    probe.subscribe("stocksync/v1/ams/acks/old-agent").await;
+    let movement = Movement {
+        seq: 1,
+        sku: Sku("OLD".into()),
+        location: Location {
+            warehouse: "ams".into(),
+            bin: None,
+        },
+        source: "wms".into(),
+        kind: MovementKind::Receipt,
+        quantity: 4,
+        unit: "each".into(),
+        unit_quantity: 4,
+        occurred_at: stocksync_common::input::now(),
+        references: References::default(),
+        external_id: None,
+        note: None,
+        origin: Origin::default(),
+    };
+    let batch = Batch {
+        agent_id: "old-agent".into(),
+        journal_id: 3,
+        warehouse: "ams".into(),
+        movements: vec![movement],
+        sent_at_ms: None,
+    };
+    probe
+        .publish("stocksync/v1/ams/movements", wire::encode_batch_v1(&batch))
+        .await;
+    let ack = wire::decode_ack(&probe.next(WAIT).await.payload).unwrap();
+    assert_eq!((ack.first_seq, ack.last_seq), (1, 1));
+    assert_eq!(on_hand(&c, "OLD").await, 4);
+    let history = get(&format!("{c}/v1/stock/OLD/history?location=ams"))
+        .await
+        .body;
+    assert_eq!(history["movements"][0]["input"], Value::Null, "{history}");
+    let agents = get(&format!("{c}/v1/agents")).await.body;
+    assert_eq!(agents[0]["clock_skew_ms"], Value::Null, "{agents}");
+    collector.stop().await.unwrap();
+}

@@ -576,4 +576,34 @@ mod tests {
         drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test]
+    async fn unacked_v1_movements_are_re_encoded_as_v2_once() {
+        let dir = std::env::temp_dir().join(format!("stocksync-journal-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        {
+            // A journal as an agent before wire v2 left it: v1 bytes, no migration mark.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            let mut m = movement();
+            m.seq = 1;
+            let v1 = postcard::to_stdvec(&m).unwrap();
+            conn.execute(
+                "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (1, ?1, 0)",
+                [v1],
+            )
+            .unwrap();
+        }
+        let journal = Journal::open(&path, 100).unwrap();
+        let rows = journal.unacked_after(0, 10).unwrap();
+        let mut expected = movement();
+        expected.seq = 1;
+        assert_eq!(
+            rows[0].1,
+            stocksync_common::wire::encode_movement(&expected)
+        );
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
