@@ -130,6 +130,12 @@ pub struct AgentConfig {
     /// How far ahead of the agent's clock an `occurred_at` may be.
     #[serde(default)]
     pub clock: ClockConfig,
+    /// GS1 EPCIS 2.0 events over HTTP (`POST /v1/epcis/events`).
+    #[serde(default)]
+    pub epcis: crate::inputs::EpcisConfig,
+    /// Watched folders of WMS CSV exports.
+    #[serde(default)]
+    pub files: Vec<crate::inputs::FilesConfig>,
 }
 
 /// The sources one input may speak for. Every input (HTTP listener, scanner topic, file
@@ -308,6 +314,10 @@ pub struct CollectorConfig {
     /// Source-of-truth rules per warehouse. A warehouse not listed gets `LocationPolicy::open`.
     #[serde(default)]
     pub locations: Vec<LocationPolicy>,
+    /// Order routing (`[orders]`); its types live with the collector's orders code, which
+    /// checks this table at start-up.
+    #[serde(default)]
+    pub orders: toml::Table,
 }
 
 impl CollectorConfig {
