@@ -94,15 +94,7 @@ async fn post_movements(
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             };
-            let reject = Reject {
-                source: "http".into(),
-                error: e.clone(),
-                payload: body.to_vec(),
-            };
-            app.journal
-                .reject(reject)
-                .await
-                .map_err(ApiError::Journal)?;
+            keep(&app, &e, &body).await?;
             return Err(ApiError::Input(status, e));
         }
     };
@@ -115,15 +107,7 @@ async fn post_movements(
         Err(e) => {
             let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
             let error = e.refusal(array).map_err(ApiError::Journal)?;
-            let reject = Reject {
-                source: "http".into(),
-                error: error.clone(),
-                payload: body.to_vec(),
-            };
-            app.journal
-                .reject(reject)
-                .await
-                .map_err(ApiError::Journal)?;
+            keep(&app, &error, &body).await?;
             return Err(ApiError::Conflict(error));
         }
     };
@@ -138,6 +122,16 @@ async fn post_movements(
         answer["warning"] = json!("no catalog yet: journaled unvalidated; the collector checks SKUs and units against its catalog");
     }
     Ok((status, Json(answer)).into_response())
+}
+
+/// Keeps a refused request in the rejects queue before its sender hears the refusal.
+async fn keep(app: &App, error: &InputError, body: &[u8]) -> Result<(), ApiError> {
+    let reject = Reject {
+        source: "http".into(),
+        error: error.clone(),
+        payload: body.to_vec(),
+    };
+    app.journal.reject(reject).await.map_err(ApiError::Journal)
 }
 
 async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {

@@ -173,6 +173,44 @@ pub(super) fn apply(
     }))
 }
 
+/// The answer to a request whose key was used before: a replay of the first answer, or a
+/// conflict when the body differs. Keys stored before hashes were kept, and callers without
+/// a body (empty hash), are not compared.
+fn seen_before(tx: &Transaction<'_>, key: &RequestKey) -> Result<Option<Appended>, JournalError> {
+    let seen: Option<(i64, i64, Option<Vec<u8>>)> = tx
+        .query_row(
+            "SELECT first_seq, last_seq, content_hash FROM idempotency WHERE key = ?1",
+            [format!("req:{}", key.key)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((first, last, hash)) = seen else {
+        return Ok(None);
+    };
+    let known = |h: &[u8]| !h.is_empty();
+    if hash.is_some_and(|h| known(&h) && known(&key.body_hash) && h != key.body_hash) {
+        return Err(JournalError::KeyReused {
+            key: key.key.clone(),
+            then: if first > 0 {
+                format!("seqs {first}..={last}")
+            } else {
+                "nothing new".into()
+            },
+        });
+    }
+    Ok(Some(Appended {
+        first_seq: (first > 0).then_some(first as u64),
+        last_seq: (last > 0).then_some(last as u64),
+        journaled: if first > 0 {
+            (last - first + 1) as usize
+        } else {
+            0
+        },
+        duplicates: 0,
+        replayed: true,
+    }))
+}
+
 fn append(
     tx: &Transaction<'_>,
     movements: Vec<Movement>,
@@ -185,42 +223,10 @@ fn append(
         .as_ref()
         .map(|k| k.body_hash.clone())
         .unwrap_or_default();
-    let sent_key = key.as_ref().map(|k| k.key.clone());
-    let request_key = key.map(|k| format!("req:{}", k.key));
-    if let Some(k) = &request_key {
-        let seen: Option<(i64, i64, Option<Vec<u8>>)> = tx
-            .query_row(
-                "SELECT first_seq, last_seq, content_hash FROM idempotency WHERE key = ?1",
-                [k],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        if let Some((first, last, hash)) = seen {
-            // Keys from before hashes were kept, and callers without a body, are not compared.
-            let differs =
-                hash.is_some_and(|h| !h.is_empty() && !body_hash.is_empty() && h != body_hash);
-            if differs {
-                return Err(JournalError::KeyReused {
-                    key: sent_key.unwrap_or_default(),
-                    then: if first > 0 {
-                        format!("seqs {first}..={last}")
-                    } else {
-                        "nothing new".into()
-                    },
-                });
-            }
-            let journaled = if first > 0 {
-                (last - first + 1) as usize
-            } else {
-                0
-            };
-            return Ok(Appended {
-                first_seq: (first > 0).then_some(first as u64),
-                last_seq: (last > 0).then_some(last as u64),
-                journaled,
-                duplicates: 0,
-                replayed: true,
-            });
+    let request_key = key.as_ref().map(|k| format!("req:{}", k.key));
+    if let Some(k) = &key {
+        if let Some(replay) = seen_before(tx, k)? {
+            return Ok(replay);
         }
     }
     if *backlog + movements.len() as u64 > max_backlog {
