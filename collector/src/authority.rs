@@ -166,6 +166,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 

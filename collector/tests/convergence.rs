@@ -142,6 +142,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 },
                 external_id: None,
                 note: None,
+                origin: Default::default(),
             };
             (s.agent, m)
         })
@@ -193,6 +194,7 @@ fn deliver(
                 journal_id: 7,
                 warehouse: warehouse.to_string(),
                 movements: part.to_vec(),
+                sent_at_ms: None,
             });
         }
     }

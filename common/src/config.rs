@@ -34,6 +34,22 @@ pub enum ConfigError {
     Tls { path: PathBuf, detail: String },
 }
 
+/// An error and its causes on one line, each cause once: errors here carry their source in
+/// their own message, so printing the chain as well would say everything twice.
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Loads and parses a TOML config file.
 pub fn load<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -129,6 +145,9 @@ pub struct AgentConfig {
     /// Optional MQTT input from scanners on a (local) broker.
     #[serde(default)]
     pub scanner: Option<ScannerConfig>,
+    /// How far ahead of the agent's clock an `occurred_at` may be.
+    #[serde(default)]
+    pub clock: ClockConfig,
     /// GS1 EPCIS 2.0 events over HTTP (`POST /v1/epcis/events`).
     #[serde(default)]
     pub epcis: crate::inputs::EpcisConfig,
@@ -137,12 +156,74 @@ pub struct AgentConfig {
     pub files: Vec<crate::inputs::FilesConfig>,
 }
 
+/// The sources one input may speak for. Every input (HTTP listener, scanner topic, file
+/// folder) has one: a record claiming a source outside it is refused, because identity
+/// comes from how a record arrived, never from what its payload says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceBinding {
+    /// Assumed for records that name no source; always one of `sources`.
+    pub default_source: String,
+    pub sources: Vec<String>,
+}
+
+impl SourceBinding {
+    /// The binding of an input configured with `default_source` and `sources` (empty: only
+    /// the default). `input` names the input in the error.
+    pub fn new(input: &str, default_source: &str, sources: &[String]) -> Result<Self, String> {
+        if sources.is_empty() {
+            return Ok(SourceBinding {
+                default_source: default_source.to_string(),
+                sources: vec![default_source.to_string()],
+            });
+        }
+        if !sources.iter().any(|s| s == default_source) {
+            return Err(format!(
+                "{input}: default_source `{default_source}` is not in its sources [{}]",
+                sources.join(", ")
+            ));
+        }
+        Ok(SourceBinding {
+            default_source: default_source.to_string(),
+            sources: sources.to_vec(),
+        })
+    }
+}
+
+/// What the agent does with an `occurred_at` ahead of its own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AheadPolicy {
+    /// Refuse the record (`422 $.occurred_at`, or the rejects queue on the scanner path).
+    Refuse,
+    /// Journal it at the receive time, with a note on the movement saying what was claimed.
+    Clamp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// Largest accepted lead of `occurred_at` over the agent's clock, in seconds.
+    pub max_ahead_secs: u64,
+    pub on_ahead: AheadPolicy,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            max_ahead_secs: 300,
+            on_ahead: AheadPolicy::Refuse,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentHttpConfig {
     pub listen: SocketAddr,
     /// Source system assumed for HTTP records that name none.
     pub default_source: String,
+    /// Sources HTTP records may claim; empty means only `default_source`.
+    pub sources: Vec<String>,
     /// Most records in one request.
     pub max_batch: usize,
     /// Largest request body in bytes.
@@ -160,6 +241,7 @@ impl Default for AgentHttpConfig {
         AgentHttpConfig {
             listen: "127.0.0.1:8081".parse().expect("valid"),
             default_source: "wms".into(),
+            sources: Vec::new(),
             max_batch: 1000,
             max_body_bytes: 4 << 20,
             tokens: Vec::new(),
@@ -222,6 +304,8 @@ pub struct ScannerConfig {
     pub topic: String,
     /// Source system assumed for scanner records that name none.
     pub default_source: String,
+    /// Sources scanner records may claim; empty means only `default_source`.
+    pub sources: Vec<String>,
 }
 
 impl Default for ScannerConfig {
@@ -230,6 +314,7 @@ impl Default for ScannerConfig {
             broker: BrokerConfig::default(),
             topic: "scanners/+/movements".into(),
             default_source: "scanner".into(),
+            sources: Vec::new(),
         }
     }
 }

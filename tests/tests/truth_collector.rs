@@ -58,7 +58,10 @@ impl Site {
         let mut agents = Vec::new();
         let mut urls = Vec::new();
         for (id, warehouse) in [("ams-1", "ams"), ("ber-1", "ber")] {
-            let agent = Agent::start(agent_config(&dir, id, warehouse, broker.port, 0))
+            // One HTTP listener speaks for the WMS and the ERP in these tests.
+            let config = agent_toml(&dir, id, warehouse, broker.port, 0, "")
+                .replace("[http]\n", "[http]\nsources = [\"wms\", \"erp\"]\n");
+            let agent = Agent::start(toml_config(&config))
                 .await
                 .expect("agent starts");
             let url = format!("http://{}", agent.http_addr);

@@ -229,6 +229,9 @@ fn movement_row(c: &Connection, e: &Entry, step: &Step, after: &States) -> rusql
         "unit": m.unit,
         "unit_quantity": m.unit_quantity,
         "treatment": e.treatment.as_str(),
+        "input": (!m.origin.input.is_empty()).then_some(&m.origin.input),
+        "validated": m.origin.validated,
+        "note": m.note,
         "references": {
             "order": m.references.order,
             "transfer": m.references.transfer,

@@ -3,6 +3,7 @@
 //! for operators, health and metrics for monitoring.
 
 mod alerts;
+mod agents;
 mod audit;
 mod bundles;
 mod channels;
@@ -80,6 +81,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dashboard/style.css", get(dashboard::style))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/readyz", get(ready::readyz))
+        .route("/v1/agents", get(agents::list))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)

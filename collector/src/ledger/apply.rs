@@ -59,6 +59,10 @@ pub(super) fn apply_batch(
         return Ok((AckOutcome::Rejected { reason }, 0));
     }
     let now = now_ms();
+    if let Some(sent) = batch.sent_at_ms {
+        tx.prepare_cached("UPDATE agents SET clock_skew_ms = ?2 WHERE agent_id = ?1")?
+            .execute(params![batch.agent_id, now.saturating_sub(sent)])?;
+    }
     let (mut applied, mut duplicates, mut policy_rejects) = (0u32, 0u32, 0u32);
     let mut pending = projection::Pending::default();
     let whole = parts.len() == batch.movements.len();
@@ -235,7 +239,7 @@ fn check_batch(
     match known {
         None => {
             tx.execute(
-                "INSERT INTO agents VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO agents (agent_id, journal_id, warehouse, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                 params![
                     batch.agent_id,
                     batch.journal_id as i64,

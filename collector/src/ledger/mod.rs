@@ -48,6 +48,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("rejects", "retried_at_ms", "INTEGER"),
     ("reservations", "created_by", "TEXT"),
     ("reservations", "closed_by", "TEXT"),
+    ("agents", "clock_skew_ms", "INTEGER"),
 ];
 
 const INDEXES: &str = "
