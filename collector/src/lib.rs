@@ -96,6 +96,12 @@ impl Collector {
             watch_rx.clone(),
         )));
 
+        tasks.push(tokio::spawn(orders::auto_reroute(
+            ledger.clone(),
+            orders.clone(),
+            watch_rx.clone(),
+        )));
+
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         tasks.extend(publish_tasks);

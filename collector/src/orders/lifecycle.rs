@@ -369,3 +369,32 @@ pub fn reroute(
     v["moved"] = pairs(&off);
     Ok(Outcome::Done(v))
 }
+
+/// Re-routes every open order that holds stock at a frozen or silent warehouse; returns the
+/// ids of the orders whose allocations moved.
+pub fn reroute_open(
+    tx: &Transaction<'_>,
+    orders: &Orders,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<Vec<String>> {
+    let frozen: BTreeMap<String, String> = store::frozen(tx)?.into_iter().collect();
+    let mut off = Vec::new();
+    for wh in store::holding_warehouses(tx)? {
+        if orders
+            .unavailable(tx, &wh, &orders.site(&wh), &frozen, now)?
+            .is_some()
+        {
+            off.push(wh);
+        }
+    }
+    let mut moved = Vec::new();
+    for id in store::orders_holding_at(tx, &off)? {
+        if let Outcome::Done(v) = reroute(tx, orders, &id, now, touched)? {
+            if v["moved"].as_array().is_some_and(|m| !m.is_empty()) {
+                moved.push(id);
+            }
+        }
+    }
+    Ok(moved)
+}
