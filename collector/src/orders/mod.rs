@@ -11,7 +11,7 @@
 //!
 //! Layout: `request` (input and its 422s), `config` (the `[orders]` section), `calendar`
 //! (cutoffs in each warehouse's time zone), `route` (filters' output ranked and allocated),
-//! `place` and `lifecycle` (writer-side commands), `view` (the JSON an order is shown as),
+//! `place`, `lifecycle` and `reroute` (writer-side commands), `view` (the JSON an order is shown as),
 //! `store` (tables).
 
 pub mod calendar;
@@ -19,6 +19,7 @@ pub mod config;
 mod lifecycle;
 mod place;
 pub mod request;
+mod reroute;
 pub mod route;
 pub mod store;
 mod view;
@@ -30,9 +31,10 @@ use rusqlite::Connection;
 use stocksync_common::catalog::Catalog;
 
 pub use config::{OrdersConfig, OrdersConfigError};
-pub use lifecycle::{cancel, keep, reroute, reroute_open, CancelLine, CancelRequest, Outcome};
+pub use lifecycle::{cancel, keep, CancelLine, CancelRequest, Outcome};
 pub use place::{place, Placed, Prepared};
 pub use request::{Invalid, OrderRequest};
+pub use reroute::{reroute, reroute_open};
 pub use view::{list, show};
 
 use config::{ChannelRouting, Distance, Site};
