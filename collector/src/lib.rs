@@ -150,6 +150,10 @@ impl Collector {
             "expire_reservations",
             expire_reservations(ledger.clone(), watch_rx.clone()),
         );
+        tasks.spawn(
+            "auto_reroute",
+            orders::auto_reroute(ledger.clone(), orders.clone(), watch_rx.clone()),
+        );
 
         let alert_stats = Arc::new(alerts::AlertStats::default());
         tasks.spawn(
