@@ -11,6 +11,7 @@ pub mod input;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+pub mod rollback;
 #[cfg(feature = "supervisor")]
 pub mod supervisor;
 pub mod topics;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use stocksync_common::config::{self, AgentConfig};
 
 #[derive(Parser)]
@@ -11,6 +11,16 @@ struct Args {
     /// Path to the agent's TOML config (see deploy/agent.toml).
     #[arg(long, short)]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// After the agent refused to start on a rolled-back journal: renumber the movements
+    /// journaled under already-used seqs and move the seq counter past the collector's.
+    /// Stop the agent and keep a copy of the journal first.
+    AcceptRollback,
 }
 
 #[tokio::main]
@@ -24,6 +34,16 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config: AgentConfig = config::load(&args.config)?;
+    if let Some(Command::AcceptRollback) = args.command {
+        let done = stocksync_agent::journal::accept_rollback(&config.journal.path)?;
+        tracing::info!(
+            next_seq = done.next_seq,
+            renumbered = done.renumbered,
+            journal = %config.journal.path.display(),
+            "rollback accepted; start the agent"
+        );
+        return Ok(());
+    }
     let mut agent = stocksync_agent::Agent::start(config).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

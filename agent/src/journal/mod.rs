@@ -23,8 +23,10 @@ use stocksync_common::input::InputError;
 use stocksync_common::Movement;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+mod rollback;
 mod write;
 
+pub use rollback::{accept_rollback, Accepted};
 use write::apply;
 
 /// Tables of the journal file.
@@ -48,6 +50,16 @@ pub enum JournalError {
     Sqlite(#[from] rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
+    #[error("journal {} went back in time: {detail}. It was restored from a backup or lost its WAL; starting would hand out seqs again and new movements would be taken for duplicates. Recovery: stop the agent, keep a copy of the journal file, run `stocksync-agent --config <file> accept-rollback`, start the agent (docs/OPERATIONS.md, \"Recovering an agent whose journal was rolled back\")", path.display())]
+    RolledBack {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("journal {} is corrupt: {detail}", path.display())]
+    Corrupt {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 /// Result of appending one request's movements.
@@ -109,6 +121,9 @@ struct Shared {
     last_ack_ms: AtomicI64,
     journal_id: u64,
     appended: Notify,
+    path: std::path::PathBuf,
+    /// Highest seq the collector acknowledged as applied, as last written beside the journal.
+    applied_watermark: AtomicU64,
 }
 
 /// Numbers for `GET /v1/status`.
@@ -177,6 +192,7 @@ impl Journal {
             [],
             |r| r.get(0),
         )?) as u64;
+        rollback::check(&conn, path, journal_id, last_seq)?;
         let backlog: i64 = conn.query_row(
             "SELECT COUNT(*) FROM movements WHERE acked_at_ms IS NULL",
             [],
@@ -189,6 +205,10 @@ impl Journal {
             last_ack_ms: AtomicI64::new(0),
             journal_id,
             appended: Notify::new(),
+            path: path.to_owned(),
+            applied_watermark: AtomicU64::new(
+                rollback::read_watermark(path, journal_id).unwrap_or(0),
+            ),
         });
         let (tx, rx) = mpsc::channel(4096);
         let writer = Writer {
@@ -280,6 +300,30 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records beside the journal that the collector applied everything up to `seq` (the
+    /// start-up guard against a rolled-back journal). Blocking file I/O; a failure is logged.
+    pub fn record_applied(&self, seq: u64) {
+        if self
+            .shared
+            .applied_watermark
+            .fetch_max(seq, Ordering::Relaxed)
+            >= seq
+        {
+            return;
+        }
+        if let Err(e) = rollback::write_watermark(&self.shared.path, self.shared.journal_id, seq) {
+            tracing::warn!(error = %e, "cannot write the applied-seq watermark beside the journal");
+        }
+    }
+
+    /// Records that the collector found seqs reused with other content (`first` the first of
+    /// them, `collector_last` its highest seq); the agent refuses to start until
+    /// `accept_rollback`.
+    pub fn record_rollback(&self, first: u64, collector_last: u64) -> Result<(), JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        Ok(rollback::mark(&conn, first, collector_last)?)
+    }
+
     /// Waits until something new is journaled.
     pub async fn appended(&self) {
         self.shared.appended.notified().await
@@ -292,6 +336,11 @@ impl Journal {
         async move {
             let _ = closed.wait_for(|c| *c).await;
         }
+    }
+
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
     }
 
     /// This journal's random id (see `wire::Batch::journal_id`).
