@@ -57,7 +57,7 @@ impl Agent {
                 )
             })?;
         }
-        let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
+        let journal = Journal::open_with(&config.journal.path, (&config.journal).into())?;
         let journal_closed = Box::pin(journal.closed());
         let catalog = Arc::new(CatalogHandle::open(&config.journal.path)?);
         let link = Arc::new(LinkState::default());

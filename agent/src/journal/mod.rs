@@ -15,7 +15,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -23,6 +23,7 @@ use stocksync_common::input::InputError;
 use stocksync_common::Movement;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+mod integrity;
 mod rollback;
 mod write;
 
@@ -37,7 +38,7 @@ const OLDEST_UNACKED: &str =
     "SELECT journaled_at_ms FROM movements WHERE acked_at_ms IS NULL ORDER BY seq LIMIT 1";
 
 /// Largest part of a refused payload kept in the rejects table.
-const MAX_REJECT_PAYLOAD: usize = 64 * 1024;
+const MAX_REJECT_PAYLOAD: usize = 16 * 1024;
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
 
@@ -47,9 +48,13 @@ pub enum JournalError {
     #[error("journal full: {backlog} unacknowledged movements reached the limit of {limit}; nothing was journaled")]
     Full { backlog: u64, limit: u64 },
     #[error("journal storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
+    #[error("disk full: nothing was journaled ({detail})")]
+    DiskFull { detail: String },
+    #[error("journal write failed, nothing was journaled: {detail}")]
+    Failed { detail: String },
     #[error("journal {} went back in time: {detail}. It was restored from a backup or lost its WAL; starting would hand out seqs again and new movements would be taken for duplicates. Recovery: stop the agent, keep a copy of the journal file, run `stocksync-agent --config <file> accept-rollback`, start the agent (docs/OPERATIONS.md, \"Recovering an agent whose journal was rolled back\")", path.display())]
     RolledBack {
         path: std::path::PathBuf,
@@ -60,6 +65,17 @@ pub enum JournalError {
         path: std::path::PathBuf,
         detail: String,
     },
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> JournalError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => JournalError::DiskFull {
+                detail: e.to_string(),
+            },
+            _ => JournalError::Sqlite(e),
+        }
+    }
 }
 
 /// Result of appending one request's movements.
@@ -102,6 +118,7 @@ enum Command {
     Prune {
         acked_before_ms: i64,
         keys_before_ms: i64,
+        rejects_before_ms: i64,
     },
 }
 
@@ -122,6 +139,9 @@ struct Shared {
     journal_id: u64,
     appended: Notify,
     path: std::path::PathBuf,
+    rejects_retain_ms: i64,
+    /// True while the last commit failed for lack of space.
+    disk_full: AtomicBool,
     /// Highest seq the collector acknowledged as applied, as last written beside the journal.
     applied_watermark: AtomicU64,
 }
@@ -134,9 +154,14 @@ pub struct JournalStatus {
     pub last_seq: u64,
     pub oldest_unacked_ms: Option<i64>,
     pub last_ack_ms: Option<i64>,
+    /// Records ever refused (kept plus dropped by the bounds).
     pub rejects: u64,
+    /// Refused records dropped by `max_rejects` / `rejects_retain_days`, oldest first.
+    pub rejects_dropped: u64,
     /// Movements the collector acknowledged as rejected (kept, never pruned).
     pub refused_by_collector: u64,
+    /// True while the last commit failed for lack of space (input answered `503 disk full`).
+    pub disk_full: bool,
 }
 
 /// A stored reject, for `GET /v1/rejects`.
@@ -172,7 +197,17 @@ fn now_ms() -> i64 {
 impl Journal {
     /// Opens (or creates) the journal at `path` and starts its writer thread.
     pub fn open(path: &Path, max_backlog: u64) -> Result<Journal, JournalError> {
-        let mut conn = open(path)?;
+        let options = Options {
+            max_backlog,
+            ..Options::default()
+        };
+        Journal::open_with(path, options)
+    }
+
+    /// Opens (or creates) the journal at `path` with `options`, after an integrity check,
+    /// and starts its writer thread.
+    pub fn open_with(path: &Path, options: Options) -> Result<Journal, JournalError> {
+        let mut conn = integrity::open_checked(path, options.max_file_bytes)?;
         conn.execute_batch(SCHEMA)?;
         let journal_id = {
             let tx = conn.transaction()?;
@@ -206,6 +241,8 @@ impl Journal {
             journal_id,
             appended: Notify::new(),
             path: path.to_owned(),
+            rejects_retain_ms: options.rejects_retain_ms,
+            disk_full: AtomicBool::new(false),
             applied_watermark: AtomicU64::new(
                 rollback::read_watermark(path, journal_id).unwrap_or(0),
             ),
@@ -215,7 +252,7 @@ impl Journal {
             conn,
             shared: shared.clone(),
             next_seq: last_seq + 1,
-            max_backlog,
+            options,
         };
         let (done, closed) = watch::channel(false);
         std::thread::Builder::new()
@@ -271,8 +308,9 @@ impl Journal {
     pub async fn prune(&self, acked_age_ms: i64, keys_age_ms: i64) -> Result<(), JournalError> {
         let now = now_ms();
         self.send(Command::Prune {
-            acked_before_ms: now - acked_age_ms,
-            keys_before_ms: now - keys_age_ms,
+            acked_before_ms: now.saturating_sub(acked_age_ms),
+            keys_before_ms: now.saturating_sub(keys_age_ms),
+            rejects_before_ms: now.saturating_sub(self.shared.rejects_retain_ms),
         })
         .await
     }
@@ -348,6 +386,11 @@ impl Journal {
         self.shared.journal_id
     }
 
+    /// True while the last commit failed for lack of space.
+    pub fn disk_full(&self) -> bool {
+        self.shared.disk_full.load(Ordering::Relaxed)
+    }
+
     /// Unacknowledged movements right now.
     pub fn backlog(&self) -> u64 {
         self.shared.backlog.load(Ordering::Relaxed)
@@ -363,6 +406,7 @@ impl Journal {
             .query_row([], |r| r.get(0))
             .optional()?;
         let rejects: i64 = conn.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
+        let dropped = meta(&conn, "rejects_dropped")?.unwrap_or(0);
         let refused: i64 = conn.query_row(
             "SELECT COUNT(*) FROM movements WHERE outcome IS NOT NULL AND outcome <> 'applied'",
             [],
@@ -375,8 +419,10 @@ impl Journal {
             last_seq: self.shared.last_seq.load(Ordering::Relaxed),
             oldest_unacked_ms: oldest,
             last_ack_ms: (last_ack > 0).then_some(last_ack),
-            rejects: rejects as u64,
+            rejects: (rejects + dropped) as u64,
+            rejects_dropped: dropped as u64,
             refused_by_collector: refused as u64,
+            disk_full: self.shared.disk_full.load(Ordering::Relaxed),
         })
     }
 
@@ -417,7 +463,35 @@ struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     next_seq: u64,
-    max_backlog: u64,
+    options: Options,
+}
+
+/// The journal's limits (`[journal]` in the agent's config).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_backlog: u64,
+    pub max_rejects: u64,
+    pub rejects_retain_ms: i64,
+    pub max_file_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let c = stocksync_common::config::JournalConfig::default();
+        Options::from(&c)
+    }
+}
+
+impl From<&stocksync_common::config::JournalConfig> for Options {
+    fn from(c: &stocksync_common::config::JournalConfig) -> Options {
+        Options {
+            max_backlog: c.max_backlog,
+            max_rejects: c.max_rejects,
+            rejects_retain_ms: i64::try_from(c.rejects_retain_days.saturating_mul(86_400_000))
+                .unwrap_or(i64::MAX),
+            max_file_bytes: c.max_file_bytes,
+        }
+    }
 }
 
 /// A command's answer, held until the group's commit is on disk.
@@ -450,37 +524,26 @@ impl Writer {
         }
     }
 
+    /// Runs and commits one group; on failure (or a panic in it) every caller in it hears
+    /// why, and the writer goes on with the next group.
     fn commit_group(&mut self, group: Vec<Command>) {
         let seq_before = self.next_seq;
-        let backlog_before = self.shared.backlog.load(Ordering::Relaxed);
-        let result = (|| -> Result<Vec<Pending>, rusqlite::Error> {
-            // IMMEDIATE takes the write lock before the first read. A deferred transaction that
-            // reads, then writes, fails at once with SQLITE_BUSY when another connection to the
-            // file committed in between, and the busy timeout cannot save it.
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut pending = Vec::with_capacity(group.len());
-            let mut backlog = backlog_before;
-            for command in group {
-                pending.extend(apply(
-                    &tx,
-                    command,
-                    &mut self.next_seq,
-                    &mut backlog,
-                    self.max_backlog,
-                )?);
-            }
-            tx.execute(
-                "INSERT INTO meta VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [(self.next_seq - 1) as i64],
-            )?;
-            tx.commit()?;
-            self.shared.backlog.store(backlog, Ordering::Relaxed);
-            Ok(pending)
-        })();
+        let mut pending = Vec::with_capacity(group.len());
+        let mut rest = group.into_iter();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.try_commit(&mut rest, &mut pending)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Failure::Panic(what))
+        });
         match result {
-            Ok(pending) => {
+            Ok(()) => {
+                self.shared.disk_full.store(false, Ordering::Relaxed);
                 if self.next_seq != seq_before {
                     self.shared
                         .last_seq
@@ -489,23 +552,144 @@ impl Writer {
                     self.shared.appended.notify_one();
                 }
                 for p in pending {
-                    match p {
-                        Pending::Append(tx, r) => drop(tx.send(r)),
-                        Pending::Ack(tx, r) => {
-                            if r.is_ok() {
-                                self.shared.last_ack_ms.store(now_ms(), Ordering::Relaxed);
-                            }
-                            drop(tx.send(r))
-                        }
-                        Pending::Reject(tx, r) => drop(tx.send(r)),
-                    }
+                    p.deliver(&self.shared);
                 }
             }
-            Err(e) => {
-                // Nothing of the group is on disk: seqs were not used, every caller hears the error.
-                tracing::error!(error = %e, "journal commit failed");
+            Err(failure) => {
+                // Nothing of the group is on disk: seqs were not used.
+                tracing::error!(error = %failure, "journal commit failed");
                 self.next_seq = seq_before;
+                let disk_full = matches!(failure, Failure::DiskFull(_));
+                self.shared.disk_full.store(disk_full, Ordering::Relaxed);
+                for p in pending {
+                    p.fail(failure.to_error());
+                }
+                for command in rest {
+                    command.fail(failure.to_error());
+                }
             }
+        }
+    }
+
+    fn try_commit(
+        &mut self,
+        commands: &mut std::vec::IntoIter<Command>,
+        pending: &mut Vec<Pending>,
+    ) -> Result<(), Failure> {
+        let backlog_before = self.shared.backlog.load(Ordering::Relaxed);
+        // IMMEDIATE takes the write lock before the first read. A deferred transaction that
+        // reads, then writes, fails at once with SQLITE_BUSY when another connection to the
+        // file committed in between, and the busy timeout cannot save it.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut backlog = backlog_before;
+        for command in commands.by_ref() {
+            let answer = apply(
+                &tx,
+                command,
+                &mut self.next_seq,
+                &mut backlog,
+                &self.options,
+            )?;
+            let full = answer.as_ref().and_then(Pending::disk_full);
+            pending.extend(answer);
+            // On a full disk SQLite may roll the whole transaction back; nothing more may
+            // run in this group (it would run outside any transaction).
+            if let Some(detail) = full {
+                return Err(Failure::DiskFull(detail));
+            }
+            if tx.is_autocommit() {
+                return Err(Failure::Storage("transaction rolled back by SQLite".into()));
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(self.next_seq - 1) as i64],
+        )?;
+        tx.commit()?;
+        self.shared.backlog.store(backlog, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Why a group did not commit, in the words its callers get.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("journal write panicked, group rolled back: {0}")]
+    Panic(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Failure::DiskFull(e.to_string()),
+            _ => Failure::Storage(e.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    fn to_error(&self) -> JournalError {
+        match self {
+            Failure::DiskFull(detail) => JournalError::DiskFull {
+                detail: detail.clone(),
+            },
+            other => JournalError::Failed {
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
+impl Pending {
+    /// The detail of a disk-full failure this command met, if it met one.
+    fn disk_full(&self) -> Option<String> {
+        let error = match self {
+            Pending::Append(_, Err(e)) => e,
+            Pending::Ack(_, Err(e)) => e,
+            Pending::Reject(_, Err(e)) => e,
+            _ => return None,
+        };
+        match error {
+            JournalError::DiskFull { detail } => Some(detail.clone()),
+            _ => None,
+        }
+    }
+
+    fn deliver(self, shared: &Shared) {
+        match self {
+            Pending::Append(tx, r) => drop(tx.send(r)),
+            Pending::Ack(tx, r) => {
+                if r.is_ok() {
+                    shared.last_ack_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                drop(tx.send(r))
+            }
+            Pending::Reject(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    fn fail(self, e: JournalError) {
+        match self {
+            Pending::Append(tx, _) => drop(tx.send(Err(e))),
+            Pending::Ack(tx, _) => drop(tx.send(Err(e))),
+            Pending::Reject(tx, _) => drop(tx.send(Err(e))),
+        }
+    }
+}
+
+impl Command {
+    fn fail(self, e: JournalError) {
+        match self {
+            Command::Append { reply, .. } => drop(reply.send(Err(e))),
+            Command::Ack { reply, .. } => drop(reply.send(Err(e))),
+            Command::Reject { reply, .. } => drop(reply.send(Err(e))),
+            Command::Prune { .. } => {}
         }
     }
 }

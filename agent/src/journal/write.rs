@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 use stocksync_common::{wire, Movement};
 
-use super::{now_ms, Appended, Command, JournalError, Pending, MAX_REJECT_PAYLOAD};
+use super::{now_ms, Appended, Command, JournalError, Options, Pending, MAX_REJECT_PAYLOAD};
 
 /// Applies one command inside the group transaction. A failing command only fails its own
 /// caller (its savepoint is rolled back); an SQLite error that breaks the transaction fails all.
@@ -14,7 +14,7 @@ pub(super) fn apply(
     command: Command,
     next_seq: &mut u64,
     backlog: &mut u64,
-    max_backlog: u64,
+    options: &Options,
 ) -> Result<Option<Pending>, rusqlite::Error> {
     Ok(Some(match command {
         Command::Append {
@@ -22,7 +22,7 @@ pub(super) fn apply(
             key,
             reply,
         } => {
-            let r = append(tx, movements, key, next_seq, backlog, max_backlog);
+            let r = append(tx, movements, key, next_seq, backlog, options.max_backlog);
             Pending::Append(reply, r)
         }
         Command::Ack {
@@ -58,14 +58,27 @@ pub(super) fn apply(
                         payload
                     ],
                 )
-                .map(|_| ())
+                .and_then(|_| {
+                    // Bounded: the oldest go first, and are counted.
+                    let dropped = tx.execute(
+                        "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?1",
+                        [options.max_rejects as i64],
+                    )?;
+                    count_dropped(tx, dropped)
+                })
                 .map_err(JournalError::from);
             Pending::Reject(reply, r)
         }
         Command::Prune {
             acked_before_ms,
             keys_before_ms,
+            rejects_before_ms,
         } => {
+            let dropped = tx.execute(
+                "DELETE FROM rejects WHERE received_at_ms < ?1",
+                [rejects_before_ms],
+            )?;
+            count_dropped(tx, dropped)?;
             tx.execute(
                 // Movements the collector refused stay: they exist nowhere else in usable form.
                 "DELETE FROM movements WHERE acked_at_ms < ?1 AND outcome = 'applied'",
@@ -78,6 +91,17 @@ pub(super) fn apply(
             return Ok(None);
         }
     }))
+}
+
+/// Adds `dropped` to the count of rejects dropped by the bounds (kept in `meta`).
+fn count_dropped(tx: &Transaction<'_>, dropped: usize) -> Result<(), rusqlite::Error> {
+    if dropped > 0 {
+        tx.execute(
+            "INSERT INTO meta VALUES ('rejects_dropped', ?1) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            [dropped as i64],
+        )?;
+    }
+    Ok(())
 }
 
 fn append(
@@ -169,7 +193,10 @@ fn append(
             })
         }
         Err(e) => {
-            tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+            // A full disk may have rolled back the whole transaction, savepoint included.
+            if !tx.is_autocommit() {
+                tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+            }
             Err(e.into())
         }
     }
