@@ -81,7 +81,10 @@ impl Agent {
                 agent_id: config.agent_id.clone(),
                 warehouse: config.warehouse.clone(),
                 max_batch: config.http.max_batch,
-                max_message_bytes: config.http.max_body_bytes,
+                max_message_bytes: config
+                    .http
+                    .max_body_bytes
+                    .min(stocksync_common::mqtt::MAX_PACKET_BYTES),
                 config: scanner,
                 journal: journal.clone(),
                 catalog: catalog.clone(),

@@ -155,27 +155,6 @@ async fn a_batch_forged_by_another_warehouse_cannot_make_an_agent_drop_movements
     collector.stop().await.unwrap();
 }
 
-/// Publishes one QoS 1 message with a client whose packet limit allows `payload`, and waits
-/// until the broker acknowledged it or dropped the connection (a broker may refuse it).
-async fn publish_large(port: u16, client_id: &str, topic: &str, payload: Vec<u8>) {
-    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
-    opts.set_max_packet_size(64 << 20, 64 << 20);
-    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
-    client
-        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-        .await
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-}
-
 fn reasons(rejects: &serde_json::Value) -> Vec<String> {
     rejects
         .as_array()
@@ -212,7 +191,7 @@ async fn poison_batches_are_kept_acknowledged_and_never_stop_counting() {
     probe.publish(topic, wire::encode_batch(&wildcard)).await;
     probe.publish(topic, vec![1, 0xff, 0xff, 0xff]).await;
     probe.publish(topic, Vec::new()).await;
-    publish_large(broker.port, "oversized", topic, vec![1; 1_500_000]).await;
+    publish_once(broker.port, "oversized", topic, vec![1; 1_500_000]).await;
 
     let mut seq = 0;
     let mut counted_after_poison = || {
@@ -323,7 +302,7 @@ async fn a_huge_scanner_message_is_refused_and_later_scans_are_journaled() {
         r#"{{"sku":"SC","kind":"receipt","quantity":1,"note":"{}"}}"#,
         "x".repeat(1_500_000)
     );
-    publish_large(scanner_port, "scanner-8", topic, huge.into_bytes()).await;
+    publish_once(scanner_port, "scanner-8", topic, huge.into_bytes()).await;
     probe
         .publish(
             topic,
