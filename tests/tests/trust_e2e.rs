@@ -515,3 +515,59 @@ async fn a_rolled_back_journal_loses_no_new_movement() {
     .await;
     collector.stop().await.unwrap();
 }
+
+/// Issue 10: a refused broker login was silent at the default log level. Needs a broker that
+/// checks passwords, so it runs in the Mosquitto pass (`STOCKSYNC_TEST_BROKER=mosquitto`);
+/// the embedded broker has no logins to refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_broker_login_is_shown_with_its_reason() {
+    if BrokerKind::from_env() != BrokerKind::Mosquitto {
+        eprintln!("runs with STOCKSYNC_TEST_BROKER=mosquitto (the embedded broker has no logins)");
+        return;
+    }
+    let dir = TempDir::new("login");
+    let passwd = dir.join("passwd");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c", passwd.to_str().unwrap(), "ams-1", "right"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(made.success());
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let mosquitto = which("mosquitto").expect("mosquitto installed");
+    let _mosquitto = Proc::spawn(
+        &mosquitto,
+        &["-c", conf.to_str().unwrap()],
+        dir.join("mosquitto.log"),
+    );
+    wait_blocking(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .expect("mosquitto listens");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "wrong").unwrap();
+    let extra = format!(
+        "username = \"ams-1\"\npassword_file = {:?}\n",
+        secret.display().to_string()
+    );
+    // The `[broker]` section is the last one of the generated config: append to it.
+    let text = agent_toml(&dir, "ams-1", "ams", port, 0, &extra);
+    let agent = Agent::start(toml_config(&text)).await.unwrap();
+    let a_url = format!("http://{}", agent.http_addr);
+    wait_for("login refusal shown", Duration::from_secs(10), || async {
+        status(&a_url).await["broker_last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("broker refused the login"))
+    })
+    .await;
+    assert_eq!(status(&a_url).await["broker"], "disconnected");
+    agent.stop().await.unwrap();
+}

@@ -214,7 +214,8 @@ impl Broker {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+/// The path of `name` on PATH (or in /usr/sbin, /usr/local/sbin).
+pub fn which(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
