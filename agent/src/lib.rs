@@ -6,6 +6,7 @@
 //! collector's ack. Each stage keeps working when the next one is unreachable: the agent
 //! accepts and journals for as long as the network is gone, bounded only by `max_backlog`.
 
+pub mod auth;
 pub mod catalog;
 pub mod forward;
 pub mod ingest;
@@ -104,8 +105,15 @@ impl Agent {
             ),
         );
 
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let scheme = server.scheme();
         let app = Arc::new(App {
             config,
             journal,
@@ -114,17 +122,17 @@ impl Agent {
             scanner,
             tasks: tasks.health(),
         });
-        let router = ingest::http::router(app);
-        let mut http_shutdown = watch_rx.clone();
+        let router = stocksync_common::server::auth::protect(
+            ingest::http::router(app),
+            tokens,
+            auth::scope_for,
+        );
+        let http_shutdown = watch_rx.clone();
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "agent listening");
+        tracing::info!(%http_addr, scheme, "agent listening");
         Ok(Agent {
             http_addr,
             shutdown,

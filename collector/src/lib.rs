@@ -8,16 +8,20 @@
 //! embedded one so a trial needs nothing but Rust.
 
 pub mod api;
+pub mod auth;
 pub mod authority;
 pub mod broker;
+pub mod buildable;
 pub mod consume;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
+pub mod orders;
 pub mod projection;
 pub mod publish;
 pub mod rebuild;
 pub mod records;
+pub mod replay;
 pub mod reserve;
 
 use std::net::SocketAddr;
@@ -38,11 +42,20 @@ pub struct App {
     /// The validated catalog (bundles for the component view).
     pub catalog: Arc<Catalog>,
     pub channels: Arc<publish::Publisher>,
+    /// Order routing rules and the catalog they expand bundles with.
+    pub orders: Arc<orders::Orders>,
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
     /// Which long-running tasks run, for `/healthz`.
     pub tasks: Arc<TaskHealth>,
+}
+
+impl App {
+    /// True if `sku` is a SKU or a bundle of the catalog.
+    pub fn in_catalog(&self, sku: &str) -> bool {
+        self.catalog.config().skus.iter().any(|s| s.id == sku) || self.catalog.bundle(sku).is_some()
+    }
 }
 
 /// A running collector.
@@ -73,6 +86,11 @@ impl Collector {
         };
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
+        let orders = Arc::new(orders::Orders::new(
+            config.orders.clone(),
+            config.channels.channel.iter().map(|c| c.name.clone()),
+            catalog.clone(),
+        )?);
         let authority = authority::Authority::new(&config.locations);
         let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
         let (shutdown, watch_rx) = watch::channel(false);
@@ -99,26 +117,31 @@ impl Collector {
             tasks.spawn("publish", async move { task.await? });
         }
 
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let scheme = server.scheme();
         let router = api::router(Arc::new(App {
             ledger,
             metrics,
             catalog,
             channels,
+            orders,
             shutdown: watch_rx.clone(),
             tasks: tasks.health(),
         }));
-        let mut http_shutdown = watch_rx;
+        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "collector listening");
+        tracing::info!(%http_addr, scheme, "collector listening");
         Ok(Collector {
             http_addr,
             broker,

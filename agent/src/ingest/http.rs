@@ -23,6 +23,7 @@ pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.http.max_body_bytes;
     Router::new()
         .route("/v1/movements", post(post_movements))
+        .route("/v1/epcis/events", post(super::epcis::post_events))
         .route("/v1/status", get(status))
         .route("/v1/rejects", get(rejects))
         .route("/metrics", get(metrics))
