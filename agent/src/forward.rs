@@ -110,7 +110,7 @@ impl Forwarder {
                         self.on_catalog(&p.payload);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
-                        self.on_ack(&p.payload, &mut state).await;
+                        self.on_ack(&p.payload, &mut state).await?;
                         self.fill(&client, &data_topic, &mut state).await?;
                     }
                     Ok(_) => {}
@@ -193,12 +193,14 @@ impl Forwarder {
         }
     }
 
-    async fn on_ack(&self, payload: &[u8], state: &mut Cursor) {
+    /// Records one ack. Fails (ending the forwarder, and so the process) when the collector
+    /// reports that this journal reuses seqs: nothing more may be sent or accepted under them.
+    async fn on_ack(&self, payload: &[u8], state: &mut Cursor) -> anyhow::Result<()> {
         let ack = match wire::decode_ack(payload) {
             Ok(ack) => ack,
             Err(e) => {
                 tracing::error!(error = %e, "unreadable ack from the collector; ignored, batch will be resent");
-                return;
+                return Ok(());
             }
         };
         if !state.take(ack.first_seq, ack.last_seq) {
@@ -210,7 +212,20 @@ impl Forwarder {
                 ignored,
                 "ignored an ack for seqs this agent has not sent or already saw acknowledged"
             );
-            return;
+            return Ok(());
+        }
+        if let wire::AckOutcome::Rejected { reason } = &ack.outcome {
+            if let Some((first, collector_last)) = stocksync_common::rollback::parse(reason) {
+                // Not marked acknowledged: these are new movements under used seqs; they stay
+                // in the journal for `accept-rollback` to renumber.
+                let journal = self.journal.clone();
+                tokio::task::block_in_place(|| journal.record_rollback(first, collector_last))?;
+                return Err(crate::journal::JournalError::RolledBack {
+                    path: self.journal.path().to_owned(),
+                    detail: format!("the collector refused seq {first}: {reason}"),
+                }
+                .into());
+            }
         }
         let outcome = match &ack.outcome {
             wire::AckOutcome::Applied { .. } => "applied".to_string(),
@@ -222,9 +237,14 @@ impl Forwarder {
         match self.journal.ack(ack.first_seq, ack.last_seq, outcome).await {
             Ok(_) => {
                 state.in_flight.remove(&ack.first_seq);
+                if matches!(ack.outcome, wire::AckOutcome::Applied { .. }) {
+                    let journal = self.journal.clone();
+                    tokio::task::block_in_place(|| journal.record_applied(ack.last_seq));
+                }
             }
             Err(e) => tracing::error!(error = %e, "cannot record ack; batch will be resent"),
         }
+        Ok(())
     }
 }
 

@@ -132,7 +132,7 @@ impl Agent {
             None => None,
         };
         let lock = lock_journal(&config.journal.path)?;
-        let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
+        let journal = Journal::open_with(&config.journal.path, (&config.journal).into())?;
         let journal_closed = Box::pin(journal.closed());
         let catalog = Arc::new(CatalogHandle::open(&config.journal.path)?);
         let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -174,7 +174,10 @@ impl Agent {
                     agent_id: config.agent_id.clone(),
                     warehouse: config.warehouse.clone(),
                     max_batch: config.http.max_batch,
-                    max_message_bytes: config.http.max_body_bytes,
+                    max_message_bytes: config
+                        .http
+                        .max_body_bytes
+                        .min(stocksync_common::mqtt::MAX_PACKET_BYTES),
                     sources,
                     clock: clock_rule(&config),
                     config: scanner,

@@ -176,7 +176,7 @@ pub fn create(
     if available < req.quantity {
         return Ok(Created::Insufficient { available });
     }
-    let expires = req.ttl_secs.map(|s| now + (s as i64) * 1000);
+    let expires = req.ttl_secs.map(|s| expiry(now, s));
     tx.prepare_cached(
         "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
@@ -186,6 +186,19 @@ pub fn create(
     fulfil(tx, &req.sku, &req.warehouse, now)?;
     refresh_hold(tx, &req.sku, &req.warehouse, now, touched)?;
     Ok(Created::New(get(tx, &req.id)?.expect("just inserted")))
+}
+
+/// Longest `ttl_secs` accepted: a year (the API refuses more).
+pub const MAX_TTL_SECS: u64 = 366 * 86_400;
+
+/// When a hold made at `now` with `ttl_secs` lapses; checked, so that a client's huge number
+/// cannot wrap into a hold that expires at once (saturates at "never").
+pub fn expiry(now: i64, ttl_secs: u64) -> i64 {
+    i64::try_from(ttl_secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .and_then(|ms| now.checked_add(ms))
+        .unwrap_or(i64::MAX)
 }
 
 /// Which `*_by` column [`record_by`] sets.
@@ -342,6 +355,25 @@ fn refresh_hold(
         bin: String::new(),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiry;
+
+    #[test]
+    fn a_huge_ttl_never_wraps_into_the_past() {
+        let now = 1_795_000_000_000;
+        assert_eq!(expiry(now, 60), now + 60_000);
+        for ttl in [
+            u64::MAX,
+            u64::MAX / 1000,
+            i64::MAX as u64,
+            (i64::MAX / 1000) as u64,
+        ] {
+            assert_eq!(expiry(now, ttl), i64::MAX, "{ttl}");
+        }
+    }
 }
 
 /// One hold of an order: `quantity` of `sku` at `warehouse`, kept as reservation `id`.

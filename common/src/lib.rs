@@ -15,6 +15,7 @@ pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+pub mod rollback;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "supervisor")]

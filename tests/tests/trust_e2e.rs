@@ -157,27 +157,6 @@ async fn a_batch_forged_by_another_warehouse_cannot_make_an_agent_drop_movements
     collector.stop().await.unwrap();
 }
 
-/// Publishes one QoS 1 message with a client whose packet limit allows `payload`, and waits
-/// until the broker acknowledged it or dropped the connection (a broker may refuse it).
-async fn publish_large(port: u16, client_id: &str, topic: &str, payload: Vec<u8>) {
-    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
-    opts.set_max_packet_size(64 << 20, 64 << 20);
-    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
-    client
-        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
-        .await
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-}
-
 fn reasons(rejects: &serde_json::Value) -> Vec<String> {
     rejects
         .as_array()
@@ -215,7 +194,7 @@ async fn poison_batches_are_kept_acknowledged_and_never_stop_counting() {
     probe.publish(topic, wire::encode_batch(&wildcard)).await;
     probe.publish(topic, vec![1, 0xff, 0xff, 0xff]).await;
     probe.publish(topic, Vec::new()).await;
-    publish_large(broker.port, "oversized", topic, vec![1; 1_500_000]).await;
+    publish_once(broker.port, "oversized", topic, vec![1; 1_500_000]).await;
 
     let mut seq = 0;
     let mut counted_after_poison = || {
@@ -327,7 +306,7 @@ async fn a_huge_scanner_message_is_refused_and_later_scans_are_journaled() {
         r#"{{"sku":"SC","kind":"receipt","quantity":1,"note":"{}"}}"#,
         "x".repeat(1_500_000)
     );
-    publish_large(scanner_port, "scanner-8", topic, huge.into_bytes()).await;
+    publish_once(scanner_port, "scanner-8", topic, huge.into_bytes()).await;
     probe
         .publish(
             topic,
@@ -389,4 +368,210 @@ async fn a_collector_whose_task_fails_exits_naming_the_task() {
         "exits with failure: {log}"
     );
     collector.kill();
+}
+
+/// Copies the journal's files (`.db`, `-wal`, and with `with_watermark` the `.acked` file
+/// beside it) from `from` to `to`, removing what `to` has that `from` lacks.
+fn copy_journal(from: &std::path::Path, to: &std::path::Path, with_watermark: bool) {
+    let mut suffixes = vec!["", "-wal", "-shm"];
+    if with_watermark {
+        suffixes.push(".acked");
+    }
+    for suffix in suffixes {
+        let (src, dst) = (
+            format!("{}{suffix}", from.display()),
+            format!("{}{suffix}", to.display()),
+        );
+        let _ = std::fs::remove_file(&dst);
+        if std::path::Path::new(&src).exists() && suffix != "-shm" {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// Runs the agent binary with `args` and returns (exit code, output) once it exits.
+fn run_agent(dir: &TempDir, log: &str, args: &[&str]) -> (i32, String) {
+    let mut proc = Proc::spawn(&bin("stocksync-agent"), args, dir.join(log));
+    wait_blocking(Duration::from_secs(20), || proc.try_wait().is_some())
+        .unwrap_or_else(|_| panic!("agent did not exit: {}", proc.output()));
+    (proc.try_wait().unwrap(), plain(&proc.output()))
+}
+
+/// `text` without ANSI colour sequences (the log is coloured).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Issue 10, item 5: an agent killed, its journal restored from a copy, 500 new movements
+/// posted. Before the fix they reused applied seqs and the collector dropped all 500 as
+/// duplicates. Now the agent refuses to start when it can tell (the collector applied seqs
+/// beyond the journal), the collector refuses reused seqs with other bytes when it cannot
+/// (the watermark was restored too), and `accept-rollback` gets every movement counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_journal_loses_no_new_movement() {
+    let dir = TempDir::new("rollback");
+    let broker = Broker::start(&dir);
+    let collector = Collector::start(collector_config(&dir, broker.port, 0))
+        .await
+        .unwrap();
+    let c_url = format!("http://{}", collector.http_addr);
+    let port = free_port();
+    let config_text = agent_toml(&dir, "ams-1", "ams", broker.port, port, "");
+    let mut agent = Service::start(&dir, "stocksync-agent", "agent", &config_text, port);
+    let config = dir.join("agent.toml");
+    let config = config.to_str().unwrap();
+    let journal = dir.join("journal-ams-1.db");
+    let backup = dir.join("backup.db");
+    let a_url = agent.url.clone();
+    let post_and_count = |n: usize, total: i64| {
+        let url = a_url.clone();
+        let c_url = c_url.clone();
+        async move {
+            for body in receipt_batches(n, 500, &["R"]) {
+                let r = post(&format!("{url}/v1/movements"), &body, &[]).await;
+                assert_eq!(r.status, 202, "{:?}", r.body);
+            }
+            wait_for("counted", Duration::from_secs(30), || async {
+                on_hand(&c_url, "R").await == total
+            })
+            .await;
+            wait_for("acked", Duration::from_secs(30), || async {
+                status(&url).await["backlog"] == 0
+            })
+            .await;
+        }
+    };
+    post_and_count(300, 300).await;
+    copy_journal(&journal, &backup, true);
+    post_and_count(700, 1000).await;
+
+    // The journal file alone is restored: the watermark beside it still says 1000.
+    agent.kill();
+    copy_journal(&backup, &journal, false);
+    let (code, log) = run_agent(&dir, "refused-1.log", &["--config", config]);
+    assert_ne!(code, 0, "{log}");
+    assert!(
+        log.contains("went back in time") && log.contains("applied seqs up to 1000"),
+        "{log}"
+    );
+    assert!(log.contains("accept-rollback"), "{log}");
+    let (code, log) = run_agent(
+        &dir,
+        "accept-1.log",
+        &["--config", config, "accept-rollback"],
+    );
+    assert_eq!(code, 0, "{log}");
+    agent.restart();
+    post_and_count(500, 1500).await;
+
+    // The whole directory is restored, watermark included: only the collector can tell.
+    agent.kill();
+    copy_journal(&backup, &journal, true);
+    agent.restart();
+    let r = post(
+        &format!("{}/v1/movements", agent.url),
+        &receipt_batches(500, 500, &["R"])[0],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    wait_blocking(Duration::from_secs(20), || agent.proc.try_wait().is_some())
+        .unwrap_or_else(|_| panic!("agent kept running: {}", agent.proc.output()));
+    let log = plain(&agent.proc.output());
+    assert!(log.contains("the collector refused seq 301"), "{log}");
+    let rejects = get(&format!("{c_url}/v1/rejects")).await.body;
+    assert!(
+        rejects[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("seq reused with different content"),
+        "{rejects}"
+    );
+    assert_eq!(metric(&c_url, "stocksync_batches_rejected_total").await, 1);
+    assert_eq!(
+        on_hand(&c_url, "R").await,
+        1500,
+        "nothing taken for a duplicate"
+    );
+    let (code, log) = run_agent(&dir, "refused-2.log", &["--config", config]);
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("the collector refused seq 301"), "{log}");
+    let (code, log) = run_agent(
+        &dir,
+        "accept-2.log",
+        &["--config", config, "accept-rollback"],
+    );
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("renumbered=500"), "{log}");
+    agent.restart();
+    wait_for("the 500 counted", Duration::from_secs(30), || async {
+        on_hand(&c_url, "R").await == 2000
+    })
+    .await;
+    collector.stop().await.unwrap();
+}
+
+/// Issue 10: a refused broker login was silent at the default log level. Needs a broker that
+/// checks passwords, so it runs in the Mosquitto pass (`STOCKSYNC_TEST_BROKER=mosquitto`);
+/// the embedded broker has no logins to refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_broker_login_is_shown_with_its_reason() {
+    if BrokerKind::from_env() != BrokerKind::Mosquitto {
+        eprintln!("runs with STOCKSYNC_TEST_BROKER=mosquitto (the embedded broker has no logins)");
+        return;
+    }
+    let dir = TempDir::new("login");
+    let passwd = dir.join("passwd");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c", passwd.to_str().unwrap(), "ams-1", "right"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(made.success());
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwd.display()
+        ),
+    )
+    .unwrap();
+    let mosquitto = which("mosquitto").expect("mosquitto installed");
+    let _mosquitto = Proc::spawn(
+        &mosquitto,
+        &["-c", conf.to_str().unwrap()],
+        dir.join("mosquitto.log"),
+    );
+    wait_blocking(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .expect("mosquitto listens");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "wrong").unwrap();
+    let extra = format!(
+        "username = \"ams-1\"\npassword_file = {:?}\n",
+        secret.display().to_string()
+    );
+    // The `[broker]` section is the last one of the generated config: append to it.
+    let text = agent_toml(&dir, "ams-1", "ams", port, 0, &extra);
+    let agent = Agent::start(toml_config(&text)).await.unwrap();
+    let a_url = format!("http://{}", agent.http_addr);
+    wait_for("login refusal shown", Duration::from_secs(10), || async {
+        status(&a_url).await["broker_last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("broker refused the login"))
+    })
+    .await;
+    assert_eq!(status(&a_url).await["broker"], "disconnected");
+    agent.stop().await.unwrap();
 }

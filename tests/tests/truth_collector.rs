@@ -520,6 +520,7 @@ fn movement(
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Default::default(),
     }
 }
 
@@ -552,6 +553,7 @@ async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing
     let batch = Batch {
         agent_id: "scan-9".into(),
         journal_id: 1,
+        sent_at_ms: None,
         warehouse: "ams".into(),
         movements: vec![
             movement(

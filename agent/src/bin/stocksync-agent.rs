@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use stocksync_common::config::{self, AgentConfig};
 
 #[derive(Parser)]
@@ -15,6 +15,8 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
 /// How log lines are written to stderr.
@@ -40,6 +42,14 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// After the agent refused to start on a rolled-back journal: renumber the movements
+    /// journaled under already-used seqs and move the seq counter past the collector's.
+    /// Stop the agent and keep a copy of the journal first.
+    AcceptRollback,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run().await {
@@ -59,6 +69,16 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format, "info,rumqttc=warn");
     let config: AgentConfig = config::load(&args.config)?;
+    if let Some(Command::AcceptRollback) = args.command {
+        let done = stocksync_agent::journal::accept_rollback(&config.journal.path)?;
+        tracing::info!(
+            next_seq = done.next_seq,
+            renumbered = done.renumbered,
+            journal = %config.journal.path.display(),
+            "rollback accepted; start the agent"
+        );
+        return Ok(());
+    }
     let mut agent = stocksync_agent::Agent::start(config).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

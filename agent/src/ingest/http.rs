@@ -60,6 +60,12 @@ impl IntoResponse for ApiError {
                 Json(json!({"error": "journal full", "field": null, "detail": e.to_string()})),
             )
                 .into_response(),
+            ApiError::Journal(e @ JournalError::DiskFull { .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "60")],
+                Json(json!({"error": "disk full", "field": null, "detail": e.to_string()})),
+            )
+                .into_response(),
             ApiError::Journal(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(json!({"error": "journal error", "field": null, "detail": e.to_string()})),
@@ -149,6 +155,8 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "last_seq": journal.last_seq,
         "journal_id": journal.journal_id,
         "rejects": journal.rejects,
+        "rejects_dropped": journal.rejects_dropped,
+        "disk_full": journal.disk_full,
         "refused_by_collector": journal.refused_by_collector,
         "acks_ignored": app.link.acks_ignored.load(Ordering::Relaxed),
         "broker_last_error": app.link.last_error(),
@@ -188,6 +196,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             "stocksync_agent_rejects",
             "Records refused at this agent (rejects queue)",
             journal.rejects as i64,
+        ),
+        (
+            "stocksync_agent_rejects_dropped",
+            "Refused records dropped from the rejects queue by its bounds (oldest first)",
+            journal.rejects_dropped as i64,
+        ),
+        (
+            "stocksync_agent_disk_full",
+            "1 while the journal cannot write for lack of space (input refused with 503)",
+            i64::from(journal.disk_full),
         ),
         (
             "stocksync_agent_refused_by_collector",
@@ -235,7 +253,8 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             )
         })
         .collect();
-    let healthy = app.tasks.all_running();
+    let disk_full = app.journal.disk_full();
+    let healthy = app.tasks.all_running() && !disk_full;
     let link = |l: &crate::forward::LinkState| {
         if l.connected.load(Ordering::Relaxed) {
             "connected"
@@ -244,7 +263,8 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         }
     };
     let body = json!({
-        "status": if healthy { "ok" } else { "failed" },
+        "status": if healthy { "ok" } else if disk_full { "degraded" } else { "failed" },
+        "journal": if disk_full { "disk full" } else { "ok" },
         "broker": link(&app.link),
         "scanner": app.scanner.as_deref().map(link),
         "tasks": tasks,

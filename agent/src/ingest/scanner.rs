@@ -6,8 +6,8 @@
 //! rejects queue with its input path (`scanner:<topic>`) as the source: a scanner has no
 //! one listening for a 422, so the queue is the only place the error can be seen.
 //!
-//! Poison cannot wedge this input: a message above `max_body_bytes` (the HTTP body limit) is
-//! refused like any invalid one, and the client reads packets far larger than that
+//! Poison cannot wedge this input: a message above the packet limit (`mqtt::MAX_PACKET_BYTES`,
+//! or `max_body_bytes` if lower) is refused like any invalid one, and the client reads packets far larger than that
 //! (`mqtt::MAX_INCOMING_BYTES`), because a client that drops the connection on a packet it
 //! will not read is sent the same packet again after every reconnect. The link's state and
 //! last error are in `/v1/status` and `/metrics`.
@@ -31,7 +31,7 @@ pub struct ScannerInput {
     pub agent_id: String,
     pub warehouse: String,
     pub max_batch: usize,
-    /// Largest message journaled; larger ones are refused (the HTTP body limit).
+    /// Largest message journaled; larger ones are refused.
     pub max_message_bytes: usize,
     /// The sources scanner messages may claim (by default only `scanner`).
     pub sources: SourceBinding,
@@ -96,7 +96,7 @@ impl ScannerInput {
                 record: None,
                 field: "$".into(),
                 detail: format!(
-                    "message of {} bytes exceeds the limit of {} bytes (max_body_bytes)",
+                    "message of {} bytes exceeds the limit of {} bytes",
                     p.payload.len(),
                     self.max_message_bytes
                 ),

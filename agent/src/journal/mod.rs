@@ -15,17 +15,21 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use stocksync_common::input::InputError;
 use stocksync_common::Movement;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+mod integrity;
+mod rollback;
 mod write;
+mod writer;
 
-use write::apply;
+pub use rollback::{accept_rollback, Accepted};
+use writer::{Pending, Writer};
 
 /// Tables of the journal file.
 const SCHEMA: &str = include_str!("schema.sql");
@@ -35,7 +39,7 @@ const OLDEST_UNACKED: &str =
     "SELECT journaled_at_ms FROM movements WHERE acked_at_ms IS NULL ORDER BY seq LIMIT 1";
 
 /// Largest part of a refused payload kept in the rejects table.
-const MAX_REJECT_PAYLOAD: usize = 64 * 1024;
+const MAX_REJECT_PAYLOAD: usize = 16 * 1024;
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
 
@@ -45,7 +49,7 @@ pub enum JournalError {
     #[error("journal full: {backlog} unacknowledged movements reached the limit of {limit}; nothing was journaled")]
     Full { backlog: u64, limit: u64 },
     #[error("journal storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
     /// The request's idempotency key was used before for a different body.
@@ -54,6 +58,20 @@ pub enum JournalError {
     /// A movement id was journaled before (same source) with different content.
     #[error("{detail}")]
     IdReused { index: usize, detail: String },
+    #[error("disk full: nothing was journaled ({detail})")]
+    DiskFull { detail: String },
+    #[error("journal write failed, nothing was journaled: {detail}")]
+    Failed { detail: String },
+    #[error("journal {} went back in time: {detail}. It was restored from a backup or lost its WAL; starting would hand out seqs again and new movements would be taken for duplicates. Recovery: stop the agent, keep a copy of the journal file, run `stocksync-agent --config <file> accept-rollback`, start the agent (docs/OPERATIONS.md, \"Recovering an agent whose journal was rolled back\")", path.display())]
+    RolledBack {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("journal {} is corrupt: {detail}", path.display())]
+    Corrupt {
+        path: std::path::PathBuf,
+        detail: String,
+    },
 }
 
 impl JournalError {
@@ -76,6 +94,17 @@ impl JournalError {
                 detail,
             }),
             other => Err(other),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> JournalError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => JournalError::DiskFull {
+                detail: e.to_string(),
+            },
+            _ => JournalError::Sqlite(e),
         }
     }
 }
@@ -138,6 +167,7 @@ enum Command {
     Prune {
         acked_before_ms: i64,
         keys_before_ms: i64,
+        rejects_before_ms: i64,
     },
 }
 
@@ -157,6 +187,12 @@ struct Shared {
     last_ack_ms: AtomicI64,
     journal_id: u64,
     appended: Notify,
+    path: std::path::PathBuf,
+    rejects_retain_ms: i64,
+    /// True while the last commit failed for lack of space.
+    disk_full: AtomicBool,
+    /// Highest seq the collector acknowledged as applied, as last written beside the journal.
+    applied_watermark: AtomicU64,
 }
 
 /// Numbers for `GET /v1/status`.
@@ -167,9 +203,14 @@ pub struct JournalStatus {
     pub last_seq: u64,
     pub oldest_unacked_ms: Option<i64>,
     pub last_ack_ms: Option<i64>,
+    /// Records ever refused (kept plus dropped by the bounds).
     pub rejects: u64,
+    /// Refused records dropped by `max_rejects` / `rejects_retain_days`, oldest first.
+    pub rejects_dropped: u64,
     /// Movements the collector acknowledged as rejected (kept, never pruned).
     pub refused_by_collector: u64,
+    /// True while the last commit failed for lack of space (input answered `503 disk full`).
+    pub disk_full: bool,
 }
 
 /// A stored reject, for `GET /v1/rejects`.
@@ -205,7 +246,17 @@ fn now_ms() -> i64 {
 impl Journal {
     /// Opens (or creates) the journal at `path` and starts its writer thread.
     pub fn open(path: &Path, max_backlog: u64) -> Result<Journal, JournalError> {
-        let mut conn = open(path)?;
+        let options = Options {
+            max_backlog,
+            ..Options::default()
+        };
+        Journal::open_with(path, options)
+    }
+
+    /// Opens (or creates) the journal at `path` with `options`, after an integrity check,
+    /// and starts its writer thread.
+    pub fn open_with(path: &Path, options: Options) -> Result<Journal, JournalError> {
+        let mut conn = integrity::open_checked(path, options.max_file_bytes)?;
         conn.execute_batch(SCHEMA)?;
         write::migrate(&mut conn)?;
         let journal_id = {
@@ -226,6 +277,7 @@ impl Journal {
             [],
             |r| r.get(0),
         )?) as u64;
+        rollback::check(&conn, path, journal_id, last_seq)?;
         let backlog: i64 = conn.query_row(
             "SELECT COUNT(*) FROM movements WHERE acked_at_ms IS NULL",
             [],
@@ -238,13 +290,19 @@ impl Journal {
             last_ack_ms: AtomicI64::new(0),
             journal_id,
             appended: Notify::new(),
+            path: path.to_owned(),
+            rejects_retain_ms: options.rejects_retain_ms,
+            disk_full: AtomicBool::new(false),
+            applied_watermark: AtomicU64::new(
+                rollback::read_watermark(path, journal_id).unwrap_or(0),
+            ),
         });
         let (tx, rx) = mpsc::channel(4096);
         let writer = Writer {
             conn,
             shared: shared.clone(),
             next_seq: last_seq + 1,
-            max_backlog,
+            options,
         };
         let (done, closed) = watch::channel(false);
         std::thread::Builder::new()
@@ -313,8 +371,9 @@ impl Journal {
     pub async fn prune(&self, acked_age_ms: i64, keys_age_ms: i64) -> Result<(), JournalError> {
         let now = now_ms();
         self.send(Command::Prune {
-            acked_before_ms: now - acked_age_ms,
-            keys_before_ms: now - keys_age_ms,
+            acked_before_ms: now.saturating_sub(acked_age_ms),
+            keys_before_ms: now.saturating_sub(keys_age_ms),
+            rejects_before_ms: now.saturating_sub(self.shared.rejects_retain_ms),
         })
         .await
     }
@@ -342,6 +401,30 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records beside the journal that the collector applied everything up to `seq` (the
+    /// start-up guard against a rolled-back journal). Blocking file I/O; a failure is logged.
+    pub fn record_applied(&self, seq: u64) {
+        if self
+            .shared
+            .applied_watermark
+            .fetch_max(seq, Ordering::Relaxed)
+            >= seq
+        {
+            return;
+        }
+        if let Err(e) = rollback::write_watermark(&self.shared.path, self.shared.journal_id, seq) {
+            tracing::warn!(error = %e, "cannot write the applied-seq watermark beside the journal");
+        }
+    }
+
+    /// Records that the collector found seqs reused with other content (`first` the first of
+    /// them, `collector_last` its highest seq); the agent refuses to start until
+    /// `accept_rollback`.
+    pub fn record_rollback(&self, first: u64, collector_last: u64) -> Result<(), JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        Ok(rollback::mark(&conn, first, collector_last)?)
+    }
+
     /// Waits until something new is journaled.
     pub async fn appended(&self) {
         self.shared.appended.notified().await
@@ -356,9 +439,19 @@ impl Journal {
         }
     }
 
+    /// The journal file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
     /// This journal's random id (see `wire::Batch::journal_id`).
     pub fn journal_id(&self) -> u64 {
         self.shared.journal_id
+    }
+
+    /// True while the last commit failed for lack of space.
+    pub fn disk_full(&self) -> bool {
+        self.shared.disk_full.load(Ordering::Relaxed)
     }
 
     /// Unacknowledged movements right now.
@@ -376,6 +469,7 @@ impl Journal {
             .query_row([], |r| r.get(0))
             .optional()?;
         let rejects: i64 = conn.query_row("SELECT COUNT(*) FROM rejects", [], |r| r.get(0))?;
+        let dropped = meta(&conn, "rejects_dropped")?.unwrap_or(0);
         let refused: i64 = conn.query_row(
             "SELECT COUNT(*) FROM movements WHERE outcome IS NOT NULL AND outcome <> 'applied'",
             [],
@@ -388,8 +482,10 @@ impl Journal {
             last_seq: self.shared.last_seq.load(Ordering::Relaxed),
             oldest_unacked_ms: oldest,
             last_ack_ms: (last_ack > 0).then_some(last_ack),
-            rejects: rejects as u64,
+            rejects: (rejects + dropped) as u64,
+            rejects_dropped: dropped as u64,
             refused_by_collector: refused as u64,
+            disk_full: self.shared.disk_full.load(Ordering::Relaxed),
         })
     }
 
@@ -426,99 +522,30 @@ fn random_id() -> u64 {
     h.finish() >> 1 // fits in SQLite's signed INTEGER
 }
 
-struct Writer {
-    conn: Connection,
-    shared: Arc<Shared>,
-    next_seq: u64,
-    max_backlog: u64,
+/// The journal's limits (`[journal]` in the agent's config).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_backlog: u64,
+    pub max_rejects: u64,
+    pub rejects_retain_ms: i64,
+    pub max_file_bytes: u64,
 }
 
-/// A command's answer, held until the group's commit is on disk.
-enum Pending {
-    Append(
-        oneshot::Sender<Result<Appended, JournalError>>,
-        Result<Appended, JournalError>,
-    ),
-    Ack(
-        oneshot::Sender<Result<u64, JournalError>>,
-        Result<u64, JournalError>,
-    ),
-    Reject(
-        oneshot::Sender<Result<(), JournalError>>,
-        Result<(), JournalError>,
-    ),
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(c) => group.push(c),
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(group);
-        }
+impl Default for Options {
+    fn default() -> Self {
+        let c = stocksync_common::config::JournalConfig::default();
+        Options::from(&c)
     }
+}
 
-    fn commit_group(&mut self, group: Vec<Command>) {
-        let seq_before = self.next_seq;
-        let backlog_before = self.shared.backlog.load(Ordering::Relaxed);
-        let result = (|| -> Result<Vec<Pending>, rusqlite::Error> {
-            // IMMEDIATE takes the write lock before the first read. A deferred transaction that
-            // reads, then writes, fails at once with SQLITE_BUSY when another connection to the
-            // file committed in between, and the busy timeout cannot save it.
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut pending = Vec::with_capacity(group.len());
-            let mut backlog = backlog_before;
-            for command in group {
-                pending.extend(apply(
-                    &tx,
-                    command,
-                    &mut self.next_seq,
-                    &mut backlog,
-                    self.max_backlog,
-                )?);
-            }
-            tx.execute(
-                "INSERT INTO meta VALUES ('last_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [(self.next_seq - 1) as i64],
-            )?;
-            tx.commit()?;
-            self.shared.backlog.store(backlog, Ordering::Relaxed);
-            Ok(pending)
-        })();
-        match result {
-            Ok(pending) => {
-                if self.next_seq != seq_before {
-                    self.shared
-                        .last_seq
-                        .store(self.next_seq - 1, Ordering::Relaxed);
-                    self.shared.appended.notify_waiters();
-                    self.shared.appended.notify_one();
-                }
-                for p in pending {
-                    match p {
-                        Pending::Append(tx, r) => drop(tx.send(r)),
-                        Pending::Ack(tx, r) => {
-                            if r.is_ok() {
-                                self.shared.last_ack_ms.store(now_ms(), Ordering::Relaxed);
-                            }
-                            drop(tx.send(r))
-                        }
-                        Pending::Reject(tx, r) => drop(tx.send(r)),
-                    }
-                }
-            }
-            Err(e) => {
-                // Nothing of the group is on disk: seqs were not used, every caller hears the error.
-                tracing::error!(error = %e, "journal commit failed");
-                self.next_seq = seq_before;
-            }
+impl From<&stocksync_common::config::JournalConfig> for Options {
+    fn from(c: &stocksync_common::config::JournalConfig) -> Options {
+        Options {
+            max_backlog: c.max_backlog,
+            max_rejects: c.max_rejects,
+            rejects_retain_ms: i64::try_from(c.rejects_retain_days.saturating_mul(86_400_000))
+                .unwrap_or(i64::MAX),
+            max_file_bytes: c.max_file_bytes,
         }
     }
 }
@@ -550,6 +577,44 @@ mod tests {
             note: None,
             origin: Default::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn rejects_older_than_their_retention_are_pruned_and_counted() {
+        let dir =
+            std::env::temp_dir().join(format!("stocksync-rejects-age-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = Options {
+            rejects_retain_ms: -60_000, // everything is older than "one minute from now"
+            ..Options::default()
+        };
+        let journal = Journal::open_with(&dir.join("journal.db"), options).unwrap();
+        for i in 0..3 {
+            let error = InputError {
+                record: None,
+                field: "$".into(),
+                detail: format!("bad {i}"),
+            };
+            let payload = vec![b'x'; 100];
+            let source = "http".into();
+            journal
+                .reject(Reject {
+                    source,
+                    error,
+                    payload,
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(journal.status().unwrap().rejects_dropped, 0);
+        journal.prune(0, 0).await.unwrap();
+        // The prune command has no reply: the next command's answer comes after it.
+        journal.ack(1, 1, "applied".into()).await.unwrap();
+        let status = journal.status().unwrap();
+        assert_eq!((status.rejects, status.rejects_dropped), (3, 3));
+        assert!(journal.rejects(10).unwrap().is_empty());
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@ use sha2::Digest;
 use stocksync_common::model::{OccurredAt, Origin};
 use stocksync_common::{wire, Movement};
 
-use super::{now_ms, Appended, Command, JournalError, Pending, RequestKey, MAX_REJECT_PAYLOAD};
+use super::{
+    now_ms, Appended, Command, JournalError, Options, Pending, RequestKey, MAX_REJECT_PAYLOAD,
+};
 
 /// Brings a journal written by an older agent up to this one: the idempotency table gains
 /// the hash column, and unacknowledged v1 movement bytes are re-encoded as v2 (input path
@@ -107,7 +109,7 @@ pub(super) fn apply(
     command: Command,
     next_seq: &mut u64,
     backlog: &mut u64,
-    max_backlog: u64,
+    options: &Options,
 ) -> Result<Option<Pending>, rusqlite::Error> {
     Ok(Some(match command {
         Command::Append {
@@ -115,7 +117,7 @@ pub(super) fn apply(
             key,
             reply,
         } => {
-            let r = append(tx, movements, key, next_seq, backlog, max_backlog);
+            let r = append(tx, movements, key, next_seq, backlog, options.max_backlog);
             Pending::Append(reply, r)
         }
         Command::Ack {
@@ -151,14 +153,27 @@ pub(super) fn apply(
                         payload
                     ],
                 )
-                .map(|_| ())
+                .and_then(|_| {
+                    // Bounded: the oldest go first, and are counted.
+                    let dropped = tx.execute(
+                        "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?1",
+                        [options.max_rejects as i64],
+                    )?;
+                    count_dropped(tx, dropped)
+                })
                 .map_err(JournalError::from);
             Pending::Reject(reply, r)
         }
         Command::Prune {
             acked_before_ms,
             keys_before_ms,
+            rejects_before_ms,
         } => {
+            let dropped = tx.execute(
+                "DELETE FROM rejects WHERE received_at_ms < ?1",
+                [rejects_before_ms],
+            )?;
+            count_dropped(tx, dropped)?;
             tx.execute(
                 // Movements the collector refused stay: they exist nowhere else in usable form.
                 "DELETE FROM movements WHERE acked_at_ms < ?1 AND outcome = 'applied'",
@@ -209,6 +224,17 @@ fn seen_before(tx: &Transaction<'_>, key: &RequestKey) -> Result<Option<Appended
         duplicates: 0,
         replayed: true,
     }))
+}
+
+/// Adds `dropped` to the count of rejects dropped by the bounds (kept in `meta`).
+fn count_dropped(tx: &Transaction<'_>, dropped: usize) -> Result<(), rusqlite::Error> {
+    if dropped > 0 {
+        tx.execute(
+            "INSERT INTO meta VALUES ('rejects_dropped', ?1) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            [dropped as i64],
+        )?;
+    }
+    Ok(())
 }
 
 fn append(
@@ -304,7 +330,10 @@ fn append(
             })
         }
         Err(e) => {
-            tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+            // A full disk may have rolled back the whole transaction, savepoint included.
+            if !tx.is_autocommit() {
+                tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+            }
             Err(conflict.unwrap_or_else(|| e.into()))
         }
     }

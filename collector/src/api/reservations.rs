@@ -34,6 +34,12 @@ pub async fn create(
             format!("{} must be > 0", req.quantity),
         ));
     }
+    if let Some(ttl) = req.ttl_secs.filter(|t| *t > reserve::MAX_TTL_SECS) {
+        return Err(ApiError::unprocessable(
+            "ttl_secs".into(),
+            format!("{ttl} is more than {} (a year)", reserve::MAX_TTL_SECS),
+        ));
+    }
     for (field, value) in [
         ("id", &req.id),
         ("order", &req.order),

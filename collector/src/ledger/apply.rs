@@ -43,7 +43,11 @@ pub(super) fn apply_batch(
     topic: &str,
     touched: &mut Vec<StockKey>,
 ) -> Result<(AckOutcome, u32), rusqlite::Error> {
-    if let Some(reason) = check_batch(tx, batch, topic)? {
+    let mut refusal = check_batch(tx, batch, topic)?;
+    if refusal.is_none() {
+        refusal = check_reuse(tx, batch, (payload, parts))?;
+    }
+    if let Some(reason) = refusal {
         tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
         store_reject(
             tx,
@@ -203,6 +207,55 @@ pub(crate) fn apply_movement(
     };
     projection::project(tx, &entry, now, touched, pending)?;
     Ok(Outcome::New { policy_reject })
+}
+
+/// Refuses a batch that reuses a seq the ledger holds with other bytes: the agent's journal
+/// went back in time (restored from a backup, WAL lost) and these are new movements under old
+/// seqs. Deduplication would drop them silently as resends; refusing the whole batch keeps
+/// them visible, and the reason tells the agent where to renumber from.
+fn check_reuse(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    (payload, parts): (&[u8], &[std::ops::Range<usize>]),
+) -> Result<Option<String>, rusqlite::Error> {
+    let Some((first, last)) = batch.seq_range() else {
+        return Ok(None);
+    };
+    let mut stored = tx.prepare_cached(
+        "SELECT seq, payload FROM ledger WHERE agent_id = ?1 AND seq BETWEEN ?2 AND ?3",
+    )?;
+    let known: std::collections::HashMap<u64, Vec<u8>> = stored
+        .query_map(params![batch.agent_id, first as i64, last as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    if known.is_empty() {
+        return Ok(None);
+    }
+    let whole = parts.len() == batch.movements.len();
+    let differing = batch.movements.iter().enumerate().find_map(|(i, m)| {
+        let before = known.get(&m.seq)?;
+        let bytes: std::borrow::Cow<'_, [u8]> = match parts.get(i) {
+            Some(range) if whole => payload[range.clone()].into(),
+            _ => wire::encode_movement(m).into(),
+        };
+        // A v2 movement is its v1 bytes followed by its origin: an agent that re-encoded
+        // its unacknowledged v1 movements on upgrade resends the same movement, not a new one.
+        let (old, new) = (before.as_slice(), bytes.as_ref());
+        let same = old == new || new.starts_with(old) || old.starts_with(new);
+        (!same).then_some(m.seq)
+    });
+    let Some(seq) = differing else {
+        return Ok(None);
+    };
+    let collector_last: i64 = tx
+        .prepare_cached("SELECT MAX(seq) FROM ledger WHERE agent_id = ?1")?
+        .query_row([&batch.agent_id], |r| r.get(0))?;
+    Ok(Some(stocksync_common::rollback::reason(
+        &batch.agent_id,
+        seq,
+        collector_last as u64,
+    )))
 }
 
 /// Refuses a batch whose topic, warehouse or journal identity does not add up.

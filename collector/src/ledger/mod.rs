@@ -86,6 +86,8 @@ pub enum LedgerError {
     Closed,
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error("ledger {path} is corrupt: {detail}; stop the collector, move the file aside (keep it), try `sqlite3 <file> .recover | sqlite3 <new file>`, then `stocksync-collector rebuild` on the recovered file; agents resend whatever was not acknowledged")]
+    Corrupt { path: String, detail: String },
 }
 
 /// Why a payload is kept in the rejects queue instead of the ledger.
@@ -159,6 +161,35 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     Ok(conn)
 }
 
+/// Opens the write connection only if `PRAGMA quick_check` finds the file sound: running on
+/// a damaged ledger could count movements wrong or lose them.
+fn open_checked(path: &Path) -> Result<Connection, LedgerError> {
+    let corrupt = |detail: String| LedgerError::Corrupt {
+        path: path.display().to_string(),
+        detail,
+    };
+    let conn = open(path).map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            corrupt(e.to_string())
+        }
+        _ => LedgerError::Sqlite(e),
+    })?;
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(|e| corrupt(e.to_string()))?;
+    if problems.first().map(String::as_str) != Some("ok") {
+        return Err(corrupt(format!(
+            "quick_check found: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(conn)
+}
+
 fn now_ms() -> i64 {
     stocksync_common::input::now().unix_ms
 }
@@ -187,7 +218,7 @@ impl Ledger {
         intake: Intake,
     ) -> Result<Ledger, LedgerError> {
         let (authority, intake) = (Arc::new(authority), Arc::new(intake));
-        let conn = open(path)?;
+        let conn = open_checked(path)?;
         migrate(&conn)?;
         let (tx, rx) = mpsc::channel(1024);
         let (changes, _) = broadcast::channel(1024);
@@ -311,7 +342,25 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.commit_group(group) {
+            // A panic in one group's code (a bug, an arithmetic overflow in a debug build)
+            // rolls that group back and fails its callers; it must not end the writer, or
+            // every later write would fail while reads go on serving stale data.
+            let committed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.commit_group(group)
+            })) {
+                Ok(committed) => committed,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "ledger write panicked; its group was rolled back, the writer goes on");
+                    self.touched.clear();
+                    continue;
+                }
+            };
+            match committed {
                 Ok(pending) => {
                     self.metrics.commits.inc();
                     let mut touched = std::mem::take(&mut self.touched);
@@ -439,5 +488,28 @@ pub fn row_states(offset: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Res
             in_transit: r.get(offset + 4)?,
             incoming: r.get(offset + 5)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir =
+            std::env::temp_dir().join(format!("stocksync-ledger-panic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ledger = Ledger::open(&dir.join("ledger.db"), Arc::new(Metrics::default())).unwrap();
+        let failed = ledger
+            .write(|_, _| -> rusqlite::Result<()> { panic!("overflow in a debug build") })
+            .await;
+        assert!(failed.is_err());
+        let after = ledger
+            .write(|tx, _| tx.query_row("SELECT 41 + 1", [], |r| r.get::<_, i64>(0)))
+            .await;
+        assert_eq!(after.unwrap(), 42);
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -214,7 +214,8 @@ impl Broker {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+/// The path of `name` on PATH (or in /usr/sbin, /usr/local/sbin).
+pub fn which(name: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
         .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
@@ -565,6 +566,28 @@ impl Drop for MqttProbe {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Publishes one QoS 1 message from a fresh connection whose packet limit allows `payload`,
+/// and returns once the broker acknowledged it or dropped the connection (a broker may
+/// refuse an oversized message by disconnecting its publisher).
+pub async fn publish_once(port: u16, client_id: &str, topic: &str, payload: Vec<u8>) {
+    let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+    opts.set_max_packet_size(64 << 20, 64 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 16);
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+        .await
+        .expect("publish queued");
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 /// The collector's row of `sku` at `warehouse`/`bin` (bin `None` = warehouse level), or null.
