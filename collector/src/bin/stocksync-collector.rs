@@ -36,14 +36,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // rumqttd logs every client disconnect, clean ones included, at ERROR; its
+        // start-up failures are caught by the readiness handshake instead.
+        // `RUST_LOG=info,rumqttd=debug` brings them back.
+        .unwrap_or_else(|_| "info,rumqttc=warn,rumqttd=off".into());
+    // Secrets never reach the log, whatever RUST_LOG says.
+    for directive in stocksync_collector::publish::LOG_DIRECTIVES {
+        filter = filter.add_directive(directive.parse()?);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // rumqttd logs every client disconnect, clean ones included, at ERROR; its
-                // start-up failures are caught by the readiness handshake instead.
-                // `RUST_LOG=info,rumqttd=debug` brings them back.
-                .unwrap_or_else(|_| "info,rumqttc=warn,rumqttd=off".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
