@@ -670,6 +670,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_parse() {
+        let agent: AgentConfig =
+            toml::from_str(include_str!("../../deploy/agent.toml")).expect("deploy/agent.toml");
+        assert!(agent.broker.tls.is_some());
+        assert_eq!(agent.http.limits.header_read_timeout_ms, 10_000);
+        toml::from_str::<CollectorConfig>(include_str!("../../deploy/collector.toml"))
+            .expect("deploy/collector.toml");
+    }
+
+    #[test]
     fn typos_are_refused() {
         assert!(toml::from_str::<AgentConfig>(
             "agent_id = \"a\"\nwarehouse = \"w\"\nwarehous = 1\n"

@@ -7,13 +7,17 @@
 //!   (`STOCKSYNC_TEST_BROKER=mosquitto`); the embedded broker has neither TLS nor an ACL.
 //! - HTTPS listeners on both processes.
 //! - Webhook pushes over HTTPS to a receiver whose certificate chains to a private CA given
-//!   as `ca_file`, and the bearer token of those pushes never in the log at `RUST_LOG=trace`.
+//!   as `ca_file`, and the bearer token of those pushes never in the log at `RUST_LOG=trace`;
+//!   the Shopify adapter over HTTPS the same way.
 
 #[path = "channels/harness.rs"]
 mod harness;
 #[path = "channels/receivers.rs"]
 #[allow(dead_code)]
 mod receivers;
+#[path = "channels/shopify_fake.rs"]
+#[allow(dead_code)]
+mod shopify_fake;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +39,7 @@ fn make_pki(dir: &TempDir, mqtt_port: u16, mqtts_port: u16) -> PathBuf {
     let run = Command::new("bash")
         .arg(&script)
         .arg(&out)
-        .args(["stocksync-collector", "ams-1", "ber-1"])
+        .args(["stocksync-collector", "ams-1", "ber-1", "scanners-ams"])
         .env("MQTT_PORT", mqtt_port.to_string())
         .env("MQTTS_PORT", mqtts_port.to_string())
         .output()
@@ -58,9 +62,14 @@ fn server_tls(pki: &Path) -> HttpTlsConfig {
 
 /// `[broker]` keys (after host/port) and `[broker.tls]` for `user` of the pki.
 fn broker_tls_toml(pki: &Path, user: &str) -> String {
+    tls_keys(pki, user, "broker")
+}
+
+/// Login keys and the `[<table>.tls]` table for `user` of the pki.
+fn tls_keys(pki: &Path, user: &str, table: &str) -> String {
     let c = pki.join("clients");
     format!(
-        "username = \"{user}\"\npassword_file = {:?}\n[broker.tls]\nca_file = {:?}\nclient_cert_file = {:?}\nclient_key_file = {:?}\n",
+        "username = \"{user}\"\npassword_file = {:?}\n[{table}.tls]\nca_file = {:?}\nclient_cert_file = {:?}\nclient_key_file = {:?}\n",
         c.join(format!("{user}.password")),
         pki.join("certs/stocksync-ca.crt"),
         c.join(format!("{user}.crt")),
@@ -225,8 +234,17 @@ async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart() {
         .await
         .expect("collector starts");
     let c = format!("http://{}", collector.http_addr);
+    // ams-1 also takes scanner input from the same broker, over TLS as well.
+    let scanner = format!(
+        "[scanner]\ntopic = \"scanners/ams/+/movements\"\n[scanner.broker]\nhost = \"127.0.0.1\"\nport = {port}\n{}",
+        tls_keys(&pki, "ams-1", "scanner.broker")
+    );
     let start_agent = |id: &'static str, warehouse: &'static str| {
-        let toml = agent_toml(&dir, id, warehouse, port, 0, &broker_tls_toml(&pki, id));
+        let mut extra = broker_tls_toml(&pki, id);
+        if id == "ams-1" {
+            extra.push_str(&scanner);
+        }
+        let toml = agent_toml(&dir, id, warehouse, port, 0, &extra);
         Agent::start(toml_config(toml.as_str()))
     };
     let ams = start_agent("ams-1", "ams").await.expect("ams-1 starts");
@@ -246,6 +264,31 @@ async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart() {
     })
     .await;
     wait_for("ams-1 acked", WAIT, || async { backlog(&ams).await == 0 }).await;
+    let mut scanners = Probe::start(&broker_config(
+        &pki,
+        port,
+        "scanners-ams",
+        "scanners-ams.password",
+        true,
+    ));
+    scanners
+        .connected()
+        .await
+        .expect("the scanner fleet logs in");
+    scanners
+        .client
+        .publish(
+            "scanners/ams/s1/movements",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            receipt("SCAN", 3),
+        )
+        .await
+        .unwrap();
+    wait_for("scanned receipt counted", WAIT, || async {
+        on_hand(&c, "SCAN").await == 3
+    })
+    .await;
 
     // Agent A, with its own valid certificate and password: its subscriptions work (the
     // retained catalog arrives), but B's acks never reach it and its batch on B's topic
@@ -313,7 +356,7 @@ async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart() {
         refused.contains("refused") || refused.contains("Refused"),
         "{refused}"
     );
-    drop((evil, no_cert, wrong));
+    drop((evil, no_cert, wrong, scanners));
 
     ams.stop().await.unwrap();
     ber.stop().await.unwrap();
@@ -445,4 +488,49 @@ async fn webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token() {
     }
     agent.stop().await.unwrap();
     receiver.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_adapter_sets_quantities_over_https() {
+    let dir = TempDir::new("shopify-tls");
+    let pki = make_pki(&dir, free_port(), free_port());
+    let broker = Broker::start(&dir);
+    let item = "gid://shopify/InventoryItem/1";
+    let shop = shopify_fake::FakeShopify::start_tls(&[(item, 0)], &server_tls(&pki)).await;
+    std::fs::write(dir.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
+    let channels = format!(
+        "[[catalog.skus]]\nid = \"SKU-A\"\n[[catalog.aliases]]\nsource = \"shop\"\nexternal = \"{item}\"\nsku = \"SKU-A\"\n\
+         [[channels.channel]]\nname = \"shop\"\nlocations = [\"*\"]\n[channels.channel.shopify]\n\
+         url = \"https://localhost:{}/admin/api/graphql.json\"\nca_file = {:?}\n\
+         location_id = \"gid://shopify/Location/1\"\ntoken_file = {:?}\n",
+        shop.addr.port(),
+        pki.join("certs/stocksync-ca.crt"),
+        dir.join("shop-token"),
+    );
+    let collector = Collector::start(toml_config(&collector_toml(
+        &dir,
+        broker.port,
+        0,
+        &channels,
+    )))
+    .await
+    .expect("collector starts");
+    let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
+        .await
+        .expect("agent starts");
+    post(
+        &format!("http://{}/v1/movements", agent.http_addr),
+        r#"{"sku":"SKU-A","kind":"receipt","quantity":6}"#,
+        &[],
+    )
+    .await;
+    wait_for(
+        "shopify quantity 6 over https",
+        Duration::from_secs(20),
+        || async { shop.quantity(item) == Some(6) },
+    )
+    .await;
+    agent.stop().await.unwrap();
+    collector.stop().await.unwrap();
+    shop.stop();
 }
