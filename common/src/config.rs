@@ -129,6 +129,12 @@ pub struct AgentConfig {
     /// Optional MQTT input from scanners on a (local) broker.
     #[serde(default)]
     pub scanner: Option<ScannerConfig>,
+    /// GS1 EPCIS 2.0 events over HTTP (`POST /v1/epcis/events`).
+    #[serde(default)]
+    pub epcis: crate::inputs::EpcisConfig,
+    /// Watched folders of WMS CSV exports.
+    #[serde(default)]
+    pub files: Vec<crate::inputs::FilesConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +256,10 @@ pub struct CollectorConfig {
     /// Source-of-truth rules per warehouse. A warehouse not listed gets `LocationPolicy::open`.
     #[serde(default)]
     pub locations: Vec<LocationPolicy>,
+    /// Order routing (`[orders]`); its types live with the collector's orders code, which
+    /// checks this table at start-up.
+    #[serde(default)]
+    pub orders: toml::Table,
 }
 
 impl CollectorConfig {

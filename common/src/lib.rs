@@ -9,12 +9,16 @@
 
 pub mod catalog;
 pub mod config;
+pub mod gs1;
 pub mod input;
+pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "supervisor")]
+pub mod supervisor;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod topics;
