@@ -73,6 +73,10 @@ keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
 subjectAltName=$SAN"
 
+# Without mosquitto_passwd (the mosquitto package) the certificates are still made, e.g. for
+# the HTTPS listeners, but no broker password file.
+PASSWD=$(command -v mosquitto_passwd || true)
+[ -n "$PASSWD" ] || echo "warning: mosquitto_passwd not found: no stocksync.passwd written" >&2
 rm -f stocksync.passwd
 for user in "${USERS[@]}"; do
     key "clients/$user.key"
@@ -81,10 +85,12 @@ for user in "${USERS[@]}"; do
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth"
     openssl rand -hex 24 > "clients/$user.password"
-    if [ -f stocksync.passwd ]; then
-        mosquitto_passwd -b stocksync.passwd "$user" "$(cat "clients/$user.password")"
+    if [ -z "$PASSWD" ]; then
+        continue
+    elif [ -f stocksync.passwd ]; then
+        "$PASSWD" -b stocksync.passwd "$user" "$(cat "clients/$user.password")"
     else
-        mosquitto_passwd -c -b stocksync.passwd "$user" "$(cat "clients/$user.password")"
+        "$PASSWD" -c -b stocksync.passwd "$user" "$(cat "clients/$user.password")"
     fi
 done
 
@@ -98,6 +104,7 @@ sed -e "s|/etc/mosquitto/|$PWD/|g" \
 chmod 0755 . certs
 chmod 0700 clients
 chmod 0644 certs/*.crt clients/*.crt mosquitto-stocksync.conf
+touch stocksync.passwd
 chmod 0640 certs/stocksync-server.key stocksync.passwd stocksync.acl
 if getent group mosquitto >/dev/null 2>&1; then
     chgrp mosquitto certs/stocksync-server.key stocksync.passwd stocksync.acl

@@ -2,7 +2,8 @@
 //! comparison, 401/403 bodies) are shared with the collector in `stocksync_common::server::auth`.
 //!
 //! Anything not listed that changes state needs `admin`, so an endpoint added later is
-//! closed until someone decides otherwise.
+//! closed until someone decides otherwise. A handler that records who sent something reads
+//! the token's name with `Option<axum::Extension<Principal>>` (`None` when the API is open).
 
 use axum::http::Method;
 use stocksync_common::config::Scope;
@@ -17,7 +18,7 @@ pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     if method == Method::GET || method == Method::HEAD {
         return Some(Scope::Read);
     }
-    let movements = ["/v1/movements", "/v1/epcis/events", "/v1/inputs"];
+    let movements = ["/v1/movements", "/v1/epcis/events"];
     if movements.iter().any(|p| path.starts_with(p)) {
         return Some(Scope::Movements);
     }
