@@ -10,9 +10,10 @@ use stocksync_common::config::Scope;
 
 pub use stocksync_common::server::auth::Principal;
 
-/// The scope a request needs; `None` for `/healthz`, which load balancers probe unauthenticated.
+/// The scope a request needs; `None` for `/healthz` and `/readyz`, which load balancers and
+/// orchestrators probe unauthenticated (they reveal no stock data).
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
-    if path == "/healthz" {
+    if path == "/healthz" || path == "/readyz" {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {
@@ -32,6 +33,7 @@ mod tests {
     #[test]
     fn scopes_of_routes() {
         assert_eq!(scope_for(&Method::GET, "/healthz"), None);
+        assert_eq!(scope_for(&Method::GET, "/readyz"), None);
         assert_eq!(scope_for(&Method::GET, "/v1/status"), Some(Scope::Read));
         assert_eq!(
             scope_for(&Method::POST, "/v1/movements"),

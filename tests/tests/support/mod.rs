@@ -573,6 +573,19 @@ impl Drop for MqttProbe {
     }
 }
 
+/// The collector's row of `sku` at `warehouse`/`bin` (bin `None` = warehouse level), or null.
+pub async fn stock_row(collector: &str, sku: &str, warehouse: &str, bin: Option<&str>) -> Value {
+    let stock = get(&format!("{collector}/v1/stock/{sku}")).await.body;
+    stock["locations"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["warehouse"] == warehouse && r["bin"].as_str() == bin)
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
+
 /// Blocking request with any method, an optional JSON body and extra headers (auth tests);
 /// the reply with the response headers.
 pub fn request_blocking(
@@ -623,17 +636,4 @@ pub async fn request(
     })
     .await
     .expect("request task")
-}
-
-/// The collector's row of `sku` at `warehouse`/`bin` (bin `None` = warehouse level), or null.
-pub async fn stock_row(collector: &str, sku: &str, warehouse: &str, bin: Option<&str>) -> Value {
-    let stock = get(&format!("{collector}/v1/stock/{sku}")).await.body;
-    stock["locations"]
-        .as_array()
-        .and_then(|rows| {
-            rows.iter()
-                .find(|r| r["warehouse"] == warehouse && r["bin"].as_str() == bin)
-                .cloned()
-        })
-        .unwrap_or(Value::Null)
 }
