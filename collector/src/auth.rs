@@ -1,17 +1,19 @@
 //! Which token scope each collector endpoint needs. The mechanics (digests, constant-time
 //! comparison, 401/403 bodies) are shared with the agent in `stocksync_common::server::auth`.
 //!
-//! Reads need `read`; reservations and orders need `orders`; everything else that changes
-//! state (channel modes, resolutions, rebuilds, endpoints added later) needs `admin`.
+//! Reads need `read` (the dashboard's pages too); reservations and orders need `orders`;
+//! everything else that changes state (channel modes, exception actions, routing freezes,
+//! endpoints added later) needs `admin`.
 
 use axum::http::Method;
 use stocksync_common::config::Scope;
 
 pub use stocksync_common::server::auth::Principal;
 
-/// The scope a request needs; `None` for `/healthz`, which load balancers probe unauthenticated.
+/// The scope a request needs; `None` for `/healthz` and `/readyz`, which load balancers and
+/// orchestrators probe unauthenticated (they reveal no stock data).
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
-    if path == "/healthz" {
+    if path == "/healthz" || path == "/readyz" {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {
@@ -38,6 +40,7 @@ mod tests {
     #[test]
     fn scopes_of_routes() {
         assert_eq!(scope_for(&Method::GET, "/healthz"), None);
+        assert_eq!(scope_for(&Method::GET, "/readyz"), None);
         assert_eq!(scope_for(&Method::GET, "/v1/stock"), Some(Scope::Read));
         assert_eq!(
             scope_for(&Method::POST, "/v1/reservations"),
@@ -56,5 +59,13 @@ mod tests {
             Some(Scope::Admin)
         );
         assert_eq!(scope_for(&Method::POST, "/v1/rebuild"), Some(Scope::Admin));
+        assert_eq!(
+            scope_for(&Method::POST, "/v1/exceptions/x/resolve"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            scope_for(&Method::PUT, "/v1/routing/warehouses/ams"),
+            Some(Scope::Admin)
+        );
     }
 }

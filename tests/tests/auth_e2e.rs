@@ -1,7 +1,8 @@
 //! HTTP auth end to end (issue 10, item 6): with `[[http.tokens]]` configured, nobody without
 //! a token can post movements to an agent, zero a channel or release a reservation at the
 //! collector; a token is limited to its scopes; what a token writes is recorded under the
-//! token's configured name, whatever the request body claims. `/healthz` stays open.
+//! token's configured name, whatever the request body claims. `/healthz` and `/readyz` stay
+//! open.
 
 mod support;
 
@@ -113,6 +114,11 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
     assert_eq!(status.status, 200, "{:?}", status.body);
     assert_eq!(status.body["backlog"], 0, "nothing refused was journaled");
     assert_eq!(get(&format!("{a}/healthz")).await.status, 200);
+    assert_ne!(
+        get(&format!("{a}/readyz")).await.status,
+        401,
+        "readyz is for probes"
+    );
 
     let posted = call(
         "POST",
@@ -133,6 +139,13 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
         get(&format!("{c}/healthz")).await.status == 200
     })
     .await;
+    assert_ne!(
+        get(&format!("{c}/readyz")).await.status,
+        401,
+        "readyz is for probes"
+    );
+    let dashboard = call("GET", &format!("{c}/dashboard"), None, None).await;
+    assert_refused(&dashboard, 401, "dashboard without a token");
     wait_for("receipt counted", WAIT, || async {
         let r = call("GET", &format!("{c}/v1/stock/TEE"), None, Some(SHOP)).await;
         r.body["on_hand"] == 10

@@ -39,6 +39,7 @@ fn agent_example_loads() {
         ("ams-1", "ams")
     );
     assert_eq!(a.broker.username.as_deref(), Some("ams-1"));
+    assert!(a.broker.tls.is_some(), "the example connects over TLS");
     let scanner = a.scanner.expect("the example configures scanner input");
     assert_eq!(scanner.topic, "scanners/ams/+/movements");
 }
@@ -57,6 +58,10 @@ fn documented_defaults_are_the_real_defaults() {
     assert_eq!(a.forward.max_inflight_batches, 16);
     assert_eq!(a.forward.ack_timeout_ms, 10_000);
     assert_eq!(a.broker.keep_alive_secs, 15);
+    assert!(a.broker.tls.is_none() && a.http.tokens.is_empty() && a.http.tls.is_none());
+    assert_eq!(a.http.limits.header_read_timeout_ms, 10_000);
+    assert_eq!(a.http.limits.request_timeout_ms, 30_000);
+    assert_eq!(a.http.limits.max_connections, 1024);
     let c: CollectorConfig = toml_min("");
     assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.embedded_broker.listen.to_string(), "127.0.0.1:1883");

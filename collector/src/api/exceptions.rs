@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
+use crate::auth::{self, Principal};
 use crate::exceptions::{self, Action, ActionError, Filter, Page, Request};
 use crate::ledger::Ledger;
 use crate::App;
@@ -118,14 +119,17 @@ fn action(name: &str) -> Result<Action, ApiError> {
     })
 }
 
-/// `POST /v1/exceptions/<id>/<action>` `{by, comment}`.
+/// `POST /v1/exceptions/<id>/<action>` `{by, comment}`. With API tokens configured, the
+/// action is recorded as the token's name, whatever `by` says.
 pub async fn act(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path((id, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let action = action(&name)?;
-    let req: Request = parse(&body)?;
+    let mut req: Request = parse(&body)?;
+    req.by = auth::by(principal.as_deref(), &req.by);
     sync(&app.ledger).await?;
     let t = now();
     let status = app
@@ -146,9 +150,10 @@ struct BulkRequest {
     filter: Filter,
 }
 
-/// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`.
+/// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`; `by` as in [`act`].
 pub async fn bulk(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -158,7 +163,7 @@ pub async fn bulk(
     sync(&app.ledger).await?;
     let t = now();
     let who = Request {
-        by: req.by,
+        by: auth::by(principal.as_deref(), &req.by),
         comment: req.comment,
     };
     let ids = app

@@ -48,8 +48,12 @@ enum LogFormat {
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_filter.into());
+    // Secrets never reach the log, whatever RUST_LOG says.
+    for directive in stocksync_collector::publish::LOG_DIRECTIVES {
+        filter = filter.add_directive(directive.parse().expect("valid log directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

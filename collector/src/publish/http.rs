@@ -1,7 +1,11 @@
-//! Outgoing HTTP for webhook and Shopify targets: ureq 3 (already in the workspace, no TLS
-//! features) on the blocking pool, so a slow endpoint holds a blocking thread, never the
-//! async runtime. Plain `http://` only; a TLS endpoint needs a local TLS proxy for now.
+//! Outgoing HTTP for webhook and Shopify targets: ureq 3 on the blocking pool, so a slow
+//! endpoint holds a blocking thread, never the async runtime. `https://` uses rustls (ring)
+//! with the public web roots, or only the CAs of a target's `ca_file` (a private CA).
+//!
+//! Secrets: ureq's own debug log redacts the Authorization header, but ureq-proto traces the
+//! raw request bytes; the collector's binary caps that log target (`LOG_DIRECTIVES`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::limit;
@@ -14,13 +18,45 @@ pub struct Reply {
     pub body: String,
 }
 
-/// A client with a request timeout that treats every status as a reply, not an error.
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// Log directives that keep secrets out of the log at any `RUST_LOG`: ureq-proto's trace
+/// output is a dump of each request's bytes, bearer and Shopify tokens included.
+pub const LOG_DIRECTIVES: &[&str] = &["ureq_proto=info"];
+
+/// Checks a target's `url` scheme; `Err` names what is wrong.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(format!("url `{url}`: must start with https:// or http://"))
+    }
+}
+
+/// A client with a request timeout that treats every status as a reply, not an error;
+/// trusting only the CAs in `ca_file` when one is given.
+pub fn agent(timeout: Duration, ca_file: Option<&Path>) -> Result<ureq::Agent, String> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        let certs = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {}: no PEM certificate", path.display()));
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
+        .tls_config(tls.build())
         .build()
-        .into()
+        .into())
 }
 
 /// POSTs `body` with `headers`; `Err` is a transport failure (refused, timeout, ...).

@@ -13,6 +13,7 @@
 
 pub mod compute;
 mod http;
+pub use http::LOG_DIRECTIVES;
 pub mod limit;
 pub mod mqtt;
 pub mod sellable;

@@ -88,19 +88,23 @@ impl ShopifyTarget {
         channel: &str,
         store: Store,
     ) -> Result<ShopifyTarget, PublishError> {
-        if !config.url.starts_with("http://") {
-            return Err(PublishError::Config {
-                channel: channel.into(),
-                detail: format!("shopify url `{}`: only http:// is supported", config.url),
-            });
-        }
+        let config_err = |detail: String| PublishError::Config {
+            channel: channel.into(),
+            detail: format!("shopify {detail}"),
+        };
+        http::check_url(&config.url).map_err(config_err)?;
+        let agent = http::agent(
+            Duration::from_millis(config.limits.timeout_ms),
+            config.ca_file.as_deref(),
+        )
+        .map_err(config_err)?;
         Ok(ShopifyTarget {
             url: config.url.clone(),
             location: config.location_id.clone(),
             token_file: config.token_file.clone(),
             token: None,
             limits: config.limits.clone(),
-            agent: http::agent(Duration::from_millis(config.limits.timeout_ms)),
+            agent,
             store,
             cost: CostBucket {
                 available: 50.0,

@@ -82,12 +82,7 @@ impl WebhookTarget {
             channel: channel.into(),
             detail,
         };
-        if !config.url.starts_with("http://") {
-            return Err(err(format!(
-                "webhook url `{}`: only http:// is supported",
-                config.url
-            )));
-        }
+        http::check_url(&config.url).map_err(|e| err(format!("webhook {e}")))?;
         let secret = std::fs::read(&config.secret_file).map_err(|e| {
             err(format!(
                 "cannot read webhook secret_file {}: {e}",
@@ -109,7 +104,11 @@ impl WebhookTarget {
             tokens,
             token: None,
             limits: config.limits.clone(),
-            agent: http::agent(Duration::from_millis(config.limits.timeout_ms)),
+            agent: http::agent(
+                Duration::from_millis(config.limits.timeout_ms),
+                config.ca_file.as_deref(),
+            )
+            .map_err(|e| err(format!("webhook {e}")))?,
         })
     }
 

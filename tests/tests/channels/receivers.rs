@@ -101,6 +101,24 @@ async fn receive(
 
 impl Webhook {
     pub async fn start(secret: &[u8], token: &str) -> Webhook {
+        Webhook::start_with(secret, token, None).await
+    }
+
+    /// The same receiver behind HTTPS, presenting the certificate in `tls` (PEM files).
+    #[allow(dead_code)] // used by tls_e2e, not by every suite including this module
+    pub async fn start_tls(
+        secret: &[u8],
+        token: &str,
+        tls: &stocksync_common::config::HttpTlsConfig,
+    ) -> Webhook {
+        Webhook::start_with(secret, token, Some(tls)).await
+    }
+
+    async fn start_with(
+        secret: &[u8],
+        token: &str,
+        tls: Option<&stocksync_common::config::HttpTlsConfig>,
+    ) -> Webhook {
         let state = Arc::new(HookState {
             secret: secret.to_vec(),
             token: Mutex::new(token.into()),
@@ -111,9 +129,20 @@ impl Webhook {
         let app = Router::new()
             .route("/stock", post(receive))
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = match tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            }),
+            Some(tls) => {
+                let server =
+                    stocksync_common::server::Server::new(listener, Some(tls), Default::default())
+                        .expect("test certificate loads");
+                tokio::spawn(async move {
+                    let (_keep, stop) = tokio::sync::watch::channel(false);
+                    server.serve(app, stop).await.unwrap();
+                })
+            }
+        };
         Webhook {
             addr,
             state,

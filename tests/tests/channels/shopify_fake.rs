@@ -186,6 +186,23 @@ impl FakeShopify {
     /// Starts with `quantities` (inventory item GID -> available), an empty cost bucket and
     /// `answer_429` forced 429s.
     pub async fn start(quantities: &[(&str, i64)], answer_429: u32) -> FakeShopify {
+        FakeShopify::start_with(quantities, answer_429, None).await
+    }
+
+    /// The same shop behind HTTPS, presenting the certificate in `tls` (PEM files).
+    #[allow(dead_code)] // used by tls_e2e, not by every suite including this module
+    pub async fn start_tls(
+        quantities: &[(&str, i64)],
+        tls: &stocksync_common::config::HttpTlsConfig,
+    ) -> FakeShopify {
+        FakeShopify::start_with(quantities, 0, Some(tls)).await
+    }
+
+    async fn start_with(
+        quantities: &[(&str, i64)],
+        answer_429: u32,
+        tls: Option<&stocksync_common::config::HttpTlsConfig>,
+    ) -> FakeShopify {
         let shop = Arc::new(Shop {
             quantities: Mutex::new(
                 quantities
@@ -206,9 +223,20 @@ impl FakeShopify {
         let app = Router::new()
             .route("/admin/api/graphql.json", post(graphql))
             .with_state(shop.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = match tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            }),
+            Some(tls) => {
+                let server =
+                    stocksync_common::server::Server::new(listener, Some(tls), Default::default())
+                        .expect("test certificate loads");
+                tokio::spawn(async move {
+                    let (_keep, stop) = tokio::sync::watch::channel(false);
+                    server.serve(app, stop).await.unwrap();
+                })
+            }
+        };
         FakeShopify { addr, shop, server }
     }
 

@@ -76,6 +76,11 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(program: &Path, args: &[&str], log: PathBuf) -> Proc {
+        Proc::spawn_env(program, args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with extra environment variables (e.g. `RUST_LOG`).
+    pub fn spawn_env(program: &Path, args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Proc {
         use std::os::unix::process::CommandExt;
         let err = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(program);
@@ -90,6 +95,7 @@ impl Proc {
         }
         let child = command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(err.try_clone().expect("dup log"))
             .stderr(err)
