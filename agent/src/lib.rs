@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stocksync_common::config::AgentConfig;
+use stocksync_common::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use catalog::CatalogHandle;
 use forward::{Forwarder, LinkState};
@@ -30,25 +30,39 @@ pub struct App {
     pub link: Arc<LinkState>,
     /// The catalog inputs are validated and normalised with.
     pub catalog: Arc<CatalogHandle>,
+    /// The scanner input's broker link, when `[scanner]` is configured.
+    pub scanner: Option<Arc<LinkState>>,
+    /// Which long-running tasks run, for `/healthz`.
+    pub tasks: Arc<TaskHealth>,
 }
 
 /// A running agent: where it listens and how to stop it.
 pub struct Agent {
     pub http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    tasks: Supervisor,
     journal_closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl Agent {
     /// Opens the journal, binds the HTTP listener and starts every task.
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        for (field, value) in [
+            ("agent_id", &config.agent_id),
+            ("warehouse", &config.warehouse),
+        ] {
+            stocksync_common::topics::check_level(value).map_err(|detail| {
+                anyhow::anyhow!(
+                    "config `{field}` = {value:?} cannot name an MQTT topic level: {detail}"
+                )
+            })?;
+        }
         let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
         let journal_closed = Box::pin(journal.closed());
         let catalog = Arc::new(CatalogHandle::open(&config.journal.path)?);
         let link = Arc::new(LinkState::default());
         let (shutdown, watch_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut tasks = Supervisor::default();
 
         let forwarder = Forwarder {
             agent_id: config.agent_id.clone(),
@@ -59,26 +73,33 @@ impl Agent {
             link: link.clone(),
             catalog: catalog.clone(),
         };
-        tasks.push(tokio::spawn(forwarder.run(watch_rx.clone())));
+        tasks.spawn("forward", forwarder.run(watch_rx.clone()));
 
-        if let Some(scanner) = config.scanner.clone() {
-            tasks.push(tokio::spawn(ingest::scanner::run(
-                config.agent_id.clone(),
-                config.warehouse.clone(),
-                config.http.max_batch,
-                scanner,
+        let scanner = config.scanner.clone().map(|scanner| {
+            let link = Arc::new(LinkState::default());
+            let input = ingest::scanner::ScannerInput {
+                agent_id: config.agent_id.clone(),
+                warehouse: config.warehouse.clone(),
+                max_batch: config.http.max_batch,
+                max_message_bytes: config.http.max_body_bytes,
+                config: scanner,
+                journal: journal.clone(),
+                catalog: catalog.clone(),
+                link: link.clone(),
+            };
+            tasks.spawn("scanner", input.run(watch_rx.clone()));
+            link
+        });
+
+        tasks.spawn(
+            "prune",
+            prune(
                 journal.clone(),
-                catalog.clone(),
+                config.journal.retain_acked_hours,
+                config.journal.idempotency_days,
                 watch_rx.clone(),
-            )));
-        }
-
-        tasks.push(tokio::spawn(prune(
-            journal.clone(),
-            config.journal.retain_acked_hours,
-            config.journal.idempotency_days,
-            watch_rx.clone(),
-        )));
+            ),
+        );
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
@@ -87,17 +108,19 @@ impl Agent {
             journal,
             link,
             catalog,
+            scanner,
+            tasks: tasks.health(),
         });
         let router = ingest::http::router(app);
         let mut http_shutdown = watch_rx.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn("http", async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = http_shutdown.changed().await;
                 })
                 .await?;
             Ok(())
-        }));
+        });
         tracing::info!(%http_addr, "agent listening");
         Ok(Agent {
             http_addr,
@@ -111,39 +134,17 @@ impl Agent {
     /// Returns once the journal file is closed too, so that it can be reopened or removed.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            task.await??;
-        }
+        self.tasks.join_all().await?;
         tokio::time::timeout(Duration::from_secs(10), self.journal_closed)
             .await
             .map_err(|_| anyhow::anyhow!("journal still open 10 s after every task stopped"))?;
         Ok(())
     }
 
-    /// Waits until a task ends (which only happens on error) and returns its result.
-    pub async fn wait(&mut self) -> anyhow::Result<()> {
-        let (result, _, rest) = futures_select_all(std::mem::take(&mut self.tasks)).await;
-        self.tasks = rest;
-        result?
-    }
-}
-
-async fn futures_select_all(
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-) -> (
-    Result<anyhow::Result<()>, tokio::task::JoinError>,
-    usize,
-    Vec<JoinHandle<anyhow::Result<()>>>,
-) {
-    let mut tasks = tasks;
-    loop {
-        for i in 0..tasks.len() {
-            if tasks[i].is_finished() {
-                let t = tasks.remove(i);
-                return (t.await, i, tasks);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    /// Waits until a task ends (which only happens on a failure) and returns the error,
+    /// naming the task. The caller should stop the process.
+    pub async fn wait(&mut self) -> anyhow::Error {
+        self.tasks.wait().await
     }
 }
 

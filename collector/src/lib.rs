@@ -11,15 +11,18 @@ pub mod alerts;
 pub mod api;
 pub mod authority;
 pub mod broker;
+pub mod buildable;
 pub mod consume;
 pub mod exceptions;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
+pub mod orders;
 pub mod projection;
 pub mod publish;
 pub mod rebuild;
 pub mod records;
+pub mod replay;
 pub mod report;
 pub mod reserve;
 
@@ -28,8 +31,8 @@ use std::sync::Arc;
 
 use stocksync_common::catalog::Catalog;
 use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use stocksync_common::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use ledger::Ledger;
 use metrics::Metrics;
@@ -41,6 +44,8 @@ pub struct App {
     /// The validated catalog (bundles for the component view).
     pub catalog: Arc<Catalog>,
     pub channels: Arc<publish::Publisher>,
+    /// Order routing rules and the catalog they expand bundles with.
+    pub orders: Arc<orders::Orders>,
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
@@ -48,6 +53,15 @@ pub struct App {
     pub operations: stocksync_common::config::OperationsConfig,
     /// The alert loop's counts.
     pub alert_stats: Arc<alerts::AlertStats>,
+    /// Which long-running tasks run, for `/healthz`.
+    pub tasks: Arc<TaskHealth>,
+}
+
+impl App {
+    /// True if `sku` is a SKU or a bundle of the catalog.
+    pub fn in_catalog(&self, sku: &str) -> bool {
+        self.catalog.config().skus.iter().any(|s| s.id == sku) || self.catalog.bundle(sku).is_some()
+    }
 }
 
 /// A running collector.
@@ -56,7 +70,7 @@ pub struct Collector {
     /// The broker the collector uses (the embedded one's address when it runs one).
     pub broker: BrokerConfig,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    tasks: Supervisor,
 }
 
 impl Collector {
@@ -78,26 +92,36 @@ impl Collector {
         };
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
+        let orders = Arc::new(orders::Orders::new(
+            config.orders.clone(),
+            config.channels.channel.iter().map(|c| c.name.clone()),
+            catalog.clone(),
+        )?);
         let authority = authority::Authority::new(&config.locations);
         let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
         let (shutdown, watch_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(consume::run(
-            broker.clone(),
-            ledger.clone(),
-            metrics.clone(),
-            catalog.to_json(),
-            watch_rx.clone(),
-        )));
+        let mut tasks = Supervisor::default();
+        tasks.spawn(
+            "consume",
+            consume::run(
+                broker.clone(),
+                ledger.clone(),
+                metrics.clone(),
+                catalog.to_json(),
+                watch_rx.clone(),
+            ),
+        );
 
-        tasks.push(tokio::spawn(expire_reservations(
-            ledger.clone(),
-            watch_rx.clone(),
-        )));
+        tasks.spawn(
+            "expire_reservations",
+            expire_reservations(ledger.clone(), watch_rx.clone()),
+        );
 
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
-        tasks.extend(publish_tasks);
+        for task in publish_tasks {
+            tasks.spawn("publish", async move { task.await? });
+        }
 
         ledger
             .write(|tx, _| {
@@ -106,14 +130,19 @@ impl Collector {
             })
             .await?;
         let alert_stats = Arc::new(alerts::AlertStats::default());
-        tasks.push(tokio::spawn(alerts::run(
-            config.operations.clone(),
-            ledger.clone(),
-            catalog.clone(),
-            broker.clone(),
-            alert_stats.clone(),
-            watch_rx.clone(),
-        )));
+        // Built here so that an unreadable alert secret stops the start, not a task later.
+        let deliver = alerts::Deliver::start(&config.operations, &broker, watch_rx.clone())?;
+        tasks.spawn(
+            "alerts",
+            alerts::run(
+                config.operations.clone(),
+                ledger.clone(),
+                catalog.clone(),
+                deliver,
+                alert_stats.clone(),
+                watch_rx.clone(),
+            ),
+        );
 
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
@@ -122,19 +151,21 @@ impl Collector {
             metrics,
             catalog,
             channels,
+            orders,
             shutdown: watch_rx.clone(),
+            tasks: tasks.health(),
             operations: config.operations.clone(),
             alert_stats,
         }));
         let mut http_shutdown = watch_rx;
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn("http", async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = http_shutdown.changed().await;
                 })
                 .await?;
             Ok(())
-        }));
+        });
         tracing::info!(%http_addr, "collector listening");
         Ok(Collector {
             http_addr,
@@ -147,10 +178,13 @@ impl Collector {
     /// Stops consuming and serving, letting in-flight commits finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            task.await??;
-        }
-        Ok(())
+        self.tasks.join_all().await
+    }
+
+    /// Waits until a task ends (which only happens on a failure) and returns the error,
+    /// naming the task. The caller should stop the process.
+    pub async fn wait(&mut self) -> anyhow::Error {
+        self.tasks.wait().await
     }
 }
 

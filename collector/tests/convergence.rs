@@ -161,6 +161,8 @@ struct Outcome {
     conflicts: BTreeMap<(String, u64), (i64, i64)>,
     /// transfer -> (shipped, received)
     discrepancies: BTreeMap<String, (i64, i64)>,
+    /// (agent, seq) of an inspection or write-off -> (requested, held)
+    shortfalls: BTreeMap<(String, u64), (i64, i64)>,
 }
 
 /// Delivers the movements through the real ledger: chunked into batches, shuffled, some
@@ -215,7 +217,7 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
     // The same projection must come back from the ledger alone, after losing every derived table.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DELETE FROM stock; DELETE FROM stock_last_count; DELETE FROM drift; DELETE FROM conflicts; DELETE FROM discrepancies;",
+        "DELETE FROM stock; DELETE FROM stock_last_count; DELETE FROM drift; DELETE FROM conflicts; DELETE FROM discrepancies; DELETE FROM shortfalls;",
     )
     .unwrap();
     let rebuilt = stocksync_collector::rebuild::rebuild(&path, |_, _| {}).unwrap();
@@ -277,6 +279,14 @@ fn read_outcome(c: &rusqlite::Connection) -> rusqlite::Result<Outcome> {
     while let Some(r) = rows.next()? {
         out.discrepancies.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
     }
+    let mut stmt = c.prepare("SELECT agent_id, seq, requested, held FROM shortfalls")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.shortfalls.insert(
+            (r.get(0)?, r.get::<_, i64>(1)? as u64),
+            (r.get(2)?, r.get(3)?),
+        );
+    }
     Ok(out)
 }
 
@@ -307,9 +317,14 @@ impl Fact {
         !matches!(self.m.kind, MovementKind::Count)
             && (self.by_authority() || self.m.location.warehouse == "ams")
     }
-    /// [available, damaged, quality_control] change at the movement's own location.
-    fn physical(&self) -> [i64; 3] {
+    fn id(&self) -> (String, u64) {
+        (self.agent.clone(), self.m.seq)
+    }
+    /// [available, damaged, quality_control] change at the movement's own location; an
+    /// inspection or write-off moves only what it `took` (see `Clamps`).
+    fn physical(&self, clamps: &Clamps) -> [i64; 3] {
         let q = self.m.quantity as i64;
+        let t = clamps.took.get(&self.id()).copied().unwrap_or(q);
         let returns_to_qc = self.m.location.warehouse == "ams";
         match &self.m.kind {
             MovementKind::Receipt | MovementKind::Cancellation | MovementKind::TransferIn => {
@@ -324,18 +339,85 @@ impl Fact {
             MovementKind::Return => [q, 0, 0],
             MovementKind::Damage => [-q, q, 0],
             MovementKind::Inspection { outcome } => match outcome {
-                InspectionOutcome::Available => [q, 0, -q],
-                InspectionOutcome::Damaged => [0, q, -q],
+                InspectionOutcome::Available => [t, 0, -t],
+                InspectionOutcome::Damaged => [0, t, -t],
             },
-            MovementKind::WriteOff => [0, -q, 0],
+            MovementKind::WriteOff => [0, -t, 0],
             MovementKind::Count | MovementKind::Expected => [0, 0, 0],
         }
     }
 }
 
-/// on_hand at `key` from the facts ordered strictly before `before` (all if `None`):
-/// the latest authoritative count, plus the deltas after it.
-fn on_hand(facts: &[Fact], key: &(String, String), before: Option<(i64, &str, u64)>) -> i64 {
+/// Quality control and damaged per key, walked in order: an inspection or write-off takes
+/// at most what its state holds (counts never touch either state).
+#[derive(Default)]
+struct Clamps {
+    /// What each inspection and write-off took.
+    took: BTreeMap<(String, u64), i64>,
+    /// key -> (damaged, quality_control) at the end.
+    end: BTreeMap<(String, String), (i64, i64)>,
+    shortfalls: BTreeMap<(String, u64), (i64, i64)>,
+}
+
+fn clamps(facts: &[Fact]) -> Clamps {
+    let mut out = Clamps::default();
+    let mut ordered: Vec<&Fact> = facts.iter().filter(|f| f.effective_delta()).collect();
+    ordered.sort_by(|a, b| a.order().cmp(&b.order()));
+    for f in ordered {
+        let (damaged, qc) = out.end.entry(f.key()).or_default();
+        let q = f.m.quantity as i64;
+        let returns_to_qc = f.m.location.warehouse == "ams";
+        let state = match &f.m.kind {
+            MovementKind::Return if returns_to_qc => {
+                *qc += q;
+                continue;
+            }
+            MovementKind::Damage => {
+                *damaged += q;
+                continue;
+            }
+            MovementKind::Inspection { .. } => &mut *qc,
+            MovementKind::WriteOff => &mut *damaged,
+            _ => continue,
+        };
+        let took = q.min(*state);
+        *state -= took;
+        if let MovementKind::Inspection {
+            outcome: InspectionOutcome::Damaged,
+        } = f.m.kind
+        {
+            *damaged += took;
+        }
+        out.took.insert(f.id(), took);
+        if took < q {
+            out.shortfalls.insert(f.id(), (q, took));
+        }
+    }
+    out
+}
+
+/// Bins (not the warehouse level) of `warehouse` that any fact names.
+fn bins_of(facts: &[Fact], warehouse: &str) -> Vec<String> {
+    let mut bins: Vec<String> = facts
+        .iter()
+        .filter(|f| f.m.location.warehouse == warehouse && f.m.location.bin.is_some())
+        .map(|f| f.key().1)
+        .collect();
+    bins.sort();
+    bins.dedup();
+    bins
+}
+
+/// on_hand at `key` from the facts ordered strictly before `before` (all if `None`): the
+/// latest authoritative count plus the deltas after it. A warehouse-level count counts the
+/// total, so what it sets on the warehouse-level row is the count minus the bins' on_hand
+/// just before it.
+fn on_hand(
+    facts: &[Fact],
+    clamps: &Clamps,
+    key: &(String, String),
+    before: Option<(i64, &str, u64)>,
+) -> i64 {
     let here: Vec<&Fact> = facts
         .iter()
         .filter(|f| f.key() == *key && before.is_none_or(|b| f.order() < b))
@@ -349,9 +431,33 @@ fn on_hand(facts: &[Fact], key: &(String, String), before: Option<(i64, &str, u6
         .iter()
         .filter(|f| f.effective_delta())
         .filter(since)
-        .map(|f| f.physical().iter().sum::<i64>())
+        .map(|f| f.physical(clamps).iter().sum::<i64>())
         .sum();
-    base.map_or(0, |c| c.m.quantity as i64) + deltas
+    let base = match base {
+        None => 0,
+        Some(c) if key.1.is_empty() => {
+            let bins: i64 = bins_of(facts, &key.0)
+                .into_iter()
+                .map(|b| on_hand(facts, clamps, &(key.0.clone(), b), Some(c.order())))
+                .sum();
+            c.m.quantity as i64 - bins
+        }
+        Some(c) => c.m.quantity as i64,
+    };
+    base + deltas
+}
+
+/// What a count expected: its key's on_hand before it, for a warehouse-level count the
+/// warehouse total.
+fn expected_at(facts: &[Fact], clamps: &Clamps, f: &Fact) -> i64 {
+    let key = f.key();
+    let mut expected = on_hand(facts, clamps, &key, Some(f.order()));
+    if key.1.is_empty() {
+        for b in bins_of(facts, &key.0) {
+            expected += on_hand(facts, clamps, &(key.0.clone(), b), Some(f.order()));
+        }
+    }
+    expected
 }
 
 fn reference(all: &[(usize, Movement)]) -> Outcome {
@@ -362,7 +468,11 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
             m: m.clone(),
         })
         .collect();
-    let mut out = Outcome::default();
+    let clamps = clamps(&facts);
+    let mut out = Outcome {
+        shortfalls: clamps.shortfalls.clone(),
+        ..Outcome::default()
+    };
     let mut keys: Vec<(String, String)> = facts.iter().map(Fact::key).collect();
     keys.extend([("ams".into(), String::new()), ("ber".into(), String::new())]);
     keys.sort();
@@ -373,9 +483,8 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
                 .iter()
                 .filter(|f| f.key() == key && f.effective_delta())
         };
-        let damaged: i64 = effective().map(|f| f.physical()[1]).sum();
-        let qc: i64 = effective().map(|f| f.physical()[2]).sum();
-        let available = on_hand(&facts, &key, None) - damaged - qc;
+        let (damaged, qc) = clamps.end.get(&key).copied().unwrap_or_default();
+        let available = on_hand(&facts, &clamps, &key, None) - damaged - qc;
         let incoming: i64 = effective()
             .filter(|f| matches!(f.m.kind, MovementKind::Expected))
             .map(|f| f.m.quantity as i64)
@@ -406,16 +515,15 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
         .iter()
         .filter(|f| matches!(f.m.kind, MovementKind::Count))
     {
-        let expected = on_hand(&facts, &f.key(), Some(f.order()));
+        let expected = expected_at(&facts, &clamps, f);
         let counted = f.m.quantity as i64;
-        let id = (f.agent.clone(), f.m.seq);
         if f.by_authority() {
             if expected != counted {
-                out.drift.insert(id, (expected, counted));
+                out.drift.insert(f.id(), (expected, counted));
             }
         } else {
             // A count from a non-authority source is a conflict under both apply and audit.
-            out.conflicts.insert(id, (expected, counted));
+            out.conflicts.insert(f.id(), (expected, counted));
         }
     }
     for t in ["T1", "T2"] {

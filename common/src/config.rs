@@ -111,6 +111,12 @@ pub struct AgentConfig {
     /// Optional MQTT input from scanners on a (local) broker.
     #[serde(default)]
     pub scanner: Option<ScannerConfig>,
+    /// GS1 EPCIS 2.0 events over HTTP (`POST /v1/epcis/events`).
+    #[serde(default)]
+    pub epcis: crate::inputs::EpcisConfig,
+    /// Watched folders of WMS CSV exports.
+    #[serde(default)]
+    pub files: Vec<crate::inputs::FilesConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +229,10 @@ pub struct CollectorConfig {
     /// Source-of-truth rules per warehouse. A warehouse not listed gets `LocationPolicy::open`.
     #[serde(default)]
     pub locations: Vec<LocationPolicy>,
+    /// Order routing (`[orders]`); its types live with the collector's orders code, which
+    /// checks this table at start-up.
+    #[serde(default)]
+    pub orders: toml::Table,
     /// Daily report and alert thresholds, and where alerts go.
     #[serde(default)]
     pub operations: OperationsConfig,
@@ -555,6 +565,9 @@ pub struct OperationsConfig {
     pub channel_failing_after_secs: u64,
     /// More unresolved exceptions than this opened in the last 24 hours fires an alert.
     pub exceptions_per_day: u64,
+    /// A SKU counts as sold out but listed only once its stock has not changed for this
+    /// long, so the channels' normal publishing delay is not reported.
+    pub sold_out_grace_secs: u64,
     /// How often alert conditions are evaluated.
     pub evaluate_every_ms: u64,
     /// Publish alerts on `stocksync/v1/alerts/<rule>` (QoS 1).
@@ -569,6 +582,7 @@ impl Default for OperationsConfig {
             silent_after_secs: 900,
             channel_failing_after_secs: 900,
             exceptions_per_day: 10,
+            sold_out_grace_secs: 60,
             evaluate_every_ms: 5_000,
             mqtt: true,
             webhook: None,

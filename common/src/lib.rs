@@ -7,10 +7,14 @@
 
 pub mod catalog;
 pub mod config;
+pub mod gs1;
 pub mod input;
+pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "supervisor")]
+pub mod supervisor;
 pub mod topics;
 pub mod wire;
 

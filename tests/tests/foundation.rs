@@ -552,7 +552,8 @@ async fn a_batch_whose_warehouse_does_not_match_its_topic_is_rejected_and_record
     let dir = TempDir::new("mismatch");
     let (broker, collector, c_url) = central(&dir).await;
     let mut probe = MqttProbe::connect(broker.port, "sneaky").await;
-    probe.subscribe("stocksync/v1/ber/acks/sneaky").await;
+    // The ack goes to the warehouse the topic proves, not the one the payload claims.
+    probe.subscribe("stocksync/v1/ams/acks/sneaky").await;
     let batch = Batch {
         agent_id: "sneaky".into(),
         journal_id: 1,

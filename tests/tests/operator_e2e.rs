@@ -411,6 +411,7 @@ name = "shop"
 locations = ["ams"]
 [operations]
 silent_after_secs = 3
+sold_out_grace_secs = 1
 "#;
     let f = fleet(&dir, more).await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
@@ -446,6 +447,12 @@ silent_after_secs = 3
     .await;
     wait_for("MUG sold out", WAIT, || async {
         on_hand(c, "MUG").await == 0
+    })
+    .await;
+    wait_for("sold out but listed, after the grace", WAIT, || async {
+        report(c).await["sold_out_listed"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
     })
     .await;
     let r = report(c).await;
@@ -641,6 +648,7 @@ name = "shop"
 locations = ["ams"]
 [operations]
 evaluate_every_ms = 50
+sold_out_grace_secs = 1
 [operations.webhook]
 url = "http://{}/alerts"
 secret_file = {:?}

@@ -48,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-        r = agent.wait() => return r,
+        e = agent.wait() => {
+            tracing::error!(error = %e, "agent stopping");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), agent.stop()).await;
+            return Err(e);
+        }
     }
     agent.stop().await
 }

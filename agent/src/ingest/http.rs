@@ -23,10 +23,11 @@ pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.http.max_body_bytes;
     Router::new()
         .route("/v1/movements", post(post_movements))
+        .route("/v1/epcis/events", post(super::epcis::post_events))
         .route("/v1/status", get(status))
         .route("/v1/rejects", get(rejects))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
@@ -126,6 +127,12 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "journal_id": journal.journal_id,
         "rejects": journal.rejects,
         "refused_by_collector": journal.refused_by_collector,
+        "acks_ignored": app.link.acks_ignored.load(Ordering::Relaxed),
+        "broker_last_error": app.link.last_error(),
+        "scanner": app.scanner.as_ref().map(|link| json!({
+            "connected": link.connected.load(Ordering::Relaxed),
+            "last_error": link.last_error(),
+        })),
         "catalog_skus": app.catalog.current().config().skus.len(),
     }))
     .into_response())
@@ -162,18 +169,66 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             journal.refused_by_collector as i64,
         ),
         (
+            "stocksync_agent_acks_ignored",
+            "Acks ignored because they matched no batch this agent sent (forged or misrouted)",
+            app.link.acks_ignored.load(Ordering::Relaxed) as i64,
+        ),
+        (
             "stocksync_agent_broker_connected",
             "1 when the forwarder is connected to the broker",
             i64::from(app.link.connected.load(Ordering::Relaxed)),
         ),
     ];
+    let scanner = app.scanner.as_ref().map(|link| {
+        (
+            "stocksync_agent_scanner_connected",
+            "1 when the scanner input is connected to its broker (absent without [scanner])",
+            i64::from(link.connected.load(Ordering::Relaxed)),
+        )
+    });
     let mut out = String::new();
-    for (name, help, value) in gauges {
+    for (name, help, value) in gauges.into_iter().chain(scanner) {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         ));
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `200` while every task runs, `503` naming the task that ended. The broker links are
+/// reported but do not make the agent unhealthy: it journals offline by design.
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let tasks: serde_json::Map<String, serde_json::Value> = app
+        .tasks
+        .snapshot()
+        .into_iter()
+        .map(|(name, ended)| {
+            (
+                name.to_string(),
+                json!(ended.unwrap_or_else(|| "running".into())),
+            )
+        })
+        .collect();
+    let healthy = app.tasks.all_running();
+    let link = |l: &crate::forward::LinkState| {
+        if l.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "disconnected"
+        }
+    };
+    let body = json!({
+        "status": if healthy { "ok" } else { "failed" },
+        "broker": link(&app.link),
+        "scanner": app.scanner.as_deref().map(link),
+        "tasks": tasks,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 #[derive(serde::Deserialize)]

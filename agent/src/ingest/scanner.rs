@@ -4,81 +4,120 @@
 //! on its movements is deduplicated by the journal. A message that fails validation is kept
 //! in the rejects queue with its topic as the source: a scanner has no one listening for a
 //! 422, so the queue is the only place the error can be seen.
+//!
+//! Poison cannot wedge this input: a message above `max_body_bytes` (the HTTP body limit) is
+//! refused like any invalid one, and the client reads packets far larger than that
+//! (`mqtt::MAX_INCOMING_BYTES`), because a client that drops the connection on a packet it
+//! will not read is sent the same packet again after every reconnect. The link's state and
+//! last error are in `/v1/status` and `/metrics`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use stocksync_common::config::ScannerConfig;
-use stocksync_common::input::{self, Context};
+use stocksync_common::input::{self, Context, InputError};
+use stocksync_common::mqtt::LinkErrors;
 use tokio::sync::watch;
 
 use crate::catalog::CatalogHandle;
-use crate::journal::{Journal, Reject};
+use crate::forward::LinkState;
+use crate::journal::{Journal, JournalError, Reject};
 
-/// Subscribes to the scanner topic and journals what arrives, until `shutdown`.
-pub async fn run(
-    agent_id: String,
-    warehouse: String,
-    max_batch: usize,
-    config: ScannerConfig,
-    journal: Journal,
-    catalog: Arc<CatalogHandle>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut opts = stocksync_common::mqtt::options(
-        &config.broker,
-        &format!("stocksync-agent-{agent_id}-scanners"),
-        false,
-    )?;
-    // PUBACK only after the journal commit: a crash before it makes the broker redeliver.
-    opts.set_manual_acks(true);
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    events.set_network_options(stocksync_common::mqtt::network_options());
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.changed() => break,
-            e = events.poll() => e,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                client.subscribe(&config.topic, QoS::AtLeastOnce).await?;
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let units = catalog.current();
-                let ctx = Context {
-                    warehouse: &warehouse,
-                    default_source: &config.default_source,
-                    now: input::now(),
-                    max_batch,
-                    units: &*units,
-                };
-                let stored = match input::parse_body(&p.payload, &ctx) {
-                    Ok(movements) => journal.append(movements, None).await.map(|_| ()),
-                    Err(error) => {
-                        tracing::warn!(topic = %p.topic, %error, "scanner message refused");
-                        let source = format!("mqtt:{}", p.topic);
-                        journal
-                            .reject(Reject {
-                                source,
-                                error,
-                                payload: p.payload.to_vec(),
-                            })
-                            .await
-                    }
-                };
-                match stored {
+/// What the scanner input needs.
+pub struct ScannerInput {
+    pub agent_id: String,
+    pub warehouse: String,
+    pub max_batch: usize,
+    /// Largest message journaled; larger ones are refused (the HTTP body limit).
+    pub max_message_bytes: usize,
+    pub config: ScannerConfig,
+    pub journal: Journal,
+    pub catalog: Arc<CatalogHandle>,
+    pub link: Arc<LinkState>,
+}
+
+impl ScannerInput {
+    /// Subscribes to the scanner topic and journals what arrives, until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut opts = stocksync_common::mqtt::options(
+            &self.config.broker,
+            &format!("stocksync-agent-{}-scanners", self.agent_id),
+            false,
+        )?;
+        // PUBACK only after the journal commit: a crash before it makes the broker redeliver.
+        opts.set_manual_acks(true);
+        let (client, mut events) = AsyncClient::new(opts, 64);
+        events.set_network_options(stocksync_common::mqtt::network_options());
+        let mut errors = LinkErrors::default();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.changed() => break,
+                e = events.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(topic = %self.config.topic, "scanner input connected");
+                    self.link.connected.store(true, Ordering::Relaxed);
+                    errors.clear();
+                    client
+                        .subscribe(&self.config.topic, QoS::AtLeastOnce)
+                        .await?;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => match self.store(&p).await {
                     Ok(()) => client.ack(&p).await?,
                     // Not acked: the broker redelivers it after reconnect.
                     Err(e) => tracing::error!(error = %e, "scanner message not journaled"),
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    self.link.down("scanner input", &mut errors, &e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => break,
+                    }
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "scanner broker unreachable");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Journals one message, or keeps it in the rejects queue with the reason.
+    async fn store(&self, p: &Publish) -> Result<(), JournalError> {
+        let parsed = if p.payload.len() > self.max_message_bytes {
+            Err(InputError {
+                record: None,
+                field: "$".into(),
+                detail: format!(
+                    "message of {} bytes exceeds the limit of {} bytes (max_body_bytes)",
+                    p.payload.len(),
+                    self.max_message_bytes
+                ),
+            })
+        } else {
+            let units = self.catalog.current();
+            let ctx = Context {
+                warehouse: &self.warehouse,
+                default_source: &self.config.default_source,
+                now: input::now(),
+                max_batch: self.max_batch,
+                units: &*units,
+            };
+            input::parse_body(&p.payload, &ctx)
+        };
+        match parsed {
+            Ok(movements) => self.journal.append(movements, None).await.map(|_| ()),
+            Err(error) => {
+                tracing::warn!(topic = %p.topic, %error, "scanner message refused");
+                self.journal
+                    .reject(Reject {
+                        source: format!("mqtt:{}", p.topic),
+                        error,
+                        payload: p.payload.to_vec(),
+                    })
+                    .await
             }
         }
     }
-    Ok(())
 }

@@ -8,6 +8,8 @@ mod bundles;
 mod channels;
 mod dashboard;
 mod exceptions;
+mod history;
+mod orders;
 mod ready;
 mod reports;
 mod reservations;
@@ -31,11 +33,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/stock", get(stock::by_location))
         .route("/v1/stock/:sku", get(stock::by_sku))
-        .route("/v1/stock/:sku/history", get(audit::history))
+        .route("/v1/stock/:sku/history", get(history::history))
         .route("/v1/drift", get(audit::drift))
         .route("/v1/conflicts", get(audit::conflicts))
         .route("/v1/discrepancies", get(audit::discrepancies))
         .route("/v1/reversals", get(audit::reversals))
+        .route("/v1/shortfalls", get(audit::shortfalls))
         .route("/v1/bundles/:sku", get(bundles::by_bundle))
         .route(
             "/v1/reservations",
@@ -45,6 +48,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/reservations/:id",
             get(reservations::get).delete(reservations::release),
         )
+        .route("/v1/orders", post(orders::place).get(orders::list))
+        .route("/v1/orders/:id", get(orders::get))
+        .route("/v1/orders/:id/cancel", post(orders::cancel))
+        .route("/v1/orders/:id/paid", post(orders::paid))
+        .route("/v1/orders/:id/reroute", post(orders::reroute))
+        .route("/v1/routing/warehouses/:warehouse", put(orders::set_frozen))
         .route("/v1/rejects", get(rejects))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
@@ -128,14 +137,37 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `200` while connected to the broker with every task running; `503` otherwise, naming
+/// the task that ended (`"status": "failed"`) or the lost broker (`"degraded"`).
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
-    let status = if connected {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let running = app.tasks.all_running();
+    let tasks: serde_json::Map<String, serde_json::Value> = app
+        .tasks
+        .snapshot()
+        .into_iter()
+        .map(|(name, ended)| {
+            (
+                name.to_string(),
+                json!(ended.unwrap_or_else(|| "running".into())),
+            )
+        })
+        .collect();
+    let (status, word) = match (running, connected) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
     };
-    (status, Json(json!({"status": if connected { "ok" } else { "degraded" }, "broker": if connected { "connected" } else { "disconnected" }}))).into_response()
+    let broker = if connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    (
+        status,
+        Json(json!({"status": word, "broker": broker, "tasks": tasks})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -89,8 +89,15 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(movements = done.movements, keys = done.keys, elapsed = ?start.elapsed(), "projection rebuilt");
         return Ok(());
     }
-    let collector = stocksync_collector::Collector::start(config).await?;
-    wait_for_signal().await?;
+    let mut collector = stocksync_collector::Collector::start(config).await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        e = collector.wait() => {
+            tracing::error!(error = %e, "collector stopping");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), collector.stop()).await;
+            return Err(e);
+        }
+    }
     collector.stop().await
 }
 

@@ -51,6 +51,7 @@ CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE orde
 
 pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.execute_batch(crate::reserve::SCHEMA)?;
+    conn.execute_batch(crate::orders::store::SCHEMA)?;
     conn.execute_batch(SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
         let exists: bool = conn.query_row(

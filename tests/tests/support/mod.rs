@@ -113,6 +113,12 @@ impl Proc {
         }
     }
 
+    /// The exit code if the process has ended (`-1` for a signal), without waiting.
+    pub fn try_wait(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        Some(status.code().unwrap_or(-1))
+    }
+
     /// The process's output so far (for assertion messages).
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -559,4 +565,17 @@ impl Drop for MqttProbe {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The collector's row of `sku` at `warehouse`/`bin` (bin `None` = warehouse level), or null.
+pub async fn stock_row(collector: &str, sku: &str, warehouse: &str, bin: Option<&str>) -> Value {
+    let stock = get(&format!("{collector}/v1/stock/{sku}")).await.body;
+    stock["locations"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["warehouse"] == warehouse && r["bin"].as_str() == bin)
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
 }
