@@ -317,7 +317,11 @@ async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
     let dir = TempDir::new("operator-settle");
-    let f = fleet(&dir, "").await;
+    let f = fleet(
+        &dir,
+        "[[orders.channel]]\nname = \"bo\"\nleftovers = \"backorder\"\n",
+    )
+    .await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
         .await
@@ -383,6 +387,46 @@ async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
         (last["action"].as_str(), last["by"].as_str()),
         (Some("resolved"), Some("stocksync"))
     );
+
+    // An inspection of more than quality control holds: a shortfall.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "inspection", "outcome": "available", "quantity": 4, "source": "wms"}),
+    )
+    .await;
+    let sf = wait_exceptions(c, "kind=shortfall", 1).await;
+    assert_eq!(
+        (sf[0]["sku"].as_str(), sf[0]["warehouse"].as_str()),
+        (Some("MUG"), Some("ams"))
+    );
+    assert_eq!(sf[0]["record"]["quantity"], 4, "{}", sf[0]);
+
+    // An order for more MUG than ams and ber have (19), on a channel that backorders: an exception.
+    let order = json!({"id": "B-1", "channel": "bo", "lines": [{"sku": "MUG", "quantity": 25}],
+                       "ship_to": {"country": "NL", "postcode": "1011"}});
+    let r = post(&format!("{c}/v1/orders"), &order.to_string(), &[]).await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (201, Some("backorder")),
+        "{:?}",
+        r.body
+    );
+    let bo = wait_exceptions(c, "kind=backorder", 1).await;
+    assert_eq!(
+        (bo[0]["channel"].as_str(), bo[0]["sku"].as_str()),
+        (Some("bo"), Some("MUG"))
+    );
+    assert!(
+        bo[0]["reason"].as_str().unwrap().contains("6 x MUG"),
+        "{}",
+        bo[0]
+    );
+    assert_eq!(
+        bo[0]["record"]["id"], "B-1",
+        "the order as received: {}",
+        bo[0]
+    );
+    assert_eq!(bo[0]["source"], "order B-1 from channel bo");
 
     ber.stop().await.unwrap();
     f.agent.stop().await.unwrap();

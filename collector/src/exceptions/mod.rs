@@ -1,5 +1,5 @@
 //! The exception queue: every kind of problem the collector keeps (rejects, drift, conflicts,
-//! transfer discrepancies, reversals, failed channel pushes) as one list an operator works
+//! transfer discrepancies, reversals, shortfalls, failed channel pushes, backordered orders) as one list an operator works
 //! through, with a status, a comment log and a count of identical failures.
 //!
 //! The queue owns only what it adds: status, comments, attempts and grouping, in its own
@@ -10,6 +10,7 @@
 //! a thousand identical failures are one exception with a count of a thousand.
 
 mod actions;
+mod outbound;
 mod query;
 mod sources;
 mod stores;
@@ -85,16 +86,22 @@ pub enum Kind {
     Reversal,
     /// A push to a channel target that failed.
     ChannelPush,
+    /// An inspection or write-off that asked for more than was there.
+    Shortfall,
+    /// An order with units nobody could take (backordered or queued).
+    Backorder,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::CollectorReject,
         Kind::Drift,
         Kind::Conflict,
         Kind::Discrepancy,
         Kind::Reversal,
         Kind::ChannelPush,
+        Kind::Shortfall,
+        Kind::Backorder,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +112,8 @@ impl Kind {
             Kind::Discrepancy => "discrepancy",
             Kind::Reversal => "reversal",
             Kind::ChannelPush => "channel_push",
+            Kind::Shortfall => "shortfall",
+            Kind::Backorder => "backorder",
         }
     }
 
