@@ -907,3 +907,113 @@ async fn readyz_follows_the_broker_and_logs_are_json_lines() {
         }
     }
 }
+
+/// The rules of `/v1/alerts` other than sold out but listed: too many exceptions in a day, a
+/// silent warehouse, a failing channel; each one alert per subject, cleared when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exception_silence_and_channel_rules_fire_and_clear() {
+    let dir = TempDir::new("operator-rules");
+    let more = r#"
+[operations]
+evaluate_every_ms = 50
+exceptions_per_day = 2
+silent_after_secs = 2
+channel_failing_after_secs = 1
+mqtt = false
+"#;
+    let f = fleet(&dir, more).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let firing = |rule: &'static str| async move {
+        get(&format!("{c}/v1/alerts")).await.body["firing"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|x| x["rule"] == rule)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+
+    // The dead webhook fails for over a second: channel_failing for web/webhook.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 1, "source": "wms"}),
+    )
+    .await;
+    wait_for("channel_failing fires", WAIT, || async {
+        firing("channel_failing").await.len() == 1
+    })
+    .await;
+    assert_eq!(firing("channel_failing").await[0]["subject"], "web/webhook");
+
+    // Three distinct undecodable payloads: three open exceptions in a day, above 2 (the
+    // channel push failure is a fourth).
+    let probe = MqttProbe::connect(f.collector.broker.port, "noisy").await;
+    for n in 0..3u8 {
+        probe
+            .publish("stocksync/v1/ams/movements", vec![0xff, n])
+            .await;
+    }
+    wait_for("exceptions_per_day fires", WAIT, || async {
+        firing("exceptions_per_day").await.len() == 1
+    })
+    .await;
+    let e = &firing("exceptions_per_day").await[0];
+    assert_eq!(e["detail"]["threshold"], 2, "{e}");
+
+    // Ignoring them brings the count under the threshold: the alert clears.
+    let r = post(
+        &format!("{c}/v1/exceptions/ignore"),
+        &json!({"by": "ops", "comment": "noise", "filter": {"kind": "collector_reject"}})
+            .to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["changed"], 3, "{:?}", r.body);
+    wait_for("exceptions_per_day clears", WAIT, || async {
+        firing("exceptions_per_day").await.is_empty()
+    })
+    .await;
+
+    // ams goes quiet for 2 s: silent; a new batch clears it.
+    wait_for("warehouse_silent fires", WAIT, || async {
+        firing("warehouse_silent").await.len() == 1
+    })
+    .await;
+    assert_eq!(firing("warehouse_silent").await[0]["subject"], "ams");
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 1, "source": "wms"}),
+    )
+    .await;
+    wait_for("warehouse_silent clears", WAIT, || async {
+        firing("warehouse_silent").await.is_empty()
+    })
+    .await;
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    let recent: Vec<&str> = alerts["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        recent.contains(&"exceptions_per_day") && recent.contains(&"warehouse_silent"),
+        "{alerts}"
+    );
+    // One alert per condition, however many evaluations it held for.
+    assert_eq!(
+        alerts["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == "warehouse_silent")
+            .count(),
+        1,
+        "{alerts}"
+    );
+
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}

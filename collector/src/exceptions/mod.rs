@@ -2,7 +2,7 @@
 //! transfer discrepancies, reversals, shortfalls, failed channel pushes, backordered orders) as one list an operator works
 //! through, with a status, a comment log and a count of identical failures.
 //!
-//! The queue owns only what it adds: status, comments, attempts and grouping, in its own
+//! The queue owns only what it adds: status, comments and grouping, in its own
 //! tables (`exceptions`, `exception_sources`, `exception_events`). The records themselves
 //! stay in the stores that write them; `sources` reads them (incrementally, by a cursor per
 //! store) and folds each into its group. A group's id is `<kind>-<hash of its natural key>`,
@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS exceptions (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
     occurrences INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     status_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
