@@ -156,13 +156,15 @@ impl Collector {
         );
 
         let alert_stats = Arc::new(alerts::AlertStats::default());
+        // Built here so that an unreadable alert secret stops the start, not a task later.
+        let deliver = alerts::Deliver::start(&config.operations, &broker, watch_rx.clone())?;
         tasks.spawn(
             "alerts",
             alerts::run(
                 config.operations.clone(),
                 ledger.clone(),
                 catalog.clone(),
-                broker.clone(),
+                deliver,
                 alert_stats.clone(),
                 watch_rx.clone(),
             ),

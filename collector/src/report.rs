@@ -63,10 +63,13 @@ pub struct SoldOutListed {
     pub available: i64,
 }
 
-/// SKUs 0 available (a bundle: some component short of one bundle) but published > 0.
+/// SKUs 0 available (a bundle: some component short of one bundle) but published > 0, whose
+/// stock last changed at least `grace_ms` before `now_ms`.
 pub fn sold_out_listed(
     conn: &Connection,
     catalog: &Catalog,
+    now_ms: i64,
+    grace_ms: i64,
 ) -> rusqlite::Result<Vec<SoldOutListed>> {
     let listed: Vec<(String, String, String, i64)> = {
         let mut stmt = conn.prepare_cached(
@@ -75,23 +78,29 @@ pub fn sold_out_listed(
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         rows.collect::<Result<_, _>>()?
     };
-    let mut available =
-        conn.prepare_cached("SELECT coalesce(sum(available), 0) FROM stock WHERE sku = ?1")?;
+    // Available units and when the SKU's stock last changed.
+    let mut stock = conn.prepare_cached(
+        "SELECT coalesce(sum(available), 0), coalesce(max(updated_at_ms), 0) FROM stock WHERE sku = ?1",
+    )?;
+    let mut read = |sku: &str| -> rusqlite::Result<(i64, i64)> {
+        stock.query_row([sku], |r| Ok((r.get(0)?, r.get(1)?)))
+    };
     let mut out = Vec::new();
     for (channel, sku, channel_sku, published) in listed {
-        let avail = match catalog.bundle(&sku) {
+        let (avail, changed) = match catalog.bundle(&sku) {
             Some(components) => {
-                let mut sets = i64::MAX;
+                let (mut sets, mut changed) = (i64::MAX, 0);
                 for c in components {
-                    let a: i64 = available.query_row([&c.sku], |r| r.get(0))?;
-                    sets =
-                        sets.min(a.max(0) / i64::try_from(c.quantity.max(1)).unwrap_or(i64::MAX));
+                    let (a, at) = read(&c.sku)?;
+                    let per = i64::try_from(c.quantity.max(1)).unwrap_or(i64::MAX);
+                    sets = sets.min(a.max(0) / per);
+                    changed = changed.max(at);
                 }
-                sets
+                (sets, changed)
             }
-            None => available.query_row([&sku], |r| r.get(0))?,
+            None => read(&sku)?,
         };
-        if avail <= 0 {
+        if avail <= 0 && changed <= now_ms.saturating_sub(grace_ms) {
             out.push(SoldOutListed {
                 channel,
                 sku,
@@ -177,6 +186,13 @@ pub fn failing_channels(
     rows.collect()
 }
 
+/// The sold-out grace of `ops` in ms.
+pub fn grace_ms(ops: &stocksync_common::config::OperationsConfig) -> i64 {
+    i64::try_from(ops.sold_out_grace_secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000)
+}
+
 /// What the report needs besides the database.
 pub struct Context<'a> {
     pub now_ms: i64,
@@ -225,7 +241,7 @@ pub fn daily(conn: &Connection, cx: &Context<'_>) -> rusqlite::Result<Value> {
         },
         "open_drift": open_of("drift")?,
         "open_conflicts": open_of("conflict")?,
-        "sold_out_listed": sold_out_listed(conn, cx.catalog)?,
+        "sold_out_listed": sold_out_listed(conn, cx.catalog, cx.now_ms, grace_ms(cx.ops))?,
         "silent_warehouses": silent_warehouses(conn, cx.now_ms, cx.ops.silent_after_secs)?,
         "channels": channel_lines(conn, cx)?,
         "agents": agents(conn)?,

@@ -780,6 +780,9 @@ pub struct OperationsConfig {
     pub channel_failing_after_secs: u64,
     /// More unresolved exceptions than this opened in the last 24 hours fires an alert.
     pub exceptions_per_day: u64,
+    /// A SKU counts as sold out but listed only once its stock has not changed for this
+    /// long, so the channels' normal publishing delay is not reported.
+    pub sold_out_grace_secs: u64,
     /// How often alert conditions are evaluated.
     pub evaluate_every_ms: u64,
     /// Publish alerts on `stocksync/v1/alerts/<rule>` (QoS 1).
@@ -794,6 +797,7 @@ impl Default for OperationsConfig {
             silent_after_secs: 900,
             channel_failing_after_secs: 900,
             exceptions_per_day: 10,
+            sold_out_grace_secs: 60,
             evaluate_every_ms: 5_000,
             mqtt: true,
             webhook: None,

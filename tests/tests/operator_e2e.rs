@@ -317,7 +317,11 @@ async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
     let dir = TempDir::new("operator-settle");
-    let f = fleet(&dir, "").await;
+    let f = fleet(
+        &dir,
+        "[[orders.channel]]\nname = \"bo\"\nleftovers = \"backorder\"\n",
+    )
+    .await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
         .await
@@ -384,6 +388,46 @@ async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
         (Some("resolved"), Some("stocksync"))
     );
 
+    // An inspection of more than quality control holds: a shortfall.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "inspection", "outcome": "available", "quantity": 4, "source": "wms"}),
+    )
+    .await;
+    let sf = wait_exceptions(c, "kind=shortfall", 1).await;
+    assert_eq!(
+        (sf[0]["sku"].as_str(), sf[0]["warehouse"].as_str()),
+        (Some("MUG"), Some("ams"))
+    );
+    assert_eq!(sf[0]["record"]["quantity"], 4, "{}", sf[0]);
+
+    // An order for more MUG than ams and ber have (19), on a channel that backorders: an exception.
+    let order = json!({"id": "B-1", "channel": "bo", "lines": [{"sku": "MUG", "quantity": 25}],
+                       "ship_to": {"country": "NL", "postcode": "1011"}});
+    let r = post(&format!("{c}/v1/orders"), &order.to_string(), &[]).await;
+    assert_eq!(
+        (r.status, r.body["state"].as_str()),
+        (201, Some("backorder")),
+        "{:?}",
+        r.body
+    );
+    let bo = wait_exceptions(c, "kind=backorder", 1).await;
+    assert_eq!(
+        (bo[0]["channel"].as_str(), bo[0]["sku"].as_str()),
+        (Some("bo"), Some("MUG"))
+    );
+    assert!(
+        bo[0]["reason"].as_str().unwrap().contains("6 x MUG"),
+        "{}",
+        bo[0]
+    );
+    assert_eq!(
+        bo[0]["record"]["id"], "B-1",
+        "the order as received: {}",
+        bo[0]
+    );
+    assert_eq!(bo[0]["source"], "order B-1 from channel bo");
+
     ber.stop().await.unwrap();
     f.agent.stop().await.unwrap();
     f.collector.stop().await.unwrap();
@@ -411,6 +455,7 @@ name = "shop"
 locations = ["ams"]
 [operations]
 silent_after_secs = 3
+sold_out_grace_secs = 1
 "#;
     let f = fleet(&dir, more).await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
@@ -446,6 +491,12 @@ silent_after_secs = 3
     .await;
     wait_for("MUG sold out", WAIT, || async {
         on_hand(c, "MUG").await == 0
+    })
+    .await;
+    wait_for("sold out but listed, after the grace", WAIT, || async {
+        report(c).await["sold_out_listed"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
     })
     .await;
     let r = report(c).await;
@@ -641,6 +692,7 @@ name = "shop"
 locations = ["ams"]
 [operations]
 evaluate_every_ms = 50
+sold_out_grace_secs = 1
 [operations.webhook]
 url = "http://{}/alerts"
 secret_file = {:?}
@@ -854,4 +906,114 @@ async fn readyz_follows_the_broker_and_logs_are_json_lines() {
             assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
         }
     }
+}
+
+/// The rules of `/v1/alerts` other than sold out but listed: too many exceptions in a day, a
+/// silent warehouse, a failing channel; each one alert per subject, cleared when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exception_silence_and_channel_rules_fire_and_clear() {
+    let dir = TempDir::new("operator-rules");
+    let more = r#"
+[operations]
+evaluate_every_ms = 50
+exceptions_per_day = 2
+silent_after_secs = 2
+channel_failing_after_secs = 1
+mqtt = false
+"#;
+    let f = fleet(&dir, more).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let firing = |rule: &'static str| async move {
+        get(&format!("{c}/v1/alerts")).await.body["firing"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|x| x["rule"] == rule)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+
+    // The dead webhook fails for over a second: channel_failing for web/webhook.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 1, "source": "wms"}),
+    )
+    .await;
+    wait_for("channel_failing fires", WAIT, || async {
+        firing("channel_failing").await.len() == 1
+    })
+    .await;
+    assert_eq!(firing("channel_failing").await[0]["subject"], "web/webhook");
+
+    // Three distinct undecodable payloads: three open exceptions in a day, above 2 (the
+    // channel push failure is a fourth).
+    let probe = MqttProbe::connect(f.collector.broker.port, "noisy").await;
+    for n in 0..3u8 {
+        probe
+            .publish("stocksync/v1/ams/movements", vec![0xff, n])
+            .await;
+    }
+    wait_for("exceptions_per_day fires", WAIT, || async {
+        firing("exceptions_per_day").await.len() == 1
+    })
+    .await;
+    let e = &firing("exceptions_per_day").await[0];
+    assert_eq!(e["detail"]["threshold"], 2, "{e}");
+
+    // Ignoring them brings the count under the threshold: the alert clears.
+    let r = post(
+        &format!("{c}/v1/exceptions/ignore"),
+        &json!({"by": "ops", "comment": "noise", "filter": {"kind": "collector_reject"}})
+            .to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.body["changed"], 3, "{:?}", r.body);
+    wait_for("exceptions_per_day clears", WAIT, || async {
+        firing("exceptions_per_day").await.is_empty()
+    })
+    .await;
+
+    // ams goes quiet for 2 s: silent; a new batch clears it.
+    wait_for("warehouse_silent fires", WAIT, || async {
+        firing("warehouse_silent").await.len() == 1
+    })
+    .await;
+    assert_eq!(firing("warehouse_silent").await[0]["subject"], "ams");
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 1, "source": "wms"}),
+    )
+    .await;
+    wait_for("warehouse_silent clears", WAIT, || async {
+        firing("warehouse_silent").await.is_empty()
+    })
+    .await;
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    let recent: Vec<&str> = alerts["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        recent.contains(&"exceptions_per_day") && recent.contains(&"warehouse_silent"),
+        "{alerts}"
+    );
+    // One alert per condition, however many evaluations it held for.
+    assert_eq!(
+        alerts["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == "warehouse_silent")
+            .count(),
+        1,
+        "{alerts}"
+    );
+
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
 }

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::{BrokerConfig, OperationsConfig};
+use stocksync_common::config::OperationsConfig;
 use tokio::sync::watch;
 
 use crate::ledger::Ledger;
 use crate::metrics::Counter;
 
+pub use deliver::Deliver;
 pub use rules::Condition;
 pub use state::{firing_by_rule, list, SCHEMA};
 
@@ -38,11 +39,10 @@ pub async fn run(
     ops: OperationsConfig,
     ledger: Ledger,
     catalog: Arc<Catalog>,
-    broker: BrokerConfig,
+    mut out: Deliver,
     stats: Arc<AlertStats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut out = deliver::Deliver::start(&ops, &broker, shutdown.clone())?;
     let mut every = tokio::time::interval(Duration::from_millis(ops.evaluate_every_ms.max(10)));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

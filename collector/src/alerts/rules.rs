@@ -56,7 +56,7 @@ pub fn evaluate(
         }
     }
     if has_table(conn, "channel_sellable")? {
-        for l in report::sold_out_listed(conn, catalog)? {
+        for l in report::sold_out_listed(conn, catalog, now, report::grace_ms(ops))? {
             out.push(Condition {
                 rule: "sold_out_listed",
                 subject: format!("{}/{}", l.channel, l.sku),

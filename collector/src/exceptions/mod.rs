@@ -1,8 +1,8 @@
 //! The exception queue: every kind of problem the collector keeps (rejects, drift, conflicts,
-//! transfer discrepancies, reversals, failed channel pushes) as one list an operator works
+//! transfer discrepancies, reversals, shortfalls, failed channel pushes, backordered orders) as one list an operator works
 //! through, with a status, a comment log and a count of identical failures.
 //!
-//! The queue owns only what it adds: status, comments, attempts and grouping, in its own
+//! The queue owns only what it adds: status, comments and grouping, in its own
 //! tables (`exceptions`, `exception_sources`, `exception_events`). The records themselves
 //! stay in the stores that write them; `sources` reads them (incrementally, by a cursor per
 //! store) and folds each into its group. A group's id is `<kind>-<hash of its natural key>`,
@@ -10,6 +10,7 @@
 //! a thousand identical failures are one exception with a count of a thousand.
 
 mod actions;
+mod outbound;
 mod query;
 mod sources;
 mod stores;
@@ -37,7 +38,6 @@ CREATE TABLE IF NOT EXISTS exceptions (
     first_seen_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL,
     occurrences INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     status_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -85,16 +85,22 @@ pub enum Kind {
     Reversal,
     /// A push to a channel target that failed.
     ChannelPush,
+    /// An inspection or write-off that asked for more than was there.
+    Shortfall,
+    /// An order with units nobody could take (backordered or queued).
+    Backorder,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::CollectorReject,
         Kind::Drift,
         Kind::Conflict,
         Kind::Discrepancy,
         Kind::Reversal,
         Kind::ChannelPush,
+        Kind::Shortfall,
+        Kind::Backorder,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +111,8 @@ impl Kind {
             Kind::Discrepancy => "discrepancy",
             Kind::Reversal => "reversal",
             Kind::ChannelPush => "channel_push",
+            Kind::Shortfall => "shortfall",
+            Kind::Backorder => "backorder",
         }
     }
 

@@ -63,10 +63,10 @@ pub struct Page {
     pub offset: i64,
 }
 
-const COLUMNS: &str = "id, kind, warehouse, channel, sku, source, field, reason, first_seen_ms, last_seen_ms, occurrences, attempts, status, status_at_ms, record";
+const COLUMNS: &str = "id, kind, warehouse, channel, sku, source, field, reason, first_seen_ms, last_seen_ms, occurrences, status, status_at_ms, record";
 
 fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    let record: String = r.get(14)?;
+    let record: String = r.get(13)?;
     Ok(json!({
         "id": r.get::<_, String>(0)?,
         "kind": r.get::<_, String>(1)?,
@@ -79,9 +79,8 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "first_seen_ms": r.get::<_, i64>(8)?,
         "last_seen_ms": r.get::<_, i64>(9)?,
         "occurrences": r.get::<_, i64>(10)?,
-        "attempts": r.get::<_, i64>(11)?,
-        "status": r.get::<_, String>(12)?,
-        "status_at_ms": r.get::<_, i64>(13)?,
+        "status": r.get::<_, String>(11)?,
+        "status_at_ms": r.get::<_, i64>(12)?,
         "record": serde_json::from_str::<Value>(&record).unwrap_or(Value::Null),
     }))
 }

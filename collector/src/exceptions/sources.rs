@@ -173,6 +173,7 @@ fn close_vanished(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         ("conflicts", "agent_id || '/' || seq"),
         ("discrepancies", "transfer || '/' || sku"),
         ("reversals", "order_ref || '/' || sku"),
+        ("shortfalls", "agent_id || '/' || seq"),
     ] {
         if !table_exists(tx, origin)? {
             continue;

@@ -7,6 +7,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 use stocksync_common::wire;
 
+use super::outbound;
 use super::Kind;
 
 /// One record of a store, as the queue sees it.
@@ -31,13 +32,15 @@ pub(super) struct Occurrence {
 
 pub(super) type Reader = fn(&Transaction<'_>, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
 
-pub(super) const READERS: [(&str, Reader); 6] = [
+pub(super) const READERS: [(&str, Reader); 8] = [
     ("rejects", read_rejects),
     ("drift", read_drift),
     ("conflicts", read_conflicts),
     ("discrepancies", read_discrepancies),
     ("reversals", read_reversals),
-    ("channel_errors", read_channel_errors),
+    ("channel_errors", outbound::read_channel_errors),
+    ("shortfalls", read_shortfalls),
+    ("orders", outbound::read_backorders),
 ];
 
 /// A stored payload as JSON: the decoded batch or movement, else the bytes as text.
@@ -101,7 +104,7 @@ fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+pub(super) fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let newest = occurrences
         .iter()
         .map(|o| o.last_seen_ms)
@@ -271,34 +274,57 @@ fn read_reversals(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Ve
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn read_channel_errors(
-    tx: &Transaction<'_>,
-    since: i64,
-) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, channel, target, detail, first_seen_ms, last_seen_ms, seen_count, resolved_at_ms
-         FROM channel_errors WHERE max(last_seen_ms, coalesce(resolved_at_ms, 0)) >= ?1",
-    )?;
-    let rows = stmt.query_map([since], |r| {
-        let (channel, target, detail): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
-        let resolved: Option<i64> = r.get(7)?;
-        Ok(Occurrence {
-            kind: Kind::ChannelPush,
-            key: vec![channel.clone(), target.clone(), detail.clone()],
-            origin: "channel_errors",
-            origin_key: r.get::<_, i64>(0)?.to_string(),
-            seen: r.get(6)?,
-            first_seen_ms: r.get(4)?,
-            last_seen_ms: r.get::<_, i64>(5)?.max(resolved.unwrap_or(0)),
-            warehouse: None,
-            channel: Some(channel.clone()),
-            sku: None,
-            source: format!("channel {channel}, target {target}"),
-            field: None,
-            reason: detail.clone(),
-            record: json!({"channel": channel, "target": target, "detail": detail}),
-            closed: resolved.is_some(),
-        })
-    })?;
-    newest(rows.collect::<Result<Vec<_>, _>>()?)
+fn read_shortfalls(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    type Row = (
+        String,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        [i64; 4],
+    );
+    let rows: Vec<Row> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT agent_id, seq, sku, warehouse, bin, kind, state, requested, held, excess, recorded_at_ms
+             FROM shortfalls WHERE recorded_at_ms >= ?1",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                [r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (agent_id, seq, sku, warehouse, bin, kind, state, [requested, held, excess, at]) in rows {
+        out.push(Occurrence {
+            kind: Kind::Shortfall,
+            key: vec![sku.clone(), warehouse.clone(), bin.clone(), kind.clone()],
+            origin: "shortfalls",
+            origin_key: format!("{agent_id}/{seq}"),
+            seen: 1,
+            first_seen_ms: at,
+            last_seen_ms: at,
+            warehouse: Some(warehouse.clone()),
+            channel: None,
+            sku: Some(sku.clone()),
+            source: format!("agent {agent_id}"),
+            field: Some("$.quantity".into()),
+            reason: format!(
+                "{kind} of {requested} {state} at {warehouse}: only {held} there ({excess} not taken)"
+            ),
+            record: ledger_record(tx, &agent_id, seq)?,
+            closed: false,
+        });
+    }
+    newest(out)
 }

@@ -95,7 +95,7 @@ function exceptionRows(items) {
      <td title="${esc(time(e.last_seen_ms))}">${ago(e.last_seen_ms)}</td><td><a class="open-exception" href="#/exception/${enc(e.id)}">open</a></td></tr>`), "No exceptions match.");
 }
 
-const KINDS = ["", "collector_reject", "drift", "conflict", "discrepancy", "reversal", "channel_push"];
+const KINDS = ["", "collector_reject", "drift", "conflict", "discrepancy", "reversal", "shortfall", "channel_push", "backorder"];
 const STATUSES = ["", "open", "resolved", "ignored"];
 
 async function exceptions(params) {

@@ -1,0 +1,121 @@
+//! Reading the stores of what leaves the collector: failed channel pushes and orders with
+//! units nobody could take, as occurrences for the queue (see `stores`).
+
+use rusqlite::Transaction;
+use serde_json::{json, Value};
+
+use super::stores::{newest, Occurrence};
+use super::Kind;
+
+pub(super) fn read_channel_errors(
+    tx: &Transaction<'_>,
+    since: i64,
+) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, channel, target, detail, first_seen_ms, last_seen_ms, seen_count, resolved_at_ms
+         FROM channel_errors WHERE max(last_seen_ms, coalesce(resolved_at_ms, 0)) >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (channel, target, detail): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+        let resolved: Option<i64> = r.get(7)?;
+        Ok(Occurrence {
+            kind: Kind::ChannelPush,
+            key: vec![channel.clone(), target.clone(), detail.clone()],
+            origin: "channel_errors",
+            origin_key: r.get::<_, i64>(0)?.to_string(),
+            seen: r.get(6)?,
+            first_seen_ms: r.get(4)?,
+            last_seen_ms: r.get::<_, i64>(5)?.max(resolved.unwrap_or(0)),
+            warehouse: None,
+            channel: Some(channel.clone()),
+            sku: None,
+            source: format!("channel {channel}, target {target}"),
+            field: None,
+            reason: detail.clone(),
+            record: json!({"channel": channel, "target": target, "detail": detail}),
+            closed: resolved.is_some(),
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Orders with units nobody could take (backordered or queued); settled once they leave
+/// that state.
+pub(super) fn read_backorders(
+    tx: &Transaction<'_>,
+    since: i64,
+) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, channel, state, record, created_at_ms, updated_at_ms FROM orders WHERE updated_at_ms >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (id, channel, state): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let record: Value = serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or(Value::Null);
+        let waiting = state == "backorder" || state == "queued";
+        let short: Vec<&Value> = record["lines"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|l| l["unallocated"].as_u64().unwrap_or(0) > 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let what: Vec<String> = short
+            .iter()
+            .map(|l| {
+                let why = l["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} x {}{why}",
+                    l["unallocated"],
+                    l["sku"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        Ok((
+            waiting,
+            Occurrence {
+                kind: Kind::Backorder,
+                key: vec![id.clone()],
+                origin: "orders",
+                origin_key: id.clone(),
+                seen: 1,
+                first_seen_ms: r.get(4)?,
+                last_seen_ms: r.get(4)?,
+                warehouse: None,
+                channel: Some(channel.clone()),
+                sku: short
+                    .first()
+                    .and_then(|l| l["sku"].as_str())
+                    .map(String::from),
+                source: format!("order {id} from channel {channel}"),
+                field: Some("$.lines".into()),
+                reason: format!(
+                    "order {id} is {state}: {} waiting for stock",
+                    what.join(", ")
+                ),
+                record: record["request"].clone(),
+                closed: !waiting,
+            },
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    let mut newest_ms = 0;
+    let mut out = Vec::new();
+    for row in rows {
+        let (waiting, occ, updated) = row?;
+        newest_ms = newest_ms.max(updated);
+        // An order that never waited is no exception; one that stopped waiting closes it.
+        let known: bool = tx.query_row(
+            "SELECT count(*) FROM exception_sources WHERE origin = 'orders' AND origin_key = ?1",
+            [&occ.origin_key],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if waiting || known {
+            out.push(occ);
+        }
+    }
+    Ok((newest_ms, out))
+}
