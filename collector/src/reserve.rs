@@ -279,17 +279,24 @@ pub(crate) fn on_shipment(
     Ok(())
 }
 
-/// Closes every active reservation of (sku, warehouse) whose order's shipments cover it.
+/// Closes every active reservation of (sku, warehouse) whose order's shipments cover it,
+/// and reopens a fulfilled one whose shipments no longer do (one was voided), so the status
+/// depends on the set of shipments, not on their order.
 fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE reservations SET status = 'fulfilled', closed_at_ms = ?3
-         WHERE sku = ?1 AND warehouse = ?2 AND status = 'active' AND quantity <= (
-            SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
+    const SHIPPED: &str = "(SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
             WHERE l.order_ref = reservations.order_ref AND l.sku = reservations.sku
               AND l.warehouse = reservations.warehouse AND l.kind = 'shipment'
-              AND l.treatment IN ('apply', 'provisional'))",
-    )?
+              AND l.treatment IN ('apply', 'provisional'))";
+    tx.prepare_cached(&format!(
+        "UPDATE reservations SET status = 'fulfilled', closed_at_ms = ?3
+         WHERE sku = ?1 AND warehouse = ?2 AND status = 'active' AND quantity <= {SHIPPED}"
+    ))?
     .execute(params![sku, warehouse, now])?;
+    tx.prepare_cached(&format!(
+        "UPDATE reservations SET status = 'active', closed_at_ms = NULL
+         WHERE sku = ?1 AND warehouse = ?2 AND status = 'fulfilled' AND quantity > {SHIPPED}"
+    ))?
+    .execute(params![sku, warehouse])?;
     Ok(())
 }
 

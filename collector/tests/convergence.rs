@@ -7,6 +7,9 @@
 //! real ledger on real SQLite files in several shuffled orders with duplicated batches. Every
 //! delivery must end in the same stock, drift, conflict and discrepancy records, equal to
 //! a small reference model that states the rules in closed form instead of replaying.
+//! Between the two halves of each delivery two reservations try to hold stock at ams
+//! (shipments carry their orders), one is released in some deliveries; the holds must be
+//! each created reservation's quantity less its order's shipments, whatever the order.
 //! Some movements are voided by an operator, between and after deliveries (some twice): the
 //! result must be the reference of the movements that were not voided.
 //! Each delivery's projection is then thrown away and rebuilt from the ledger alone
@@ -19,6 +22,7 @@ use proptest::prelude::*;
 use stocksync_collector::authority::Authority;
 use stocksync_collector::ledger::Ledger;
 use stocksync_collector::metrics::Metrics;
+use stocksync_collector::reserve;
 use stocksync_collector::void;
 use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
 use stocksync_common::model::*;
@@ -114,6 +118,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 },
             };
             let is_transfer = matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn);
+            let is_shipment = matches!(kind, MovementKind::Shipment);
             let quantity = if matches!(kind, MovementKind::Count) {
                 s.quantity
             } else {
@@ -138,6 +143,8 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 references: References {
                     transfer: is_transfer.then(|| if s.transfer { "T1" } else { "T2" }.into()),
                     peer_warehouse: is_transfer.then(|| peer.into()),
+                    // Shipments consume the reservations of their order.
+                    order: is_shipment.then(|| if s.transfer { "O1" } else { "O2" }.into()),
                     ..References::default()
                 },
                 external_id: None,
@@ -180,7 +187,7 @@ fn deliver(
     voids: &std::collections::BTreeSet<(String, u64)>,
     seed: u64,
     chunk: usize,
-) -> Outcome {
+) -> (Outcome, Vec<Hold>) {
     let mut batches = Vec::new();
     for (agent, (agent_id, warehouse)) in AGENTS.iter().enumerate() {
         let mine: Vec<Movement> = all
@@ -211,14 +218,15 @@ fn deliver(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let outcome = rt.block_on(async {
+    let (outcome, holds) = rt.block_on(async {
         let ledger = Ledger::open_with(&path, Arc::new(Metrics::default()), authority()).unwrap();
         // Half the batches, then the voids of what they delivered (each twice), then the
         // rest, then the remaining voids: voids interleave with late movements.
         let half = batches.len() / 2;
         let mut delivered = std::collections::BTreeSet::new();
         let mut voided = std::collections::BTreeSet::new();
-        for phase in [&batches[..half], &batches[half..]] {
+        let mut holds = Vec::new();
+        for (p, phase) in [&batches[..half], &batches[half..]].into_iter().enumerate() {
             let mut waiting = Vec::new();
             for b in phase {
                 let topic = format!("stocksync/v1/{}/movements", b.warehouse);
@@ -253,8 +261,19 @@ fn deliver(
                     .await
                     .unwrap();
             }
+            if p == 0 {
+                holds = reserve_some(&ledger).await;
+            }
         }
-        ledger.read(read_outcome).unwrap()
+        // Released by hand in some deliveries.
+        if seed & 1 == 1 && holds.iter().any(|h| h.order == "O2") {
+            holds.retain(|h| h.order != "O2");
+            ledger
+                .write(|tx, touched| reserve::release(tx, "r-O2", 0, touched))
+                .await
+                .unwrap();
+        }
+        (ledger.read(read_outcome).unwrap(), holds)
     });
     drop(rt);
     // The same projection must come back from the ledger alone, after losing every derived table.
@@ -271,7 +290,63 @@ fn deliver(
         "rebuild from the ledger differs from the incremental projection"
     );
     drop(conn);
-    outcome
+    (outcome, holds)
+}
+
+/// A reservation a delivery managed to create (whether the warehouse had the stock at that
+/// moment depends on what had arrived, so the reference takes the created ones as given).
+#[derive(Debug, Clone)]
+struct Hold {
+    order: &'static str,
+    quantity: i64,
+}
+
+/// Tries to hold 1 for order O1 and 2 for order O2 at ams.
+async fn reserve_some(ledger: &Ledger) -> Vec<Hold> {
+    let mut created = Vec::new();
+    for (order, quantity) in [("O1", 1), ("O2", 2)] {
+        let req = reserve::Request {
+            id: format!("r-{order}"),
+            order: order.into(),
+            sku: "S".into(),
+            warehouse: "ams".into(),
+            quantity,
+            channel: None,
+            ttl_secs: None,
+        };
+        let outcome = ledger
+            .write(move |tx, touched| reserve::create(tx, &req, 0, touched))
+            .await
+            .unwrap();
+        if matches!(outcome, reserve::Created::New(_)) {
+            created.push(Hold { order, quantity });
+        }
+    }
+    created
+}
+
+/// The reference with the reservations' holds on the warehouse-level row of ams: each holds
+/// its quantity less its order's shipments there (never below 0).
+fn with_holds(mut out: Outcome, kept: &[(usize, Movement)], holds: &[Hold]) -> Outcome {
+    let mut held = 0;
+    for h in holds {
+        let shipped: i64 = kept
+            .iter()
+            .filter(|(a, m)| AGENTS[*a].1 == "ams" && m.kind == MovementKind::Shipment)
+            .filter(|(_, m)| m.references.order.as_deref() == Some(h.order))
+            .map(|(_, m)| m.quantity as i64)
+            .sum();
+        held += (h.quantity - shipped).max(0);
+    }
+    if held != 0 {
+        let row = out
+            .stock
+            .entry(("ams".into(), String::new()))
+            .or_insert([0; 6]);
+        row[0] -= held;
+        row[1] += held;
+    }
+    out
 }
 
 /// A SQLite file (with its WAL and shared-memory files) removed on drop, also when a failing
@@ -611,8 +686,9 @@ proptest! {
             .collect();
         let expected = reference(&kept);
         for (i, seed) in seeds.iter().enumerate() {
-            let got = deliver(&all, &voids, *seed, 1 + i * 2);
-            prop_assert_eq!(&got, &expected, "delivery {} (seed {}) differs from the reference", i, seed);
+            let (got, holds) = deliver(&all, &voids, *seed, 1 + i * 2);
+            let expected = with_holds(expected.clone(), &kept, &holds);
+            prop_assert_eq!(&got, &expected, "delivery {} (seed {}, holds {:?}) differs from the reference", i, seed, holds);
         }
     }
 }
