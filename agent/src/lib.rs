@@ -6,6 +6,7 @@
 //! collector's ack. Each stage keeps working when the next one is unreachable: the agent
 //! accepts and journals for as long as the network is gone, bounded only by `max_backlog`.
 
+pub mod auth;
 pub mod catalog;
 pub mod forward;
 pub mod ingest;
@@ -130,6 +131,7 @@ impl Agent {
             ),
             None => None,
         };
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
         let lock = lock_journal(&config.journal.path)?;
         let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
         let journal_closed = Box::pin(journal.closed());
@@ -141,6 +143,12 @@ impl Agent {
                 source,
             })?;
         let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let scheme = server.scheme();
         let link = Arc::new(LinkState::default());
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
@@ -197,17 +205,17 @@ impl Agent {
             tasks: tasks.health(),
             http_sources,
         });
-        let router = ingest::http::router(app);
-        let mut http_shutdown = watch_rx.clone();
+        let router = stocksync_common::server::auth::protect(
+            ingest::http::router(app),
+            tokens,
+            auth::scope_for,
+        );
+        let http_shutdown = watch_rx.clone();
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "agent listening");
+        tracing::info!(%http_addr, scheme, "agent listening");
         Ok(Agent {
             http_addr,
             shutdown,

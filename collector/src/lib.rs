@@ -7,11 +7,14 @@
 //! publishes the catalog, retained, so agents normalise offline. `api` serves the result. Without an external broker configured, `broker` runs an
 //! embedded one so a trial needs nothing but Rust.
 
+pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod authority;
 pub mod broker;
 pub mod buildable;
 pub mod consume;
+pub mod exceptions;
 pub mod ledger;
 pub mod merge;
 pub mod metrics;
@@ -21,6 +24,7 @@ pub mod publish;
 pub mod rebuild;
 pub mod records;
 pub mod replay;
+pub mod report;
 pub mod reserve;
 
 use std::net::SocketAddr;
@@ -48,6 +52,10 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Which long-running tasks run, for `/healthz`.
     pub tasks: Arc<TaskHealth>,
+    /// Report and alert thresholds.
+    pub operations: stocksync_common::config::OperationsConfig,
+    /// The alert loop's counts.
+    pub alert_stats: Arc<alerts::AlertStats>,
 }
 
 impl App {
@@ -116,8 +124,34 @@ impl Collector {
             tasks.spawn("publish", async move { task.await? });
         }
 
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        ledger
+            .write(|tx, _| {
+                exceptions::migrate(tx)?;
+                tx.execute_batch(alerts::SCHEMA)
+            })
+            .await?;
+        let alert_stats = Arc::new(alerts::AlertStats::default());
+        tasks.spawn(
+            "alerts",
+            alerts::run(
+                config.operations.clone(),
+                ledger.clone(),
+                catalog.clone(),
+                broker.clone(),
+                alert_stats.clone(),
+                watch_rx.clone(),
+            ),
+        );
+
         let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
         let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let scheme = server.scheme();
         let router = api::router(Arc::new(App {
             ledger,
             metrics,
@@ -126,17 +160,16 @@ impl Collector {
             orders,
             shutdown: watch_rx.clone(),
             tasks: tasks.health(),
+            operations: config.operations.clone(),
+            alert_stats,
         }));
-        let mut http_shutdown = watch_rx;
+        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "collector listening");
+        tracing::info!(%http_addr, scheme, "collector listening");
         Ok(Collector {
             http_addr,
             broker,

@@ -30,6 +30,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS file {path}: {detail}")]
+    Tls { path: PathBuf, detail: String },
 }
 
 /// An error and its causes on one line, each cause once: errors here carry their source in
@@ -72,6 +74,21 @@ pub struct BrokerConfig {
     /// MQTT client id; defaults to one derived from the agent id or `stocksync-collector`.
     pub client_id: Option<String>,
     pub keep_alive_secs: u64,
+    /// `[broker.tls]`: connect over TLS. Without it the link is plain MQTT.
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// TLS towards an MQTT broker: the CA to trust and, if the broker asks, a client certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file of the CA(s) the broker's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// PEM certificate (chain) this client presents; needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +100,7 @@ impl Default for BrokerConfig {
             password_file: None,
             client_id: None,
             keep_alive_secs: 15,
+            tls: None,
         }
     }
 }
@@ -210,6 +228,12 @@ pub struct AgentHttpConfig {
     pub max_batch: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// `[[http.tokens]]`: bearer tokens; with none configured the API is open.
+    pub tokens: Vec<TokenConfig>,
+    /// `[http.tls]`: serve HTTPS instead of HTTP.
+    pub tls: Option<HttpTlsConfig>,
+    /// `[http.limits]`: timeouts and the connection limit.
+    pub limits: HttpLimits,
 }
 
 impl Default for AgentHttpConfig {
@@ -220,6 +244,9 @@ impl Default for AgentHttpConfig {
             sources: Vec::new(),
             max_batch: 1000,
             max_body_bytes: 4 << 20,
+            tokens: Vec::new(),
+            tls: None,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -318,6 +345,9 @@ pub struct CollectorConfig {
     /// checks this table at start-up.
     #[serde(default)]
     pub orders: toml::Table,
+    /// Daily report and alert thresholds, and where alerts go.
+    #[serde(default)]
+    pub operations: OperationsConfig,
 }
 
 impl CollectorConfig {
@@ -457,12 +487,21 @@ pub struct AliasDef {
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorHttpConfig {
     pub listen: SocketAddr,
+    /// `[[http.tokens]]`: bearer tokens; with none configured the API is open.
+    pub tokens: Vec<TokenConfig>,
+    /// `[http.tls]`: serve HTTPS instead of HTTP.
+    pub tls: Option<HttpTlsConfig>,
+    /// `[http.limits]`: timeouts and the connection limit.
+    pub limits: HttpLimits,
 }
 
 impl Default for CollectorHttpConfig {
     fn default() -> Self {
         CollectorHttpConfig {
             listen: "127.0.0.1:8080".parse().expect("valid"),
+            tokens: Vec::new(),
+            tls: None,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -579,8 +618,11 @@ pub enum ChannelMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://` endpoint receiving the pushes.
+    /// `http://` or `https://` endpoint receiving the pushes.
     pub url: String,
+    /// PEM CA file to trust for `https://` instead of the public web roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// File holding the HMAC-SHA256 signing secret.
     pub secret_file: PathBuf,
     /// File holding the bearer token; re-read on a 401.
@@ -626,8 +668,11 @@ impl Default for PushLimits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopifyConfig {
-    /// `http://` GraphQL endpoint.
+    /// `https://` (or `http://`) GraphQL endpoint.
     pub url: String,
+    /// PEM CA file to trust instead of the public web roots (a private CA or a test shop).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Location GID the channel's sellable number is set at.
     pub location_id: String,
     /// File holding the `X-Shopify-Access-Token`.
@@ -635,6 +680,121 @@ pub struct ShopifyConfig {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub limits: PushLimits,
+}
+
+// ---- HTTP listeners: tokens, TLS, limits (issue 10) ----
+
+/// What a bearer token may do. Scopes do not imply each other: an operator token that
+/// should also read lists both `read` and `admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every GET (stock, audit, status, rejects, metrics).
+    Read,
+    /// Posting movements to an agent (`POST /v1/movements`).
+    Movements,
+    /// Reservations and orders at the collector.
+    Orders,
+    /// Channel modes and every other state-changing operator action.
+    Admin,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Movements => "movements",
+            Scope::Orders => "orders",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[http.tokens]]` entry. The secret itself is never in the config file: either its
+/// SHA-256 (`token_sha256`, hex) or a file holding the token (`token_file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; recorded on what it writes (reservations, channel modes, movements).
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[http.tls]`: the listener's certificate chain and key, PEM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// `[http.limits]`: what a slow or hostile client may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// A request's headers (and the TLS handshake) must arrive within this; an idle
+    /// keep-alive connection is closed after it too.
+    pub header_read_timeout_ms: u64,
+    /// A request (body included) must be read and answered within this, or it gets 408.
+    /// Streams (SSE) are bounded only up to their first byte.
+    pub request_timeout_ms: u64,
+    /// Most connections open at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// What counts as a problem worth a report line or an alert, and where alerts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationsConfig {
+    /// A warehouse whose agents sent nothing for this long is silent.
+    pub silent_after_secs: u64,
+    /// A channel target failing (an open push error) for this long is failing.
+    pub channel_failing_after_secs: u64,
+    /// More unresolved exceptions than this opened in the last 24 hours fires an alert.
+    pub exceptions_per_day: u64,
+    /// How often alert conditions are evaluated.
+    pub evaluate_every_ms: u64,
+    /// Publish alerts on `stocksync/v1/alerts/<rule>` (QoS 1).
+    pub mqtt: bool,
+    /// Signed POST of each alert (same signature scheme as channel webhooks).
+    pub webhook: Option<AlertWebhookConfig>,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        OperationsConfig {
+            silent_after_secs: 900,
+            channel_failing_after_secs: 900,
+            exceptions_per_day: 10,
+            evaluate_every_ms: 5_000,
+            mqtt: true,
+            webhook: None,
+        }
+    }
+}
+
+/// Where alert webhooks go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertWebhookConfig {
+    /// `http://` endpoint receiving alerts.
+    pub url: String,
+    /// File holding the HMAC-SHA256 signing secret.
+    pub secret_file: PathBuf,
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/rejects", get(rejects))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -270,4 +271,23 @@ async fn rejects(
         .rejects(q.limit.unwrap_or(100).min(1000))
         .map_err(ApiError::Journal)?;
     Ok(Json(rows).into_response())
+}
+
+/// `GET /readyz`: ready when the journal answers. The broker's state is reported but does not
+/// make the agent unready: it journals movements offline and forwards them on reconnect, so
+/// senders must keep posting to it.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let broker = if app.link.connected.load(Ordering::Relaxed) {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    match app.journal.status() {
+        Ok(_) => Json(json!({"status": "ready", "store": "ok", "broker": broker})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "store": e.to_string(), "broker": broker})),
+        )
+            .into_response(),
+    }
 }

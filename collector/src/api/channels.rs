@@ -203,8 +203,11 @@ pub struct ModeRequest {
 }
 
 /// `PUT /v1/channels/<channel>/mode` `{"mode": "live"|"frozen"|"zero", "reason": ..}`.
+/// With tokens configured the change is recorded as made by the token's name; `set_by` in
+/// the body is only used when the API is open.
 pub async fn set_mode(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     Path(name): Path<String>,
     body: Result<Json<ModeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -214,7 +217,10 @@ pub async fn set_mode(
         .set_mode(
             &name,
             req.mode,
-            req.set_by.unwrap_or_else(|| "api".into()),
+            match principal {
+                Some(p) => p.name().to_string(),
+                None => req.set_by.unwrap_or_else(|| "api".into()),
+            },
             req.reason,
         )
         .await?;

@@ -3,11 +3,16 @@
 //! for operators, health and metrics for monitoring.
 
 mod agents;
+mod alerts;
 mod audit;
 mod bundles;
 mod channels;
+mod dashboard;
+mod exceptions;
 mod history;
 mod orders;
+mod ready;
+mod reports;
 mod reservations;
 mod stock;
 
@@ -61,6 +66,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/channels/:channel/mode", put(channels::set_mode))
         .route("/v1/channels/:channel/errors", get(channels::errors))
         .route("/v1/agents", get(agents::list))
+        .route("/v1/exceptions", get(exceptions::list))
+        .route(
+            "/v1/exceptions/:id",
+            get(exceptions::one).post(exceptions::bulk),
+        )
+        .route("/v1/exceptions/:id/:action", post(exceptions::act))
+        .route("/v1/reports/daily", get(reports::daily))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/readyz", get(ready::readyz))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -157,7 +175,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render() + &app.channels.stats.render(),
+        app.metrics.render() + &app.channels.stats.render() + &alerts::metrics(&app),
     )
         .into_response()
 }

@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::ApiError;
+use crate::auth::{self, Principal};
 use crate::reserve::{self, Created, Request};
 use crate::App;
 
@@ -21,6 +22,7 @@ fn now() -> i64 {
 /// not have it (nothing held) or the id was used for another reservation.
 pub async fn create(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: Request =
@@ -46,9 +48,19 @@ pub async fn create(
         }
     }
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let created = app
         .ledger
-        .write(move |tx, touched| reserve::create(tx, &req, t, touched))
+        .write(move |tx, touched| {
+            let created = reserve::create(tx, &req, t, touched)?;
+            if let Created::New(_) = created {
+                reserve::record_by(tx, &req.id, reserve::By::Created, &by)?;
+                return Ok(Created::New(
+                    reserve::get(tx, &req.id)?.expect("just created"),
+                ));
+            }
+            Ok(created)
+        })
         .await?;
     Ok(match created {
         Created::New(r) => (StatusCode::CREATED, Json(r)).into_response(),
@@ -101,13 +113,21 @@ pub async fn get(
 /// Releases a reservation (the order was abandoned); the stock is sellable again.
 pub async fn release(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = now();
     let key = id.clone();
+    let by = auth::by(principal.as_deref(), "api");
     match app
         .ledger
-        .write(move |tx, touched| reserve::release(tx, &key, t, touched))
+        .write(move |tx, touched| {
+            let was_active = reserve::get(tx, &key)?.is_some_and(|r| r.status == "active");
+            if was_active {
+                reserve::record_by(tx, &key, reserve::By::Closed, &by)?;
+            }
+            reserve::release(tx, &key, t, touched)
+        })
         .await?
     {
         Some(r) => Ok(Json(r).into_response()),

@@ -42,6 +42,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("rejects", "field", "TEXT"),
     ("ledger", "order_ref", "TEXT"),
     ("agents", "clock_skew_ms", "INTEGER"),
+    ("reservations", "created_by", "TEXT"),
+    ("reservations", "closed_by", "TEXT"),
 ];
 
 const INDEXES: &str = "
