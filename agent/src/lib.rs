@@ -131,6 +131,7 @@ impl Agent {
             ),
             None => None,
         };
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
         let lock = lock_journal(&config.journal.path)?;
         let journal = Journal::open_with(&config.journal.path, (&config.journal).into())?;
         let journal_closed = Box::pin(journal.closed());
@@ -142,7 +143,6 @@ impl Agent {
                 source,
             })?;
         let http_addr = listener.local_addr()?;
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
         let server = stocksync_common::server::Server::new(
             listener,
             config.http.tls.as_ref(),

@@ -55,7 +55,7 @@ async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // Once, on one line; the log may be a file, so no colour codes either.
+            // Once, on one line (the error's causes are part of its message).
             eprintln!(
                 "stocksync-agent: error: {}",
                 config::error_report(e.as_ref())

@@ -2,8 +2,8 @@
 //! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
 //! for operators, health and metrics for monitoring.
 
-mod alerts;
 mod agents;
+mod alerts;
 mod audit;
 mod bundles;
 mod channels;
@@ -68,6 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/channels/:channel/mode", put(channels::set_mode))
         .route("/v1/channels/:channel/errors", get(channels::errors))
+        .route("/v1/agents", get(agents::list))
         .route("/v1/exceptions", get(exceptions::list))
         .route(
             "/v1/exceptions/:id",
@@ -81,7 +82,6 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dashboard/style.css", get(dashboard::style))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/readyz", get(ready::readyz))
-        .route("/v1/agents", get(agents::list))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
