@@ -69,13 +69,17 @@ pub struct Reservation {
     pub warehouse: String,
     pub quantity: i64,
     pub channel: Option<String>,
-    /// `active`, `released` or `expired`.
+    /// `active`, `fulfilled` (its order shipped all of it), `released` or `expired`.
     pub status: String,
     /// What still holds stock: quantity minus the order's shipments, 0 unless active.
     pub open: i64,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub closed_at_ms: Option<i64>,
+    /// The API token (name) that created it; `api` when the API is open.
+    pub created_by: Option<String>,
+    /// Who released it by hand.
+    pub closed_by: Option<String>,
 }
 
 /// What a reservation request led to.
@@ -99,7 +103,7 @@ const OPEN: &str = "CASE WHEN r.status = 'active' THEN MAX(0, r.quantity - (
           AND l.kind = 'shipment' AND l.treatment IN ('apply', 'provisional'))) ELSE 0 END";
 
 fn columns() -> String {
-    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}")
+    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}, r.created_by, r.closed_by")
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
@@ -115,6 +119,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
         expires_at_ms: r.get(8)?,
         closed_at_ms: r.get(9)?,
         open: r.get(10)?,
+        created_by: r.get(11)?,
+        closed_by: r.get(12)?,
     })
 }
 
@@ -176,8 +182,26 @@ pub fn create(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
     )?
     .execute(params![req.id, req.order, req.sku, req.warehouse, req.quantity, req.channel, now, expires])?;
+    // Shipped before it was reserved: nothing left to hold.
+    fulfil(tx, &req.sku, &req.warehouse, now)?;
     refresh_hold(tx, &req.sku, &req.warehouse, now, touched)?;
     Ok(Created::New(get(tx, &req.id)?.expect("just inserted")))
+}
+
+/// Which `*_by` column [`record_by`] sets.
+pub enum By {
+    Created,
+    Closed,
+}
+
+/// Records who created or closed reservation `id` (the request's token name).
+pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
+    let sql = match which {
+        By::Created => "UPDATE reservations SET created_by = ?2 WHERE id = ?1",
+        By::Closed => "UPDATE reservations SET closed_by = ?2 WHERE id = ?1",
+    };
+    tx.prepare_cached(sql)?.execute(params![id, by])?;
+    Ok(())
 }
 
 /// Ends an active reservation by hand; `None` if there is no such reservation.
@@ -236,8 +260,23 @@ pub(crate) fn on_shipment(
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_ref = ?1 AND sku = ?2 AND warehouse = ?3)")?
         .query_row(params![order, sku, warehouse], |r| r.get(0))?;
     if reserved {
+        fulfil(tx, sku, warehouse, now)?;
         refresh_hold(tx, sku, warehouse, now, touched)?;
     }
+    Ok(())
+}
+
+/// Closes every active reservation of (sku, warehouse) whose order's shipments cover it.
+fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE reservations SET status = 'fulfilled', closed_at_ms = ?3
+         WHERE sku = ?1 AND warehouse = ?2 AND status = 'active' AND quantity <= (
+            SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
+            WHERE l.order_ref = reservations.order_ref AND l.sku = reservations.sku
+              AND l.warehouse = reservations.warehouse AND l.kind = 'shipment'
+              AND l.treatment IN ('apply', 'provisional'))",
+    )?
+    .execute(params![sku, warehouse, now])?;
     Ok(())
 }
 

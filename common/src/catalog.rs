@@ -36,32 +36,9 @@ fn invalid(field: String, detail: impl Into<String>) -> CatalogError {
 
 /// Checks a GTIN-8/12/13/14 and its GS1 mod-10 check digit.
 pub fn check_gtin(gtin: &str) -> Result<(), String> {
-    if !matches!(gtin.len(), 8 | 12 | 13 | 14) || !gtin.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "`{gtin}` is not a GTIN: expected 8, 12, 13 or 14 digits"
-        ));
-    }
-    let digits: Vec<u32> = gtin.bytes().map(|b| u32::from(b - b'0')).collect();
-    let (body, check) = digits.split_at(digits.len() - 1);
-    let expected = gtin_check_digit(body);
-    if check[0] != expected {
-        return Err(format!(
-            "`{gtin}` has check digit {} but its GS1 check digit is {expected}",
-            check[0]
-        ));
-    }
-    Ok(())
-}
-
-/// The GS1 mod-10 check digit of the digits before it: weights 3,1,3,... from the right.
-fn gtin_check_digit(body: &[u32]) -> u32 {
-    let sum: u32 = body
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| if i % 2 == 0 { d * 3 } else { *d })
-        .sum();
-    (10 - sum % 10) % 10
+    crate::gs1::Gtin::parse(gtin)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// True if `id` has the shape of a GTIN (so a wrong check digit is worth naming).
@@ -71,7 +48,7 @@ fn looks_like_gtin(id: &str) -> bool {
 
 /// A GTIN in its 14-digit form, so GTIN-13 and its zero-padded GTIN-14 are one key.
 fn gtin14(gtin: &str) -> String {
-    format!("{gtin:0>14}")
+    crate::gs1::Gtin::parse(gtin).map_or_else(|_| gtin.to_string(), |g| g.to_string())
 }
 
 /// A validated catalog with its lookup indexes.

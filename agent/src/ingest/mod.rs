@@ -1,6 +1,8 @@
 //! The ways movements reach the agent. Each path validates with the same rules
 //! (`stocksync_common::input`) and journals through the same group-commit writer, so a
-//! movement means the same whether it came over HTTP or from a scanner.
+//! movement means the same whether it came over HTTP, from a scanner, as an EPCIS event or
+//! in a WMS file drop.
 
+pub mod epcis;
 pub mod http;
 pub mod scanner;
