@@ -107,6 +107,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Origin::default(),
         }
     }
 

@@ -520,6 +520,7 @@ fn movement(
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Origin::default(),
     }
 }
 
@@ -553,6 +554,7 @@ async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing
         agent_id: "scan-9".into(),
         journal_id: 1,
         warehouse: "ams".into(),
+        sent_at_ms: None,
         movements: vec![
             movement(
                 1,

@@ -2,8 +2,8 @@
 //! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
 //! for operators, health and metrics for monitoring.
 
-mod alerts;
 mod agents;
+mod alerts;
 mod audit;
 mod bundles;
 mod channels;
