@@ -95,22 +95,30 @@ pub struct Order {
     pub holds_made: u32,
 }
 
-/// Finds an order by id or by the idempotency key it was first sent with.
+/// Finds an order by id or by the idempotency key it was first sent with (two index
+/// lookups: an `OR` of both would scan the table).
 pub fn find(
     conn: &Connection,
     id: &str,
     key: Option<&str>,
 ) -> rusqlite::Result<Option<(Order, Value)>> {
-    conn.prepare_cached(
-        "SELECT record, answer FROM orders WHERE id = ?1 OR (?2 IS NOT NULL AND idempotency_key = ?2)
-         ORDER BY id = ?1 DESC LIMIT 1",
-    )?
-    .query_row(params![id, key], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })
-    .optional()?
-    .map(|(record, answer)| Ok((decode(&record)?, decode(&answer)?)))
-    .transpose()
+    let by = |sql: &str, value: &str| {
+        conn.prepare_cached(sql)?
+            .query_row([value], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+    };
+    let mut found = by("SELECT record, answer FROM orders WHERE id = ?1", id)?;
+    if let (None, Some(key)) = (&found, key) {
+        found = by(
+            "SELECT record, answer FROM orders WHERE idempotency_key = ?1",
+            key,
+        )?;
+    }
+    found
+        .map(|(record, answer)| Ok((decode(&record)?, decode(&answer)?)))
+        .transpose()
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> rusqlite::Result<T> {
