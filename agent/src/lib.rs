@@ -73,6 +73,16 @@ impl Agent {
             )));
         }
 
+        for files in config.files.clone() {
+            let input = ingest::files::FileInput {
+                config: files,
+                warehouse: config.warehouse.clone(),
+                journal: journal.clone(),
+                catalog: catalog.clone(),
+            };
+            tasks.push(tokio::spawn(input.run(watch_rx.clone())));
+        }
+
         tasks.push(tokio::spawn(prune(
             journal.clone(),
             config.journal.retain_acked_hours,

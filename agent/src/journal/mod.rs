@@ -23,7 +23,10 @@ use stocksync_common::input::InputError;
 use stocksync_common::Movement;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+mod stream;
 mod write;
+
+pub use stream::{Chunk, StreamSender};
 
 use write::apply;
 
@@ -48,6 +51,8 @@ pub enum JournalError {
     Sqlite(#[from] rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
+    #[error("the input stopped before its end ({0}); nothing of it was journaled")]
+    Aborted(String),
 }
 
 /// Result of appending one request's movements.
@@ -90,6 +95,12 @@ enum Command {
     Prune {
         acked_before_ms: i64,
         keys_before_ms: i64,
+    },
+    /// Movements of one input (a file) in chunks, journaled in one savepoint: all or none.
+    AppendStream {
+        key: String,
+        chunks: std::sync::mpsc::Receiver<stream::Chunk>,
+        reply: oneshot::Sender<Result<Appended, JournalError>>,
     },
 }
 
@@ -225,6 +236,27 @@ impl Journal {
         })
         .await?;
         rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Starts journaling one input too large to hold in memory: send its movements as
+    /// `Chunk::Movements`, then `Chunk::End`. Nothing is journaled unless `End` arrives
+    /// (dropping the sender aborts). The returned reply says what was journaled; an input
+    /// whose `key` was journaled before is answered `replayed` without reading its chunks.
+    pub async fn append_stream(
+        &self,
+        key: String,
+    ) -> Result<
+        (
+            StreamSender,
+            oneshot::Receiver<Result<Appended, JournalError>>,
+        ),
+        JournalError,
+    > {
+        let (sender, chunks) = std::sync::mpsc::sync_channel(stream::CHUNKS_IN_FLIGHT);
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AppendStream { key, chunks, reply })
+            .await?;
+        Ok((sender, rx))
     }
 
     /// Marks seqs `first..=last` as acknowledged by the collector; returns how many were newly acked.

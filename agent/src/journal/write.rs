@@ -62,6 +62,10 @@ pub(super) fn apply(
                 .map_err(JournalError::from);
             Pending::Reject(reply, r)
         }
+        Command::AppendStream { key, chunks, reply } => {
+            let r = super::stream::append(tx, &key, chunks, next_seq, backlog, max_backlog);
+            Pending::Append(reply, r)
+        }
         Command::Prune {
             acked_before_ms,
             keys_before_ms,
@@ -90,26 +94,8 @@ fn append(
 ) -> Result<Appended, JournalError> {
     let request_key = key.map(|k| format!("req:{k}"));
     if let Some(k) = &request_key {
-        let seen: Option<(i64, i64)> = tx
-            .query_row(
-                "SELECT first_seq, last_seq FROM idempotency WHERE key = ?1",
-                [k],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((first, last)) = seen {
-            let journaled = if first > 0 {
-                (last - first + 1) as usize
-            } else {
-                0
-            };
-            return Ok(Appended {
-                first_seq: (first > 0).then_some(first as u64),
-                last_seq: (last > 0).then_some(last as u64),
-                journaled,
-                duplicates: 0,
-                replayed: true,
-            });
+        if let Some(replayed) = replay(tx, k)? {
+            return Ok(replayed);
         }
     }
     if *backlog + movements.len() as u64 > max_backlog {
@@ -121,26 +107,15 @@ fn append(
     let start = *next_seq;
     let now = now_ms();
     let mut duplicates = 0;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)",
-    )?;
-    let mut remember = tx.prepare_cached(
-        "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?2, ?3) ON CONFLICT(key) DO NOTHING",
-    )?;
     tx.execute_batch("SAVEPOINT append")?;
     let mut seq = start;
     let result = (|| -> Result<(), rusqlite::Error> {
-        for mut m in movements {
-            if let Some(id) = &m.external_id {
-                let key = format!("mov:{}:{}", m.source, id);
-                if remember.execute(params![key, seq as i64, now])? == 0 {
-                    duplicates += 1;
-                    continue;
-                }
+        for m in movements {
+            if journal_one(tx, m, seq, now)? {
+                seq += 1;
+            } else {
+                duplicates += 1;
             }
-            m.seq = seq;
-            insert.execute(params![seq as i64, wire::encode_movement(&m), now])?;
-            seq += 1;
         }
         if let Some(k) = &request_key {
             let (first, last) = if seq > start {
@@ -173,4 +148,49 @@ fn append(
             Err(e.into())
         }
     }
+}
+
+/// The answer for a request or input key journaled before, if it was.
+pub(super) fn replay(tx: &Transaction<'_>, key: &str) -> Result<Option<Appended>, JournalError> {
+    let seen: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT first_seq, last_seq FROM idempotency WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(seen.map(|(first, last)| Appended {
+        first_seq: (first > 0).then_some(first as u64),
+        last_seq: (last > 0).then_some(last as u64),
+        journaled: if first > 0 {
+            (last - first + 1) as usize
+        } else {
+            0
+        },
+        duplicates: 0,
+        replayed: true,
+    }))
+}
+
+/// Journals `m` at `seq` unless a movement with its id (per source) was journaled before;
+/// returns whether it was journaled.
+pub(super) fn journal_one(
+    tx: &Transaction<'_>,
+    mut m: Movement,
+    seq: u64,
+    now: i64,
+) -> Result<bool, rusqlite::Error> {
+    if let Some(id) = &m.external_id {
+        let key = format!("mov:{}:{}", m.source, id);
+        let mut remember = tx.prepare_cached(
+            "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?2, ?3) ON CONFLICT(key) DO NOTHING",
+        )?;
+        if remember.execute(params![key, seq as i64, now])? == 0 {
+            return Ok(false);
+        }
+    }
+    m.seq = seq;
+    tx.prepare_cached("INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq as i64, wire::encode_movement(&m), now])?;
+    Ok(true)
 }
