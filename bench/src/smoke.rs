@@ -5,6 +5,7 @@
 
 use crate::e2e::{self, DrainArgs, E2eArgs};
 use crate::ingest::{self, IngestArgs};
+use crate::inputs::{self, CsvArgs, EpcisArgs};
 use crate::latency::{self, LatencyArgs};
 use crate::rss::{self, RssArgs};
 use crate::stack::BrokerKind;
@@ -47,5 +48,10 @@ pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
         keys: 2000,
         queries: 50,
     })?);
+    rows.extend(inputs::epcis(&EpcisArgs {
+        events: 1000,
+        threads: 2,
+    })?);
+    rows.extend(inputs::csv(&CsvArgs { rows: 5000 })?);
     Ok(rows)
 }
