@@ -99,3 +99,16 @@ fn default_settle_ms() -> u64 {
 fn default_max_errors() -> usize {
     1000
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::AgentConfig;
+
+    #[test]
+    fn the_deploy_example_reads_both_inputs() {
+        let config: AgentConfig = toml::from_str(include_str!("../../deploy/agent.toml")).unwrap();
+        assert_eq!(config.epcis.source, "epcis");
+        assert_eq!(config.files[0].source, "wms");
+        assert_eq!(config.files[0].columns["sku"], "Article");
+    }
+}
