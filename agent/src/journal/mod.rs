@@ -238,6 +238,30 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
+    /// Journals several requests, each atomic on its own, in the order given; the writer
+    /// folds them into as few transactions as it can (one fsync for all, usually).
+    pub async fn append_each(
+        &self,
+        requests: Vec<Vec<Movement>>,
+    ) -> Result<Vec<Result<Appended, JournalError>>, JournalError> {
+        let mut replies = Vec::with_capacity(requests.len());
+        for movements in requests {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Append {
+                movements,
+                key: None,
+                reply,
+            })
+            .await?;
+            replies.push(rx);
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(rx.await.map_err(|_| JournalError::Closed)?);
+        }
+        Ok(out)
+    }
+
     /// Starts journaling one input too large to hold in memory: send its movements as
     /// `Chunk::Movements`, then `Chunk::End`. Nothing is journaled unless `End` arrives
     /// (dropping the sender aborts). The returned reply says what was journaled; an input
