@@ -76,6 +76,7 @@ impl Agent {
         for files in config.files.clone() {
             let input = ingest::files::FileInput {
                 config: files,
+                epcis: config.epcis.clone(),
                 warehouse: config.warehouse.clone(),
                 journal: journal.clone(),
                 catalog: catalog.clone(),

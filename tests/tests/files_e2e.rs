@@ -62,8 +62,11 @@ async fn csv_drops_are_journaled_whole_once() {
     config.catalog = toml_config(CATALOG);
     let collector = Collector::start(config).await.expect("collector starts");
     let c = format!("http://{}", collector.http_addr);
-    let extra =
-        format!("[[files]]\npath = {folder:?}\nsource = \"wms\"\npoll_ms = 50\nsettle_ms = 200\n");
+    let epcis = dir.join("epcis");
+    let extra = format!(
+        "[[files]]\npath = {folder:?}\nsource = \"wms\"\npoll_ms = 50\nsettle_ms = 200\n\
+         [[files]]\npath = {epcis:?}\nsource = \"wms-epcis\"\nformat = \"epcis\"\npoll_ms = 50\nsettle_ms = 200\n"
+    );
     let agent = Agent::start(toml_config(&agent_toml(
         &dir,
         "ams-1",
@@ -146,6 +149,31 @@ async fn csv_drops_are_journaled_whole_once() {
     wait_available(&c, "LID", None, 10).await;
     // The bad file's good rows were never counted.
     assert_eq!(stock_row(&c, "MUG", "ams", None).await["available"], 1);
+
+    // A folder of EPCIS documents: processed per event, like POST /v1/epcis/events; a
+    // document with a rejected event goes to failed/ with the event's path, its good
+    // events are counted.
+    let event = |id: &str, step: &str, quantity: i64| {
+        format!(
+            r#"{{"type":"ObjectEvent","eventID":"{id}","action":"OBSERVE","eventTime":"2026-11-25T09:00:00Z","eventTimeZoneOffset":"+00:00","bizStep":"{step}","quantityList":[{{"epcClass":"urn:epc:idpat:sgtin:952012.0345678.*","quantity":{quantity}}}]}}"#
+        )
+    };
+    let doc = format!(
+        "[{},{}]",
+        event("F-1", "receiving", 4),
+        event("F-2", "recieving", 9)
+    );
+    drop_file(&epcis, "events.json", doc.as_bytes());
+    wait_file(epcis.join("failed/events.json.errors.csv")).await;
+    let errors = std::fs::read_to_string(epcis.join("failed/events.json.errors.csv")).unwrap();
+    assert!(
+        errors.starts_with("event,field,reason\n1,$[1].bizStep,"),
+        "{errors}"
+    );
+    wait_available(&c, "MUG", None, 5).await;
+    drop_file(&epcis, "more.json", event("F-3", "shipping", 2).as_bytes());
+    wait_file(epcis.join("processed/more.json")).await;
+    wait_available(&c, "MUG", None, 3).await;
 
     agent.stop().await.expect("agent stops");
     collector.stop().await.expect("collector stops");

@@ -21,19 +21,24 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use stocksync_common::input::{self, Context, InputError};
-use stocksync_common::inputs::FilesConfig;
+use stocksync_common::inputs::{EpcisConfig, FileFormat, FilesConfig};
 use tokio::sync::watch;
 
+use super::epcis::{DocumentError, EpcisInput};
 use crate::catalog::CatalogHandle;
 use crate::journal::{Chunk, Journal, JournalError, Reject, StreamSender};
 use rows::{RowError, Rows};
 
 /// Movements per chunk sent to the journal writer.
 const CHUNK: usize = 4096;
+/// Largest EPCIS document read from a folder (it is parsed whole, unlike a CSV file).
+const MAX_EPCIS_FILE: u64 = 64 << 20;
 
 /// One watched folder.
 pub struct FileInput {
     pub config: FilesConfig,
+    /// Rules and limits for a folder of EPCIS documents (its own `source` is used).
+    pub epcis: EpcisConfig,
     pub warehouse: String,
     pub journal: Journal,
     pub catalog: Arc<CatalogHandle>,
@@ -113,6 +118,76 @@ impl FileInput {
     }
 
     async fn process(&self, path: &Path) -> anyhow::Result<()> {
+        match self.config.format {
+            FileFormat::Csv => self.process_csv(path).await,
+            FileFormat::Epcis => self.process_epcis(path).await,
+        }
+    }
+
+    /// An EPCIS document, per event: accepted events are journaled whatever their siblings
+    /// do (their eventIDs make a corrected resend safe); a file with a rejected event goes
+    /// to `failed/` with its events' errors.
+    async fn process_epcis(&self, path: &Path) -> anyhow::Result<()> {
+        let len = std::fs::metadata(path)?.len();
+        let body = if len > MAX_EPCIS_FILE {
+            Err(format!(
+                "{len} bytes exceed the limit of {MAX_EPCIS_FILE} for one EPCIS document"
+            ))
+        } else {
+            Ok(std::fs::read(path)?)
+        };
+        let config = EpcisConfig {
+            source: self.config.source.clone(),
+            ..self.epcis.clone()
+        };
+        let input = EpcisInput {
+            journal: &self.journal,
+            catalog: &self.catalog,
+            warehouse: &self.warehouse,
+            config: &config,
+            reject_source: format!("file:{}", self.config.source),
+        };
+        let answer = match body {
+            Ok(body) => input.process(&body).await,
+            Err(detail) => Err(DocumentError::Invalid(InputError {
+                record: None,
+                field: "$".into(),
+                detail,
+            })),
+        };
+        let errors: Vec<[String; 3]> = match answer {
+            Err(DocumentError::Journal(e)) => return Err(e.into()),
+            Err(DocumentError::Malformed(e) | DocumentError::Invalid(e)) => {
+                vec![[String::new(), e.field, e.detail]]
+            }
+            Ok(a) if a.failed > 0 => {
+                anyhow::bail!("{} events not journaled; the file is read again", a.failed)
+            }
+            Ok(a) => a
+                .events
+                .iter()
+                .filter(|e| e["status"] == "rejected")
+                .map(|e| {
+                    [
+                        e["index"].to_string(),
+                        e["field"].as_str().unwrap_or("").into(),
+                        e["detail"].as_str().unwrap_or("").into(),
+                    ]
+                })
+                .collect(),
+        };
+        if errors.is_empty() {
+            move_into(path, "processed")?;
+            return Ok(());
+        }
+        // The rejected events are in the rejects queue already: only the file is moved.
+        let moved = move_into(path, "failed")?;
+        write_errors(&moved, ["event", "field", "reason"], &errors, errors.len())?;
+        tracing::warn!(file = %moved.display(), rejected = errors.len(), "EPCIS file had rejected events");
+        Ok(())
+    }
+
+    async fn process_csv(&self, path: &Path) -> anyhow::Result<()> {
         let hash = {
             let path = path.to_owned();
             tokio::task::spawn_blocking(move || content_hash(&path)).await??
@@ -152,23 +227,17 @@ impl FileInput {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let report = moved.with_file_name(format!("{name}.errors.csv"));
-        let mut w = csv::Writer::from_path(&report)?;
-        w.write_record(["line", "column", "reason"])?;
-        for e in &read.errors {
-            w.write_record([e.line.to_string().as_str(), &e.column, &e.reason])?;
-        }
-        if read.total_errors > read.errors.len() {
-            w.write_record([
-                "",
-                "",
-                &format!(
-                    "{} more errors not listed",
-                    read.total_errors - read.errors.len()
-                ),
-            ])?;
-        }
-        w.flush()?;
+        let rows: Vec<[String; 3]> = read
+            .errors
+            .iter()
+            .map(|e| [e.line.to_string(), e.column.clone(), e.reason.clone()])
+            .collect();
+        write_errors(
+            &moved,
+            ["line", "column", "reason"],
+            &rows,
+            read.total_errors,
+        )?;
         let first = &read.errors[0];
         let error = InputError {
             record: Some(first.line as usize),
@@ -184,6 +253,33 @@ impl FileInput {
         tracing::warn!(file = %moved.display(), errors = read.total_errors, "file refused");
         Ok(())
     }
+}
+
+/// Writes `<failed file>.errors.csv`: a header and one row per error, then how many more.
+fn write_errors(
+    moved: &Path,
+    header: [&str; 3],
+    rows: &[[String; 3]],
+    total: usize,
+) -> anyhow::Result<()> {
+    let name = moved
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut w = csv::Writer::from_path(moved.with_file_name(format!("{name}.errors.csv")))?;
+    w.write_record(header)?;
+    for row in rows {
+        w.write_record(row)?;
+    }
+    if total > rows.len() {
+        w.write_record([
+            "",
+            "",
+            &format!("{} more errors not listed", total - rows.len()),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn content_hash(path: &Path) -> std::io::Result<String> {
