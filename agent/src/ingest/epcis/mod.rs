@@ -11,6 +11,7 @@
 //! `plan` ties them to `input::validate`, which every input shares.
 
 mod decode;
+mod items;
 mod map;
 mod plan;
 mod reverse;
