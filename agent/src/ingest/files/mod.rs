@@ -222,24 +222,13 @@ impl FileInput {
         Ok(())
     }
 
-    /// Moves the file to `failed/`, writes its errors beside it, records one reject.
+    /// Moves the file to `failed/`, records one reject, writes its errors beside it.
     async fn fail(&self, path: &Path, read: &FileRead) -> anyhow::Result<()> {
         let moved = move_into(path, "failed")?;
         let name = moved
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let rows: Vec<[String; 3]> = read
-            .errors
-            .iter()
-            .map(|e| [e.line.to_string(), e.column.clone(), e.reason.clone()])
-            .collect();
-        write_errors(
-            &moved,
-            ["line", "column", "reason"],
-            &rows,
-            read.total_errors,
-        )?;
         let first = &read.errors[0];
         let error = InputError {
             record: Some(first.line as usize),
@@ -252,6 +241,18 @@ impl FileInput {
             payload: name.into_bytes(),
         };
         self.journal.reject(reject).await?;
+        // Written last: its presence means the reject is recorded too.
+        let rows: Vec<[String; 3]> = read
+            .errors
+            .iter()
+            .map(|e| [e.line.to_string(), e.column.clone(), e.reason.clone()])
+            .collect();
+        write_errors(
+            &moved,
+            ["line", "column", "reason"],
+            &rows,
+            read.total_errors,
+        )?;
         tracing::warn!(file = %moved.display(), errors = read.total_errors, "file refused");
         Ok(())
     }
@@ -268,7 +269,10 @@ fn write_errors(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut w = csv::Writer::from_path(moved.with_file_name(format!("{name}.errors.csv")))?;
+    // Written under a temp name and renamed: a reader never sees half a report.
+    let report = moved.with_file_name(format!("{name}.errors.csv"));
+    let temp = moved.with_file_name(format!(".{name}.errors.csv.tmp"));
+    let mut w = csv::Writer::from_path(&temp)?;
     w.write_record(header)?;
     for row in rows {
         w.write_record(row)?;
@@ -281,6 +285,8 @@ fn write_errors(
         ])?;
     }
     w.flush()?;
+    drop(w);
+    std::fs::rename(&temp, &report)?;
     Ok(())
 }
 
