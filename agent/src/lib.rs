@@ -69,6 +69,7 @@ impl Agent {
                 scanner,
                 journal.clone(),
                 catalog.clone(),
+                config.epcis.clone(),
                 watch_rx.clone(),
             )));
         }

@@ -195,6 +195,9 @@ pub struct ScannerConfig {
     pub topic: String,
     /// Source system assumed for scanner records that name none.
     pub default_source: String,
+    /// Topic filter scanners publish GS1 EPCIS 2.0 documents on (journaled under
+    /// `default_source`, with the `[epcis]` rules); none by default.
+    pub epcis_topic: Option<String>,
 }
 
 impl Default for ScannerConfig {
@@ -203,6 +206,7 @@ impl Default for ScannerConfig {
             broker: BrokerConfig::default(),
             topic: "scanners/+/movements".into(),
             default_source: "scanner".into(),
+            epcis_topic: None,
         }
     }
 }

@@ -11,12 +11,16 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use stocksync_common::config::ScannerConfig;
 use stocksync_common::input::{self, Context};
+use stocksync_common::inputs::EpcisConfig;
 use tokio::sync::watch;
 
+use super::epcis::{DocumentError, EpcisInput};
 use crate::catalog::CatalogHandle;
 use crate::journal::{Journal, Reject};
 
-/// Subscribes to the scanner topic and journals what arrives, until `shutdown`.
+/// Subscribes to the scanner topic (and the EPCIS topic) and journals what arrives, until
+/// `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     agent_id: String,
     warehouse: String,
@@ -24,6 +28,7 @@ pub async fn run(
     config: ScannerConfig,
     journal: Journal,
     catalog: Arc<CatalogHandle>,
+    epcis: EpcisConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut opts = stocksync_common::mqtt::options(
@@ -43,6 +48,38 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 client.subscribe(&config.topic, QoS::AtLeastOnce).await?;
+                if let Some(topic) = &config.epcis_topic {
+                    client.subscribe(topic, QoS::AtLeastOnce).await?;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p)))
+                if config
+                    .epcis_topic
+                    .as_deref()
+                    .is_some_and(|f| rumqttc::matches(&p.topic, f)) =>
+            {
+                let config = EpcisConfig {
+                    source: config.default_source.clone(),
+                    ..epcis.clone()
+                };
+                let input = EpcisInput {
+                    journal: &journal,
+                    catalog: &catalog,
+                    warehouse: &warehouse,
+                    config: &config,
+                    reject_source: format!("mqtt:{}", p.topic),
+                };
+                // Refusals are in the rejects queue; only a journal failure leaves the
+                // message unacknowledged, so the broker redelivers it.
+                match input.process(&p.payload).await {
+                    Ok(answer) if answer.failed == 0 => client.ack(&p).await?,
+                    Err(DocumentError::Malformed(_) | DocumentError::Invalid(_)) => {
+                        client.ack(&p).await?
+                    }
+                    Ok(_) | Err(DocumentError::Journal(_)) => {
+                        tracing::error!(topic = %p.topic, "EPCIS scanner message not journaled")
+                    }
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let units = catalog.current();
