@@ -129,13 +129,6 @@ impl FileInput {
     /// to `failed/` with its events' errors.
     async fn process_epcis(&self, path: &Path) -> anyhow::Result<()> {
         let len = std::fs::metadata(path)?.len();
-        let body = if len > MAX_EPCIS_FILE {
-            Err(format!(
-                "{len} bytes exceed the limit of {MAX_EPCIS_FILE} for one EPCIS document"
-            ))
-        } else {
-            Ok(std::fs::read(path)?)
-        };
         let config = EpcisConfig {
             source: self.config.source.clone(),
             ..self.epcis.clone()
@@ -147,13 +140,29 @@ impl FileInput {
             config: &config,
             reject_source: format!("file:{}", self.config.source),
         };
-        let answer = match body {
-            Ok(body) => input.process(&body).await,
-            Err(detail) => Err(DocumentError::Invalid(InputError {
+        let answer = if len > MAX_EPCIS_FILE {
+            let detail =
+                format!("{len} bytes exceed the limit of {MAX_EPCIS_FILE} for one EPCIS document");
+            let error = InputError {
                 record: None,
                 field: "$".into(),
                 detail,
-            })),
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let reject = Reject {
+                source: input.reject_source.clone(),
+                error: error.clone(),
+                payload: name.into_bytes(),
+            };
+            self.journal.reject(reject).await?;
+            Err(DocumentError::Invalid(error))
+        } else {
+            let path = path.to_owned();
+            let body = tokio::task::spawn_blocking(move || std::fs::read(path)).await??;
+            input.process(&body).await
         };
         let errors: Vec<[String; 3]> = match answer {
             Err(DocumentError::Journal(e)) => return Err(e.into()),
