@@ -9,22 +9,52 @@
 //! deduplicates by `(agent_id, seq)`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use stocksync_common::config::{BrokerConfig, ForwardConfig};
+use stocksync_common::mqtt::LinkErrors;
 use stocksync_common::{topics, wire};
 use tokio::sync::watch;
 
 use crate::catalog::CatalogHandle;
 use crate::journal::Journal;
 
-/// Broker connection state, shared with the status endpoint.
+/// A broker connection's state, shared with the status endpoint (the forwarder's link and
+/// the scanner input's each have one).
 #[derive(Default)]
 pub struct LinkState {
     pub connected: AtomicBool,
+    /// Broker sessions opened since start (a jump means something took the session over).
+    pub connects: AtomicU64,
+    /// The last connection error (a refused login names its reason); kept after reconnecting.
+    pub last_error: Mutex<Option<String>>,
+    /// Acks ignored because they matched no batch this agent sent and has not seen acked
+    /// (a forged or misrouted ack must not mark anything acknowledged).
+    pub acks_ignored: AtomicU64,
+}
+
+impl LinkState {
+    /// Records a connection error; logs it when it is new (a refused login at error level).
+    pub fn down(&self, link: &str, errors: &mut LinkErrors, e: &rumqttc::ConnectionError) {
+        self.connected.store(false, Ordering::Relaxed);
+        let (text, new) = errors.record(e);
+        if new {
+            if matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
+                tracing::error!(link, error = %text, "broker refused the connection; check credentials and ACL");
+            } else {
+                tracing::warn!(link, error = %text, "broker link down; retrying");
+            }
+        }
+        *self.last_error.lock().expect("link lock") = Some(text);
+    }
+
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("link lock").clone()
+    }
 }
 
 /// Everything the forwarder needs.
@@ -57,6 +87,7 @@ impl Forwarder {
         let ack_topic = topics::acks(&self.warehouse, &self.agent_id);
         let data_topic = topics::movements(&self.warehouse);
         let mut state = Cursor::default();
+        let mut errors = LinkErrors::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let timeout = Duration::from_millis(self.config.ack_timeout_ms);
         // A change seen inside `reconnect_pause` is not seen again by `changed()`: check the value.
@@ -67,6 +98,8 @@ impl Forwarder {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!(broker = %self.broker.host, "forwarder connected");
                         self.link.connected.store(true, Ordering::Relaxed);
+                        self.link.connects.fetch_add(1, Ordering::Relaxed);
+                        errors.clear();
                         client.subscribe(&ack_topic, QoS::AtLeastOnce).await?;
                         client.subscribe(topics::CATALOG, QoS::AtLeastOnce).await?;
                         // Whatever was in flight on the old connection may be lost: resend all.
@@ -82,9 +115,7 @@ impl Forwarder {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        if self.link.connected.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(error = %e, "forwarder lost the broker; journaling continues");
-                        }
+                        self.link.down("forwarder (journaling continues)", &mut errors, &e);
                         reconnect_pause(&mut events, &mut shutdown).await;
                     }
                 },
@@ -117,7 +148,11 @@ impl Forwarder {
         while state.in_flight.len() < self.config.max_inflight_batches {
             let journal = self.journal.clone();
             let (after, limit) = (state.sent_up_to, self.config.batch_max);
-            let rows = tokio::task::block_in_place(|| journal.unacked_after(after, limit))?;
+            let mut rows = tokio::task::block_in_place(|| journal.unacked_after(after, limit))?;
+            fit_packet(
+                &mut rows,
+                topic.len() + self.agent_id.len() + self.warehouse.len(),
+            );
             let (Some(first), Some(last)) = (rows.first().map(|r| r.0), rows.last().map(|r| r.0))
             else {
                 break;
@@ -126,6 +161,7 @@ impl Forwarder {
                 &self.agent_id,
                 self.journal.journal_id(),
                 &self.warehouse,
+                stocksync_common::input::now().unix_ms,
                 rows.iter().map(|(_, bytes)| bytes.as_slice()),
             );
             if client
@@ -141,6 +177,7 @@ impl Forwarder {
                     sent: Instant::now(),
                 },
             );
+            state.remember(first, last);
             state.sent_up_to = last;
         }
         Ok(())
@@ -164,6 +201,17 @@ impl Forwarder {
                 return;
             }
         };
+        if !state.take(ack.first_seq, ack.last_seq) {
+            let ignored = self.link.acks_ignored.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                agent = %ack.agent_id,
+                first = ack.first_seq,
+                last = ack.last_seq,
+                ignored,
+                "ignored an ack for seqs this agent has not sent or already saw acknowledged"
+            );
+            return;
+        }
         let outcome = match &ack.outcome {
             wire::AckOutcome::Applied { .. } => "applied".to_string(),
             wire::AckOutcome::Rejected { reason } => {
@@ -189,6 +237,30 @@ async fn reconnect_pause(events: &mut EventLoop, shutdown: &mut watch::Receiver<
     }
 }
 
+/// Bytes of a batch's envelope besides its movements and the names passed to `fit_packet`
+/// (MQTT fixed header, topic length, packet id, version and varints).
+const ENVELOPE_BYTES: usize = 64;
+
+/// Cuts `rows` so that the batch they make fits in one packet the broker accepts. At least
+/// one row stays: a single movement is far below the limit (ids and texts are bounded).
+fn fit_packet(rows: &mut Vec<(u64, Vec<u8>)>, names: usize) {
+    let budget = stocksync_common::mqtt::MAX_PACKET_BYTES.saturating_sub(ENVELOPE_BYTES + names);
+    let mut used = 0usize;
+    let keep = rows
+        .iter()
+        .position(|(_, bytes)| {
+            used = used.saturating_add(bytes.len());
+            used > budget
+        })
+        .unwrap_or(rows.len())
+        .max(1);
+    rows.truncate(keep);
+}
+
+/// Most sent ranges remembered for matching acks; the oldest are forgotten first (their
+/// movements are then resent and acked again).
+const MAX_REMEMBERED: usize = 65_536;
+
 /// What has been sent and not yet acknowledged.
 #[derive(Default)]
 struct Cursor {
@@ -196,9 +268,29 @@ struct Cursor {
     sent_up_to: u64,
     /// Batches awaiting their ack, by first seq.
     in_flight: BTreeMap<u64, InFlight>,
+    /// Every range published since start and not yet acknowledged, first seq -> last seq.
+    /// Kept across rewinds, so a late ack for a batch sent before a resend still counts;
+    /// an ack that matches none of them is ignored.
+    sent: BTreeMap<u64, u64>,
 }
 
 impl Cursor {
+    fn remember(&mut self, first: u64, last: u64) {
+        self.sent.insert(first, last);
+        while self.sent.len() > MAX_REMEMBERED {
+            self.sent.pop_first();
+        }
+    }
+
+    /// True (and forgets the range) if `first..=last` is a batch this agent sent.
+    fn take(&mut self, first: u64, last: u64) -> bool {
+        if self.sent.get(&first) != Some(&last) {
+            return false;
+        }
+        self.sent.remove(&first);
+        true
+    }
+
     fn rewind(&mut self) {
         self.sent_up_to = 0;
         self.in_flight.clear();

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod latency;
 pub mod load;
+pub mod orders;
 pub mod raw;
 pub mod rss;
 pub mod smoke;

@@ -46,6 +46,7 @@ pub async fn run(
     // the event loop and batches keep flowing into the next group commit.
     let (await_tx, await_rx) = mpsc::channel::<Awaiting>(4096);
     let acker = tokio::spawn(send_acks(client.clone(), await_rx));
+    let mut errors = stocksync_common::mqtt::LinkErrors::default();
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
@@ -59,6 +60,7 @@ pub async fn run(
                 );
                 metrics.broker_connected.store(1, Ordering::Relaxed);
                 metrics.broker_connects.inc();
+                errors.clear();
                 client
                     .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
                     .await?;
@@ -75,8 +77,12 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                if metrics.broker_connected.swap(0, Ordering::Relaxed) == 1 {
-                    tracing::warn!(error = %e, "collector lost the broker");
+                metrics.broker_connected.store(0, Ordering::Relaxed);
+                let (text, new) = errors.record(&e);
+                if new && matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
+                    tracing::error!(error = %text, "broker refused the collector's connection; check credentials and ACL");
+                } else if new {
+                    tracing::warn!(error = %text, "collector lost the broker; retrying");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -91,24 +97,28 @@ pub async fn run(
     Ok(())
 }
 
-/// Decodes and queues one publish; payloads that cannot be applied are kept and PUBACKed.
+/// Decodes and queues one publish. A payload that cannot be applied (not a movements topic,
+/// oversized, undecodable, an agent id that cannot name an ack topic) is kept in the rejects
+/// queue and PUBACKed, so that no message can be redelivered forever or stop this consumer.
 async fn receive(
     client: &AsyncClient,
     ledger: &Ledger,
     p: Publish,
 ) -> anyhow::Result<Option<Awaiting>> {
     let topic = p.topic.clone();
-    let received = match wire::decode_batch_with_parts(&p.payload) {
+    let received = match check(&p) {
         Ok(received) => received,
-        Err(e) => {
-            tracing::error!(%topic, error = %e, "undecodable batch kept in rejects queue");
+        Err(refusal) => {
+            tracing::error!(%topic, bytes = p.payload.len(), reason = %refusal.reason, "batch kept in rejects queue");
+            let mut payload = p.payload.to_vec();
+            payload.truncate(MAX_KEPT_PAYLOAD);
             let rejected = Rejected {
                 topic,
-                agent_id: None,
+                agent_id: refusal.agent_id,
                 seqs: None,
-                reason: e.to_string(),
-                field: None,
-                payload: p.payload.to_vec(),
+                reason: refusal.reason,
+                field: refusal.field,
+                payload,
             };
             ledger.reject(rejected).await?;
             client.ack(&p).await?;
@@ -119,7 +129,11 @@ async fn receive(
         client.ack(&p).await?;
         return Ok(None);
     };
-    let ack_topic = topics::acks(&received.batch.warehouse, &received.batch.agent_id);
+    // The ack goes to the warehouse the topic proves (the broker's ACL lets only that
+    // warehouse's agents publish there), never to one the payload names: a batch forged by
+    // another warehouse's agent must not be able to answer a real agent `Rejected`.
+    let warehouse = topics::warehouse_of_movements_topic(&topic).unwrap_or_default();
+    let ack_topic = topics::acks(warehouse, &received.batch.agent_id);
     let agent_id = received.batch.agent_id.clone();
     let done = ledger.apply(received, p.payload.to_vec(), topic).await?;
     Ok(Some(Awaiting {
@@ -129,6 +143,53 @@ async fn receive(
         seqs,
         done,
     }))
+}
+
+/// Most bytes of a refused payload kept in the rejects queue (an oversized one is cut).
+const MAX_KEPT_PAYLOAD: usize = 64 * 1024;
+
+/// Why a publish cannot even be handed to the ledger.
+struct Refusal {
+    agent_id: Option<String>,
+    field: Option<String>,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(reason: String) -> Refusal {
+        Refusal {
+            agent_id: None,
+            field: None,
+            reason,
+        }
+    }
+}
+
+/// The checks that need no ledger state: topic shape, size, decoding, agent id.
+fn check(p: &Publish) -> Result<wire::Received, Refusal> {
+    if topics::warehouse_of_movements_topic(&p.topic).is_none() {
+        return Err(Refusal::new(format!(
+            "topic `{}` is not a movements topic",
+            p.topic
+        )));
+    }
+    let limit = stocksync_common::mqtt::MAX_PACKET_BYTES;
+    if p.payload.len() > limit {
+        return Err(Refusal::new(format!(
+            "payload of {} bytes exceeds the {limit}-byte limit (first {MAX_KEPT_PAYLOAD} bytes kept)",
+            p.payload.len()
+        )));
+    }
+    let received =
+        wire::decode_batch_with_parts(&p.payload).map_err(|e| Refusal::new(e.to_string()))?;
+    if let Err(detail) = topics::check_level(&received.batch.agent_id) {
+        return Err(Refusal {
+            agent_id: None,
+            field: Some("agent_id".into()),
+            reason: format!("agent_id cannot name an ack topic: {detail}"),
+        });
+    }
+    Ok(received)
 }
 
 async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
@@ -150,12 +211,18 @@ async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
                 last_seq: a.seqs.1,
                 outcome,
             };
-            if client
-                .publish(a.ack_topic, QoS::AtLeastOnce, false, wire::encode_ack(&ack))
+            // Only a closed client fails here (topics were checked before the commit); the
+            // PUBACK below then fails too and ends this task, which ends the consumer.
+            if let Err(e) = client
+                .publish(
+                    &a.ack_topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    wire::encode_ack(&ack),
+                )
                 .await
-                .is_err()
             {
-                return;
+                tracing::error!(error = %e, topic = %a.ack_topic, "ack not sent; agent will resend");
             }
         }
         // The broker's PUBACK goes out in order for every publish, applied or not: brokers

@@ -24,6 +24,16 @@ impl States {
         self.available + self.reserved + self.damaged + self.quality_control
     }
 
+    /// Takes another delta off this one.
+    pub fn sub(&mut self, d: &States) {
+        self.available -= d.available;
+        self.reserved -= d.reserved;
+        self.damaged -= d.damaged;
+        self.quality_control -= d.quality_control;
+        self.in_transit -= d.in_transit;
+        self.incoming -= d.incoming;
+    }
+
     /// Adds another delta to this one.
     pub fn add(&mut self, d: &States) {
         self.available += d.available;
@@ -197,6 +207,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 

@@ -22,6 +22,8 @@ use crate::authority::{parse_returns_to, Treatment};
 use crate::ledger::StockKey;
 use crate::merge::{self, Change, ReturnsTo, States};
 use crate::records;
+use crate::replay::is_barrier;
+pub use crate::replay::{replay, Step};
 use crate::reserve;
 
 /// A movement as the ledger holds it, with what the collector decided about it.
@@ -57,73 +59,6 @@ pub fn key_at(sku: &str, location: &Location) -> StockKey {
         sku: sku.to_string(),
         warehouse: location.warehouse.clone(),
         bin: location.bin_key().to_string(),
-    }
-}
-
-/// What one movement did to one key during a replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Delta(States),
-    /// A count: `applied` for an authoritative one, otherwise a conflict.
-    Count {
-        expected: i64,
-        counted: i64,
-        applied: bool,
-    },
-    /// Recorded with no effect here (audit, rejected, or another key's count).
-    NoEffect,
-}
-
-/// Replays `entries` in the replay order for `key`, calling `each` with every step and the
-/// running states after it. Returns the final states.
-pub fn replay(
-    entries: &mut [Entry],
-    key: &StockKey,
-    mut each: impl FnMut(&Entry, &Step, &States),
-) -> States {
-    entries.sort_by_cached_key(Entry::order);
-    let mut states = States::default();
-    for e in entries.iter() {
-        let step = step_of(e, key, &states);
-        match &step {
-            Step::Delta(d) => states.add(d),
-            Step::Count {
-                counted,
-                applied: true,
-                ..
-            } => states.add(&merge::count_delta(&states, *counted)),
-            _ => {}
-        }
-        each(e, &step, &states);
-    }
-    states
-}
-
-fn step_of(e: &Entry, key: &StockKey, states: &States) -> Step {
-    match merge::change(&e.movement, e.returns_to) {
-        Change::Count { on_hand } => {
-            let counts = matches!(e.treatment, Treatment::Apply | Treatment::Conflict);
-            if counts && e.key() == *key {
-                Step::Count {
-                    expected: states.on_hand(),
-                    counted: on_hand,
-                    applied: e.treatment == Treatment::Apply,
-                }
-            } else {
-                Step::NoEffect
-            }
-        }
-        Change::Deltas(effects) if e.treatment.has_effect() => {
-            let mut sum = States::default();
-            for eff in effects
-                .iter()
-                .filter(|eff| key_at(&e.movement.sku.0, &eff.location) == *key)
-            {
-                sum.add(&eff.delta);
-            }
-            Step::Delta(sum)
-        }
-        Change::Deltas(_) => Step::NoEffect,
     }
 }
 
@@ -194,19 +129,25 @@ pub(crate) fn project(
         }
     }
     let mut needs_replay = false;
-    match merge::change(&e.movement, e.returns_to) {
-        Change::Count { .. } if matches!(e.treatment, Treatment::Apply | Treatment::Conflict) => {
-            note_count(tx, &key, e)?;
-            needs_replay = true;
-        }
-        Change::Deltas(effects) if e.treatment.has_effect() => {
-            let after_last_count = last_count(tx, &key)?.is_none_or(|c| e.order() > c);
+    let barrier = is_barrier(e);
+    let last = last_count(tx, &key)?;
+    if barrier {
+        note_count(tx, &key, e)?;
+        needs_replay = true;
+    }
+    let mut physical_here = barrier;
+    if let Change::Deltas(effects) = merge::change(&e.movement, e.returns_to) {
+        if e.treatment.has_effect() {
+            let after_last_count = last.is_none_or(|c| e.order() > c);
             for eff in effects {
                 let k = key_at(&e.movement.sku.0, &eff.location);
                 let (physical, elsewhere) = split(eff.delta);
                 // Physical effects are always at the movement's own key (see `merge`), which
                 // is what lets a replay of that key alone rebuild them.
-                if physical != States::default() && k == key && !after_last_count {
+                if physical != States::default() && k == key {
+                    physical_here = true;
+                }
+                if physical != States::default() && k == key && (barrier || !after_last_count) {
                     needs_replay = true;
                 } else if physical != States::default() {
                     pending.add(k.clone(), &physical);
@@ -218,12 +159,24 @@ pub(crate) fn project(
                 }
             }
         }
-        _ => {}
     }
     if needs_replay {
         pending.flush(tx, now)?;
         recompute(tx, &key, now)?;
-        touched.push(key);
+        touched.push(key.clone());
+    }
+    // A warehouse-level count counts the total, bins included: a bin's movement ordered
+    // before it changes what it expected, so the warehouse-level row replays too.
+    if physical_here && !key.bin.is_empty() {
+        let whole = StockKey {
+            bin: String::new(),
+            ..key
+        };
+        if last_count(tx, &whole)?.is_some_and(|c| e.order() < c) {
+            pending.flush(tx, now)?;
+            recompute(tx, &whole, now)?;
+            touched.push(whole);
+        }
     }
     Ok(())
 }
@@ -236,16 +189,20 @@ pub(crate) fn recompute(
 ) -> Result<(), rusqlite::Error> {
     let mut entries = entries_at(tx, key)?;
     let mut counts = Vec::new();
-    let states = replay(&mut entries, key, |e, step, _| {
-        if let Step::Count {
+    let mut shorts = Vec::new();
+    let states = replay(&mut entries, key, |e, step, _| match step {
+        Step::Count {
             expected, counted, ..
-        } = step
-        {
-            counts.push((e.clone(), *expected, *counted));
-        }
+        } => counts.push((e.clone(), *expected, *counted)),
+        Step::Short { shortfall, .. } => shorts.push((e.clone(), Some(*shortfall))),
+        Step::Delta(_) if is_barrier(e) => shorts.push((e.clone(), None)),
+        _ => {}
     });
     for (e, expected, counted) in counts {
         records::record_count(tx, &e, expected, counted, now)?;
+    }
+    for (e, shortfall) in shorts {
+        records::record_shortfall(tx, &e, shortfall.as_ref(), now)?;
     }
     // Reservations hold stock on the warehouse-level row; the replay knows only movements.
     let mut states = states;
@@ -275,11 +232,12 @@ pub(crate) fn recompute(
     Ok(())
 }
 
-/// Every ledger entry recorded at `key` that a replay of it needs.
+/// Every ledger entry that a replay of `key` needs: those recorded there, and for a
+/// warehouse-level key those of every bin of the warehouse (its counts count the total).
 fn entries_at(conn: &Connection, key: &StockKey) -> Result<Vec<Entry>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT agent_id, treatment, returns_to, payload FROM ledger
-         WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3
+         WHERE sku = ?1 AND warehouse = ?2 AND (bin = ?3 OR ?3 = '')
            AND treatment IN ('apply', 'provisional', 'conflict')",
     )?;
     let rows = stmt.query_map(params![key.sku, key.warehouse, key.bin], entry_row)?;
@@ -312,7 +270,10 @@ pub(crate) fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-fn last_count(conn: &Connection, key: &StockKey) -> Result<Option<Order>, rusqlite::Error> {
+pub(crate) fn last_count(
+    conn: &Connection,
+    key: &StockKey,
+) -> Result<Option<Order>, rusqlite::Error> {
     conn.prepare_cached(
         "SELECT occurred_at_ms, agent_id, seq FROM stock_last_count WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
     )?
@@ -322,7 +283,8 @@ fn last_count(conn: &Connection, key: &StockKey) -> Result<Option<Order>, rusqli
     .optional()
 }
 
-/// Remembers the latest count of a key, so deltas know whether they may be added directly.
+/// Remembers the latest barrier (count, inspection, write-off; see `replay::is_barrier`) of
+/// a key, so deltas know whether they may be added directly.
 fn note_count(tx: &Transaction<'_>, key: &StockKey, e: &Entry) -> Result<(), rusqlite::Error> {
     if last_count(tx, key)?.is_some_and(|c| c > e.order()) {
         return Ok(());
@@ -343,7 +305,7 @@ fn note_count(tx: &Transaction<'_>, key: &StockKey, e: &Entry) -> Result<(), rus
     Ok(())
 }
 
-fn add_states(
+pub(crate) fn add_states(
     tx: &Transaction<'_>,
     k: &StockKey,
     d: &States,

@@ -3,15 +3,17 @@
 //!
 //! The ledger is the truth; `stock` and `stock_last_count` are derived and are cleared and
 //! recomputed, and the drift, conflict and discrepancy records are rewritten in place (so
-//! their `recorded_at_ms` survives). It uses the same per-key replay as the incremental path
-//! (`projection::replay`), reading the ledger once in key order, so the result is the one the
-//! incremental path reaches, whatever order the movements arrived in. Physical states come
+//! their `recorded_at_ms` survives). It uses the same replay as the incremental path
+//! (`replay::Replay`), reading the ledger once in key order and replaying each (SKU,
+//! warehouse) once for all its bins (a warehouse-level count counts them all), so the result
+//! is the one the incremental path reaches, whatever order the movements arrived in. Physical states come
 //! from the replay of each key; `in_transit` and `incoming`, which counts never touch, are
 //! summed over every movement that affects a key, wherever it is recorded.
 //!
-//! Run it with the collector stopped: it is one transaction, all or nothing.
+//! It refuses to run while a collector holds the ledger's lock (`lock`); it is one
+//! transaction, all or nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use rusqlite::{params, Connection, Transaction};
@@ -20,8 +22,9 @@ use stocksync_common::MovementKind;
 use crate::authority::Treatment;
 use crate::ledger::{LedgerError, StockKey};
 use crate::merge::{self, Change, States};
-use crate::projection::{self, Entry, Order, Step};
+use crate::projection::{self, Entry, Order};
 use crate::records;
+use crate::replay::{is_barrier, Replay, Step};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,13 @@ pub struct Rebuilt {
 /// Rebuilds the projection of the ledger file at `path`; `progress(done, total)` is called
 /// every 100,000 ledger rows and at the end.
 pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuilt, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Sqlite(rusqlite::Error::InvalidPath(
+            path.to_owned(),
+        )));
+    }
+    // Refused while a collector (or another rebuild) uses the file.
+    let _lock = crate::lock::LedgerLock::acquire(path)?;
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -55,11 +65,7 @@ pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuil
         let mut rows = stmt.query([])?;
         let mut done = 0u64;
         while let Some(row) = rows.next()? {
-            let key = StockKey {
-                sku: row.get(4)?,
-                warehouse: row.get(5)?,
-                bin: row.get(6)?,
-            };
+            let key: (String, String) = (row.get(4)?, row.get(5)?);
             let entry = projection::entry_row(row)?;
             if state.key.as_ref() != Some(&key) {
                 state.flush(&tx, now)?;
@@ -85,14 +91,17 @@ pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuil
     })
 }
 
-/// The key being replayed and what the whole scan has gathered so far.
+/// The (SKU, warehouse) being replayed and what the whole scan has gathered so far.
 #[derive(Default)]
 struct Rebuild {
-    key: Option<StockKey>,
-    /// This key's entries with an effect or a count (what `projection::recompute` replays).
+    /// (sku, warehouse) of `group`: a warehouse-level count counts the total, so a
+    /// warehouse's keys are replayed together.
+    key: Option<(String, String)>,
+    /// This warehouse's entries with an effect or a count (what `projection::recompute`
+    /// replays).
     group: Vec<Entry>,
-    /// Whether the incremental path would have written a stock row for this key.
-    touched: bool,
+    /// Bins for which the incremental path would have written a stock row.
+    touched: BTreeSet<String>,
     /// `in_transit` / `incoming` sums per key.
     elsewhere: HashMap<StockKey, States>,
     /// (transfer, sku) pairs whose discrepancy is recomputed at the end.
@@ -111,14 +120,17 @@ impl Rebuild {
                 self.transfers.insert((t.clone(), e.movement.sku.0.clone()));
             }
         }
+        let bin = e.movement.location.bin_key().to_string();
         match merge::change(&e.movement, e.returns_to) {
-            Change::Count { .. } if counts(e.treatment) => self.touched = true,
+            Change::Count { .. } if counts(e.treatment) => {
+                self.touched.insert(bin);
+            }
             Change::Deltas(effects) if e.treatment.has_effect() => {
                 for eff in effects {
                     let k = projection::key_at(&e.movement.sku.0, &eff.location);
                     let (physical, elsewhere) = projection::split(eff.delta);
                     if physical != States::default() {
-                        self.touched = true;
+                        self.touched.insert(bin.clone());
                     }
                     if elsewhere != States::default() {
                         self.elsewhere.entry(k).or_default().add(&elsewhere);
@@ -135,45 +147,57 @@ impl Rebuild {
         }
     }
 
-    /// Replays the current key and writes its stock row, last count and count records.
+    /// Replays the current warehouse and writes its stock rows, last barriers and records.
     fn flush(&mut self, tx: &Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
-        let Some(key) = self.key.take() else {
+        let Some((sku, warehouse)) = self.key.take() else {
             return Ok(());
         };
         let mut group = std::mem::take(&mut self.group);
-        let mut last_count: Option<Order> = None;
-        let mut records = Vec::new();
-        let states = projection::replay(&mut group, &key, |e, step, _| {
-            if let Step::Count {
-                expected, counted, ..
-            } = step
-            {
-                records.push((e.clone(), *expected, *counted));
-            }
-        });
-        // `replay` sorted the group: the last count in it is the latest.
+        group.sort_by_cached_key(Entry::order);
+        let mut replay = Replay::new(&warehouse);
+        let mut last: BTreeMap<String, Order> = BTreeMap::new();
         for e in &group {
-            let is_count = matches!(
-                merge::change(&e.movement, e.returns_to),
-                Change::Count { .. }
-            );
-            if is_count && counts(e.treatment) {
-                last_count = Some(e.order());
+            let own = e.movement.location.bin_key();
+            if is_barrier(e) {
+                last.insert(own.to_string(), e.order());
+            }
+            // Records belong to the movement's own key, as in `projection::recompute`.
+            for (bin, step) in replay.apply(e) {
+                match step {
+                    _ if bin != own => {}
+                    Step::Count {
+                        expected, counted, ..
+                    } => records::record_count(tx, e, expected, counted, now)?,
+                    Step::Short { shortfall, .. } => {
+                        records::record_shortfall(tx, e, Some(&shortfall), now)?
+                    }
+                    Step::Delta(_) if is_barrier(e) => records::record_shortfall(tx, e, None, now)?,
+                    _ => {}
+                }
             }
         }
-        for (e, expected, counted) in records {
-            records::record_count(tx, &e, expected, counted, now)?;
-        }
-        if let Some((at, agent, seq)) = last_count {
+        for (bin, (at, agent, seq)) in last {
             tx.prepare_cached(
                 "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![key.sku, key.warehouse, key.bin, at, agent, seq as i64])?;
+            .execute(params![sku, warehouse, bin, at, agent, seq as i64])?;
         }
-        let elsewhere = self.elsewhere.remove(&key);
-        if std::mem::take(&mut self.touched) || elsewhere.is_some() {
-            let physical = projection::split(states).0;
-            write_row(tx, &key, &physical, &elsewhere.unwrap_or_default(), now)?;
+        let mut bins = std::mem::take(&mut self.touched);
+        bins.extend(
+            self.elsewhere
+                .keys()
+                .filter(|k| k.sku == sku && k.warehouse == warehouse)
+                .map(|k| k.bin.clone()),
+        );
+        for bin in bins {
+            let key = StockKey {
+                sku: sku.clone(),
+                warehouse: warehouse.clone(),
+                bin,
+            };
+            let elsewhere = self.elsewhere.remove(&key).unwrap_or_default();
+            let physical = projection::split(replay.at(&key.bin)).0;
+            write_row(tx, &key, &physical, &elsewhere, now)?;
         }
         Ok(())
     }

@@ -6,9 +6,12 @@
 //! - Conflict: a count from a source that is not the location's authority. It changes
 //!   nothing; it is recorded with what the projection expected at its time.
 //! - Discrepancy: a transfer whose received quantity differs from the shipped one.
+//! - Shortfall: an inspection or write-off that asked for more than quality control or
+//!   damaged held at its place in the replay order; only what was there is taken.
 //!
 //! Invariant: each record is a function of the set of movements. Drift and conflicts are
-//! keyed by the count's `(agent_id, seq)` and rewritten by every replay of their key, so a
+//! keyed by the count's `(agent_id, seq)` and rewritten by every replay of their key (so are
+//! shortfalls, by the inspection's or write-off's), so a
 //! late delta ordered before a count revises that count's record (`revised_at_ms` says
 //! when); a drift whose difference a late delta explains away is removed. Discrepancies are
 //! keyed by `(transfer, sku)` and recomputed from the ledger whenever a leg arrives.
@@ -18,6 +21,7 @@ use serde::Serialize;
 
 use crate::authority::Treatment;
 use crate::projection::Entry;
+use crate::replay::Shortfall;
 
 /// A count that differed from the projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -228,26 +232,45 @@ fn count_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CountRecord> {
     })
 }
 
+/// Which records a list shows: `None` = any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    pub warehouse: Option<&'a str>,
+    pub sku: Option<&'a str>,
+}
+
+/// SQL condition on `warehouse` = ?1 and `sku` = ?2 (either unset = any).
+const FILTER: &str = "(?1 IS NULL OR warehouse = ?1) AND (?2 IS NULL OR sku = ?2)";
+
 /// Open drift records (every drift record: one exists only while its count differs).
-pub fn drift(conn: &Connection, limit: i64) -> Result<Vec<CountRecord>, rusqlite::Error> {
+pub fn drift(
+    conn: &Connection,
+    filter: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<CountRecord>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COUNT_COLUMNS} FROM drift ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?1"
+        "SELECT {COUNT_COLUMNS} FROM drift WHERE {FILTER}
+         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?3"
     ))?;
-    let rows = stmt.query_map([limit], count_row)?;
+    let rows = stmt.query_map(params![filter.warehouse, filter.sku, limit], count_row)?;
     rows.collect()
 }
 
 /// Conflicts; `open_only` leaves out counts that agreed with the projection.
 pub fn conflicts(
     conn: &Connection,
+    filter: Filter<'_>,
     open_only: bool,
     limit: i64,
 ) -> Result<Vec<CountRecord>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COUNT_COLUMNS} FROM conflicts WHERE (?1 = 0 OR difference != 0)
-         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?2"
+        "SELECT {COUNT_COLUMNS} FROM conflicts WHERE {FILTER} AND (?3 = 0 OR difference != 0)
+         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?4"
     ))?;
-    let rows = stmt.query_map(params![open_only as i64, limit], count_row)?;
+    let rows = stmt.query_map(
+        params![filter.warehouse, filter.sku, open_only as i64, limit],
+        count_row,
+    )?;
     rows.collect()
 }
 
@@ -286,6 +309,97 @@ pub fn discrepancies(conn: &Connection, limit: i64) -> Result<Vec<Discrepancy>, 
             difference: r.get(6)?,
             recorded_at_ms: r.get(7)?,
             updated_at_ms: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Writes (or revises, or clears) the shortfall of one inspection or write-off, as computed
+/// by a replay of its key.
+pub(crate) fn record_shortfall(
+    tx: &Transaction<'_>,
+    e: &Entry,
+    shortfall: Option<&Shortfall>,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let m = &e.movement;
+    let Some(s) = shortfall else {
+        tx.prepare_cached("DELETE FROM shortfalls WHERE agent_id = ?1 AND seq = ?2")?
+            .execute(params![e.agent_id, m.seq as i64])?;
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO shortfalls (agent_id, seq, sku, warehouse, bin, kind, state, occurred_at, occurred_at_ms, requested, held, excess, recorded_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT (agent_id, seq) DO UPDATE SET
+            revised_at_ms = CASE WHEN held != excluded.held THEN excluded.recorded_at_ms ELSE revised_at_ms END,
+            held = excluded.held, excess = excluded.excess",
+    )?
+    .execute(params![
+        e.agent_id,
+        m.seq as i64,
+        m.sku.as_str(),
+        m.location.warehouse,
+        m.location.bin_key(),
+        m.kind.name(),
+        s.state,
+        m.occurred_at.to_rfc3339(),
+        m.occurred_at.unix_ms,
+        s.requested,
+        s.held,
+        s.excess,
+        now
+    ])?;
+    Ok(())
+}
+
+/// An inspection or write-off that asked for more than its state held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShortfallRecord {
+    pub agent_id: String,
+    pub seq: u64,
+    pub sku: String,
+    pub warehouse: String,
+    pub bin: Option<String>,
+    pub kind: String,
+    /// `quality_control` or `damaged`.
+    pub state: String,
+    pub occurred_at: String,
+    pub requested: i64,
+    /// What the state held, and so what was taken.
+    pub held: i64,
+    /// `requested - held`: asked for but not there.
+    pub excess: i64,
+    pub recorded_at_ms: i64,
+    pub revised_at_ms: Option<i64>,
+}
+
+/// Open shortfalls, newest movement first.
+pub fn shortfalls(
+    conn: &Connection,
+    filter: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<ShortfallRecord>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT agent_id, seq, sku, warehouse, bin, kind, state, occurred_at, requested, held, excess, recorded_at_ms, revised_at_ms
+         FROM shortfalls WHERE {FILTER} ORDER BY occurred_at_ms DESC, agent_id, seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![filter.warehouse, filter.sku, limit], |r| {
+        let bin: String = r.get(4)?;
+        Ok(ShortfallRecord {
+            agent_id: r.get(0)?,
+            seq: r.get::<_, i64>(1)? as u64,
+            sku: r.get(2)?,
+            warehouse: r.get(3)?,
+            bin: (!bin.is_empty()).then_some(bin),
+            kind: r.get(5)?,
+            state: r.get(6)?,
+            occurred_at: r.get(7)?,
+            requested: r.get(8)?,
+            held: r.get(9)?,
+            excess: r.get(10)?,
+            recorded_at_ms: r.get(11)?,
+            revised_at_ms: r.get(12)?,
         })
     })?;
     rows.collect()

@@ -69,13 +69,17 @@ pub struct Reservation {
     pub warehouse: String,
     pub quantity: i64,
     pub channel: Option<String>,
-    /// `active`, `released` or `expired`.
+    /// `active`, `fulfilled` (its order shipped all of it), `released` or `expired`.
     pub status: String,
     /// What still holds stock: quantity minus the order's shipments, 0 unless active.
     pub open: i64,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub closed_at_ms: Option<i64>,
+    /// The API token (name) that created it; `api` when the API is open.
+    pub created_by: Option<String>,
+    /// Who released it by hand.
+    pub closed_by: Option<String>,
 }
 
 /// What a reservation request led to.
@@ -99,7 +103,7 @@ const OPEN: &str = "CASE WHEN r.status = 'active' THEN MAX(0, r.quantity - (
           AND l.kind = 'shipment' AND l.treatment IN ('apply', 'provisional'))) ELSE 0 END";
 
 fn columns() -> String {
-    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}")
+    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}, r.created_by, r.closed_by")
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
@@ -115,6 +119,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
         expires_at_ms: r.get(8)?,
         closed_at_ms: r.get(9)?,
         open: r.get(10)?,
+        created_by: r.get(11)?,
+        closed_by: r.get(12)?,
     })
 }
 
@@ -176,8 +182,26 @@ pub fn create(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
     )?
     .execute(params![req.id, req.order, req.sku, req.warehouse, req.quantity, req.channel, now, expires])?;
+    // Shipped before it was reserved: nothing left to hold.
+    fulfil(tx, &req.sku, &req.warehouse, now)?;
     refresh_hold(tx, &req.sku, &req.warehouse, now, touched)?;
     Ok(Created::New(get(tx, &req.id)?.expect("just inserted")))
+}
+
+/// Which `*_by` column [`record_by`] sets.
+pub enum By {
+    Created,
+    Closed,
+}
+
+/// Records who created or closed reservation `id` (the request's token name).
+pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
+    let sql = match which {
+        By::Created => "UPDATE reservations SET created_by = ?2 WHERE id = ?1",
+        By::Closed => "UPDATE reservations SET closed_by = ?2 WHERE id = ?1",
+    };
+    tx.prepare_cached(sql)?.execute(params![id, by])?;
+    Ok(())
 }
 
 /// Ends an active reservation by hand; `None` if there is no such reservation.
@@ -236,8 +260,23 @@ pub(crate) fn on_shipment(
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM reservations WHERE order_ref = ?1 AND sku = ?2 AND warehouse = ?3)")?
         .query_row(params![order, sku, warehouse], |r| r.get(0))?;
     if reserved {
+        fulfil(tx, sku, warehouse, now)?;
         refresh_hold(tx, sku, warehouse, now, touched)?;
     }
+    Ok(())
+}
+
+/// Closes every active reservation of (sku, warehouse) whose order's shipments cover it.
+fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE reservations SET status = 'fulfilled', closed_at_ms = ?3
+         WHERE sku = ?1 AND warehouse = ?2 AND status = 'active' AND quantity <= (
+            SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
+            WHERE l.order_ref = reservations.order_ref AND l.sku = reservations.sku
+              AND l.warehouse = reservations.warehouse AND l.kind = 'shipment'
+              AND l.treatment IN ('apply', 'provisional'))",
+    )?
+    .execute(params![sku, warehouse, now])?;
     Ok(())
 }
 
@@ -302,5 +341,113 @@ fn refresh_hold(
         warehouse: warehouse.into(),
         bin: String::new(),
     });
+    Ok(())
+}
+
+/// One hold of an order: `quantity` of `sku` at `warehouse`, kept as reservation `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub id: String,
+    pub sku: String,
+    pub warehouse: String,
+    pub quantity: i64,
+}
+
+/// What a multi-hold request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreatedAll {
+    /// Every hold was taken.
+    New(Vec<Reservation>),
+    /// One (SKU, warehouse) did not have the summed demand; nothing was held.
+    Insufficient {
+        sku: String,
+        warehouse: String,
+        wanted: i64,
+        available: i64,
+    },
+}
+
+/// Takes every hold of an order or none, in the caller's (writer) transaction. Demand for
+/// the same (SKU, warehouse) is summed over the holds before it is checked, so two lines
+/// sharing a component cannot each see the same last unit.
+pub fn create_all(
+    tx: &Transaction<'_>,
+    order: &str,
+    channel: Option<&str>,
+    holds: &[Hold],
+    expires_at_ms: Option<i64>,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<CreatedAll> {
+    let mut wanted: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+    for h in holds {
+        let slot = wanted.entry((&h.sku, &h.warehouse)).or_default();
+        *slot = slot.saturating_add(h.quantity);
+    }
+    for ((sku, warehouse), want) in &wanted {
+        let available: i64 = tx
+            .prepare_cached(
+                "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
+            )?
+            .query_row(params![sku, warehouse], |r| r.get(0))?;
+        if available < *want {
+            return Ok(CreatedAll::Insufficient {
+                sku: sku.to_string(),
+                warehouse: warehouse.to_string(),
+                wanted: *want,
+                available,
+            });
+        }
+    }
+    for h in holds {
+        tx.prepare_cached(
+            "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
+        )?
+        .execute(params![h.id, order, h.sku, h.warehouse, h.quantity, channel, now, expires_at_ms])?;
+    }
+    for (sku, warehouse) in wanted.keys() {
+        refresh_hold(tx, sku, warehouse, now, touched)?;
+    }
+    holds
+        .iter()
+        .map(|h| get(tx, &h.id).map(|r| r.expect("just inserted")))
+        .collect::<rusqlite::Result<_>>()
+        .map(CreatedAll::New)
+}
+
+/// Lowers an active reservation's quantity by `by` (part of an order was cancelled); at 0
+/// it is released. Returns the reservation as it is now.
+pub fn reduce(
+    tx: &Transaction<'_>,
+    id: &str,
+    by: i64,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<Option<Reservation>> {
+    let Some(r) = get(tx, id)? else {
+        return Ok(None);
+    };
+    if r.status != "active" || by <= 0 {
+        return Ok(Some(r));
+    }
+    let left = r.quantity.saturating_sub(by).max(0);
+    tx.prepare_cached(
+        "UPDATE reservations SET quantity = ?2,
+            status = CASE WHEN ?2 = 0 THEN 'released' ELSE status END,
+            closed_at_ms = CASE WHEN ?2 = 0 THEN ?3 ELSE closed_at_ms END
+         WHERE id = ?1",
+    )?
+    .execute(params![id, left, now])?;
+    refresh_hold(tx, &r.sku, &r.warehouse, now, touched)?;
+    get(tx, id)
+}
+
+/// Keeps an active reservation until it ships (the order was paid): its expiry is removed.
+pub fn keep(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE reservations SET expires_at_ms = NULL WHERE id = ?1 AND status = 'active'",
+    )?
+    .execute([id])?;
     Ok(())
 }

@@ -7,6 +7,8 @@
 //! real ledger on real SQLite files in several shuffled orders with duplicated batches. Every
 //! delivery must end in the same stock, drift, conflict and discrepancy records, equal to
 //! a small reference model that states the rules in closed form instead of replaying.
+//! Some movements are voided by an operator, between and after deliveries (some twice): the
+//! result must be the reference of the movements that were not voided.
 //! Each delivery's projection is then thrown away and rebuilt from the ledger alone
 //! (`rebuild::rebuild`), which must give the same records again.
 
@@ -17,6 +19,7 @@ use proptest::prelude::*;
 use stocksync_collector::authority::Authority;
 use stocksync_collector::ledger::Ledger;
 use stocksync_collector::metrics::Metrics;
+use stocksync_collector::void;
 use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
 use stocksync_common::model::*;
 use stocksync_common::wire::{self, Batch};
@@ -50,6 +53,8 @@ struct Spec {
     quantity: u64,
     second: i64,
     transfer: bool,
+    /// Voided by an operator once delivered.
+    void: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -61,9 +66,10 @@ fn spec() -> impl Strategy<Value = Spec> {
         0u64..20,
         0i64..8,
         any::<bool>(),
+        prop::bool::weighted(0.15),
     )
         .prop_map(
-            |(agent, kind, scanner, bin, quantity, second, transfer)| Spec {
+            |(agent, kind, scanner, bin, quantity, second, transfer, void)| Spec {
                 agent,
                 kind,
                 scanner,
@@ -71,6 +77,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 quantity,
                 second,
                 transfer,
+                void,
             },
         )
 }
@@ -125,7 +132,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 unit: "each".into(),
                 unit_quantity: quantity,
                 occurred_at: OccurredAt {
-                    unix_ms: 1_800_000_000_000 + s.second * 1000,
+                    unix_ms: 1_700_000_000_000 + s.second * 1000,
                     offset_seconds: 0,
                 },
                 references: References {
@@ -135,6 +142,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 },
                 external_id: None,
                 note: None,
+                origin: Default::default(),
             };
             (s.agent, m)
         })
@@ -161,11 +169,18 @@ struct Outcome {
     conflicts: BTreeMap<(String, u64), (i64, i64)>,
     /// transfer -> (shipped, received)
     discrepancies: BTreeMap<String, (i64, i64)>,
+    /// (agent, seq) of an inspection or write-off -> (requested, held)
+    shortfalls: BTreeMap<(String, u64), (i64, i64)>,
 }
 
 /// Delivers the movements through the real ledger: chunked into batches, shuffled, some
 /// batches delivered twice.
-fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
+fn deliver(
+    all: &[(usize, Movement)],
+    voids: &std::collections::BTreeSet<(String, u64)>,
+    seed: u64,
+    chunk: usize,
+) -> Outcome {
     let mut batches = Vec::new();
     for (agent, (agent_id, warehouse)) in AGENTS.iter().enumerate() {
         let mine: Vec<Movement> = all
@@ -179,6 +194,7 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
                 journal_id: 7,
                 warehouse: warehouse.to_string(),
                 movements: part.to_vec(),
+                sent_at_ms: None,
             });
         }
     }
@@ -197,17 +213,46 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
         .unwrap();
     let outcome = rt.block_on(async {
         let ledger = Ledger::open_with(&path, Arc::new(Metrics::default()), authority()).unwrap();
-        let mut waiting = Vec::new();
-        for b in batches {
-            let topic = format!("stocksync/v1/{}/movements", b.warehouse);
-            // Through the wire, as the consumer hands batches over: decoded with each
-            // movement's byte range, stored as received.
-            let payload = wire::encode_batch(&b);
-            let received = wire::decode_batch_with_parts(&payload).unwrap();
-            waiting.push(ledger.apply(received, payload, topic).await.unwrap());
-        }
-        for w in waiting {
-            w.await.unwrap().unwrap();
+        // Half the batches, then the voids of what they delivered (each twice), then the
+        // rest, then the remaining voids: voids interleave with late movements.
+        let half = batches.len() / 2;
+        let mut delivered = std::collections::BTreeSet::new();
+        let mut voided = std::collections::BTreeSet::new();
+        for phase in [&batches[..half], &batches[half..]] {
+            let mut waiting = Vec::new();
+            for b in phase {
+                let topic = format!("stocksync/v1/{}/movements", b.warehouse);
+                // Through the wire, as the consumer hands batches over: decoded with each
+                // movement's byte range, stored as received.
+                let payload = wire::encode_batch(b);
+                let received = wire::decode_batch_with_parts(&payload).unwrap();
+                waiting.push(ledger.apply(received, payload, topic).await.unwrap());
+                delivered.extend(b.movements.iter().map(|m| (b.agent_id.clone(), m.seq)));
+            }
+            for w in waiting {
+                w.await.unwrap().unwrap();
+            }
+            let mut now: Vec<(String, u64)> = voids
+                .iter()
+                .filter(|id| delivered.contains(*id) && !voided.contains(*id))
+                .cloned()
+                .collect();
+            let twice: Vec<_> = now.iter().step_by(2).cloned().collect();
+            now.extend(twice);
+            shuffle(&mut now, seed | 3);
+            for (agent_id, seq) in now {
+                voided.insert((agent_id.clone(), seq));
+                let req = void::Request {
+                    agent_id,
+                    seq,
+                    by: "ops".into(),
+                    reason: "test".into(),
+                };
+                ledger
+                    .write(move |tx, touched| void::void(tx, &req, 0, touched))
+                    .await
+                    .unwrap();
+            }
         }
         ledger.read(read_outcome).unwrap()
     });
@@ -215,7 +260,7 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
     // The same projection must come back from the ledger alone, after losing every derived table.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DELETE FROM stock; DELETE FROM stock_last_count; DELETE FROM drift; DELETE FROM conflicts; DELETE FROM discrepancies;",
+        "DELETE FROM stock; DELETE FROM stock_last_count; DELETE FROM drift; DELETE FROM conflicts; DELETE FROM discrepancies; DELETE FROM shortfalls;",
     )
     .unwrap();
     let rebuilt = stocksync_collector::rebuild::rebuild(&path, |_, _| {}).unwrap();
@@ -277,6 +322,14 @@ fn read_outcome(c: &rusqlite::Connection) -> rusqlite::Result<Outcome> {
     while let Some(r) = rows.next()? {
         out.discrepancies.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
     }
+    let mut stmt = c.prepare("SELECT agent_id, seq, requested, held FROM shortfalls")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.shortfalls.insert(
+            (r.get(0)?, r.get::<_, i64>(1)? as u64),
+            (r.get(2)?, r.get(3)?),
+        );
+    }
     Ok(out)
 }
 
@@ -307,9 +360,14 @@ impl Fact {
         !matches!(self.m.kind, MovementKind::Count)
             && (self.by_authority() || self.m.location.warehouse == "ams")
     }
-    /// [available, damaged, quality_control] change at the movement's own location.
-    fn physical(&self) -> [i64; 3] {
+    fn id(&self) -> (String, u64) {
+        (self.agent.clone(), self.m.seq)
+    }
+    /// [available, damaged, quality_control] change at the movement's own location; an
+    /// inspection or write-off moves only what it `took` (see `Clamps`).
+    fn physical(&self, clamps: &Clamps) -> [i64; 3] {
         let q = self.m.quantity as i64;
+        let t = clamps.took.get(&self.id()).copied().unwrap_or(q);
         let returns_to_qc = self.m.location.warehouse == "ams";
         match &self.m.kind {
             MovementKind::Receipt | MovementKind::Cancellation | MovementKind::TransferIn => {
@@ -324,18 +382,85 @@ impl Fact {
             MovementKind::Return => [q, 0, 0],
             MovementKind::Damage => [-q, q, 0],
             MovementKind::Inspection { outcome } => match outcome {
-                InspectionOutcome::Available => [q, 0, -q],
-                InspectionOutcome::Damaged => [0, q, -q],
+                InspectionOutcome::Available => [t, 0, -t],
+                InspectionOutcome::Damaged => [0, t, -t],
             },
-            MovementKind::WriteOff => [0, -q, 0],
+            MovementKind::WriteOff => [0, -t, 0],
             MovementKind::Count | MovementKind::Expected => [0, 0, 0],
         }
     }
 }
 
-/// on_hand at `key` from the facts ordered strictly before `before` (all if `None`):
-/// the latest authoritative count, plus the deltas after it.
-fn on_hand(facts: &[Fact], key: &(String, String), before: Option<(i64, &str, u64)>) -> i64 {
+/// Quality control and damaged per key, walked in order: an inspection or write-off takes
+/// at most what its state holds (counts never touch either state).
+#[derive(Default)]
+struct Clamps {
+    /// What each inspection and write-off took.
+    took: BTreeMap<(String, u64), i64>,
+    /// key -> (damaged, quality_control) at the end.
+    end: BTreeMap<(String, String), (i64, i64)>,
+    shortfalls: BTreeMap<(String, u64), (i64, i64)>,
+}
+
+fn clamps(facts: &[Fact]) -> Clamps {
+    let mut out = Clamps::default();
+    let mut ordered: Vec<&Fact> = facts.iter().filter(|f| f.effective_delta()).collect();
+    ordered.sort_by(|a, b| a.order().cmp(&b.order()));
+    for f in ordered {
+        let (damaged, qc) = out.end.entry(f.key()).or_default();
+        let q = f.m.quantity as i64;
+        let returns_to_qc = f.m.location.warehouse == "ams";
+        let state = match &f.m.kind {
+            MovementKind::Return if returns_to_qc => {
+                *qc += q;
+                continue;
+            }
+            MovementKind::Damage => {
+                *damaged += q;
+                continue;
+            }
+            MovementKind::Inspection { .. } => &mut *qc,
+            MovementKind::WriteOff => &mut *damaged,
+            _ => continue,
+        };
+        let took = q.min(*state);
+        *state -= took;
+        if let MovementKind::Inspection {
+            outcome: InspectionOutcome::Damaged,
+        } = f.m.kind
+        {
+            *damaged += took;
+        }
+        out.took.insert(f.id(), took);
+        if took < q {
+            out.shortfalls.insert(f.id(), (q, took));
+        }
+    }
+    out
+}
+
+/// Bins (not the warehouse level) of `warehouse` that any fact names.
+fn bins_of(facts: &[Fact], warehouse: &str) -> Vec<String> {
+    let mut bins: Vec<String> = facts
+        .iter()
+        .filter(|f| f.m.location.warehouse == warehouse && f.m.location.bin.is_some())
+        .map(|f| f.key().1)
+        .collect();
+    bins.sort();
+    bins.dedup();
+    bins
+}
+
+/// on_hand at `key` from the facts ordered strictly before `before` (all if `None`): the
+/// latest authoritative count plus the deltas after it. A warehouse-level count counts the
+/// total, so what it sets on the warehouse-level row is the count minus the bins' on_hand
+/// just before it.
+fn on_hand(
+    facts: &[Fact],
+    clamps: &Clamps,
+    key: &(String, String),
+    before: Option<(i64, &str, u64)>,
+) -> i64 {
     let here: Vec<&Fact> = facts
         .iter()
         .filter(|f| f.key() == *key && before.is_none_or(|b| f.order() < b))
@@ -349,9 +474,33 @@ fn on_hand(facts: &[Fact], key: &(String, String), before: Option<(i64, &str, u6
         .iter()
         .filter(|f| f.effective_delta())
         .filter(since)
-        .map(|f| f.physical().iter().sum::<i64>())
+        .map(|f| f.physical(clamps).iter().sum::<i64>())
         .sum();
-    base.map_or(0, |c| c.m.quantity as i64) + deltas
+    let base = match base {
+        None => 0,
+        Some(c) if key.1.is_empty() => {
+            let bins: i64 = bins_of(facts, &key.0)
+                .into_iter()
+                .map(|b| on_hand(facts, clamps, &(key.0.clone(), b), Some(c.order())))
+                .sum();
+            c.m.quantity as i64 - bins
+        }
+        Some(c) => c.m.quantity as i64,
+    };
+    base + deltas
+}
+
+/// What a count expected: its key's on_hand before it, for a warehouse-level count the
+/// warehouse total.
+fn expected_at(facts: &[Fact], clamps: &Clamps, f: &Fact) -> i64 {
+    let key = f.key();
+    let mut expected = on_hand(facts, clamps, &key, Some(f.order()));
+    if key.1.is_empty() {
+        for b in bins_of(facts, &key.0) {
+            expected += on_hand(facts, clamps, &(key.0.clone(), b), Some(f.order()));
+        }
+    }
+    expected
 }
 
 fn reference(all: &[(usize, Movement)]) -> Outcome {
@@ -362,7 +511,11 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
             m: m.clone(),
         })
         .collect();
-    let mut out = Outcome::default();
+    let clamps = clamps(&facts);
+    let mut out = Outcome {
+        shortfalls: clamps.shortfalls.clone(),
+        ..Outcome::default()
+    };
     let mut keys: Vec<(String, String)> = facts.iter().map(Fact::key).collect();
     keys.extend([("ams".into(), String::new()), ("ber".into(), String::new())]);
     keys.sort();
@@ -373,9 +526,8 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
                 .iter()
                 .filter(|f| f.key() == key && f.effective_delta())
         };
-        let damaged: i64 = effective().map(|f| f.physical()[1]).sum();
-        let qc: i64 = effective().map(|f| f.physical()[2]).sum();
-        let available = on_hand(&facts, &key, None) - damaged - qc;
+        let (damaged, qc) = clamps.end.get(&key).copied().unwrap_or_default();
+        let available = on_hand(&facts, &clamps, &key, None) - damaged - qc;
         let incoming: i64 = effective()
             .filter(|f| matches!(f.m.kind, MovementKind::Expected))
             .map(|f| f.m.quantity as i64)
@@ -406,16 +558,15 @@ fn reference(all: &[(usize, Movement)]) -> Outcome {
         .iter()
         .filter(|f| matches!(f.m.kind, MovementKind::Count))
     {
-        let expected = on_hand(&facts, &f.key(), Some(f.order()));
+        let expected = expected_at(&facts, &clamps, f);
         let counted = f.m.quantity as i64;
-        let id = (f.agent.clone(), f.m.seq);
         if f.by_authority() {
             if expected != counted {
-                out.drift.insert(id, (expected, counted));
+                out.drift.insert(f.id(), (expected, counted));
             }
         } else {
             // A count from a non-authority source is a conflict under both apply and audit.
-            out.conflicts.insert(id, (expected, counted));
+            out.conflicts.insert(f.id(), (expected, counted));
         }
     }
     for t in ["T1", "T2"] {
@@ -446,9 +597,21 @@ proptest! {
         seeds in prop::array::uniform3(any::<u64>()),
     ) {
         let all = movements(&specs);
-        let expected = reference(&all);
+        let voids: std::collections::BTreeSet<(String, u64)> = specs
+            .iter()
+            .zip(&all)
+            .filter(|(s, _)| s.void)
+            .map(|(_, (a, m))| (AGENTS[*a].0.to_string(), m.seq))
+            .collect();
+        // Voided movements count as if they had never been sent.
+        let kept: Vec<(usize, Movement)> = all
+            .iter()
+            .filter(|(a, m)| !voids.contains(&(AGENTS[*a].0.to_string(), m.seq)))
+            .cloned()
+            .collect();
+        let expected = reference(&kept);
         for (i, seed) in seeds.iter().enumerate() {
-            let got = deliver(&all, *seed, 1 + i * 2);
+            let got = deliver(&all, &voids, *seed, 1 + i * 2);
             prop_assert_eq!(&got, &expected, "delivery {} (seed {}) differs from the reference", i, seed);
         }
     }

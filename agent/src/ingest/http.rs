@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use stocksync_common::input::{self, Context, InputError};
 
-use crate::journal::{JournalError, Reject};
+use crate::journal::{JournalError, Reject, RequestKey};
 use crate::App;
 
 /// The agent's HTTP routes.
@@ -27,7 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/rejects", get(rejects))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -35,6 +36,8 @@ pub fn router(app: Arc<App>) -> Router {
 /// An HTTP error with the JSON body `{error, record, field, detail}`.
 pub enum ApiError {
     Input(StatusCode, InputError),
+    /// The request conflicts with what was journaled before (a reused key or movement id).
+    Conflict(InputError),
     Journal(JournalError),
 }
 
@@ -44,6 +47,11 @@ impl IntoResponse for ApiError {
             ApiError::Input(status, e) => (
                 status,
                 Json(json!({"error": "invalid movement", "record": e.record, "field": e.field, "detail": e.detail})),
+            )
+                .into_response(),
+            ApiError::Conflict(e) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "conflict with an earlier request", "record": e.record, "field": e.field, "detail": e.detail})),
             )
                 .into_response(),
             ApiError::Journal(e @ JournalError::Full { .. }) => (
@@ -67,12 +75,17 @@ async fn post_movements(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let catalog = app.catalog.current();
+    let validated = !catalog.is_open();
     let ctx = Context {
         warehouse: &app.config.warehouse,
-        default_source: &app.config.http.default_source,
+        default_source: &app.http_sources.default_source,
         now: input::now(),
         max_batch: app.config.http.max_batch,
         units: &*catalog,
+        input: "http",
+        sources: &app.http_sources.sources,
+        validated,
+        clock: crate::clock_rule(&app.config),
     };
     let movements = match input::parse_body(&body, &ctx) {
         Ok(m) => m,
@@ -82,33 +95,44 @@ async fn post_movements(
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             };
-            let reject = Reject {
-                source: "http".into(),
-                error: e.clone(),
-                payload: body.to_vec(),
-            };
-            app.journal
-                .reject(reject)
-                .await
-                .map_err(ApiError::Journal)?;
+            keep(&app, &e, &body).await?;
             return Err(ApiError::Input(status, e));
         }
     };
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let appended = app
-        .journal
-        .append(movements, key)
-        .await
-        .map_err(ApiError::Journal)?;
+        .map(|k| RequestKey::new(k.to_owned(), &body));
+    let appended = match app.journal.append_request(movements, key).await {
+        Ok(appended) => appended,
+        Err(e) => {
+            let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+            let error = e.refusal(array).map_err(ApiError::Journal)?;
+            keep(&app, &error, &body).await?;
+            return Err(ApiError::Conflict(error));
+        }
+    };
     let status = if appended.replayed {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(appended)).into_response())
+    let mut answer = serde_json::to_value(&appended).unwrap_or_default();
+    if !validated {
+        answer["validated"] = json!(false);
+        answer["warning"] = json!("no catalog yet: journaled unvalidated; the collector checks SKUs and units against its catalog");
+    }
+    Ok((status, Json(answer)).into_response())
+}
+
+/// Keeps a refused request in the rejects queue before its sender hears the refusal.
+async fn keep(app: &App, error: &InputError, body: &[u8]) -> Result<(), ApiError> {
+    let reject = Reject {
+        source: "http".into(),
+        error: error.clone(),
+        payload: body.to_vec(),
+    };
+    app.journal.reject(reject).await.map_err(ApiError::Journal)
 }
 
 async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
@@ -126,7 +150,16 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "journal_id": journal.journal_id,
         "rejects": journal.rejects,
         "refused_by_collector": journal.refused_by_collector,
+        "acks_ignored": app.link.acks_ignored.load(Ordering::Relaxed),
+        "broker_last_error": app.link.last_error(),
+        "scanner": app.scanner.as_ref().map(|link| json!({
+            "connected": link.connected.load(Ordering::Relaxed),
+            "last_error": link.last_error(),
+        })),
         "catalog_skus": app.catalog.current().config().skus.len(),
+        "validating": !app.catalog.current().is_open(),
+        "broker_connects": app.link.connects.load(Ordering::Relaxed),
+        "http_sources": app.http_sources.sources,
     }))
     .into_response())
 }
@@ -162,18 +195,66 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             journal.refused_by_collector as i64,
         ),
         (
+            "stocksync_agent_acks_ignored",
+            "Acks ignored because they matched no batch this agent sent (forged or misrouted)",
+            app.link.acks_ignored.load(Ordering::Relaxed) as i64,
+        ),
+        (
             "stocksync_agent_broker_connected",
             "1 when the forwarder is connected to the broker",
             i64::from(app.link.connected.load(Ordering::Relaxed)),
         ),
     ];
+    let scanner = app.scanner.as_ref().map(|link| {
+        (
+            "stocksync_agent_scanner_connected",
+            "1 when the scanner input is connected to its broker (absent without [scanner])",
+            i64::from(link.connected.load(Ordering::Relaxed)),
+        )
+    });
     let mut out = String::new();
-    for (name, help, value) in gauges {
+    for (name, help, value) in gauges.into_iter().chain(scanner) {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         ));
     }
     Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `200` while every task runs, `503` naming the task that ended. The broker links are
+/// reported but do not make the agent unhealthy: it journals offline by design.
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let tasks: serde_json::Map<String, serde_json::Value> = app
+        .tasks
+        .snapshot()
+        .into_iter()
+        .map(|(name, ended)| {
+            (
+                name.to_string(),
+                json!(ended.unwrap_or_else(|| "running".into())),
+            )
+        })
+        .collect();
+    let healthy = app.tasks.all_running();
+    let link = |l: &crate::forward::LinkState| {
+        if l.connected.load(Ordering::Relaxed) {
+            "connected"
+        } else {
+            "disconnected"
+        }
+    };
+    let body = json!({
+        "status": if healthy { "ok" } else { "failed" },
+        "broker": link(&app.link),
+        "scanner": app.scanner.as_deref().map(link),
+        "tasks": tasks,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -190,4 +271,23 @@ async fn rejects(
         .rejects(q.limit.unwrap_or(100).min(1000))
         .map_err(ApiError::Journal)?;
     Ok(Json(rows).into_response())
+}
+
+/// `GET /readyz`: ready when the journal answers. The broker's state is reported but does not
+/// make the agent unready: it journals movements offline and forwards them on reconnect, so
+/// senders must keep posting to it.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let broker = if app.link.connected.load(Ordering::Relaxed) {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    match app.journal.status() {
+        Ok(_) => Json(json!({"status": "ready", "store": "ok", "broker": broker})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "store": e.to_string(), "broker": broker})),
+        )
+            .into_response(),
+    }
 }

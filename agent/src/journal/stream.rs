@@ -14,8 +14,8 @@ use std::time::Duration;
 use rusqlite::{params, Transaction};
 use stocksync_common::Movement;
 
-use super::write::{journal_one, replay};
-use super::{now_ms, Appended, JournalError};
+use super::write::{journal_one, seen_before};
+use super::{now_ms, Appended, JournalError, RequestKey};
 
 /// Chunks queued between producer and writer.
 pub(super) const CHUNKS_IN_FLIGHT: usize = 2;
@@ -40,8 +40,12 @@ pub(super) fn append(
     backlog: &mut u64,
     max_backlog: u64,
 ) -> Result<Appended, JournalError> {
-    let key = format!("input:{key}");
-    if let Some(replayed) = replay(tx, &key)? {
+    // Kept beside request keys (`req:input:<key>`), without a body hash: the key is one.
+    let key = RequestKey {
+        key: format!("input:{key}"),
+        body_hash: Vec::new(),
+    };
+    if let Some(replayed) = seen_before(tx, &key)? {
         return Ok(replayed);
     }
     tx.execute_batch("SAVEPOINT stream")?;
@@ -55,7 +59,7 @@ pub(super) fn append(
             };
             tx.execute(
                 "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![key, first, last, now_ms()],
+                params![format!("req:{}", key.key), first, last, now_ms()],
             )?;
             tx.execute_batch("RELEASE stream")?;
             *next_seq = seq;
@@ -103,7 +107,8 @@ fn receive(
             });
         }
         for m in batch {
-            if journal_one(tx, m, seq, now)? {
+            let index = (seq - start) as usize + duplicates;
+            if journal_one(tx, index, m, seq, now)? {
                 seq += 1;
             } else {
                 duplicates += 1;

@@ -2,11 +2,20 @@
 //! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
 //! for operators, health and metrics for monitoring.
 
+mod agents;
+mod alerts;
 mod audit;
 mod bundles;
 mod channels;
+mod dashboard;
+mod exceptions;
+mod history;
+mod orders;
+mod ready;
+mod reports;
 mod reservations;
 mod stock;
+mod voids;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,11 +35,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/stock", get(stock::by_location))
         .route("/v1/stock/:sku", get(stock::by_sku))
-        .route("/v1/stock/:sku/history", get(audit::history))
+        .route("/v1/stock/:sku/history", get(history::history))
         .route("/v1/drift", get(audit::drift))
         .route("/v1/conflicts", get(audit::conflicts))
         .route("/v1/discrepancies", get(audit::discrepancies))
         .route("/v1/reversals", get(audit::reversals))
+        .route("/v1/shortfalls", get(audit::shortfalls))
         .route("/v1/bundles/:sku", get(bundles::by_bundle))
         .route(
             "/v1/reservations",
@@ -40,7 +50,15 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/reservations/:id",
             get(reservations::get).delete(reservations::release),
         )
+        .route("/v1/movements/void", post(voids::create))
+        .route("/v1/orders", post(orders::place).get(orders::list))
+        .route("/v1/orders/:id", get(orders::get))
+        .route("/v1/orders/:id/cancel", post(orders::cancel))
+        .route("/v1/orders/:id/paid", post(orders::paid))
+        .route("/v1/orders/:id/reroute", post(orders::reroute))
+        .route("/v1/routing/warehouses/:warehouse", put(orders::set_frozen))
         .route("/v1/rejects", get(rejects))
+        .route("/v1/rejects/:id/retry", post(retry_reject))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
         .route("/v1/channels/:channel/sellable", get(channels::sellable))
@@ -50,9 +68,56 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/channels/:channel/mode", put(channels::set_mode))
         .route("/v1/channels/:channel/errors", get(channels::errors))
+        .route("/v1/exceptions", get(exceptions::list))
+        .route(
+            "/v1/exceptions/:id",
+            get(exceptions::one).post(exceptions::bulk),
+        )
+        .route("/v1/exceptions/:id/:action", post(exceptions::act))
+        .route("/v1/reports/daily", get(reports::daily))
+        .route("/v1/alerts", get(alerts::list))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/readyz", get(ready::readyz))
+        .route("/v1/agents", get(agents::list))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
+}
+
+/// A query string whose parameters are all understood: an unknown one (a filter this
+/// endpoint does not support) is a JSON `400` naming it, never silently ignored. Use with
+/// `#[serde(deny_unknown_fields)]` on `T`.
+pub struct Params<T>(pub T);
+
+#[axum::async_trait]
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(t)| Params(t))
+            .map_err(|e| {
+                let detail = e.body_text();
+                // "... unknown field `warehouse`, expected ..." -> `warehouse`
+                let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    error: "bad request",
+                    field: Some(field),
+                    detail,
+                }
+            })
+    }
 }
 
 /// An HTTP error with the JSON body `{error, field, detail}`.
@@ -110,37 +175,61 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `200` while connected to the broker with every task running; `503` otherwise, naming
+/// the task that ended (`"status": "failed"`) or the lost broker (`"degraded"`).
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
-    let status = if connected {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let running = app.tasks.all_running();
+    let tasks: serde_json::Map<String, serde_json::Value> = app
+        .tasks
+        .snapshot()
+        .into_iter()
+        .map(|(name, ended)| {
+            (
+                name.to_string(),
+                json!(ended.unwrap_or_else(|| "running".into())),
+            )
+        })
+        .collect();
+    let (status, word) = match (running, connected) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
     };
-    (status, Json(json!({"status": if connected { "ok" } else { "degraded" }, "broker": if connected { "connected" } else { "disconnected" }}))).into_response()
+    let broker = if connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    (
+        status,
+        Json(json!({"status": word, "broker": broker, "tasks": tasks})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        app.metrics.render() + &app.channels.stats.render(),
+        app.metrics.render() + &app.channels.stats.render() + &alerts::metrics(&app),
     )
         .into_response()
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limit {
     limit: Option<i64>,
 }
 
 async fn rejects(
     State(app): State<Arc<App>>,
-    Query(q): Query<Limit>,
+    Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(
-            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field
+            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field, retried_at_ms
              FROM rejects ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit], |r| {
@@ -156,9 +245,35 @@ async fn rejects(
                 "reason": r.get::<_, String>(8)?,
                 "payload_bytes": r.get::<_, i64>(9)?,
                 "field": r.get::<_, Option<String>>(10)?,
+                "retried_at_ms": r.get::<_, Option<i64>>(11)?,
             }))
         })?;
         rows.collect::<Result<Vec<_>, _>>()
     })?;
     Ok(Json(rows).into_response())
+}
+
+/// Applies a movement the collector's checks refused, if it passes them now (an unknown
+/// SKU the catalog has since learnt). Exactly once: a second retry answers `already_applied`.
+async fn retry_reject(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Response, ApiError> {
+    use crate::ledger::Retried;
+    let (status, outcome, detail) = match app.ledger.retry_reject(id).await? {
+        Retried::Applied => (StatusCode::OK, "applied", String::new()),
+        Retried::AlreadyApplied => (StatusCode::OK, "already_applied", String::new()),
+        Retried::StillRefused(reason) => {
+            return Err(ApiError::unprocessable("id".into(), reason));
+        }
+        Retried::NotRetryable(why) => return Err(ApiError::unprocessable("id".into(), why)),
+        Retried::Unknown => {
+            return Err(ApiError::not_found("id", format!("no reject {id}")));
+        }
+    };
+    Ok((
+        status,
+        Json(json!({"id": id, "outcome": outcome, "detail": detail})),
+    )
+        .into_response())
 }

@@ -1,16 +1,17 @@
 //! `GET /v1/stock/<sku>` and `GET /v1/stock?location=...`: the projection as people read it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::ApiError;
+use super::{ApiError, Params};
 use crate::ledger::row_states;
 use crate::merge::States;
-use crate::App;
+use crate::{reserve, App};
 
 /// One (SKU, location) row as served.
 #[derive(Serialize)]
@@ -38,18 +39,33 @@ fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
     })
 }
 
-/// Per-location breakdown of one SKU, with totals.
+/// Per-location breakdown of one SKU, with totals: per warehouse (bins beneath) and the
+/// raw projection rows (`locations`).
 pub async fn by_sku(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rows = app.ledger.read(|c| {
+    let (rows, holds) = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM stock WHERE sku = ?1 ORDER BY warehouse, bin"
         ))?;
         let rows = stmt.query_map([&sku], stock_row)?;
-        rows.collect::<Result<Vec<_>, _>>()
+        let rows = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut holds = BTreeMap::new();
+        for row in rows.iter().filter(|r| r.bin.is_none()) {
+            holds.insert(
+                row.warehouse.clone(),
+                reserve::held(c, &sku, &row.warehouse)?,
+            );
+        }
+        Ok((rows, holds))
     })?;
+    if rows.is_empty() && !app.in_catalog(&sku) {
+        return Err(ApiError::not_found(
+            "sku",
+            format!("SKU `{sku}` is not in the catalog and has no stock"),
+        ));
+    }
     let mut total = States::default();
     for row in &rows {
         total.add(&row.states);
@@ -62,6 +78,7 @@ pub async fn by_sku(
         "sku": sku,
         "on_hand": total.on_hand(),
         "total": total,
+        "warehouses": warehouses(&rows, &holds),
         "locations": rows,
         "bundle": bundle,
     }))
@@ -69,6 +86,7 @@ pub async fn by_sku(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LocationQuery {
     location: Option<String>,
     limit: Option<i64>,
@@ -77,7 +95,7 @@ pub struct LocationQuery {
 /// Every SKU at a warehouse (`location=ams`) or one bin of it (`location=ams/A-01`).
 pub async fn by_location(
     State(app): State<Arc<App>>,
-    Query(q): Query<LocationQuery>,
+    Params(q): Params<LocationQuery>,
 ) -> Result<Response, ApiError> {
     let location = q.location.ok_or_else(|| {
         ApiError::bad_request(
@@ -107,4 +125,42 @@ pub async fn by_location(
         }
     })?;
     Ok(Json(serde_json::json!({"location": location, "items": rows})).into_response())
+}
+
+/// Per warehouse: the totals a person reads (holds as `reserved`), and the bins beneath.
+/// The bin-less row appears beneath (`bin: null`) only for stock not assigned to a bin
+/// (bin-less receipts, warehouse-level count differences): holds, `in_transit` and
+/// `incoming` belong to the warehouse, not to a shelf.
+fn warehouses(rows: &[StockRow], holds: &BTreeMap<String, i64>) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    for chunk in rows.chunk_by(|a, b| a.warehouse == b.warehouse) {
+        let warehouse = &chunk[0].warehouse;
+        let mut total = States::default();
+        let mut bins = Vec::new();
+        for row in chunk {
+            total.add(&row.states);
+            let mut states = row.states;
+            if row.bin.is_none() {
+                let held = holds.get(warehouse).copied().unwrap_or(0);
+                states.available += held;
+                states.reserved -= held;
+                states.in_transit = 0;
+                states.incoming = 0;
+                if states == States::default() {
+                    continue;
+                }
+            }
+            bins.push(serde_json::json!({
+                "bin": row.bin, "on_hand": states.on_hand(),
+                "available": states.available, "reserved": states.reserved,
+                "damaged": states.damaged, "quality_control": states.quality_control,
+            }));
+        }
+        let mut entry = serde_json::json!(total);
+        entry["warehouse"] = warehouse.clone().into();
+        entry["on_hand"] = total.on_hand().into();
+        entry["bins"] = bins.into();
+        out.push(entry);
+    }
+    out
 }

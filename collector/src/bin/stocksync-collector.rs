@@ -1,4 +1,5 @@
-//! `stocksync-collector --config collector.toml`: runs the collector until SIGINT/SIGTERM.
+//! `stocksync-collector --config collector.toml [--log-format json]`: runs the collector until
+//! SIGINT/SIGTERM.
 //! `stocksync-collector broker --listen ADDR`: runs only the embedded MQTT broker.
 //! `stocksync-collector [--config FILE] rebuild [--ledger PATH]`: rebuilds the projection from
 //! the ledger (collector stopped), with a progress bar on stderr.
@@ -15,6 +16,9 @@ struct Args {
     /// Path to the collector's TOML config (see deploy/collector.toml).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -26,7 +30,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:1883")]
         listen: SocketAddr,
     },
-    /// Rebuild the stock projection from the ledger. Stop the collector first.
+    /// Rebuild the stock projection from the ledger. Refused while a collector runs on it.
     Rebuild {
         /// The ledger file (default: the config's `ledger.path`).
         #[arg(long)]
@@ -34,19 +38,50 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // rumqttd logs every client disconnect, clean ones included, at ERROR; its
-                // start-up failures are caught by the readiness handshake instead.
-                // `RUST_LOG=info,rumqttd=debug` brings them back.
-                .unwrap_or_else(|_| "info,rumqttc=warn,rumqttd=off".into()),
-        )
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        // The log may be a file or a journal: colour codes only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, on one line; the log may be a file, so no colour codes either.
+            eprintln!(
+                "stocksync-collector: error: {}",
+                config::error_report(e.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    // rumqttd logs every client disconnect, clean ones included, at ERROR; its start-up
+    // failures are caught by the readiness handshake instead. `RUST_LOG=info,rumqttd=debug`
+    // brings them back.
+    init_logging(args.log_format, "info,rumqttc=warn,rumqttd=off");
     if let Some(Command::Broker { listen }) = args.command {
         stocksync_collector::broker::start_embedded(
             listen,
@@ -70,8 +105,15 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(movements = done.movements, keys = done.keys, elapsed = ?start.elapsed(), "projection rebuilt");
         return Ok(());
     }
-    let collector = stocksync_collector::Collector::start(config).await?;
-    wait_for_signal().await?;
+    let mut collector = stocksync_collector::Collector::start(config).await?;
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        e = collector.wait() => {
+            tracing::error!(error = %e, "collector stopping");
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), collector.stop()).await;
+            return Err(e);
+        }
+    }
     collector.stop().await
 }
 

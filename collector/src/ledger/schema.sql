@@ -111,3 +111,29 @@ CREATE TABLE IF NOT EXISTS reversals (
     updated_at_ms INTEGER NOT NULL,
     PRIMARY KEY (order_ref, sku)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shortfalls (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    occurred_at_ms INTEGER NOT NULL,
+    requested INTEGER NOT NULL,
+    held INTEGER NOT NULL,
+    excess INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    revised_at_ms INTEGER,
+    PRIMARY KEY (agent_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS voids (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    voided_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    voided_at_ms INTEGER NOT NULL,
+    previous_treatment TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+) WITHOUT ROWID;

@@ -2,7 +2,8 @@
 //! (channel, SKU) pairs a set of stock changes can affect.
 //!
 //! Invariant: a plain SKU is recomputed when any eligible location of it changed; a bundle
-//! when any of its components did. Reads only the ledger's `stock` table.
+//! when any of its components did; its number is what the eligible warehouses can build,
+//! each from its own stock (`crate::buildable`). Reads only the ledger's `stock` table.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +12,7 @@ use stocksync_common::config::ChannelMode;
 
 use super::store::NewValue;
 use super::Channel;
+use crate::buildable;
 use crate::ledger::StockKey;
 
 /// Which stock changed: everything (start-up, lagged receiver, mode switch) or some keys.
@@ -108,11 +110,15 @@ pub fn values(
         out.push((sku, value));
     }
     for bundle in bundles {
+        let components = &channel.bundles[&bundle];
         let mut parts = Vec::new();
-        for (component, qty) in &channel.bundles[&bundle] {
+        for (component, qty) in components {
             parts.push((sellable(component)?, *qty));
         }
-        out.push((bundle, channel.rules.bundle(&parts)));
+        let sites =
+            buildable::by_warehouse(conn, components, |w, b| channel.eligible.contains(w, b))?;
+        let kits = buildable::total(&sites);
+        out.push((bundle, channel.rules.bundle(kits, &parts)));
     }
     Ok(out
         .into_iter()

@@ -54,16 +54,18 @@ impl Rules {
         self.list(u64::try_from(shared).unwrap_or(u64::MAX))
     }
 
-    /// Sellable units of a bundle: min over components of floor(component sellable / qty),
-    /// where each component sellable already went through every rule; then only the listing
-    /// rules (max listed, zero-out) apply again, never the buffers or the share.
-    pub fn bundle(&self, components: &[(u64, u64)]) -> u64 {
+    /// Sellable units of a bundle: the kits the channel's eligible warehouses can build
+    /// (`buildable`, summed per warehouse, see `crate::buildable`), never more than
+    /// min over components of floor(component sellable / qty), where each component
+    /// sellable already went through every rule (so buffers and share hold for kits too);
+    /// then only the listing rules (max listed, zero-out) apply again.
+    pub fn bundle(&self, buildable: u64, components: &[(u64, u64)]) -> u64 {
         let fit = components
             .iter()
             .map(|&(sellable, qty)| sellable.checked_div(qty).unwrap_or(0))
             .min()
             .unwrap_or(0);
-        self.list(fit)
+        self.list(fit.min(buildable))
     }
 
     fn list(&self, n: u64) -> u64 {
@@ -220,11 +222,11 @@ mod tests {
     fn bundle_is_min_over_components() {
         let r = rules();
         // 10 of A (2 per bundle) -> 5; 7 of B (1 per bundle) -> 7.
-        assert_eq!(r.bundle(&[(10, 2), (7, 1)]), 5);
-        assert_eq!(r.bundle(&[(10, 2), (0, 1)]), 0);
-        assert_eq!(r.bundle(&[(3, 4)]), 0);
+        assert_eq!(r.bundle(u64::MAX, &[(10, 2), (7, 1)]), 5);
+        assert_eq!(r.bundle(u64::MAX, &[(10, 2), (0, 1)]), 0);
+        assert_eq!(r.bundle(u64::MAX, &[(3, 4)]), 0);
         assert_eq!(
-            r.bundle(&[]),
+            r.bundle(u64::MAX, &[]),
             0,
             "a bundle without components sells nothing"
         );
@@ -233,8 +235,11 @@ mod tests {
             zero_at_or_below: 1,
             ..rules()
         };
-        assert_eq!(listed.bundle(&[(10, 2), (7, 1)]), 4);
-        assert_eq!(listed.bundle(&[(2, 2)]), 0);
+        assert_eq!(listed.bundle(u64::MAX, &[(10, 2), (7, 1)]), 4);
+        assert_eq!(listed.bundle(u64::MAX, &[(2, 2)]), 0);
+        // Components pooled from two warehouses that build nothing in either: 0, not 5.
+        assert_eq!(r.bundle(0, &[(10, 2), (7, 1)]), 0);
+        assert_eq!(r.bundle(3, &[(10, 2), (7, 1)]), 3);
     }
 
     #[test]

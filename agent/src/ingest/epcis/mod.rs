@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stocksync_common::input::{self, Context, InputError};
+use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::EpcisConfig;
 
 use super::http::ApiError;
@@ -43,6 +43,10 @@ pub struct EpcisInput<'a> {
     pub config: &'a EpcisConfig,
     /// The rejects queue's `source` for refusals of this path (e.g. `epcis:epcis`).
     pub reject_source: String,
+    /// The input path recorded in each movement's origin (`epcis`, `scanner:<topic>`, ...).
+    pub input: String,
+    /// How far ahead of the receiving clock an `eventTime` may be.
+    pub clock: ClockRule,
 }
 
 /// A document refused as a whole (nothing of it journaled), or a journal failure.
@@ -111,12 +115,18 @@ impl EpcisInput<'_> {
     /// Plans every event, keeps the rejected ones in the rejects queue, journals the rest.
     async fn events(&self, events: &[(String, &Value)]) -> Result<Vec<Value>, JournalError> {
         let catalog = self.catalog.current();
+        // This input speaks for its configured source only.
+        let sources = [self.config.source.clone()];
         let ctx = Context {
             warehouse: self.warehouse,
             default_source: &self.config.source,
             now: input::now(),
             max_batch: usize::MAX,
             units: &*catalog,
+            input: &self.input,
+            sources: &sources,
+            validated: !catalog.is_open(),
+            clock: self.clock,
         };
         let mut rules = self.config.rules.clone();
         rules.extend(default_rules());
@@ -173,6 +183,21 @@ impl EpcisInput<'_> {
                     answer["first_seq"] = a.first_seq.into();
                     answer["last_seq"] = a.last_seq.into();
                 }
+                // The event's id was journaled before for other content: a conflict, kept.
+                Err(JournalError::IdReused { detail, .. }) => {
+                    let (path, value) = &events[index];
+                    let field = format!("{path}.eventID");
+                    answer["status"] = "rejected".into();
+                    answer["field"] = field.clone().into();
+                    answer["detail"] = detail.clone().into();
+                    let error = InputError {
+                        record: Some(index),
+                        field,
+                        detail,
+                    };
+                    self.reject(error, serde_json::to_vec(value).unwrap_or_default())
+                        .await?;
+                }
                 Err(e) => {
                     answer["status"] = "failed".into();
                     answer["detail"] = e.to_string().into();
@@ -207,6 +232,8 @@ pub async fn post_events(
         warehouse: &app.config.warehouse,
         config: &app.config.epcis,
         reject_source: format!("epcis:{}", app.config.epcis.source),
+        input: "epcis".into(),
+        clock: crate::clock_rule(&app.config),
     };
     let answer = match input.process(&body).await {
         Ok(a) => a,

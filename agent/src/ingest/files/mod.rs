@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
-use stocksync_common::input::{self, Context, InputError};
+use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::{EpcisConfig, FileFormat, FilesConfig};
 use tokio::sync::watch;
 
@@ -42,6 +42,8 @@ pub struct FileInput {
     pub warehouse: String,
     pub journal: Journal,
     pub catalog: Arc<CatalogHandle>,
+    /// How far ahead of the receiving clock an `occurred_at` may be.
+    pub clock: ClockRule,
 }
 
 /// What reading a file found.
@@ -139,6 +141,8 @@ impl FileInput {
             warehouse: &self.warehouse,
             config: &config,
             reject_source: format!("file:{}", self.config.source),
+            input: format!("file:{}", self.config.source),
+            clock: self.clock,
         };
         let answer = if len > MAX_EPCIS_FILE {
             let detail =
@@ -207,13 +211,20 @@ impl FileInput {
             let (path, columns) = (path.to_owned(), self.config.columns.clone());
             let (warehouse, source) = (self.warehouse.clone(), self.config.source.clone());
             let (catalog, max_errors) = (self.catalog.current(), self.config.max_errors);
+            let clock = self.clock;
             tokio::task::spawn_blocking(move || {
+                // This input speaks for its configured source only.
+                let (path_name, sources) = (format!("file:{source}"), [source.clone()]);
                 let ctx = Context {
                     warehouse: &warehouse,
                     default_source: &source,
                     now: input::now(),
                     max_batch: usize::MAX,
                     units: &*catalog,
+                    input: &path_name,
+                    sources: &sources,
+                    validated: !catalog.is_open(),
+                    clock,
                 };
                 read_file(&path, &columns, &ctx, sender, max_errors)
             })
@@ -225,7 +236,25 @@ impl FileInput {
         if !read.errors.is_empty() && !replayed {
             return self.fail(path, &read).await;
         }
-        let appended = result?;
+        let appended = match result {
+            // A row's id was journaled before with other content: the file is refused. The
+            // index counts data rows, so the line is exact unless a quoted field spans lines.
+            Err(JournalError::IdReused { index, detail }) => {
+                let line = index as u64 + 2;
+                let errors = vec![RowError {
+                    line,
+                    column: "id".into(),
+                    reason: detail,
+                }];
+                let read = FileRead {
+                    errors,
+                    total_errors: 1,
+                    rows: read.rows,
+                };
+                return self.fail(path, &read).await;
+            }
+            other => other?,
+        };
         tracing::info!(file = %path.display(), rows = read.rows, journaled = appended.journaled, duplicates = appended.duplicates, replayed = appended.replayed, "file journaled");
         move_into(path, "processed")?;
         Ok(())

@@ -1,0 +1,76 @@
+//! The alert rules and their defaults (from `[operations]`): more unresolved exceptions
+//! opened in the last 24 hours than `exceptions_per_day`, a warehouse silent for
+//! `silent_after_secs`, a channel target failing for `channel_failing_after_secs`, and a SKU
+//! sold out but still listed on a channel. Each holding condition has a subject, so two
+//! silent warehouses are two alerts.
+
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use stocksync_common::catalog::Catalog;
+use stocksync_common::config::OperationsConfig;
+
+use crate::report;
+
+/// A condition that holds now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub rule: &'static str,
+    pub subject: String,
+    pub detail: Value,
+}
+
+/// Every condition that holds at `now`.
+pub fn evaluate(
+    conn: &Connection,
+    ops: &OperationsConfig,
+    catalog: &Catalog,
+    now: i64,
+) -> rusqlite::Result<Vec<Condition>> {
+    let mut out = Vec::new();
+    let opened: i64 = conn.query_row(
+        "SELECT count(*) FROM exceptions WHERE status = 'open' AND first_seen_ms >= ?1",
+        [now - 86_400_000],
+        |r| r.get(0),
+    )?;
+    if u64::try_from(opened).unwrap_or(0) > ops.exceptions_per_day {
+        out.push(Condition {
+            rule: "exceptions_per_day",
+            subject: "all".into(),
+            detail: json!({"opened_last_24h": opened, "threshold": ops.exceptions_per_day}),
+        });
+    }
+    for s in report::silent_warehouses(conn, now, ops.silent_after_secs)? {
+        out.push(Condition {
+            rule: "warehouse_silent",
+            subject: s.warehouse.clone(),
+            detail: json!({"warehouse": s.warehouse, "last_seen_ms": s.last_seen_ms}),
+        });
+    }
+    if has_table(conn, "channel_errors")? {
+        for f in report::failing_channels(conn, now, ops.channel_failing_after_secs)? {
+            out.push(Condition {
+                rule: "channel_failing",
+                subject: format!("{}/{}", f.channel, f.target),
+                detail: serde_json::to_value(&f).unwrap_or(Value::Null),
+            });
+        }
+    }
+    if has_table(conn, "channel_sellable")? {
+        for l in report::sold_out_listed(conn, catalog)? {
+            out.push(Condition {
+                rule: "sold_out_listed",
+                subject: format!("{}/{}", l.channel, l.sku),
+                detail: serde_json::to_value(&l).unwrap_or(Value::Null),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )
+}

@@ -1,0 +1,171 @@
+//! Alert state in the ledger's file: which alerts are firing, and each transition (firing,
+//! cleared) with what each destination has taken of it.
+//!
+//! Invariant: at most one firing alert per (rule, subject), enforced by a partial unique
+//! index, so a condition that holds across many evaluations (or a restart) fires once.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, Transaction};
+use serde_json::{json, Value};
+
+use super::Condition;
+
+/// The alert tables.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    fired_at_ms INTEGER NOT NULL,
+    cleared_at_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_firing ON alerts (rule, subject) WHERE cleared_at_ms IS NULL;
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    id INTEGER PRIMARY KEY,
+    alert_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    webhook_done INTEGER NOT NULL DEFAULT 0,
+    mqtt_done INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_pending ON alert_deliveries (id) WHERE webhook_done = 0 OR mqtt_done = 0;
+";
+
+/// Fires alerts for new conditions and clears those whose condition ended.
+pub fn apply(tx: &Transaction<'_>, holding: &[Condition], now: i64) -> rusqlite::Result<()> {
+    tx.execute_batch(SCHEMA)?;
+    let firing: Vec<(i64, String, String)> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT id, rule, subject FROM alerts WHERE cleared_at_ms IS NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let now_holding: BTreeSet<(&str, &str)> = holding
+        .iter()
+        .map(|c| (c.rule, c.subject.as_str()))
+        .collect();
+    for (id, rule, subject) in &firing {
+        if !now_holding.contains(&(rule.as_str(), subject.as_str())) {
+            tx.execute(
+                "UPDATE alerts SET cleared_at_ms = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            transition(tx, *id, "cleared", now)?;
+        }
+    }
+    for c in holding {
+        let inserted = tx.execute(
+            "INSERT INTO alerts (rule, subject, detail, fired_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (rule, subject) WHERE cleared_at_ms IS NULL DO NOTHING",
+            params![c.rule, c.subject, c.detail.to_string(), now],
+        )?;
+        if inserted == 1 {
+            transition(tx, tx.last_insert_rowid(), "firing", now)?;
+        }
+    }
+    Ok(())
+}
+
+fn transition(tx: &Transaction<'_>, alert_id: i64, state: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO alert_deliveries (alert_id, state, at_ms) VALUES (?1, ?2, ?3)",
+        params![alert_id, state, now],
+    )?;
+    Ok(())
+}
+
+/// A transition still to be sent somewhere.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub alert_id: i64,
+    pub rule: String,
+    pub webhook_done: bool,
+    pub mqtt_done: bool,
+    pub body: Value,
+}
+
+/// Transitions not yet taken by every destination, oldest first.
+pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, a.id, a.rule, a.subject, a.detail, d.state, d.at_ms, a.fired_at_ms, d.webhook_done, d.mqtt_done
+         FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+         WHERE d.webhook_done = 0 OR d.mqtt_done = 0 ORDER BY d.id LIMIT 100",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let detail: String = r.get(4)?;
+        Ok(Pending {
+            id: r.get(0)?,
+            alert_id: r.get(1)?,
+            rule: r.get(2)?,
+            webhook_done: r.get(8)?,
+            mqtt_done: r.get(9)?,
+            body: json!({
+                "alert_id": r.get::<_, i64>(1)?,
+                "rule": r.get::<_, String>(2)?,
+                "subject": r.get::<_, String>(3)?,
+                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
+                "state": r.get::<_, String>(5)?,
+                "at_ms": r.get::<_, i64>(6)?,
+                "fired_at_ms": r.get::<_, i64>(7)?,
+            }),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Marks what the destinations took of transition `id`: `(webhook, mqtt)`.
+pub fn delivered(tx: &Transaction<'_>, id: i64, done: (bool, bool)) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE alert_deliveries SET webhook_done = max(webhook_done, ?2), mqtt_done = max(mqtt_done, ?3)
+         WHERE id = ?1",
+        params![id, done.0, done.1],
+    )?;
+    Ok(())
+}
+
+/// Counts a failed attempt at transition `id`.
+pub fn failed(tx: &Transaction<'_>, id: i64, error: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+        params![id, error],
+    )?;
+    Ok(())
+}
+
+/// Firing alerts and the `recent` newest cleared ones.
+pub fn list(conn: &Connection, recent: i64) -> rusqlite::Result<Value> {
+    let query = |sql: &str, arg: i64| -> rusqlite::Result<Vec<Value>> {
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            let detail: String = r.get(3)?;
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?, "rule": r.get::<_, String>(1)?,
+                "subject": r.get::<_, String>(2)?,
+                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
+                "fired_at_ms": r.get::<_, i64>(4)?, "cleared_at_ms": r.get::<_, Option<i64>>(5)?,
+                "undelivered": r.get::<_, i64>(6)?,
+            }))
+        })?;
+        rows.collect()
+    };
+    let cols = "id, rule, subject, detail, fired_at_ms, cleared_at_ms,
+        (SELECT count(*) FROM alert_deliveries d WHERE d.alert_id = alerts.id AND (d.webhook_done = 0 OR d.mqtt_done = 0))";
+    Ok(json!({
+        "firing": query(&format!("SELECT {cols} FROM alerts WHERE cleared_at_ms IS NULL AND ?1 = ?1 ORDER BY id"), 0)?,
+        "recent": query(&format!("SELECT {cols} FROM alerts WHERE cleared_at_ms IS NOT NULL ORDER BY cleared_at_ms DESC, id DESC LIMIT ?1"), recent)?,
+    }))
+}
+
+/// Firing alerts per rule, for `/metrics`.
+pub fn firing_by_rule(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT rule, count(*) FROM alerts WHERE cleared_at_ms IS NULL GROUP BY rule ORDER BY rule",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}

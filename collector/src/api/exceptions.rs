@@ -1,0 +1,169 @@
+//! `/v1/exceptions`: the operator's queue. `GET` lists (filters `kind`, `status`,
+//! `warehouse`, `channel`, `sku`; `limit`/`offset` paging) and shows one exception with its
+//! records and log; `POST /v1/exceptions/<id>/{resolve,ignore,reopen,comment}` with
+//! `{by, comment}` acts on one, `POST /v1/exceptions/{resolve,ignore,reopen}` with
+//! `{by, comment, filter}` on every exception the filter selects.
+//!
+//! Every read first folds the stores' newest records into the queue, so what an operator
+//! sees is never behind what the stores hold.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use crate::exceptions::{self, Action, ActionError, Filter, Page, Request};
+use crate::ledger::Ledger;
+use crate::App;
+
+fn now() -> i64 {
+    stocksync_common::input::now().unix_ms
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> ApiError {
+        let (status, error, field) = match &e {
+            ActionError::NotFound(_) => (StatusCode::NOT_FOUND, "not found", Some("id")),
+            ActionError::AlreadyInStatus { .. } => {
+                (StatusCode::CONFLICT, "conflict", Some("status"))
+            }
+            ActionError::Invalid { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid request",
+                Some(*field),
+            ),
+            ActionError::Sqlite(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception storage error",
+                None,
+            ),
+        };
+        ApiError {
+            status,
+            error,
+            field: field.map(String::from),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Folds the stores' newest records into the queue.
+pub async fn sync(ledger: &Ledger) -> Result<(), ApiError> {
+    let t = now();
+    ledger.write(move |tx, _| exceptions::sync(tx, t)).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(flatten)]
+    filter: Filter,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), ApiError> {
+    filter
+        .to_sql()
+        .map_err(|(field, detail)| ApiError::bad_request(field, detail))
+}
+
+/// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let cond = where_sql(&q.filter)?;
+    let page = Page {
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        offset: q.offset.unwrap_or(0).max(0),
+    };
+    sync(&app.ledger).await?;
+    let (total, items) = app.ledger.read(|c| exceptions::list(c, &cond, page))?;
+    Ok(
+        Json(json!({"total": total, "limit": page.limit, "offset": page.offset, "items": items}))
+            .into_response(),
+    )
+}
+
+/// `GET /v1/exceptions/<id>`.
+pub async fn one(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    sync(&app.ledger).await?;
+    let e = app.ledger.read(|c| exceptions::get(c, &id))?;
+    match e {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(ApiError::not_found("id", format!("no exception `{id}`"))),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+        .map_err(|e| ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string()))
+}
+
+fn action(name: &str) -> Result<Action, ApiError> {
+    Action::parse(name).ok_or_else(|| {
+        ApiError::not_found(
+            "action",
+            format!("no action `{name}` (known: resolve, ignore, reopen, comment)"),
+        )
+    })
+}
+
+/// `POST /v1/exceptions/<id>/<action>` `{by, comment}`.
+pub async fn act(
+    State(app): State<Arc<App>>,
+    Path((id, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let action = action(&name)?;
+    let req: Request = parse(&body)?;
+    sync(&app.ledger).await?;
+    let t = now();
+    let status = app
+        .ledger
+        .write({
+            let id = id.clone();
+            move |tx, _| Ok(exceptions::act(tx, &id, action, &req, t))
+        })
+        .await??;
+    Ok(Json(json!({"id": id, "status": status})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    by: String,
+    comment: String,
+    filter: Filter,
+}
+
+/// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`.
+pub async fn bulk(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let action = action(&name)?;
+    let req: BulkRequest = parse(&body)?;
+    let cond = where_sql(&req.filter)?;
+    sync(&app.ledger).await?;
+    let t = now();
+    let who = Request {
+        by: req.by,
+        comment: req.comment,
+    };
+    let ids = app
+        .ledger
+        .write(move |tx, _| Ok(exceptions::act_by_filter(tx, &cond, action, &who, t)))
+        .await??;
+    Ok(Json(json!({"changed": ids.len(), "ids": ids})).into_response())
+}

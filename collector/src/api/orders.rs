@@ -1,0 +1,225 @@
+//! `POST /v1/orders`, `GET /v1/orders[/<id>]`, `POST /v1/orders/<id>/{cancel,paid,reroute}`,
+//! `PUT /v1/routing/warehouses/<warehouse>`: orders routed and held at checkout.
+//!
+//! Handlers only check input (every field error a 422 with its JSON path) and hand the
+//! command to the ledger writer, where routing and the holds happen in one transaction.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ApiError;
+use crate::orders::{self, CancelRequest, Invalid, OrderRequest, Outcome, Placed, Prepared};
+use crate::App;
+
+fn now() -> i64 {
+    stocksync_common::input::now().unix_ms
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        ApiError::unprocessable(e.field, e.detail)
+    }
+}
+
+/// Routes and holds an order: 201 with allocations and the explanation, 200 for a replay,
+/// 409 for a shortfall (nothing held) or an id reused with another body, 422 for bad input.
+pub async fn place(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let t = now();
+    let prepared = prepare(&app, &headers, &body, t)?;
+    let ctx = app.orders.clone();
+    let placed = app
+        .ledger
+        .write(move |tx, touched| orders::place(tx, &ctx, prepared, t, touched))
+        .await?;
+    Ok(match placed {
+        Placed::Created(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Placed::Replayed(v) => (StatusCode::OK, Json(v)).into_response(),
+        Placed::Conflict(field) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "order id in use", "field": field,
+                        "detail": "this order id (or Idempotency-Key) was placed before with a different value here; nothing was changed"})),
+        )
+            .into_response(),
+        Placed::Shortfall(v) => (StatusCode::CONFLICT, Json(v)).into_response(),
+    })
+}
+
+fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepared, ApiError> {
+    let request = OrderRequest::parse(body)?;
+    let limits = &app.orders.config;
+    request.check(limits.max_lines, limits.max_quantity)?;
+    if app.orders.channel(&request.channel).is_none() {
+        return Err(ApiError::unprocessable(
+            "$.channel".into(),
+            format!("`{}` is not a channel that takes orders", request.channel),
+        ));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key",
+                        "must be 1 to 200 visible ASCII characters",
+                    )
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let demand = app.ledger.read(|c| app.orders.demand(&request, c))??;
+    Ok(Prepared {
+        expires_at_ms: request.expires_at(t)?,
+        routed_at: request.routed_at(t)?,
+        body: serde_json::to_value(&request).unwrap_or(Value::Null),
+        request,
+        demand,
+        idempotency_key,
+    })
+}
+
+/// One order with its history.
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match app.ledger.read(|c| orders::show(c, &id))? {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(ApiError::not_found("id", format!("no order `{id}`"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    channel: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Orders, newest first, by state and channel.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    const STATES: &[&str] = &[
+        "reserved",
+        "partially_shipped",
+        "shipped",
+        "backorder",
+        "queued",
+        "cancelled",
+        "expired",
+    ];
+    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(ApiError::bad_request(
+            "state",
+            format!("`{s}` is not one of {}", STATES.join(", ")),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = app
+        .ledger
+        .read(|c| orders::list(c, q.state.as_deref(), q.channel.as_deref(), limit))?;
+    Ok(Json(rows).into_response())
+}
+
+fn outcome(id: &str, o: Outcome) -> Result<Response, ApiError> {
+    match o {
+        Outcome::Done(v) => Ok(Json(v).into_response()),
+        Outcome::NotFound => Err(ApiError::not_found("id", format!("no order `{id}`"))),
+        Outcome::Invalid(e) => Err(e.into()),
+        Outcome::Conflict(v) => Ok((StatusCode::CONFLICT, Json(v)).into_response()),
+    }
+}
+
+/// Cancels the whole order (empty body) or lines and quantities; releases what is held.
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(
+            |e| ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string()),
+        )?
+    };
+    let t = now();
+    let key = id.clone();
+    let o = app
+        .ledger
+        .write(move |tx, touched| orders::cancel(tx, &key, req, t, touched))
+        .await?;
+    outcome(&id, o)
+}
+
+/// The order was paid: its holds no longer expire.
+pub async fn paid(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = now();
+    let key = id.clone();
+    let o = app
+        .ledger
+        .write(move |tx, _| orders::keep(tx, &key, t))
+        .await?;
+    outcome(&id, o)
+}
+
+/// Moves open allocations off frozen or silent warehouses.
+pub async fn reroute(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = now();
+    let (key, ctx) = (id.clone(), app.orders.clone());
+    let o = app
+        .ledger
+        .write(move |tx, touched| orders::reroute(tx, &ctx, &key, t, touched))
+        .await?;
+    outcome(&id, o)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    frozen: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Freezes or unfreezes a warehouse for routing (new orders skip it; re-route moves off it).
+pub async fn set_frozen(
+    State(app): State<Arc<App>>,
+    Path(warehouse): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let f: Freeze =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| {
+                ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string())
+            })?;
+    let t = now();
+    let wh = warehouse.clone();
+    let reason = f
+        .frozen
+        .then(|| f.reason.unwrap_or_else(|| "frozen by hand".into()));
+    app.ledger
+        .write(move |tx, _| orders::store::set_frozen(tx, &wh, reason.as_deref(), t))
+        .await?;
+    Ok(Json(json!({"warehouse": warehouse, "frozen": f.frozen})).into_response())
+}

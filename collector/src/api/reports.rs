@@ -1,0 +1,79 @@
+//! `GET /v1/reports/daily?date=YYYY-MM-DD`: the daily exception report, as JSON or, with
+//! `Accept: text/csv` or `?format=csv`, as CSV (one line per finding). The date is a UTC
+//! day and defaults to today.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::ApiError;
+use crate::report::{self, Context};
+use crate::App;
+
+#[derive(Deserialize)]
+pub struct DailyQuery {
+    date: Option<String>,
+    format: Option<String>,
+}
+
+/// `GET /v1/reports/daily`.
+pub async fn daily(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<DailyQuery>,
+) -> Result<Response, ApiError> {
+    let now = stocksync_common::input::now().unix_ms;
+    let day_start_ms = match &q.date {
+        None => report::day_start_ms(&report::date_of(now)).unwrap_or(0),
+        Some(d) => report::day_start_ms(d).ok_or_else(|| {
+            ApiError::bad_request("date", format!("`{d}` is not a YYYY-MM-DD date"))
+        })?,
+    };
+    let csv = match q.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "format",
+                format!("unknown format `{other}` (json or csv)"),
+            ))
+        }
+        None => headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
+    };
+    super::exceptions::sync(&app.ledger).await?;
+    let cx = Context {
+        now_ms: now,
+        day_start_ms,
+        ops: &app.operations,
+        catalog: &app.catalog,
+        targets: target_stats(&app),
+    };
+    let body = app.ledger.read(|c| report::daily(c, &cx))?;
+    if csv {
+        return Ok((
+            [("content-type", "text/csv; charset=utf-8")],
+            report::to_csv(&body),
+        )
+            .into_response());
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The in-memory figures of every channel target.
+pub fn target_stats(app: &App) -> BTreeMap<(String, String), crate::publish::stats::TargetStats> {
+    let mut out = BTreeMap::new();
+    for name in app.channels.channels.keys() {
+        for (target, s) in app.channels.stats.of_channel(name) {
+            out.insert((name.clone(), target), s);
+        }
+    }
+    out
+}

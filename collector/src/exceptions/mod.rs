@@ -1,0 +1,169 @@
+//! The exception queue: every kind of problem the collector keeps (rejects, drift, conflicts,
+//! transfer discrepancies, reversals, failed channel pushes) as one list an operator works
+//! through, with a status, a comment log and a count of identical failures.
+//!
+//! The queue owns only what it adds: status, comments, attempts and grouping, in its own
+//! tables (`exceptions`, `exception_sources`, `exception_events`). The records themselves
+//! stay in the stores that write them; `sources` reads them (incrementally, by a cursor per
+//! store) and folds each into its group. A group's id is `<kind>-<hash of its natural key>`,
+//! so the same failure always lands in the same exception, across restarts and re-reads, and
+//! a thousand identical failures are one exception with a count of a thousand.
+
+mod actions;
+mod query;
+mod sources;
+mod stores;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use actions::{act, act_by_filter, Action, ActionError, Request};
+pub use query::{get, list, summary, Filter, Page};
+pub use sources::sync;
+
+/// The queue's tables, in the ledger's file.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS exceptions (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    warehouse TEXT,
+    channel TEXT,
+    sku TEXT,
+    source TEXT NOT NULL,
+    field TEXT,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    occurrences INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    status_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exceptions_by_status ON exceptions (status, kind);
+CREATE INDEX IF NOT EXISTS exceptions_by_sku ON exceptions (sku);
+CREATE TABLE IF NOT EXISTS exception_sources (
+    origin TEXT NOT NULL,
+    origin_key TEXT NOT NULL,
+    exception_id TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    open INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (origin, origin_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS exception_sources_by_exception ON exception_sources (exception_id);
+CREATE TABLE IF NOT EXISTS exception_events (
+    id INTEGER PRIMARY KEY,
+    exception_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    by TEXT NOT NULL,
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS exception_events_by_exception ON exception_events (exception_id, id);
+CREATE TABLE IF NOT EXISTS exception_cursors (
+    origin TEXT PRIMARY KEY,
+    cursor_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Creates the queue's tables if missing.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)
+}
+
+/// What kind of problem an exception is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A payload or movement the collector refused (undecodable, identity, source policy).
+    CollectorReject,
+    Drift,
+    Conflict,
+    Discrepancy,
+    Reversal,
+    /// A push to a channel target that failed.
+    ChannelPush,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::CollectorReject,
+        Kind::Drift,
+        Kind::Conflict,
+        Kind::Discrepancy,
+        Kind::Reversal,
+        Kind::ChannelPush,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::CollectorReject => "collector_reject",
+            Kind::Drift => "drift",
+            Kind::Conflict => "conflict",
+            Kind::Discrepancy => "discrepancy",
+            Kind::Reversal => "reversal",
+            Kind::ChannelPush => "channel_push",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Where an exception is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+    Resolved,
+    Ignored,
+}
+
+impl Status {
+    pub const ALL: [Status; 3] = [Status::Open, Status::Resolved, Status::Ignored];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Resolved => "resolved",
+            Status::Ignored => "ignored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The stable id of the group that `natural_key` (the parts that make two failures the same
+/// failure) belongs to.
+pub fn exception_id(kind: Kind, natural_key: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in natural_key {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", kind.as_str())
+}
+
+/// Who changes an exception when nobody did by hand.
+pub const SYSTEM: &str = "stocksync";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_separate_parts() {
+        let a = exception_id(Kind::Drift, &["MUG", "ams", "A-01"]);
+        assert_eq!(a, exception_id(Kind::Drift, &["MUG", "ams", "A-01"]));
+        assert!(a.starts_with("drift-"));
+        assert_ne!(a, exception_id(Kind::Drift, &["MUGa", "ms", "A-01"]));
+        assert_ne!(a, exception_id(Kind::Conflict, &["MUG", "ams", "A-01"]));
+    }
+}

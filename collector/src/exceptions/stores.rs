@@ -1,0 +1,304 @@
+//! Reading each store that keeps a kind of problem (rejects, drift, conflicts,
+//! discrepancies, reversals, channel errors) as occurrences for the queue: what the group's
+//! natural key is, which warehouse, channel and SKU it concerns, and the record as received.
+//! Read-only: the stores stay the only writers of their tables.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde_json::{json, Value};
+use stocksync_common::wire;
+
+use super::Kind;
+
+/// One record of a store, as the queue sees it.
+pub(super) struct Occurrence {
+    pub kind: Kind,
+    pub key: Vec<String>,
+    pub origin: &'static str,
+    pub origin_key: String,
+    pub seen: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub warehouse: Option<String>,
+    pub channel: Option<String>,
+    pub sku: Option<String>,
+    pub source: String,
+    pub field: Option<String>,
+    pub reason: String,
+    pub record: Value,
+    /// The store says the problem is over.
+    pub closed: bool,
+}
+
+pub(super) type Reader = fn(&Transaction<'_>, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
+
+pub(super) const READERS: [(&str, Reader); 6] = [
+    ("rejects", read_rejects),
+    ("drift", read_drift),
+    ("conflicts", read_conflicts),
+    ("discrepancies", read_discrepancies),
+    ("reversals", read_reversals),
+    ("channel_errors", read_channel_errors),
+];
+
+/// A stored payload as JSON: the decoded batch or movement, else the bytes as text.
+fn payload_json(bytes: &[u8]) -> Value {
+    if let Ok(batch) = wire::decode_batch(bytes) {
+        return serde_json::to_value(batch).unwrap_or(Value::Null);
+    }
+    if let Ok(m) = wire::decode_movement(bytes) {
+        return serde_json::to_value(m).unwrap_or(Value::Null);
+    }
+    json!({ "undecoded": String::from_utf8_lossy(bytes) })
+}
+
+/// The movement `(agent_id, seq)` as the ledger received it.
+fn ledger_record(tx: &Transaction<'_>, agent_id: &str, seq: i64) -> rusqlite::Result<Value> {
+    let bytes: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT payload FROM ledger WHERE agent_id = ?1 AND seq = ?2",
+            params![agent_id, seq],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(bytes.map(|b| payload_json(&b)).unwrap_or(Value::Null))
+}
+
+fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload
+         FROM rejects WHERE last_seen_ms >= ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let topic: String = r.get(4)?;
+        let agent_id: Option<String> = r.get(5)?;
+        let reason: String = r.get(6)?;
+        let field: Option<String> = r.get(7)?;
+        let record = payload_json(&r.get::<_, Vec<u8>>(8)?);
+        let sku = record["sku"].as_str().map(String::from);
+        Ok(Occurrence {
+            kind: Kind::CollectorReject,
+            key: vec![
+                topic.clone(),
+                reason.clone(),
+                field.clone().unwrap_or_default(),
+            ],
+            origin: "rejects",
+            origin_key: r.get::<_, i64>(0)?.to_string(),
+            seen: r.get(3)?,
+            first_seen_ms: r.get(1)?,
+            last_seen_ms: r.get(2)?,
+            warehouse: stocksync_common::topics::warehouse_of_movements_topic(&topic)
+                .map(String::from),
+            channel: None,
+            sku,
+            source: agent_id.map_or(format!("topic {topic}"), |a| format!("agent {a}")),
+            field,
+            reason,
+            record,
+            closed: false,
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let newest = occurrences
+        .iter()
+        .map(|o| o.last_seen_ms)
+        .max()
+        .unwrap_or(0);
+    Ok((newest, occurrences))
+}
+
+fn read_drift(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    read_counts(tx, since, Kind::Drift)
+}
+
+fn read_conflicts(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    read_counts(tx, since, Kind::Conflict)
+}
+
+/// A drift or conflict row.
+struct CountRow {
+    agent_id: String,
+    seq: i64,
+    sku: String,
+    warehouse: String,
+    bin: String,
+    source: String,
+    counted_at: String,
+    expected: i64,
+    counted: i64,
+    difference: i64,
+    recorded_at_ms: i64,
+}
+
+/// Drift and conflicts: a count that disagreed with the projection, keyed by the count.
+fn read_counts(
+    tx: &Transaction<'_>,
+    since: i64,
+    kind: Kind,
+) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let table = if kind == Kind::Drift {
+        "drift"
+    } else {
+        "conflicts"
+    };
+    let rows: Vec<CountRow> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT agent_id, seq, sku, warehouse, bin, source, counted_at, expected, counted, difference, recorded_at_ms
+             FROM {table} WHERE recorded_at_ms >= ?1"
+        ))?;
+        let rows = stmt.query_map([since], |r| {
+            Ok(CountRow {
+                agent_id: r.get(0)?,
+                seq: r.get(1)?,
+                sku: r.get(2)?,
+                warehouse: r.get(3)?,
+                bin: r.get(4)?,
+                source: r.get(5)?,
+                counted_at: r.get(6)?,
+                expected: r.get(7)?,
+                counted: r.get(8)?,
+                difference: r.get(9)?,
+                recorded_at_ms: r.get(10)?,
+            })
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let record = ledger_record(tx, &row.agent_id, row.seq)?;
+        out.push(count_occurrence(kind, table, row, record));
+    }
+    newest(out)
+}
+
+fn count_occurrence(kind: Kind, table: &'static str, c: CountRow, record: Value) -> Occurrence {
+    let mut key = vec![c.sku.clone(), c.warehouse.clone(), c.bin.clone()];
+    let what = if kind == Kind::Drift {
+        "count differs from the projection"
+    } else {
+        key.push(c.source.clone());
+        "count from a source that is not the location's authority (not applied)"
+    };
+    let at_bin = if c.bin.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", c.bin)
+    };
+    Occurrence {
+        kind,
+        key,
+        origin: table,
+        origin_key: format!("{}/{}", c.agent_id, c.seq),
+        seen: 1,
+        first_seen_ms: c.recorded_at_ms,
+        last_seen_ms: c.recorded_at_ms,
+        warehouse: Some(c.warehouse.clone()),
+        channel: None,
+        sku: Some(c.sku.clone()),
+        source: format!("{} via agent {}", c.source, c.agent_id),
+        field: Some("$.quantity".into()),
+        reason: format!(
+            "{what}: {} at {}{at_bin} counted {} at {}, expected {} (difference {})",
+            c.sku, c.warehouse, c.counted, c.counted_at, c.expected, c.difference
+        ),
+        record,
+        closed: false,
+    }
+}
+
+fn read_discrepancies(
+    tx: &Transaction<'_>,
+    since: i64,
+) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms
+         FROM discrepancies WHERE updated_at_ms >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (transfer, sku): (String, String) = (r.get(0)?, r.get(1)?);
+        let (from, to): (String, String) = (r.get(2)?, r.get(3)?);
+        let (shipped, received, diff): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
+        Ok(Occurrence {
+            kind: Kind::Discrepancy,
+            key: vec![transfer.clone(), sku.clone()],
+            origin: "discrepancies",
+            origin_key: format!("{transfer}/{sku}"),
+            seen: 1,
+            first_seen_ms: r.get(7)?,
+            last_seen_ms: r.get(7)?,
+            warehouse: Some(to.clone()),
+            channel: None,
+            sku: Some(sku.clone()),
+            source: format!("transfer {transfer} {from} -> {to}"),
+            field: Some("$.quantity".into()),
+            reason: format!("transfer {transfer}: {shipped} shipped from {from}, {received} received at {to} (difference {diff})"),
+            record: json!({"transfer": transfer, "sku": sku, "from_warehouse": from, "to_warehouse": to,
+                           "shipped": shipped, "received": received, "difference": diff}),
+            closed: diff == 0,
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn read_reversals(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms FROM reversals WHERE updated_at_ms >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (order, sku): (String, String) = (r.get(0)?, r.get(1)?);
+        let (shipped, reversed, excess): (i64, i64, i64) = (r.get(2)?, r.get(3)?, r.get(4)?);
+        Ok(Occurrence {
+            kind: Kind::Reversal,
+            key: vec![order.clone(), sku.clone()],
+            origin: "reversals",
+            origin_key: format!("{order}/{sku}"),
+            seen: 1,
+            first_seen_ms: r.get(5)?,
+            last_seen_ms: r.get(5)?,
+            warehouse: None,
+            channel: None,
+            sku: Some(sku.clone()),
+            source: format!("order {order}"),
+            field: Some("$.quantity".into()),
+            reason: format!("order {order}: {reversed} reversed but {shipped} shipped ({excess} more than shipped)"),
+            record: json!({"order": order, "sku": sku, "shipped": shipped, "reversed": reversed, "excess": excess}),
+            closed: excess == 0,
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn read_channel_errors(
+    tx: &Transaction<'_>,
+    since: i64,
+) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, channel, target, detail, first_seen_ms, last_seen_ms, seen_count, resolved_at_ms
+         FROM channel_errors WHERE max(last_seen_ms, coalesce(resolved_at_ms, 0)) >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (channel, target, detail): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+        let resolved: Option<i64> = r.get(7)?;
+        Ok(Occurrence {
+            kind: Kind::ChannelPush,
+            key: vec![channel.clone(), target.clone(), detail.clone()],
+            origin: "channel_errors",
+            origin_key: r.get::<_, i64>(0)?.to_string(),
+            seen: r.get(6)?,
+            first_seen_ms: r.get(4)?,
+            last_seen_ms: r.get::<_, i64>(5)?.max(resolved.unwrap_or(0)),
+            warehouse: None,
+            channel: Some(channel.clone()),
+            sku: None,
+            source: format!("channel {channel}, target {target}"),
+            field: None,
+            reason: detail.clone(),
+            record: json!({"channel": channel, "target": target, "detail": detail}),
+            closed: resolved.is_some(),
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}

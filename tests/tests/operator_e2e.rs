@@ -1,0 +1,857 @@
+//! The operator's queue end to end, through a real broker (embedded or Mosquitto) and a real
+//! agent: collector rejects, drift, conflicts and failed channel pushes all land in
+//! `/v1/exceptions` with record, source and field; identical failures are one exception
+//! with a count; resolve/ignore keep who and why; a resolved exception that happens again
+//! opens again, an ignored one stays ignored.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stocksync_agent::Agent;
+use stocksync_collector::Collector;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A catalog, ams with the WMS as its authority, and a channel whose webhook has no
+/// receiver (every push fails).
+fn extra(dir: &TempDir, more: &str) -> String {
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    format!(
+        r#"
+[catalog]
+[[catalog.skus]]
+id = "MUG"
+[[catalog.skus]]
+id = "LID"
+[[locations]]
+warehouse = "ams"
+authority = "wms"
+other_sources = "apply"
+[channels]
+coalesce_ms = 20
+[[channels.channel]]
+name = "web"
+locations = ["ams"]
+[channels.channel.webhook]
+url = "http://127.0.0.1:{dead}/stock"
+secret_file = {secret:?}
+[channels.channel.webhook.limits]
+backoff_initial_ms = 50
+backoff_max_ms = 200
+{more}
+"#,
+        dead = free_port(),
+        secret = dir.join("secret"),
+    )
+}
+
+struct Fleet {
+    _broker: Broker,
+    collector: Collector,
+    agent: Agent,
+    c: String,
+    a: String,
+}
+
+async fn fleet(dir: &TempDir, more: &str) -> Fleet {
+    let broker = Broker::start(dir);
+    let config = toml_config(&collector_toml(dir, broker.port, 0, &extra(dir, more)));
+    let collector = Collector::start(config).await.expect("collector starts");
+    let agent = Agent::start(agent_config(dir, "ams-1", "ams", broker.port, 0))
+        .await
+        .expect("agent starts");
+    let c = format!("http://{}", collector.http_addr);
+    let a = format!("http://{}", agent.http_addr);
+    Fleet {
+        _broker: broker,
+        collector,
+        agent,
+        c,
+        a,
+    }
+}
+
+async fn post_ok(agent: &str, body: Value) {
+    let r = post(&format!("{agent}/v1/movements"), &body.to_string(), &[]).await;
+    assert_eq!(r.status, 202, "{body} -> {:?}", r.body);
+}
+
+/// The exceptions a filter selects, once there are `n`.
+async fn wait_exceptions(c: &str, query: &str, n: usize) -> Vec<Value> {
+    let url = format!("{c}/v1/exceptions?{query}");
+    wait_for(&format!("{n} exceptions for {query}"), WAIT, || async {
+        get(&url).await.body["items"]
+            .as_array()
+            .is_some_and(|a| a.len() == n)
+    })
+    .await;
+    get(&url).await.body["items"].as_array().unwrap().clone()
+}
+
+async fn act(c: &str, id: &str, action: &str, body: Value) -> Reply {
+    post(
+        &format!("{c}/v1/exceptions/{id}/{action}"),
+        &body.to_string(),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
+    let dir = TempDir::new("operator-queue");
+    let f = fleet(&dir, "").await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+
+    // Collector rejects: the same undecodable payload three times is one exception.
+    let probe = MqttProbe::connect(f.collector.broker.port, "hostile").await;
+    for _ in 0..3 {
+        probe
+            .publish(
+                "stocksync/v1/ams/movements",
+                b"\xff\xffnot a batch".to_vec(),
+            )
+            .await;
+    }
+    probe
+        .publish("stocksync/v1/ams/movements", b"\xfeother".to_vec())
+        .await;
+    wait_for("four rejects", WAIT, || async {
+        get(&format!("{c}/v1/rejects"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| {
+                r.iter()
+                    .map(|r| r["seen_count"].as_i64().unwrap())
+                    .sum::<i64>()
+                    == 4
+            })
+    })
+    .await;
+    let rejects = wait_exceptions(c, "kind=collector_reject", 2).await;
+    let grouped = rejects
+        .iter()
+        .find(|e| e["occurrences"] == 3)
+        .expect("grouped");
+    assert_eq!(grouped["warehouse"], "ams");
+    assert_eq!(grouped["status"], "open");
+    assert!(grouped["source"]
+        .as_str()
+        .unwrap()
+        .contains("stocksync/v1/ams/movements"));
+    assert!(
+        grouped["record"]["undecoded"]
+            .as_str()
+            .unwrap()
+            .contains("not a batch"),
+        "{grouped}"
+    );
+    assert!(
+        grouped["reason"].as_str().unwrap().contains("wire version"),
+        "{grouped}"
+    );
+
+    // Drift: the WMS counts 7 where 10 were received. Conflict: a scanner counts 9.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 10, "bin": "A-01", "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "count", "quantity": 7, "bin": "A-01", "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "count", "quantity": 9, "bin": "A-01", "source": "scanner"}),
+    )
+    .await;
+    let drift = wait_exceptions(c, "kind=drift&sku=MUG", 1).await;
+    assert_eq!(drift[0]["warehouse"], "ams");
+    assert_eq!(drift[0]["field"], "$.quantity");
+    assert_eq!(
+        drift[0]["record"]["quantity"], 7,
+        "the count as received: {}",
+        drift[0]
+    );
+    assert!(drift[0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("wms via agent ams-1"));
+    assert!(
+        drift[0]["reason"].as_str().unwrap().contains("expected 10"),
+        "{}",
+        drift[0]
+    );
+    let conflict = wait_exceptions(c, "kind=conflict", 1).await;
+    assert_eq!(conflict[0]["record"]["source"], "scanner");
+
+    // The channel's webhook has no receiver: its failed pushes are one exception.
+    let push = wait_exceptions(c, "kind=channel_push&channel=web", 1).await;
+    assert_eq!(push[0]["status"], "open");
+    assert!(
+        push[0]["source"].as_str().unwrap().contains("webhook"),
+        "{}",
+        push[0]
+    );
+
+    // Filters and paging.
+    let all = get(&format!("{c}/v1/exceptions?limit=2")).await.body;
+    assert_eq!(all["total"], 5, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    let page2 = get(&format!("{c}/v1/exceptions?limit=2&offset=4"))
+        .await
+        .body;
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    let bad = get(&format!("{c}/v1/exceptions?kind=nope")).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (400, Some("kind"))
+    );
+
+    // Resolve needs who and why; both are kept in the log.
+    let id = drift[0]["id"].as_str().unwrap().to_string();
+    let r = act(
+        c,
+        &id,
+        "resolve",
+        json!({"by": "ops@example.com", "comment": ""}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (422, Some("$.comment"))
+    );
+    let r = act(c, &id, "resolve", json!({"by": "ops@example.com"})).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let r = act(
+        c,
+        &id,
+        "resolve",
+        json!({"by": "ops@example.com", "comment": "recounted: 7 is right"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("resolved")),
+        "{:?}",
+        r.body
+    );
+    let again = act(
+        c,
+        &id,
+        "resolve",
+        json!({"by": "ops@example.com", "comment": "twice"}),
+    )
+    .await;
+    assert_eq!(again.status, 409);
+    let one = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(one["status"], "resolved");
+    let log = one["log"].as_array().unwrap();
+    assert_eq!(log.last().unwrap()["by"], "ops@example.com");
+    assert_eq!(log.last().unwrap()["comment"], "recounted: 7 is right");
+    assert_eq!(one["records"].as_array().unwrap().len(), 1);
+    let missing = get(&format!("{c}/v1/exceptions/drift-0000")).await;
+    assert_eq!(
+        (missing.status, missing.body["field"].as_str()),
+        (404, Some("id"))
+    );
+
+    // Bulk: ignore every collector reject at once.
+    let r = post(
+        &format!("{c}/v1/exceptions/ignore"),
+        &json!({"by": "ops", "comment": "hostile test client", "filter": {"kind": "collector_reject"}}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["changed"].as_i64()),
+        (200, Some(2)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        get(&format!("{c}/v1/exceptions?status=open")).await.body["total"],
+        2
+    );
+
+    // It happens again: the ignored reject counts it but stays ignored; the resolved drift
+    // (same SKU and bin) opens again.
+    probe
+        .publish(
+            "stocksync/v1/ams/movements",
+            b"\xff\xffnot a batch".to_vec(),
+        )
+        .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "count", "quantity": 5, "bin": "A-01", "source": "wms"}),
+    )
+    .await;
+    let gid = grouped["id"].as_str().unwrap();
+    wait_for("the ignored reject counted 4", WAIT, || async {
+        let e = get(&format!("{c}/v1/exceptions/{gid}")).await.body;
+        e["occurrences"] == 4 && e["status"] == "ignored"
+    })
+    .await;
+    wait_for("the drift reopened", WAIT, || async {
+        get(&format!("{c}/v1/exceptions/{id}")).await.body["status"] == "open"
+    })
+    .await;
+    let one = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(one["occurrences"], 2, "{one}");
+    assert_eq!(
+        one["log"].as_array().unwrap().last().unwrap()["action"],
+        "reopened"
+    );
+
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
+    let dir = TempDir::new("operator-settle");
+    let f = fleet(&dir, "").await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
+        .await
+        .expect("agent starts");
+    let b = format!("http://{}", ber.http_addr);
+
+    // 10 shipped from ams, 9 received at ber.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 20, "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "transfer_out", "quantity": 10, "source": "wms",
+                      "transfer": "T-1", "peer_warehouse": "ber"}),
+    )
+    .await;
+    post_ok(
+        &b,
+        json!({"sku": "MUG", "kind": "transfer_in", "quantity": 9,
+                       "transfer": "T-1", "peer_warehouse": "ams"}),
+    )
+    .await;
+    let d = wait_exceptions(c, "kind=discrepancy", 1).await;
+    assert_eq!(
+        (d[0]["sku"].as_str(), d[0]["warehouse"].as_str()),
+        (Some("MUG"), Some("ber"))
+    );
+    assert_eq!(d[0]["record"]["shipped"], 10);
+    assert_eq!(d[0]["record"]["received"], 9);
+    assert!(d[0]["source"].as_str().unwrap().contains("T-1"));
+
+    // A return before the shipment it reverses: a reversal exception, open...
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "receipt", "quantity": 10, "source": "wms"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "return", "quantity": 2, "order": "SO-1", "source": "wms"}),
+    )
+    .await;
+    let r = wait_exceptions(c, "kind=reversal&sku=LID", 1).await;
+    assert_eq!(r[0]["status"], "open");
+    assert_eq!(r[0]["record"]["excess"], 2);
+    assert_eq!(r[0]["source"], "order SO-1");
+    // ...until the shipment arrives and explains it: resolved by the system, logged.
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "shipment", "quantity": 3, "order": "SO-1", "source": "wms"}),
+    )
+    .await;
+    let id = r[0]["id"].as_str().unwrap().to_string();
+    wait_for("the reversal resolved itself", WAIT, || async {
+        get(&format!("{c}/v1/exceptions/{id}")).await.body["status"] == "resolved"
+    })
+    .await;
+    let one = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    let last = one["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].as_str(), last["by"].as_str()),
+        (Some("resolved"), Some("stocksync"))
+    );
+
+    ber.stop().await.unwrap();
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
+
+fn put_blocking(url: &str, body: &str) -> u16 {
+    ureq::put(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"))
+}
+
+async fn report(c: &str) -> Value {
+    get(&format!("{c}/v1/reports/daily")).await.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_report_finds_sold_out_but_listed_and_silent_warehouses() {
+    let dir = TempDir::new("operator-report");
+    // "shop" sells ams stock through the feed only; "web" (a dead webhook) fails.
+    let more = r#"
+[[channels.channel]]
+name = "shop"
+locations = ["ams"]
+[operations]
+silent_after_secs = 3
+"#;
+    let f = fleet(&dir, more).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
+        .await
+        .expect("agent starts");
+    let b = format!("http://{}", ber.http_addr);
+
+    // shop lists 5 MUG; frozen, it keeps listing them after they all ship.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 5, "source": "wms"}),
+    )
+    .await;
+    let feed = format!("{c}/v1/channels/shop/sellable");
+    wait_for("shop lists 5 MUG", WAIT, || async {
+        get(&feed).await.body["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p["sku"] == "MUG" && p["sellable"] == 5))
+    })
+    .await;
+    let mode = format!("{c}/v1/channels/shop/mode");
+    let status = tokio::task::spawn_blocking(move || {
+        put_blocking(&mode, r#"{"mode":"frozen","reason":"test"}"#)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "shipment", "quantity": 5, "source": "wms", "order": "SO-9"}),
+    )
+    .await;
+    wait_for("MUG sold out", WAIT, || async {
+        on_hand(c, "MUG").await == 0
+    })
+    .await;
+    let r = report(c).await;
+    let listed = r["sold_out_listed"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{r}");
+    assert_eq!(
+        (
+            listed[0]["channel"].as_str(),
+            listed[0]["sku"].as_str(),
+            listed[0]["published"].as_i64(),
+            listed[0]["available"].as_i64()
+        ),
+        (Some("shop"), Some("MUG"), Some(5), Some(0)),
+        "{r}"
+    );
+
+    // ber sends one batch, then nothing: silent after 3 s, while ams keeps sending.
+    post_ok(&b, json!({"sku": "LID", "kind": "receipt", "quantity": 1})).await;
+    wait_for("ber silent", WAIT, || async {
+        report(c).await["silent_warehouses"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|w| w["warehouse"] == "ber"))
+    })
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "LID", "kind": "receipt", "quantity": 1, "source": "wms"}),
+    )
+    .await;
+    wait_for("ams heard from", WAIT, || async {
+        report(c).await["silent_warehouses"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|w| w["warehouse"] != "ams"))
+    })
+    .await;
+    let r = report(c).await;
+    let silent: Vec<&str> = r["silent_warehouses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["warehouse"].as_str().unwrap())
+        .collect();
+    assert_eq!(silent, ["ber"], "{r}");
+    assert!(r["silent_warehouses"][0]["silent_secs"].as_i64().unwrap() >= 3);
+
+    // The dead webhook makes web failing; shop (feed only) has no push target.
+    let web = r["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["channel"] == "web")
+        .cloned();
+    assert_eq!(
+        web.as_ref().map(|w| w["state"].clone()),
+        Some(json!("failing")),
+        "{r}"
+    );
+    // Unresolved exceptions by kind: the channel push failure.
+    assert!(
+        r["exceptions"]["unresolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["kind"] == "channel_push" && u["age"]["under_1h"] == 1),
+        "{r}"
+    );
+    assert_eq!(r["exceptions"]["opened_on_date"]["channel_push"], 1, "{r}");
+    assert_eq!(r["agents"].as_array().unwrap().len(), 2);
+
+    // CSV: by format and by Accept; a bad date names its field.
+    let csv = get(&format!("{c}/v1/reports/daily?format=csv")).await.body;
+    let csv = csv.as_str().unwrap();
+    assert!(
+        csv.starts_with("section,subject,detail,value,since_ms\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("sold_out_listed,MUG@shop,available 0,5,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("silent_warehouse,ber,")),
+        "{csv}"
+    );
+    let url = format!("{c}/v1/reports/daily");
+    let accept = tokio::task::spawn_blocking(move || {
+        ureq::get(&url)
+            .header("accept", "text/csv")
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(accept.starts_with("section,"), "{accept}");
+    let bad = get(&format!("{c}/v1/reports/daily?date=27-11-2026")).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (400, Some("date"))
+    );
+    // An earlier day opened nothing.
+    let old = get(&format!("{c}/v1/reports/daily?date=2020-01-01"))
+        .await
+        .body;
+    assert_eq!(old["exceptions"]["opened_on_date"], json!({}), "{old}");
+
+    ber.stop().await.unwrap();
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
+
+/// An HTTP receiver that keeps every alert POSTed to it whose signature checks out.
+struct AlertHook {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    bad: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AlertHook {
+    async fn start(secret: &'static [u8]) -> AlertHook {
+        use hmac::{Hmac, Mac};
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let bad = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (g, b) = (got.clone(), bad.clone());
+        let app = axum::Router::new().route(
+            "/alerts",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (g, b) = (g.clone(), b.clone());
+                    async move {
+                        let h = |k: &str| {
+                            headers
+                                .get(k)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+                        mac.update(format!("{}.", h("x-stocksync-timestamp")).as_bytes());
+                        mac.update(&body);
+                        let want: String = mac
+                            .finalize()
+                            .into_bytes()
+                            .iter()
+                            .map(|x| format!("{x:02x}"))
+                            .collect();
+                        if h("x-stocksync-signature") != format!("sha256={want}") {
+                            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return axum::http::StatusCode::UNAUTHORIZED;
+                        }
+                        g.lock()
+                            .unwrap()
+                            .push(serde_json::from_slice(&body).unwrap());
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        AlertHook { addr, got, bad }
+    }
+
+    fn of_rule(&self, rule: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .cloned()
+            .collect()
+    }
+}
+
+async fn evaluations(c: &str) -> u64 {
+    get(&format!("{c}/v1/alerts")).await.body["evaluations"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_fires_once_while_it_holds_and_clears() {
+    let dir = TempDir::new("operator-alerts");
+    let hook = AlertHook::start(b"alert-secret").await;
+    std::fs::write(dir.join("alert-secret"), "alert-secret\n").unwrap();
+    let more = format!(
+        r#"
+[[channels.channel]]
+name = "shop"
+locations = ["ams"]
+[operations]
+evaluate_every_ms = 50
+[operations.webhook]
+url = "http://{}/alerts"
+secret_file = {:?}
+"#,
+        hook.addr,
+        dir.join("alert-secret")
+    );
+    let f = fleet(&dir, &more).await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    let mut probe = MqttProbe::connect(f.collector.broker.port, "alert-watcher").await;
+    probe.subscribe("stocksync/v1/alerts/#").await;
+
+    // shop lists 5 MUG, is frozen, and they all ship: sold out but listed.
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "receipt", "quantity": 5, "source": "wms"}),
+    )
+    .await;
+    let feed = format!("{c}/v1/channels/shop/sellable");
+    wait_for("shop lists 5 MUG", WAIT, || async {
+        get(&feed).await.body["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p["sku"] == "MUG" && p["sellable"] == 5))
+    })
+    .await;
+    let mode = format!("{c}/v1/channels/shop/mode");
+    let m = mode.clone();
+    let frozen = tokio::task::spawn_blocking(move || put_blocking(&m, r#"{"mode":"frozen"}"#))
+        .await
+        .unwrap();
+    assert_eq!(frozen, 200);
+    post_ok(
+        a,
+        json!({"sku": "MUG", "kind": "shipment", "quantity": 5, "source": "wms", "order": "SO-1"}),
+    )
+    .await;
+
+    let firing = probe.next(WAIT).await;
+    assert_eq!(firing.topic, "stocksync/v1/alerts/sold_out_listed");
+    let msg: Value = serde_json::from_slice(&firing.payload).unwrap();
+    assert_eq!(
+        (msg["state"].as_str(), msg["subject"].as_str()),
+        (Some("firing"), Some("shop/MUG")),
+        "{msg}"
+    );
+    wait_for("webhook got the alert", WAIT, || async {
+        hook.of_rule("sold_out_listed").len() == 1
+    })
+    .await;
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    assert_eq!(alerts["firing"].as_array().unwrap().len(), 1, "{alerts}");
+    assert_eq!(alerts["firing"][0]["rule"], "sold_out_listed");
+
+    // It holds for 20 more evaluations: nothing is sent again.
+    let seen = evaluations(c).await;
+    wait_for("20 evaluations", WAIT, || async {
+        evaluations(c).await >= seen + 20
+    })
+    .await;
+    assert_eq!(
+        hook.of_rule("sold_out_listed").len(),
+        1,
+        "no repeat while it holds"
+    );
+    let metrics = get(&format!("{c}/metrics")).await.body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("stocksync_alerts_firing{rule=\"sold_out_listed\"} 1"),
+        "{metrics}"
+    );
+
+    // Live again: shop publishes 0, the condition ends, one "cleared" goes out.
+    let live = tokio::task::spawn_blocking(move || put_blocking(&mode, r#"{"mode":"live"}"#))
+        .await
+        .unwrap();
+    assert_eq!(live, 200);
+    let cleared = probe.next(WAIT).await;
+    let msg: Value = serde_json::from_slice(&cleared.payload).unwrap();
+    assert_eq!(
+        (msg["state"].as_str(), msg["subject"].as_str()),
+        (Some("cleared"), Some("shop/MUG")),
+        "the next message clears, no repeat: {msg}"
+    );
+    wait_for("webhook got the clearing", WAIT, || async {
+        hook.of_rule("sold_out_listed").len() == 2
+    })
+    .await;
+    let got = hook.of_rule("sold_out_listed");
+    assert_eq!(
+        (got[0]["state"].as_str(), got[1]["state"].as_str()),
+        (Some("firing"), Some("cleared"))
+    );
+    assert_eq!(got[0]["alert_id"], got[1]["alert_id"]);
+    assert_eq!(hook.bad.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    assert_eq!(alerts["firing"], json!([]), "{alerts}");
+    assert_eq!(alerts["recent"][0]["rule"], "sold_out_listed");
+    assert!(alerts["recent"][0]["cleared_at_ms"].is_i64());
+
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_broker_and_logs_are_json_lines() {
+    let dir = TempDir::new("operator-readyz");
+    let mut broker = Broker::start(&dir);
+    let (cport, aport) = (free_port(), free_port());
+    let cconf = dir.join("collector.toml");
+    std::fs::write(&cconf, collector_toml(&dir, broker.port, cport, "")).unwrap();
+    let aconf = dir.join("agent.toml");
+    std::fs::write(
+        &aconf,
+        agent_toml(&dir, "ams-1", "ams", broker.port, aport, ""),
+    )
+    .unwrap();
+    let args = |conf: &std::path::Path| {
+        vec![
+            "--config".to_string(),
+            conf.display().to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ]
+    };
+    let ca = args(&cconf);
+    let collector = Proc::spawn(
+        &bin("stocksync-collector"),
+        &ca.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.join("collector.log"),
+    );
+    let aa = args(&aconf);
+    let agent = Proc::spawn(
+        &bin("stocksync-agent"),
+        &aa.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.join("agent.log"),
+    );
+    let (c, a) = (
+        format!("http://127.0.0.1:{cport}"),
+        format!("http://127.0.0.1:{aport}"),
+    );
+
+    let ready = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent()
+                .get(&url)
+                .call()
+                .ok()
+                .map(|mut r| {
+                    (
+                        r.status().as_u16(),
+                        r.body_mut().read_json::<Value>().unwrap_or(Value::Null),
+                    )
+                })
+        })
+        .await
+        .unwrap()
+    };
+    wait_for("collector ready", WAIT, || async {
+        ready(format!("{c}/readyz"))
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    let (_, body) = ready(format!("{c}/readyz")).await.unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "ready", "broker": "connected", "store": "ok"})
+    );
+    wait_for("agent ready and connected", WAIT, || async {
+        ready(format!("{a}/readyz"))
+            .await
+            .is_some_and(|(s, b)| s == 200 && b["broker"] == "connected")
+    })
+    .await;
+
+    // Broker gone: the collector is not ready and says why; the agent still takes movements.
+    broker.kill();
+    wait_for("collector not ready", WAIT, || async {
+        ready(format!("{c}/readyz"))
+            .await
+            .is_some_and(|(s, b)| s == 503 && b["broker"] == "disconnected" && b["store"] == "ok")
+    })
+    .await;
+    let (status, body) = ready(format!("{a}/readyz")).await.unwrap();
+    assert_eq!(
+        (status, body["store"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
+    broker.restart();
+    wait_for("collector ready again", WAIT, || async {
+        ready(format!("{c}/readyz"))
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+
+    // Every log line of both processes is one JSON object with a level and a message.
+    for p in [&collector, &agent] {
+        let out = p.output();
+        let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "no log lines");
+        for line in lines {
+            let v: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        }
+    }
+}
