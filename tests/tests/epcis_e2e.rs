@@ -580,7 +580,10 @@ async fn epcis_documents_arrive_on_the_scanner_topic() {
     })
     .await;
     let rejects = get(&format!("{a}/v1/rejects")).await.body;
-    assert_eq!(rejects[0]["source"], "scanner:scanners/s1/epcis", "{rejects}");
+    assert_eq!(
+        rejects[0]["source"], "scanner:scanners/s1/epcis",
+        "{rejects}"
+    );
     assert_eq!(rejects[0]["field"], "$[1].bizStep");
     let history = get(&format!("{c}/v1/stock/MUG/history?location=ams"))
         .await
