@@ -184,6 +184,7 @@ impl Agent {
                     journal: journal.clone(),
                     catalog: catalog.clone(),
                     link: link.clone(),
+                    epcis: config.epcis.clone(),
                 };
                 tasks.spawn("scanner", input.run(watch_rx.clone()));
                 link
@@ -198,6 +199,18 @@ impl Agent {
                 watch_rx.clone(),
             ),
         );
+
+        for files in config.files.clone() {
+            let input = ingest::files::FileInput {
+                config: files,
+                epcis: config.epcis.clone(),
+                warehouse: config.warehouse.clone(),
+                journal: journal.clone(),
+                catalog: catalog.clone(),
+                clock: clock_rule(&config),
+            };
+            tasks.spawn("files", input.run(watch_rx.clone()));
+        }
 
         let app = Arc::new(App {
             config,

@@ -7,6 +7,7 @@
 
 pub mod e2e;
 pub mod ingest;
+pub mod inputs;
 pub mod latency;
 pub mod load;
 pub mod orders;

@@ -2,7 +2,7 @@
 //! `stocksync-bench smoke` runs every figure at tiny sizes and fails if anything is wrong.
 
 use clap::{Parser, Subcommand};
-use stocksync_bench::{e2e, ingest, latency, orders, rss, smoke, store, util};
+use stocksync_bench::{e2e, ingest, inputs, latency, orders, rss, smoke, store, util};
 
 #[derive(Parser)]
 #[command(about = "stocksync benchmarks against the physical limit (see docs/BENCHMARKS.md)")]
@@ -30,6 +30,10 @@ enum Figure {
     /// Orders of 3 lines over HTTP vs the same transactions straight to the ledger writer;
     /// the hot-SKU race.
     Orders(orders::OrdersArgs),
+    /// Agent EPCIS 2.0 ingest (documents of 100 events) vs its JSON ingest in the same run.
+    Epcis(inputs::EpcisArgs),
+    /// Agent CSV file drop (rows/s, peak RSS) vs its JSON ingest in the same run.
+    Csv(inputs::CsvArgs),
     /// Every figure at tiny sizes, in seconds; non-zero exit if anything is wrong.
     Smoke {
         /// Brokers the end-to-end figure runs through.
@@ -55,6 +59,8 @@ fn main() -> anyhow::Result<()> {
         Figure::Rebuild(a) => store::rebuild(a)?,
         Figure::Query(a) => store::query(a)?,
         Figure::Orders(a) => orders::run(a)?,
+        Figure::Epcis(a) => inputs::epcis(a)?,
+        Figure::Csv(a) => inputs::csv(a)?,
         Figure::Smoke { brokers } => smoke::run(brokers)?,
     };
     util::print_rows(&rows);

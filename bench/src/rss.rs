@@ -23,7 +23,7 @@ pub struct RssArgs {
 }
 
 /// A child process killed by pid on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -32,7 +32,11 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(bin: &str, config: &std::path::Path, log: &std::path::Path) -> anyhow::Result<Proc> {
+pub(crate) fn spawn(
+    bin: &str,
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> anyhow::Result<Proc> {
     let log = std::fs::File::create(log)?;
     Ok(Proc(
         Command::new(sibling_bin(bin)?)

@@ -5,6 +5,7 @@
 
 use crate::e2e::{self, DrainArgs, E2eArgs};
 use crate::ingest::{self, IngestArgs};
+use crate::inputs::{self, CsvArgs, EpcisArgs};
 use crate::latency::{self, LatencyArgs};
 use crate::orders::{self, OrdersArgs};
 use crate::rss::{self, RssArgs};
@@ -55,5 +56,10 @@ pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
         racers: 40,
         units: 20,
     })?);
+    rows.extend(inputs::epcis(&EpcisArgs {
+        events: 1000,
+        threads: 2,
+    })?);
+    rows.extend(inputs::csv(&CsvArgs { rows: 5000 })?);
     Ok(rows)
 }

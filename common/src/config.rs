@@ -316,6 +316,9 @@ pub struct ScannerConfig {
     pub default_source: String,
     /// Sources scanner records may claim; empty means only `default_source`.
     pub sources: Vec<String>,
+    /// Topic filter scanners publish GS1 EPCIS 2.0 documents on (journaled under
+    /// `default_source`, with the `[epcis]` rules); none by default.
+    pub epcis_topic: Option<String>,
 }
 
 impl Default for ScannerConfig {
@@ -325,6 +328,7 @@ impl Default for ScannerConfig {
             topic: "scanners/+/movements".into(),
             default_source: "scanner".into(),
             sources: Vec::new(),
+            epcis_topic: None,
         }
     }
 }

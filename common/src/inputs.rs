@@ -86,6 +86,20 @@ pub struct FilesConfig {
     /// Most row errors written to a failed file's `.errors.csv`.
     #[serde(default = "default_max_errors")]
     pub max_errors: usize,
+    /// What the files hold.
+    #[serde(default)]
+    pub format: FileFormat,
+}
+
+/// The content of a watched folder's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    /// WMS CSV exports, each file journaled whole.
+    #[default]
+    Csv,
+    /// EPCIS 2.0 JSON documents, processed per event like `POST /v1/epcis/events`.
+    Epcis,
 }
 
 fn default_poll_ms() -> u64 {
@@ -98,4 +112,17 @@ fn default_settle_ms() -> u64 {
 
 fn default_max_errors() -> usize {
     1000
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::AgentConfig;
+
+    #[test]
+    fn the_deploy_example_reads_both_inputs() {
+        let config: AgentConfig = toml::from_str(include_str!("../../deploy/agent.toml")).unwrap();
+        assert_eq!(config.epcis.source, "epcis");
+        assert_eq!(config.files[0].source, "wms");
+        assert_eq!(config.files[0].columns["sku"], "Article");
+    }
 }

@@ -130,7 +130,8 @@ async fn start(label: &str, agent_extra: &str) -> Stack {
     config.catalog = toml_config(CATALOG);
     let collector = Collector::start(config).await.expect("collector starts");
     let c = format!("http://{}", collector.http_addr);
-    let toml = agent_toml(&dir, "ams-1", "ams", broker.port, 0, agent_extra);
+    let extra = agent_extra.replace("{broker}", &broker.port.to_string());
+    let toml = agent_toml(&dir, "ams-1", "ams", broker.port, 0, &extra);
     let agent = Agent::start(toml_config(&toml))
         .await
         .expect("agent starts");
@@ -554,5 +555,44 @@ async fn bodies_that_are_not_epcis_are_refused_whole() {
     );
     let rejects = get(&format!("{a}/v1/rejects")).await.body;
     assert_eq!(rejects.as_array().map(Vec::len), Some(3), "{rejects}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epcis_documents_arrive_on_the_scanner_topic() {
+    let scanner = "[scanner]\nepcis_topic = \"scanners/+/epcis\"\n[scanner.broker]\nhost = \"127.0.0.1\"\nport = {broker}\nkeep_alive_secs = 5\n";
+    let s = start("epcis-mqtt", scanner).await;
+    let (a, c) = (s.a.as_str(), s.c.as_str());
+    let probe = MqttProbe::connect(s._broker.port, "epcis-scanner").await;
+    let mut e = event("M-1", "receiving", None, json!({"quantityList": mugs(3)}));
+    e.as_object_mut().unwrap().remove("bizLocation");
+    let doc = json!([
+        e,
+        event("M-2", "recieving", None, json!({"quantityList": mugs(1)}))
+    ])
+    .to_string();
+    // Published until the agent's subscription is up; the eventID makes every repeat a duplicate.
+    wait_for("the scanner's receipt at the collector", WAIT, || async {
+        probe
+            .publish("scanners/s1/epcis", doc.clone().into_bytes())
+            .await;
+        stock_row(c, "MUG", "ams", None).await["available"] == 3
+    })
+    .await;
+    let rejects = get(&format!("{a}/v1/rejects")).await.body;
+    assert_eq!(
+        rejects[0]["source"], "scanner:scanners/s1/epcis",
+        "{rejects}"
+    );
+    assert_eq!(rejects[0]["field"], "$[1].bizStep");
+    let history = get(&format!("{c}/v1/stock/MUG/history?location=ams"))
+        .await
+        .body;
+    assert_eq!(
+        history["movements"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+    assert_eq!(history["movements"][0]["source"], "scanner");
     s.stop().await;
 }

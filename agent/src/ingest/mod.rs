@@ -4,5 +4,6 @@
 //! in a WMS file drop.
 
 pub mod epcis;
+pub mod files;
 pub mod http;
 pub mod scanner;

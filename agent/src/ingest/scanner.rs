@@ -19,9 +19,11 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use stocksync_common::config::{ScannerConfig, SourceBinding};
 use stocksync_common::input::{self, ClockRule, Context, InputError};
+use stocksync_common::inputs::EpcisConfig;
 use stocksync_common::mqtt::LinkErrors;
 use tokio::sync::watch;
 
+use super::epcis::{DocumentError, EpcisInput};
 use crate::catalog::CatalogHandle;
 use crate::forward::LinkState;
 use crate::journal::{Journal, JournalError, Reject};
@@ -40,6 +42,8 @@ pub struct ScannerInput {
     pub journal: Journal,
     pub catalog: Arc<CatalogHandle>,
     pub link: Arc<LinkState>,
+    /// Rules and limits for EPCIS documents on `config.epcis_topic`.
+    pub epcis: EpcisConfig,
 }
 
 impl ScannerInput {
@@ -68,6 +72,18 @@ impl ScannerInput {
                     client
                         .subscribe(&self.config.topic, QoS::AtLeastOnce)
                         .await?;
+                    if let Some(topic) = &self.config.epcis_topic {
+                        client.subscribe(topic, QoS::AtLeastOnce).await?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if self.is_epcis(&p) => {
+                    match self.store_epcis(&p).await {
+                        Ok(()) => client.ack(&p).await?,
+                        // Not acked: the broker redelivers it; its eventIDs make that safe.
+                        Err(e) => {
+                            tracing::error!(error = %e, "EPCIS scanner message not journaled")
+                        }
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => match self.store(&p).await {
                     Ok(()) => client.ack(&p).await?,
@@ -85,6 +101,39 @@ impl ScannerInput {
             }
         }
         Ok(())
+    }
+
+    fn is_epcis(&self, p: &Publish) -> bool {
+        let filter = self.config.epcis_topic.as_deref();
+        filter.is_some_and(|f| rumqttc::matches(&p.topic, f))
+    }
+
+    /// An EPCIS document, per event like `POST /v1/epcis/events`, under this input's
+    /// default source; refusals are in the rejects queue, only a journal failure is an error.
+    async fn store_epcis(&self, p: &Publish) -> Result<(), JournalError> {
+        let path = format!("scanner:{}", p.topic);
+        let config = EpcisConfig {
+            source: self.sources.default_source.clone(),
+            max_events: self.epcis.max_events,
+            rules: self.epcis.rules.clone(),
+        };
+        let input = EpcisInput {
+            journal: &self.journal,
+            catalog: &self.catalog,
+            warehouse: &self.warehouse,
+            config: &config,
+            reject_source: path.clone(),
+            input: path,
+            clock: self.clock,
+        };
+        match input.process(&p.payload).await {
+            Ok(answer) if answer.failed > 0 => Err(JournalError::Aborted(format!(
+                "{} events not journaled",
+                answer.failed
+            ))),
+            Ok(_) | Err(DocumentError::Malformed(_) | DocumentError::Invalid(_)) => Ok(()),
+            Err(DocumentError::Journal(e)) => Err(e),
+        }
     }
 
     /// Journals one message, or keeps it in the rejects queue with the reason.

@@ -25,11 +25,13 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 mod integrity;
 mod rollback;
+mod stream;
 mod write;
 mod writer;
 
 pub use rollback::{accept_rollback, Accepted};
 use writer::{Pending, Writer};
+pub use stream::{Chunk, StreamSender};
 
 /// Tables of the journal file.
 const SCHEMA: &str = include_str!("schema.sql");
@@ -52,6 +54,8 @@ pub enum JournalError {
     Sqlite(rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
+    #[error("the input stopped before its end ({0}); nothing of it was journaled")]
+    Aborted(String),
     /// The request's idempotency key was used before for a different body.
     #[error("idempotency key `{key}` was used before for a different body (journaled then: {then}); nothing was journaled; send new movements under a new key")]
     KeyReused { key: String, then: String },
@@ -168,6 +172,12 @@ enum Command {
         acked_before_ms: i64,
         keys_before_ms: i64,
         rejects_before_ms: i64,
+    },
+    /// Movements of one input (a file) in chunks, journaled in one savepoint: all or none.
+    AppendStream {
+        key: String,
+        chunks: std::sync::mpsc::Receiver<stream::Chunk>,
+        reply: oneshot::Sender<Result<Appended, JournalError>>,
     },
 }
 
@@ -345,6 +355,51 @@ impl Journal {
         })
         .await?;
         rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Journals several requests, each atomic on its own, in the order given; the writer
+    /// folds them into as few transactions as it can (one fsync for all, usually).
+    pub async fn append_each(
+        &self,
+        requests: Vec<Vec<Movement>>,
+    ) -> Result<Vec<Result<Appended, JournalError>>, JournalError> {
+        let mut replies = Vec::with_capacity(requests.len());
+        for movements in requests {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Append {
+                movements,
+                key: None,
+                reply,
+            })
+            .await?;
+            replies.push(rx);
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(rx.await.map_err(|_| JournalError::Closed)?);
+        }
+        Ok(out)
+    }
+
+    /// Starts journaling one input too large to hold in memory: send its movements as
+    /// `Chunk::Movements`, then `Chunk::End`. Nothing is journaled unless `End` arrives
+    /// (dropping the sender aborts). The returned reply says what was journaled; an input
+    /// whose `key` was journaled before is answered `replayed` without reading its chunks.
+    pub async fn append_stream(
+        &self,
+        key: String,
+    ) -> Result<
+        (
+            StreamSender,
+            oneshot::Receiver<Result<Appended, JournalError>>,
+        ),
+        JournalError,
+    > {
+        let (sender, chunks) = std::sync::mpsc::sync_channel(stream::CHUNKS_IN_FLIGHT);
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AppendStream { key, chunks, reply })
+            .await?;
+        Ok((sender, rx))
     }
 
     /// Marks seqs `first..=last` as acknowledged by the collector; returns how many were newly acked.

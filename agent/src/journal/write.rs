@@ -164,6 +164,10 @@ pub(super) fn apply(
                 .map_err(JournalError::from);
             Pending::Reject(reply, r)
         }
+        Command::AppendStream { key, chunks, reply } => {
+            let r = super::stream::append(tx, &key, chunks, next_seq, backlog, max_backlog);
+            Pending::Append(reply, r)
+        }
         Command::Prune {
             acked_before_ms,
             keys_before_ms,
@@ -191,7 +195,10 @@ pub(super) fn apply(
 /// The answer to a request whose key was used before: a replay of the first answer, or a
 /// conflict when the body differs. Keys stored before hashes were kept, and callers without
 /// a body (empty hash), are not compared.
-fn seen_before(tx: &Transaction<'_>, key: &RequestKey) -> Result<Option<Appended>, JournalError> {
+pub(super) fn seen_before(
+    tx: &Transaction<'_>,
+    key: &RequestKey,
+) -> Result<Option<Appended>, JournalError> {
     let seen: Option<(i64, i64, Option<Vec<u8>>)> = tx
         .query_row(
             "SELECT first_seq, last_seq, content_hash FROM idempotency WHERE key = ?1",
@@ -264,44 +271,20 @@ fn append(
     let start = *next_seq;
     let now = now_ms();
     let mut duplicates = 0;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)",
-    )?;
-    let mut remember = tx.prepare_cached(
-        "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
-    )?;
-    let mut earlier =
-        tx.prepare_cached("SELECT first_seq, content_hash FROM idempotency WHERE key = ?1")?;
     tx.execute_batch("SAVEPOINT append")?;
     let mut seq = start;
     let mut conflict = None;
     let result = (|| -> Result<(), rusqlite::Error> {
-        for (index, mut m) in movements.into_iter().enumerate() {
-            if let Some(id) = &m.external_id {
-                let key = format!("mov:{}:{}", m.source, id);
-                let print = fingerprint(&m);
-                if remember.execute(params![key, seq as i64, now, print])? == 0 {
-                    let (first, hash): (i64, Option<Vec<u8>>) =
-                        earlier.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    if hash.is_some_and(|h| h != print) {
-                        conflict = Some(JournalError::IdReused {
-                            index,
-                            detail: format!(
-                                "id `{id}` from source `{}` was journaled before with different content; before: {}; now: {}",
-                                m.source,
-                                shown(tx, first),
-                                describe(&m)
-                            ),
-                        });
-                        return Err(rusqlite::Error::QueryReturnedNoRows);
-                    }
-                    duplicates += 1;
-                    continue;
+        for (index, m) in movements.into_iter().enumerate() {
+            match journal_one(tx, index, m, seq, now) {
+                Ok(true) => seq += 1,
+                Ok(false) => duplicates += 1,
+                Err(JournalError::Sqlite(e)) => return Err(e),
+                Err(e) => {
+                    conflict = Some(e);
+                    return Err(rusqlite::Error::QueryReturnedNoRows);
                 }
             }
-            m.seq = seq;
-            insert.execute(params![seq as i64, wire::encode_movement(&m), now])?;
-            seq += 1;
         }
         if let Some(k) = &request_key {
             let (first, last) = if seq > start {
@@ -337,4 +320,44 @@ fn append(
             Err(conflict.unwrap_or_else(|| e.into()))
         }
     }
+}
+
+/// Journals `m` at `seq` unless a movement with its id (per source) was journaled before:
+/// `Ok(true)` journaled, `Ok(false)` the same movement again (a duplicate),
+/// `Err(IdReused)` the id with other content. `index` names the record in the request.
+pub(super) fn journal_one(
+    tx: &Transaction<'_>,
+    index: usize,
+    mut m: Movement,
+    seq: u64,
+    now: i64,
+) -> Result<bool, JournalError> {
+    if let Some(id) = &m.external_id {
+        let key = format!("mov:{}:{}", m.source, id);
+        let print = fingerprint(&m);
+        let mut remember = tx.prepare_cached(
+            "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
+        )?;
+        if remember.execute(params![key, seq as i64, now, print])? == 0 {
+            let (first, hash): (i64, Option<Vec<u8>>) = tx
+                .prepare_cached("SELECT first_seq, content_hash FROM idempotency WHERE key = ?1")?
+                .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if hash.is_some_and(|h| h != print) {
+                return Err(JournalError::IdReused {
+                    index,
+                    detail: format!(
+                        "id `{id}` from source `{}` was journaled before with different content; before: {}; now: {}",
+                        m.source,
+                        shown(tx, first),
+                        describe(&m)
+                    ),
+                });
+            }
+            return Ok(false);
+        }
+    }
+    m.seq = seq;
+    tx.prepare_cached("INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq as i64, wire::encode_movement(&m), now])?;
+    Ok(true)
 }

@@ -111,52 +111,43 @@ pub const SDTS: &[&str] = &["owning_party", "possessing_party", "location"];
 /// One CBV vocabulary: its word list and how its URIs are spelled.
 pub struct Vocabulary {
     pub words: &'static [&'static str],
-    /// `urn:epcglobal:cbv:<urn>:`
+    /// `urn:epcglobal:cbv:<kind>:`
     pub urn: &'static str,
-    /// `https://ref.gs1.org/cbv/<web>-`
+    /// The Web URI's and compact IRI's prefix, e.g. `BizStep`.
     pub web: &'static str,
 }
 
+const WEB: &str = "https://ref.gs1.org/cbv/";
+
 pub const BIZ_STEP: Vocabulary = Vocabulary {
     words: BIZ_STEPS,
-    urn: "bizstep",
+    urn: "urn:epcglobal:cbv:bizstep:",
     web: "BizStep",
 };
 pub const DISPOSITION: Vocabulary = Vocabulary {
     words: DISPOSITIONS,
-    urn: "disp",
+    urn: "urn:epcglobal:cbv:disp:",
     web: "Disp",
 };
 pub const BTT: Vocabulary = Vocabulary {
     words: BTTS,
-    urn: "btt",
+    urn: "urn:epcglobal:cbv:btt:",
     web: "BTT",
 };
 pub const SDT: Vocabulary = Vocabulary {
     words: SDTS,
-    urn: "sdt",
+    urn: "urn:epcglobal:cbv:sdt:",
     web: "SDT",
 };
 
 /// The bare CBV word of `value`, or the value itself for a non-CBV URI; an error text for a
 /// CBV-looking value that names no CBV word.
 pub fn normalise(vocab: &Vocabulary, value: &str) -> Result<String, String> {
-    let urn = format!("urn:epcglobal:cbv:{}:", vocab.urn);
-    let web = format!("-{}", vocab.web);
-    let web_uri = format!("https://ref.gs1.org/cbv/{}-", vocab.web);
     let word = value
-        .strip_prefix(&urn)
-        .or_else(|| value.strip_prefix(&web_uri))
-        .or_else(|| {
-            value
-                .strip_prefix("cbv:")
-                .and_then(|r| r.strip_prefix(&web[1..])?.strip_prefix('-'))
-        })
-        .or_else(|| {
-            value
-                .strip_prefix("gs1:")
-                .and_then(|r| r.strip_prefix(&web[1..])?.strip_prefix('-'))
-        });
+        .strip_prefix(vocab.urn)
+        .or_else(|| web_word(vocab, value.strip_prefix(WEB)?))
+        .or_else(|| web_word(vocab, value.strip_prefix("cbv:")?))
+        .or_else(|| web_word(vocab, value.strip_prefix("gs1:")?));
     let word = match word {
         Some(w) => w,
         // A URI of someone else's vocabulary: an extension, kept whole.
@@ -172,6 +163,11 @@ pub fn normalise(vocab: &Vocabulary, value: &str) -> Result<String, String> {
             vocab.words.join(", ")
         ))
     }
+}
+
+/// `<web>-<word>` after the Web URI base or a JSON-LD prefix.
+fn web_word<'a>(vocab: &Vocabulary, rest: &'a str) -> Option<&'a str> {
+    rest.strip_prefix(vocab.web)?.strip_prefix('-')
 }
 
 #[cfg(test)]
