@@ -187,10 +187,12 @@ fn forged_batch() -> Vec<u8> {
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Default::default(),
     };
     wire::encode_batch(&Batch {
         agent_id: "ber-1".into(),
         journal_id: 1,
+        sent_at_ms: None,
         warehouse: "ber".into(),
         movements: vec![movement],
     })

@@ -30,8 +30,8 @@ mod write;
 mod writer;
 
 pub use rollback::{accept_rollback, Accepted};
-use writer::{Pending, Writer};
 pub use stream::{Chunk, StreamSender};
+use writer::{Pending, Writer};
 
 /// Tables of the journal file.
 const SCHEMA: &str = include_str!("schema.sql");

@@ -165,7 +165,7 @@ pub(super) fn apply(
             Pending::Reject(reply, r)
         }
         Command::AppendStream { key, chunks, reply } => {
-            let r = super::stream::append(tx, &key, chunks, next_seq, backlog, max_backlog);
+            let r = super::stream::append(tx, &key, chunks, next_seq, backlog, options.max_backlog);
             Pending::Append(reply, r)
         }
         Command::Prune {

@@ -213,6 +213,7 @@ impl Command {
     fn fail(self, e: JournalError) {
         match self {
             Command::Append { reply, .. } => drop(reply.send(Err(e))),
+            Command::AppendStream { reply, .. } => drop(reply.send(Err(e))),
             Command::Ack { reply, .. } => drop(reply.send(Err(e))),
             Command::Reject { reply, .. } => drop(reply.send(Err(e))),
             Command::Prune { .. } => {}

@@ -297,6 +297,9 @@ pub async fn auto_reroute(
 ) -> anyhow::Result<()> {
     let secs = orders.config.auto_reroute_secs;
     if secs == 0 {
+        // Off: still a supervised task, so it waits for the stop like the others (a task
+        // that ends early is taken for a crash).
+        let _ = shutdown.changed().await;
         return Ok(());
     }
     let mut every = tokio::time::interval(std::time::Duration::from_secs(secs));
