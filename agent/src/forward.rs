@@ -27,6 +27,8 @@ use crate::journal::Journal;
 #[derive(Default)]
 pub struct LinkState {
     pub connected: AtomicBool,
+    /// Broker sessions opened since start (a jump means something took the session over).
+    pub connects: AtomicU64,
     /// The last connection error (a refused login names its reason); kept after reconnecting.
     pub last_error: Mutex<Option<String>>,
     /// Acks ignored because they matched no batch this agent sent and has not seen acked
@@ -96,6 +98,7 @@ impl Forwarder {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!(broker = %self.broker.host, "forwarder connected");
                         self.link.connected.store(true, Ordering::Relaxed);
+                        self.link.connects.fetch_add(1, Ordering::Relaxed);
                         errors.clear();
                         client.subscribe(&ack_topic, QoS::AtLeastOnce).await?;
                         client.subscribe(topics::CATALOG, QoS::AtLeastOnce).await?;
@@ -158,6 +161,7 @@ impl Forwarder {
                 &self.agent_id,
                 self.journal.journal_id(),
                 &self.warehouse,
+                stocksync_common::input::now().unix_ms,
                 rows.iter().map(|(_, bytes)| bytes.as_slice()),
             );
             if client

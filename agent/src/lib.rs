@@ -6,6 +6,7 @@
 //! collector's ack. Each stage keeps working when the next one is unreachable: the agent
 //! accepts and journals for as long as the network is gone, bounded only by `max_backlog`.
 
+pub mod auth;
 pub mod catalog;
 pub mod forward;
 pub mod ingest;
@@ -15,7 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stocksync_common::config::AgentConfig;
+use stocksync_common::config::{AgentConfig, AheadPolicy, SourceBinding};
+use stocksync_common::input::ClockRule;
 use stocksync_common::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
@@ -34,6 +36,64 @@ pub struct App {
     pub scanner: Option<Arc<LinkState>>,
     /// Which long-running tasks run, for `/healthz`.
     pub tasks: Arc<TaskHealth>,
+    /// The sources the HTTP input may speak for.
+    pub http_sources: SourceBinding,
+}
+
+/// Why an agent could not start. Nothing has touched the broker when one of these is
+/// returned: a second instance must not disturb the running one.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("journal {journal} is in use by another agent: cannot lock {lock}: {source}")]
+    Locked {
+        journal: std::path::PathBuf,
+        lock: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source} (is another agent running with this config?)")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Config(String),
+}
+
+/// Takes the journal's lock file (`<journal>.lock`) exclusively for the life of the agent.
+fn lock_journal(journal: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let mut lock = journal.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = std::path::PathBuf::from(lock);
+    let locked = |source| StartError::Locked {
+        journal: journal.to_owned(),
+        lock: lock.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(locked)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(locked(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "held by another process",
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(locked(e)),
+    }
+}
+
+/// The agent's clock rule for `occurred_at`.
+pub fn clock_rule(config: &AgentConfig) -> ClockRule {
+    ClockRule {
+        max_ahead_ms: i64::try_from(config.clock.max_ahead_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+        clamp: config.clock.on_ahead == AheadPolicy::Clamp,
+    }
 }
 
 /// A running agent: where it listens and how to stop it.
@@ -42,10 +102,14 @@ pub struct Agent {
     shutdown: watch::Sender<bool>,
     tasks: Supervisor,
     journal_closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// Held until the journal is closed; a second agent on the same journal fails fast.
+    _lock: std::fs::File,
 }
 
 impl Agent {
-    /// Opens the journal, binds the HTTP listener and starts every task.
+    /// Locks and opens the journal and binds the HTTP listener, and only then starts the
+    /// tasks that connect to brokers: an instance that cannot start never disturbs the
+    /// running one's broker session.
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
         for (field, value) in [
             ("agent_id", &config.agent_id),
@@ -57,9 +121,34 @@ impl Agent {
                 )
             })?;
         }
+        let http_sources =
+            SourceBinding::new("[http]", &config.http.default_source, &config.http.sources)
+                .map_err(StartError::Config)?;
+        let scanner_sources = match &config.scanner {
+            Some(s) => Some(
+                SourceBinding::new("[scanner]", &s.default_source, &s.sources)
+                    .map_err(StartError::Config)?,
+            ),
+            None => None,
+        };
+        let lock = lock_journal(&config.journal.path)?;
         let journal = Journal::open(&config.journal.path, config.journal.max_backlog)?;
         let journal_closed = Box::pin(journal.closed());
         let catalog = Arc::new(CatalogHandle::open(&config.journal.path)?);
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.http.listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr()?;
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let scheme = server.scheme();
         let link = Arc::new(LinkState::default());
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
@@ -75,21 +164,27 @@ impl Agent {
         };
         tasks.spawn("forward", forwarder.run(watch_rx.clone()));
 
-        let scanner = config.scanner.clone().map(|scanner| {
-            let link = Arc::new(LinkState::default());
-            let input = ingest::scanner::ScannerInput {
-                agent_id: config.agent_id.clone(),
-                warehouse: config.warehouse.clone(),
-                max_batch: config.http.max_batch,
-                max_message_bytes: config.http.max_body_bytes,
-                config: scanner,
-                journal: journal.clone(),
-                catalog: catalog.clone(),
-                link: link.clone(),
-            };
-            tasks.spawn("scanner", input.run(watch_rx.clone()));
-            link
-        });
+        let scanner = config
+            .scanner
+            .clone()
+            .zip(scanner_sources)
+            .map(|(scanner, sources)| {
+                let link = Arc::new(LinkState::default());
+                let input = ingest::scanner::ScannerInput {
+                    agent_id: config.agent_id.clone(),
+                    warehouse: config.warehouse.clone(),
+                    max_batch: config.http.max_batch,
+                    max_message_bytes: config.http.max_body_bytes,
+                    sources,
+                    clock: clock_rule(&config),
+                    config: scanner,
+                    journal: journal.clone(),
+                    catalog: catalog.clone(),
+                    link: link.clone(),
+                };
+                tasks.spawn("scanner", input.run(watch_rx.clone()));
+                link
+            });
 
         tasks.spawn(
             "prune",
@@ -101,8 +196,6 @@ impl Agent {
             ),
         );
 
-        let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
-        let http_addr = listener.local_addr()?;
         let app = Arc::new(App {
             config,
             journal,
@@ -110,23 +203,25 @@ impl Agent {
             catalog,
             scanner,
             tasks: tasks.health(),
+            http_sources,
         });
-        let router = ingest::http::router(app);
-        let mut http_shutdown = watch_rx.clone();
+        let router = stocksync_common::server::auth::protect(
+            ingest::http::router(app),
+            tokens,
+            auth::scope_for,
+        );
+        let http_shutdown = watch_rx.clone();
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "agent listening");
+        tracing::info!(%http_addr, scheme, "agent listening");
         Ok(Agent {
             http_addr,
             shutdown,
             tasks,
             journal_closed,
+            _lock: lock,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod e2e;
 pub mod ingest;
 pub mod latency;
 pub mod load;
+pub mod orders;
 pub mod raw;
 pub mod rss;
 pub mod smoke;

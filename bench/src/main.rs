@@ -2,7 +2,7 @@
 //! `stocksync-bench smoke` runs every figure at tiny sizes and fails if anything is wrong.
 
 use clap::{Parser, Subcommand};
-use stocksync_bench::{e2e, ingest, latency, rss, smoke, store, util};
+use stocksync_bench::{e2e, ingest, latency, orders, rss, smoke, store, util};
 
 #[derive(Parser)]
 #[command(about = "stocksync benchmarks against the physical limit (see docs/BENCHMARKS.md)")]
@@ -27,6 +27,9 @@ enum Figure {
     Rebuild(store::RebuildArgs),
     /// Stock query latency on a large projection vs the same SQL on a raw connection.
     Query(store::QueryArgs),
+    /// Orders of 3 lines over HTTP vs the same transactions straight to the ledger writer;
+    /// the hot-SKU race.
+    Orders(orders::OrdersArgs),
     /// Every figure at tiny sizes, in seconds; non-zero exit if anything is wrong.
     Smoke {
         /// Brokers the end-to-end figure runs through.
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Figure::Drain(a) => e2e::drain(a)?,
         Figure::Rebuild(a) => store::rebuild(a)?,
         Figure::Query(a) => store::query(a)?,
+        Figure::Orders(a) => orders::run(a)?,
         Figure::Smoke { brokers } => smoke::run(brokers)?,
     };
     util::print_rows(&rows);

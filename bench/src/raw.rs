@@ -38,6 +38,10 @@ pub fn sample_movement(i: u64) -> Movement {
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Origin {
+            input: "http".into(),
+            validated: true,
+        },
     }
 }
 
@@ -46,7 +50,14 @@ pub fn batch_payload_len(n: usize) -> usize {
     let parts: Vec<Vec<u8>> = (0..n as u64)
         .map(|i| wire::encode_movement(&sample_movement(i)))
         .collect();
-    wire::encode_batch_from_parts("a1", 1, "ams", parts.iter().map(Vec::as_slice)).len()
+    wire::encode_batch_from_parts(
+        "a1",
+        1,
+        "ams",
+        1_750_000_000_000,
+        parts.iter().map(Vec::as_slice),
+    )
+    .len()
 }
 
 fn open_journal_like(path: &Path) -> rusqlite::Result<Connection> {

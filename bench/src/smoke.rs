@@ -6,6 +6,7 @@
 use crate::e2e::{self, DrainArgs, E2eArgs};
 use crate::ingest::{self, IngestArgs};
 use crate::latency::{self, LatencyArgs};
+use crate::orders::{self, OrdersArgs};
 use crate::rss::{self, RssArgs};
 use crate::stack::BrokerKind;
 use crate::store::{self, QueryArgs, RebuildArgs};
@@ -46,6 +47,13 @@ pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
     rows.extend(store::query(&QueryArgs {
         keys: 2000,
         queries: 50,
+    })?);
+    rows.extend(orders::run(&OrdersArgs {
+        orders: 200,
+        clients: 8,
+        skus: 50,
+        racers: 40,
+        units: 20,
     })?);
     Ok(rows)
 }

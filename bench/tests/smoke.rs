@@ -13,6 +13,7 @@ fn every_figure_runs_at_tiny_sizes() {
     }
     let rows = stocksync_bench::smoke::run(&brokers).expect("smoke run");
     stocksync_bench::util::print_rows(&rows);
-    // ingest 2, e2e 1 per broker, latency 3 (202, ack, channel), drain 1, rss 4, rebuild 1, query 2
-    assert_eq!(rows.len(), 13 + brokers.len());
+    // ingest 2, e2e 1 per broker, latency 3 (202, ack, channel), drain 1, rss 4, rebuild 1,
+    // query 2, orders 2 (HTTP vs store, hot-SKU race)
+    assert_eq!(rows.len(), 15 + brokers.len());
 }

@@ -27,6 +27,9 @@ pub enum Treatment {
     Rejected,
     /// A count from a source that is not the authority: a conflict record, no effect.
     Conflict,
+    /// Cancelled by an operator (`POST /v1/movements/void`, see `void`): kept and shown
+    /// with who voided it and why, no effect.
+    Voided,
 }
 
 impl Treatment {
@@ -38,6 +41,7 @@ impl Treatment {
             Treatment::Audit => "audit",
             Treatment::Rejected => "rejected",
             Treatment::Conflict => "conflict",
+            Treatment::Voided => "voided",
         }
     }
 
@@ -48,6 +52,7 @@ impl Treatment {
             "provisional" => Treatment::Provisional,
             "rejected" => Treatment::Rejected,
             "conflict" => Treatment::Conflict,
+            "voided" => Treatment::Voided,
             _ => Treatment::Audit,
         }
     }
@@ -161,6 +166,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 

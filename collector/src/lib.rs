@@ -9,12 +9,15 @@
 
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod authority;
 pub mod broker;
 pub mod buildable;
 pub mod consume;
 pub mod exceptions;
+pub mod intake;
 pub mod ledger;
+pub mod lock;
 pub mod merge;
 pub mod metrics;
 pub mod orders;
@@ -25,6 +28,7 @@ pub mod records;
 pub mod replay;
 pub mod report;
 pub mod reserve;
+pub mod void;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,12 +53,12 @@ pub struct App {
     /// Turns true when the collector stops; long-lived responses (SSE) end on it, so that
     /// graceful shutdown does not wait for clients that never hang up.
     pub shutdown: watch::Receiver<bool>,
+    /// Which long-running tasks run, for `/healthz`.
+    pub tasks: Arc<TaskHealth>,
     /// Report and alert thresholds.
     pub operations: stocksync_common::config::OperationsConfig,
     /// The alert loop's counts.
     pub alert_stats: Arc<alerts::AlertStats>,
-    /// Which long-running tasks run, for `/healthz`.
-    pub tasks: Arc<TaskHealth>,
 }
 
 impl App {
@@ -71,12 +75,36 @@ pub struct Collector {
     pub broker: BrokerConfig,
     shutdown: watch::Sender<bool>,
     tasks: Supervisor,
+    /// Released (dropped) only after every task has stopped.
+    _lock: lock::LedgerLock,
 }
 
 impl Collector {
-    /// Opens the ledger, starts the embedded broker if no external one is configured, and
-    /// starts consuming and serving.
+    /// Binds its port and locks the ledger, starts the embedded broker if no external one
+    /// is configured, and starts consuming and serving.
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        // Everything that can fail without touching the broker comes first: a second
+        // collector on the same port or ledger fails here, having written nothing and
+        // without taking the running one's broker session.
+        let listen = config.http.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
+        let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
+        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
+        check_channel_warehouses(&config)?;
+        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let http_addr = listener.local_addr()?;
+        let server = stocksync_common::server::Server::new(
+            listener,
+            config.http.tls.as_ref(),
+            config.http.limits.clone(),
+        )?;
+        let orders = Arc::new(orders::Orders::new(
+            config.orders.clone(),
+            config.channels.channel.iter().map(|c| c.name.clone()),
+            catalog.clone(),
+        )?);
         let broker = match config.broker.clone() {
             Some(b) => b,
             None => {
@@ -90,17 +118,23 @@ impl Collector {
                 }
             }
         };
-        let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         let metrics = Arc::new(Metrics::default());
-        let orders = Arc::new(orders::Orders::new(
-            config.orders.clone(),
-            config.channels.channel.iter().map(|c| c.name.clone()),
-            catalog.clone(),
-        )?);
         let authority = authority::Authority::new(&config.locations);
-        let ledger = Ledger::open_with(&config.ledger.path, metrics.clone(), authority)?;
+        let intake = intake::Intake::new(config.ledger.max_future_skew_secs, Some(&catalog));
+        let ledger = Ledger::open_checked(&config.ledger.path, metrics.clone(), authority, intake)?;
+        ledger
+            .write(|tx, _| {
+                exceptions::migrate(tx)?;
+                tx.execute_batch(alerts::SCHEMA)
+            })
+            .await?;
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let (channels, publish_tasks) =
+            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
+        for task in publish_tasks {
+            tasks.spawn("publish", async move { task.await? });
+        }
         tasks.spawn(
             "consume",
             consume::run(
@@ -116,19 +150,11 @@ impl Collector {
             "expire_reservations",
             expire_reservations(ledger.clone(), watch_rx.clone()),
         );
+        tasks.spawn(
+            "auto_reroute",
+            orders::auto_reroute(ledger.clone(), orders.clone(), watch_rx.clone()),
+        );
 
-        let (channels, publish_tasks) =
-            publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
-        for task in publish_tasks {
-            tasks.spawn("publish", async move { task.await? });
-        }
-
-        ledger
-            .write(|tx, _| {
-                exceptions::migrate(tx)?;
-                tx.execute_batch(alerts::SCHEMA)
-            })
-            .await?;
         let alert_stats = Arc::new(alerts::AlertStats::default());
         // Built here so that an unreadable alert secret stops the start, not a task later.
         let deliver = alerts::Deliver::start(&config.operations, &broker, watch_rx.clone())?;
@@ -144,8 +170,7 @@ impl Collector {
             ),
         );
 
-        let listener = tokio::net::TcpListener::bind(config.http.listen).await?;
-        let http_addr = listener.local_addr()?;
+        let scheme = server.scheme();
         let router = api::router(Arc::new(App {
             ledger,
             metrics,
@@ -157,21 +182,19 @@ impl Collector {
             operations: config.operations.clone(),
             alert_stats,
         }));
-        let mut http_shutdown = watch_rx;
+        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await?;
+            server.serve(router, http_shutdown).await?;
             Ok(())
         });
-        tracing::info!(%http_addr, "collector listening");
+        tracing::info!(%http_addr, scheme, "collector listening");
         Ok(Collector {
             http_addr,
             broker,
             shutdown,
             tasks,
+            _lock: lock,
         })
     }
 
@@ -186,6 +209,42 @@ impl Collector {
     pub async fn wait(&mut self) -> anyhow::Error {
         self.tasks.wait().await
     }
+}
+
+/// A channel may only name warehouses the config knows of: those with a `[[locations]]`
+/// entry or a catalog location alias. A config that names no warehouse anywhere (a trial)
+/// is not checked.
+fn check_channel_warehouses(config: &CollectorConfig) -> anyhow::Result<()> {
+    let mut known: Vec<&str> = config
+        .locations
+        .iter()
+        .map(|l| l.warehouse.as_str())
+        .collect();
+    known.extend(
+        config
+            .catalog
+            .locations
+            .iter()
+            .map(|l| l.warehouse.as_str()),
+    );
+    known.sort_unstable();
+    known.dedup();
+    if known.is_empty() {
+        return Ok(());
+    }
+    for channel in &config.channels.channel {
+        for entry in channel.locations.iter().filter(|e| *e != "*") {
+            let warehouse = entry.split_once('/').map_or(entry.as_str(), |(w, _)| w);
+            if !known.contains(&warehouse) {
+                anyhow::bail!(
+                    "channel `{}`: locations names warehouse `{warehouse}`, which the config does not know (known: {}); add a [[locations]] entry for it",
+                    channel.name,
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lets reservations past their expiry lapse, once a second.

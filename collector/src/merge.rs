@@ -207,6 +207,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 

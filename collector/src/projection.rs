@@ -270,7 +270,10 @@ pub(crate) fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-fn last_count(conn: &Connection, key: &StockKey) -> Result<Option<Order>, rusqlite::Error> {
+pub(crate) fn last_count(
+    conn: &Connection,
+    key: &StockKey,
+) -> Result<Option<Order>, rusqlite::Error> {
     conn.prepare_cached(
         "SELECT occurred_at_ms, agent_id, seq FROM stock_last_count WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
     )?
@@ -302,7 +305,7 @@ fn note_count(tx: &Transaction<'_>, key: &StockKey, e: &Entry) -> Result<(), rus
     Ok(())
 }
 
-fn add_states(
+pub(crate) fn add_states(
     tx: &Transaction<'_>,
     k: &StockKey,
     d: &States,

@@ -10,7 +10,8 @@
 //! from the replay of each key; `in_transit` and `incoming`, which counts never touch, are
 //! summed over every movement that affects a key, wherever it is recorded.
 //!
-//! Run it with the collector stopped: it is one transaction, all or nothing.
+//! It refuses to run while a collector holds the ledger's lock (`lock`); it is one
+//! transaction, all or nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -37,6 +38,13 @@ pub struct Rebuilt {
 /// Rebuilds the projection of the ledger file at `path`; `progress(done, total)` is called
 /// every 100,000 ledger rows and at the end.
 pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuilt, LedgerError> {
+    if !path.exists() {
+        return Err(LedgerError::Sqlite(rusqlite::Error::InvalidPath(
+            path.to_owned(),
+        )));
+    }
+    // Refused while a collector (or another rebuild) uses the file.
+    let _lock = crate::lock::LedgerLock::acquire(path)?;
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

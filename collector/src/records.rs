@@ -232,26 +232,45 @@ fn count_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CountRecord> {
     })
 }
 
+/// Which records a list shows: `None` = any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    pub warehouse: Option<&'a str>,
+    pub sku: Option<&'a str>,
+}
+
+/// SQL condition on `warehouse` = ?1 and `sku` = ?2 (either unset = any).
+const FILTER: &str = "(?1 IS NULL OR warehouse = ?1) AND (?2 IS NULL OR sku = ?2)";
+
 /// Open drift records (every drift record: one exists only while its count differs).
-pub fn drift(conn: &Connection, limit: i64) -> Result<Vec<CountRecord>, rusqlite::Error> {
+pub fn drift(
+    conn: &Connection,
+    filter: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<CountRecord>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COUNT_COLUMNS} FROM drift ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?1"
+        "SELECT {COUNT_COLUMNS} FROM drift WHERE {FILTER}
+         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?3"
     ))?;
-    let rows = stmt.query_map([limit], count_row)?;
+    let rows = stmt.query_map(params![filter.warehouse, filter.sku, limit], count_row)?;
     rows.collect()
 }
 
 /// Conflicts; `open_only` leaves out counts that agreed with the projection.
 pub fn conflicts(
     conn: &Connection,
+    filter: Filter<'_>,
     open_only: bool,
     limit: i64,
 ) -> Result<Vec<CountRecord>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COUNT_COLUMNS} FROM conflicts WHERE (?1 = 0 OR difference != 0)
-         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?2"
+        "SELECT {COUNT_COLUMNS} FROM conflicts WHERE {FILTER} AND (?3 = 0 OR difference != 0)
+         ORDER BY counted_at_ms DESC, agent_id, seq LIMIT ?4"
     ))?;
-    let rows = stmt.query_map(params![open_only as i64, limit], count_row)?;
+    let rows = stmt.query_map(
+        params![filter.warehouse, filter.sku, open_only as i64, limit],
+        count_row,
+    )?;
     rows.collect()
 }
 
@@ -356,12 +375,16 @@ pub struct ShortfallRecord {
 }
 
 /// Open shortfalls, newest movement first.
-pub fn shortfalls(conn: &Connection, limit: i64) -> Result<Vec<ShortfallRecord>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
+pub fn shortfalls(
+    conn: &Connection,
+    filter: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<ShortfallRecord>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT agent_id, seq, sku, warehouse, bin, kind, state, occurred_at, requested, held, excess, recorded_at_ms, revised_at_ms
-         FROM shortfalls ORDER BY occurred_at_ms DESC, agent_id, seq LIMIT ?1",
-    )?;
-    let rows = stmt.query_map([limit], |r| {
+         FROM shortfalls WHERE {FILTER} ORDER BY occurred_at_ms DESC, agent_id, seq LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![filter.warehouse, filter.sku, limit], |r| {
         let bin: String = r.get(4)?;
         Ok(ShortfallRecord {
             agent_id: r.get(0)?,

@@ -76,6 +76,10 @@ pub struct Reservation {
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
     pub closed_at_ms: Option<i64>,
+    /// The API token (name) that created it; `api` when the API is open.
+    pub created_by: Option<String>,
+    /// Who released it by hand.
+    pub closed_by: Option<String>,
 }
 
 /// What a reservation request led to.
@@ -99,7 +103,7 @@ const OPEN: &str = "CASE WHEN r.status = 'active' THEN MAX(0, r.quantity - (
           AND l.kind = 'shipment' AND l.treatment IN ('apply', 'provisional'))) ELSE 0 END";
 
 fn columns() -> String {
-    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}")
+    format!("r.id, r.order_ref, r.sku, r.warehouse, r.quantity, r.channel, r.status, r.created_at_ms, r.expires_at_ms, r.closed_at_ms, {OPEN}, r.created_by, r.closed_by")
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
@@ -115,6 +119,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
         expires_at_ms: r.get(8)?,
         closed_at_ms: r.get(9)?,
         open: r.get(10)?,
+        created_by: r.get(11)?,
+        closed_by: r.get(12)?,
     })
 }
 
@@ -180,6 +186,22 @@ pub fn create(
     fulfil(tx, &req.sku, &req.warehouse, now)?;
     refresh_hold(tx, &req.sku, &req.warehouse, now, touched)?;
     Ok(Created::New(get(tx, &req.id)?.expect("just inserted")))
+}
+
+/// Which `*_by` column [`record_by`] sets.
+pub enum By {
+    Created,
+    Closed,
+}
+
+/// Records who created or closed reservation `id` (the request's token name).
+pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
+    let sql = match which {
+        By::Created => "UPDATE reservations SET created_by = ?2 WHERE id = ?1",
+        By::Closed => "UPDATE reservations SET closed_by = ?2 WHERE id = ?1",
+    };
+    tx.prepare_cached(sql)?.execute(params![id, by])?;
+    Ok(())
 }
 
 /// Ends an active reservation by hand; `None` if there is no such reservation.

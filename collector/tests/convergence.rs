@@ -7,6 +7,8 @@
 //! real ledger on real SQLite files in several shuffled orders with duplicated batches. Every
 //! delivery must end in the same stock, drift, conflict and discrepancy records, equal to
 //! a small reference model that states the rules in closed form instead of replaying.
+//! Some movements are voided by an operator, between and after deliveries (some twice): the
+//! result must be the reference of the movements that were not voided.
 //! Each delivery's projection is then thrown away and rebuilt from the ledger alone
 //! (`rebuild::rebuild`), which must give the same records again.
 
@@ -17,6 +19,7 @@ use proptest::prelude::*;
 use stocksync_collector::authority::Authority;
 use stocksync_collector::ledger::Ledger;
 use stocksync_collector::metrics::Metrics;
+use stocksync_collector::void;
 use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
 use stocksync_common::model::*;
 use stocksync_common::wire::{self, Batch};
@@ -50,6 +53,8 @@ struct Spec {
     quantity: u64,
     second: i64,
     transfer: bool,
+    /// Voided by an operator once delivered.
+    void: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -61,9 +66,10 @@ fn spec() -> impl Strategy<Value = Spec> {
         0u64..20,
         0i64..8,
         any::<bool>(),
+        prop::bool::weighted(0.15),
     )
         .prop_map(
-            |(agent, kind, scanner, bin, quantity, second, transfer)| Spec {
+            |(agent, kind, scanner, bin, quantity, second, transfer, void)| Spec {
                 agent,
                 kind,
                 scanner,
@@ -71,6 +77,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 quantity,
                 second,
                 transfer,
+                void,
             },
         )
 }
@@ -125,7 +132,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 unit: "each".into(),
                 unit_quantity: quantity,
                 occurred_at: OccurredAt {
-                    unix_ms: 1_800_000_000_000 + s.second * 1000,
+                    unix_ms: 1_700_000_000_000 + s.second * 1000,
                     offset_seconds: 0,
                 },
                 references: References {
@@ -135,6 +142,7 @@ fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 },
                 external_id: None,
                 note: None,
+                origin: Default::default(),
             };
             (s.agent, m)
         })
@@ -167,7 +175,12 @@ struct Outcome {
 
 /// Delivers the movements through the real ledger: chunked into batches, shuffled, some
 /// batches delivered twice.
-fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
+fn deliver(
+    all: &[(usize, Movement)],
+    voids: &std::collections::BTreeSet<(String, u64)>,
+    seed: u64,
+    chunk: usize,
+) -> Outcome {
     let mut batches = Vec::new();
     for (agent, (agent_id, warehouse)) in AGENTS.iter().enumerate() {
         let mine: Vec<Movement> = all
@@ -181,6 +194,7 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
                 journal_id: 7,
                 warehouse: warehouse.to_string(),
                 movements: part.to_vec(),
+                sent_at_ms: None,
             });
         }
     }
@@ -199,17 +213,46 @@ fn deliver(all: &[(usize, Movement)], seed: u64, chunk: usize) -> Outcome {
         .unwrap();
     let outcome = rt.block_on(async {
         let ledger = Ledger::open_with(&path, Arc::new(Metrics::default()), authority()).unwrap();
-        let mut waiting = Vec::new();
-        for b in batches {
-            let topic = format!("stocksync/v1/{}/movements", b.warehouse);
-            // Through the wire, as the consumer hands batches over: decoded with each
-            // movement's byte range, stored as received.
-            let payload = wire::encode_batch(&b);
-            let received = wire::decode_batch_with_parts(&payload).unwrap();
-            waiting.push(ledger.apply(received, payload, topic).await.unwrap());
-        }
-        for w in waiting {
-            w.await.unwrap().unwrap();
+        // Half the batches, then the voids of what they delivered (each twice), then the
+        // rest, then the remaining voids: voids interleave with late movements.
+        let half = batches.len() / 2;
+        let mut delivered = std::collections::BTreeSet::new();
+        let mut voided = std::collections::BTreeSet::new();
+        for phase in [&batches[..half], &batches[half..]] {
+            let mut waiting = Vec::new();
+            for b in phase {
+                let topic = format!("stocksync/v1/{}/movements", b.warehouse);
+                // Through the wire, as the consumer hands batches over: decoded with each
+                // movement's byte range, stored as received.
+                let payload = wire::encode_batch(b);
+                let received = wire::decode_batch_with_parts(&payload).unwrap();
+                waiting.push(ledger.apply(received, payload, topic).await.unwrap());
+                delivered.extend(b.movements.iter().map(|m| (b.agent_id.clone(), m.seq)));
+            }
+            for w in waiting {
+                w.await.unwrap().unwrap();
+            }
+            let mut now: Vec<(String, u64)> = voids
+                .iter()
+                .filter(|id| delivered.contains(*id) && !voided.contains(*id))
+                .cloned()
+                .collect();
+            let twice: Vec<_> = now.iter().step_by(2).cloned().collect();
+            now.extend(twice);
+            shuffle(&mut now, seed | 3);
+            for (agent_id, seq) in now {
+                voided.insert((agent_id.clone(), seq));
+                let req = void::Request {
+                    agent_id,
+                    seq,
+                    by: "ops".into(),
+                    reason: "test".into(),
+                };
+                ledger
+                    .write(move |tx, touched| void::void(tx, &req, 0, touched))
+                    .await
+                    .unwrap();
+            }
         }
         ledger.read(read_outcome).unwrap()
     });
@@ -554,9 +597,21 @@ proptest! {
         seeds in prop::array::uniform3(any::<u64>()),
     ) {
         let all = movements(&specs);
-        let expected = reference(&all);
+        let voids: std::collections::BTreeSet<(String, u64)> = specs
+            .iter()
+            .zip(&all)
+            .filter(|(s, _)| s.void)
+            .map(|(_, (a, m))| (AGENTS[*a].0.to_string(), m.seq))
+            .collect();
+        // Voided movements count as if they had never been sent.
+        let kept: Vec<(usize, Movement)> = all
+            .iter()
+            .filter(|(a, m)| !voids.contains(&(AGENTS[*a].0.to_string(), m.seq)))
+            .cloned()
+            .collect();
+        let expected = reference(&kept);
         for (i, seed) in seeds.iter().enumerate() {
-            let got = deliver(&all, *seed, 1 + i * 2);
+            let got = deliver(&all, &voids, *seed, 1 + i * 2);
             prop_assert_eq!(&got, &expected, "delivery {} (seed {}) differs from the reference", i, seed);
         }
     }

@@ -30,6 +30,24 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS file {path}: {detail}")]
+    Tls { path: PathBuf, detail: String },
+}
+
+/// An error and its causes on one line, each cause once: errors here carry their source in
+/// their own message, so printing the chain as well would say everything twice.
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Loads and parses a TOML config file.
@@ -56,6 +74,21 @@ pub struct BrokerConfig {
     /// MQTT client id; defaults to one derived from the agent id or `stocksync-collector`.
     pub client_id: Option<String>,
     pub keep_alive_secs: u64,
+    /// `[broker.tls]`: connect over TLS. Without it the link is plain MQTT.
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// TLS towards an MQTT broker: the CA to trust and, if the broker asks, a client certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file of the CA(s) the broker's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// PEM certificate (chain) this client presents; needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +100,7 @@ impl Default for BrokerConfig {
             password_file: None,
             client_id: None,
             keep_alive_secs: 15,
+            tls: None,
         }
     }
 }
@@ -111,6 +145,9 @@ pub struct AgentConfig {
     /// Optional MQTT input from scanners on a (local) broker.
     #[serde(default)]
     pub scanner: Option<ScannerConfig>,
+    /// How far ahead of the agent's clock an `occurred_at` may be.
+    #[serde(default)]
+    pub clock: ClockConfig,
     /// GS1 EPCIS 2.0 events over HTTP (`POST /v1/epcis/events`).
     #[serde(default)]
     pub epcis: crate::inputs::EpcisConfig,
@@ -119,16 +156,84 @@ pub struct AgentConfig {
     pub files: Vec<crate::inputs::FilesConfig>,
 }
 
+/// The sources one input may speak for. Every input (HTTP listener, scanner topic, file
+/// folder) has one: a record claiming a source outside it is refused, because identity
+/// comes from how a record arrived, never from what its payload says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceBinding {
+    /// Assumed for records that name no source; always one of `sources`.
+    pub default_source: String,
+    pub sources: Vec<String>,
+}
+
+impl SourceBinding {
+    /// The binding of an input configured with `default_source` and `sources` (empty: only
+    /// the default). `input` names the input in the error.
+    pub fn new(input: &str, default_source: &str, sources: &[String]) -> Result<Self, String> {
+        if sources.is_empty() {
+            return Ok(SourceBinding {
+                default_source: default_source.to_string(),
+                sources: vec![default_source.to_string()],
+            });
+        }
+        if !sources.iter().any(|s| s == default_source) {
+            return Err(format!(
+                "{input}: default_source `{default_source}` is not in its sources [{}]",
+                sources.join(", ")
+            ));
+        }
+        Ok(SourceBinding {
+            default_source: default_source.to_string(),
+            sources: sources.to_vec(),
+        })
+    }
+}
+
+/// What the agent does with an `occurred_at` ahead of its own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AheadPolicy {
+    /// Refuse the record (`422 $.occurred_at`, or the rejects queue on the scanner path).
+    Refuse,
+    /// Journal it at the receive time, with a note on the movement saying what was claimed.
+    Clamp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// Largest accepted lead of `occurred_at` over the agent's clock, in seconds.
+    pub max_ahead_secs: u64,
+    pub on_ahead: AheadPolicy,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            max_ahead_secs: 300,
+            on_ahead: AheadPolicy::Refuse,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentHttpConfig {
     pub listen: SocketAddr,
     /// Source system assumed for HTTP records that name none.
     pub default_source: String,
+    /// Sources HTTP records may claim; empty means only `default_source`.
+    pub sources: Vec<String>,
     /// Most records in one request.
     pub max_batch: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// `[[http.tokens]]`: bearer tokens; with none configured the API is open.
+    pub tokens: Vec<TokenConfig>,
+    /// `[http.tls]`: serve HTTPS instead of HTTP.
+    pub tls: Option<HttpTlsConfig>,
+    /// `[http.limits]`: timeouts and the connection limit.
+    pub limits: HttpLimits,
 }
 
 impl Default for AgentHttpConfig {
@@ -136,8 +241,12 @@ impl Default for AgentHttpConfig {
         AgentHttpConfig {
             listen: "127.0.0.1:8081".parse().expect("valid"),
             default_source: "wms".into(),
+            sources: Vec::new(),
             max_batch: 1000,
             max_body_bytes: 4 << 20,
+            tokens: Vec::new(),
+            tls: None,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -195,6 +304,8 @@ pub struct ScannerConfig {
     pub topic: String,
     /// Source system assumed for scanner records that name none.
     pub default_source: String,
+    /// Sources scanner records may claim; empty means only `default_source`.
+    pub sources: Vec<String>,
 }
 
 impl Default for ScannerConfig {
@@ -203,6 +314,7 @@ impl Default for ScannerConfig {
             broker: BrokerConfig::default(),
             topic: "scanners/+/movements".into(),
             default_source: "scanner".into(),
+            sources: Vec::new(),
         }
     }
 }
@@ -375,12 +487,21 @@ pub struct AliasDef {
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorHttpConfig {
     pub listen: SocketAddr,
+    /// `[[http.tokens]]`: bearer tokens; with none configured the API is open.
+    pub tokens: Vec<TokenConfig>,
+    /// `[http.tls]`: serve HTTPS instead of HTTP.
+    pub tls: Option<HttpTlsConfig>,
+    /// `[http.limits]`: timeouts and the connection limit.
+    pub limits: HttpLimits,
 }
 
 impl Default for CollectorHttpConfig {
     fn default() -> Self {
         CollectorHttpConfig {
             listen: "127.0.0.1:8080".parse().expect("valid"),
+            tokens: Vec::new(),
+            tls: None,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -389,12 +510,16 @@ impl Default for CollectorHttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     pub path: PathBuf,
+    /// A movement dated more than this far ahead of the collector's clock goes to the
+    /// rejects queue (`$.occurred_at`) instead of the ledger.
+    pub max_future_skew_secs: u64,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             path: "collector-ledger.db".into(),
+            max_future_skew_secs: 300,
         }
     }
 }
@@ -497,8 +622,11 @@ pub enum ChannelMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://` endpoint receiving the pushes.
+    /// `http://` or `https://` endpoint receiving the pushes.
     pub url: String,
+    /// PEM CA file to trust for `https://` instead of the public web roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// File holding the HMAC-SHA256 signing secret.
     pub secret_file: PathBuf,
     /// File holding the bearer token; re-read on a 401.
@@ -544,8 +672,11 @@ impl Default for PushLimits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopifyConfig {
-    /// `http://` GraphQL endpoint.
+    /// `https://` (or `http://`) GraphQL endpoint.
     pub url: String,
+    /// PEM CA file to trust instead of the public web roots (a private CA or a test shop).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Location GID the channel's sellable number is set at.
     pub location_id: String,
     /// File holding the `X-Shopify-Access-Token`.
@@ -553,6 +684,80 @@ pub struct ShopifyConfig {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub limits: PushLimits,
+}
+
+// ---- HTTP listeners: tokens, TLS, limits (issue 10) ----
+
+/// What a bearer token may do. Scopes do not imply each other: an operator token that
+/// should also read lists both `read` and `admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every GET (stock, audit, status, rejects, metrics).
+    Read,
+    /// Posting movements to an agent (`POST /v1/movements`).
+    Movements,
+    /// Reservations and orders at the collector.
+    Orders,
+    /// Channel modes and every other state-changing operator action.
+    Admin,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Movements => "movements",
+            Scope::Orders => "orders",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// One `[[http.tokens]]` entry. The secret itself is never in the config file: either its
+/// SHA-256 (`token_sha256`, hex) or a file holding the token (`token_file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; recorded on what it writes (reservations, channel modes, movements).
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[http.tls]`: the listener's certificate chain and key, PEM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// `[http.limits]`: what a slow or hostile client may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// A request's headers (and the TLS handshake) must arrive within this; an idle
+    /// keep-alive connection is closed after it too.
+    pub header_read_timeout_ms: u64,
+    /// A request (body included) must be read and answered within this, or it gets 408.
+    /// Streams (SSE) are bounded only up to their first byte.
+    pub request_timeout_ms: u64,
+    /// Most connections open at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 1024,
+        }
+    }
 }
 
 /// What counts as a problem worth a report line or an alert, and where alerts go.

@@ -8,8 +8,8 @@
 use serde::Deserialize;
 
 use crate::model::{
-    Direction, InspectionOutcome, Location, Movement, MovementKind, OccurredAt, References, Sku,
-    BASE_UNIT,
+    Direction, InspectionOutcome, Location, Movement, MovementKind, OccurredAt, Origin, References,
+    Sku, BASE_UNIT,
 };
 
 /// Longest accepted identifier (SKU, bin, source, references, ids).
@@ -132,6 +132,37 @@ pub struct Context<'a> {
     /// Most records one request may carry.
     pub max_batch: usize,
     pub units: &'a (dyn UnitResolver + Send + Sync),
+    /// The input path the records arrived on (`http`, `scanner:<topic>`, ...), recorded in
+    /// each movement's origin.
+    pub input: &'a str,
+    /// The sources this input may speak for; a record claiming another is refused at
+    /// `$.source`. Identity comes from how a record arrived, not from what it says.
+    pub sources: &'a [String],
+    /// False when no catalog checked SKUs and units: the movements are journaled unvalidated.
+    pub validated: bool,
+    /// How far ahead of `now` an `occurred_at` may be, and what happens beyond it.
+    pub clock: ClockRule,
+}
+
+/// What to do with an `occurred_at` ahead of the receiving clock (a sender with a wrong
+/// clock would otherwise freeze a bin until that date).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockRule {
+    /// Largest accepted lead of `occurred_at` over the receiving clock, in milliseconds.
+    pub max_ahead_ms: i64,
+    /// Clamp a time beyond the limit to the receive time (with a note on the movement)
+    /// instead of refusing the record.
+    pub clamp: bool,
+}
+
+impl Default for ClockRule {
+    /// Refuse anything more than five minutes ahead.
+    fn default() -> Self {
+        ClockRule {
+            max_ahead_ms: 5 * 60 * 1000,
+            clamp: false,
+        }
+    }
 }
 
 /// Parses a JSON body holding one movement or an array of them, and validates every record.
@@ -142,7 +173,7 @@ pub fn parse_body(body: &[u8], ctx: &Context<'_>) -> Result<Vec<Movement>, Input
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let inputs: Vec<(Option<usize>, MovementInput)> = match first {
         Some(b'[') => {
-            let items: Vec<MovementInput> = decode(body)?;
+            let items: Vec<MovementInput> = decode(body, ctx)?;
             if items.is_empty() {
                 return Err(body_error("empty batch"));
             }
@@ -159,7 +190,7 @@ pub fn parse_body(body: &[u8], ctx: &Context<'_>) -> Result<Vec<Movement>, Input
                 .map(|(i, m)| (Some(i), m))
                 .collect()
         }
-        Some(b'{') => vec![(None, decode(body)?)],
+        Some(b'{') => vec![(None, decode(body, ctx)?)],
         _ => {
             // Not an object or array: say whether it is JSON at all.
             serde_json::from_slice::<serde_json::Value>(body).map_err(malformed)?;
@@ -190,7 +221,7 @@ fn malformed(e: serde_json::Error) -> InputError {
 }
 
 /// Decodes `body`, naming the record and field of a type error, e.g. `$[3].quantity`.
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, InputError> {
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8], ctx: &Context<'_>) -> Result<T, InputError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -205,20 +236,52 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, InputError> 
             .strip_prefix('[')
             .and_then(|rest| rest.split(']').next())
             .and_then(|i| i.parse().ok());
-        let field = match path.as_str() {
+        let mut field = match path.as_str() {
             "" | "." => "$".to_string(),
             p if p.starts_with('[') => format!("${p}"),
             p => format!("$.{p}"),
         };
+        let mut detail = inner.to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        if let Some(name) = detail
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            field = format!("{field}.{name}");
+        }
+        if field.ends_with(".quantity") && detail.contains("floating point") {
+            detail = format!(
+                "quantity must be a whole number of {}",
+                unit_of_record(body, record, ctx)
+            );
+        }
         InputError {
             record,
             field,
-            detail: inner.to_string(),
+            detail,
         }
     })?;
     // Anything after the value (a second document, garbage) makes the body malformed.
     de.end().map_err(malformed)?;
     Ok(value)
+}
+
+/// The unit a record with a bad quantity is in (its `unit`, else its SKU's base unit). Only
+/// on the error path, so the body is read a second time as a JSON tree.
+fn unit_of_record(body: &[u8], record: Option<usize>, ctx: &Context<'_>) -> String {
+    let Ok(tree) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return BASE_UNIT.to_string();
+    };
+    let value = match record {
+        Some(i) => &tree[i],
+        None => &tree,
+    };
+    if let Some(unit) = value["unit"].as_str().filter(|u| !u.is_empty()) {
+        return unit.to_string();
+    }
+    value["sku"]
+        .as_str()
+        .map_or_else(|| BASE_UNIT.to_string(), |sku| ctx.units.base_unit(sku))
 }
 
 fn body_error(detail: &str) -> InputError {
@@ -235,6 +298,16 @@ type FieldError = (&'static str, String);
 pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, FieldError> {
     let kind = kind_of(&input)?;
     let source = optional_id("source", input.source)?.unwrap_or_else(|| ctx.default_source.into());
+    if !ctx.sources.contains(&source) {
+        return Err((
+            "source",
+            format!(
+                "input `{}` may only report for {}; `{source}` is not one of them",
+                ctx.input,
+                ctx.sources.join(", ")
+            ),
+        ));
+    }
     let sku = required_id("sku", &input.sku)?;
     let sku = ctx
         .units
@@ -282,6 +355,8 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
         Some(text) => parse_time(&text).map_err(|e| ("occurred_at", e))?,
         None => ctx.now,
     };
+    let mut note = optional_text("note", input.note)?;
+    let occurred_at = check_clock(occurred_at, ctx, &mut note)?;
     Ok(Movement {
         seq: 0,
         sku: Sku(sku),
@@ -302,7 +377,45 @@ pub fn validate(input: MovementInput, ctx: &Context<'_>) -> Result<Movement, Fie
             peer_warehouse: optional_id("peer_warehouse", input.peer_warehouse)?,
         },
         external_id: optional_id("id", input.id)?,
-        note: optional_text("note", input.note)?,
+        note,
+        origin: Origin {
+            input: ctx.input.to_string(),
+            validated: ctx.validated,
+        },
+    })
+}
+
+/// Applies the clock rule: an `occurred_at` too far ahead of the receiving clock is refused,
+/// or clamped to the receive time with a note saying what was claimed.
+fn check_clock(
+    at: OccurredAt,
+    ctx: &Context<'_>,
+    note: &mut Option<String>,
+) -> Result<OccurredAt, FieldError> {
+    let ahead = at.unix_ms.saturating_sub(ctx.now.unix_ms);
+    if ahead <= ctx.clock.max_ahead_ms {
+        return Ok(at);
+    }
+    let what = format!(
+        "{} is {} s ahead of the receiving clock (limit {} s)",
+        at.to_rfc3339(),
+        ahead / 1000,
+        ctx.clock.max_ahead_ms / 1000
+    );
+    if !ctx.clock.clamp {
+        return Err((
+            "occurred_at",
+            format!("{what}; fix the sender's clock or leave occurred_at out"),
+        ));
+    }
+    let clamped = format!("occurred_at clamped: {what}");
+    *note = Some(match note.take() {
+        Some(n) => format!("{clamped}; {n}"),
+        None => clamped,
+    });
+    Ok(OccurredAt {
+        unix_ms: ctx.now.unix_ms,
+        offset_seconds: at.offset_seconds,
     })
 }
 
@@ -469,6 +582,11 @@ pub fn now() -> OccurredAt {
 }
 
 #[cfg(test)]
+fn test_sources() -> &'static [String] {
+    Box::leak(vec!["wms".to_string(), "erp".into()].into_boxed_slice())
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -477,11 +595,15 @@ mod tests {
             warehouse: "ams",
             default_source: "wms",
             now: OccurredAt {
-                unix_ms: 0,
+                unix_ms: 1_800_000_000_000,
                 offset_seconds: 0,
             },
             max_batch: 3,
             units: &BaseUnitOnly,
+            input: "http",
+            sources: test_sources(),
+            validated: true,
+            clock: ClockRule::default(),
         }
     }
 
@@ -512,7 +634,20 @@ mod tests {
             err(r#"{"sku":"A","kind":"receipt","quantity":-2}"#).field,
             "$.quantity"
         );
-        assert_eq!(err(r#"{"kind":"receipt","quantity":1}"#).field, "$");
+        assert_eq!(err(r#"{"kind":"receipt","quantity":1}"#).field, "$.sku");
+        assert_eq!(
+            err(r#"[{"sku":"A","kind":"receipt","quantity":1},{"sku":"A","quantity":1}]"#).field,
+            "$[1].kind"
+        );
+        let e = err(r#"{"sku":"A","kind":"receipt","quantity":1.5}"#);
+        assert_eq!(
+            (e.field.as_str(), e.detail.as_str()),
+            ("$.quantity", "quantity must be a whole number of each")
+        );
+        assert_eq!(
+            err(r#"{"sku":"A","kind":"receipt","quantity":1,"source":"scanner"}"#).field,
+            "$.source"
+        );
         assert!(err(r#"{"kind":"receipt","quantity":1}"#)
             .detail
             .contains("sku"));
@@ -553,6 +688,26 @@ mod tests {
         assert!(err(&format!("[{over},{over},{over},{over}]"))
             .detail
             .contains("limit"));
+    }
+
+    #[test]
+    fn a_time_ahead_of_the_clock_is_refused_or_clamped() {
+        let body =
+            r#"{"sku":"A","kind":"count","quantity":1,"occurred_at":"2030-01-01T00:00:00Z"}"#;
+        let e = parse_body(body.as_bytes(), &ctx()).unwrap_err();
+        assert_eq!(e.field, "$.occurred_at");
+        let mut clamping = ctx();
+        clamping.clock.clamp = true;
+        let m = &parse_body(body.as_bytes(), &clamping).unwrap()[0];
+        assert_eq!(m.occurred_at.unix_ms, 1_800_000_000_000);
+        assert!(m
+            .note
+            .as_deref()
+            .unwrap()
+            .starts_with("occurred_at clamped: 2030-01-01"));
+        let near =
+            r#"{"sku":"A","kind":"count","quantity":1,"occurred_at":"2027-01-15T08:04:00Z"}"#;
+        assert!(parse_body(near.as_bytes(), &ctx()).is_ok());
     }
 
     #[test]
@@ -601,6 +756,10 @@ mod catalog_tests {
             },
             max_batch: 10,
             units: &c,
+            input: "http",
+            sources: test_sources(),
+            validated: true,
+            clock: ClockRule::default(),
         };
         parse_body(body.as_bytes(), &ctx)
     }
@@ -631,6 +790,7 @@ mod catalog_tests {
         let e =
             parse(r#"{"sku":"MUG","kind":"receipt","quantity":0.5,"unit":"case"}"#).unwrap_err();
         assert_eq!(e.field, "$.quantity");
+        assert_eq!(e.detail, "quantity must be a whole number of case");
     }
 }
 
@@ -649,6 +809,10 @@ mod order_path_tests {
             },
             max_batch: 10,
             units: &BaseUnitOnly,
+            input: "http",
+            sources: test_sources(),
+            validated: true,
+            clock: ClockRule::default(),
         };
         for kind in ["return", "cancellation"] {
             let body = format!(r#"{{"sku":"A","kind":"{kind}","quantity":1}}"#);

@@ -3,7 +3,9 @@
 //!
 //! This crate does no I/O on purpose. Agents in warehouses and the central collector are
 //! upgraded at different times; keeping the model and the wire format in one small, stable
-//! crate is what lets an old agent and a new collector agree on every byte.
+//! crate is what lets an old agent and a new collector agree on every byte. The exceptions are
+//! behind features, shared by both processes so they behave alike: `mqtt` (client options),
+//! `tls` (rustls configs from PEM files) and `server` (the HTTP server loop and token auth).
 
 pub mod catalog;
 pub mod config;
@@ -13,8 +15,12 @@ pub mod inputs;
 pub mod model;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "supervisor")]
 pub mod supervisor;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topics;
 pub mod wire;
 

@@ -8,7 +8,8 @@
 //!
 //! Every type here is part of wire format v1 (see `wire`): fields may not be added, removed
 //! or reordered without a new wire version. New `MovementKind` variants may only be
-//! appended at the end.
+//! appended at the end. `Movement::origin` is not part of v1 (serde skips it); wire v2
+//! appends it after the v1 fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -189,4 +190,29 @@ pub struct Movement {
     /// The reporter's own id for this movement, if it gave one (deduplicated at the agent).
     pub external_id: Option<String>,
     pub note: Option<String>,
+    /// How the movement reached its agent (wire v2; a v1 movement decodes with
+    /// [`Origin::default`]). Skipped by serde so that the v1 encoding stays byte-identical.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// How a movement reached its agent: facts the agent knows from the path it took, never
+/// from what the payload claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The input path it arrived on, e.g. `http` or `scanner:scanners/ams/gun-7/movements`;
+    /// empty for a movement that came over wire v1 (the path was not recorded then).
+    pub input: String,
+    /// False when the agent had no catalog to check the SKU and unit against.
+    pub validated: bool,
+}
+
+impl Default for Origin {
+    /// What a wire v1 movement is taken to be: input unknown, validated as v1 agents did.
+    fn default() -> Self {
+        Origin {
+            input: String::new(),
+            validated: true,
+        }
+    }
 }

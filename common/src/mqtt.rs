@@ -1,6 +1,6 @@
 //! One place that turns a `BrokerConfig` into rumqttc options, so the agent's forwarder,
 //! its scanner input and the collector connect the same way (credentials, keep-alive,
-//! payload limit, TCP_NODELAY).
+//! payload limit, TCP_NODELAY, TLS).
 
 use std::time::Duration;
 
@@ -34,6 +34,26 @@ pub fn options(
     opts.set_max_packet_size(MAX_INCOMING_BYTES, MAX_PACKET_BYTES);
     if let Some((user, password)) = config.credentials()? {
         opts.set_credentials(user, password);
+    }
+    if let Some(tls) = &config.tls {
+        let client_cert = match (&tls.client_cert_file, &tls.client_key_file) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            (Some(path), None) | (None, Some(path)) => {
+                return Err(ConfigError::Tls {
+                    path: path.clone(),
+                    detail: "client_cert_file and client_key_file go together".into(),
+                })
+            }
+        };
+        let client =
+            crate::tls::client_config(&tls.ca_file, client_cert).map_err(|e| ConfigError::Tls {
+                path: e.path,
+                detail: e.detail,
+            })?;
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(client),
+        ));
     }
     Ok(opts)
 }

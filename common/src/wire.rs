@@ -6,14 +6,19 @@
 //! (it is never dropped): an agent upgraded before the collector must not lose stock.
 //!
 //! Compatibility rule: a v1 payload decodes forever. Changing any v1 type's fields needs a
-//! new version; golden vectors under `tests/golden/` fail CI otherwise.
+//! new version; golden vectors under `tests/golden/` fail CI otherwise. Version 2 is v1 plus
+//! fields appended at the end of `Batch` (`sent_at_ms`, before the movements) and of each
+//! `Movement` (its [`Origin`]); a v2 movement's bytes are therefore its v1 bytes followed by
+//! the origin, which is how [`decode_movement`] tells the two apart without a tag.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Movement;
+use crate::model::{Movement, Origin};
 
-/// The version this build writes.
-pub const VERSION: u16 = 1;
+/// The version this build writes for batches.
+pub const VERSION: u16 = 2;
+/// The version acks are written in: the ack did not change in v2.
+pub const ACK_VERSION: u16 = 1;
 
 /// A batch of movements from one agent, in journal order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +30,10 @@ pub struct Batch {
     pub journal_id: u64,
     pub warehouse: String,
     pub movements: Vec<Movement>,
+    /// When the agent sent the batch, by its own clock (v2; `None` for v1). The collector
+    /// compares it with its receive time to show each agent's clock skew.
+    #[serde(skip)]
+    pub sent_at_ms: Option<i64>,
 }
 
 impl Batch {
@@ -71,29 +80,45 @@ pub enum WireError {
     },
 }
 
-/// Encodes a batch as a v1 payload.
+/// Encodes a batch as a v2 payload (a missing `sent_at_ms` is written as 0, "unknown").
 pub fn encode_batch(batch: &Batch) -> Vec<u8> {
-    encode(batch)
+    let parts: Vec<Vec<u8>> = batch.movements.iter().map(encode_movement).collect();
+    encode_batch_from_parts(
+        &batch.agent_id,
+        batch.journal_id,
+        &batch.warehouse,
+        batch.sent_at_ms.unwrap_or(0),
+        parts.iter().map(Vec::as_slice),
+    )
 }
 
-/// Encodes one movement the way it appears inside a batch; the agent journals these bytes so
-/// that forwarding is concatenation, not re-encoding.
+/// Encodes a batch as a v1 payload, as agents before v2 did (origins and send time are lost).
+pub fn encode_batch_v1(batch: &Batch) -> Vec<u8> {
+    encode(1, batch)
+}
+
+/// Encodes one movement the way it appears inside a v2 batch: its v1 bytes, then its
+/// origin. The agent journals these bytes so that forwarding is concatenation.
 pub fn encode_movement(movement: &Movement) -> Vec<u8> {
-    postcard::to_stdvec(movement).expect("movement serialises")
+    let mut out = postcard::to_stdvec(movement).expect("movement serialises");
+    out.extend(postcard::to_stdvec(&movement.origin).expect("origin serialises"));
+    out
 }
 
-/// Builds a v1 batch payload from movements already encoded with [`encode_movement`].
+/// Builds a v2 batch payload from movements already encoded with [`encode_movement`].
 /// The result is byte-identical to [`encode_batch`] of the decoded movements.
 pub fn encode_batch_from_parts<'a>(
     agent_id: &str,
     journal_id: u64,
     warehouse: &str,
+    sent_at_ms: i64,
     movements: impl ExactSizeIterator<Item = &'a [u8]>,
 ) -> Vec<u8> {
     let mut out = postcard::to_stdvec(&VERSION).expect("u16 serialises");
     out.extend(postcard::to_stdvec(agent_id).expect("str serialises"));
     out.extend(postcard::to_stdvec(&journal_id).expect("u64 serialises"));
     out.extend(postcard::to_stdvec(warehouse).expect("str serialises"));
+    out.extend(postcard::to_stdvec(&sent_at_ms).expect("i64 serialises"));
     out.extend(postcard::to_stdvec(&(movements.len() as u64)).expect("u64 serialises"));
     for bytes in movements {
         out.extend_from_slice(bytes);
@@ -103,7 +128,7 @@ pub fn encode_batch_from_parts<'a>(
 
 /// Decodes a batch payload of any version this build knows.
 pub fn decode_batch(payload: &[u8]) -> Result<Batch, WireError> {
-    decode(payload)
+    decode_batch_with_parts(payload).map(|r| r.batch)
 }
 
 /// A decoded batch with the byte range of each movement inside its payload, so that the
@@ -121,37 +146,41 @@ pub fn decode_batch_with_parts(payload: &[u8]) -> Result<Received, WireError> {
     }
     let malformed = |version, source| WireError::Malformed { version, source };
     let (version, rest) = postcard::take_from_bytes::<u64>(payload).map_err(|e| malformed(0, e))?;
-    if version != u64::from(VERSION) {
+    if version != 1 && version != 2 {
         return Err(WireError::UnknownVersion { version });
     }
-    let (agent_id, rest) =
-        postcard::take_from_bytes::<String>(rest).map_err(|e| malformed(version, e))?;
-    let (journal_id, rest) =
-        postcard::take_from_bytes::<u64>(rest).map_err(|e| malformed(version, e))?;
-    let (warehouse, rest) =
-        postcard::take_from_bytes::<String>(rest).map_err(|e| malformed(version, e))?;
-    let (count, mut rest) =
-        postcard::take_from_bytes::<u64>(rest).map_err(|e| malformed(version, e))?;
+    let m = |e| malformed(version, e);
+    let (agent_id, rest) = postcard::take_from_bytes::<String>(rest).map_err(m)?;
+    let (journal_id, rest) = postcard::take_from_bytes::<u64>(rest).map_err(m)?;
+    let (warehouse, rest) = postcard::take_from_bytes::<String>(rest).map_err(m)?;
+    let (sent_at_ms, rest) = if version == 2 {
+        let (t, rest) = postcard::take_from_bytes::<i64>(rest).map_err(m)?;
+        ((t != 0).then_some(t), rest)
+    } else {
+        (None, rest)
+    };
+    let (count, mut rest) = postcard::take_from_bytes::<u64>(rest).map_err(m)?;
     // Every movement takes more than one byte: a count beyond the payload is malformed, and
     // checking it first keeps a hostile count from reserving memory.
     if count > rest.len() as u64 {
-        return Err(malformed(
-            version,
-            postcard::Error::DeserializeUnexpectedEnd,
-        ));
+        return Err(m(postcard::Error::DeserializeUnexpectedEnd));
     }
     let mut movements = Vec::with_capacity(count as usize);
     let mut parts = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let start = payload.len() - rest.len();
-        let (m, tail) =
-            postcard::take_from_bytes::<Movement>(rest).map_err(|e| malformed(version, e))?;
+        let (mut mv, mut tail) = postcard::take_from_bytes::<Movement>(rest).map_err(m)?;
+        if version == 2 {
+            let (origin, t) = postcard::take_from_bytes::<Origin>(tail).map_err(m)?;
+            mv.origin = origin;
+            tail = t;
+        }
         parts.push(start..payload.len() - tail.len());
-        movements.push(m);
+        movements.push(mv);
         rest = tail;
     }
     if !rest.is_empty() {
-        return Err(malformed(version, postcard::Error::DeserializeBadEncoding));
+        return Err(m(postcard::Error::DeserializeBadEncoding));
     }
     Ok(Received {
         batch: Batch {
@@ -159,42 +188,44 @@ pub fn decode_batch_with_parts(payload: &[u8]) -> Result<Received, WireError> {
             journal_id,
             warehouse,
             movements,
+            sent_at_ms,
         },
         parts,
     })
 }
 
-/// Decodes one journaled movement.
+/// Decodes one stored movement, v1 bytes or v2 bytes. Unambiguous because v2 only appends:
+/// the v1 fields of either parse the same, and what is left is nothing (v1) or exactly one
+/// origin (v2); anything else is an error.
 pub fn decode_movement(bytes: &[u8]) -> Result<Movement, postcard::Error> {
-    postcard::from_bytes(bytes)
+    let (mut movement, tail) = postcard::take_from_bytes::<Movement>(bytes)?;
+    if tail.is_empty() {
+        return Ok(movement);
+    }
+    let (origin, tail) = postcard::take_from_bytes::<Origin>(tail)?;
+    if !tail.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    movement.origin = origin;
+    Ok(movement)
 }
 
-/// Encodes an ack as a v1 payload.
+/// Encodes an ack (unchanged since v1, so written as v1).
 pub fn encode_ack(ack: &Ack) -> Vec<u8> {
-    encode(ack)
+    encode(ACK_VERSION, ack)
 }
 
 /// Decodes an ack payload.
 pub fn decode_ack(payload: &[u8]) -> Result<Ack, WireError> {
-    decode(payload)
-}
-
-fn encode<T: Serialize>(message: &T) -> Vec<u8> {
-    let mut out = postcard::to_stdvec(&VERSION).expect("u16 serialises");
-    out.extend(postcard::to_stdvec(message).expect("message serialises"));
-    out
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, WireError> {
     if payload.is_empty() {
         return Err(WireError::Empty);
     }
     let (version, rest) = postcard::take_from_bytes::<u64>(payload)
         .map_err(|source| WireError::Malformed { version: 0, source })?;
-    if version != u64::from(VERSION) {
+    if version != u64::from(ACK_VERSION) {
         return Err(WireError::UnknownVersion { version });
     }
-    let (message, tail) = postcard::take_from_bytes::<T>(rest)
+    let (message, tail) = postcard::take_from_bytes::<Ack>(rest)
         .map_err(|source| WireError::Malformed { version, source })?;
     if !tail.is_empty() {
         return Err(WireError::Malformed {
@@ -203,6 +234,12 @@ fn decode<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, WireError> 
         });
     }
     Ok(message)
+}
+
+fn encode<T: Serialize>(version: u16, message: &T) -> Vec<u8> {
+    let mut out = postcard::to_stdvec(&version).expect("u16 serialises");
+    out.extend(postcard::to_stdvec(message).expect("message serialises"));
+    out
 }
 
 #[cfg(test)]
@@ -236,6 +273,10 @@ mod tests {
             },
             external_id: None,
             note: None,
+            origin: Origin {
+                input: "scanner:scanners/ams/gun-7/movements".into(),
+                validated: false,
+            },
         }
     }
 
@@ -246,9 +287,16 @@ mod tests {
             journal_id: 77,
             warehouse: "ams".into(),
             movements: vec![sample(1), sample(2)],
+            sent_at_ms: Some(1_795_000_000_123),
         };
         let parts: Vec<Vec<u8>> = batch.movements.iter().map(encode_movement).collect();
-        let joined = encode_batch_from_parts("a1", 77, "ams", parts.iter().map(Vec::as_slice));
+        let joined = encode_batch_from_parts(
+            "a1",
+            77,
+            "ams",
+            1_795_000_000_123,
+            parts.iter().map(Vec::as_slice),
+        );
         assert_eq!(joined, encode_batch(&batch));
         assert_eq!(decode_batch(&joined).unwrap(), batch);
     }
@@ -260,6 +308,7 @@ mod tests {
             journal_id: 77,
             warehouse: "ams".into(),
             movements: vec![sample(1), sample(2)],
+            sent_at_ms: Some(1_795_000_000_123),
         };
         let payload = encode_batch(&batch);
         let received = decode_batch_with_parts(&payload).unwrap();
@@ -277,13 +326,36 @@ mod tests {
             journal_id: 1,
             warehouse: "w".into(),
             movements: vec![],
+            sent_at_ms: None,
         });
-        payload[0] = 2;
+        payload[0] = 3;
         assert!(matches!(
             decode_batch(&payload),
-            Err(WireError::UnknownVersion { version: 2 })
+            Err(WireError::UnknownVersion { version: 3 })
         ));
         assert!(matches!(decode_batch(&[]), Err(WireError::Empty)));
+    }
+
+    #[test]
+    fn v1_still_decodes_with_a_default_origin() {
+        let mut batch = Batch {
+            agent_id: "a1".into(),
+            journal_id: 77,
+            warehouse: "ams".into(),
+            movements: vec![sample(1)],
+            sent_at_ms: Some(5),
+        };
+        let v1 = encode_batch_v1(&batch);
+        assert_eq!(v1[0], 1);
+        let received = decode_batch_with_parts(&v1).unwrap();
+        batch.sent_at_ms = None;
+        batch.movements[0].origin = Origin::default();
+        assert_eq!(received.batch, batch);
+        let stored = &v1[received.parts[0].clone()];
+        assert_eq!(decode_movement(stored).unwrap(), batch.movements[0]);
+        let v2 = encode_movement(&sample(1));
+        assert_eq!(decode_movement(&v2).unwrap(), sample(1));
+        assert!(decode_movement(&[v2.as_slice(), &[0]].concat()).is_err());
     }
 
     proptest::proptest! {

@@ -279,6 +279,7 @@ fn movement(seq: u64, sku: &str, quantity: u64) -> Movement {
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Default::default(),
     }
 }
 
@@ -295,6 +296,7 @@ async fn the_same_batch_twice_and_a_retried_post_are_counted_once() {
         journal_id: 42,
         warehouse: "ams".into(),
         movements: vec![movement(1, "D1", 3), movement(2, "D1", 4)],
+        sent_at_ms: None,
     };
     let payload = wire::encode_batch(&batch);
     probe
@@ -403,7 +405,7 @@ async fn bad_input_is_refused_whole_with_the_field_named_and_kept() {
         (
             r#"{"kind":"receipt","quantity":1}"#.into(),
             422,
-            "$",
+            "$.sku",
             "missing field `sku`",
         ),
         (
@@ -438,7 +440,7 @@ async fn bad_input_is_refused_whole_with_the_field_named_and_kept() {
             r#"{"sku":"A","kind":"receipt","quantity":2.5}"#.into(),
             422,
             "$.quantity",
-            "invalid type",
+            "quantity must be a whole number of each",
         ),
     ];
     for (body, status, field, detail) in &cases {
@@ -507,8 +509,9 @@ async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged() {
         journal_id: 9,
         warehouse: "ams".into(),
         movements: vec![movement(1, "V", 1)],
+        sent_at_ms: None,
     });
-    future[0] = 2;
+    future[0] = 3;
     probe
         .publish("stocksync/v1/ams/movements", future.clone())
         .await;
@@ -519,6 +522,7 @@ async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged() {
         journal_id: 9,
         warehouse: "ams".into(),
         movements: vec![movement(5, "V", 2)],
+        sent_at_ms: None,
     };
     probe
         .publish("stocksync/v1/ams/movements", wire::encode_batch(&v1))
@@ -527,7 +531,7 @@ async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged() {
     assert_eq!(
         (ack.first_seq, ack.last_seq),
         (5, 5),
-        "the v2 payload got no ack"
+        "the v3 payload got no ack"
     );
 
     let rejects = get(&format!("{c_url}/v1/rejects")).await.body;
@@ -536,7 +540,7 @@ async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged() {
         rejects[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("wire version 2 is unknown"),
+            .contains("wire version 3 is unknown"),
         "{rejects}"
     );
     assert_eq!(
@@ -559,6 +563,7 @@ async fn a_batch_whose_warehouse_does_not_match_its_topic_is_rejected_and_record
         journal_id: 1,
         warehouse: "ber".into(),
         movements: vec![movement(1, "M", 9)],
+        sent_at_ms: None,
     };
     probe
         .publish("stocksync/v1/ams/movements", wire::encode_batch(&batch))
@@ -613,7 +618,7 @@ async fn scanner_messages_are_journaled_and_bad_ones_kept_in_the_rejects_queue()
     })
     .await;
     let rejects = get(&format!("{a_url}/v1/rejects")).await.body;
-    assert_eq!(rejects[0]["source"], "mqtt:scanners/ams/7/movements");
+    assert_eq!(rejects[0]["source"], "scanner:scanners/ams/7/movements");
     assert_eq!(rejects[0]["field"], "$.quantity");
     wait_for("scan counted once", Duration::from_secs(10), || async {
         on_hand(&c_url, "SC").await == 2

@@ -782,3 +782,46 @@ async fn shipment_cancel_return_and_expiry_follow_the_order() {
     assert_eq!(expired[0]["id"], "L-2");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_orders_move_off_a_frozen_warehouse_by_themselves_when_configured() {
+    let orders = "[orders]\nauto_reroute_secs = 1\n[[orders.channel]]\nname = \"shop\"\nrules = [\"ranked\"]\nranked = [\"chi\", \"ams\"]\n";
+    let s = Stack::start(&["ams", "chi"], orders).await;
+    s.receive("chi", "TEE", 5).await;
+    s.receive("ams", "TEE", 5).await;
+    let r = s
+        .order(order("A-1", json!([{"sku": "TEE", "quantity": 3}])))
+        .await;
+    assert_eq!(served(&r.body), vec![wh("chi", 3)], "{:?}", r.body);
+    let url = format!("{}/v1/routing/warehouses/chi", s.c);
+    let status = tokio::task::spawn_blocking(move || {
+        let body = json!({"frozen": true, "reason": "flood"}).to_string();
+        ureq::put(&url)
+            .header("content-type", "application/json")
+            .send(body.as_str())
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    wait_for("A-1 moved to ams", WAIT, || async {
+        served(&s.show("A-1").await) == vec![wh("ams", 3)]
+    })
+    .await;
+    assert_eq!(s.at("TEE", "chi").await, (5, 0));
+    assert_eq!(s.at("TEE", "ams").await, (2, 3));
+    let history = s.show("A-1").await["history"].clone();
+    let rerouted = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["event"] == "rerouted")
+        .expect("rerouted");
+    assert_eq!(
+        rerouted["detail"]["off"][0],
+        json!({"warehouse": "chi", "reason": "frozen: flood"})
+    );
+    s.stop().await;
+}

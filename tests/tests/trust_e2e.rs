@@ -32,6 +32,7 @@ fn movement(seq: u64, warehouse: &str, sku: &str) -> Movement {
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Default::default(),
     }
 }
 
@@ -86,6 +87,7 @@ async fn a_batch_forged_by_another_warehouse_cannot_make_an_agent_drop_movements
             movement(1, "ams", "F"),
             movement(1_000_000_000_000, "ams", "F"),
         ],
+        sent_at_ms: None,
     };
     attacker
         .publish("stocksync/v1/ber/movements", wire::encode_batch(&forged))
@@ -208,6 +210,7 @@ async fn poison_batches_are_kept_acknowledged_and_never_stop_counting() {
         journal_id: 3,
         warehouse: "ams".into(),
         movements: vec![movement(1, "ams", "P")],
+        sent_at_ms: None,
     };
     probe.publish(topic, wire::encode_batch(&wildcard)).await;
     probe.publish(topic, vec![1, 0xff, 0xff, 0xff]).await;
@@ -222,6 +225,7 @@ async fn poison_batches_are_kept_acknowledged_and_never_stop_counting() {
             journal_id: 9,
             warehouse: "ams".into(),
             movements: vec![movement(seq, "ams", "P")],
+            sent_at_ms: None,
         }
     };
     probe

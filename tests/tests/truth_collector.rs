@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
+use stocksync_common::model::*;
+use stocksync_common::wire::{self, AckOutcome, Batch};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -56,7 +58,10 @@ impl Site {
         let mut agents = Vec::new();
         let mut urls = Vec::new();
         for (id, warehouse) in [("ams-1", "ams"), ("ber-1", "ber")] {
-            let agent = Agent::start(agent_config(&dir, id, warehouse, broker.port, 0))
+            // One HTTP listener speaks for the WMS and the ERP in these tests.
+            let config = agent_toml(&dir, id, warehouse, broker.port, 0, "")
+                .replace("[http]\n", "[http]\nsources = [\"wms\", \"erp\"]\n");
+            let agent = Agent::start(toml_config(&config))
                 .await
                 .expect("agent starts");
             let url = format!("http://{}", agent.http_addr);
@@ -485,5 +490,472 @@ async fn reservations_are_explained_by_history_and_end_fulfilled() {
         "{history}"
     );
     assert_eq!(history["current"]["on_hand"], 6);
+    site.stop().await;
+}
+
+fn movement(
+    seq: u64,
+    sku: &str,
+    bin: &str,
+    kind: MovementKind,
+    quantity: u64,
+    unix_ms: i64,
+) -> Movement {
+    Movement {
+        seq,
+        sku: Sku(sku.into()),
+        location: Location {
+            warehouse: "ams".into(),
+            bin: Some(bin.into()),
+        },
+        source: "scanner".into(),
+        kind,
+        quantity,
+        unit: "each".into(),
+        unit_quantity: quantity,
+        occurred_at: OccurredAt {
+            unix_ms,
+            offset_seconds: 0,
+        },
+        references: References::default(),
+        external_id: None,
+        note: None,
+        origin: Default::default(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Rejects at the collector whose field is `field`.
+async fn rejects_on(c: &str, field: &str) -> Vec<Value> {
+    get(&format!("{c}/v1/rejects"))
+        .await
+        .body
+        .as_array()
+        .map(|a| a.iter().filter(|r| r["field"] == field).cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing() {
+    let site = Site::start("skew", "").await;
+    let c = &site.c;
+    // An agent with a wrong clock (or one that does not check) forwards a count dated
+    // 2030-01-01 in the middle of a batch; the wire path is the only one the collector sees.
+    let mut probe = MqttProbe::connect(site._broker.port, "skewed-agent").await;
+    probe.subscribe("stocksync/v1/ams/acks/scan-9").await;
+    let now = now_ms();
+    let batch = Batch {
+        agent_id: "scan-9".into(),
+        journal_id: 1,
+        warehouse: "ams".into(),
+        sent_at_ms: None,
+        movements: vec![
+            movement(
+                1,
+                "MUG-001",
+                "A-01",
+                MovementKind::Receipt,
+                10,
+                now - 60_000,
+            ),
+            movement(
+                2,
+                "MUG-001",
+                "A-01",
+                MovementKind::Count,
+                50,
+                1_893_456_000_000,
+            ),
+            movement(
+                3,
+                "MUG-001",
+                "A-01",
+                MovementKind::Shipment,
+                2,
+                now - 30_000,
+            ),
+        ],
+    };
+    probe
+        .publish("stocksync/v1/ams/movements", wire::encode_batch(&batch))
+        .await;
+    let ack = wire::decode_ack(&probe.next(WAIT).await.payload).expect("an ack");
+    assert_eq!(
+        (ack.first_seq, ack.last_seq, ack.outcome),
+        (
+            1,
+            3,
+            AckOutcome::Applied {
+                applied: 2,
+                duplicates: 0
+            }
+        ),
+        "the batch is acknowledged; the refused movement is not applied"
+    );
+    wait_total(c, "MUG-001", "ams", "on_hand", 8).await;
+    let refused = rejects_on(c, "$.occurred_at").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (
+            refused[0]["agent_id"].clone(),
+            refused[0]["first_seq"].clone()
+        ),
+        (json!("scan-9"), json!(2))
+    );
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2030-01-01"),
+        "{refused:?}"
+    );
+    // Later movements still count: the bin is not frozen until 2030.
+    post_ok(&site.ams, json!({"sku": "MUG-001", "kind": "shipment", "quantity": 3, "bin": "A-01", "order": "SO-1"})).await;
+    wait_total(c, "MUG-001", "ams", "on_hand", 5).await;
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_voids_a_movement_and_the_projection_replays_without_it() {
+    let site = Site::start("void", "").await;
+    let (c, a) = (&site.c, &site.ams);
+    post_ok(a, json!({"sku": "TEE-002", "kind": "receipt", "quantity": 10, "bin": "A-01", "occurred_at": "2026-11-25T08:00:00Z"})).await;
+    post_ok(a, json!({"sku": "TEE-002", "kind": "count", "quantity": 3, "bin": "A-01", "occurred_at": "2026-11-25T09:00:00Z"})).await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 3).await;
+    wait_sellable(c, "TEE-002", 3).await;
+    let void = |body: Value| async move {
+        post(&format!("{c}/v1/movements/void"), &body.to_string(), &[]).await
+    };
+    let request =
+        json!({"agent_id": "ams-1", "seq": 2, "by": "j.doe", "reason": "counted the wrong shelf"});
+    let first = void(request.clone()).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(
+        total_now(c, "TEE-002", "on_hand").await,
+        10,
+        "replayed without the count"
+    );
+    wait_sellable(c, "TEE-002", 10).await;
+    assert!(
+        get(&format!("{c}/v1/drift"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "its drift is gone"
+    );
+
+    // Idempotent: the first void stands; an unknown movement is 404.
+    let again =
+        void(json!({"agent_id": "ams-1", "seq": 2, "by": "someone else", "reason": "again"})).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body);
+    let unknown =
+        void(json!({"agent_id": "ams-1", "seq": 99, "by": "j.doe", "reason": "typo"})).await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    assert_eq!(unknown.body["field"], "$.seq");
+    let no_reason =
+        void(json!({"agent_id": "ams-1", "seq": 1, "by": "j.doe", "reason": " "})).await;
+    assert_eq!(no_reason.status, 422);
+
+    // History shows the count, marked voided with who and why, and explains the number.
+    let history = get(&format!("{c}/v1/stock/TEE-002/history?location=ams/A-01"))
+        .await
+        .body;
+    assert_eq!(history["explained"], true, "{history}");
+    let count = &history["movements"][1];
+    assert_eq!(
+        (count["kind"].clone(), count["treatment"].clone()),
+        (json!("count"), json!("voided")),
+        "{history}"
+    );
+    assert_eq!(
+        (count["void"]["by"].clone(), count["void"]["reason"].clone()),
+        (json!("j.doe"), json!("counted the wrong shelf"))
+    );
+    // Later movements go on from the replayed number.
+    post_ok(a, json!({"sku": "TEE-002", "kind": "shipment", "quantity": 1, "bin": "A-01", "order": "SO-2", "occurred_at": "2026-11-25T10:00:00Z"})).await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 9).await;
+    site.stop().await;
+}
+
+async fn total_now(c: &str, sku: &str, field: &str) -> i64 {
+    warehouse_total(c, sku, "ams", field).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_skus_stay_out_of_the_ledger_until_retried_once() {
+    let dir = TempDir::new("unknown-sku");
+    let broker = Broker::start(&dir);
+    // The original input: the agent journals before it ever had a catalog, so it accepts
+    // any SKU, among them one the collector does not know.
+    // (Published before the collector ever subscribed, the batch is resent on the ack timeout.)
+    let text = agent_toml(
+        &dir,
+        "ams-1",
+        "ams",
+        broker.port,
+        0,
+        "[forward]\nack_timeout_ms = 300\n",
+    );
+    let agent = Agent::start(toml_config(&text))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+    post_ok(
+        &a,
+        json!([
+            {"sku": "MUG-001", "kind": "receipt", "quantity": 4, "bin": "A-01"},
+            {"sku": "GHOST-9", "kind": "receipt", "quantity": 7, "bin": "A-01"},
+            {"sku": "TEE-002", "kind": "receipt", "quantity": 2, "bin": "A-01"}
+        ]),
+    )
+    .await;
+    let start = |extra: &'static str| {
+        let text = collector_toml(&dir, broker.port, 0, &format!("{EXTRA}{extra}"));
+        Collector::start(toml_config(&text))
+    };
+    let collector = start("").await.expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    wait_sellable(&c, "TEE-002", 2).await;
+    wait_sellable(&c, "MUG-001", 4).await;
+    let refused = rejects_on(&c, "$.sku").await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0]["reason"].as_str().unwrap().contains("GHOST-9"));
+    assert_eq!(
+        get(&format!("{c}/v1/stock/GHOST-9")).await.status,
+        404,
+        "never reached stock"
+    );
+    assert_eq!(
+        sellable(&c, "GHOST-9").await,
+        None,
+        "never reached a channel"
+    );
+    wait_for("the agent's backlog is acknowledged", WAIT, || async {
+        get(&format!("{a}/v1/status")).await.body["backlog"] == 0
+    })
+    .await;
+    let id = refused[0]["id"].as_i64().unwrap();
+    let retry = format!("{c}/v1/rejects/{id}/retry");
+    let still = post(&retry, "", &[]).await;
+    assert_eq!(still.status, 422, "{:?}", still.body);
+
+    // The catalog learns the SKU; after a restart the reject is retried, exactly once.
+    collector.stop().await.expect("collector stops");
+    let collector = start("[[catalog.skus]]\nid = \"GHOST-9\"\n")
+        .await
+        .expect("collector restarts");
+    let c = format!("http://{}", collector.http_addr);
+    let retry = format!("{c}/v1/rejects/{id}/retry");
+    let first = post(&retry, "", &[]).await;
+    assert_eq!(
+        (first.status, first.body["outcome"].clone()),
+        (200, json!("applied")),
+        "{:?}",
+        first.body
+    );
+    let second = post(&retry, "", &[]).await;
+    assert_eq!(second.body["outcome"], "already_applied");
+    let ghost = get(&format!("{c}/v1/stock/GHOST-9")).await.body;
+    assert_eq!(ghost["on_hand"], 7, "{ghost}");
+    agent.stop().await.expect("agent stops");
+    collector.stop().await.expect("collector stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_collector_or_a_rebuild_fails_fast_and_disturbs_nothing() {
+    let dir = TempDir::new("second");
+    let broker = Broker::start(&dir);
+    let text = collector_toml(&dir, broker.port, 0, EXTRA);
+    std::fs::write(dir.join("collector.toml"), &text).unwrap();
+    let running = Collector::start(toml_config(&text))
+        .await
+        .expect("collector starts");
+    let c = format!("http://{}", running.http_addr);
+    let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+    post_ok(
+        &a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 3, "bin": "A-01"}),
+    )
+    .await;
+    wait_total(&c, "TEE-002", "ams", "on_hand", 3).await;
+    assert_eq!(metric(&c, "stocksync_broker_connects_total").await, 1);
+
+    // The same ledger again: refused at once, naming the ledger and its lock.
+    let err = Collector::start(toml_config(&text))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("ledger.db") && err.contains("lock"), "{err}");
+    // The same HTTP port with another ledger: refused naming the port; no ledger written.
+    let port = running.http_addr.port();
+    let other = text.replace("ledger.db", "other-ledger.db").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let err = Collector::start(toml_config(&other))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains(&port.to_string()), "{err}");
+    assert!(!dir.join("other-ledger.db").exists(), "nothing written");
+    // `rebuild` refuses while the collector runs.
+    let config = dir.join("collector.toml");
+    let rebuild = std::process::Command::new(bin("stocksync-collector"))
+        .args(["--config", config.to_str().unwrap(), "rebuild"])
+        .output()
+        .expect("rebuild runs");
+    let stderr = String::from_utf8_lossy(&rebuild.stderr);
+    assert!(
+        !rebuild.status.success() && stderr.contains("in use"),
+        "{stderr}"
+    );
+
+    // The running collector never lost its broker session and still counts.
+    post_ok(
+        &a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 2, "bin": "A-01"}),
+    )
+    .await;
+    wait_total(&c, "TEE-002", "ams", "on_hand", 5).await;
+    assert_eq!(metric(&c, "stocksync_broker_connects_total").await, 1);
+    agent.stop().await.expect("agent stops");
+    running.stop().await.expect("collector stops");
+    let rebuild = std::process::Command::new(bin("stocksync-collector"))
+        .args(["--config", config.to_str().unwrap(), "rebuild"])
+        .output()
+        .expect("rebuild runs");
+    assert!(
+        rebuild.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_naming_an_unknown_warehouse_is_refused_at_start() {
+    let dir = TempDir::new("channel-warehouse");
+    let broker = Broker::start(&dir);
+    let extra = "[[locations]]\nwarehouse = \"ams\"\n[[channels.channel]]\nname = \"typo\"\nlocations = [\"amss\"]\n";
+    let text = collector_toml(&dir, broker.port, 0, extra);
+    let err = Collector::start(toml_config(&text))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("typo") && err.contains("amss"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_unknown_skus_and_warehouses_are_answered_not_ignored() {
+    let site = Site::start("smalls", "").await;
+    let c = &site.c;
+    // Drift in both warehouses.
+    post_ok(
+        &site.ams,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 4, "bin": "A-01"}),
+    )
+    .await;
+    post_ok(
+        &site.ber,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 6, "bin": "B-01"}),
+    )
+    .await;
+    wait_for("drift in both warehouses", WAIT, || async {
+        get(&format!("{c}/v1/drift"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    // The original input: `/v1/drift?warehouse=ber` returned ams rows too.
+    let ber = get(&format!("{c}/v1/drift?warehouse=ber")).await;
+    assert_eq!(ber.status, 200);
+    let warehouses: Vec<&str> = ber
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["warehouse"].as_str().unwrap())
+        .collect();
+    assert_eq!(warehouses, ["ber"]);
+    // A filter a list does not support, or a parameter nobody knows: 400 naming it.
+    let unsupported = get(&format!("{c}/v1/discrepancies?warehouse=ams")).await;
+    assert_eq!(
+        (unsupported.status, unsupported.body["field"].clone()),
+        (400, json!("warehouse")),
+        "{:?}",
+        unsupported.body
+    );
+    let unknown = get(&format!("{c}/v1/drift?wharehouse=ber")).await;
+    assert_eq!(
+        (unknown.status, unknown.body["field"].clone()),
+        (400, json!("wharehouse")),
+        "{:?}",
+        unknown.body
+    );
+    assert_eq!(
+        get(&format!("{c}/v1/stock?location=ams&bin=A-01"))
+            .await
+            .status,
+        400
+    );
+
+    // An unknown SKU is 404 naming it, not 200 with zeros.
+    let nope = get(&format!("{c}/v1/stock/NOPE-1")).await;
+    assert_eq!(nope.status, 404);
+    assert!(
+        nope.body["detail"].as_str().unwrap().contains("NOPE-1"),
+        "{:?}",
+        nope.body
+    );
+    assert_eq!(get(&format!("{c}/v1/stock/TEE-002")).await.status, 200);
+
+    // Reserving an unknown SKU or warehouse says so instead of "insufficient stock".
+    let sku = reserve(
+        c,
+        json!({"id": "r1", "order": "SO-1", "sku": "NOPE-1", "warehouse": "ams", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(
+        (sku.status, sku.body["field"].clone()),
+        (422, json!("$.sku")),
+        "{:?}",
+        sku.body
+    );
+    let wh = reserve(
+        c,
+        json!({"id": "r2", "order": "SO-1", "sku": "TEE-002", "warehouse": "xyz", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(
+        (wh.status, wh.body["field"].clone()),
+        (422, json!("$.warehouse")),
+        "{:?}",
+        wh.body
+    );
+    let short = reserve(
+        c,
+        json!({"id": "r3", "order": "SO-1", "sku": "TEE-002", "warehouse": "ams", "quantity": 5}),
+    )
+    .await;
+    assert_eq!(
+        (short.status, short.body["error"].clone()),
+        (409, json!("insufficient stock"))
+    );
     site.stop().await;
 }

@@ -48,13 +48,27 @@ struct Locations {
     locations: Vec<stocksync_common::config::LocationPolicy>,
 }
 
+/// An agent whose HTTP input speaks for the WMS, the ERP and the scanners alike (one
+/// listener shared by three systems in this test; production binds each to its own).
+fn multi_source_agent(
+    dir: &TempDir,
+    id: &str,
+    warehouse: &str,
+    broker_port: u16,
+) -> stocksync_common::config::AgentConfig {
+    toml_config(&agent_toml(dir, id, warehouse, broker_port, 0, "").replace(
+        "[http]\n",
+        "[http]\nsources = [\"wms\", \"erp\", \"scanner\"]\n",
+    ))
+}
+
 async fn start_agent(
     dir: &TempDir,
     id: &str,
     warehouse: &str,
     broker_port: u16,
 ) -> (Agent, String) {
-    let agent = Agent::start(agent_config(dir, id, warehouse, broker_port, 0))
+    let agent = Agent::start(multi_source_agent(dir, id, warehouse, broker_port))
         .await
         .expect("agent starts");
     let url = format!("http://{}", agent.http_addr);
@@ -469,7 +483,7 @@ async fn a_policy_reject_is_kept_and_counted_not_applied() {
         .await
         .expect("collector starts");
     let c = format!("http://{}", collector.http_addr);
-    let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
+    let agent = Agent::start(multi_source_agent(&dir, "ams-1", "ams", broker.port))
         .await
         .expect("agent starts");
     let a = format!("http://{}", agent.http_addr);

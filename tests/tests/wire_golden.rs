@@ -1,7 +1,7 @@
-//! Wire format v1 must decode forever: agents in the field are upgraded long after the
-//! collector. These golden payloads were written by the v1 encoder and are committed; if a
-//! change to the model or the encoder alters a single byte, this suite fails and the change
-//! needs a new wire version instead (see docs/WIRE.md).
+//! Wire formats v1 and v2 must decode forever: agents in the field are upgraded long after
+//! the collector. These golden payloads were written by the v1 and v2 encoders and are
+//! committed; if a change to the model or the encoder alters a single byte, this suite fails
+//! and the change needs a new wire version instead (see docs/WIRE.md).
 //!
 //! `STOCKSYNC_BLESS_GOLDEN=1 cargo test -p stocksync-tests --test wire_golden` rewrites the
 //! files; do that only when adding a new golden vector, never to make a failing test pass.
@@ -71,6 +71,7 @@ fn batch() -> Batch {
             },
             external_id: (i % 5 == 0).then(|| format!("scan-{i}")),
             note: (i == 3).then(|| "cycle count, aisle 4 ✓".to_string()),
+            origin: Default::default(),
         })
         .collect();
     Batch {
@@ -78,7 +79,25 @@ fn batch() -> Batch {
         journal_id: 0x1234_5678_9abc,
         warehouse: "ams".into(),
         movements,
+        sent_at_ms: None,
     }
+}
+
+/// The same movements as v2 sends them: with their input paths and the send time.
+fn batch_v2() -> Batch {
+    let mut b = batch();
+    for (i, m) in b.movements.iter_mut().enumerate() {
+        m.origin = Origin {
+            input: if m.source == "wms" {
+                "http".to_string()
+            } else {
+                format!("scanner:scanners/ams/gun-{i}/movements")
+            },
+            validated: i % 4 != 3,
+        };
+    }
+    b.sent_at_ms = Some(1_795_600_000_999);
+    b
 }
 
 fn acks() -> Vec<Ack> {
@@ -136,9 +155,21 @@ fn check(name: &str, encoded: &[u8]) -> Vec<u8> {
 
 #[test]
 fn golden_v1_batch_decodes_to_the_same_movements() {
-    let stored = check("batch_v1.hex", &wire::encode_batch(&batch()));
+    let stored = check("batch_v1.hex", &wire::encode_batch_v1(&batch()));
     assert_eq!(wire::decode_batch(&stored).unwrap(), batch());
     assert_eq!(stored[0], 1, "first byte is the wire version");
+}
+
+#[test]
+fn golden_v2_batch_decodes_with_origins_and_send_time() {
+    let stored = check("batch_v2.hex", &wire::encode_batch(&batch_v2()));
+    assert_eq!(wire::decode_batch(&stored).unwrap(), batch_v2());
+    assert_eq!(stored[0], 2, "first byte is the wire version");
+    // Each v2 movement's bytes are its v1 bytes followed by its origin, and decode alone.
+    let received = wire::decode_batch_with_parts(&stored).unwrap();
+    for (m, range) in batch_v2().movements.iter().zip(&received.parts) {
+        assert_eq!(&wire::decode_movement(&stored[range.clone()]).unwrap(), m);
+    }
 }
 
 #[test]
@@ -151,18 +182,19 @@ fn golden_v1_acks_decode() {
 
 #[test]
 fn the_agents_pre_encoded_batches_match_the_golden_bytes() {
-    let b = batch();
+    let b = batch_v2();
     let parts: Vec<Vec<u8>> = b.movements.iter().map(wire::encode_movement).collect();
     let joined = wire::encode_batch_from_parts(
         &b.agent_id,
         b.journal_id,
         &b.warehouse,
+        b.sent_at_ms.unwrap(),
         parts.iter().map(Vec::as_slice),
     );
     assert_eq!(
         hex(&joined),
         hex(&unhex(
-            &std::fs::read_to_string(golden("batch_v1.hex")).unwrap()
+            &std::fs::read_to_string(golden("batch_v2.hex")).unwrap()
         ))
     );
 }
@@ -175,11 +207,11 @@ fn a_future_version_is_refused_by_name_and_truncation_is_malformed() {
         wire::decode_batch(truncated),
         Err(WireError::Malformed { version: 1, .. })
     ));
-    stored[0] = 2;
+    stored[0] = 3;
     let err = wire::decode_batch(&stored).unwrap_err();
-    assert!(matches!(err, WireError::UnknownVersion { version: 2 }));
+    assert!(matches!(err, WireError::UnknownVersion { version: 3 }));
     assert!(
-        err.to_string().contains("wire version 2 is unknown"),
+        err.to_string().contains("wire version 3 is unknown"),
         "{err}"
     );
 }

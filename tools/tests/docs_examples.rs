@@ -1,6 +1,7 @@
 //! The byte examples in `docs/WIRE.md`, checked against the real encoder and decoder, so the
 //! document an integrator writes a decoder from cannot drift from the code.
 
+use stocksync_common::model::Origin;
 use stocksync_common::wire::{self, Ack, AckOutcome, Batch};
 use stocksync_common::{Location, Movement, MovementKind, OccurredAt, References, Sku};
 
@@ -32,6 +33,7 @@ fn example_movement() -> Movement {
         references: References::default(),
         external_id: None,
         note: None,
+        origin: Default::default(),
     }
 }
 
@@ -52,27 +54,52 @@ fn ack_example() {
 }
 
 #[test]
-fn movement_and_batch_example() {
+fn movement_and_batch_example_v1() {
     let m = example_movement();
+    let batch = Batch {
+        agent_id: "ams-1".into(),
+        journal_id: 7,
+        warehouse: "ams".into(),
+        movements: vec![m],
+        sent_at_ms: None,
+    };
+    let bytes = wire::encode_batch_v1(&batch);
+    assert_eq!(
+        hex(&bytes[..14]),
+        "01 05 61 6d 73 2d 31 07 03 61 6d 73 01 01",
+        "version, agent_id, journal_id, warehouse, movement count, first seq"
+    );
+    assert_eq!(hex(&bytes[13..]), MOVEMENT_HEX);
+    assert_eq!(wire::decode_batch(&bytes).unwrap(), batch);
+}
+
+#[test]
+fn movement_and_batch_example_v2() {
+    let mut m = example_movement();
+    m.origin = Origin {
+        input: "http".into(),
+        validated: true,
+    };
     let movement = wire::encode_movement(&m);
     let batch = Batch {
         agent_id: "ams-1".into(),
         journal_id: 7,
         warehouse: "ams".into(),
         movements: vec![m],
+        sent_at_ms: Some(1_795_000_000_500),
     };
     let bytes = wire::encode_batch(&batch);
     assert_eq!(
-        hex(&bytes[..14]),
-        "01 05 61 6d 73 2d 31 07 03 61 6d 73 01 01",
-        "version, agent_id, journal_id, warehouse, movement count, first seq"
+        hex(&bytes[..20]),
+        "02 05 61 6d 73 2d 31 07 03 61 6d 73 e8 ff b2 e5 bd 68 01 01",
+        "version, agent_id, journal_id, warehouse, sent_at_ms, movement count, first seq"
     );
     assert_eq!(
-        &bytes[13..],
+        &bytes[19..],
         movement.as_slice(),
         "movements are concatenated as journaled"
     );
-    assert_eq!(hex(&movement), MOVEMENT_HEX);
+    assert_eq!(hex(&movement), format!("{MOVEMENT_HEX} 04 68 74 74 70 01"));
     assert_eq!(wire::decode_batch(&bytes).unwrap(), batch);
 }
 

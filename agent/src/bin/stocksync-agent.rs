@@ -31,7 +31,9 @@ fn init_logging(format: LogFormat, default_filter: &str) {
         .unwrap_or_else(|_| default_filter.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // The log may be a file or a journal: colour codes only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -39,7 +41,21 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, on one line; the log may be a file, so no colour codes either.
+            eprintln!(
+                "stocksync-agent: error: {}",
+                config::error_report(e.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(args.log_format, "info,rumqttc=warn");
     let config: AgentConfig = config::load(&args.config)?;

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use stocksync_common::input::{self, Context, InputError};
 
-use crate::journal::{JournalError, Reject};
+use crate::journal::{JournalError, Reject, RequestKey};
 use crate::App;
 
 /// The agent's HTTP routes.
@@ -36,6 +36,8 @@ pub fn router(app: Arc<App>) -> Router {
 /// An HTTP error with the JSON body `{error, record, field, detail}`.
 pub enum ApiError {
     Input(StatusCode, InputError),
+    /// The request conflicts with what was journaled before (a reused key or movement id).
+    Conflict(InputError),
     Journal(JournalError),
 }
 
@@ -45,6 +47,11 @@ impl IntoResponse for ApiError {
             ApiError::Input(status, e) => (
                 status,
                 Json(json!({"error": "invalid movement", "record": e.record, "field": e.field, "detail": e.detail})),
+            )
+                .into_response(),
+            ApiError::Conflict(e) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": "conflict with an earlier request", "record": e.record, "field": e.field, "detail": e.detail})),
             )
                 .into_response(),
             ApiError::Journal(e @ JournalError::Full { .. }) => (
@@ -68,12 +75,17 @@ async fn post_movements(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let catalog = app.catalog.current();
+    let validated = !catalog.is_open();
     let ctx = Context {
         warehouse: &app.config.warehouse,
-        default_source: &app.config.http.default_source,
+        default_source: &app.http_sources.default_source,
         now: input::now(),
         max_batch: app.config.http.max_batch,
         units: &*catalog,
+        input: "http",
+        sources: &app.http_sources.sources,
+        validated,
+        clock: crate::clock_rule(&app.config),
     };
     let movements = match input::parse_body(&body, &ctx) {
         Ok(m) => m,
@@ -83,33 +95,44 @@ async fn post_movements(
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             };
-            let reject = Reject {
-                source: "http".into(),
-                error: e.clone(),
-                payload: body.to_vec(),
-            };
-            app.journal
-                .reject(reject)
-                .await
-                .map_err(ApiError::Journal)?;
+            keep(&app, &e, &body).await?;
             return Err(ApiError::Input(status, e));
         }
     };
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let appended = app
-        .journal
-        .append(movements, key)
-        .await
-        .map_err(ApiError::Journal)?;
+        .map(|k| RequestKey::new(k.to_owned(), &body));
+    let appended = match app.journal.append_request(movements, key).await {
+        Ok(appended) => appended,
+        Err(e) => {
+            let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+            let error = e.refusal(array).map_err(ApiError::Journal)?;
+            keep(&app, &error, &body).await?;
+            return Err(ApiError::Conflict(error));
+        }
+    };
     let status = if appended.replayed {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(appended)).into_response())
+    let mut answer = serde_json::to_value(&appended).unwrap_or_default();
+    if !validated {
+        answer["validated"] = json!(false);
+        answer["warning"] = json!("no catalog yet: journaled unvalidated; the collector checks SKUs and units against its catalog");
+    }
+    Ok((status, Json(answer)).into_response())
+}
+
+/// Keeps a refused request in the rejects queue before its sender hears the refusal.
+async fn keep(app: &App, error: &InputError, body: &[u8]) -> Result<(), ApiError> {
+    let reject = Reject {
+        source: "http".into(),
+        error: error.clone(),
+        payload: body.to_vec(),
+    };
+    app.journal.reject(reject).await.map_err(ApiError::Journal)
 }
 
 async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
@@ -134,6 +157,9 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
             "last_error": link.last_error(),
         })),
         "catalog_skus": app.catalog.current().config().skus.len(),
+        "validating": !app.catalog.current().is_open(),
+        "broker_connects": app.link.connects.load(Ordering::Relaxed),
+        "http_sources": app.http_sources.sources,
     }))
     .into_response())
 }

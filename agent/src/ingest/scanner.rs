@@ -1,9 +1,10 @@
 //! Movements from handheld scanners, as JSON on a topic of a (usually local) MQTT broker.
 //!
 //! Scanners publish at least once, so a movement may arrive twice; a scanner that sets `id`
-//! on its movements is deduplicated by the journal. A message that fails validation is kept
-//! in the rejects queue with its topic as the source: a scanner has no one listening for a
-//! 422, so the queue is the only place the error can be seen.
+//! on its movements is deduplicated by the journal. A message that fails validation, claims
+//! a source this input may not speak for, or reuses an id for other content is kept in the
+//! rejects queue with its input path (`scanner:<topic>`) as the source: a scanner has no
+//! one listening for a 422, so the queue is the only place the error can be seen.
 //!
 //! Poison cannot wedge this input: a message above `max_body_bytes` (the HTTP body limit) is
 //! refused like any invalid one, and the client reads packets far larger than that
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
-use stocksync_common::config::ScannerConfig;
-use stocksync_common::input::{self, Context, InputError};
+use stocksync_common::config::{ScannerConfig, SourceBinding};
+use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::mqtt::LinkErrors;
 use tokio::sync::watch;
 
@@ -32,6 +33,9 @@ pub struct ScannerInput {
     pub max_batch: usize,
     /// Largest message journaled; larger ones are refused (the HTTP body limit).
     pub max_message_bytes: usize,
+    /// The sources scanner messages may claim (by default only `scanner`).
+    pub sources: SourceBinding,
+    pub clock: ClockRule,
     pub config: ScannerConfig,
     pub journal: Journal,
     pub catalog: Arc<CatalogHandle>,
@@ -85,6 +89,8 @@ impl ScannerInput {
 
     /// Journals one message, or keeps it in the rejects queue with the reason.
     async fn store(&self, p: &Publish) -> Result<(), JournalError> {
+        // The input path: recorded in each movement's origin and in its rejects.
+        let path = format!("scanner:{}", p.topic);
         let parsed = if p.payload.len() > self.max_message_bytes {
             Err(InputError {
                 record: None,
@@ -99,25 +105,37 @@ impl ScannerInput {
             let units = self.catalog.current();
             let ctx = Context {
                 warehouse: &self.warehouse,
-                default_source: &self.config.default_source,
+                default_source: &self.sources.default_source,
                 now: input::now(),
                 max_batch: self.max_batch,
                 units: &*units,
+                input: &path,
+                sources: &self.sources.sources,
+                validated: !units.is_open(),
+                clock: self.clock,
             };
             input::parse_body(&p.payload, &ctx)
         };
-        match parsed {
-            Ok(movements) => self.journal.append(movements, None).await.map(|_| ()),
-            Err(error) => {
-                tracing::warn!(topic = %p.topic, %error, "scanner message refused");
-                self.journal
-                    .reject(Reject {
-                        source: format!("mqtt:{}", p.topic),
-                        error,
-                        payload: p.payload.to_vec(),
-                    })
-                    .await
-            }
-        }
+        let error = match parsed {
+            Ok(movements) => match self.journal.append(movements, None).await {
+                Ok(_) => return Ok(()),
+                // A reused id with other content: nobody reads an answer here, so the
+                // rejects queue is where the conflict shows.
+                Err(e) => e.refusal(starts_with_array(&p.payload))?,
+            },
+            Err(error) => error,
+        };
+        tracing::warn!(topic = %p.topic, %error, "scanner message refused");
+        self.journal
+            .reject(Reject {
+                source: path,
+                error,
+                payload: p.payload.to_vec(),
+            })
+            .await
     }
+}
+
+fn starts_with_array(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }

@@ -48,6 +48,36 @@ pub enum JournalError {
     Sqlite(#[from] rusqlite::Error),
     #[error("journal writer has stopped")]
     Closed,
+    /// The request's idempotency key was used before for a different body.
+    #[error("idempotency key `{key}` was used before for a different body (journaled then: {then}); nothing was journaled; send new movements under a new key")]
+    KeyReused { key: String, then: String },
+    /// A movement id was journaled before (same source) with different content.
+    #[error("{detail}")]
+    IdReused { index: usize, detail: String },
+}
+
+impl JournalError {
+    /// The refusal a conflict with earlier input becomes, naming the key or the record's
+    /// `id` (`$.id`, or `$[i].id` when the body was an array); other errors are passed on.
+    pub fn refusal(self, array: bool) -> Result<InputError, JournalError> {
+        match self {
+            e @ JournalError::KeyReused { .. } => Ok(InputError {
+                record: None,
+                field: "Idempotency-Key".into(),
+                detail: e.to_string(),
+            }),
+            JournalError::IdReused { index, detail } => Ok(InputError {
+                record: array.then_some(index),
+                field: if array {
+                    format!("$[{index}].id")
+                } else {
+                    "$.id".into()
+                },
+                detail,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// Result of appending one request's movements.
@@ -71,10 +101,28 @@ pub struct Reject {
     pub payload: Vec<u8>,
 }
 
+/// A request's idempotency key with a hash of the body it came with.
+#[derive(Debug, Clone)]
+pub struct RequestKey {
+    pub key: String,
+    pub body_hash: Vec<u8>,
+}
+
+impl RequestKey {
+    /// The key as sent, with the SHA-256 of `body`.
+    pub fn new(key: String, body: &[u8]) -> RequestKey {
+        use sha2::Digest;
+        RequestKey {
+            key,
+            body_hash: sha2::Sha256::digest(body).to_vec(),
+        }
+    }
+}
+
 enum Command {
     Append {
         movements: Vec<Movement>,
-        key: Option<String>,
+        key: Option<RequestKey>,
         reply: oneshot::Sender<Result<Appended, JournalError>>,
     },
     Ack {
@@ -159,6 +207,7 @@ impl Journal {
     pub fn open(path: &Path, max_backlog: u64) -> Result<Journal, JournalError> {
         let mut conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
+        write::migrate(&mut conn)?;
         let journal_id = {
             let tx = conn.transaction()?;
             let id = match meta(&tx, "journal_id")? {
@@ -211,11 +260,24 @@ impl Journal {
     }
 
     /// Journals `movements` durably; returns once they are fsynced (or refused whole).
-    /// `key` is the caller's idempotency key for the whole request.
     pub async fn append(
         &self,
         movements: Vec<Movement>,
         key: Option<String>,
+    ) -> Result<Appended, JournalError> {
+        let key = key.map(|k| RequestKey {
+            key: k,
+            body_hash: Vec::new(),
+        });
+        self.append_request(movements, key).await
+    }
+
+    /// Like [`Journal::append`], with the request's idempotency key and body hash: the same
+    /// key with another body is refused ([`JournalError::KeyReused`]), never replayed.
+    pub async fn append_request(
+        &self,
+        movements: Vec<Movement>,
+        key: Option<RequestKey>,
     ) -> Result<Appended, JournalError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
@@ -486,6 +548,7 @@ mod tests {
             references: References::default(),
             external_id: None,
             note: None,
+            origin: Default::default(),
         }
     }
 
@@ -511,6 +574,36 @@ mod tests {
         journal.ack(2, 3, "applied".into()).await.unwrap();
         assert_eq!(journal.status().unwrap().oldest_unacked_ms, None);
         drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn unacked_v1_movements_are_re_encoded_as_v2_once() {
+        let dir = std::env::temp_dir().join(format!("stocksync-journal-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        {
+            // A journal as an agent before wire v2 left it: v1 bytes, no migration mark.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            let mut m = movement();
+            m.seq = 1;
+            let v1 = postcard::to_stdvec(&m).unwrap();
+            conn.execute(
+                "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (1, ?1, 0)",
+                [v1],
+            )
+            .unwrap();
+        }
+        let journal = Journal::open(&path, 100).unwrap();
+        let rows = journal.unacked_after(0, 10).unwrap();
+        let mut expected = movement();
+        expected.seq = 1;
+        assert_eq!(
+            rows[0].1,
+            stocksync_common::wire::encode_movement(&expected)
+        );
+        drop(journal);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

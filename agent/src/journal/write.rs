@@ -2,10 +2,103 @@
 //! (idempotency keys, movement ids, the backlog limit, dense seqs), recording acks and
 //! rejects, pruning. Each runs in its own savepoint so that one caller's failure is its own.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use sha2::Digest;
+use stocksync_common::model::{OccurredAt, Origin};
 use stocksync_common::{wire, Movement};
 
-use super::{now_ms, Appended, Command, JournalError, Pending, MAX_REJECT_PAYLOAD};
+use super::{now_ms, Appended, Command, JournalError, Pending, RequestKey, MAX_REJECT_PAYLOAD};
+
+/// Brings a journal written by an older agent up to this one: the idempotency table gains
+/// the hash column, and unacknowledged v1 movement bytes are re-encoded as v2 (input path
+/// unknown) so that the forwarder only ever sends v2 batches.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let has_hash: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('idempotency') WHERE name = 'content_hash'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_hash == 0 {
+        conn.execute_batch("ALTER TABLE idempotency ADD COLUMN content_hash BLOB")?;
+    }
+    let tx = conn.transaction()?;
+    let version: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'movement_wire'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if version.is_none() {
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT seq, payload FROM movements WHERE acked_at_ms IS NULL")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (seq, bytes) in rows {
+            let movement = wire::decode_movement(&bytes).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Blob,
+                    Box::new(e),
+                )
+            })?;
+            tx.execute(
+                "UPDATE movements SET payload = ?1 WHERE seq = ?2",
+                params![wire::encode_movement(&movement), seq],
+            )?;
+        }
+        tx.execute("INSERT INTO meta VALUES ('movement_wire', 2)", [])?;
+    }
+    tx.commit()
+}
+
+/// What makes two movements with the same id the same movement: everything the sender
+/// said except the time (defaulted to the receive time when left out, so a resend differs)
+/// and the note.
+fn fingerprint(m: &Movement) -> Vec<u8> {
+    let mut m = m.clone();
+    m.seq = 0;
+    m.occurred_at = OccurredAt {
+        unix_ms: 0,
+        offset_seconds: 0,
+    };
+    m.note = None;
+    m.origin = Origin::default();
+    sha2::Sha256::digest(wire::encode_movement(&m)).to_vec()
+}
+
+/// A journaled movement as JSON for an error message, or why it cannot be shown.
+fn shown(tx: &Transaction<'_>, seq: i64) -> String {
+    let bytes: Option<Vec<u8>> = tx
+        .query_row("SELECT payload FROM movements WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .optional()
+        .ok()
+        .flatten();
+    match bytes.and_then(|b| wire::decode_movement(&b).ok()) {
+        Some(m) => describe(&m),
+        None => format!("seq {seq}, pruned from this journal (see the collector's history)"),
+    }
+}
+
+/// One movement as a JSON object, in the words a sender uses.
+fn describe(m: &Movement) -> String {
+    serde_json::json!({
+        "seq": (m.seq > 0).then_some(m.seq),
+        "sku": m.sku.as_str(),
+        "kind": m.kind,
+        "quantity": m.quantity,
+        "unit": m.unit,
+        "unit_quantity": m.unit_quantity,
+        "location": m.location.to_string(),
+        "source": m.source,
+        "occurred_at": m.occurred_at.to_rfc3339(),
+        "order": m.references.order,
+        "transfer": m.references.transfer,
+    })
+    .to_string()
+}
 
 /// Applies one command inside the group transaction. A failing command only fails its own
 /// caller (its savepoint is rolled back); an SQLite error that breaks the transaction fails all.
@@ -80,36 +173,60 @@ pub(super) fn apply(
     }))
 }
 
+/// The answer to a request whose key was used before: a replay of the first answer, or a
+/// conflict when the body differs. Keys stored before hashes were kept, and callers without
+/// a body (empty hash), are not compared.
+fn seen_before(tx: &Transaction<'_>, key: &RequestKey) -> Result<Option<Appended>, JournalError> {
+    let seen: Option<(i64, i64, Option<Vec<u8>>)> = tx
+        .query_row(
+            "SELECT first_seq, last_seq, content_hash FROM idempotency WHERE key = ?1",
+            [format!("req:{}", key.key)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((first, last, hash)) = seen else {
+        return Ok(None);
+    };
+    let known = |h: &[u8]| !h.is_empty();
+    if hash.is_some_and(|h| known(&h) && known(&key.body_hash) && h != key.body_hash) {
+        return Err(JournalError::KeyReused {
+            key: key.key.clone(),
+            then: if first > 0 {
+                format!("seqs {first}..={last}")
+            } else {
+                "nothing new".into()
+            },
+        });
+    }
+    Ok(Some(Appended {
+        first_seq: (first > 0).then_some(first as u64),
+        last_seq: (last > 0).then_some(last as u64),
+        journaled: if first > 0 {
+            (last - first + 1) as usize
+        } else {
+            0
+        },
+        duplicates: 0,
+        replayed: true,
+    }))
+}
+
 fn append(
     tx: &Transaction<'_>,
     movements: Vec<Movement>,
-    key: Option<String>,
+    key: Option<RequestKey>,
     next_seq: &mut u64,
     backlog: &mut u64,
     max_backlog: u64,
 ) -> Result<Appended, JournalError> {
-    let request_key = key.map(|k| format!("req:{k}"));
-    if let Some(k) = &request_key {
-        let seen: Option<(i64, i64)> = tx
-            .query_row(
-                "SELECT first_seq, last_seq FROM idempotency WHERE key = ?1",
-                [k],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((first, last)) = seen {
-            let journaled = if first > 0 {
-                (last - first + 1) as usize
-            } else {
-                0
-            };
-            return Ok(Appended {
-                first_seq: (first > 0).then_some(first as u64),
-                last_seq: (last > 0).then_some(last as u64),
-                journaled,
-                duplicates: 0,
-                replayed: true,
-            });
+    let body_hash = key
+        .as_ref()
+        .map(|k| k.body_hash.clone())
+        .unwrap_or_default();
+    let request_key = key.as_ref().map(|k| format!("req:{}", k.key));
+    if let Some(k) = &key {
+        if let Some(replay) = seen_before(tx, k)? {
+            return Ok(replay);
         }
     }
     if *backlog + movements.len() as u64 > max_backlog {
@@ -125,15 +242,33 @@ fn append(
         "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)",
     )?;
     let mut remember = tx.prepare_cached(
-        "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?2, ?3) ON CONFLICT(key) DO NOTHING",
+        "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
     )?;
+    let mut earlier =
+        tx.prepare_cached("SELECT first_seq, content_hash FROM idempotency WHERE key = ?1")?;
     tx.execute_batch("SAVEPOINT append")?;
     let mut seq = start;
+    let mut conflict = None;
     let result = (|| -> Result<(), rusqlite::Error> {
-        for mut m in movements {
+        for (index, mut m) in movements.into_iter().enumerate() {
             if let Some(id) = &m.external_id {
                 let key = format!("mov:{}:{}", m.source, id);
-                if remember.execute(params![key, seq as i64, now])? == 0 {
+                let print = fingerprint(&m);
+                if remember.execute(params![key, seq as i64, now, print])? == 0 {
+                    let (first, hash): (i64, Option<Vec<u8>>) =
+                        earlier.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    if hash.is_some_and(|h| h != print) {
+                        conflict = Some(JournalError::IdReused {
+                            index,
+                            detail: format!(
+                                "id `{id}` from source `{}` was journaled before with different content; before: {}; now: {}",
+                                m.source,
+                                shown(tx, first),
+                                describe(&m)
+                            ),
+                        });
+                        return Err(rusqlite::Error::QueryReturnedNoRows);
+                    }
                     duplicates += 1;
                     continue;
                 }
@@ -149,8 +284,8 @@ fn append(
                 (0, 0)
             };
             tx.execute(
-                "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![k, first, last, now],
+                "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![k, first, last, now, body_hash],
             )?;
         }
         Ok(())
@@ -170,7 +305,7 @@ fn append(
         }
         Err(e) => {
             tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
-            Err(e.into())
+            Err(conflict.unwrap_or_else(|| e.into()))
         }
     }
 }

@@ -5,69 +5,111 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::ApiError;
+use super::{ApiError, Params};
 use crate::{records, App};
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<i64>,
     /// For conflicts: include counts that agreed with the projection.
     all: Option<bool>,
+    /// Only records of this warehouse (drift, conflicts, shortfalls).
+    warehouse: Option<String>,
+    /// Only records of this SKU.
+    sku: Option<String>,
 }
 
-/// Open drift records, newest count first.
+impl ListQuery {
+    fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 10_000)
+    }
+
+    fn filter(&self) -> records::Filter<'_> {
+        records::Filter {
+            warehouse: self.warehouse.as_deref(),
+            sku: self.sku.as_deref(),
+        }
+    }
+
+    /// Refuses the filters an endpoint does not support.
+    fn only(&self, supported: &[&'static str]) -> Result<(), ApiError> {
+        for (name, set) in [
+            ("all", self.all.is_some()),
+            ("warehouse", self.warehouse.is_some()),
+            ("sku", self.sku.is_some()),
+        ] {
+            if set && !supported.contains(&name) {
+                return Err(ApiError::bad_request(
+                    name,
+                    format!(
+                        "this list cannot be filtered by `{name}`; it supports: limit, {}",
+                        supported.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Open drift records, newest count first; `?warehouse=` and `?sku=` filter.
 pub async fn drift(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let rows = app.ledger.read(|c| records::drift(c, limit))?;
+    q.only(&["warehouse", "sku"])?;
+    let rows = app
+        .ledger
+        .read(|c| records::drift(c, q.filter(), q.limit()))?;
     Ok(Json(rows).into_response())
 }
 
 /// Counts from non-authoritative sources; by default only those that disagreed.
 pub async fn conflicts(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    q.only(&["all", "warehouse", "sku"])?;
     let open_only = !q.all.unwrap_or(false);
     let rows = app
         .ledger
-        .read(|c| records::conflicts(c, open_only, limit))?;
+        .read(|c| records::conflicts(c, q.filter(), open_only, q.limit()))?;
     Ok(Json(rows).into_response())
 }
 
 /// Transfers whose received quantity differs from the shipped one.
 pub async fn discrepancies(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let rows = app.ledger.read(|c| records::discrepancies(c, limit))?;
+    q.only(&[])?;
+    let rows = app.ledger.read(|c| records::discrepancies(c, q.limit()))?;
     Ok(Json(rows).into_response())
 }
 
 /// Orders whose cancellations and returns exceed what they shipped.
 pub async fn reversals(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let rows = app.ledger.read(|c| records::reversals(c, limit))?;
+    q.only(&[])?;
+    let rows = app.ledger.read(|c| records::reversals(c, q.limit()))?;
     Ok(Json(rows).into_response())
 }
 
 /// Inspections and write-offs that asked for more than quality control or damaged held.
 pub async fn shortfalls(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let rows = app.ledger.read(|c| records::shortfalls(c, limit))?;
+    q.only(&["warehouse", "sku"])?;
+    let rows = app
+        .ledger
+        .read(|c| records::shortfalls(c, q.filter(), q.limit()))?;
     Ok(Json(rows).into_response())
 }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 use stocksync_common::config::ChannelMode;
 
-use super::ApiError;
+use super::{ApiError, Params};
 use crate::publish::store::{self, Published};
 use crate::publish::{Channel, PublishError};
 use crate::App;
@@ -82,6 +82,7 @@ pub async fn one(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     since: Option<i64>,
     limit: Option<usize>,
@@ -91,7 +92,7 @@ pub struct FeedQuery {
 pub async fn sellable(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(q): Query<FeedQuery>,
+    Params(q): Params<FeedQuery>,
 ) -> Result<Response, ApiError> {
     let channel = app.channels.channel(&name)?.clone();
     let n = channel.name.clone();
@@ -131,7 +132,7 @@ pub async fn sellable(
 pub async fn stream(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(q): Query<FeedQuery>,
+    Params(q): Params<FeedQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let channel = app.channels.channel(&name)?.clone();
@@ -203,8 +204,11 @@ pub struct ModeRequest {
 }
 
 /// `PUT /v1/channels/<channel>/mode` `{"mode": "live"|"frozen"|"zero", "reason": ..}`.
+/// With tokens configured the change is recorded as made by the token's name; `set_by` in
+/// the body is only used when the API is open.
 pub async fn set_mode(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     Path(name): Path<String>,
     body: Result<Json<ModeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -214,7 +218,10 @@ pub async fn set_mode(
         .set_mode(
             &name,
             req.mode,
-            req.set_by.unwrap_or_else(|| "api".into()),
+            match principal {
+                Some(p) => p.name().to_string(),
+                None => req.set_by.unwrap_or_else(|| "api".into()),
+            },
             req.reason,
         )
         .await?;
@@ -222,6 +229,7 @@ pub async fn set_mode(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limit {
     limit: Option<i64>,
 }
@@ -230,7 +238,7 @@ pub struct Limit {
 pub async fn errors(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    Query(q): Query<Limit>,
+    Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
     app.channels.channel(&name)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

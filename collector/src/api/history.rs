@@ -11,20 +11,22 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use super::ApiError;
+use super::{ApiError, Params};
+use crate::authority::Treatment;
 use crate::ledger::{read_states, row_states, StockKey};
 use crate::merge::States;
 use crate::projection::{self, Entry};
 use crate::replay::{Replay, Step};
-use crate::{records, reserve, App};
+use crate::{records, reserve, void, App};
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     location: Option<String>,
 }
@@ -34,7 +36,7 @@ pub struct HistoryQuery {
 pub async fn history(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    Params(q): Params<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let location = q.location.ok_or_else(|| {
         ApiError::bad_request(
@@ -227,6 +229,9 @@ fn movement_row(c: &Connection, e: &Entry, step: &Step, after: &States) -> rusql
         "unit": m.unit,
         "unit_quantity": m.unit_quantity,
         "treatment": e.treatment.as_str(),
+        "input": (!m.origin.input.is_empty()).then_some(&m.origin.input),
+        "validated": m.origin.validated,
+        "note": m.note,
         "references": {
             "order": m.references.order,
             "transfer": m.references.transfer,
@@ -235,6 +240,9 @@ fn movement_row(c: &Connection, e: &Entry, step: &Step, after: &States) -> rusql
         },
         "after": with_on_hand(after),
     });
+    if e.treatment == Treatment::Voided {
+        row["void"] = json!(void::get(c, &e.agent_id, m.seq)?);
+    }
     match step {
         Step::Delta(d) => row["effect"] = json!(d),
         Step::Short { delta, shortfall } => {

@@ -2,6 +2,7 @@
 //! component view), audit (history, drift, conflicts, discrepancies) and the rejects queue
 //! for operators, health and metrics for monitoring.
 
+mod agents;
 mod alerts;
 mod audit;
 mod bundles;
@@ -14,6 +15,7 @@ mod ready;
 mod reports;
 mod reservations;
 mod stock;
+mod voids;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/reservations/:id",
             get(reservations::get).delete(reservations::release),
         )
+        .route("/v1/movements/void", post(voids::create))
         .route("/v1/orders", post(orders::place).get(orders::list))
         .route("/v1/orders/:id", get(orders::get))
         .route("/v1/orders/:id/cancel", post(orders::cancel))
@@ -55,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/orders/:id/reroute", post(orders::reroute))
         .route("/v1/routing/warehouses/:warehouse", put(orders::set_frozen))
         .route("/v1/rejects", get(rejects))
+        .route("/v1/rejects/:id/retry", post(retry_reject))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/:channel", get(channels::one))
         .route("/v1/channels/:channel/sellable", get(channels::sellable))
@@ -77,9 +81,43 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/dashboard/style.css", get(dashboard::style))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/readyz", get(ready::readyz))
+        .route("/v1/agents", get(agents::list))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
+}
+
+/// A query string whose parameters are all understood: an unknown one (a filter this
+/// endpoint does not support) is a JSON `400` naming it, never silently ignored. Use with
+/// `#[serde(deny_unknown_fields)]` on `T`.
+pub struct Params<T>(pub T);
+
+#[axum::async_trait]
+impl<T, S> axum::extract::FromRequestParts<S> for Params<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(t)| Params(t))
+            .map_err(|e| {
+                let detail = e.body_text();
+                // "... unknown field `warehouse`, expected ..." -> `warehouse`
+                let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    error: "bad request",
+                    field: Some(field),
+                    detail,
+                }
+            })
+    }
 }
 
 /// An HTTP error with the JSON body `{error, field, detail}`.
@@ -179,18 +217,19 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limit {
     limit: Option<i64>,
 }
 
 async fn rejects(
     State(app): State<Arc<App>>,
-    Query(q): Query<Limit>,
+    Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(
-            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field
+            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload), field, retried_at_ms
              FROM rejects ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit], |r| {
@@ -206,9 +245,35 @@ async fn rejects(
                 "reason": r.get::<_, String>(8)?,
                 "payload_bytes": r.get::<_, i64>(9)?,
                 "field": r.get::<_, Option<String>>(10)?,
+                "retried_at_ms": r.get::<_, Option<i64>>(11)?,
             }))
         })?;
         rows.collect::<Result<Vec<_>, _>>()
     })?;
     Ok(Json(rows).into_response())
+}
+
+/// Applies a movement the collector's checks refused, if it passes them now (an unknown
+/// SKU the catalog has since learnt). Exactly once: a second retry answers `already_applied`.
+async fn retry_reject(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Response, ApiError> {
+    use crate::ledger::Retried;
+    let (status, outcome, detail) = match app.ledger.retry_reject(id).await? {
+        Retried::Applied => (StatusCode::OK, "applied", String::new()),
+        Retried::AlreadyApplied => (StatusCode::OK, "already_applied", String::new()),
+        Retried::StillRefused(reason) => {
+            return Err(ApiError::unprocessable("id".into(), reason));
+        }
+        Retried::NotRetryable(why) => return Err(ApiError::unprocessable("id".into(), why)),
+        Retried::Unknown => {
+            return Err(ApiError::not_found("id", format!("no reject {id}")));
+        }
+    };
+    Ok((
+        status,
+        Json(json!({"id": id, "outcome": outcome, "detail": detail})),
+    )
+        .into_response())
 }

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::ApiError;
+use super::{ApiError, Params};
+use crate::auth::{self, Principal};
 use crate::reserve::{self, Created, Request};
 use crate::App;
 
@@ -21,6 +22,7 @@ fn now() -> i64 {
 /// not have it (nothing held) or the id was used for another reservation.
 pub async fn create(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let req: Request =
@@ -45,10 +47,21 @@ pub async fn create(
             ));
         }
     }
+    known_sku_and_warehouse(&app, &req)?;
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let created = app
         .ledger
-        .write(move |tx, touched| reserve::create(tx, &req, t, touched))
+        .write(move |tx, touched| {
+            let created = reserve::create(tx, &req, t, touched)?;
+            if let Created::New(_) = created {
+                reserve::record_by(tx, &req.id, reserve::By::Created, &by)?;
+                return Ok(Created::New(
+                    reserve::get(tx, &req.id)?.expect("just created"),
+                ));
+            }
+            Ok(created)
+        })
         .await?;
     Ok(match created {
         Created::New(r) => (StatusCode::CREATED, Json(r)).into_response(),
@@ -69,6 +82,7 @@ pub async fn create(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     sku: String,
     warehouse: Option<String>,
@@ -78,7 +92,7 @@ pub struct ListQuery {
 /// Reservations of one SKU, newest first.
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = app
@@ -101,16 +115,64 @@ pub async fn get(
 /// Releases a reservation (the order was abandoned); the stock is sellable again.
 pub async fn release(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = now();
     let key = id.clone();
+    let by = auth::by(principal.as_deref(), "api");
     match app
         .ledger
-        .write(move |tx, touched| reserve::release(tx, &key, t, touched))
+        .write(move |tx, touched| {
+            let was_active = reserve::get(tx, &key)?.is_some_and(|r| r.status == "active");
+            if was_active {
+                reserve::record_by(tx, &key, reserve::By::Closed, &by)?;
+            }
+            reserve::release(tx, &key, t, touched)
+        })
         .await?
     {
         Some(r) => Ok(Json(r).into_response()),
         None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
     }
+}
+
+/// An unknown SKU or warehouse is not "insufficient stock": say which is unknown (422).
+fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
+    let open = app.catalog.is_open();
+    if !open && !app.in_catalog(&req.sku) {
+        return Err(ApiError::unprocessable(
+            "$.sku".into(),
+            format!("unknown SKU `{}`: not in the catalog", req.sku),
+        ));
+    }
+    let warehouse_known = app.ledger.read(|c| {
+        c.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM agents WHERE warehouse = ?1)
+                 OR EXISTS (SELECT 1 FROM stock WHERE warehouse = ?1)",
+        )?
+        .query_row([&req.warehouse], |r| r.get::<_, bool>(0))
+    })?;
+    if !warehouse_known {
+        return Err(ApiError::unprocessable(
+            "$.warehouse".into(),
+            format!(
+                "unknown warehouse `{}`: no agent reports for it and it holds no stock",
+                req.warehouse
+            ),
+        ));
+    }
+    if open && !app.in_catalog(&req.sku) {
+        let stocked = app.ledger.read(|c| {
+            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE sku = ?1)")?
+                .query_row([&req.sku], |r| r.get::<_, bool>(0))
+        })?;
+        if !stocked {
+            return Err(ApiError::unprocessable(
+                "$.sku".into(),
+                format!("unknown SKU `{}`: never stocked anywhere", req.sku),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::ApiError;
+use super::{ApiError, Params};
 use crate::ledger::row_states;
 use crate::merge::States;
 use crate::{reserve, App};
@@ -86,6 +86,7 @@ pub async fn by_sku(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LocationQuery {
     location: Option<String>,
     limit: Option<i64>,
@@ -94,7 +95,7 @@ pub struct LocationQuery {
 /// Every SKU at a warehouse (`location=ams`) or one bin of it (`location=ams/A-01`).
 pub async fn by_location(
     State(app): State<Arc<App>>,
-    Query(q): Query<LocationQuery>,
+    Params(q): Params<LocationQuery>,
 ) -> Result<Response, ApiError> {
     let location = q.location.ok_or_else(|| {
         ApiError::bad_request(

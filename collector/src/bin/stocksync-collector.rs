@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:1883")]
         listen: SocketAddr,
     },
-    /// Rebuild the stock projection from the ledger. Stop the collector first.
+    /// Rebuild the stock projection from the ledger. Refused while a collector runs on it.
     Rebuild {
         /// The ledger file (default: the config's `ledger.path`).
         #[arg(long)]
@@ -52,7 +52,9 @@ fn init_logging(format: LogFormat, default_filter: &str) {
         .unwrap_or_else(|_| default_filter.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // The log may be a file or a journal: colour codes only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -60,7 +62,21 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, on one line; the log may be a file, so no colour codes either.
+            eprintln!(
+                "stocksync-collector: error: {}",
+                config::error_report(e.as_ref())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     // rumqttd logs every client disconnect, clean ones included, at ERROR; its start-up
     // failures are caught by the readiness handshake instead. `RUST_LOG=info,rumqttd=debug`

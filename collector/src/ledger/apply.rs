@@ -5,9 +5,11 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use stocksync_common::wire::{self, AckOutcome, Batch};
+use stocksync_common::Movement;
 
 use super::{now_ms, Rejected, StockKey};
 use crate::authority::{returns_to_str, Authority, Treatment};
+use crate::intake::Intake;
 use crate::projection::{self, Entry};
 
 pub(super) fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Error> {
@@ -35,7 +37,7 @@ pub(super) fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rus
 /// how many of its movements the source-of-truth policy sent to the rejects queue.
 pub(super) fn apply_batch(
     tx: &Transaction<'_>,
-    authority: &Authority,
+    (authority, intake): (&Authority, &Intake),
     batch: &Batch,
     (payload, parts): (&[u8], &[std::ops::Range<usize>]),
     topic: &str,
@@ -57,10 +59,10 @@ pub(super) fn apply_batch(
         return Ok((AckOutcome::Rejected { reason }, 0));
     }
     let now = now_ms();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
-    )?;
+    if let Some(sent) = batch.sent_at_ms {
+        tx.prepare_cached("UPDATE agents SET clock_skew_ms = ?2 WHERE agent_id = ?1")?
+            .execute(params![batch.agent_id, now.saturating_sub(sent)])?;
+    }
     let (mut applied, mut duplicates, mut policy_rejects) = (0u32, 0u32, 0u32);
     let mut pending = projection::Pending::default();
     let whole = parts.len() == batch.movements.len();
@@ -70,52 +72,27 @@ pub(super) fn apply_batch(
             Some(range) if whole => payload[range.clone()].into(),
             _ => wire::encode_movement(m).into(),
         };
-        let treatment = authority.treat(m);
-        let returns_to = authority.returns_to(&m.location.warehouse);
-        let inserted = insert.execute(params![
-            batch.agent_id,
-            m.seq as i64,
-            m.sku.as_str(),
-            m.location.warehouse,
-            m.location.bin_key(),
-            m.source,
-            m.kind.name(),
-            m.quantity as i64,
-            m.occurred_at.unix_ms,
-            now,
-            bytes.as_ref(),
-            treatment.as_str(),
-            returns_to_str(returns_to),
-            m.references.transfer,
-            m.references.peer_warehouse,
-            m.references.order,
-        ])?;
-        if inserted == 0 {
-            duplicates += 1;
-            continue;
-        }
-        applied += 1;
-        if treatment == Treatment::Rejected {
-            policy_rejects += 1;
-            store_reject(
-                tx,
-                &Rejected {
-                    topic: topic.to_string(),
-                    agent_id: Some(batch.agent_id.clone()),
-                    seqs: Some((m.seq, m.seq)),
-                    reason: authority.reject_reason(&batch.agent_id, m),
-                    field: Some("source".into()),
-                    payload: bytes.to_vec(),
-                },
-            )?;
-        }
-        let entry = Entry {
-            agent_id: batch.agent_id.clone(),
-            movement: m.clone(),
-            treatment,
-            returns_to,
+        let arrived = Arrived {
+            agent_id: &batch.agent_id,
+            movement: m,
+            bytes: &bytes,
+            topic,
         };
-        projection::project(tx, &entry, now, touched, &mut pending)?;
+        match apply_movement(
+            tx,
+            (authority, intake),
+            &arrived,
+            now,
+            touched,
+            &mut pending,
+        )? {
+            Outcome::New { policy_reject } => {
+                applied += 1;
+                policy_rejects += u32::from(policy_reject);
+            }
+            Outcome::Duplicate => duplicates += 1,
+            Outcome::Refused(_) => policy_rejects += 1,
+        }
     }
     pending.flush(tx, now)?;
     let outcome = AckOutcome::Applied {
@@ -123,6 +100,109 @@ pub(super) fn apply_batch(
         duplicates,
     };
     Ok((outcome, policy_rejects))
+}
+
+/// One movement as it arrived: from which agent, its bytes as received, on which topic.
+pub(crate) struct Arrived<'a> {
+    pub agent_id: &'a str,
+    pub movement: &'a Movement,
+    pub bytes: &'a [u8],
+    pub topic: &'a str,
+}
+
+/// What became of one movement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Appended to the ledger (and, if its source policy says reject, to the rejects queue).
+    New { policy_reject: bool },
+    /// Its `(agent_id, seq)` was in the ledger already.
+    Duplicate,
+    /// Refused by the collector's own checks (`intake`); kept in the rejects queue only.
+    Refused(String),
+}
+
+/// Checks, appends and projects one movement.
+pub(crate) fn apply_movement(
+    tx: &Transaction<'_>,
+    (authority, intake): (&Authority, &Intake),
+    a: &Arrived<'_>,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+    pending: &mut projection::Pending,
+) -> Result<Outcome, rusqlite::Error> {
+    let m = a.movement;
+    if let Some(refusal) = intake.check(a.agent_id, m, now) {
+        let known: bool = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM ledger WHERE agent_id = ?1 AND seq = ?2)",
+            )?
+            .query_row(params![a.agent_id, m.seq as i64], |r| r.get(0))?;
+        if known {
+            return Ok(Outcome::Duplicate);
+        }
+        tracing::warn!(agent = %a.agent_id, seq = m.seq, reason = %refusal.reason, "movement refused");
+        store_reject(
+            tx,
+            &Rejected {
+                topic: a.topic.to_string(),
+                agent_id: Some(a.agent_id.to_string()),
+                seqs: Some((m.seq, m.seq)),
+                reason: refusal.reason.clone(),
+                field: Some(refusal.field.into()),
+                payload: a.bytes.to_vec(),
+            },
+        )?;
+        return Ok(Outcome::Refused(refusal.reason));
+    }
+    let treatment = authority.treat(m);
+    let returns_to = authority.returns_to(&m.location.warehouse);
+    let inserted = tx.prepare_cached(
+        "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (agent_id, seq) DO NOTHING",
+    )?
+    .execute(params![
+        a.agent_id,
+        m.seq as i64,
+        m.sku.as_str(),
+        m.location.warehouse,
+        m.location.bin_key(),
+        m.source,
+        m.kind.name(),
+        m.quantity as i64,
+        m.occurred_at.unix_ms,
+        now,
+        a.bytes,
+        treatment.as_str(),
+        returns_to_str(returns_to),
+        m.references.transfer,
+        m.references.peer_warehouse,
+        m.references.order,
+    ])?;
+    if inserted == 0 {
+        return Ok(Outcome::Duplicate);
+    }
+    let policy_reject = treatment == Treatment::Rejected;
+    if policy_reject {
+        store_reject(
+            tx,
+            &Rejected {
+                topic: a.topic.to_string(),
+                agent_id: Some(a.agent_id.to_string()),
+                seqs: Some((m.seq, m.seq)),
+                reason: authority.reject_reason(a.agent_id, m),
+                field: Some("source".into()),
+                payload: a.bytes.to_vec(),
+            },
+        )?;
+    }
+    let entry = Entry {
+        agent_id: a.agent_id.to_string(),
+        movement: m.clone(),
+        treatment,
+        returns_to,
+    };
+    projection::project(tx, &entry, now, touched, pending)?;
+    Ok(Outcome::New { policy_reject })
 }
 
 /// Refuses a batch whose topic, warehouse or journal identity does not add up.
@@ -159,7 +239,7 @@ fn check_batch(
     match known {
         None => {
             tx.execute(
-                "INSERT INTO agents VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO agents (agent_id, journal_id, warehouse, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                 params![
                     batch.agent_id,
                     batch.journal_id as i64,

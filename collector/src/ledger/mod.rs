@@ -18,10 +18,14 @@ use stocksync_common::wire::{self, AckOutcome, Batch};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::authority::Authority;
+use crate::intake::Intake;
 use crate::merge::States;
 use crate::metrics::Metrics;
 
 mod apply;
+mod retry;
+
+pub use retry::Retried;
 
 use apply::{apply_batch, store_reject};
 
@@ -41,6 +45,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("ledger", "peer", "TEXT"),
     ("rejects", "field", "TEXT"),
     ("ledger", "order_ref", "TEXT"),
+    ("rejects", "retried_at_ms", "INTEGER"),
+    ("reservations", "created_by", "TEXT"),
+    ("reservations", "closed_by", "TEXT"),
+    ("agents", "clock_skew_ms", "INTEGER"),
 ];
 
 const INDEXES: &str = "
@@ -76,6 +84,8 @@ pub enum LedgerError {
     Sqlite(#[from] rusqlite::Error),
     #[error("ledger writer has stopped")]
     Closed,
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 /// Why a payload is kept in the rejects queue instead of the ledger.
@@ -136,6 +146,9 @@ pub struct Ledger {
     tx: mpsc::Sender<Command>,
     reader: Arc<Mutex<Connection>>,
     changes: broadcast::Sender<Changes>,
+    /// The writer's policies, for writes that apply a movement outside a batch (retries).
+    authority: Arc<Authority>,
+    intake: Arc<Intake>,
 }
 
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
@@ -163,6 +176,17 @@ impl Ledger {
         metrics: Arc<Metrics>,
         authority: Authority,
     ) -> Result<Ledger, LedgerError> {
+        Ledger::open_checked(path, metrics, authority, Intake::default())
+    }
+
+    /// Like `open_with`, with the collector's own checks of every new movement (`intake`).
+    pub fn open_checked(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        authority: Authority,
+        intake: Intake,
+    ) -> Result<Ledger, LedgerError> {
+        let (authority, intake) = (Arc::new(authority), Arc::new(intake));
         let conn = open(path)?;
         migrate(&conn)?;
         let (tx, rx) = mpsc::channel(1024);
@@ -172,7 +196,8 @@ impl Ledger {
             metrics,
             changes: changes.clone(),
             touched: Vec::new(),
-            authority,
+            authority: authority.clone(),
+            intake: intake.clone(),
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -182,6 +207,8 @@ impl Ledger {
             tx,
             reader: Arc::new(Mutex::new(open(path)?)),
             changes,
+            authority,
+            intake,
         })
     }
 
@@ -259,7 +286,8 @@ struct Writer {
     changes: broadcast::Sender<Changes>,
     /// Stock keys the current transaction touched.
     touched: Vec<StockKey>,
-    authority: Authority,
+    authority: Arc<Authority>,
+    intake: Arc<Intake>,
 }
 
 enum Pending {
@@ -340,7 +368,7 @@ impl Writer {
                     tx.execute_batch("SAVEPOINT batch")?;
                     match apply_batch(
                         &tx,
-                        &self.authority,
+                        (&self.authority, &self.intake),
                         &batch,
                         (&payload, &parts),
                         &topic,

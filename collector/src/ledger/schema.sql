@@ -128,3 +128,12 @@ CREATE TABLE IF NOT EXISTS shortfalls (
     revised_at_ms INTEGER,
     PRIMARY KEY (agent_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS voids (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    voided_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    voided_at_ms INTEGER NOT NULL,
+    previous_treatment TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+) WITHOUT ROWID;

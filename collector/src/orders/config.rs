@@ -35,6 +35,9 @@ pub struct OrdersConfig {
     pub max_quantity: u64,
     /// A warehouse whose agents sent nothing for this long is skipped by routing (0 = never).
     pub stale_after_secs: u64,
+    /// Every this many seconds, open orders are re-routed off frozen or silent warehouses
+    /// (0 = only on request, `POST /v1/orders/<id>/reroute`).
+    pub auto_reroute_secs: u64,
     /// Warehouse facts routing needs: place, time zone, cutoff, calendar, capacity, safety.
     pub warehouses: BTreeMap<String, WarehouseRouting>,
     /// Zone costs by destination, for `closest` with `distance = "zones"`.
@@ -49,6 +52,7 @@ impl Default for OrdersConfig {
             max_lines: 100,
             max_quantity: 100_000,
             stale_after_secs: 0,
+            auto_reroute_secs: 0,
             warehouses: BTreeMap::new(),
             zones: Vec::new(),
             channel: Vec::new(),

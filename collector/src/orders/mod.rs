@@ -11,7 +11,7 @@
 //!
 //! Layout: `request` (input and its 422s), `config` (the `[orders]` section), `calendar`
 //! (cutoffs in each warehouse's time zone), `route` (filters' output ranked and allocated),
-//! `place` and `lifecycle` (writer-side commands), `view` (the JSON an order is shown as),
+//! `place`, `lifecycle` and `reroute` (writer-side commands), `view` (the JSON an order is shown as),
 //! `store` (tables).
 
 pub mod calendar;
@@ -19,6 +19,7 @@ pub mod config;
 mod lifecycle;
 mod place;
 pub mod request;
+mod reroute;
 pub mod route;
 pub mod store;
 mod view;
@@ -30,9 +31,10 @@ use rusqlite::Connection;
 use stocksync_common::catalog::Catalog;
 
 pub use config::{OrdersConfig, OrdersConfigError};
-pub use lifecycle::{cancel, keep, reroute, CancelLine, CancelRequest, Outcome};
+pub use lifecycle::{cancel, keep, CancelLine, CancelRequest, Outcome};
 pub use place::{place, Placed, Prepared};
 pub use request::{Invalid, OrderRequest};
+pub use reroute::{reroute, reroute_open};
 pub use view::{list, show};
 
 use config::{ChannelRouting, Distance, Site};
@@ -283,6 +285,36 @@ impl Orders {
                 )
             })
             .map(|z| z.cost)
+    }
+}
+
+/// Re-routes open orders off frozen or silent warehouses every `auto_reroute_secs` (when
+/// set), until the collector stops.
+pub async fn auto_reroute(
+    ledger: crate::ledger::Ledger,
+    orders: Arc<Orders>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let secs = orders.config.auto_reroute_secs;
+    if secs == 0 {
+        // Off: wait for the stop like every supervised task; returning early would read as
+        // a task that died and stop the collector.
+        let _ = shutdown.changed().await;
+        return Ok(());
+    }
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(secs));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = every.tick() => {
+                let now = stocksync_common::input::now().unix_ms;
+                let ctx = orders.clone();
+                let moved = ledger.write(move |tx, touched| reroute_open(tx, &ctx, now, touched)).await?;
+                if !moved.is_empty() {
+                    tracing::info!(orders = ?moved, "orders re-routed off frozen or silent warehouses");
+                }
+            }
+        }
     }
 }
 

@@ -78,7 +78,7 @@ pub fn place(
         Err(shortfall) => return Ok(Placed::Shortfall(shortfall)),
     };
     let explanation = explain(channel, allocation, p.routed_at, &plan, &filtered, &dropped);
-    let order = record(orders, &p, channel, &plan, holds, explanation, now);
+    let order = record(&p, channel, &plan, holds, explanation, now);
     for wh in plan
         .allocations
         .iter()
@@ -254,7 +254,6 @@ pub(super) fn explain(
 }
 
 fn record(
-    orders: &Orders,
     p: &Prepared,
     channel: &ChannelRouting,
     plan: &Plan,
@@ -262,7 +261,6 @@ fn record(
     explanation: Value,
     now: i64,
 ) -> Order {
-    let _ = orders;
     let lines: Vec<Line> = p
         .request
         .lines

@@ -270,3 +270,28 @@ pub fn known_sku(conn: &Connection, sku: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE sku = ?1)")?
         .query_row([sku], |r| r.get(0))
 }
+
+/// Warehouses where any reservation is active.
+pub fn holding_warehouses(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT warehouse FROM reservations WHERE status = 'active'")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Open orders with an active hold at one of `warehouses`.
+pub fn orders_holding_at(
+    conn: &Connection,
+    warehouses: &[String],
+) -> rusqlite::Result<Vec<String>> {
+    if warehouses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT o.id FROM reservations r JOIN orders o ON o.id = r.order_ref
+         WHERE r.status = 'active' AND r.warehouse IN (SELECT value FROM json_each(?1))
+           AND o.state IN ('reserved', 'backorder', 'queued') ORDER BY o.id",
+    )?;
+    let rows = stmt.query_map([encode(&warehouses)], |r| r.get(0))?;
+    rows.collect()
+}

@@ -579,3 +579,55 @@ pub async fn stock_row(collector: &str, sku: &str, warehouse: &str, bin: Option<
         })
         .unwrap_or(Value::Null)
 }
+
+/// Blocking request with any method, an optional JSON body and extra headers (auth tests);
+/// the reply with the response headers.
+pub fn request_blocking(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (Reply, ureq::http::HeaderMap) {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let agent = http();
+    let result = match body {
+        Some(b) => agent.run(
+            req.header("content-type", "application/json")
+                .body(b.to_string())
+                .expect("request"),
+        ),
+        None => agent.run(req.body(()).expect("request")),
+    };
+    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    (reply(&mut resp), resp.headers().clone())
+}
+
+/// Async [`request_blocking`].
+pub async fn request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (Reply, ureq::http::HeaderMap) {
+    let (method, url, body) = (
+        method.to_string(),
+        url.to_string(),
+        body.map(str::to_string),
+    );
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        request_blocking(&method, &url, body.as_deref(), &h)
+    })
+    .await
+    .expect("request task")
+}

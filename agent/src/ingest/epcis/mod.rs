@@ -118,12 +118,18 @@ pub async fn post_events(
 /// (concurrently, so the journal's group commit folds them into few transactions).
 async fn process(app: &Arc<App>, events: &[(String, &Value)]) -> Result<Vec<Value>, ApiError> {
     let catalog = app.catalog.current();
+    // This input speaks for its configured source only.
+    let sources = [app.config.epcis.source.clone()];
     let ctx = Context {
         warehouse: &app.config.warehouse,
         default_source: &app.config.epcis.source,
         now: input::now(),
         max_batch: usize::MAX,
         units: &*catalog,
+        input: "epcis",
+        sources: &sources,
+        validated: !catalog.is_open(),
+        clock: crate::clock_rule(&app.config),
     };
     let mut rules = app.config.epcis.rules.clone();
     rules.extend(default_rules());
@@ -190,6 +196,27 @@ async fn process(app: &Arc<App>, events: &[(String, &Value)]) -> Result<Vec<Valu
                 answer["duplicate"] = (a.journaled == 0).into();
                 answer["first_seq"] = a.first_seq.into();
                 answer["last_seq"] = a.last_seq.into();
+            }
+            // The event's id was journaled before for other content: a conflict, kept.
+            Err(JournalError::IdReused { detail, .. }) => {
+                let (path, value) = &events[index];
+                let error = InputError {
+                    record: Some(index),
+                    field: format!("{path}.eventID"),
+                    detail,
+                };
+                answer["status"] = "rejected".into();
+                answer["field"] = error.field.clone().into();
+                answer["detail"] = error.detail.clone().into();
+                let reject = Reject {
+                    source: format!("epcis:{}", app.config.epcis.source),
+                    error,
+                    payload: serde_json::to_vec(value).unwrap_or_default(),
+                };
+                app.journal
+                    .reject(reject)
+                    .await
+                    .map_err(ApiError::Journal)?;
             }
             Err(e) => {
                 answer["status"] = "failed".into();

@@ -1,0 +1,44 @@
+//! Which token scope each agent endpoint needs. The mechanics (digests, constant-time
+//! comparison, 401/403 bodies) are shared with the collector in `stocksync_common::server::auth`.
+//!
+//! Anything not listed that changes state needs `admin`, so an endpoint added later is
+//! closed until someone decides otherwise.
+
+use axum::http::Method;
+use stocksync_common::config::Scope;
+
+pub use stocksync_common::server::auth::Principal;
+
+/// The scope a request needs; `None` for `/healthz`, which load balancers probe unauthenticated.
+pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
+    if path == "/healthz" {
+        return None;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Some(Scope::Read);
+    }
+    let movements = ["/v1/movements", "/v1/epcis/events", "/v1/inputs"];
+    if movements.iter().any(|p| path.starts_with(p)) {
+        return Some(Scope::Movements);
+    }
+    Some(Scope::Admin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_of_routes() {
+        assert_eq!(scope_for(&Method::GET, "/healthz"), None);
+        assert_eq!(scope_for(&Method::GET, "/v1/status"), Some(Scope::Read));
+        assert_eq!(
+            scope_for(&Method::POST, "/v1/movements"),
+            Some(Scope::Movements)
+        );
+        assert_eq!(
+            scope_for(&Method::POST, "/v1/anything-new"),
+            Some(Scope::Admin)
+        );
+    }
+}

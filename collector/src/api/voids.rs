@@ -1,0 +1,50 @@
+//! `POST /v1/movements/void`: an operator cancels one movement by its id
+//! (`{agent_id, seq, by, reason}`); see `crate::void` for what it does to the projection.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::ApiError;
+use crate::auth::{self, Principal};
+use crate::void::{self, Request, Voided};
+use crate::App;
+
+/// 201 with the void record, 200 with the first one if it was voided before, 404 if the
+/// ledger has no such movement.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let mut req: Request =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
+            .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
+    for (field, value) in [("$.by", &req.by), ("$.reason", &req.reason)] {
+        if value.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                field.into(),
+                "must say who voids the movement and why".into(),
+            ));
+        }
+    }
+    // Who voids is the token's name when the API has tokens, never only what the body says.
+    req.by = auth::by(principal.as_deref(), &req.by);
+    let now = stocksync_common::input::now().unix_ms;
+    let id = format!("{} seq {}", req.agent_id, req.seq);
+    let voided = app
+        .ledger
+        .write(move |tx, touched| void::void(tx, &req, now, touched))
+        .await?;
+    match voided {
+        Voided::New(v) => Ok((StatusCode::CREATED, Json(v)).into_response()),
+        Voided::Already(v) => Ok((StatusCode::OK, Json(v)).into_response()),
+        Voided::Unknown => Err(ApiError::not_found(
+            "$.seq",
+            format!("no movement {id} in the ledger"),
+        )),
+    }
+}

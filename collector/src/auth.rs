@@ -1,0 +1,60 @@
+//! Which token scope each collector endpoint needs. The mechanics (digests, constant-time
+//! comparison, 401/403 bodies) are shared with the agent in `stocksync_common::server::auth`.
+//!
+//! Reads need `read`; reservations and orders need `orders`; everything else that changes
+//! state (channel modes, resolutions, rebuilds, endpoints added later) needs `admin`.
+
+use axum::http::Method;
+use stocksync_common::config::Scope;
+
+pub use stocksync_common::server::auth::Principal;
+
+/// The scope a request needs; `None` for `/healthz`, which load balancers probe unauthenticated.
+pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
+    if path == "/healthz" {
+        return None;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Some(Scope::Read);
+    }
+    if ["/v1/reservations", "/v1/orders"]
+        .iter()
+        .any(|p| path.starts_with(p))
+    {
+        return Some(Scope::Orders);
+    }
+    Some(Scope::Admin)
+}
+
+/// Who made a request: the token's name, or `fallback` when the API is open (no tokens).
+pub fn by(principal: Option<&Principal>, fallback: &str) -> String {
+    principal.map_or_else(|| fallback.to_string(), |p| p.name().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_of_routes() {
+        assert_eq!(scope_for(&Method::GET, "/healthz"), None);
+        assert_eq!(scope_for(&Method::GET, "/v1/stock"), Some(Scope::Read));
+        assert_eq!(
+            scope_for(&Method::POST, "/v1/reservations"),
+            Some(Scope::Orders)
+        );
+        assert_eq!(
+            scope_for(&Method::DELETE, "/v1/reservations/r1"),
+            Some(Scope::Orders)
+        );
+        assert_eq!(
+            scope_for(&Method::POST, "/v1/orders/o1/lines"),
+            Some(Scope::Orders)
+        );
+        assert_eq!(
+            scope_for(&Method::PUT, "/v1/channels/shop/mode"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(scope_for(&Method::POST, "/v1/rebuild"), Some(Scope::Admin));
+    }
+}

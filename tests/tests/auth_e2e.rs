@@ -1,0 +1,220 @@
+//! HTTP auth end to end (issue 10, item 6): with `[[http.tokens]]` configured, nobody without
+//! a token can post movements to an agent, zero a channel or release a reservation at the
+//! collector; a token is limited to its scopes; what a token writes is recorded under the
+//! token's configured name, whatever the request body claims. `/healthz` stays open.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use stocksync_agent::Agent;
+use stocksync_collector::Collector;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+const OPS: &str = "ops-0123456789abcdef";
+const SHOP: &str = "shop-0123456789abcdef";
+const WMS: &str = "wms-0123456789abcdef";
+const READER: &str = "reader-0123456789abcdef";
+
+fn sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+async fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> Reply {
+    let auth = token.map(bearer);
+    let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    request(method, url, body, &headers).await.0
+}
+
+fn assert_refused(reply: &Reply, status: u16, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {:?}", reply.body);
+    assert_eq!(
+        reply.body["field"], "authorization",
+        "{what}: {:?}",
+        reply.body
+    );
+    assert!(reply.body["detail"].is_string(), "{what}: {:?}", reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_both_apis_and_name_what_they_write() {
+    let dir = TempDir::new("auth");
+    let broker = Broker::start(&dir);
+    std::fs::write(dir.join("shop.token"), format!("{SHOP}\n")).unwrap();
+    std::fs::write(dir.join("wms.token"), WMS).unwrap();
+    let collector_tokens = format!(
+        "[[http.tokens]]\nname = \"ops\"\nscopes = [\"read\", \"admin\"]\ntoken_sha256 = \"{}\"\n\
+         [[http.tokens]]\nname = \"shop\"\nscopes = [\"read\", \"orders\"]\ntoken_file = {:?}\n\
+         [[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n",
+        sha256_hex(OPS),
+        dir.join("shop.token"),
+    );
+    let config = collector_toml(&dir, broker.port, 0, &collector_tokens);
+    let collector = Collector::start(toml_config(&config))
+        .await
+        .expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    let agent_tokens = format!(
+        "[[http.tokens]]\nname = \"wms-ams\"\nscopes = [\"movements\"]\ntoken_file = {:?}\n\
+         [[http.tokens]]\nname = \"reader\"\nscopes = [\"read\"]\ntoken_sha256 = \"{}\"\n",
+        dir.join("wms.token"),
+        sha256_hex(READER),
+    );
+    let agent_config = agent_toml(&dir, "ams-1", "ams", broker.port, 0, &agent_tokens);
+    let agent = Agent::start(toml_config(&agent_config))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+    let receipt = r#"{"sku":"TEE","kind":"receipt","quantity":10,"bin":"A-01"}"#;
+
+    // Agent: no token -> 401 with a Bearer challenge; a wrong one -> 401; wrong scope -> 403.
+    let (none, headers) = request("POST", &format!("{a}/v1/movements"), Some(receipt), &[]).await;
+    assert_refused(&none, 401, "agent POST without token");
+    let challenge = headers
+        .get("www-authenticate")
+        .expect("challenge")
+        .to_str()
+        .unwrap();
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+    let wrong = call(
+        "POST",
+        &format!("{a}/v1/movements"),
+        Some(receipt),
+        Some(OPS),
+    )
+    .await;
+    assert_refused(&wrong, 401, "agent POST with another process's token");
+    let reader = call(
+        "POST",
+        &format!("{a}/v1/movements"),
+        Some(receipt),
+        Some(READER),
+    )
+    .await;
+    assert_refused(&reader, 403, "agent POST with a read token");
+    assert_refused(
+        &call("GET", &format!("{a}/v1/status"), None, None).await,
+        401,
+        "status",
+    );
+    let status = call("GET", &format!("{a}/v1/status"), None, Some(WMS)).await;
+    assert_refused(&status, 403, "agent status with a movements-only token");
+    let status = call("GET", &format!("{a}/v1/status"), None, Some(READER)).await;
+    assert_eq!(status.status, 200, "{:?}", status.body);
+    assert_eq!(status.body["backlog"], 0, "nothing refused was journaled");
+    assert_eq!(get(&format!("{a}/healthz")).await.status, 200);
+
+    let posted = call(
+        "POST",
+        &format!("{a}/v1/movements"),
+        Some(receipt),
+        Some(WMS),
+    )
+    .await;
+    assert_eq!(posted.status, 202, "{:?}", posted.body);
+
+    // Collector: reads need a token too, /healthz does not.
+    assert_refused(
+        &call("GET", &format!("{c}/v1/stock/TEE"), None, None).await,
+        401,
+        "stock",
+    );
+    wait_for("collector healthy without a token", WAIT, || async {
+        get(&format!("{c}/healthz")).await.status == 200
+    })
+    .await;
+    wait_for("receipt counted", WAIT, || async {
+        let r = call("GET", &format!("{c}/v1/stock/TEE"), None, Some(SHOP)).await;
+        r.body["on_hand"] == 10
+    })
+    .await;
+
+    // Zeroing a channel: refused without a token and with an orders token, nothing changes.
+    let zero = r#"{"mode":"zero","reason":"test","set_by":"mallory"}"#;
+    let mode_url = format!("{c}/v1/channels/web/mode");
+    assert_refused(
+        &call("PUT", &mode_url, Some(zero), None).await,
+        401,
+        "mode without token",
+    );
+    assert_refused(
+        &call("PUT", &mode_url, Some(zero), Some(SHOP)).await,
+        403,
+        "mode as shop",
+    );
+    let web = call("GET", &format!("{c}/v1/channels/web"), None, Some(OPS)).await;
+    assert_eq!(web.body["state"]["mode"], "live", "{:?}", web.body);
+    // The ops token may; the change is recorded as `ops`, not as the body's `set_by`.
+    let set = call("PUT", &mode_url, Some(zero), Some(OPS)).await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(set.body["state"]["set_by"], "ops", "{:?}", set.body);
+    let live = r#"{"mode":"live"}"#;
+    assert_eq!(
+        call("PUT", &mode_url, Some(live), Some(OPS)).await.status,
+        200
+    );
+
+    // Reservations need `orders`; who created and who released them is the token's name.
+    let r1 = json!({"id": "r1", "order": "SO-1", "sku": "TEE", "warehouse": "ams", "quantity": 2})
+        .to_string();
+    let res_url = format!("{c}/v1/reservations");
+    assert_refused(
+        &call("POST", &res_url, Some(&r1), None).await,
+        401,
+        "reserve anonymous",
+    );
+    assert_refused(
+        &call("POST", &res_url, Some(&r1), Some(OPS)).await,
+        403,
+        "reserve as ops",
+    );
+    let created = call("POST", &res_url, Some(&r1), Some(SHOP)).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["created_by"], "shop", "{:?}", created.body);
+    let one = format!("{res_url}/r1");
+    assert_refused(
+        &call("DELETE", &one, None, None).await,
+        401,
+        "release anonymous",
+    );
+    assert_refused(
+        &call("DELETE", &one, None, Some(OPS)).await,
+        403,
+        "release as ops",
+    );
+    let still = call("GET", &one, None, Some(OPS)).await;
+    assert_eq!(still.body["status"], "active", "{:?}", still.body);
+    let released = call("DELETE", &one, None, Some(SHOP)).await;
+    assert_eq!(released.status, 200, "{:?}", released.body);
+    assert_eq!(released.body["status"], "released");
+    assert_eq!(released.body["closed_by"], "shop", "{:?}", released.body);
+
+    agent.stop().await.unwrap();
+    collector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_token_entry_refuses_the_start() {
+    let dir = TempDir::new("auth-config");
+    std::fs::write(dir.join("short.token"), "short").unwrap();
+    let extra = format!(
+        "[[http.tokens]]\nname = \"ops\"\nscopes = [\"admin\"]\ntoken_file = {:?}\n",
+        dir.join("short.token")
+    );
+    let config = collector_toml(&dir, free_port(), 0, &extra);
+    let err = Collector::start(toml_config(&config))
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("shorter than 16"), "{err}");
+}
