@@ -60,7 +60,10 @@ async fn fleet(dir: &TempDir, more: &str) -> Fleet {
     let broker = Broker::start(dir);
     let config = toml_config(&collector_toml(dir, broker.port, 0, &extra(dir, more)));
     let collector = Collector::start(config).await.expect("collector starts");
-    let agent = Agent::start(agent_config(dir, "ams-1", "ams", broker.port, 0))
+    // One HTTP listener shared by the WMS and a scanner (production binds each to its own).
+    let agent_text = agent_toml(dir, "ams-1", "ams", broker.port, 0, "")
+        .replace("[http]\n", "[http]\nsources = [\"wms\", \"scanner\"]\n");
+    let agent = Agent::start(toml_config(&agent_text))
         .await
         .expect("agent starts");
     let c = format!("http://{}", collector.http_addr);
