@@ -159,7 +159,7 @@ fn decode_wire(bytes: &[u8]) {
 }
 
 fn decode_json(bytes: &[u8]) {
-    let sources = ["wms".to_string()];
+    let sources = ["wms".to_string(), "scanner".to_string()];
     let ctx = Context {
         warehouse: "ams",
         default_source: "wms",
@@ -172,7 +172,11 @@ fn decode_json(bytes: &[u8]) {
         input: "http",
         sources: &sources,
         validated: true,
-        clock: input::ClockRule::default(),
+        // The corpus is dated in 2026 against a clock at 1970 in one context: no skew limit.
+        clock: input::ClockRule {
+            max_ahead_ms: i64::MAX,
+            clamp: false,
+        },
     };
     bounded(bytes.len(), || {
         if let Ok(movements) = input::parse_body(bytes, &ctx) {
@@ -233,7 +237,7 @@ fn the_corpus_is_valid_so_mutations_start_from_real_inputs() {
     assert!(wire::decode_batch(&corpus[0]).is_ok());
     assert!(wire::decode_ack(&corpus[1]).is_ok());
     assert!(wire::decode_ack(&corpus[2]).is_ok());
-    let sources = ["wms".to_string()];
+    let sources = ["wms".to_string(), "scanner".to_string()];
     let ctx = Context {
         warehouse: "ams",
         default_source: "wms",
@@ -246,7 +250,11 @@ fn the_corpus_is_valid_so_mutations_start_from_real_inputs() {
         input: "http",
         sources: &sources,
         validated: true,
-        clock: input::ClockRule::default(),
+        // The corpus is dated in 2026 against a clock at 1970 in one context: no skew limit.
+        clock: input::ClockRule {
+            max_ahead_ms: i64::MAX,
+            clamp: false,
+        },
     };
     for body in JSON_CORPUS {
         input::parse_body(body.as_bytes(), &ctx).unwrap_or_else(|e| panic!("{body}: {e:?}"));

@@ -555,7 +555,6 @@ async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing
         journal_id: 1,
         sent_at_ms: None,
         warehouse: "ams".into(),
-        sent_at_ms: None,
         movements: vec![
             movement(
                 1,
