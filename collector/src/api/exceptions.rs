@@ -106,6 +106,7 @@ pub async fn one(
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    super::body::check(body)?;
     serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
         .map_err(|e| ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string()))
 }

@@ -5,6 +5,7 @@
 mod agents;
 mod alerts;
 mod audit;
+mod body;
 mod bundles;
 mod channels;
 mod dashboard;

@@ -13,7 +13,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::ApiError;
+use super::{body, ApiError};
 use crate::orders::{self, CancelRequest, Invalid, OrderRequest, Outcome, Placed, Prepared};
 use crate::App;
 
@@ -55,6 +55,7 @@ pub async fn place(
 }
 
 fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepared, ApiError> {
+    body::check(body)?;
     let request = OrderRequest::parse(body)?;
     let limits = &app.orders.config;
     request.check(limits.max_lines, limits.max_quantity)?;
@@ -153,6 +154,7 @@ pub async fn cancel(
     let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRequest::default()
     } else {
+        body::check(&body)?;
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(
             |e| ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string()),
         )?
@@ -208,6 +210,7 @@ pub async fn set_frozen(
     Path(warehouse): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    body::check(&body)?;
     let f: Freeze =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| {

@@ -25,6 +25,7 @@ pub async fn create(
     principal: Option<axum::Extension<Principal>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    super::body::check(&body)?;
     let req: Request =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
