@@ -151,6 +151,19 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
         r.body["on_hand"] == 10
     })
     .await;
+    // Who posted is how it arrived: the token's name is the movement's input path.
+    let history = call(
+        "GET",
+        &format!("{c}/v1/stock/TEE/history?location=ams/A-01"),
+        None,
+        Some(SHOP),
+    )
+    .await;
+    assert_eq!(
+        history.body["movements"][0]["input"], "http:wms-ams",
+        "{:?}",
+        history.body
+    );
 
     // Zeroing a channel: refused without a token and with an orders token, nothing changes.
     let zero = r#"{"mode":"zero","reason":"test","set_by":"mallory"}"#;

@@ -77,9 +77,16 @@ impl IntoResponse for ApiError {
 
 async fn post_movements(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<stocksync_common::server::auth::Principal>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // The input path names the token that posted (`http:<token name>`) when tokens are
+    // configured: who sent a movement is how it arrived, carried to the collector's history.
+    let input_path = match &principal {
+        Some(p) => format!("http:{}", p.name()),
+        None => "http".to_string(),
+    };
     let catalog = app.catalog.current();
     let validated = !catalog.is_open();
     let ctx = Context {
@@ -88,7 +95,7 @@ async fn post_movements(
         now: input::now(),
         max_batch: app.config.http.max_batch,
         units: &*catalog,
-        input: "http",
+        input: &input_path,
         sources: &app.http_sources.sources,
         validated,
         clock: crate::clock_rule(&app.config),
