@@ -228,7 +228,7 @@ impl Demo {
         }
         let first = &self.agent_urls[0].1;
         out.push_str(&format!(
-            "At start the demo published one payload of an unknown wire version (v2) on purpose:\n\
+            "At start the demo published one payload of an unknown wire version (v9) on purpose:\n\
              the collector keeps it in its rejects queue instead of dropping it.\n\
              Add your own movement:\n  curl -X POST {first}/v1/movements -H 'content-type: application/json' \\\n\
              \x20      -d '{{\"sku\":\"{sku}\",\"kind\":\"receipt\",\"quantity\":5}}'\n\
@@ -302,13 +302,13 @@ async fn wait_until_forwarding(base: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Publishes one payload of a wire version this build does not know (v2) on ams's movements
+/// Publishes one payload of a wire version this build does not know (v9) on ams's movements
 /// topic, as an agent from the future would. The collector keeps it in its rejects queue
 /// instead of dropping it, which is what `GET /v1/rejects` then shows.
 async fn show_collector_rejects(broker: &BrokerConfig) -> anyhow::Result<()> {
     let opts = stocksync_common::mqtt::options(broker, "stocksync-demo-future-agent", true)?;
     let (client, mut events) = AsyncClient::new(opts, 8);
-    let payload = vec![2u8, 0xde, 0xad, 0xbe, 0xef];
+    let payload = vec![9u8, 0xde, 0xad, 0xbe, 0xef];
     client
         .publish(topics::movements("ams"), QoS::AtLeastOnce, false, payload)
         .await?;
@@ -326,6 +326,6 @@ async fn show_collector_rejects(broker: &BrokerConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
     match acked {
         Ok(result) => Ok(result?),
-        Err(_) => anyhow::bail!("broker did not acknowledge the demo's v2 payload within 10 s"),
+        Err(_) => anyhow::bail!("broker did not acknowledge the demo's v9 payload within 10 s"),
     }
 }
