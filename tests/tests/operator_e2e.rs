@@ -1020,3 +1020,171 @@ mqtt = false
     f.agent.stop().await.unwrap();
     f.collector.stop().await.unwrap();
 }
+
+/// Retries exception `id` from the queue.
+async fn retry(c: &str, id: &str) -> Reply {
+    act(
+        c,
+        id,
+        "retry",
+        json!({"by": "ops", "comment": "catalog fixed"}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_once() {
+    let dir = TempDir::new("operator-retry");
+    let broker = Broker::start(&dir);
+    // The agent journals before it ever had a catalog, so it accepts a SKU the collector
+    // does not know (its batch is resent on the ack timeout once the collector is up).
+    let text = agent_toml(
+        &dir,
+        "ams-1",
+        "ams",
+        broker.port,
+        0,
+        "[forward]\nack_timeout_ms = 300\n",
+    )
+    .replace("[http]\n", "[http]\nsources = [\"wms\", \"scanner\"]\n");
+    let agent = Agent::start(toml_config(&text))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+    post_ok(
+        &a,
+        json!({"sku": "GHOST", "kind": "receipt", "quantity": 7, "bin": "A-01"}),
+    )
+    .await;
+    let start = |more: &'static str| {
+        let config = toml_config(&collector_toml(&dir, broker.port, 0, &extra(&dir, more)));
+        Collector::start(config)
+    };
+    let collector = start("").await.expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    let refused = wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1).await;
+    let id = refused[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            refused[0]["attempts"].as_i64(),
+            refused[0]["field"].as_str()
+        ),
+        (Some(0), Some("$.sku")),
+        "{}",
+        refused[0]
+    );
+
+    // Retried before the catalog is fixed: still open, one attempt, the new reason.
+    let r = retry(&c, &id).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("open")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["attempts"], 1);
+    assert!(
+        r.body["reason"].as_str().unwrap().contains("GHOST"),
+        "{:?}",
+        r.body
+    );
+    let e = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(
+        (e["status"].as_str(), e["attempts"].as_i64()),
+        (Some("open"), Some(1)),
+        "{e}"
+    );
+    let actions: Vec<&str> = e["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["opened", "retry", "retry failed"]);
+
+    // A kind that cannot be retried answers a JSON 409 naming why, alone or in bulk.
+    let push = wait_exceptions(&c, "kind=channel_push", 1).await;
+    let r = retry(&c, push[0]["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (409, Some("kind")),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("channel"),
+        "{:?}",
+        r.body
+    );
+    let r = post(
+        &format!("{c}/v1/exceptions/retry"),
+        &json!({"by": "ops", "comment": "all", "filter": {"kind": "channel_push"}}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["changed"].as_i64()),
+        (200, Some(0)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        r.body["skipped"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        r.body
+    );
+
+    // The catalog learns the SKU: retried (in bulk) it is applied; retried again, still once.
+    collector.stop().await.expect("collector stops");
+    let collector = start("[[catalog.skus]]\nid = \"GHOST\"\n")
+        .await
+        .expect("collector restarts");
+    let c = format!("http://{}", collector.http_addr);
+    let r = post(
+        &format!("{c}/v1/exceptions/retry"),
+        &json!({"by": "ops", "comment": "catalog fixed", "filter": {"kind": "collector_reject"}})
+            .to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["changed"].as_i64()),
+        (200, Some(1)),
+        "{:?}",
+        r.body
+    );
+    let done = &r.body["retried"][0];
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["applied"].as_i64(),
+            done["attempts"].as_i64()
+        ),
+        (Some("resolved"), Some(1), Some(2)),
+        "{done}"
+    );
+    let r = retry(&c, &id).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("resolved")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        (
+            r.body["applied"].as_i64(),
+            r.body["already_applied"].as_i64()
+        ),
+        (Some(0), Some(1))
+    );
+    assert_eq!(on_hand(&c, "GHOST").await, 7, "applied exactly once");
+    let e = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(
+        (e["status"].as_str(), e["attempts"].as_i64()),
+        (Some("resolved"), Some(3)),
+        "{e}"
+    );
+    agent.stop().await.expect("agent stops");
+    collector.stop().await.expect("collector stops");
+}

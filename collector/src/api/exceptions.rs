@@ -1,7 +1,8 @@
 //! `/v1/exceptions`: the operator's queue. `GET` lists (filters `kind`, `status`,
 //! `warehouse`, `channel`, `sku`; `limit`/`offset` paging) and shows one exception with its
 //! records and log; `POST /v1/exceptions/<id>/{resolve,ignore,reopen,comment}` with
-//! `{by, comment}` acts on one, `POST /v1/exceptions/{resolve,ignore,reopen}` with
+//! `{by, comment}` acts on one (`retry` processes its refused records again),
+//! `POST /v1/exceptions/{retry,resolve,ignore,reopen}` with
 //! `{by, comment, filter}` on every exception the filter selects.
 //!
 //! Every read first folds the stores' newest records into the queue, so what an operator
@@ -30,6 +31,9 @@ impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> ApiError {
         let (status, error, field) = match &e {
             ActionError::NotFound(_) => (StatusCode::NOT_FOUND, "not found", Some("id")),
+            ActionError::NotRetryable { .. } => {
+                (StatusCode::CONFLICT, "not retryable", Some("kind"))
+            }
             ActionError::AlreadyInStatus { .. } => {
                 (StatusCode::CONFLICT, "conflict", Some("status"))
             }
@@ -38,7 +42,7 @@ impl From<ActionError> for ApiError {
                 "invalid request",
                 Some(*field),
             ),
-            ActionError::Sqlite(_) => (
+            ActionError::Sqlite(_) | ActionError::Ledger(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "exception storage error",
                 None,
@@ -115,7 +119,7 @@ fn action(name: &str) -> Result<Action, ApiError> {
     Action::parse(name).ok_or_else(|| {
         ApiError::not_found(
             "action",
-            format!("no action `{name}` (known: resolve, ignore, reopen, comment)"),
+            format!("no action `{name}` (known: retry, resolve, ignore, reopen, comment)"),
         )
     })
 }
@@ -128,6 +132,9 @@ pub async fn act(
     Path((id, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    if name == "retry" {
+        return retry(app, principal, id, body).await;
+    }
     let action = action(&name)?;
     let mut req: Request = parse(&body)?;
     req.by = auth::by(principal.as_deref(), &req.by);
@@ -158,7 +165,7 @@ pub async fn bulk(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let action = action(&name)?;
+    let action = (name != "retry").then(|| action(&name)).transpose()?;
     let req: BulkRequest = parse(&body)?;
     let cond = where_sql(&req.filter)?;
     sync(&app.ledger).await?;
@@ -167,9 +174,36 @@ pub async fn bulk(
         by: auth::by(principal.as_deref(), &req.by),
         comment: req.comment,
     };
+    let Some(action) = action else {
+        let (retried, skipped) = exceptions::retry_by_filter(&app.ledger, cond, who, now).await?;
+        let skipped: Vec<_> = skipped
+            .into_iter()
+            .map(|(id, why)| json!({"id": id, "why": why}))
+            .collect();
+        return Ok(
+            Json(json!({"changed": retried.len(), "retried": retried, "skipped": skipped}))
+                .into_response(),
+        );
+    };
     let ids = app
         .ledger
         .write(move |tx, _| Ok(exceptions::act_by_filter(tx, &cond, action, &who, t)))
         .await??;
     Ok(Json(json!({"changed": ids.len(), "ids": ids})).into_response())
+}
+
+/// `POST /v1/exceptions/<id>/retry` `{by, comment}`: processes the exception's refused
+/// records again (exactly once each); answers the exception's status afterwards, `attempts`
+/// and, if still refused, the new reason. A kind that cannot be retried answers `409`.
+async fn retry(
+    app: Arc<App>,
+    principal: Option<axum::Extension<Principal>>,
+    id: String,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let mut req: Request = parse(&body)?;
+    req.by = auth::by(principal.as_deref(), &req.by);
+    sync(&app.ledger).await?;
+    let done = exceptions::retry(&app.ledger, &id, req, now).await?;
+    Ok(Json(done).into_response())
 }

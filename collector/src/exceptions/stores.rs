@@ -68,7 +68,8 @@ fn ledger_record(tx: &Transaction<'_>, agent_id: &str, seq: i64) -> rusqlite::Re
 
 fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload
+        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload,
+                retried_at_ms
          FROM rejects WHERE last_seen_ms >= ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([since], |r| {
@@ -98,7 +99,8 @@ fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<
             field,
             reason,
             record,
-            closed: false,
+            // A retry applied it: the problem is over.
+            closed: r.get::<_, Option<i64>>(9)?.is_some(),
         })
     })?;
     newest(rows.collect::<Result<Vec<_>, _>>()?)

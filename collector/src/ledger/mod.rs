@@ -26,6 +26,7 @@ mod apply;
 mod retry;
 
 pub use retry::Retried;
+pub(crate) use retry::RETRYABLE;
 
 use apply::{apply_batch, store_reject};
 

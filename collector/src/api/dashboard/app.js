@@ -95,8 +95,8 @@ function exceptionRows(items) {
      <td title="${esc(time(e.last_seen_ms))}">${ago(e.last_seen_ms)}</td><td><a class="open-exception" href="#/exception/${enc(e.id)}">open</a></td></tr>`), "No exceptions match.");
 }
 
-const KINDS = ["", "collector_reject", "drift", "conflict", "discrepancy", "reversal", "shortfall", "channel_push", "backorder"];
-const STATUSES = ["", "open", "resolved", "ignored"];
+const KINDS = ["", "agent_reject", "collector_reject", "drift", "conflict", "discrepancy", "reversal", "shortfall", "channel_push", "backorder"];
+const STATUSES = ["", "open", "retrying", "resolved", "ignored"];
 
 async function exceptions(params) {
   if (!params.has("status")) params.set("status", "open");
@@ -118,11 +118,13 @@ async function exception(id) {
     <dl><dt>Id</dt><dd>${esc(e.id)}</dd><dt>SKU</dt><dd>${skuLink(e.sku)}</dd>
       <dt>Warehouse / channel</dt><dd>${esc(e.warehouse || e.channel || "—")}</dd><dt>Source</dt><dd>${esc(e.source)}</dd>
       <dt>Field</dt><dd>${esc(e.field || "—")}</dd><dt>Reason</dt><dd>${esc(e.reason)}</dd>
-      <dt>Seen</dt><dd>${esc(e.occurrences)} time(s), first ${esc(time(e.first_seen_ms))}, last ${esc(time(e.last_seen_ms))}</dd></dl>
+      <dt>Seen</dt><dd>${esc(e.occurrences)} time(s), first ${esc(time(e.first_seen_ms))}, last ${esc(time(e.last_seen_ms))}</dd>
+      <dt>Retries</dt><dd id="ex-attempts">${esc(e.attempts)}</dd></dl>
     <h2>Act</h2>
     <form class="act" id="act"><label>By<input id="act-by" required value="${esc(localStorage.getItem("stocksync.by") || "")}"></label>
       <label>Comment (why)<input id="act-comment" required></label>
-      <span><button type="button" class="primary" id="resolve" data-action="resolve">Resolve</button>
+      <span><button type="button" id="retry" data-action="retry" title="Process the refused record again (once the catalog has its SKU)">Retry</button>
+      <button type="button" class="primary" id="resolve" data-action="resolve">Resolve</button>
       <button type="button" id="ignore" data-action="ignore">Ignore</button>
       <button type="button" id="reopen" data-action="reopen">Reopen</button></span></form>
     <p id="act-error" class="error"></p>
