@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod forward;
+pub mod forward_rejects;
 pub mod ingest;
 pub mod journal;
 
@@ -163,6 +164,13 @@ impl Agent {
             catalog: catalog.clone(),
         };
         tasks.spawn("forward", forwarder.run(watch_rx.clone()));
+        let rejects = forward_rejects::RejectForwarder {
+            agent_id: config.agent_id.clone(),
+            warehouse: config.warehouse.clone(),
+            broker: config.broker.clone(),
+            journal: journal.clone(),
+        };
+        tasks.spawn("forward_rejects", rejects.run(watch_rx.clone()));
 
         let scanner = config
             .scanner

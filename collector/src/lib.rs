@@ -7,6 +7,7 @@
 //! publishes the catalog, retained, so agents normalise offline. `api` serves the result. Without an external broker configured, `broker` runs an
 //! embedded one so a trial needs nothing but Rust.
 
+pub mod agent_rejects;
 pub mod alerts;
 pub mod api;
 pub mod auth;
@@ -125,6 +126,7 @@ impl Collector {
         ledger
             .write(|tx, _| {
                 exceptions::migrate(tx)?;
+                agent_rejects::migrate(tx)?;
                 tx.execute_batch(alerts::SCHEMA)
             })
             .await?;
@@ -144,6 +146,10 @@ impl Collector {
                 catalog.to_json(),
                 watch_rx.clone(),
             ),
+        );
+        tasks.spawn(
+            "agent_rejects",
+            agent_rejects::run(broker.clone(), ledger.clone(), watch_rx.clone()),
         );
 
         tasks.spawn(

@@ -7,6 +7,7 @@
 //! behind features, shared by both processes so they behave alike: `mqtt` (client options),
 //! `tls` (rustls configs from PEM files) and `server` (the HTTP server loop and token auth).
 
+pub mod agent_reject;
 pub mod catalog;
 pub mod config;
 pub mod gs1;

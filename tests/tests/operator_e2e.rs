@@ -1188,3 +1188,117 @@ async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_on
     agent.stop().await.expect("agent stops");
     collector.stop().await.expect("collector stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
+    let dir = TempDir::new("operator-agent-rejects");
+    let f = fleet(&dir, "").await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    wait_for("the agent validates with the catalog", WAIT, || async {
+        get(&format!("{a}/v1/status")).await.body["validating"] == true
+    })
+    .await;
+    let body = json!([
+        {"sku": "MUG", "kind": "receipt", "quantity": 1, "bin": "A-01"},
+        {"sku": "NOPE-7", "kind": "receipt", "quantity": 2, "bin": "A-01"}
+    ]);
+    let r = post(&format!("{a}/v1/movements"), &body.to_string(), &[]).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+
+    // The agent keeps its copy; the collector's queue shows it with record, source and field.
+    let kept = get(&format!("{a}/v1/rejects")).await.body;
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    let e = wait_exceptions(c, "kind=agent_reject", 1).await;
+    let e = &e[0];
+    assert_eq!(e["warehouse"], "ams", "{e}");
+    assert_eq!(e["sku"], "NOPE-7", "{e}");
+    assert_eq!(
+        e["record"]["quantity"], 2,
+        "the refused record as received: {e}"
+    );
+    assert!(e["field"].as_str().unwrap().ends_with("sku"), "{e}");
+    assert!(e["source"].as_str().unwrap().contains("agent ams-1"), "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("NOPE-7"), "{e}");
+
+    // Retried at the collector: a 409 that points at the agent.
+    let r = act(
+        c,
+        e["id"].as_str().unwrap(),
+        "retry",
+        json!({"by": "ops", "comment": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (409, Some("kind")),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("on the agent"),
+        "{:?}",
+        r.body
+    );
+
+    // Identity is the topic: a reject published for ber is ber's, whatever its payload says;
+    // sent twice it is one record. Hostile bytes land in the collector's rejects queue and
+    // the consumer goes on.
+    let probe = MqttProbe::connect(f.collector.broker.port, "forger").await;
+    let forged = json!({"id": 1, "received_at_ms": 5, "source": "http", "record": null,
+        "field": "$.sku", "detail": "claims to be ams", "payload": "{\"warehouse\":\"ams\"}"});
+    for _ in 0..2 {
+        probe
+            .publish(
+                "stocksync/v1/ber/rejects/ber-9",
+                forged.to_string().into_bytes(),
+            )
+            .await;
+    }
+    probe
+        .publish("stocksync/v1/ber/rejects/ber-9", b"\xffnot json".to_vec())
+        .await;
+    probe
+        .publish("stocksync/v1/ber/rejects/ber-9", vec![b' '; 40_000])
+        .await;
+    let ber = wait_exceptions(c, "kind=agent_reject&warehouse=ber", 1).await;
+    assert!(
+        ber[0]["source"].as_str().unwrap().contains("agent ber-9"),
+        "{}",
+        ber[0]
+    );
+    wait_for(
+        "two hostile payloads in the collector's rejects",
+        WAIT,
+        || async {
+            get(&format!("{c}/v1/rejects"))
+                .await
+                .body
+                .as_array()
+                .is_some_and(|r| {
+                    r.iter()
+                        .filter(|r| r["topic"] == "stocksync/v1/ber/rejects/ber-9")
+                        .count()
+                        == 2
+                })
+        },
+    )
+    .await;
+    // Still consuming: a later reject arrives.
+    let r = post(
+        &format!("{a}/v1/movements"),
+        &json!({"sku": "ALSO-NOT", "kind": "receipt", "quantity": 1, "bin": "A-01"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    wait_exceptions(c, "kind=agent_reject&warehouse=ams", 2).await;
+    let ber = get(&format!(
+        "{c}/v1/exceptions/{}",
+        ber[0]["id"].as_str().unwrap()
+    ))
+    .await
+    .body;
+    assert_eq!(ber["occurrences"], 1, "a resend is the same reject: {ber}");
+    f.agent.stop().await.unwrap();
+    f.collector.stop().await.unwrap();
+}

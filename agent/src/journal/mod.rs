@@ -173,6 +173,8 @@ enum Command {
         keys_before_ms: i64,
         rejects_before_ms: i64,
     },
+    /// Records that reject `id` reached the collector's broker (forwarded to the collector).
+    RejectForwarded { id: i64, at_ms: i64 },
     /// Movements of one input (a file) in chunks, journaled in one savepoint: all or none.
     AppendStream {
         key: String,
@@ -542,6 +544,38 @@ impl Journal {
             refused_by_collector: refused as u64,
             disk_full: self.shared.disk_full.load(Ordering::Relaxed),
         })
+    }
+
+    /// Refused records not yet forwarded to the collector, oldest first.
+    pub fn unforwarded_rejects(&self, limit: usize) -> Result<Vec<StoredReject>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects
+             WHERE forwarded_at_ms IS NULL ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(StoredReject {
+                id: r.get(0)?,
+                received_at_ms: r.get(1)?,
+                source: r.get(2)?,
+                record: r.get(3)?,
+                field: r.get(4)?,
+                detail: r.get(5)?,
+                payload: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(6)?).into_owned(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks reject `id` forwarded (its publish was acknowledged by the broker). Durable with
+    /// the writer's next group; if lost in a crash the reject is sent again, which the
+    /// collector recognises as the same reject.
+    pub async fn reject_forwarded(&self, id: i64) -> Result<(), JournalError> {
+        self.send(Command::RejectForwarded {
+            id,
+            at_ms: now_ms(),
+        })
+        .await
     }
 
     /// The newest refused records, newest first.

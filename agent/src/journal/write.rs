@@ -23,6 +23,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     if has_hash == 0 {
         conn.execute_batch("ALTER TABLE idempotency ADD COLUMN content_hash BLOB")?;
     }
+    let has_forwarded: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('rejects') WHERE name = 'forwarded_at_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_forwarded == 0 {
+        conn.execute_batch("ALTER TABLE rejects ADD COLUMN forwarded_at_ms INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS rejects_unforwarded ON rejects (id) WHERE forwarded_at_ms IS NULL",
+    )?;
     let tx = conn.transaction()?;
     let version: Option<i64> = tx
         .query_row(
@@ -167,6 +178,13 @@ pub(super) fn apply(
         Command::AppendStream { key, chunks, reply } => {
             let r = super::stream::append(tx, &key, chunks, next_seq, backlog, options.max_backlog);
             Pending::Append(reply, r)
+        }
+        Command::RejectForwarded { id, at_ms } => {
+            tx.execute(
+                "UPDATE rejects SET forwarded_at_ms = ?2 WHERE id = ?1",
+                params![id, at_ms],
+            )?;
+            return Ok(None);
         }
         Command::Prune {
             acked_before_ms,

@@ -216,7 +216,7 @@ impl Command {
             Command::AppendStream { reply, .. } => drop(reply.send(Err(e))),
             Command::Ack { reply, .. } => drop(reply.send(Err(e))),
             Command::Reject { reply, .. } => drop(reply.send(Err(e))),
-            Command::Prune { .. } => {}
+            Command::Prune { .. } | Command::RejectForwarded { .. } => {}
         }
     }
 }
