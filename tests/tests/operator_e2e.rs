@@ -1299,6 +1299,44 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
     .await
     .body;
     assert_eq!(ber["occurrences"], 1, "a resend is the same reject: {ber}");
-    f.agent.stop().await.unwrap();
+
+    // The catalog learns the SKU; the agent's own retry journals the request exactly once.
+    let reject_id = kept[0]["id"].as_i64().unwrap();
+    let retry = format!("{a}/v1/rejects/{reject_id}/retry");
+    let still = post(&retry, "", &[]).await;
+    assert_eq!(
+        (still.status, still.body["field"].as_str()),
+        (422, Some("$[1].sku")),
+        "{:?}",
+        still.body
+    );
+    let broker_port = f.collector.broker.port;
     f.collector.stop().await.unwrap();
+    let more = "[[catalog.skus]]\nid = \"NOPE-7\"\n";
+    let config = toml_config(&collector_toml(&dir, broker_port, 0, &extra(&dir, more)));
+    let collector = Collector::start(config).await.expect("collector restarts");
+    let c = format!("http://{}", collector.http_addr);
+    wait_for("the agent has the new catalog", WAIT, || async {
+        get(&format!("{a}/v1/status")).await.body["catalog_skus"] == 3
+    })
+    .await;
+    let first = post(&retry, "", &[]).await;
+    assert_eq!(
+        (first.status, first.body["outcome"].as_str()),
+        (200, Some("applied")),
+        "{:?}",
+        first.body
+    );
+    let second = post(&retry, "", &[]).await;
+    assert_eq!(
+        second.body["outcome"], "already_applied",
+        "{:?}",
+        second.body
+    );
+    wait_for("the retried request counted once", WAIT, || async {
+        on_hand(&c, "NOPE-7").await == 2 && on_hand(&c, "MUG").await == 1
+    })
+    .await;
+    f.agent.stop().await.unwrap();
+    collector.stop().await.unwrap();
 }

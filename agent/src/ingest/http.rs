@@ -26,6 +26,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/epcis/events", post(super::epcis::post_events))
         .route("/v1/status", get(status))
         .route("/v1/rejects", get(rejects))
+        .route("/v1/rejects/:id/retry", post(super::retry::retry_reject))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

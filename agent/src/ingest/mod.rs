@@ -6,4 +6,5 @@
 pub mod epcis;
 pub mod files;
 pub mod http;
+pub mod retry;
 pub mod scanner;

@@ -578,6 +578,37 @@ impl Journal {
         .await
     }
 
+    /// Reject `id` with the bytes kept of its request, and whether they were cut to fit.
+    pub fn reject_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredReject, Vec<u8>, bool)>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let row = conn
+            .query_row(
+                "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects WHERE id = ?1",
+                [id],
+                |r| {
+                    let bytes: Vec<u8> = r.get(6)?;
+                    let reject = StoredReject {
+                        id: r.get(0)?,
+                        received_at_ms: r.get(1)?,
+                        source: r.get(2)?,
+                        record: r.get(3)?,
+                        field: r.get(4)?,
+                        detail: r.get(5)?,
+                        payload: String::from_utf8_lossy(&bytes).into_owned(),
+                    };
+                    Ok((reject, bytes))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(r, bytes)| {
+            let cut = bytes.len() >= MAX_REJECT_PAYLOAD;
+            (r, bytes, cut)
+        }))
+    }
+
     /// The newest refused records, newest first.
     pub fn rejects(&self, limit: usize) -> Result<Vec<StoredReject>, JournalError> {
         let conn = self.shared.reader.lock().expect("reader lock");
