@@ -211,6 +211,30 @@ async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
         .await
         .body;
     assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    // Unknown query keys and malformed values are JSON 400s naming the key, on every list.
+    for (url, field) in [
+        ("v1/exceptions?bogus=1", "bogus"),
+        ("v1/exceptions?limit=many", "query"),
+        ("v1/alerts?bogus=1", "bogus"),
+        ("v1/orders?bogus=1", "bogus"),
+        ("v1/reports/daily?bogus=1", "bogus"),
+    ] {
+        let r = get(&format!("{c}/{url}")).await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (400, Some(field)),
+            "{url}: {:?}",
+            r.body
+        );
+        assert!(r.body["detail"].is_string(), "{url}: {:?}", r.body);
+    }
+    let r = get(&format!("{a}/v1/rejects?bogus=1")).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (400, Some("bogus")),
+        "{:?}",
+        r.body
+    );
     let bad = get(&format!("{c}/v1/exceptions?kind=nope")).await;
     assert_eq!(
         (bad.status, bad.body["field"].as_str()),

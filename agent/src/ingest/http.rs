@@ -286,14 +286,25 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limit {
     limit: Option<usize>,
 }
 
 async fn rejects(
     State(app): State<Arc<App>>,
-    Query(q): Query<Limit>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // An unknown or malformed parameter is a JSON 400 naming it, like every other error.
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => {
+            let detail = e.body_text();
+            let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+            let body = json!({"error": "bad request", "field": field, "detail": detail});
+            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        }
+    };
     let rows = app
         .journal
         .rejects(q.limit.unwrap_or(100).min(1000))

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rusqlite::Connection;
@@ -15,6 +15,7 @@ use super::ApiError;
 use crate::App;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     recent: Option<i64>,
 }
@@ -22,7 +23,7 @@ pub struct AlertsQuery {
 /// `GET /v1/alerts[?recent=n]`: `{firing, recent, evaluations}`.
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<AlertsQuery>,
+    super::Params(q): super::Params<AlertsQuery>,
 ) -> Result<Response, ApiError> {
     let recent = q.recent.unwrap_or(50).clamp(0, 1000);
     let mut body = app.ledger.read(|c| crate::alerts::list(c, recent))?;

@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
+use super::{ApiError, Params};
 use crate::auth::{self, Principal};
 use crate::exceptions::{self, Action, ActionError, Filter, Page, Request};
 use crate::ledger::Ledger;
@@ -64,10 +64,16 @@ pub async fn sync(ledger: &Ledger) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The list's query: the filter's fields and paging. Spelled out, not flattened, so that an
+/// unknown key is refused (serde cannot deny unknown fields through a flatten).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    #[serde(flatten)]
-    filter: Filter,
+    kind: Option<String>,
+    status: Option<String>,
+    warehouse: Option<String>,
+    channel: Option<String>,
+    sku: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -81,9 +87,16 @@ fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), A
 /// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let cond = where_sql(&q.filter)?;
+    let filter = Filter {
+        kind: q.kind,
+        status: q.status,
+        warehouse: q.warehouse,
+        channel: q.channel,
+        sku: q.sku,
+    };
+    let cond = where_sql(&filter)?;
     let page = Page {
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         offset: q.offset.unwrap_or(0).max(0),

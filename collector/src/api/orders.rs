@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -103,6 +103,7 @@ pub async fn get(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
     channel: Option<String>,
@@ -112,7 +113,7 @@ pub struct ListQuery {
 /// Orders, newest first, by state and channel.
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    super::Params(q): super::Params<ListQuery>,
 ) -> Result<Response, ApiError> {
     const STATES: &[&str] = &[
         "reserved",

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +16,7 @@ use crate::report::{self, Context};
 use crate::App;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DailyQuery {
     date: Option<String>,
     format: Option<String>,
@@ -25,7 +26,7 @@ pub struct DailyQuery {
 pub async fn daily(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(q): Query<DailyQuery>,
+    super::Params(q): super::Params<DailyQuery>,
 ) -> Result<Response, ApiError> {
     let now = stocksync_common::input::now().unix_ms;
     let day_start_ms = match &q.date {
