@@ -1244,6 +1244,22 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
     assert!(e["source"].as_str().unwrap().contains("agent ams-1"), "{e}");
     assert!(e["reason"].as_str().unwrap().contains("NOPE-7"), "{e}");
 
+    // Both APIs describe themselves (OpenAPI 3.1, generated from the handlers).
+    for (base, path) in [
+        (c, "/v1/exceptions/{id}/{action}"),
+        (a, "/v1/rejects/{id}/retry"),
+    ] {
+        let doc = get(&format!("{base}/openapi.json")).await;
+        assert_eq!(
+            (doc.status, doc.body["openapi"].as_str()),
+            (200, Some("3.1.0"))
+        );
+        assert!(
+            doc.body["paths"][path]["post"].is_object(),
+            "{base}: {path}"
+        );
+    }
+
     // Retried at the collector: a 409 that points at the agent.
     let r = act(
         c,

@@ -31,6 +31,13 @@ fn refuse(status: StatusCode, error: &str, field: &str, detail: String) -> Respo
 /// Retries reject `id`: `200 {id, outcome: applied | already_applied, first_seq, last_seq}`;
 /// `422` with the new reason when the request is still refused; `409` when it cannot be
 /// retried; `404` when there is no such reject.
+#[utoipa::path(post, path = "/v1/rejects/{id}/retry", tag = "rejects",
+    params(("id" = i64, Path, description = "The reject's id (GET /v1/rejects)")),
+    responses(
+        (status = 200, description = "Journaled now (`applied`) or before (`already_applied`)", body = serde_json::Value),
+        (status = 404, description = "No such reject", body = super::openapi::ErrorBody),
+        (status = 409, description = "Cannot be retried (not the HTTP input, or cut)", body = super::openapi::ErrorBody),
+        (status = 422, description = "Still refused: the new reason", body = super::openapi::ErrorBody)))]
 pub async fn retry_reject(
     State(app): State<Arc<App>>,
     Path(id): Path<i64>,

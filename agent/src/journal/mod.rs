@@ -226,7 +226,7 @@ pub struct JournalStatus {
 }
 
 /// A stored reject, for `GET /v1/rejects`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredReject {
     pub id: i64,
     pub received_at_ms: i64,

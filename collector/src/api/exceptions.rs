@@ -66,7 +66,8 @@ pub async fn sync(ledger: &Ledger) -> Result<(), ApiError> {
 
 /// The list's query: the filter's fields and paging. Spelled out, not flattened, so that an
 /// unknown key is refused (serde cannot deny unknown fields through a flatten).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     kind: Option<String>,
@@ -85,6 +86,7 @@ fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), A
 }
 
 /// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
+#[utoipa::path(get, path = "/v1/exceptions", tag = "exceptions", summary = "The exception queue", params(ListQuery), responses((status = 200, description = "{total, limit, offset, items}", body = serde_json::Value), (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -110,6 +112,7 @@ pub async fn list(
 }
 
 /// `GET /v1/exceptions/<id>`.
+#[utoipa::path(get, path = "/v1/exceptions/{id}", tag = "exceptions", summary = "One exception", params(("id" = String, Path, description = "An exception id")), responses((status = 200, description = "The exception with its records and log", body = serde_json::Value), (status = 404, description = "No such exception", body = crate::api::openapi::ErrorBody)))]
 pub async fn one(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -139,6 +142,7 @@ fn action(name: &str) -> Result<Action, ApiError> {
 
 /// `POST /v1/exceptions/<id>/<action>` `{by, comment}`. With API tokens configured, the
 /// action is recorded as the token's name, whatever `by` says.
+#[utoipa::path(post, path = "/v1/exceptions/{id}/{action}", tag = "exceptions", summary = "Act on one exception", params(("id" = String, Path, description = "An exception id"), ("action" = String, Path, description = "retry, resolve, ignore, reopen or comment")), request_body = Request, responses((status = 200, description = "The status afterwards (retry: a Retry)", body = serde_json::Value), (status = 404, description = "No such exception or action", body = crate::api::openapi::ErrorBody), (status = 409, description = "Already in that status, or cannot be retried", body = crate::api::openapi::ErrorBody), (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody)))]
 pub async fn act(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -163,15 +167,16 @@ pub async fn act(
     Ok(Json(json!({"id": id, "status": status})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BulkRequest {
+pub struct BulkRequest {
     by: String,
     comment: String,
     filter: Filter,
 }
 
 /// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`; `by` as in [`act`].
+#[utoipa::path(post, path = "/v1/exceptions/{id}", tag = "exceptions", summary = "Act on every exception a filter selects", params(("id" = String, Path, description = "The action for every exception the filter selects: retry, resolve, ignore, reopen")), request_body = BulkRequest, responses((status = 200, description = "{changed, ids} (retry: {changed, retried, skipped})", body = serde_json::Value), (status = 404, description = "No such action", body = crate::api::openapi::ErrorBody), (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody)))]
 pub async fn bulk(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,

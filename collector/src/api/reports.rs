@@ -15,7 +15,8 @@ use super::ApiError;
 use crate::report::{self, Context};
 use crate::App;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DailyQuery {
     date: Option<String>,
@@ -23,6 +24,7 @@ pub struct DailyQuery {
 }
 
 /// `GET /v1/reports/daily`.
+#[utoipa::path(get, path = "/v1/reports/daily", tag = "exceptions", summary = "Daily exception report", params(DailyQuery), responses((status = 200, description = "The daily exception report (JSON, or CSV with format=csv)", body = serde_json::Value), (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody)))]
 pub async fn daily(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -49,7 +49,7 @@ impl Action {
 }
 
 /// Who acts and why.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub by: String,

@@ -19,7 +19,7 @@ use super::{Kind, SYSTEM};
 use crate::ledger::{Ledger, Retried, RETRYABLE};
 
 /// What a retry of one exception led to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retry {
     pub id: String,
     /// `resolved` when every record is in the ledger now, else `open`.
