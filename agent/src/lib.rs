@@ -164,13 +164,6 @@ impl Agent {
             catalog: catalog.clone(),
         };
         tasks.spawn("forward", forwarder.run(watch_rx.clone()));
-        let rejects = forward_rejects::RejectForwarder {
-            agent_id: config.agent_id.clone(),
-            warehouse: config.warehouse.clone(),
-            broker: config.broker.clone(),
-            journal: journal.clone(),
-        };
-        tasks.spawn("forward_rejects", rejects.run(watch_rx.clone()));
 
         let scanner = config
             .scanner
@@ -229,6 +222,10 @@ impl Agent {
             tasks: tasks.health(),
             http_sources,
         });
+        tasks.spawn(
+            "forward_rejects",
+            forward_rejects::run(app.clone(), watch_rx.clone()),
+        );
         let router = stocksync_common::server::auth::protect(
             ingest::http::router(app),
             tokens,

@@ -8,12 +8,16 @@
 //! hostile bytes never stop this consumer nor touch the movements it does not read.
 //! PUBACKs are sent only after the commit (manual acks, persistent session), so a crash in
 //! between leaves the reject with the broker.
+//!
+//! The same session sends an agent a retry of one of its rejects ([`Commands`], on
+//! `stocksync/v1/<warehouse>/commands/<agent>`) and receives the outcome on the rejects
+//! topic, which settles the exception (`exceptions::agent_retried`).
 
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use rusqlite::params;
-use stocksync_common::agent_reject::{AgentReject, MAX_BYTES};
+use stocksync_common::agent_reject::{AgentNotice, Retried, RetryCommand, MAX_BYTES};
 use stocksync_common::config::BrokerConfig;
 use stocksync_common::topics;
 use tokio::sync::watch;
@@ -43,13 +47,41 @@ pub fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)
 }
 
-/// Consumes agents' rejects until `shutdown`.
-pub async fn run(
-    broker: BrokerConfig,
-    ledger: Ledger,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut broker = broker;
+/// Sends agents commands (QoS 1, queued by the client while the broker is away).
+#[derive(Clone)]
+pub struct Commands(AsyncClient);
+
+impl Commands {
+    /// Asks `agent` at `warehouse` to retry its reject `(id, received_at_ms)`; fails if the
+    /// client cannot take the command within a few seconds.
+    pub async fn retry(
+        &self,
+        warehouse: &str,
+        agent: &str,
+        id: i64,
+        received_at_ms: i64,
+    ) -> Result<(), String> {
+        let command = RetryCommand::RetryReject { id, received_at_ms };
+        let bytes = serde_json::to_vec(&command).unwrap_or_default();
+        let topic = topics::commands(warehouse, agent);
+        let send = self.0.publish(topic, QoS::AtLeastOnce, false, bytes);
+        match tokio::time::timeout(Duration::from_secs(5), send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the broker session is not taking commands".into()),
+        }
+    }
+}
+
+/// The consumer's session, before it runs.
+pub struct Consumer {
+    client: AsyncClient,
+    events: rumqttc::EventLoop,
+}
+
+/// Opens the session's client: the handle that sends commands, and the consumer to run.
+pub fn connect(broker: &BrokerConfig) -> anyhow::Result<(Commands, Consumer)> {
+    let mut broker = broker.clone();
     let base = broker
         .client_id
         .clone()
@@ -59,6 +91,16 @@ pub async fn run(
     opts.set_manual_acks(true);
     let (client, mut events) = AsyncClient::new(opts, 64);
     events.set_network_options(stocksync_common::mqtt::network_options());
+    Ok((Commands(client.clone()), Consumer { client, events }))
+}
+
+/// Consumes agents' rejects and retry outcomes until `shutdown`.
+pub async fn run(
+    consumer: Consumer,
+    ledger: Ledger,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Consumer { client, mut events } = consumer;
     let mut connected = false;
     loop {
         let event = tokio::select! {
@@ -93,9 +135,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Stores one agent reject, or keeps the publish in the collector's rejects queue.
+/// Stores one agent reject, or settles a retry, or keeps the publish in the collector's
+/// rejects queue.
 async fn receive(ledger: &Ledger, p: &Publish) -> anyhow::Result<()> {
-    let (warehouse, agent, reject) = match check(p) {
+    let (warehouse, agent, notice) = match check(p) {
         Ok(ok) => ok,
         Err((field, reason)) => {
             tracing::error!(topic = %p.topic, %reason, "agent reject kept in rejects queue");
@@ -114,6 +157,10 @@ async fn receive(ledger: &Ledger, p: &Publish) -> anyhow::Result<()> {
         }
     };
     let now = stocksync_common::input::now().unix_ms;
+    let reject = match notice {
+        AgentNotice::Reject(reject) => reject,
+        AgentNotice::Retried(retried) => return settle(ledger, agent, retried, now).await,
+    };
     ledger
         .write(move |tx, _| {
             tx.execute(
@@ -141,7 +188,7 @@ async fn receive(ledger: &Ledger, p: &Publish) -> anyhow::Result<()> {
 
 /// The warehouse and agent the topic names, and the decoded reject; else the field at
 /// fault and why.
-fn check(p: &Publish) -> Result<(String, String, AgentReject), (Option<String>, String)> {
+fn check(p: &Publish) -> Result<(String, String, AgentNotice), (Option<String>, String)> {
     let Some((warehouse, agent)) = topics::of_rejects_topic(&p.topic) else {
         return Err((
             None,
@@ -157,7 +204,7 @@ fn check(p: &Publish) -> Result<(String, String, AgentReject), (Option<String>, 
             ),
         ));
     }
-    let reject: AgentReject =
+    let notice: AgentNotice =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&p.payload))
             .map_err(|e| {
                 (
@@ -165,5 +212,13 @@ fn check(p: &Publish) -> Result<(String, String, AgentReject), (Option<String>, 
                     format!("agent reject does not decode: {}", e.inner()),
                 )
             })?;
-    Ok((warehouse.to_string(), agent.to_string(), reject))
+    Ok((warehouse.to_string(), agent.to_string(), notice))
+}
+
+/// Records what an agent's retry led to on the exception of that reject.
+async fn settle(ledger: &Ledger, agent: String, retried: Retried, now: i64) -> anyhow::Result<()> {
+    ledger
+        .write(move |tx, _| crate::exceptions::agent_retried(tx, &agent, &retried, now))
+        .await?;
+    Ok(())
 }

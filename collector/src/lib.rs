@@ -60,6 +60,8 @@ pub struct App {
     pub operations: stocksync_common::config::OperationsConfig,
     /// The alert loop's counts.
     pub alert_stats: Arc<alerts::AlertStats>,
+    /// Sends agents commands (retry a reject).
+    pub agent_commands: agent_rejects::Commands,
 }
 
 impl App {
@@ -147,9 +149,10 @@ impl Collector {
                 watch_rx.clone(),
             ),
         );
+        let (agent_commands, agent_rejects) = agent_rejects::connect(&broker)?;
         tasks.spawn(
             "agent_rejects",
-            agent_rejects::run(broker.clone(), ledger.clone(), watch_rx.clone()),
+            agent_rejects::run(agent_rejects, ledger.clone(), watch_rx.clone()),
         );
 
         tasks.spawn(
@@ -187,6 +190,7 @@ impl Collector {
             tasks: tasks.health(),
             operations: config.operations.clone(),
             alert_stats,
+            agent_commands,
         }));
         let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
         let http_shutdown = watch_rx;

@@ -25,6 +25,11 @@ pub fn rejects(warehouse: &str, agent_id: &str) -> String {
     format!("{PREFIX}/{warehouse}/rejects/{agent_id}")
 }
 
+/// Topic the collector sends one agent commands on (retry a reject).
+pub fn commands(warehouse: &str, agent_id: &str) -> String {
+    format!("{PREFIX}/{warehouse}/commands/{agent_id}")
+}
+
 /// Filter the collector subscribes to for every agent's refused records.
 pub const REJECTS_FILTER: &str = "stocksync/v1/+/rejects/+";
 

@@ -153,7 +153,10 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
     let data = call("GET", &format!("{c}/v1/exceptions"), None, None).await;
     assert_refused(&data, 401, "the dashboard's data without a token");
     let doc = call("GET", &format!("{a}/openapi.json"), None, None).await;
-    assert_eq!(doc.status, 200, "the agent's API description without a token");
+    assert_eq!(
+        doc.status, 200,
+        "the agent's API description without a token"
+    );
     wait_for("receipt counted", WAIT, || async {
         let r = call("GET", &format!("{c}/v1/stock/TEE"), None, Some(SHOP)).await;
         r.body["on_hand"] == 10

@@ -1260,31 +1260,34 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
         );
     }
 
-    // Retried at the collector: a 409 that points at the agent.
-    let r = act(
-        c,
-        e["id"].as_str().unwrap(),
-        "retry",
-        json!({"by": "ops", "comment": "x"}),
-    )
-    .await;
+    // Retried from the collector's queue before the catalog knows NOPE-7: the agent refuses
+    // it again; the exception opens again with one attempt and the agent's reason.
+    let eid = e["id"].as_str().unwrap().to_string();
+    let r = act(c, &eid, "retry", json!({"by": "ops", "comment": "try"})).await;
     assert_eq!(
-        (r.status, r.body["field"].as_str()),
-        (409, Some("kind")),
+        (r.status, r.body["status"].as_str()),
+        (202, Some("retrying")),
         "{:?}",
         r.body
     );
+    wait_for("the agent's answer: still refused", WAIT, || async {
+        let e = get(&format!("{c}/v1/exceptions/{eid}")).await.body;
+        e["status"] == "open" && e["attempts"] == 1
+    })
+    .await;
+    let again = get(&format!("{c}/v1/exceptions/{eid}")).await.body;
+    let last = again["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "retry failed", "{again}");
     assert!(
-        r.body["detail"].as_str().unwrap().contains("on the agent"),
-        "{:?}",
-        r.body
+        last["comment"].as_str().unwrap().contains("NOPE-7"),
+        "{again}"
     );
 
     // Identity is the topic: a reject published for ber is ber's, whatever its payload says;
     // sent twice it is one record. Hostile bytes land in the collector's rejects queue and
     // the consumer goes on.
     let probe = MqttProbe::connect(f.collector.broker.port, "forger").await;
-    let forged = json!({"id": 1, "received_at_ms": 5, "source": "http", "record": null,
+    let forged = json!({"kind": "reject", "id": 1, "received_at_ms": 5, "source": "http", "record": null,
         "field": "$.sku", "detail": "claims to be ams", "payload": "{\"warehouse\":\"ams\"}"});
     for _ in 0..2 {
         probe
@@ -1340,7 +1343,9 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
     .body;
     assert_eq!(ber["occurrences"], 1, "a resend is the same reject: {ber}");
 
-    // The catalog learns the SKU; the agent's own retry journals the request exactly once.
+    // The catalog learns the SKU. Retried from the collector's queue, the agent journals the
+    // request exactly once and the exception resolves; retried again (from the queue, or on
+    // the agent itself), nothing more is journaled.
     let reject_id = kept[0]["id"].as_i64().unwrap();
     let retry = format!("{a}/v1/rejects/{reject_id}/retry");
     let still = post(&retry, "", &[]).await;
@@ -1360,23 +1365,47 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
         get(&format!("{a}/v1/status")).await.body["catalog_skus"] == 3
     })
     .await;
-    let first = post(&retry, "", &[]).await;
-    assert_eq!(
-        (first.status, first.body["outcome"].as_str()),
-        (200, Some("applied")),
-        "{:?}",
-        first.body
-    );
-    let second = post(&retry, "", &[]).await;
-    assert_eq!(
-        second.body["outcome"], "already_applied",
-        "{:?}",
-        second.body
-    );
+    let resolved = || async {
+        let e = get(&format!("{c}/v1/exceptions/{eid}")).await.body;
+        e["status"] == "resolved"
+            && e["log"].as_array().unwrap().last().unwrap()["action"] == "retried"
+    };
+    for attempt in [2, 3] {
+        let r = act(
+            &c,
+            &eid,
+            "retry",
+            json!({"by": "ops", "comment": "catalog fixed"}),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.body["attempts"].as_i64()),
+            (202, Some(attempt)),
+            "{:?}",
+            r.body
+        );
+        wait_for("the agent journaled it", WAIT, resolved).await;
+    }
+    let log = get(&format!("{c}/v1/exceptions/{eid}")).await.body["log"].clone();
+    let comments: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["action"] == "retried")
+        .map(|l| l["comment"].as_str().unwrap())
+        .collect();
+    assert_eq!(comments.len(), 2, "{log}");
+    let again = post(&retry, "", &[]).await;
+    assert_eq!(again.body["outcome"], "already_applied", "{:?}", again.body);
     wait_for("the retried request counted once", WAIT, || async {
         on_hand(&c, "NOPE-7").await == 2 && on_hand(&c, "MUG").await == 1
     })
     .await;
+    assert_eq!(
+        get(&format!("{a}/v1/status")).await.body["last_seq"],
+        2,
+        "journaled once"
+    );
     f.agent.stop().await.unwrap();
     collector.stop().await.unwrap();
 }

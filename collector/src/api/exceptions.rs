@@ -193,7 +193,8 @@ pub async fn bulk(
         comment: req.comment,
     };
     let Some(action) = action else {
-        let (retried, skipped) = exceptions::retry_by_filter(&app.ledger, cond, who, now).await?;
+        let (retried, skipped) =
+            exceptions::retry_by_filter((&app.ledger, &app.agent_commands), cond, who, now).await?;
         let skipped: Vec<_> = skipped
             .into_iter()
             .map(|(id, why)| json!({"id": id, "why": why}))
@@ -222,6 +223,12 @@ async fn retry(
     let mut req: Request = parse(&body)?;
     req.by = auth::by(principal.as_deref(), &req.by);
     sync(&app.ledger).await?;
-    let done = exceptions::retry(&app.ledger, &id, req, now).await?;
-    Ok(Json(done).into_response())
+    let done = exceptions::retry((&app.ledger, &app.agent_commands), &id, req, now).await?;
+    // An agent's reject: the command is sent, the agent's answer settles it later.
+    let status = if done.status == "retrying" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done)).into_response())
 }

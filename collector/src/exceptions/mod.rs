@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use actions::{act, act_by_filter, Action, ActionError, Request};
 pub use query::{get, list, summary, Filter, Page};
-pub use retry::{retry, retry_by_filter, Retry};
+pub use retry::{agent_retried, retry, retry_by_filter, Retry};
 pub use sources::sync;
 
 /// The queue's tables, in the ledger's file.

@@ -8,6 +8,11 @@
 //! new reason. Each step is safe to repeat: a record the ledger holds already answers
 //! `already applied`, so however often a retry is run, or cut short by a restart and run
 //! again, the record counts once.
+//!
+//! An agent's reject is retried where it was refused: the collector sends the agent a
+//! command (`agent_rejects::Commands`) and the exception stays `retrying` until the agent's
+//! answer arrives (`agent_retried`); the agent journals the request exactly once, keyed by
+//! the reject.
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
@@ -16,13 +21,16 @@ use serde::Serialize;
 use super::actions::{ActionError, Request};
 use super::sources::{event, set_status};
 use super::{Kind, SYSTEM};
+use crate::agent_rejects::Commands;
 use crate::ledger::{Ledger, Retried, RETRYABLE};
+use stocksync_common::agent_reject::{self, RetryOutcome};
 
 /// What a retry of one exception led to.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retry {
     pub id: String,
-    /// `resolved` when every record is in the ledger now, else `open`.
+    /// `resolved` when every record is in the ledger now, `retrying` while agents answer,
+    /// else `open`.
     pub status: String,
     pub attempts: i64,
     /// Records applied by this retry.
@@ -36,10 +44,7 @@ pub struct Retry {
 /// Why `kind` cannot be retried, if it cannot.
 fn not_retryable(kind: &str) -> Option<String> {
     match Kind::parse(kind) {
-        Some(Kind::CollectorReject) => None,
-        Some(Kind::AgentReject) => Some(
-            "an agent reject is retried on its agent: `POST /v1/rejects/<id>/retry` on the agent that refused it (the record's `agent` and `reject_id`), then resolve it here".into(),
-        ),
+        Some(Kind::CollectorReject | Kind::AgentReject) => None,
         Some(Kind::ChannelPush) => Some(
             "a failed channel push is retried by the channel itself with backoff; it resolves when a delivery succeeds".into(),
         ),
@@ -49,9 +54,31 @@ fn not_retryable(kind: &str) -> Option<String> {
     }
 }
 
-/// Marks exception `id` `retrying`, counts the attempt and returns the ids of the rejects
-/// to retry.
-fn begin(tx: &Transaction<'_>, id: &str, req: &Request, now: i64) -> Result<Vec<i64>, ActionError> {
+/// The records a retry processes again.
+enum Targets {
+    /// Collector rejects, by id.
+    Collector(Vec<i64>),
+    /// Agent rejects: `(warehouse, agent, reject id, received_at_ms)`.
+    Agent(Vec<(String, String, i64, i64)>),
+}
+
+/// The agent rejects exception `id` groups.
+fn agent_targets(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> rusqlite::Result<Vec<(String, String, i64, i64)>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT a.warehouse, a.agent_id, a.reject_id, a.received_at_ms
+         FROM exception_sources s JOIN agent_rejects a
+           ON s.origin_key = a.agent_id || '/' || a.reject_id || '/' || a.received_at_ms
+         WHERE s.origin = 'agent_rejects' AND s.exception_id = ?1 ORDER BY a.arrived_at_ms",
+    )?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    rows.collect()
+}
+
+/// Marks exception `id` `retrying`, counts the attempt and returns the records to retry.
+fn begin(tx: &Transaction<'_>, id: &str, req: &Request, now: i64) -> Result<Targets, ActionError> {
     super::actions::check(req)?;
     let (kind, status): (String, String) = tx
         .query_row(
@@ -73,19 +100,12 @@ fn begin(tx: &Transaction<'_>, id: &str, req: &Request, now: i64) -> Result<Vec<
             detail: "it is ignored; reopen it first".into(),
         });
     }
-    let mut args: Vec<Sql> = vec![Sql::Text(id.to_string())];
-    args.extend(RETRYABLE.iter().map(|f| Sql::Text(f.to_string())));
-    let rejects: Vec<i64> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT r.id FROM exception_sources s JOIN rejects r ON r.id = CAST(s.origin_key AS INTEGER)
-             WHERE s.origin = 'rejects' AND s.exception_id = ?1 AND r.agent_id IS NOT NULL
-               AND r.first_seq IS NOT NULL AND r.first_seq = r.last_seq AND r.field IN (?2, ?3)
-             ORDER BY r.id",
-        )?;
-        let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
+    let targets = if kind == Kind::AgentReject.as_str() {
+        Targets::Agent(agent_targets(tx, id)?)
+    } else {
+        Targets::Collector(collector_targets(tx, id)?)
     };
-    if rejects.is_empty() {
+    if matches!(&targets, Targets::Collector(t) if t.is_empty()) {
         return Err(ActionError::NotRetryable {
             id: id.to_string(),
             detail: format!(
@@ -99,6 +119,23 @@ fn begin(tx: &Transaction<'_>, id: &str, req: &Request, now: i64) -> Result<Vec<
         params![id, now],
     )?;
     event(tx, id, now, "retry", &req.by, Some(&req.comment))?;
+    Ok(targets)
+}
+
+/// The collector rejects exception `id` groups that the ledger can retry.
+fn collector_targets(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<i64>> {
+    let mut args: Vec<Sql> = vec![Sql::Text(id.to_string())];
+    args.extend(RETRYABLE.iter().map(|f| Sql::Text(f.to_string())));
+    let rejects: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT r.id FROM exception_sources s JOIN rejects r ON r.id = CAST(s.origin_key AS INTEGER)
+             WHERE s.origin = 'rejects' AND s.exception_id = ?1 AND r.agent_id IS NOT NULL
+               AND r.first_seq IS NOT NULL AND r.first_seq = r.last_seq AND r.field IN (?2, ?3)
+             ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map(params_from_iter(args.iter()), |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
     Ok(rejects)
 }
 
@@ -156,18 +193,23 @@ fn finish(
     })
 }
 
-/// Retries exception `id`: processes its refused records again, exactly once each.
+/// Retries exception `id`: processes its refused records again, exactly once each (an
+/// agent's, by a command to the agent: the answer comes back later).
 pub async fn retry(
-    ledger: &Ledger,
+    (ledger, commands): (&Ledger, &Commands),
     id: &str,
     req: Request,
     now: impl Fn() -> i64,
 ) -> Result<Retry, ActionError> {
-    let rejects = {
+    let targets = {
         let (id, t) = (id.to_string(), now());
         ledger
             .write(move |tx, _| Ok(begin(tx, &id, &req, t)))
             .await??
+    };
+    let rejects = match targets {
+        Targets::Collector(rejects) => rejects,
+        Targets::Agent(rejects) => return ask_agents(ledger, commands, id, &rejects, now()).await,
     };
     let mut outcomes = Vec::with_capacity(rejects.len());
     for reject in rejects {
@@ -179,10 +221,98 @@ pub async fn retry(
         .await?)
 }
 
+/// Sends each agent the retry of its reject; the exception stays `retrying` until the
+/// answers arrive, or opens again at once if a command cannot be sent.
+async fn ask_agents(
+    ledger: &Ledger,
+    commands: &Commands,
+    id: &str,
+    rejects: &[(String, String, i64, i64)],
+    now: i64,
+) -> Result<Retry, ActionError> {
+    let mut failed = None;
+    for (warehouse, agent, reject, received) in rejects {
+        if let Err(e) = commands.retry(warehouse, agent, *reject, *received).await {
+            failed = Some(format!("could not send the retry to agent {agent}: {e}"));
+        }
+    }
+    let id = id.to_string();
+    Ok(ledger
+        .write(move |tx, _| {
+            if let Some(why) = &failed {
+                set_status(tx, &id, "open", now)?;
+                event(tx, &id, now, "retry failed", SYSTEM, Some(why))?;
+            }
+            let (status, attempts): (String, i64) = tx.query_row(
+                "SELECT status, attempts FROM exceptions WHERE id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Retry {
+                id,
+                status,
+                attempts,
+                applied: 0,
+                already_applied: 0,
+                reason: failed,
+            })
+        })
+        .await?)
+}
+
+/// Records what an agent's retry of its reject led to: resolves the exception once the
+/// agent journaled it (now or before), opens it again with the new reason otherwise.
+pub fn agent_retried(
+    tx: &Transaction<'_>,
+    agent: &str,
+    r: &agent_reject::Retried,
+    now: i64,
+) -> rusqlite::Result<()> {
+    super::sync(tx, now)?;
+    let key = format!("{agent}/{}/{}", r.id, r.received_at_ms);
+    let id: Option<String> = tx
+        .query_row(
+            "SELECT exception_id FROM exception_sources WHERE origin = 'agent_rejects' AND origin_key = ?1",
+            [&key],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else {
+        tracing::warn!(%agent, reject = r.id, "retry outcome for a reject the collector does not hold");
+        return Ok(());
+    };
+    let done = matches!(
+        r.outcome,
+        RetryOutcome::Applied | RetryOutcome::AlreadyApplied
+    );
+    if done {
+        tx.execute(
+            "UPDATE exception_sources SET open = 0 WHERE origin = 'agent_rejects' AND origin_key = ?1",
+            [&key],
+        )?;
+        let open: i64 = tx.query_row(
+            "SELECT count(*) FROM exception_sources WHERE exception_id = ?1 AND open = 1",
+            [&id],
+            |row| row.get(0),
+        )?;
+        let comment = format!("agent {agent} journaled reject {}: {}", r.id, r.detail);
+        let status = if open == 0 { "resolved" } else { "retrying" };
+        set_status(tx, &id, status, now)?;
+        return event(tx, &id, now, "retried", SYSTEM, Some(&comment));
+    }
+    set_status(tx, &id, "open", now)?;
+    tx.execute(
+        "UPDATE exceptions SET reason = ?2 WHERE id = ?1",
+        params![id, r.detail],
+    )?;
+    let comment = format!("still refused by agent {agent}: {}", r.detail);
+    event(tx, &id, now, "retry failed", SYSTEM, Some(&comment))
+}
+
 /// Retries every open exception the filter selects that can be retried; returns what each
 /// retry led to, and the ids skipped with why.
 pub async fn retry_by_filter(
-    ledger: &Ledger,
+    (ledger, commands): (&Ledger, &Commands),
     (where_sql, args): (String, Vec<Sql>),
     req: Request,
     now: impl Fn() -> i64,
@@ -201,7 +331,7 @@ pub async fn retry_by_filter(
             skipped.push((id, why));
             continue;
         }
-        match retry(ledger, &id, req.clone(), &now).await {
+        match retry((ledger, commands), &id, req.clone(), &now).await {
             Ok(r) => done.push(r),
             Err(ActionError::NotRetryable { detail, .. }) => skipped.push((id, detail)),
             Err(e) => return Err(e),
