@@ -145,6 +145,7 @@ fn straight(
             request,
             demand,
             idempotency_key: None,
+            by: "bench".into(),
         });
     }
     let now = 1_795_000_000_000;

@@ -160,12 +160,17 @@ pub fn log(
     order: &str,
     event: &str,
     detail: &Value,
+    by: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
+    let mut detail = detail.clone();
+    if let Value::Object(fields) = &mut detail {
+        fields.insert("by".into(), Value::String(by.into()));
+    }
     tx.prepare_cached(
         "INSERT INTO order_history (order_id, at_ms, event, detail) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![order, now, event, encode(detail)])?;
+    .execute(params![order, now, event, encode(&detail)])?;
     Ok(())
 }
 
