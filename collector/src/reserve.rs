@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS reservations (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS reservations_by_order ON reservations (order_ref, sku, warehouse);
-CREATE INDEX IF NOT EXISTS reservations_expiring ON reservations (expires_at_ms) WHERE status = 'active';
+DROP INDEX IF EXISTS reservations_expiring;
+CREATE INDEX IF NOT EXISTS reservations_expiring_at ON reservations (expires_at_ms)
+    WHERE status = 'active' AND expires_at_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS reservation_holds (
     sku TEXT NOT NULL,
     warehouse TEXT NOT NULL,

@@ -97,7 +97,8 @@ pub fn place(
         tx,
         &order.id,
         "placed",
-        &json!({"state": order.state, "explanation": order.explanation}),
+        // The explanation is in the stored first answer; `view::show` puts it back here.
+        &json!({"state": order.state}),
         &p.by,
         now,
     )?;
