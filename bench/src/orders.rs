@@ -246,11 +246,8 @@ fn paced(args: &OrdersArgs, rt: &tokio::runtime::Runtime, dir: &TempDir) -> anyh
     stock(&path, args.skus, i64::try_from(n)?.saturating_mul(3))?;
     let collector = start(&path, rt)?;
     let url = format!("http://{}/v1/orders", collector.http_addr);
-    let bodies: Arc<Vec<String>> = Arc::new(
-        (0..n)
-            .map(|i| body(i, args.skus, 3).to_string())
-            .collect(),
-    );
+    let bodies: Arc<Vec<String>> =
+        Arc::new((0..n).map(|i| body(i, args.skus, 3).to_string()).collect());
     // Enough threads that a slow answer never holds back the next due order.
     let threads = ((args.rate / 50.0) as usize).clamp(4, 64);
     let next = Arc::new(AtomicUsize::new(0));
@@ -259,8 +256,7 @@ fn paced(args: &OrdersArgs, rt: &tokio::runtime::Runtime, dir: &TempDir) -> anyh
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (bodies, next, out, url) =
-                (bodies.clone(), next.clone(), out.clone(), url.clone());
+            let (bodies, next, out, url) = (bodies.clone(), next.clone(), out.clone(), url.clone());
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let http = client();
                 loop {

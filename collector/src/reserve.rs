@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     created_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER,
     closed_at_ms INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS reservations_by_order ON reservations (order_ref, sku, warehouse);
 DROP INDEX IF EXISTS reservations_expiring;
