@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{body, ApiError};
+use crate::auth::{self, Principal};
 use crate::orders::{self, CancelRequest, Invalid, OrderRequest, Outcome, Placed, Prepared};
 use crate::App;
 
@@ -32,11 +33,13 @@ impl From<Invalid> for ApiError {
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", summary = "Place an order", request_body(content = serde_json::Value, description = "An order (docs/ORDERS.md)"), responses((status = 201, description = "Routed and held", body = serde_json::Value), (status = 200, description = "Replay", body = serde_json::Value), (status = 409, description = "Shortfall, or the id was reused with another body", body = crate::api::openapi::ErrorBody), (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody)))]
 pub async fn place(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let t = now();
-    let prepared = prepare(&app, &headers, &body, t)?;
+    let mut prepared = prepare(&app, &headers, &body, t)?;
+    prepared.by = auth::by(principal.as_deref(), "api");
     let ctx = app.orders.clone();
     let placed = app
         .ledger
@@ -89,6 +92,7 @@ fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepar
         request,
         demand,
         idempotency_key,
+        by: String::new(),
     })
 }
 
@@ -154,6 +158,7 @@ fn outcome(id: &str, o: Outcome) -> Result<Response, ApiError> {
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", summary = "Cancel an order", params(("id" = String, Path)), responses((status = 200, description = "OK", body = serde_json::Value), (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody), (status = 409, description = "Not in a state that allows it", body = crate::api::openapi::ErrorBody)))]
 pub async fn cancel(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -166,10 +171,11 @@ pub async fn cancel(
         )?
     };
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let key = id.clone();
     let o = app
         .ledger
-        .write(move |tx, touched| orders::cancel(tx, &key, req, t, touched))
+        .write(move |tx, touched| orders::cancel(tx, &key, req, &by, t, touched))
         .await?;
     outcome(&id, o)
 }
@@ -178,13 +184,15 @@ pub async fn cancel(
 #[utoipa::path(post, path = "/v1/orders/{id}/paid", tag = "orders", summary = "Mark an order paid", params(("id" = String, Path)), responses((status = 200, description = "OK", body = serde_json::Value), (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody), (status = 409, description = "Not in a state that allows it", body = crate::api::openapi::ErrorBody)))]
 pub async fn paid(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let key = id.clone();
     let o = app
         .ledger
-        .write(move |tx, _| orders::keep(tx, &key, t))
+        .write(move |tx, _| orders::keep(tx, &key, &by, t))
         .await?;
     outcome(&id, o)
 }
@@ -193,13 +201,15 @@ pub async fn paid(
 #[utoipa::path(post, path = "/v1/orders/{id}/reroute", tag = "orders", summary = "Route an order again", params(("id" = String, Path)), responses((status = 200, description = "OK", body = serde_json::Value), (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody), (status = 409, description = "Not in a state that allows it", body = crate::api::openapi::ErrorBody)))]
 pub async fn reroute(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let (key, ctx) = (id.clone(), app.orders.clone());
     let o = app
         .ledger
-        .write(move |tx, touched| orders::reroute(tx, &ctx, &key, t, touched))
+        .write(move |tx, touched| orders::reroute(tx, &ctx, &key, &by, t, touched))
         .await?;
     outcome(&id, o)
 }
