@@ -22,7 +22,17 @@ pub struct AlertsQuery {
 }
 
 /// `GET /v1/alerts[?recent=n]`: `{firing, recent, evaluations}`.
-#[utoipa::path(get, path = "/v1/alerts", tag = "exceptions", summary = "Firing and recent alerts", params(AlertsQuery), responses((status = 200, description = "{firing, recent, evaluations}", body = serde_json::Value), (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "exceptions",
+    summary = "Firing and recent alerts",
+    params(AlertsQuery),
+    responses(
+        (status = 200, description = "{firing, recent, evaluations}", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     super::Params(q): super::Params<AlertsQuery>,

@@ -86,7 +86,17 @@ fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), A
 }
 
 /// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
-#[utoipa::path(get, path = "/v1/exceptions", tag = "exceptions", summary = "The exception queue", params(ListQuery), responses((status = 200, description = "{total, limit, offset, items}", body = serde_json::Value), (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/exceptions",
+    tag = "exceptions",
+    summary = "The exception queue",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "{total, limit, offset, items}", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -112,7 +122,17 @@ pub async fn list(
 }
 
 /// `GET /v1/exceptions/<id>`.
-#[utoipa::path(get, path = "/v1/exceptions/{id}", tag = "exceptions", summary = "One exception", params(("id" = String, Path, description = "An exception id")), responses((status = 200, description = "The exception with its records and log", body = serde_json::Value), (status = 404, description = "No such exception", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/exceptions/{id}",
+    tag = "exceptions",
+    summary = "One exception",
+    params(("id" = String, Path, description = "An exception id")),
+    responses(
+        (status = 200, description = "The exception with its records and log", body = serde_json::Value),
+        (status = 404, description = "No such exception", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn one(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -142,7 +162,20 @@ fn action(name: &str) -> Result<Action, ApiError> {
 
 /// `POST /v1/exceptions/<id>/<action>` `{by, comment}`. With API tokens configured, the
 /// action is recorded as the token's name, whatever `by` says.
-#[utoipa::path(post, path = "/v1/exceptions/{id}/{action}", tag = "exceptions", summary = "Act on one exception", params(("id" = String, Path, description = "An exception id"), ("action" = String, Path, description = "retry, resolve, ignore, reopen or comment")), request_body = Request, responses((status = 200, description = "The status afterwards (retry: a Retry)", body = serde_json::Value), (status = 404, description = "No such exception or action", body = crate::api::openapi::ErrorBody), (status = 409, description = "Already in that status, or cannot be retried", body = crate::api::openapi::ErrorBody), (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/exceptions/{id}/{action}",
+    tag = "exceptions",
+    summary = "Act on one exception",
+    params(("id" = String, Path, description = "An exception id"), ("action" = String, Path, description = "retry, resolve, ignore, reopen or comment")),
+    request_body = Request,
+    responses(
+        (status = 200, description = "The status afterwards (retry: a Retry)", body = serde_json::Value),
+        (status = 404, description = "No such exception or action", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Already in that status, or cannot be retried", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn act(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -176,7 +209,19 @@ pub struct BulkRequest {
 }
 
 /// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`; `by` as in [`act`].
-#[utoipa::path(post, path = "/v1/exceptions/{id}", tag = "exceptions", summary = "Act on every exception a filter selects", params(("id" = String, Path, description = "The action for every exception the filter selects: retry, resolve, ignore, reopen")), request_body = BulkRequest, responses((status = 200, description = "{changed, ids} (retry: {changed, retried, skipped})", body = serde_json::Value), (status = 404, description = "No such action", body = crate::api::openapi::ErrorBody), (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/exceptions/{id}",
+    tag = "exceptions",
+    summary = "Act on every exception a filter selects",
+    params(("id" = String, Path, description = "The action for every exception the filter selects: retry, resolve, ignore, reopen")),
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "{changed, ids} (retry: {changed, retried, skipped})", body = serde_json::Value),
+        (status = 404, description = "No such action", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn bulk(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,

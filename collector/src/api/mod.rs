@@ -221,7 +221,16 @@ impl IntoResponse for ApiError {
 
 /// `200` while connected to the broker with every task running; `503` otherwise, naming
 /// the task that ended (`"status": "failed"`) or the lost broker (`"degraded"`).
-#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Health", responses((status = 200, description = "Connected, every task running", body = serde_json::Value), (status = 503, description = "Degraded or failed", body = serde_json::Value)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Health",
+    responses(
+        (status = 200, description = "Connected, every task running", body = serde_json::Value),
+        (status = 503, description = "Degraded or failed", body = serde_json::Value),
+    ),
+)]
 pub(crate) async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
     let running = app.tasks.all_running();
@@ -253,7 +262,15 @@ pub(crate) async fn healthz(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    ),
+)]
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -269,7 +286,17 @@ pub struct Limit {
     limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/rejects", tag = "rejects", summary = "The collector's rejects queue", params(Limit), responses((status = 200, description = "Payloads and movements the collector refused", body = serde_json::Value), (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/rejects",
+    tag = "rejects",
+    summary = "The collector's rejects queue",
+    params(Limit),
+    responses(
+        (status = 200, description = "Payloads and movements the collector refused", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub(crate) async fn rejects(
     State(app): State<Arc<App>>,
     Params(q): Params<Limit>,
@@ -303,7 +330,18 @@ pub(crate) async fn rejects(
 
 /// Applies a movement the collector's checks refused, if it passes them now (an unknown
 /// SKU the catalog has since learnt). Exactly once: a second retry answers `already_applied`.
-#[utoipa::path(post, path = "/v1/rejects/{id}/retry", tag = "rejects", summary = "Retry a refused movement (exactly once)", params(("id" = i64, Path)), responses((status = 200, description = "`applied` or `already_applied`", body = serde_json::Value), (status = 404, description = "No such reject", body = crate::api::openapi::ErrorBody), (status = 422, description = "Still refused, or not retryable", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/rejects/{id}/retry",
+    tag = "rejects",
+    summary = "Retry a refused movement (exactly once)",
+    params(("id" = i64, Path)),
+    responses(
+        (status = 200, description = "`applied` or `already_applied`", body = serde_json::Value),
+        (status = 404, description = "No such reject", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Still refused, or not retryable", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub(crate) async fn retry_reject(
     State(app): State<Arc<App>>,
     axum::extract::Path(id): axum::extract::Path<i64>,

@@ -24,7 +24,17 @@ pub struct DailyQuery {
 }
 
 /// `GET /v1/reports/daily`.
-#[utoipa::path(get, path = "/v1/reports/daily", tag = "exceptions", summary = "Daily exception report", params(DailyQuery), responses((status = 200, description = "The daily exception report (JSON, or CSV with format=csv)", body = serde_json::Value), (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/reports/daily",
+    tag = "exceptions",
+    summary = "Daily exception report",
+    params(DailyQuery),
+    responses(
+        (status = 200, description = "The daily exception report (JSON, or CSV with format=csv)", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn daily(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
