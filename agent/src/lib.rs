@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use stocksync_common::config::{AgentConfig, AheadPolicy, SourceBinding};
 use stocksync_common::input::ClockRule;
-use stocksync_common::supervisor::{Supervisor, TaskHealth};
+use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
 use catalog::CatalogHandle;
@@ -131,7 +131,7 @@ impl Agent {
             ),
             None => None,
         };
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
         let lock = lock_journal(&config.journal.path)?;
         let journal = Journal::open_with(&config.journal.path, (&config.journal).into())?;
         let journal_closed = Box::pin(journal.closed());
@@ -143,7 +143,7 @@ impl Agent {
                 source,
             })?;
         let http_addr = listener.local_addr()?;
-        let server = stocksync_common::server::Server::new(
+        let server = stocksync_runtime::server::Server::new(
             listener,
             config.http.tls.as_ref(),
             config.http.limits.clone(),
@@ -177,7 +177,7 @@ impl Agent {
                     max_message_bytes: config
                         .http
                         .max_body_bytes
-                        .min(stocksync_common::mqtt::MAX_PACKET_BYTES),
+                        .min(stocksync_runtime::mqtt::MAX_PACKET_BYTES),
                     sources,
                     clock: clock_rule(&config),
                     config: scanner,
@@ -221,7 +221,7 @@ impl Agent {
             tasks: tasks.health(),
             http_sources,
         });
-        let router = stocksync_common::server::auth::protect(
+        let router = stocksync_runtime::server::auth::protect(
             ingest::http::router(app),
             tokens,
             auth::scope_for,

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use stocksync_common::catalog::Catalog;
 use stocksync_common::config::{BrokerConfig, CollectorConfig};
-use stocksync_common::supervisor::{Supervisor, TaskHealth};
+use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
 use ledger::Ledger;
@@ -93,9 +93,9 @@ impl Collector {
         let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         check_channel_warehouses(&config)?;
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
         let http_addr = listener.local_addr()?;
-        let server = stocksync_common::server::Server::new(
+        let server = stocksync_runtime::server::Server::new(
             listener,
             config.http.tls.as_ref(),
             config.http.limits.clone(),
@@ -182,7 +182,7 @@ impl Collector {
             operations: config.operations.clone(),
             alert_stats,
         }));
-        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let router = stocksync_runtime::server::auth::protect(router, tokens, auth::scope_for);
         let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
             server.serve(router, http_shutdown).await?;
