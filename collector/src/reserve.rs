@@ -13,7 +13,7 @@
 //! the writer's transaction, so two checkouts cannot both take the last unit); every change
 //! of status is kept with its time.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::StockKey;
@@ -152,7 +152,7 @@ pub fn list(
 
 /// Creates a reservation if the warehouse has the stock, all in the caller's transaction.
 pub fn create(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &Request,
     now: i64,
     touched: &mut Vec<StockKey>,
@@ -208,7 +208,7 @@ pub enum By {
 }
 
 /// Records who created or closed reservation `id` (the request's token name).
-pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
+pub fn record_by(tx: &Connection, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
     let sql = match which {
         By::Created => "UPDATE reservations SET created_by = ?2 WHERE id = ?1",
         By::Closed => "UPDATE reservations SET closed_by = ?2 WHERE id = ?1",
@@ -219,7 +219,7 @@ pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlit
 
 /// Ends an active reservation by hand; `None` if there is no such reservation.
 pub fn release(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     now: i64,
     touched: &mut Vec<StockKey>,
@@ -238,11 +238,7 @@ pub fn release(
 }
 
 /// Lets every active reservation past its expiry lapse; returns how many did.
-pub fn expire(
-    tx: &Transaction<'_>,
-    now: i64,
-    touched: &mut Vec<StockKey>,
-) -> rusqlite::Result<usize> {
+pub fn expire(tx: &Connection, now: i64, touched: &mut Vec<StockKey>) -> rusqlite::Result<usize> {
     let lapsed: Vec<(String, String)> = {
         let mut stmt = tx.prepare_cached(
             "UPDATE reservations SET status = 'expired', closed_at_ms = ?1
@@ -262,7 +258,7 @@ pub fn expire(
 
 /// A shipment of `order` just entered the ledger: its reservations hold less now.
 pub(crate) fn on_shipment(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &str,
     sku: &str,
     warehouse: &str,
@@ -282,7 +278,7 @@ pub(crate) fn on_shipment(
 /// Closes every active reservation of (sku, warehouse) whose order's shipments cover it,
 /// and reopens a fulfilled one whose shipments no longer do (one was voided), so the status
 /// depends on the set of shipments, not on their order.
-fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
+fn fulfil(tx: &Connection, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
     const SHIPPED: &str = "(SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
             WHERE l.order_ref = reservations.order_ref AND l.sku = reservations.sku
               AND l.warehouse = reservations.warehouse AND l.kind = 'shipment'
@@ -302,7 +298,7 @@ fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlit
 
 /// Applies every active reservation's hold again, after the stock rows were rebuilt from the
 /// ledger alone (`rebuild`): the holds table is cleared and refilled.
-pub(crate) fn reapply_all(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn reapply_all(tx: &Connection, now: i64) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM reservation_holds", [])?;
     let keys: Vec<(String, String)> = {
         let mut stmt =
@@ -328,7 +324,7 @@ pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i
 /// Recomputes what (sku, warehouse) holds and moves the difference between `available`
 /// and `reserved` on the warehouse-level row.
 fn refresh_hold(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     sku: &str,
     warehouse: &str,
     now: i64,
@@ -410,7 +406,7 @@ pub enum CreatedAll {
 /// the same (SKU, warehouse) is summed over the holds before it is checked, so two lines
 /// sharing a component cannot each see the same last unit.
 pub fn create_all(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &str,
     channel: Option<&str>,
     holds: &[Hold],
@@ -458,7 +454,7 @@ pub fn create_all(
 /// Lowers an active reservation's quantity by `by` (part of an order was cancelled); at 0
 /// it is released. Returns the reservation as it is now.
 pub fn reduce(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     by: i64,
     now: i64,
@@ -483,7 +479,7 @@ pub fn reduce(
 }
 
 /// Keeps an active reservation until it ships (the order was paid): its expiry is removed.
-pub fn keep(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+pub fn keep(tx: &Connection, id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE reservations SET expires_at_ms = NULL WHERE id = ?1 AND status = 'active'",
     )?
