@@ -121,16 +121,27 @@ fn commit_group<S: Store>(conn: &mut Connection, state: &mut S, group: Vec<Box<d
             disk_full: false,
         })
     });
-    match &result {
+    guarded("the store's after-group hook", || match &result {
         Ok(()) => state.committed(),
         Err(failure) => {
             tracing::error!(error = %failure, "group not committed; every caller in it hears why");
             state.rewind(begin);
             state.rolled_back(failure);
         }
-    }
+    });
     for job in ran.into_iter().chain(waiting) {
-        job.finish(result.as_ref().map(|_| ()));
+        // A caller's answer callback that panics loses only that answer.
+        guarded("an answer callback", || {
+            job.finish(result.as_ref().map(|_| ()))
+        });
+    }
+}
+
+/// Runs `f`; a panic in it is logged, never the end of the writer thread.
+fn guarded(what: &str, f: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+        let text = panic_text(panic.as_ref());
+        tracing::error!(panic = %text, "{what} panicked; the writer goes on");
     }
 }
 

@@ -239,3 +239,15 @@ async fn the_writer_closes_the_file_when_the_last_handle_is_dropped() {
         .await
         .expect("writer thread ended");
 }
+
+#[tokio::test]
+async fn a_panicking_answer_callback_loses_only_its_answer() {
+    let file = File::new("deliver");
+    let writer = file.writer(Counted::default());
+    writer
+        .submit(insert(1), |_| panic!("bug in a caller's callback"))
+        .await
+        .unwrap();
+    assert_eq!(writer.call(insert(2)).await.unwrap(), 2);
+    assert_eq!(file.ids(), vec![1, 2]);
+}
