@@ -99,7 +99,6 @@ pub fn clock_rule(config: &AgentConfig) -> ClockRule {
 /// A running agent: where it listens and how to stop it.
 pub struct Agent {
     pub http_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
     tasks: Supervisor,
     journal_closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     /// Held until the journal is closed; a second agent on the same journal fails fast.
@@ -150,8 +149,8 @@ impl Agent {
         )?;
         let scheme = server.scheme();
         let link = Arc::new(LinkState::default());
-        let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let watch_rx = tasks.shutdown_signal();
 
         let forwarder = Forwarder {
             agent_id: config.agent_id.clone(),
@@ -234,7 +233,6 @@ impl Agent {
         tracing::info!(%http_addr, scheme, "agent listening");
         Ok(Agent {
             http_addr,
-            shutdown,
             tasks,
             journal_closed,
             _lock: lock,
@@ -244,8 +242,7 @@ impl Agent {
     /// Asks every task to finish and waits for them.
     /// Returns once the journal file is closed too, so that it can be reopened or removed.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.tasks.join_all().await?;
+        self.tasks.stop().await?;
         tokio::time::timeout(Duration::from_secs(10), self.journal_closed)
             .await
             .map_err(|_| anyhow::anyhow!("journal still open 10 s after every task stopped"))?;

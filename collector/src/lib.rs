@@ -73,7 +73,6 @@ pub struct Collector {
     pub http_addr: SocketAddr,
     /// The broker the collector uses (the embedded one's address when it runs one).
     pub broker: BrokerConfig,
-    shutdown: watch::Sender<bool>,
     tasks: Supervisor,
     /// Released (dropped) only after every task has stopped.
     _lock: lock::LedgerLock,
@@ -128,8 +127,8 @@ impl Collector {
                 tx.execute_batch(alerts::SCHEMA)
             })
             .await?;
-        let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let watch_rx = tasks.shutdown_signal();
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         for task in publish_tasks {
@@ -192,7 +191,6 @@ impl Collector {
         Ok(Collector {
             http_addr,
             broker,
-            shutdown,
             tasks,
             _lock: lock,
         })
@@ -200,8 +198,7 @@ impl Collector {
 
     /// Stops consuming and serving, letting in-flight commits finish.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.tasks.join_all().await
+        self.tasks.stop().await
     }
 
     /// Waits until a task ends (which only happens on a failure) and returns the error,
