@@ -77,7 +77,7 @@ impl IntoResponse for ApiError {
 
 async fn post_movements(
     State(app): State<Arc<App>>,
-    principal: Option<axum::Extension<stocksync_common::server::auth::Principal>>,
+    principal: Option<axum::Extension<stocksync_runtime::server::auth::Principal>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
