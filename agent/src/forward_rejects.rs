@@ -51,9 +51,9 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
         .clone()
         .unwrap_or_else(|| format!("stocksync-agent-{agent_id}"));
     broker.client_id = Some(format!("{base}-rejects"));
-    let opts = stocksync_common::mqtt::options(&broker, &base, false)?;
+    let opts = stocksync_runtime::mqtt::options(&broker, &base, false)?;
     let (client, mut events) = AsyncClient::new(opts, 16);
-    events.set_network_options(stocksync_common::mqtt::network_options());
+    events.set_network_options(stocksync_runtime::mqtt::network_options());
     let topic = topics::rejects(warehouse, agent_id);
     let commands = topics::commands(warehouse, agent_id);
     let (mut connected, mut in_flight) = (false, None::<InFlight>);

@@ -87,10 +87,10 @@ pub fn connect(broker: &BrokerConfig) -> anyhow::Result<(Commands, Consumer)> {
         .clone()
         .unwrap_or_else(|| "stocksync-collector".into());
     broker.client_id = Some(format!("{base}-rejects"));
-    let mut opts = stocksync_common::mqtt::options(&broker, &base, false)?;
+    let mut opts = stocksync_runtime::mqtt::options(&broker, &base, false)?;
     opts.set_manual_acks(true);
     let (client, mut events) = AsyncClient::new(opts, 64);
-    events.set_network_options(stocksync_common::mqtt::network_options());
+    events.set_network_options(stocksync_runtime::mqtt::network_options());
     Ok((Commands(client.clone()), Consumer { client, events }))
 }
 

@@ -1,5 +1,5 @@
 //! Which token scope each collector endpoint needs. The mechanics (digests, constant-time
-//! comparison, 401/403 bodies) are shared with the agent in `stocksync_common::server::auth`.
+//! comparison, 401/403 bodies) are shared with the agent in `stocksync_runtime::server::auth`.
 //!
 //! Reads need `read` (the dashboard's page and assets, and `/openapi.json`, are public: the
 //! dashboard sends a token with each API call); reservations and orders need `orders`;
@@ -9,7 +9,7 @@
 use axum::http::Method;
 use stocksync_common::config::Scope;
 
-pub use stocksync_common::server::auth::Principal;
+pub use stocksync_runtime::server::auth::Principal;
 
 /// The scope a request needs; `None` for `/healthz` and `/readyz`, which load balancers and
 /// orchestrators probe unauthenticated (they reveal no stock data).

@@ -38,15 +38,15 @@ pub async fn run(
     catalog: Vec<u8>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut opts = stocksync_common::mqtt::options(&broker, "stocksync-collector", false)?;
+    let mut opts = stocksync_runtime::mqtt::options(&broker, "stocksync-collector", false)?;
     opts.set_manual_acks(true);
     let (client, mut events) = AsyncClient::new(opts, 4096);
-    events.set_network_options(stocksync_common::mqtt::network_options());
+    events.set_network_options(stocksync_runtime::mqtt::network_options());
     // Acks go out in arrival order from their own task, so waiting for a commit never stalls
     // the event loop and batches keep flowing into the next group commit.
     let (await_tx, await_rx) = mpsc::channel::<Awaiting>(4096);
     let acker = tokio::spawn(send_acks(client.clone(), await_rx));
-    let mut errors = stocksync_common::mqtt::LinkErrors::default();
+    let mut errors = stocksync_runtime::mqtt::LinkErrors::default();
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
@@ -173,7 +173,7 @@ fn check(p: &Publish) -> Result<wire::Received, Refusal> {
             p.topic
         )));
     }
-    let limit = stocksync_common::mqtt::MAX_PACKET_BYTES;
+    let limit = stocksync_runtime::mqtt::MAX_PACKET_BYTES;
     if p.payload.len() > limit {
         return Err(Refusal::new(format!(
             "payload of {} bytes exceeds the {limit}-byte limit (first {MAX_KEPT_PAYLOAD} bytes kept)",

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use stocksync_common::catalog::Catalog;
 use stocksync_common::config::{BrokerConfig, CollectorConfig};
-use stocksync_common::supervisor::{Supervisor, TaskHealth};
+use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
 use ledger::Ledger;
@@ -76,7 +76,6 @@ pub struct Collector {
     pub http_addr: SocketAddr,
     /// The broker the collector uses (the embedded one's address when it runs one).
     pub broker: BrokerConfig,
-    shutdown: watch::Sender<bool>,
     tasks: Supervisor,
     /// Released (dropped) only after every task has stopped.
     _lock: lock::LedgerLock,
@@ -96,9 +95,9 @@ impl Collector {
         let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         check_channel_warehouses(&config)?;
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
         let http_addr = listener.local_addr()?;
-        let server = stocksync_common::server::Server::new(
+        let server = stocksync_runtime::server::Server::new(
             listener,
             config.http.tls.as_ref(),
             config.http.limits.clone(),
@@ -132,8 +131,8 @@ impl Collector {
                 tx.execute_batch(alerts::SCHEMA)
             })
             .await?;
-        let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let watch_rx = tasks.shutdown_signal();
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         for task in publish_tasks {
@@ -192,7 +191,7 @@ impl Collector {
             alert_stats,
             agent_commands,
         }));
-        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let router = stocksync_runtime::server::auth::protect(router, tokens, auth::scope_for);
         let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
             server.serve(router, http_shutdown).await?;
@@ -202,7 +201,6 @@ impl Collector {
         Ok(Collector {
             http_addr,
             broker,
-            shutdown,
             tasks,
             _lock: lock,
         })
@@ -210,8 +208,7 @@ impl Collector {
 
     /// Stops consuming and serving, letting in-flight commits finish.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.tasks.join_all().await
+        self.tasks.stop().await
     }
 
     /// Waits until a task ends (which only happens on a failure) and returns the error,

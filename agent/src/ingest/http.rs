@@ -119,7 +119,7 @@ impl IntoResponse for ApiError {
         (status = 503, description = "Journal full or disk full", body = super::openapi::ErrorBody)))]
 pub(crate) async fn post_movements(
     State(app): State<Arc<App>>,
-    principal: Option<axum::Extension<stocksync_common::server::auth::Principal>>,
+    principal: Option<axum::Extension<stocksync_runtime::server::auth::Principal>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {

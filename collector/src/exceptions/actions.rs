@@ -3,7 +3,7 @@
 //! the exception's log with who did it and why. A status change needs both.
 
 use rusqlite::types::Value as Sql;
-use rusqlite::{params_from_iter, OptionalExtension, Transaction};
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use serde::Deserialize;
 
 use super::sources::{event, set_status};
@@ -91,7 +91,7 @@ pub(super) fn check(req: &Request) -> Result<(), ActionError> {
 
 /// Applies `action` to exception `id`; returns its status afterwards.
 pub fn act(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     action: Action,
     req: &Request,
@@ -122,7 +122,7 @@ pub fn act(
 /// Applies `action` to every exception the filter selects that is not in the action's
 /// status already; returns their ids.
 pub fn act_by_filter(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     (where_sql, args): &(String, Vec<Sql>),
     action: Action,
     req: &Request,

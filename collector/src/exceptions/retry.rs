@@ -15,7 +15,7 @@
 //! the reject.
 
 use rusqlite::types::Value as Sql;
-use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::actions::{ActionError, Request};
@@ -63,10 +63,7 @@ enum Targets {
 }
 
 /// The agent rejects exception `id` groups.
-fn agent_targets(
-    tx: &Transaction<'_>,
-    id: &str,
-) -> rusqlite::Result<Vec<(String, String, i64, i64)>> {
+fn agent_targets(tx: &Connection, id: &str) -> rusqlite::Result<Vec<(String, String, i64, i64)>> {
     let mut stmt = tx.prepare_cached(
         "SELECT a.warehouse, a.agent_id, a.reject_id, a.received_at_ms
          FROM exception_sources s JOIN agent_rejects a
@@ -78,7 +75,7 @@ fn agent_targets(
 }
 
 /// Marks exception `id` `retrying`, counts the attempt and returns the records to retry.
-fn begin(tx: &Transaction<'_>, id: &str, req: &Request, now: i64) -> Result<Targets, ActionError> {
+fn begin(tx: &Connection, id: &str, req: &Request, now: i64) -> Result<Targets, ActionError> {
     super::actions::check(req)?;
     let (kind, status): (String, String) = tx
         .query_row(
@@ -123,7 +120,7 @@ fn begin(tx: &Transaction<'_>, id: &str, req: &Request, now: i64) -> Result<Targ
 }
 
 /// The collector rejects exception `id` groups that the ledger can retry.
-fn collector_targets(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<i64>> {
+fn collector_targets(tx: &Connection, id: &str) -> rusqlite::Result<Vec<i64>> {
     let mut args: Vec<Sql> = vec![Sql::Text(id.to_string())];
     args.extend(RETRYABLE.iter().map(|f| Sql::Text(f.to_string())));
     let rejects: Vec<i64> = {
@@ -141,7 +138,7 @@ fn collector_targets(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Vec<i64
 
 /// Records what the ledger's retries led to.
 fn finish(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     outcomes: &[(i64, Retried)],
     now: i64,
@@ -263,7 +260,7 @@ async fn ask_agents(
 /// Records what an agent's retry of its reject led to: resolves the exception once the
 /// agent journaled it (now or before), opens it again with the new reason otherwise.
 pub fn agent_retried(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     agent: &str,
     r: &agent_reject::Retried,
     now: i64,

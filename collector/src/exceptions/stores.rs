@@ -3,7 +3,7 @@
 //! natural key is, which warehouse, channel and SKU it concerns, and the record as received.
 //! Read-only: the stores stay the only writers of their tables.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use stocksync_common::wire;
 
@@ -30,7 +30,7 @@ pub(super) struct Occurrence {
     pub closed: bool,
 }
 
-pub(super) type Reader = fn(&Transaction<'_>, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
+pub(super) type Reader = fn(&Connection, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
 
 pub(super) const READERS: [(&str, Reader); 9] = [
     ("agent_rejects", read_agent_rejects),
@@ -56,7 +56,7 @@ fn payload_json(bytes: &[u8]) -> Value {
 }
 
 /// The movement `(agent_id, seq)` as the ledger received it.
-fn ledger_record(tx: &Transaction<'_>, agent_id: &str, seq: i64) -> rusqlite::Result<Value> {
+fn ledger_record(tx: &Connection, agent_id: &str, seq: i64) -> rusqlite::Result<Value> {
     let bytes: Option<Vec<u8>> = tx
         .query_row(
             "SELECT payload FROM ledger WHERE agent_id = ?1 AND seq = ?2",
@@ -67,7 +67,7 @@ fn ledger_record(tx: &Transaction<'_>, agent_id: &str, seq: i64) -> rusqlite::Re
     Ok(bytes.map(|b| payload_json(&b)).unwrap_or(Value::Null))
 }
 
-fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload,
                 retried_at_ms
@@ -119,10 +119,7 @@ fn agent_record(payload: &str, record: Option<i64>) -> Value {
     }
 }
 
-fn read_agent_rejects(
-    tx: &Transaction<'_>,
-    since: i64,
-) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_agent_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT agent_id, reject_id, received_at_ms, warehouse, arrived_at_ms, source, record, field, detail, payload
          FROM agent_rejects WHERE arrived_at_ms >= ?1",
@@ -167,11 +164,11 @@ pub(super) fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec
     Ok((newest, occurrences))
 }
 
-fn read_drift(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_drift(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     read_counts(tx, since, Kind::Drift)
 }
 
-fn read_conflicts(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_conflicts(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     read_counts(tx, since, Kind::Conflict)
 }
 
@@ -192,7 +189,7 @@ struct CountRow {
 
 /// Drift and conflicts: a count that disagreed with the projection, keyed by the count.
 fn read_counts(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     since: i64,
     kind: Kind,
 ) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
@@ -266,10 +263,7 @@ fn count_occurrence(kind: Kind, table: &'static str, c: CountRow, record: Value)
     }
 }
 
-fn read_discrepancies(
-    tx: &Transaction<'_>,
-    since: i64,
-) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_discrepancies(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms
          FROM discrepancies WHERE updated_at_ms >= ?1",
@@ -300,7 +294,7 @@ fn read_discrepancies(
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn read_reversals(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_reversals(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms FROM reversals WHERE updated_at_ms >= ?1",
     )?;
@@ -328,7 +322,7 @@ fn read_reversals(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Ve
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn read_shortfalls(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_shortfalls(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     type Row = (
         String,
         i64,
