@@ -28,6 +28,7 @@ mod retry;
 mod upgrade;
 
 pub use retry::Retried;
+pub(crate) use retry::RETRYABLE;
 
 use apply::{apply_batch, store_reject};
 
