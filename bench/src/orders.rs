@@ -149,7 +149,6 @@ fn straight(
         let request = OrderRequest::parse(body(i, args.skus, 3).to_string().as_bytes())?;
         let demand = ledger.read(|c| ctx.demand(&request, c))??;
         prepared.push(Prepared {
-            body: serde_json::to_value(&request)?,
             expires_at_ms: None,
             routed_at: request.routed_at(now)?,
             request,

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{body, ApiError};
 use crate::auth::{self, Principal};
@@ -100,7 +100,6 @@ fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepar
     Ok(Prepared {
         expires_at_ms: request.expires_at(t)?,
         routed_at: request.routed_at(t)?,
-        body: serde_json::to_value(&request).unwrap_or(Value::Null),
         request,
         demand,
         idempotency_key,

@@ -18,8 +18,6 @@ use crate::reserve::{self, CreatedAll, Hold};
 /// A checked order, ready for the writer.
 pub struct Prepared {
     pub request: OrderRequest,
-    /// The request as JSON, for comparing a retry field by field.
-    pub body: Value,
     pub demand: Vec<Demand>,
     pub idempotency_key: Option<String>,
     pub expires_at_ms: Option<i64>,
@@ -52,7 +50,9 @@ pub fn place(
     if let Some((existing, answer)) = store::find(tx, &p.request.id, p.idempotency_key.as_deref())?
     {
         let stored = serde_json::to_value(&existing.request).unwrap_or(Value::Null);
-        return Ok(match first_difference(&stored, &p.body, "$") {
+        // Only a retry pays for the request as JSON, to compare it field by field.
+        let body = serde_json::to_value(&p.request).unwrap_or(Value::Null);
+        return Ok(match first_difference(&stored, &body, "$") {
             None => Placed::Replayed(answer),
             Some(field) => Placed::Conflict(field),
         });

@@ -89,7 +89,6 @@ pub fn reroute(
     };
     let p = Prepared {
         request: order.request.clone(),
-        body: Value::Null,
         demand: moved.iter().map(|(_, d)| d.clone()).collect(),
         idempotency_key: None,
         expires_at_ms: order.expires_at_ms,
