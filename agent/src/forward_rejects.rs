@@ -13,7 +13,6 @@
 //! back on the rejects topic. The session is persistent, so a command sent while this agent
 //! is away is delivered when it is back.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +31,6 @@ use crate::App;
 const POLL: Duration = Duration::from_millis(500);
 /// A publish not acknowledged within this is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(10);
-/// Rejects remembered as acknowledged until the journal has their flag.
-const RECENTLY_ACKED: usize = 32;
 
 /// The reject on its way: its id, the packet id once known, when it was sent.
 struct InFlight {
@@ -57,9 +54,6 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
     let topic = topics::rejects(warehouse, agent_id);
     let commands = topics::commands(warehouse, agent_id);
     let (mut connected, mut in_flight) = (false, None::<InFlight>);
-    // Rejects acknowledged by the broker whose flag may not be committed yet (the journal
-    // marks them in its next group): not sent again meanwhile.
-    let mut acked: VecDeque<i64> = VecDeque::new();
     // Publishes of retry outcomes whose packet ids are not the in-flight reject's: outgoing
     // events come in the order the publishes were made.
     let mut others: usize = 0;
@@ -93,11 +87,8 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if let Some(f) = in_flight.take_if(|f| f.pkid == Some(ack.pkid)) {
+                        // Returns after the commit: the next read no longer sees it.
                         app.journal.reject_forwarded(f.id).await?;
-                        acked.push_back(f.id);
-                        if acked.len() > RECENTLY_ACKED {
-                            acked.pop_front();
-                        }
                     }
                 }
                 Ok(_) => {}
@@ -114,7 +105,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             },
         }
         if connected && in_flight.is_none() {
-            in_flight = send_next(&app, &client, &topic, &acked).await?;
+            in_flight = send_next(&app, &client, &topic).await?;
         }
     }
     let _ = client.disconnect().await;
@@ -126,14 +117,8 @@ async fn send_next(
     app: &App,
     client: &AsyncClient,
     topic: &str,
-    acked: &VecDeque<i64>,
 ) -> anyhow::Result<Option<InFlight>> {
-    let next = app
-        .journal
-        .unforwarded_rejects(RECENTLY_ACKED + 1)?
-        .into_iter()
-        .find(|r| !acked.contains(&r.id));
-    let Some(r) = next else {
+    let Some(r) = app.journal.unforwarded_rejects(1)?.into_iter().next() else {
         return Ok(None);
     };
     client

@@ -705,6 +705,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_forwarded_reject_is_not_offered_again_even_after_reopening() {
+        let dir =
+            std::env::temp_dir().join(format!("stocksync-rejects-fwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.db");
+        let journal = Journal::open_with(&path, Options::default()).unwrap();
+        for i in 0..2 {
+            let error = InputError {
+                record: Some(1),
+                field: "$[1].sku".into(),
+                detail: format!("unknown {i}"),
+            };
+            let reject = Reject {
+                source: "http".into(),
+                error,
+                payload: b"[{},{}]".to_vec(),
+            };
+            journal.reject(reject).await.unwrap();
+        }
+        let ids: Vec<i64> = journal
+            .unforwarded_rejects(10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids.len(), 2);
+        journal.reject_forwarded(ids[0]).await.unwrap();
+        let left = journal.unforwarded_rejects(10).unwrap();
+        assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), [ids[1]]);
+        let (kept, bytes, cut) = journal.reject_by_id(ids[1]).unwrap().unwrap();
+        assert_eq!(
+            (kept.field.as_str(), bytes.as_slice(), cut),
+            ("$[1].sku", &b"[{},{}]"[..], false)
+        );
+        let closed = journal.closed();
+        drop(journal);
+        closed.await;
+        let journal = Journal::open_with(&path, Options::default()).unwrap();
+        assert_eq!(
+            journal.unforwarded_rejects(10).unwrap().len(),
+            1,
+            "the flag is durable"
+        );
+        assert_eq!(
+            journal.rejects(10).unwrap().len(),
+            2,
+            "the agent keeps its copy"
+        );
+        drop(journal);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn oldest_unacked_is_when_the_first_unacked_seq_was_journaled() {
         let dir = std::env::temp_dir().join(format!("stocksync-journal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -212,6 +212,12 @@ async function route() {
       exception: () => exception(parts[1]), channels: () => channels(), report: () => report(params),
     };
     page.innerHTML = await (views[parts[0]] || views.fleet)();
+    // A retry sent to an agent settles when its answer arrives: look again shortly.
+    const status = $("#ex-status");
+    if (status && status.innerText === "retrying") {
+      const here = location.hash;
+      setTimeout(() => { if (location.hash === here) route(); }, 1000);
+    }
   } catch (e) {
     page.innerHTML = `<p class="error">${esc(e.message)}</p>`;
   }
