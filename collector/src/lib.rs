@@ -28,6 +28,7 @@ pub mod records;
 pub mod replay;
 pub mod report;
 pub mod reserve;
+pub mod store;
 pub mod void;
 
 use std::net::SocketAddr;
@@ -75,14 +76,18 @@ pub struct Collector {
     pub broker: BrokerConfig,
     shutdown: watch::Sender<bool>,
     tasks: Supervisor,
-    /// Released (dropped) only after every task has stopped.
-    _lock: lock::LedgerLock,
+    /// Released (dropped) only after every task has stopped; none for a PostgreSQL worker.
+    _lock: Option<lock::LedgerLock>,
 }
 
 impl Collector {
     /// Binds its port and locks the ledger, starts the embedded broker if no external one
     /// is configured, and starts consuming and serving.
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        let store = store::StoreConfig::from_table(&config.store)?;
+        if store.backend == store::Backend::Postgres {
+            return store::postgres::worker::start(config, store).await;
+        }
         // Everything that can fail without touching the broker comes first: a second
         // collector on the same port or ledger fails here, having written nothing and
         // without taking the running one's broker session.
@@ -142,6 +147,7 @@ impl Collector {
                 ledger.clone(),
                 metrics.clone(),
                 catalog.to_json(),
+                consume::Subscriptions::All,
                 watch_rx.clone(),
             ),
         );
@@ -194,7 +200,7 @@ impl Collector {
             broker,
             shutdown,
             tasks,
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 
