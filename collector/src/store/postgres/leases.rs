@@ -56,16 +56,17 @@ impl Leases {
         })
     }
 
-    fn lease_ms(&self) -> i64 {
-        self.lease.as_millis() as i64
+    /// The lease in seconds, as the database multiplies an interval by it.
+    fn lease_secs(&self) -> f64 {
+        self.lease.as_secs_f64()
     }
 
     /// One round: heartbeat, release, renew, take, shed. Returns what to hold now.
     pub async fn round(&mut self) -> Result<Owned, PgError> {
         let conn = self.pool.get().await?;
-        let (me, ms) = (&self.worker_id, self.lease_ms());
+        let (me, ms) = (&self.worker_id, self.lease_secs());
         conn.execute(
-            "INSERT INTO workers (worker_id, expires_at) VALUES ($1, now() + $2 * interval '1 millisecond')
+            "INSERT INTO workers (worker_id, expires_at) VALUES ($1, now() + $2::float8 * interval '1 second')
              ON CONFLICT (worker_id) DO UPDATE SET expires_at = excluded.expires_at",
             &[me, &ms],
         )
@@ -80,7 +81,7 @@ impl Leases {
         let held: Vec<&str> = self.owned.iter().map(String::as_str).collect();
         let renewed = conn
             .query(
-                "UPDATE leases SET expires_at = now() + $3 * interval '1 millisecond'
+                "UPDATE leases SET expires_at = now() + $3::float8 * interval '1 second'
                  WHERE worker_id = $1 AND warehouse = ANY($2) AND expires_at > now() RETURNING warehouse",
                 &[me, &held, &ms],
             )
@@ -102,7 +103,7 @@ impl Leases {
                         SELECT warehouse, worker_id AS prev, expires_at AS prev_exp FROM leases
                         WHERE expires_at <= now() ORDER BY warehouse LIMIT $3 FOR UPDATE SKIP LOCKED),
                      upd AS (
-                        UPDATE leases l SET worker_id = $1, expires_at = now() + $2 * interval '1 millisecond',
+                        UPDATE leases l SET worker_id = $1, expires_at = now() + $2::float8 * interval '1 second',
                             generation = l.generation + 1
                         FROM cand WHERE l.warehouse = cand.warehouse
                         RETURNING l.warehouse, l.generation, cand.prev, cand.prev_exp)
