@@ -264,3 +264,185 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
     sqlite.stop().await.unwrap();
     worker.stop().await.unwrap();
 }
+
+const WAREHOUSES: [&str; 4] = ["ams", "ber", "cph", "dub"];
+
+/// A worker process on the shared database and broker.
+fn start_worker(dir: &TempDir, pg: &Postgres, broker: u16, id: &str) -> Service {
+    let port = free_port();
+    let text = collector_toml(dir, broker, port, &store_toml(pg, id, 3, &WAREHOUSES)).replace(
+        &format!("{:?}", dir.join("ledger.db")),
+        &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
+    );
+    Service::start(dir, "stocksync-collector", id, &text, port)
+}
+
+/// Who holds each warehouse's unexpired lease now.
+fn holders(pg: &Postgres) -> BTreeMap<String, String> {
+    pg.query("SELECT warehouse, worker_id FROM leases WHERE expires_at > now() AND worker_id IS NOT NULL")
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(w, id)| (w.to_string(), id.to_string()))
+        .collect()
+}
+
+/// Waits until every warehouse is held, by workers in `live` only.
+fn wait_held_by(pg: &Postgres, live: &[&str], what: &str) -> BTreeMap<String, String> {
+    let mut last = BTreeMap::new();
+    wait_blocking(Duration::from_secs(20), || {
+        last = holders(pg);
+        last.len() == WAREHOUSES.len() && last.values().all(|w| live.contains(&w.as_str()))
+    })
+    .unwrap_or_else(|_| panic!("{what}: leases are {last:?}"));
+    last
+}
+
+/// Every ledger row was inserted by the worker that held its warehouse's lease at that
+/// moment: the holding intervals come from `lease_history` (a holding ends where the next
+/// taker found it expired or given back).
+fn assert_rows_applied_by_holders(pg: &Postgres) {
+    let history = pg.query(
+        "SELECT warehouse, worker_id, (extract(epoch from taken_at) * 1000)::bigint,
+                COALESCE((extract(epoch from lead(previous_expires_at) OVER w) * 1000)::bigint, 9223372036854775807)
+         FROM lease_history WINDOW w AS (PARTITION BY warehouse ORDER BY id) ORDER BY id",
+    );
+    let holdings: Vec<(String, String, i64, i64)> = history
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (
+                f[0].into(),
+                f[1].into(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let rows = pg.query(
+        "SELECT warehouse, applied_by, min(received_at_ms), max(received_at_ms), count(*)
+         FROM ledger GROUP BY warehouse, applied_by, received_at_ms / 200",
+    );
+    let mut checked = 0;
+    for l in rows.lines() {
+        let f: Vec<&str> = l.split('|').collect();
+        let (warehouse, worker) = (f[0], f[1]);
+        let (first, last): (i64, i64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        let held = holdings.iter().any(|(w, id, from, to)| {
+            w == warehouse && id == worker && *from <= first && last <= *to
+        });
+        assert!(
+            held,
+            "rows of {warehouse} applied by {worker} between {first} and {last} ms, outside its leases: {holdings:?}"
+        );
+        checked += f[4].parse::<i64>().unwrap();
+    }
+    assert_eq!(checked.to_string(), pg.query("SELECT count(*) FROM ledger"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_fail_over_without_losing_or_doubling_a_movement() {
+    let dir = TempDir::new("pg-failover");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let mut workers: BTreeMap<&str, Service> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|id| (id, start_worker(&dir, &pg, broker.port, id)))
+        .collect();
+    wait_held_by(
+        &pg,
+        &["w1", "w2", "w3"],
+        "three workers share the warehouses",
+    );
+
+    // Four agents, one per warehouse, each posting receipts of one unit as a stream.
+    let mut agents = Vec::new();
+    for warehouse in WAREHOUSES {
+        let text = agent_toml(
+            &dir,
+            &format!("{warehouse}-1"),
+            warehouse,
+            broker.port,
+            0,
+            "[forward]\nbatch_max = 20\nack_timeout_ms = 2000\n",
+        );
+        let agent = stocksync_agent::Agent::start(toml_config(&text))
+            .await
+            .expect("agent starts");
+        agents.push((warehouse, format!("http://{}", agent.http_addr), agent));
+    }
+    const POSTS: usize = 60;
+    const PER_POST: usize = 5;
+    let (progress_tx, progress) = tokio::sync::watch::channel(0usize);
+    let progress_tx = std::sync::Arc::new(progress_tx);
+    let mut streams = Vec::new();
+    for (_, url, _) in &agents {
+        let (url, progress_tx) = (url.clone(), progress_tx.clone());
+        streams.push(tokio::spawn(async move {
+            for body in receipt_batches(POSTS * PER_POST, PER_POST, &["MUG"]) {
+                let r = post(&format!("{url}/v1/movements"), &body, &[]).await;
+                assert!(r.status < 300, "agent refused a post: {}", r.body);
+                progress_tx.send_modify(|n| *n += 1);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }));
+    }
+    let wait_progress = |n: usize| {
+        let mut progress = progress.clone();
+        async move {
+            tokio::time::timeout(WAIT, progress.wait_for(|p| *p >= n))
+                .await
+                .expect("agents keep posting")
+                .expect("progress");
+        }
+    };
+
+    // Mid-stream: SIGKILL the worker holding `ams`, then, once its warehouses moved, another.
+    wait_progress(POSTS).await;
+    let first = holders(&pg)["ams"].clone();
+    workers.get_mut(first.as_str()).unwrap().kill();
+    let live: Vec<&str> = workers.keys().copied().filter(|w| *w != first).collect();
+    let after_first = wait_held_by(&pg, &live, "the first dead worker's warehouses taken over");
+    wait_progress(POSTS * 2).await;
+    let second = after_first.values().find(|w| **w != first).unwrap().clone();
+    workers.get_mut(second.as_str()).unwrap().kill();
+    let last: Vec<&str> = live.iter().copied().filter(|w| *w != second).collect();
+    wait_held_by(&pg, &last, "the last worker holds every warehouse");
+    for s in streams {
+        s.await.expect("stream task");
+    }
+
+    // Every movement journaled by the agents is counted once, per warehouse and in total.
+    let url = &workers[last[0]].url;
+    let expected = (POSTS * PER_POST) as i64;
+    let total = expected * WAREHOUSES.len() as i64;
+    wait_for(
+        "every movement applied",
+        Duration::from_secs(60),
+        || async { get(&format!("{url}/v1/stock/MUG")).await.body["on_hand"] == total },
+    )
+    .await;
+    let served = get(&format!("{url}/v1/stock/MUG")).await.body;
+    for w in served["warehouses"].as_array().unwrap() {
+        assert_eq!(w["on_hand"], expected, "{w}");
+    }
+    // Stays there: no late duplicate lands once the agents are drained.
+    assert_eq!(
+        pg.query("SELECT count(*) FROM ledger"),
+        (expected * WAREHOUSES.len() as i64).to_string()
+    );
+    assert_rows_applied_by_holders(&pg);
+    let appliers = pg.query("SELECT count(DISTINCT applied_by) FROM ledger");
+    assert!(appliers.parse::<i32>().unwrap() >= 2, "work was shared out");
+    let takeovers = pg.query(&format!(
+        "SELECT count(*) FROM lease_history WHERE previous_worker IN ('{first}', '{second}')"
+    ));
+    assert!(
+        takeovers.parse::<i32>().unwrap() >= 2,
+        "dead workers' leases were taken over"
+    );
+    for (_, _, agent) in agents {
+        agent.stop().await.unwrap();
+    }
+}

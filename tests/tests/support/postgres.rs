@@ -23,10 +23,17 @@ pub struct Postgres {
     pub port: u16,
     /// `postgres://stocksync@127.0.0.1:<port>/stocksync`
     pub url: String,
+    psql: Psql,
+    _server: Proc,
+}
+
+/// Runs the server's client tools; cheap to clone into another thread.
+#[derive(Clone)]
+pub struct Psql {
+    port: u16,
     bin: PathBuf,
     socket_dir: PathBuf,
     run_as: Option<(u32, u32)>,
-    _server: Proc,
 }
 
 /// The directory holding `initdb` and `postgres`: Debian's versioned dir, else PATH.
@@ -140,14 +147,18 @@ impl Postgres {
         let pg = Postgres {
             port,
             url: format!("postgres://stocksync@127.0.0.1:{port}/stocksync"),
-            bin,
-            socket_dir,
-            run_as,
+            psql: Psql {
+                port,
+                bin,
+                socket_dir,
+                run_as,
+            },
             _server: server,
         };
         wait_blocking(Duration::from_secs(20), || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
                 && pg
+                    .psql
                     .client("pg_isready")
                     .stdout(Stdio::null())
                     .status()
@@ -155,6 +166,7 @@ impl Postgres {
         })
         .unwrap_or_else(|_| panic!("postgres did not start: {}", pg._server.output()));
         let created = pg
+            .psql
             .client("createdb")
             .arg("stocksync")
             .output()
@@ -167,6 +179,18 @@ impl Postgres {
         Some(pg)
     }
 
+    /// A handle on the client tools for another thread.
+    pub fn psql(&self) -> Psql {
+        self.psql.clone()
+    }
+
+    /// Runs one SQL statement with `psql` and returns its unaligned, tuples-only output.
+    pub fn query(&self, sql: &str) -> String {
+        self.psql.query(sql)
+    }
+}
+
+impl Psql {
     /// A client tool of this server's version (`psql`, `createdb`, ...), pointed at it.
     pub fn client(&self, tool: &str) -> Command {
         let mut c = command(&self.bin.join(tool), self.run_as);
