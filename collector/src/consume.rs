@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ledger::Rejected;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
 use crate::store::postgres::leases::Owned;
 use crate::store::Ingest;
 
@@ -59,17 +60,10 @@ pub async fn run<S: Ingest>(
     mut subscriptions: Subscriptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut opts = match &subscriptions {
-        Subscriptions::All => {
-            stocksync_common::mqtt::options(&broker, "stocksync-collector", false)?
-        }
-        Subscriptions::Owned { worker_id, .. } => stocksync_common::mqtt::options(
-            &broker,
-            &format!("stocksync-collector-{worker_id}"),
-            true,
-        )?,
-    };
+    let mut opts = options(&broker, &subscriptions)?;
     opts.set_manual_acks(true);
+    let presence = presence(&broker, &subscriptions)?;
+    presence.set_will(&mut opts);
     let (client, mut events) = AsyncClient::new(opts, 4096);
     events.set_network_options(stocksync_common::mqtt::network_options());
     // Acks go out in arrival order from their own task, so waiting for a commit never stalls
@@ -79,9 +73,20 @@ pub async fn run<S: Ingest>(
     let mut errors = stocksync_common::mqtt::LinkErrors::default();
     // Warehouses subscribed to on the current connection (`Owned` only).
     let mut subscribed = Owned::new();
+    // Announced again every half keep-alive, so a starting collector can tell this live
+    // presence from a stale retained one (see `presence`).
+    let mut announce =
+        tokio::time::interval(Duration::from_secs(broker.keep_alive_secs.max(5)) / 2);
+    let mut connected = false;
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = announce.tick() => {
+                if connected {
+                    presence.announce(&client).await?;
+                }
+                continue;
+            }
             changed = owned_changed(&mut subscriptions) => {
                 if changed {
                     follow(&client, &subscriptions, &mut subscribed).await?;
@@ -99,6 +104,8 @@ pub async fn run<S: Ingest>(
                 metrics.broker_connected.store(1, Ordering::Relaxed);
                 metrics.broker_connects.inc();
                 errors.clear();
+                connected = true;
+                presence.announce(&client).await?;
                 match &subscriptions {
                     Subscriptions::All => {
                         client
@@ -129,6 +136,7 @@ pub async fn run<S: Ingest>(
             }
             Ok(_) => {}
             Err(e) => {
+                connected = false;
                 metrics.broker_connected.store(0, Ordering::Relaxed);
                 let (text, new) = errors.record(&e);
                 if new && matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
@@ -145,8 +153,38 @@ pub async fn run<S: Ingest>(
     }
     drop(await_tx);
     let _ = acker.await;
+    let _ = presence.clear(&client).await;
     let _ = client.disconnect().await;
     Ok(())
+}
+
+/// The consumer's client options: a persistent session for the one SQLite collector, a
+/// clean one per PostgreSQL worker.
+fn options(
+    broker: &BrokerConfig,
+    subscriptions: &Subscriptions,
+) -> Result<rumqttc::MqttOptions, stocksync_common::config::ConfigError> {
+    match subscriptions {
+        Subscriptions::All => stocksync_common::mqtt::options(broker, "stocksync-collector", false),
+        Subscriptions::Owned { worker_id, .. } => stocksync_common::mqtt::options(
+            broker,
+            &format!("stocksync-collector-{worker_id}"),
+            true,
+        ),
+    }
+}
+
+/// What the consumer announces on the broker (see `presence`).
+pub fn presence(
+    broker: &BrokerConfig,
+    subscriptions: &Subscriptions,
+) -> Result<Presence, stocksync_common::config::ConfigError> {
+    let client_id = options(broker, subscriptions)?.client_id();
+    let backend = match subscriptions {
+        Subscriptions::All => "sqlite",
+        Subscriptions::Owned { .. } => "postgres",
+    };
+    Ok(Presence::new(backend, &client_id))
 }
 
 /// Resolves when the lease set changes (true), or never for `All`; false if the lease

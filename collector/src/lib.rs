@@ -21,6 +21,7 @@ pub mod lock;
 pub mod merge;
 pub mod metrics;
 pub mod orders;
+pub mod presence;
 pub mod projection;
 pub mod publish;
 pub mod rebuild;
@@ -111,7 +112,12 @@ impl Collector {
             catalog.clone(),
         )?);
         let broker = match config.broker.clone() {
-            Some(b) => b,
+            Some(b) => {
+                // A second collector on the same broker fails here, before it takes the
+                // running one's session (the embedded broker's port already refuses one).
+                presence::check(&b, &consume::presence(&b, &consume::Subscriptions::All)?).await?;
+                b
+            }
             None => {
                 let e = &config.embedded_broker;
                 broker::start_embedded(e.listen, e.max_payload_bytes)?;

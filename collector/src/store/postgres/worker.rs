@@ -67,6 +67,11 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
     let lease = Duration::from_secs(store.lease_secs);
     let leases = Leases::new(pg.side_pool(1), worker_id.clone(), lease, &shared).await?;
     let (owned_tx, owned_rx) = watch::channel(Owned::new());
+    let subscriptions = Subscriptions::Owned {
+        worker_id: worker_id.clone(),
+        owned: owned_rx,
+    };
+    crate::presence::check(&broker, &consume::presence(&broker, &subscriptions)?).await?;
     let (shutdown, watch_rx) = watch::channel(false);
     let mut tasks = Supervisor::default();
     tasks.spawn("leases", leases::run(leases, owned_tx, watch_rx.clone()));
@@ -77,10 +82,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             pg.clone(),
             metrics.clone(),
             catalog.to_json(),
-            Subscriptions::Owned {
-                worker_id: worker_id.clone(),
-                owned: owned_rx,
-            },
+            subscriptions,
             watch_rx.clone(),
         ),
     );
