@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod latency;
 pub mod load;
 pub mod orders;
+pub mod postgres;
 pub mod raw;
 pub mod rss;
 pub mod smoke;

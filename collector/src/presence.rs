@@ -115,10 +115,11 @@ pub async fn check(broker: &BrokerConfig, me: &Presence) -> anyhow::Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         let event = match tokio::time::timeout(left, events.poll()).await {
             Ok(Ok(event)) => event,
+            // A collector starts while its broker is down and connects when it is back (the
+            // consumer retries); with no broker there is no session to take over yet.
             Ok(Err(e)) => {
-                break Err(anyhow::anyhow!(
-                    "cannot reach the broker to check for another collector: {e}"
-                ))
+                tracing::warn!(error = %e, "broker not reachable; starting without checking for another collector");
+                break Ok(());
             }
             Err(_) => continue,
         };
@@ -179,9 +180,10 @@ impl Watch {
         let waiting = self.present.values().any(|p| me.conflicts_with(p));
         match (self.settled, waiting, past_deadline) {
             (true, false, _) => Some(Ok(())),
-            (false, _, true) => Some(Err(anyhow::anyhow!(
-                "the broker did not answer the check for another collector in time"
-            ))),
+            (false, _, true) => {
+                tracing::warn!("broker did not answer the check for another collector in time; starting without it");
+                Some(Ok(()))
+            }
             (true, true, true) => {
                 for p in self.present.values() {
                     tracing::warn!(client_id = %p.client_id, pid = p.pid, "stale collector presence on the broker (never refreshed); ignored");

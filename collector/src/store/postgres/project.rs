@@ -60,28 +60,52 @@ pub async fn project(
             .map(|k| (k.sku.clone(), k.warehouse.clone())),
     );
     lock(tx, &locked).await?;
+    let mut last = last_barriers(tx, groups.keys()).await?;
     let mut changed = BTreeSet::new();
+    // Every incremental delta of the batch, summed per row and written in one statement.
+    let mut deltas = elsewhere;
     for ((sku, warehouse), members) in &groups {
-        if project_group(tx, sku, warehouse, members, now).await? {
-            changed.insert(sku.clone());
+        let last = last.entry((sku.clone(), warehouse.clone())).or_default();
+        match project_group(tx, sku, warehouse, members, last, now).await? {
+            GroupChange::Rebuilt => {
+                changed.insert(sku.clone());
+            }
+            GroupChange::Deltas(group) => {
+                for (bin, delta) in group {
+                    let key = StockKey {
+                        sku: sku.clone(),
+                        warehouse: warehouse.clone(),
+                        bin,
+                    };
+                    deltas.entry(key).or_default().add(&delta);
+                }
+            }
         }
     }
-    for (key, delta) in &elsewhere {
-        add(tx, key, delta, now).await?;
-        changed.insert(key.sku.clone());
-    }
+    changed.extend(deltas.keys().map(|k| k.sku.clone()));
+    add(tx, &deltas, now).await?;
     Ok(changed)
 }
 
-/// Takes the advisory locks of `groups` in ascending lock-id order.
+/// What projecting one (SKU, warehouse) did.
+enum GroupChange {
+    /// Replayed from the ledger and written.
+    Rebuilt,
+    /// Deltas per bin, still to be added.
+    Deltas(BTreeMap<String, States>),
+}
+
+/// Takes the advisory locks of `groups` in ascending lock-id order, in one statement
+/// (PostgreSQL evaluates a volatile output expression after the `ORDER BY`).
 async fn lock(tx: &Transaction<'_>, groups: &[Group]) -> Result<(), PgError> {
     let mut ids: Vec<i64> = groups.iter().map(lock_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    for id in ids {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&id])
-            .await?;
-    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS t(id) ORDER BY id",
+        &[&ids],
+    )
+    .await?;
     Ok(())
 }
 
@@ -95,15 +119,15 @@ fn lock_id((sku, warehouse): &Group) -> i64 {
     i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// Projects the new entries of one (SKU, warehouse); true if any stock row changed.
+/// Projects the new entries of one (SKU, warehouse); `last` holds its bins' latest barriers.
 async fn project_group(
     tx: &Transaction<'_>,
     sku: &str,
     warehouse: &str,
     members: &[&Entry],
+    last: &mut HashMap<String, Order>,
     now: i64,
-) -> Result<bool, PgError> {
-    let mut last = last_barriers(tx, sku, warehouse).await?;
+) -> Result<GroupChange, PgError> {
     let mut replay = false;
     let mut deltas: BTreeMap<String, States> = BTreeMap::new();
     for e in members {
@@ -112,8 +136,8 @@ async fn project_group(
             |b: &str, last: &HashMap<String, Order>| last.get(b).is_some_and(|c| e.order() < *c);
         if is_barrier(e) {
             replay = true;
-            if !before(&bin, &last) {
-                note_barrier(tx, e, now).await?;
+            if !before(&bin, last) {
+                note_barrier(tx, e).await?;
                 last.insert(bin.clone(), e.order());
             }
             continue;
@@ -129,7 +153,7 @@ async fn project_group(
             if physical == States::default() || eff.location.warehouse != warehouse {
                 continue;
             }
-            if before(&bin, &last) || (!bin.is_empty() && before("", &last)) {
+            if before(&bin, last) || (!bin.is_empty() && before("", last)) {
                 replay = true;
             }
             deltas.entry(bin.clone()).or_default().add(&physical);
@@ -137,38 +161,37 @@ async fn project_group(
     }
     if replay {
         rebuild(tx, sku, warehouse, now).await?;
-        return Ok(true);
+        return Ok(GroupChange::Rebuilt);
     }
-    for (bin, delta) in &deltas {
-        let key = StockKey {
-            sku: sku.to_string(),
-            warehouse: warehouse.to_string(),
-            bin: bin.clone(),
-        };
-        add(tx, &key, delta, now).await?;
-    }
-    Ok(!deltas.is_empty())
+    Ok(GroupChange::Deltas(deltas))
 }
 
-/// The latest barrier of every bin of a (SKU, warehouse).
+/// The latest barrier of every bin of the `groups`, in one query.
 async fn last_barriers(
     tx: &Transaction<'_>,
-    sku: &str,
-    warehouse: &str,
-) -> Result<HashMap<String, Order>, PgError> {
+    groups: impl Iterator<Item = &Group>,
+) -> Result<HashMap<Group, HashMap<String, Order>>, PgError> {
+    let (skus, warehouses): (Vec<&str>, Vec<&str>) =
+        groups.map(|(s, w)| (s.as_str(), w.as_str())).unzip();
     let rows = tx
         .query(
-            "SELECT bin, occurred_at_ms, agent_id, seq FROM stock_last_count WHERE sku = $1 AND warehouse = $2",
-            &[&sku, &warehouse],
+            "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.agent_id, c.seq
+             FROM stock_last_count c JOIN unnest($1::text[], $2::text[]) AS g(sku, warehouse)
+               ON c.sku = g.sku AND c.warehouse = g.warehouse",
+            &[&skus, &warehouses],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get::<_, i64>(3) as u64)))
-        .collect())
+    let mut last: HashMap<Group, HashMap<String, Order>> = HashMap::new();
+    for r in &rows {
+        last.entry((r.get(0), r.get(1)))
+            .or_default()
+            .insert(r.get(2), (r.get(3), r.get(4), r.get::<_, i64>(5) as u64));
+    }
+    Ok(last)
 }
 
-async fn note_barrier(tx: &Transaction<'_>, e: &Entry, _now: i64) -> Result<(), PgError> {
+/// Remembers the latest barrier of a key, so later deltas know whether they may be added.
+async fn note_barrier(tx: &Transaction<'_>, e: &Entry) -> Result<(), PgError> {
     let key = e.key();
     tx.execute(
         "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES ($1, $2, $3, $4, $5, $6)
@@ -247,11 +270,23 @@ async fn rebuild(
     Ok(())
 }
 
-/// Adds a delta to one stock row.
-async fn add(tx: &Transaction<'_>, k: &StockKey, d: &States, now: i64) -> Result<(), PgError> {
+/// Adds each delta to its stock row, in one statement (one delta per row: summed before).
+async fn add(
+    tx: &Transaction<'_>,
+    deltas: &BTreeMap<StockKey, States>,
+    now: i64,
+) -> Result<(), PgError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let keys = deltas.keys();
+    let sku: Vec<&str> = keys.clone().map(|k| k.sku.as_str()).collect();
+    let warehouse: Vec<&str> = keys.clone().map(|k| k.warehouse.as_str()).collect();
+    let bin: Vec<&str> = keys.map(|k| k.bin.as_str()).collect();
+    let column = |f: fn(&States) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     tx.execute(
         "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         SELECT *, $10 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
          ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
             available = stock.available + excluded.available,
             reserved = stock.reserved + excluded.reserved,
@@ -261,15 +296,15 @@ async fn add(tx: &Transaction<'_>, k: &StockKey, d: &States, now: i64) -> Result
             incoming = stock.incoming + excluded.incoming,
             updated_at_ms = excluded.updated_at_ms",
         &[
-            &k.sku,
-            &k.warehouse,
-            &k.bin,
-            &d.available,
-            &d.reserved,
-            &d.damaged,
-            &d.quality_control,
-            &d.in_transit,
-            &d.incoming,
+            &sku,
+            &warehouse,
+            &bin,
+            &column(|s| s.available),
+            &column(|s| s.reserved),
+            &column(|s| s.damaged),
+            &column(|s| s.quality_control),
+            &column(|s| s.in_transit),
+            &column(|s| s.incoming),
             &now,
         ],
     )
