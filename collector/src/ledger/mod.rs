@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 
 mod apply;
 mod retry;
+mod upgrade;
 
 pub use retry::Retried;
 
@@ -57,7 +58,15 @@ CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NO
 CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
 ";
 
+/// Brings the file's tables to this release's layout, all of it or nothing (one transaction).
 pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let tx = conn.unchecked_transaction()?;
+    migrate_in(&tx)?;
+    tx.commit()
+}
+
+fn migrate_in(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let moved = upgrade::set_aside(conn)?;
     conn.execute_batch(crate::reserve::SCHEMA)?;
     conn.execute_batch(crate::orders::store::SCHEMA)?;
     conn.execute_batch(SCHEMA)?;
@@ -70,6 +79,12 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
         if !exists {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
+    }
+    if !moved.is_empty() {
+        upgrade::copy_back(conn, &moved)?;
+        // Their indexes went with the old tables: create them on the new ones.
+        conn.execute_batch(crate::reserve::SCHEMA)?;
+        conn.execute_batch(crate::orders::store::SCHEMA)?;
     }
     conn.execute_batch(INDEXES)
 }
@@ -158,6 +173,8 @@ fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 8_000)?;
     Ok(conn)
 }
 

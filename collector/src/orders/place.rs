@@ -24,6 +24,9 @@ pub struct Prepared {
     pub idempotency_key: Option<String>,
     pub expires_at_ms: Option<i64>,
     pub routed_at: jiff::Timestamp,
+    /// Who placed it: the token's name (or `api` without tokens), kept in its history and on
+    /// its reservations.
+    pub by: String,
 }
 
 /// What placing an order led to.
@@ -94,7 +97,9 @@ pub fn place(
         tx,
         &order.id,
         "placed",
-        &json!({"state": order.state, "explanation": order.explanation}),
+        // The explanation is in the stored first answer; `view::show` puts it back here.
+        &json!({"state": order.state}),
+        &p.by,
         now,
     )?;
     Ok(Placed::Created(answer))
@@ -141,15 +146,13 @@ pub(super) fn route_and_hold(
         }
         let holds = holds_for(&plan.allocations, &p.demand, order_id, first_hold);
         let wanted: Vec<Hold> = holds.iter().map(|(h, _)| h.clone()).collect();
-        match reserve::create_all(
-            tx,
-            order_id,
-            Some(&p.request.channel),
-            &wanted,
-            p.expires_at_ms,
-            now,
-            touched,
-        )? {
+        let owner = reserve::Owner {
+            order: order_id,
+            channel: Some(&p.request.channel),
+            expires_at_ms: p.expires_at_ms,
+            by: Some(&p.by),
+        };
+        match reserve::create_all(tx, &owner, &wanted, now, touched)? {
             CreatedAll::New(reservations) => {
                 let refs = holds.into_iter().map(|(_, r)| r).collect();
                 return Ok(Ok((plan, refs, reservations, filtered, dropped)));
