@@ -415,6 +415,10 @@ async fn workers_fail_over_without_losing_or_doubling_a_movement() {
 
     // Every movement journaled by the agents is counted once, per warehouse and in total.
     let url = &workers[last[0]].url;
+    wait_for("the survivor consumes every warehouse", WAIT, || async {
+        get(&format!("{url}/healthz")).await.body["warehouses"] == serde_json::json!(WAREHOUSES)
+    })
+    .await;
     let expected = (POSTS * PER_POST) as i64;
     let total = expected * WAREHOUSES.len() as i64;
     wait_for(

@@ -29,6 +29,8 @@ pub struct PgApp {
     pub metrics: Arc<Metrics>,
     pub tasks: Arc<TaskHealth>,
     pub worker_id: String,
+    /// The warehouses this worker holds a lease on.
+    pub owned: tokio::sync::watch::Receiver<super::leases::Owned>,
 }
 
 /// The worker's routes.
@@ -231,6 +233,7 @@ async fn healthz(State(app): State<Arc<PgApp>>) -> Response {
             "status": word,
             "backend": "postgres",
             "worker_id": app.worker_id,
+            "warehouses": app.owned.borrow().clone(),
             "broker": if connected { "connected" } else { "disconnected" },
             "database": if database { "connected" } else { "unreachable" },
             "tasks": tasks,

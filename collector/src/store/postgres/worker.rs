@@ -69,7 +69,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
     let (owned_tx, owned_rx) = watch::channel(Owned::new());
     let subscriptions = Subscriptions::Owned {
         worker_id: worker_id.clone(),
-        owned: owned_rx,
+        owned: owned_rx.clone(),
     };
     crate::presence::check(&broker, &consume::presence(&broker, &subscriptions)?).await?;
     let (shutdown, watch_rx) = watch::channel(false);
@@ -93,6 +93,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         metrics,
         tasks: tasks.health(),
         worker_id: worker_id.clone(),
+        owned: owned_rx,
     }));
     let router = stocksync_common::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;
