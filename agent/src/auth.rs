@@ -1,5 +1,5 @@
 //! Which token scope each agent endpoint needs. The mechanics (digests, constant-time
-//! comparison, 401/403 bodies) are shared with the collector in `stocksync_common::server::auth`.
+//! comparison, 401/403 bodies) are shared with the collector in `stocksync_runtime::server::auth`.
 //!
 //! Anything not listed that changes state needs `admin`, so an endpoint added later is
 //! closed until someone decides otherwise. A handler that records who sent something reads
@@ -8,12 +8,13 @@
 use axum::http::Method;
 use stocksync_common::config::Scope;
 
-pub use stocksync_common::server::auth::Principal;
+pub use stocksync_runtime::server::auth::Principal;
 
 /// The scope a request needs; `None` for `/healthz` and `/readyz`, which load balancers and
 /// orchestrators probe unauthenticated (they reveal no stock data).
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
-    if path == "/healthz" || path == "/readyz" {
+    // Probes, and the API description (public documentation, no data).
+    if path == "/healthz" || path == "/readyz" || path == "/openapi.json" {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use stocksync_common::config::{BrokerConfig, ForwardConfig};
-use stocksync_common::mqtt::LinkErrors;
 use stocksync_common::{topics, wire};
+use stocksync_runtime::mqtt::LinkErrors;
 use tokio::sync::watch;
 
 use crate::catalog::CatalogHandle;
@@ -76,14 +76,14 @@ struct InFlight {
 impl Forwarder {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let opts = stocksync_common::mqtt::options(
+        let opts = stocksync_runtime::mqtt::options(
             &self.broker,
             &format!("stocksync-agent-{}", self.agent_id),
             true,
         )?;
         let (client, mut events) =
             AsyncClient::new(opts, self.config.max_inflight_batches * 2 + 16);
-        events.set_network_options(stocksync_common::mqtt::network_options());
+        events.set_network_options(stocksync_runtime::mqtt::network_options());
         let ack_topic = topics::acks(&self.warehouse, &self.agent_id);
         let data_topic = topics::movements(&self.warehouse);
         let mut state = Cursor::default();
@@ -264,7 +264,7 @@ const ENVELOPE_BYTES: usize = 64;
 /// Cuts `rows` so that the batch they make fits in one packet the broker accepts. At least
 /// one row stays: a single movement is far below the limit (ids and texts are bounded).
 fn fit_packet(rows: &mut Vec<(u64, Vec<u8>)>, names: usize) {
-    let budget = stocksync_common::mqtt::MAX_PACKET_BYTES.saturating_sub(ENVELOPE_BYTES + names);
+    let budget = stocksync_runtime::mqtt::MAX_PACKET_BYTES.saturating_sub(ENVELOPE_BYTES + names);
     let mut used = 0usize;
     let keep = rows
         .iter()

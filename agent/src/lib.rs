@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod forward;
+pub mod forward_rejects;
 pub mod ingest;
 pub mod journal;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use stocksync_common::config::{AgentConfig, AheadPolicy, SourceBinding};
 use stocksync_common::input::ClockRule;
-use stocksync_common::supervisor::{Supervisor, TaskHealth};
+use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
 use catalog::CatalogHandle;
@@ -99,7 +100,6 @@ pub fn clock_rule(config: &AgentConfig) -> ClockRule {
 /// A running agent: where it listens and how to stop it.
 pub struct Agent {
     pub http_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
     tasks: Supervisor,
     journal_closed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     /// Held until the journal is closed; a second agent on the same journal fails fast.
@@ -131,7 +131,7 @@ impl Agent {
             ),
             None => None,
         };
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
         let lock = lock_journal(&config.journal.path)?;
         let journal = Journal::open_with(&config.journal.path, (&config.journal).into())?;
         let journal_closed = Box::pin(journal.closed());
@@ -143,15 +143,15 @@ impl Agent {
                 source,
             })?;
         let http_addr = listener.local_addr()?;
-        let server = stocksync_common::server::Server::new(
+        let server = stocksync_runtime::server::Server::new(
             listener,
             config.http.tls.as_ref(),
             config.http.limits.clone(),
         )?;
         let scheme = server.scheme();
         let link = Arc::new(LinkState::default());
-        let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let watch_rx = tasks.shutdown_signal();
 
         let forwarder = Forwarder {
             agent_id: config.agent_id.clone(),
@@ -177,7 +177,7 @@ impl Agent {
                     max_message_bytes: config
                         .http
                         .max_body_bytes
-                        .min(stocksync_common::mqtt::MAX_PACKET_BYTES),
+                        .min(stocksync_runtime::mqtt::MAX_PACKET_BYTES),
                     sources,
                     clock: clock_rule(&config),
                     config: scanner,
@@ -221,7 +221,11 @@ impl Agent {
             tasks: tasks.health(),
             http_sources,
         });
-        let router = stocksync_common::server::auth::protect(
+        tasks.spawn(
+            "forward_rejects",
+            forward_rejects::run(app.clone(), watch_rx.clone()),
+        );
+        let router = stocksync_runtime::server::auth::protect(
             ingest::http::router(app),
             tokens,
             auth::scope_for,
@@ -234,7 +238,6 @@ impl Agent {
         tracing::info!(%http_addr, scheme, "agent listening");
         Ok(Agent {
             http_addr,
-            shutdown,
             tasks,
             journal_closed,
             _lock: lock,
@@ -244,8 +247,7 @@ impl Agent {
     /// Asks every task to finish and waits for them.
     /// Returns once the journal file is closed too, so that it can be reopened or removed.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.tasks.join_all().await?;
+        self.tasks.stop().await?;
         tokio::time::timeout(Duration::from_secs(10), self.journal_closed)
             .await
             .map_err(|_| anyhow::anyhow!("journal still open 10 s after every task stopped"))?;

@@ -52,7 +52,7 @@ async fn subscribed(
         port,
         ..Default::default()
     };
-    let opts = stocksync_common::mqtt::options(&config, client_id, true)?;
+    let opts = stocksync_runtime::mqtt::options(&config, client_id, true)?;
     let (client, mut events) = AsyncClient::new(opts, 64);
     client.subscribe(filter, qos).await?;
     loop {

@@ -4,7 +4,7 @@
 //!
 //! These are the denominators of every ratio in `docs/BENCHMARKS.md`, so they use the same
 //! settings as the product: the journal's table layout and pragmas, and the client options
-//! of `stocksync_common::mqtt::options`.
+//! of `stocksync_runtime::mqtt::options`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ async fn connect(port: u16, id: &str) -> anyhow::Result<(AsyncClient, rumqttc::E
         port,
         ..Default::default()
     };
-    let opts = stocksync_common::mqtt::options(&config, id, true)?;
+    let opts = stocksync_runtime::mqtt::options(&config, id, true)?;
     let (client, mut events) = AsyncClient::new(opts, 1024);
     loop {
         if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await? {

@@ -39,7 +39,7 @@ impl Broker {
             BrokerKind::Embedded => {
                 stocksync_collector::broker::start_embedded(
                     addr,
-                    stocksync_common::mqtt::MAX_PACKET_BYTES,
+                    stocksync_runtime::mqtt::MAX_PACKET_BYTES,
                 )?;
                 None
             }

@@ -65,12 +65,12 @@ pub async fn run<S: Ingest>(
     let presence = presence(&broker, &subscriptions)?;
     presence.set_will(&mut opts);
     let (client, mut events) = AsyncClient::new(opts, 4096);
-    events.set_network_options(stocksync_common::mqtt::network_options());
+    events.set_network_options(stocksync_runtime::mqtt::network_options());
     // Acks go out in arrival order from their own task, so waiting for a commit never stalls
     // the event loop and batches keep flowing into the next group commit.
     let (await_tx, await_rx) = mpsc::channel::<Awaiting<S::Error>>(4096);
     let acker = tokio::spawn(send_acks(client.clone(), await_rx));
-    let mut errors = stocksync_common::mqtt::LinkErrors::default();
+    let mut errors = stocksync_runtime::mqtt::LinkErrors::default();
     // Warehouses subscribed to on the current connection (`Owned` only).
     let mut subscribed = Owned::new();
     // Announced again every half keep-alive, so a starting collector can tell this live
@@ -165,8 +165,10 @@ fn options(
     subscriptions: &Subscriptions,
 ) -> Result<rumqttc::MqttOptions, stocksync_common::config::ConfigError> {
     match subscriptions {
-        Subscriptions::All => stocksync_common::mqtt::options(broker, "stocksync-collector", false),
-        Subscriptions::Owned { worker_id, .. } => stocksync_common::mqtt::options(
+        Subscriptions::All => {
+            stocksync_runtime::mqtt::options(broker, "stocksync-collector", false)
+        }
+        Subscriptions::Owned { worker_id, .. } => stocksync_runtime::mqtt::options(
             broker,
             &format!("stocksync-collector-{worker_id}"),
             true,
@@ -310,7 +312,7 @@ fn check(p: &Publish) -> Result<wire::Received, Refusal> {
             p.topic
         )));
     }
-    let limit = stocksync_common::mqtt::MAX_PACKET_BYTES;
+    let limit = stocksync_runtime::mqtt::MAX_PACKET_BYTES;
     if p.payload.len() > limit {
         return Err(Refusal::new(format!(
             "payload of {} bytes exceeds the {limit}-byte limit (first {MAX_KEPT_PAYLOAD} bytes kept)",

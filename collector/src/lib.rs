@@ -7,6 +7,7 @@
 //! publishes the catalog, retained, so agents normalise offline. `api` serves the result. Without an external broker configured, `broker` runs an
 //! embedded one so a trial needs nothing but Rust.
 
+pub mod agent_rejects;
 pub mod alerts;
 pub mod api;
 pub mod auth;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 
 use stocksync_common::catalog::Catalog;
 use stocksync_common::config::{BrokerConfig, CollectorConfig};
-use stocksync_common::supervisor::{Supervisor, TaskHealth};
+use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
 use ledger::Ledger;
@@ -61,6 +62,8 @@ pub struct App {
     pub operations: stocksync_common::config::OperationsConfig,
     /// The alert loop's counts.
     pub alert_stats: Arc<alerts::AlertStats>,
+    /// Sends agents commands (retry a reject).
+    pub agent_commands: agent_rejects::Commands,
 }
 
 impl App {
@@ -75,7 +78,6 @@ pub struct Collector {
     pub http_addr: SocketAddr,
     /// The broker the collector uses (the embedded one's address when it runs one).
     pub broker: BrokerConfig,
-    shutdown: watch::Sender<bool>,
     tasks: Supervisor,
     /// Released (dropped) only after every task has stopped; none for a PostgreSQL worker.
     _lock: Option<lock::LedgerLock>,
@@ -99,9 +101,9 @@ impl Collector {
         let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
         check_channel_warehouses(&config)?;
-        let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+        let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
         let http_addr = listener.local_addr()?;
-        let server = stocksync_common::server::Server::new(
+        let server = stocksync_runtime::server::Server::new(
             listener,
             config.http.tls.as_ref(),
             config.http.limits.clone(),
@@ -136,11 +138,12 @@ impl Collector {
         ledger
             .write(|tx, _| {
                 exceptions::migrate(tx)?;
+                agent_rejects::migrate(tx)?;
                 tx.execute_batch(alerts::SCHEMA)
             })
             .await?;
-        let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = Supervisor::default();
+        let watch_rx = tasks.shutdown_signal();
         let (channels, publish_tasks) =
             publish::Publisher::start(&config, ledger.clone(), &broker, watch_rx.clone())?;
         for task in publish_tasks {
@@ -156,6 +159,11 @@ impl Collector {
                 consume::Subscriptions::All,
                 watch_rx.clone(),
             ),
+        );
+        let (agent_commands, agent_rejects) = agent_rejects::connect(&broker)?;
+        tasks.spawn(
+            "agent_rejects",
+            agent_rejects::run(agent_rejects, ledger.clone(), watch_rx.clone()),
         );
 
         tasks.spawn(
@@ -193,8 +201,9 @@ impl Collector {
             tasks: tasks.health(),
             operations: config.operations.clone(),
             alert_stats,
+            agent_commands,
         }));
-        let router = stocksync_common::server::auth::protect(router, tokens, auth::scope_for);
+        let router = stocksync_runtime::server::auth::protect(router, tokens, auth::scope_for);
         let http_shutdown = watch_rx;
         tasks.spawn("http", async move {
             server.serve(router, http_shutdown).await?;
@@ -204,7 +213,6 @@ impl Collector {
         Ok(Collector {
             http_addr,
             broker,
-            shutdown,
             tasks,
             _lock: Some(lock),
         })
@@ -212,8 +220,7 @@ impl Collector {
 
     /// Stops consuming and serving, letting in-flight commits finish.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.tasks.join_all().await
+        self.tasks.stop().await
     }
 
     /// Waits until a task ends (which only happens on a failure) and returns the error,

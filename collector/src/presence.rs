@@ -102,7 +102,7 @@ pub async fn check(broker: &BrokerConfig, me: &Presence) -> anyhow::Result<()> {
     let probe_id = format!("stocksync-collector-probe-{}", me.pid);
     let mut probe_config = broker.clone();
     probe_config.client_id = None;
-    let opts = stocksync_common::mqtt::options(&probe_config, &probe_id, true)?;
+    let opts = stocksync_runtime::mqtt::options(&probe_config, &probe_id, true)?;
     let (client, mut events) = AsyncClient::new(opts, 64);
     let keep_alive = Duration::from_secs(broker.keep_alive_secs.max(5));
     let deadline = Instant::now() + keep_alive * 3 / 2 + Duration::from_secs(2);

@@ -14,7 +14,7 @@
 //! conflict records of the key's counts, so those are order-independent too. `in_transit`
 //! and `incoming` are sums that counts never touch; they are always added incrementally.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use stocksync_common::wire;
 use stocksync_common::{Location, Movement, MovementKind};
 
@@ -89,7 +89,7 @@ impl Pending {
 
     /// Writes every pending delta. Must run before anything reads or overwrites stock rows
     /// (a replay), and before the batch's savepoint is released.
-    pub(crate) fn flush(&mut self, tx: &Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
+    pub(crate) fn flush(&mut self, tx: &Connection, now: i64) -> Result<(), rusqlite::Error> {
         for (key, delta) in self.0.drain() {
             add_states(tx, &key, &delta, now)?;
         }
@@ -99,7 +99,7 @@ impl Pending {
 
 /// Applies one movement just inserted into the ledger.
 pub(crate) fn project(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     e: &Entry,
     now: i64,
     touched: &mut Vec<StockKey>,
@@ -182,11 +182,7 @@ pub(crate) fn project(
 }
 
 /// Rebuilds the physical states and the count records of one key from the ledger.
-pub(crate) fn recompute(
-    tx: &Transaction<'_>,
-    key: &StockKey,
-    now: i64,
-) -> Result<(), rusqlite::Error> {
+pub(crate) fn recompute(tx: &Connection, key: &StockKey, now: i64) -> Result<(), rusqlite::Error> {
     let mut entries = entries_at(tx, key)?;
     let mut counts = Vec::new();
     let mut shorts = Vec::new();
@@ -285,7 +281,7 @@ pub(crate) fn last_count(
 
 /// Remembers the latest barrier (count, inspection, write-off; see `replay::is_barrier`) of
 /// a key, so deltas know whether they may be added directly.
-fn note_count(tx: &Transaction<'_>, key: &StockKey, e: &Entry) -> Result<(), rusqlite::Error> {
+fn note_count(tx: &Connection, key: &StockKey, e: &Entry) -> Result<(), rusqlite::Error> {
     if last_count(tx, key)?.is_some_and(|c| c > e.order()) {
         return Ok(());
     }
@@ -306,7 +302,7 @@ fn note_count(tx: &Transaction<'_>, key: &StockKey, e: &Entry) -> Result<(), rus
 }
 
 pub(crate) fn add_states(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     k: &StockKey,
     d: &States,
     now: i64,

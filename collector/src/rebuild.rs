@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 use stocksync_common::MovementKind;
 
 use crate::authority::Treatment;
@@ -148,7 +148,7 @@ impl Rebuild {
     }
 
     /// Replays the current warehouse and writes its stock rows, last barriers and records.
-    fn flush(&mut self, tx: &Transaction<'_>, now: i64) -> Result<(), rusqlite::Error> {
+    fn flush(&mut self, tx: &Connection, now: i64) -> Result<(), rusqlite::Error> {
         let Some((sku, warehouse)) = self.key.take() else {
             return Ok(());
         };
@@ -204,7 +204,7 @@ impl Rebuild {
 
     /// Adds what movements recorded at later keys did to earlier ones (a transfer's peer,
     /// whose key may sort before the transfer's own), and writes the discrepancies.
-    fn finish(&mut self, tx: &Transaction<'_>, now: i64) -> Result<u64, rusqlite::Error> {
+    fn finish(&mut self, tx: &Connection, now: i64) -> Result<u64, rusqlite::Error> {
         for (key, elsewhere) in std::mem::take(&mut self.elsewhere) {
             write_row(tx, &key, &States::default(), &elsewhere, now)?;
         }
@@ -224,7 +224,7 @@ fn counts(t: Treatment) -> bool {
 /// Inserts a key's row; if it is already written, adds `elsewhere` to it (physical states
 /// are only ever written once, by the key's own replay).
 fn write_row(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     k: &StockKey,
     physical: &States,
     elsewhere: &States,

@@ -16,7 +16,7 @@
 //! when); a drift whose difference a late delta explains away is removed. Discrepancies are
 //! keyed by `(transfer, sku)` and recomputed from the ledger whenever a leg arrives.
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use crate::authority::Treatment;
@@ -59,7 +59,7 @@ pub struct Discrepancy {
 
 /// Writes (or revises, or clears) the record of one count, as computed by a replay.
 pub(crate) fn record_count(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     e: &Entry,
     expected: i64,
     counted: i64,
@@ -101,7 +101,7 @@ pub(crate) fn record_count(
 
 /// Recomputes the discrepancy of one transfer of one SKU from both legs in the ledger.
 pub(crate) fn update_discrepancy(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     transfer: &str,
     sku: &str,
     now: i64,
@@ -152,7 +152,7 @@ pub(crate) fn update_discrepancy(
 /// SKU, from the ledger. Like transfer discrepancies this depends only on the set of
 /// movements: a return that arrives before its shipment is open until the shipment arrives.
 pub(crate) fn update_reversal(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &str,
     sku: &str,
     now: i64,
@@ -317,7 +317,7 @@ pub fn discrepancies(conn: &Connection, limit: i64) -> Result<Vec<Discrepancy>, 
 /// Writes (or revises, or clears) the shortfall of one inspection or write-off, as computed
 /// by a replay of its key.
 pub(crate) fn record_shortfall(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     e: &Entry,
     shortfall: Option<&Shortfall>,
     now: i64,

@@ -13,7 +13,7 @@
 //! the writer's transaction, so two checkouts cannot both take the last unit); every change
 //! of status is kept with its time.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::StockKey;
@@ -154,7 +154,7 @@ pub fn list(
 
 /// Creates a reservation if the warehouse has the stock, all in the caller's transaction.
 pub fn create(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &Request,
     now: i64,
     touched: &mut Vec<StockKey>,
@@ -210,7 +210,7 @@ pub enum By {
 }
 
 /// Records who created or closed reservation `id` (the request's token name).
-pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
+pub fn record_by(tx: &Connection, id: &str, which: By, by: &str) -> rusqlite::Result<()> {
     let sql = match which {
         By::Created => "UPDATE reservations SET created_by = ?2 WHERE id = ?1",
         By::Closed => "UPDATE reservations SET closed_by = ?2 WHERE id = ?1",
@@ -221,7 +221,7 @@ pub fn record_by(tx: &Transaction<'_>, id: &str, which: By, by: &str) -> rusqlit
 
 /// Ends an active reservation by hand; `None` if there is no such reservation.
 pub fn release(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     now: i64,
     touched: &mut Vec<StockKey>,
@@ -240,11 +240,7 @@ pub fn release(
 }
 
 /// Lets every active reservation past its expiry lapse; returns how many did.
-pub fn expire(
-    tx: &Transaction<'_>,
-    now: i64,
-    touched: &mut Vec<StockKey>,
-) -> rusqlite::Result<usize> {
+pub fn expire(tx: &Connection, now: i64, touched: &mut Vec<StockKey>) -> rusqlite::Result<usize> {
     let lapsed: Vec<(String, String)> = {
         let mut stmt = tx.prepare_cached(
             "UPDATE reservations SET status = 'expired', closed_at_ms = ?1
@@ -264,7 +260,7 @@ pub fn expire(
 
 /// A shipment of `order` just entered the ledger: its reservations hold less now.
 pub(crate) fn on_shipment(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &str,
     sku: &str,
     warehouse: &str,
@@ -284,7 +280,7 @@ pub(crate) fn on_shipment(
 /// Closes every active reservation of (sku, warehouse) whose order's shipments cover it,
 /// and reopens a fulfilled one whose shipments no longer do (one was voided), so the status
 /// depends on the set of shipments, not on their order.
-fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
+fn fulfil(tx: &Connection, sku: &str, warehouse: &str, now: i64) -> rusqlite::Result<()> {
     const SHIPPED: &str = "(SELECT COALESCE(SUM(l.quantity), 0) FROM ledger l
             WHERE l.order_ref = reservations.order_ref AND l.sku = reservations.sku
               AND l.warehouse = reservations.warehouse AND l.kind = 'shipment'
@@ -304,7 +300,7 @@ fn fulfil(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> rusqlit
 
 /// Applies every active reservation's hold again, after the stock rows were rebuilt from the
 /// ledger alone (`rebuild`): the holds table is cleared and refilled.
-pub(crate) fn reapply_all(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn reapply_all(tx: &Connection, now: i64) -> rusqlite::Result<()> {
     tx.execute("DELETE FROM reservation_holds", [])?;
     let keys: Vec<(String, String)> = {
         let mut stmt =
@@ -330,7 +326,7 @@ pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i
 /// Recomputes what (sku, warehouse) holds and moves the difference between `available`
 /// and `reserved` on the warehouse-level row.
 fn refresh_hold(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     sku: &str,
     warehouse: &str,
     now: i64,
@@ -349,7 +345,7 @@ fn refresh_hold(
 /// Adds `diff` to what (sku, warehouse) holds: moves it from `available` to `reserved` on
 /// the warehouse-level row.
 fn move_hold(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     sku: &str,
     warehouse: &str,
     diff: i64,
@@ -434,7 +430,7 @@ pub struct Owner<'a> {
 /// the same (SKU, warehouse) is summed over the holds before it is checked, so two lines
 /// sharing a component cannot each see the same last unit.
 pub fn create_all(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     owner: &Owner<'_>,
     holds: &[Hold],
     now: i64,
@@ -503,7 +499,7 @@ pub fn create_all(
 }
 
 /// What the ledger shipped of `sku` at `warehouse` for `order`.
-fn shipped(tx: &Transaction<'_>, order: &str, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
+fn shipped(tx: &Connection, order: &str, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
     tx.prepare_cached(
         "SELECT COALESCE(SUM(quantity), 0) FROM ledger
          WHERE order_ref = ?1 AND sku = ?2 AND warehouse = ?3 AND kind = 'shipment'
@@ -515,7 +511,7 @@ fn shipped(tx: &Transaction<'_>, order: &str, sku: &str, warehouse: &str) -> rus
 /// Lowers an active reservation's quantity by `by` (part of an order was cancelled); at 0
 /// it is released. Returns the reservation as it is now.
 pub fn reduce(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     by: i64,
     now: i64,
@@ -540,7 +536,7 @@ pub fn reduce(
 }
 
 /// Keeps an active reservation until it ships (the order was paid): its expiry is removed.
-pub fn keep(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+pub fn keep(tx: &Connection, id: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE reservations SET expires_at_ms = NULL WHERE id = ?1 AND status = 'active'",
     )?

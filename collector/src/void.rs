@@ -8,7 +8,7 @@
 //! void beside it. Voiding is idempotent (the first void's record stands) and the result is
 //! the projection of the remaining set, whatever order movements and voids came in.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use stocksync_common::MovementKind;
 
@@ -75,7 +75,7 @@ pub fn get(
 
 /// Voids a movement inside the writer's transaction and replays what it touched.
 pub fn void(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     req: &Request,
     now: i64,
     touched: &mut Vec<StockKey>,
@@ -113,12 +113,7 @@ pub fn void(
 }
 
 /// Takes a movement now voided out of the projection and the records derived from it.
-fn undo(
-    tx: &Transaction<'_>,
-    e: &Entry,
-    now: i64,
-    touched: &mut Vec<StockKey>,
-) -> rusqlite::Result<()> {
+fn undo(tx: &Connection, e: &Entry, now: i64, touched: &mut Vec<StockKey>) -> rusqlite::Result<()> {
     let m = &e.movement;
     let (sku, warehouse) = (&m.sku.0, &m.location.warehouse);
     for table in ["drift", "conflicts", "shortfalls"] {

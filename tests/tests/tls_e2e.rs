@@ -109,7 +109,7 @@ struct Probe {
 
 impl Probe {
     fn start(config: &BrokerConfig) -> Probe {
-        let opts = stocksync_common::mqtt::options(config, "probe", true).expect("options");
+        let opts = stocksync_runtime::mqtt::options(config, "probe", true).expect("options");
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let task = tokio::spawn(async move {

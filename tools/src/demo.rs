@@ -306,7 +306,7 @@ async fn wait_until_forwarding(base: &str) -> anyhow::Result<()> {
 /// topic, as an agent from the future would. The collector keeps it in its rejects queue
 /// instead of dropping it, which is what `GET /v1/rejects` then shows.
 async fn show_collector_rejects(broker: &BrokerConfig) -> anyhow::Result<()> {
-    let opts = stocksync_common::mqtt::options(broker, "stocksync-demo-future-agent", true)?;
+    let opts = stocksync_runtime::mqtt::options(broker, "stocksync-demo-future-agent", true)?;
     let (client, mut events) = AsyncClient::new(opts, 8);
     let payload = vec![9u8, 0xde, 0xad, 0xbe, 0xef];
     client

@@ -91,7 +91,7 @@ pub async fn run(
     anyhow::ensure!(!config.skus.is_empty(), "no SKU to send");
     anyhow::ensure!(config.rate_per_sec > 0.0, "rate must be positive");
     let client_id = format!("stocksync-scanner-sim-{}", std::process::id());
-    let opts = stocksync_common::mqtt::options(&config.broker, &client_id, true)?;
+    let opts = stocksync_runtime::mqtt::options(&config.broker, &client_id, true)?;
     let (client, mut events) = AsyncClient::new(opts, 256);
     let poll_stats = stats.clone();
     let mut poll_shutdown = shutdown.clone();

@@ -20,7 +20,7 @@ use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use stocksync_common::config::{ScannerConfig, SourceBinding};
 use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::EpcisConfig;
-use stocksync_common::mqtt::LinkErrors;
+use stocksync_runtime::mqtt::LinkErrors;
 use tokio::sync::watch;
 
 use super::epcis::{DocumentError, EpcisInput};
@@ -49,7 +49,7 @@ pub struct ScannerInput {
 impl ScannerInput {
     /// Subscribes to the scanner topic and journals what arrives, until `shutdown`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut opts = stocksync_common::mqtt::options(
+        let mut opts = stocksync_runtime::mqtt::options(
             &self.config.broker,
             &format!("stocksync-agent-{}-scanners", self.agent_id),
             false,
@@ -57,7 +57,7 @@ impl ScannerInput {
         // PUBACK only after the journal commit: a crash before it makes the broker redeliver.
         opts.set_manual_acks(true);
         let (client, mut events) = AsyncClient::new(opts, 64);
-        events.set_network_options(stocksync_common::mqtt::network_options());
+        events.set_network_options(stocksync_runtime::mqtt::network_options());
         let mut errors = LinkErrors::default();
         loop {
             let event = tokio::select! {

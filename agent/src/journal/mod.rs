@@ -1,9 +1,10 @@
 //! The agent's durable journal: every accepted movement is on disk before its sender hears
 //! "accepted", and stays there until the collector has acknowledged its own durable commit.
 //!
-//! One writer thread owns the only write connection. Callers send commands over a channel;
-//! the writer takes everything that is waiting, runs it in one transaction and fsyncs once
-//! (group commit), then answers each caller. Concurrent HTTP requests therefore share
+//! One writer thread (`stocksync-durable`) owns the only write connection. Callers send
+//! commands over a channel; the writer takes everything that is waiting, runs it in one
+//! transaction (a savepoint and a panic boundary per command) and fsyncs once (group
+//! commit), then answers each caller. Concurrent HTTP requests therefore share
 //! fsyncs instead of queueing behind each other's. Readers (the forwarder, status) use
 //! their own connection; WAL lets them read while the writer writes.
 //!
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use stocksync_common::input::InputError;
 use stocksync_common::Movement;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 
 mod integrity;
 mod rollback;
@@ -30,8 +31,20 @@ mod write;
 mod writer;
 
 pub use rollback::{accept_rollback, Accepted};
+use stocksync_durable::Writer;
 pub use stream::{Chunk, StreamSender};
-use writer::{Pending, Writer};
+use writer::State;
+
+/// The writer command that journals one request's movements.
+fn append_op(
+    movements: Vec<Movement>,
+    key: Option<RequestKey>,
+) -> impl FnOnce(&Connection, &mut State) -> Result<Appended, JournalError> + Send + 'static {
+    move |conn, st| {
+        let max = st.options.max_backlog;
+        write::append(conn, movements, key, &mut st.next_seq, &mut st.backlog, max)
+    }
+}
 
 /// Tables of the journal file.
 const SCHEMA: &str = include_str!("schema.sql");
@@ -152,42 +165,11 @@ impl RequestKey {
     }
 }
 
-enum Command {
-    Append {
-        movements: Vec<Movement>,
-        key: Option<RequestKey>,
-        reply: oneshot::Sender<Result<Appended, JournalError>>,
-    },
-    Ack {
-        first: u64,
-        last: u64,
-        outcome: String,
-        reply: oneshot::Sender<Result<u64, JournalError>>,
-    },
-    Reject {
-        reject: Reject,
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
-    Prune {
-        acked_before_ms: i64,
-        keys_before_ms: i64,
-        rejects_before_ms: i64,
-    },
-    /// Movements of one input (a file) in chunks, journaled in one savepoint: all or none.
-    AppendStream {
-        key: String,
-        chunks: std::sync::mpsc::Receiver<stream::Chunk>,
-        reply: oneshot::Sender<Result<Appended, JournalError>>,
-    },
-}
-
 /// Handle to the journal; cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Command>,
+    writer: Writer<State>,
     shared: Arc<Shared>,
-    /// Turns true once the writer thread has ended and both connections are closed.
-    closed: watch::Receiver<bool>,
 }
 
 struct Shared {
@@ -224,7 +206,7 @@ pub struct JournalStatus {
 }
 
 /// A stored reject, for `GET /v1/rejects`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredReject {
     pub id: i64,
     pub received_at_ms: i64,
@@ -235,13 +217,9 @@ pub struct StoredReject {
     pub payload: String,
 }
 
+/// WAL, `synchronous = FULL` (every commit fsyncs the WAL, so "202 Accepted" means on disk).
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: in WAL mode every commit fsyncs the WAL, so "202 Accepted" means on disk.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(conn)
+    stocksync_durable::open(path)
 }
 
 fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, rusqlite::Error> {
@@ -307,24 +285,21 @@ impl Journal {
                 rollback::read_watermark(path, journal_id).unwrap_or(0),
             ),
         });
-        let (tx, rx) = mpsc::channel(4096);
-        let writer = Writer {
-            conn,
+        let state = State {
             shared: shared.clone(),
             next_seq: last_seq + 1,
+            backlog: backlog as u64,
             options,
         };
-        let (done, closed) = watch::channel(false);
-        std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || {
-                // The writer ends when the last handle is dropped; it holds the last
-                // reference to the shared state, so both connections close here.
-                writer.run(rx);
-                let _ = done.send(true);
-            })
-            .map_err(|_| JournalError::Closed)?;
-        Ok(Journal { tx, shared, closed })
+        let options = stocksync_durable::Options {
+            name: "journal-writer".into(),
+            max_group: MAX_GROUP,
+            queue: 4096,
+        };
+        // The writer ends when the last handle is dropped; it holds the last reference to
+        // the shared state, so both connections are closed when `closed()` resolves.
+        let writer = Writer::spawn(conn, state, options).map_err(|_| JournalError::Closed)?;
+        Ok(Journal { writer, shared })
     }
 
     /// Journals `movements` durably; returns once they are fsynced (or refused whole).
@@ -347,14 +322,7 @@ impl Journal {
         movements: Vec<Movement>,
         key: Option<RequestKey>,
     ) -> Result<Appended, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Append {
-            movements,
-            key,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| JournalError::Closed)?
+        Ok(self.writer.call(append_op(movements, key)).await?)
     }
 
     /// Journals several requests, each atomic on its own, in the order given; the writer
@@ -366,12 +334,10 @@ impl Journal {
         let mut replies = Vec::with_capacity(requests.len());
         for movements in requests {
             let (reply, rx) = oneshot::channel();
-            self.send(Command::Append {
-                movements,
-                key: None,
-                reply,
-            })
-            .await?;
+            let deliver = move |r: Result<Appended, _>| drop(reply.send(r.map_err(Into::into)));
+            self.writer
+                .submit(append_op(movements, None), deliver)
+                .await?;
             replies.push(rx);
         }
         let mut out = Vec::with_capacity(replies.len());
@@ -397,47 +363,49 @@ impl Journal {
     > {
         let (sender, chunks) = std::sync::mpsc::sync_channel(stream::CHUNKS_IN_FLIGHT);
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AppendStream { key, chunks, reply })
-            .await?;
+        let op = move |conn: &Connection, st: &mut State| {
+            let max = st.options.max_backlog;
+            stream::append(conn, &key, chunks, &mut st.next_seq, &mut st.backlog, max)
+        };
+        let deliver = move |r: Result<Appended, _>| drop(reply.send(r.map_err(Into::into)));
+        self.writer.submit(op, deliver).await?;
         Ok((sender, rx))
     }
 
     /// Marks seqs `first..=last` as acknowledged by the collector; returns how many were newly acked.
     pub async fn ack(&self, first: u64, last: u64, outcome: String) -> Result<u64, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Ack {
-            first,
-            last,
-            outcome,
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| JournalError::Closed)?
+        let op = move |conn: &Connection, st: &mut State| {
+            write::ack(conn, (first, last), &outcome, &mut st.backlog)
+        };
+        let acked = self.writer.call(op).await?;
+        self.shared.last_ack_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(acked)
     }
 
     /// Durably records a refused record in the rejects queue.
     pub async fn reject(&self, reject: Reject) -> Result<(), JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Reject { reject, reply }).await?;
-        rx.await.map_err(|_| JournalError::Closed)?
+        let op = move |conn: &Connection, st: &mut State| {
+            write::reject(conn, reject, st.options.max_rejects)
+        };
+        Ok(self.writer.call(op).await?)
     }
 
     /// Drops acknowledged movements and idempotency keys older than the given ages.
     pub async fn prune(&self, acked_age_ms: i64, keys_age_ms: i64) -> Result<(), JournalError> {
         let now = now_ms();
-        self.send(Command::Prune {
-            acked_before_ms: now.saturating_sub(acked_age_ms),
-            keys_before_ms: now.saturating_sub(keys_age_ms),
-            rejects_before_ms: now.saturating_sub(self.shared.rejects_retain_ms),
-        })
-        .await
-    }
-
-    async fn send(&self, command: Command) -> Result<(), JournalError> {
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| JournalError::Closed)
+        let acked_before_ms = now.saturating_sub(acked_age_ms);
+        let keys_before_ms = now.saturating_sub(keys_age_ms);
+        let rejects_before_ms = now.saturating_sub(self.shared.rejects_retain_ms);
+        let op = move |conn: &Connection, _: &mut State| {
+            write::prune(conn, acked_before_ms, keys_before_ms, rejects_before_ms)
+        };
+        // Nobody waits for a prune; a failed one is logged and the next one tries again.
+        let deliver = |r: Result<(), stocksync_durable::Error<JournalError>>| {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "journal prune failed");
+            }
+        };
+        Ok(self.writer.submit(op, deliver).await?)
     }
 
     /// Unacknowledged movements with seq greater than `after`, in seq order, as journaled bytes.
@@ -488,10 +456,7 @@ impl Journal {
     /// Resolves once every handle is dropped and the journal file is closed, so that a
     /// stopped agent no longer touches it (a new agent may open it, or it may be removed).
     pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut closed = self.closed.clone();
-        async move {
-            let _ = closed.wait_for(|c| *c).await;
-        }
+        self.writer.closed()
     }
 
     /// The journal file.
@@ -542,6 +507,73 @@ impl Journal {
             refused_by_collector: refused as u64,
             disk_full: self.shared.disk_full.load(Ordering::Relaxed),
         })
+    }
+
+    /// Refused records not yet forwarded to the collector, oldest first.
+    pub fn unforwarded_rejects(&self, limit: usize) -> Result<Vec<StoredReject>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects
+             WHERE forwarded_at_ms IS NULL ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(StoredReject {
+                id: r.get(0)?,
+                received_at_ms: r.get(1)?,
+                source: r.get(2)?,
+                record: r.get(3)?,
+                field: r.get(4)?,
+                detail: r.get(5)?,
+                payload: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(6)?).into_owned(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks reject `id` forwarded (its publish was acknowledged by the broker); returns once
+    /// that is committed. If lost in a crash the reject is sent again, which the collector
+    /// recognises as the same reject.
+    pub async fn reject_forwarded(&self, id: i64) -> Result<(), JournalError> {
+        let at_ms = now_ms();
+        let op = move |conn: &Connection, _: &mut State| -> Result<(), JournalError> {
+            conn.execute(
+                "UPDATE rejects SET forwarded_at_ms = ?2 WHERE id = ?1",
+                params![id, at_ms],
+            )?;
+            Ok(())
+        };
+        Ok(self.writer.call(op).await?)
+    }
+
+    /// Reject `id` with the bytes kept of its request, and whether they were cut to fit.
+    pub fn reject_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredReject, Vec<u8>, bool)>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let row = conn
+            .query_row(
+                "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects WHERE id = ?1",
+                [id],
+                |r| {
+                    let bytes: Vec<u8> = r.get(6)?;
+                    let reject = StoredReject {
+                        id: r.get(0)?,
+                        received_at_ms: r.get(1)?,
+                        source: r.get(2)?,
+                        record: r.get(3)?,
+                        field: r.get(4)?,
+                        detail: r.get(5)?,
+                        payload: String::from_utf8_lossy(&bytes).into_owned(),
+                    };
+                    Ok((reject, bytes))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(r, bytes)| {
+            let cut = bytes.len() >= MAX_REJECT_PAYLOAD;
+            (r, bytes, cut)
+        }))
     }
 
     /// The newest refused records, newest first.

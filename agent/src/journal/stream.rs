@@ -11,7 +11,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 use stocksync_common::Movement;
 
 use super::write::{journal_one, seen_before};
@@ -33,7 +33,7 @@ pub enum Chunk {
 pub type StreamSender = SyncSender<Chunk>;
 
 pub(super) fn append(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     key: &str,
     chunks: Receiver<Chunk>,
     next_seq: &mut u64,
@@ -48,40 +48,33 @@ pub(super) fn append(
     if let Some(replayed) = seen_before(tx, &key)? {
         return Ok(replayed);
     }
-    tx.execute_batch("SAVEPOINT stream")?;
     let start = *next_seq;
-    match receive(tx, &chunks, start, *backlog, max_backlog) {
-        Ok((seq, duplicates)) => {
-            let (first, last) = if seq > start {
-                (start as i64, seq as i64 - 1)
-            } else {
-                (0, 0)
-            };
-            tx.execute(
-                "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![format!("req:{}", key.key), first, last, now_ms()],
-            )?;
-            tx.execute_batch("RELEASE stream")?;
-            *next_seq = seq;
-            *backlog += seq - start;
-            Ok(Appended {
-                first_seq: (seq > start).then_some(start),
-                last_seq: (seq > start).then_some(seq - 1),
-                journaled: (seq - start) as usize,
-                duplicates,
-                replayed: false,
-            })
-        }
-        Err(e) => {
-            tx.execute_batch("ROLLBACK TO stream; RELEASE stream")?;
-            Err(e)
-        }
-    }
+    // A failure returns early: the writer rolls this command's savepoint back, so nothing
+    // of the input stays.
+    let (seq, duplicates) = receive(tx, &chunks, start, *backlog, max_backlog)?;
+    let (first, last) = if seq > start {
+        (start as i64, seq as i64 - 1)
+    } else {
+        (0, 0)
+    };
+    tx.execute(
+        "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![format!("req:{}", key.key), first, last, now_ms()],
+    )?;
+    *next_seq = seq;
+    *backlog += seq - start;
+    Ok(Appended {
+        first_seq: (seq > start).then_some(start),
+        last_seq: (seq > start).then_some(seq - 1),
+        journaled: (seq - start) as usize,
+        duplicates,
+        replayed: false,
+    })
 }
 
 /// Journals chunks until `End`; returns the next free seq and the duplicates skipped.
 fn receive(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     chunks: &Receiver<Chunk>,
     start: u64,
     backlog: u64,

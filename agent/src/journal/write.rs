@@ -1,15 +1,14 @@
 //! What each command does inside the writer's group transaction: appending a request
 //! (idempotency keys, movement ids, the backlog limit, dense seqs), recording acks and
-//! rejects, pruning. Each runs in its own savepoint so that one caller's failure is its own.
+//! rejects, pruning. The writer runs each in its own savepoint so that one caller's failure
+//! is its own.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use sha2::Digest;
 use stocksync_common::model::{OccurredAt, Origin};
 use stocksync_common::{wire, Movement};
 
-use super::{
-    now_ms, Appended, Command, JournalError, Options, Pending, RequestKey, MAX_REJECT_PAYLOAD,
-};
+use super::{now_ms, Appended, JournalError, Reject, RequestKey, MAX_REJECT_PAYLOAD};
 
 /// Brings a journal written by an older agent up to this one: the idempotency table gains
 /// the hash column, and unacknowledged v1 movement bytes are re-encoded as v2 (input path
@@ -23,6 +22,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     if has_hash == 0 {
         conn.execute_batch("ALTER TABLE idempotency ADD COLUMN content_hash BLOB")?;
     }
+    let has_forwarded: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('rejects') WHERE name = 'forwarded_at_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_forwarded == 0 {
+        conn.execute_batch("ALTER TABLE rejects ADD COLUMN forwarded_at_ms INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS rejects_unforwarded ON rejects (id) WHERE forwarded_at_ms IS NULL",
+    )?;
     let tx = conn.transaction()?;
     let version: Option<i64> = tx
         .query_row(
@@ -70,7 +80,7 @@ fn fingerprint(m: &Movement) -> Vec<u8> {
 }
 
 /// A journaled movement as JSON for an error message, or why it cannot be shown.
-fn shown(tx: &Transaction<'_>, seq: i64) -> String {
+fn shown(tx: &Connection, seq: i64) -> String {
     let bytes: Option<Vec<u8>> = tx
         .query_row("SELECT payload FROM movements WHERE seq = ?1", [seq], |r| {
             r.get(0)
@@ -102,101 +112,76 @@ fn describe(m: &Movement) -> String {
     .to_string()
 }
 
-/// Applies one command inside the group transaction. A failing command only fails its own
-/// caller (its savepoint is rolled back); an SQLite error that breaks the transaction fails all.
-pub(super) fn apply(
-    tx: &Transaction<'_>,
-    command: Command,
-    next_seq: &mut u64,
+/// Marks seqs `first..=last` acknowledged; returns how many were newly acked.
+pub(super) fn ack(
+    tx: &Connection,
+    (first, last): (u64, u64),
+    outcome: &str,
     backlog: &mut u64,
-    options: &Options,
-) -> Result<Option<Pending>, rusqlite::Error> {
-    Ok(Some(match command {
-        Command::Append {
-            movements,
-            key,
-            reply,
-        } => {
-            let r = append(tx, movements, key, next_seq, backlog, options.max_backlog);
-            Pending::Append(reply, r)
-        }
-        Command::Ack {
-            first,
-            last,
-            outcome,
-            reply,
-        } => {
-            let r = tx
-                .execute(
-                    "UPDATE movements SET acked_at_ms = ?1, outcome = ?2 WHERE seq BETWEEN ?3 AND ?4 AND acked_at_ms IS NULL",
-                    params![now_ms(), outcome, first as i64, last as i64],
-                )
-                .map(|n| {
-                    *backlog = backlog.saturating_sub(n as u64);
-                    n as u64
-                })
-                .map_err(JournalError::from);
-            Pending::Ack(reply, r)
-        }
-        Command::Reject { reject, reply } => {
-            let mut payload = reject.payload;
-            payload.truncate(MAX_REJECT_PAYLOAD);
-            let r = tx
-                .execute(
-                    "INSERT INTO rejects (received_at_ms, source, record, field, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        now_ms(),
-                        reject.source,
-                        reject.error.record.map(|r| r as i64),
-                        reject.error.field,
-                        reject.error.detail,
-                        payload
-                    ],
-                )
-                .and_then(|_| {
-                    // Bounded: the oldest go first, and are counted.
-                    let dropped = tx.execute(
-                        "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?1",
-                        [options.max_rejects as i64],
-                    )?;
-                    count_dropped(tx, dropped)
-                })
-                .map_err(JournalError::from);
-            Pending::Reject(reply, r)
-        }
-        Command::AppendStream { key, chunks, reply } => {
-            let r = super::stream::append(tx, &key, chunks, next_seq, backlog, options.max_backlog);
-            Pending::Append(reply, r)
-        }
-        Command::Prune {
-            acked_before_ms,
-            keys_before_ms,
-            rejects_before_ms,
-        } => {
-            let dropped = tx.execute(
-                "DELETE FROM rejects WHERE received_at_ms < ?1",
-                [rejects_before_ms],
-            )?;
-            count_dropped(tx, dropped)?;
-            tx.execute(
-                // Movements the collector refused stay: they exist nowhere else in usable form.
-                "DELETE FROM movements WHERE acked_at_ms < ?1 AND outcome = 'applied'",
-                [acked_before_ms],
-            )?;
-            tx.execute(
-                "DELETE FROM idempotency WHERE created_at_ms < ?1",
-                [keys_before_ms],
-            )?;
-            return Ok(None);
-        }
-    }))
+) -> Result<u64, JournalError> {
+    let n = tx.execute(
+        "UPDATE movements SET acked_at_ms = ?1, outcome = ?2 WHERE seq BETWEEN ?3 AND ?4 AND acked_at_ms IS NULL",
+        params![now_ms(), outcome, first as i64, last as i64],
+    )?;
+    *backlog = backlog.saturating_sub(n as u64);
+    Ok(n as u64)
+}
+
+/// Keeps a refused record, within the bounds: the oldest go first, and are counted.
+pub(super) fn reject(
+    tx: &Connection,
+    reject: Reject,
+    max_rejects: u64,
+) -> Result<(), JournalError> {
+    let mut payload = reject.payload;
+    payload.truncate(MAX_REJECT_PAYLOAD);
+    tx.execute(
+        "INSERT INTO rejects (received_at_ms, source, record, field, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            now_ms(),
+            reject.source,
+            reject.error.record.map(|r| r as i64),
+            reject.error.field,
+            reject.error.detail,
+            payload
+        ],
+    )?;
+    let dropped = tx.execute(
+        "DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?1",
+        [max_rejects as i64],
+    )?;
+    Ok(count_dropped(tx, dropped)?)
+}
+
+/// Drops refused records, acknowledged movements and idempotency keys older than the given times.
+pub(super) fn prune(
+    tx: &Connection,
+    acked_before_ms: i64,
+    keys_before_ms: i64,
+    rejects_before_ms: i64,
+) -> Result<(), JournalError> {
+    let dropped = tx.execute(
+        "DELETE FROM rejects WHERE received_at_ms < ?1",
+        [rejects_before_ms],
+    )?;
+    count_dropped(tx, dropped)?;
+    tx.execute(
+        // Movements the collector refused stay: they exist nowhere else in usable form.
+        "DELETE FROM movements WHERE acked_at_ms < ?1 AND outcome = 'applied'",
+        [acked_before_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM idempotency WHERE created_at_ms < ?1",
+        [keys_before_ms],
+    )?;
+    Ok(())
 }
 
 /// The answer to a request whose key was used before: a replay of the first answer, or a
 /// conflict when the body differs. Keys stored before hashes were kept, and callers without
 /// a body (empty hash), are not compared.
 pub(super) fn seen_before(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     key: &RequestKey,
 ) -> Result<Option<Appended>, JournalError> {
     let seen: Option<(i64, i64, Option<Vec<u8>>)> = tx
@@ -234,7 +219,7 @@ pub(super) fn seen_before(
 }
 
 /// Adds `dropped` to the count of rejects dropped by the bounds (kept in `meta`).
-fn count_dropped(tx: &Transaction<'_>, dropped: usize) -> Result<(), rusqlite::Error> {
+fn count_dropped(tx: &Connection, dropped: usize) -> Result<(), rusqlite::Error> {
     if dropped > 0 {
         tx.execute(
             "INSERT INTO meta VALUES ('rejects_dropped', ?1) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
@@ -244,8 +229,8 @@ fn count_dropped(tx: &Transaction<'_>, dropped: usize) -> Result<(), rusqlite::E
     Ok(())
 }
 
-fn append(
-    tx: &Transaction<'_>,
+pub(super) fn append(
+    tx: &Connection,
     movements: Vec<Movement>,
     key: Option<RequestKey>,
     next_seq: &mut u64,
@@ -271,62 +256,42 @@ fn append(
     let start = *next_seq;
     let now = now_ms();
     let mut duplicates = 0;
-    tx.execute_batch("SAVEPOINT append")?;
     let mut seq = start;
-    let mut conflict = None;
-    let result = (|| -> Result<(), rusqlite::Error> {
-        for (index, m) in movements.into_iter().enumerate() {
-            match journal_one(tx, index, m, seq, now) {
-                Ok(true) => seq += 1,
-                Ok(false) => duplicates += 1,
-                Err(JournalError::Sqlite(e)) => return Err(e),
-                Err(e) => {
-                    conflict = Some(e);
-                    return Err(rusqlite::Error::QueryReturnedNoRows);
-                }
-            }
-        }
-        if let Some(k) = &request_key {
-            let (first, last) = if seq > start {
-                (start as i64, seq as i64 - 1)
-            } else {
-                (0, 0)
-            };
-            tx.execute(
-                "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![k, first, last, now, body_hash],
-            )?;
-        }
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            tx.execute_batch("RELEASE append")?;
-            *next_seq = seq;
-            *backlog += seq - start;
-            Ok(Appended {
-                first_seq: (seq > start).then_some(start),
-                last_seq: (seq > start).then_some(seq - 1),
-                journaled: (seq - start) as usize,
-                duplicates,
-                replayed: false,
-            })
-        }
-        Err(e) => {
-            // A full disk may have rolled back the whole transaction, savepoint included.
-            if !tx.is_autocommit() {
-                tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
-            }
-            Err(conflict.unwrap_or_else(|| e.into()))
+    for (index, m) in movements.into_iter().enumerate() {
+        if journal_one(tx, index, m, seq, now)? {
+            seq += 1;
+        } else {
+            duplicates += 1;
         }
     }
+    if let Some(k) = &request_key {
+        let (first, last) = if seq > start {
+            (start as i64, seq as i64 - 1)
+        } else {
+            (0, 0)
+        };
+        tx.execute(
+            "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![k, first, last, now, body_hash],
+        )?;
+    }
+    // A failure above returned early: the writer rolls this command's savepoint back.
+    *next_seq = seq;
+    *backlog += seq - start;
+    Ok(Appended {
+        first_seq: (seq > start).then_some(start),
+        last_seq: (seq > start).then_some(seq - 1),
+        journaled: (seq - start) as usize,
+        duplicates,
+        replayed: false,
+    })
 }
 
 /// Journals `m` at `seq` unless a movement with its id (per source) was journaled before:
 /// `Ok(true)` journaled, `Ok(false)` the same movement again (a duplicate),
 /// `Err(IdReused)` the id with other content. `index` names the record in the request.
 pub(super) fn journal_one(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     index: usize,
     mut m: Movement,
     seq: u64,

@@ -132,12 +132,12 @@ fn connect(
     broker: &BrokerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(AsyncClient, Arc<AtomicBool>)> {
-    let mut opts = stocksync_common::mqtt::options(broker, "stocksync-collector-alerts", true)?;
+    let mut opts = stocksync_runtime::mqtt::options(broker, "stocksync-collector-alerts", true)?;
     if let Some(id) = &broker.client_id {
         opts.set_client_id(format!("{id}-alerts"));
     }
     let (client, mut events) = AsyncClient::new(opts, 256);
-    events.set_network_options(stocksync_common::mqtt::network_options());
+    events.set_network_options(stocksync_runtime::mqtt::network_options());
     let connected = Arc::new(AtomicBool::new(false));
     let flag = connected.clone();
     tokio::spawn(async move {

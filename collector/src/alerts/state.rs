@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 use super::Condition;
@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS alert_deliveries_pending ON alert_deliveries (id) WHE
 ";
 
 /// Fires alerts for new conditions and clears those whose condition ended.
-pub fn apply(tx: &Transaction<'_>, holding: &[Condition], now: i64) -> rusqlite::Result<()> {
+pub fn apply(tx: &Connection, holding: &[Condition], now: i64) -> rusqlite::Result<()> {
     tx.execute_batch(SCHEMA)?;
     let firing: Vec<(i64, String, String)> = {
         let mut stmt =
@@ -70,7 +70,7 @@ pub fn apply(tx: &Transaction<'_>, holding: &[Condition], now: i64) -> rusqlite:
     Ok(())
 }
 
-fn transition(tx: &Transaction<'_>, alert_id: i64, state: &str, now: i64) -> rusqlite::Result<()> {
+fn transition(tx: &Connection, alert_id: i64, state: &str, now: i64) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO alert_deliveries (alert_id, state, at_ms) VALUES (?1, ?2, ?3)",
         params![alert_id, state, now],
@@ -119,7 +119,7 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
 }
 
 /// Marks what the destinations took of transition `id`: `(webhook, mqtt)`.
-pub fn delivered(tx: &Transaction<'_>, id: i64, done: (bool, bool)) -> rusqlite::Result<()> {
+pub fn delivered(tx: &Connection, id: i64, done: (bool, bool)) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE alert_deliveries SET webhook_done = max(webhook_done, ?2), mqtt_done = max(mqtt_done, ?3)
          WHERE id = ?1",
@@ -129,7 +129,7 @@ pub fn delivered(tx: &Transaction<'_>, id: i64, done: (bool, bool)) -> rusqlite:
 }
 
 /// Counts a failed attempt at transition `id`.
-pub fn failed(tx: &Transaction<'_>, id: i64, error: &str) -> rusqlite::Result<()> {
+pub fn failed(tx: &Connection, id: i64, error: &str) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
         params![id, error],

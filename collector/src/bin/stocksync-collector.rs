@@ -89,7 +89,7 @@ async fn run() -> anyhow::Result<()> {
     if let Some(Command::Broker { listen }) = args.command {
         stocksync_collector::broker::start_embedded(
             listen,
-            stocksync_common::mqtt::MAX_PACKET_BYTES,
+            stocksync_runtime::mqtt::MAX_PACKET_BYTES,
         )?;
         tracing::info!(%listen, "embedded MQTT broker running");
         wait_for_signal().await?;

@@ -1,14 +1,14 @@
 //! Reading the stores of what leaves the collector: failed channel pushes and orders with
 //! units nobody could take, as occurrences for the queue (see `stores`).
 
-use rusqlite::Transaction;
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::stores::{newest, Occurrence};
 use super::Kind;
 
 pub(super) fn read_channel_errors(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     since: i64,
 ) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
@@ -42,7 +42,7 @@ pub(super) fn read_channel_errors(
 /// Orders with units nobody could take (backordered or queued); settled once they leave
 /// that state.
 pub(super) fn read_backorders(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     since: i64,
 ) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(

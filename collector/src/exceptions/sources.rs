@@ -3,12 +3,13 @@
 //! Each store is read from a cursor (its newest timestamp seen, minus a margin, because the
 //! channel store commits from its own connection and a row can land with a slightly older
 //! timestamp); re-reading a record is harmless because a record's count is *set* in
-//! `exception_sources`, never added. A record that no longer shows the problem (a drift a
+//! `exception_sources`, never added, and a reject closed by a retry stays closed unless it
+//! shows a new occurrence. A record that no longer shows the problem (a drift a
 //! late delta explained away, a channel error a later delivery closed) closes its source;
 //! an open exception whose sources are all closed is resolved by the system. A new
 //! occurrence of a resolved exception opens it again; an ignored one stays ignored.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::stores::{Occurrence, READERS};
 use super::{exception_id, SYSTEM};
@@ -17,7 +18,7 @@ use super::{exception_id, SYSTEM};
 const MARGIN_MS: i64 = 5_000;
 
 /// Brings the queue up to date with every store; returns how many records were folded.
-pub fn sync(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<usize> {
+pub fn sync(tx: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
     super::migrate(tx)?;
     let mut n = 0;
     for (origin, read) in READERS {
@@ -43,7 +44,7 @@ pub fn sync(tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
-pub(super) fn table_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+pub(super) fn table_exists(tx: &Connection, name: &str) -> rusqlite::Result<bool> {
     tx.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [name],
@@ -51,7 +52,7 @@ pub(super) fn table_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result
     )
 }
 
-fn cursor(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<i64> {
+fn cursor(tx: &Connection, origin: &str) -> rusqlite::Result<i64> {
     Ok(tx
         .query_row(
             "SELECT cursor_ms FROM exception_cursors WHERE origin = ?1",
@@ -63,7 +64,7 @@ fn cursor(tx: &Transaction<'_>, origin: &str) -> rusqlite::Result<i64> {
 }
 
 /// Adds or updates one record's share of its exception.
-fn fold(tx: &Transaction<'_>, o: &Occurrence, now: i64) -> rusqlite::Result<()> {
+fn fold(tx: &Connection, o: &Occurrence, now: i64) -> rusqlite::Result<()> {
     let id = exception_id(
         o.kind,
         &o.key.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -80,7 +81,10 @@ fn fold(tx: &Transaction<'_>, o: &Occurrence, now: i64) -> rusqlite::Result<()> 
         "INSERT INTO exception_sources (origin, origin_key, exception_id, seen, last_seen_ms, open)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (origin, origin_key) DO UPDATE SET seen = excluded.seen,
-             last_seen_ms = excluded.last_seen_ms, open = excluded.open",
+             last_seen_ms = excluded.last_seen_ms,
+             open = CASE WHEN origin IN ('rejects', 'agent_rejects')
+                              AND excluded.seen <= seen AND excluded.last_seen_ms <= last_seen_ms
+                         THEN min(open, excluded.open) ELSE excluded.open END",
         params![
             o.origin,
             o.origin_key,
@@ -114,7 +118,7 @@ fn fold(tx: &Transaction<'_>, o: &Occurrence, now: i64) -> rusqlite::Result<()> 
     }
 }
 
-fn insert(tx: &Transaction<'_>, id: &str, o: &Occurrence, now: i64) -> rusqlite::Result<()> {
+fn insert(tx: &Connection, id: &str, o: &Occurrence, now: i64) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO exceptions (id, kind, warehouse, channel, sku, source, field, reason, record,
              first_seen_ms, last_seen_ms, occurrences, status, status_at_ms)
@@ -139,7 +143,7 @@ fn insert(tx: &Transaction<'_>, id: &str, o: &Occurrence, now: i64) -> rusqlite:
 }
 
 pub(super) fn set_status(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     status: &str,
     now: i64,
@@ -151,7 +155,7 @@ pub(super) fn set_status(
 }
 
 pub(super) fn event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     now: i64,
     action: &str,
@@ -167,7 +171,7 @@ pub(super) fn event(
 
 /// Closes sources whose record the store removed (a drift a late delta explained away, a
 /// discrepancy or reversal a later movement settled).
-fn close_vanished(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+fn close_vanished(tx: &Connection) -> rusqlite::Result<()> {
     for (origin, key) in [
         ("drift", "agent_id || '/' || seq"),
         ("conflicts", "agent_id || '/' || seq"),
@@ -190,7 +194,7 @@ fn close_vanished(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 }
 
 /// Resolves open exceptions none of whose records still shows the problem.
-fn resolve_closed(tx: &Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+fn resolve_closed(tx: &Connection, now: i64) -> rusqlite::Result<()> {
     let ids: Vec<String> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id FROM exceptions e WHERE status = 'open'

@@ -1,9 +1,9 @@
-//! Reading each store that keeps a kind of problem (rejects, drift, conflicts,
+//! Reading each store that keeps a kind of problem (agent and collector rejects, drift, conflicts,
 //! discrepancies, reversals, channel errors) as occurrences for the queue: what the group's
 //! natural key is, which warehouse, channel and SKU it concerns, and the record as received.
 //! Read-only: the stores stay the only writers of their tables.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use stocksync_common::wire;
 
@@ -30,9 +30,10 @@ pub(super) struct Occurrence {
     pub closed: bool,
 }
 
-pub(super) type Reader = fn(&Transaction<'_>, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
+pub(super) type Reader = fn(&Connection, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
 
-pub(super) const READERS: [(&str, Reader); 8] = [
+pub(super) const READERS: [(&str, Reader); 9] = [
+    ("agent_rejects", read_agent_rejects),
     ("rejects", read_rejects),
     ("drift", read_drift),
     ("conflicts", read_conflicts),
@@ -55,7 +56,7 @@ fn payload_json(bytes: &[u8]) -> Value {
 }
 
 /// The movement `(agent_id, seq)` as the ledger received it.
-fn ledger_record(tx: &Transaction<'_>, agent_id: &str, seq: i64) -> rusqlite::Result<Value> {
+fn ledger_record(tx: &Connection, agent_id: &str, seq: i64) -> rusqlite::Result<Value> {
     let bytes: Option<Vec<u8>> = tx
         .query_row(
             "SELECT payload FROM ledger WHERE agent_id = ?1 AND seq = ?2",
@@ -66,9 +67,10 @@ fn ledger_record(tx: &Transaction<'_>, agent_id: &str, seq: i64) -> rusqlite::Re
     Ok(bytes.map(|b| payload_json(&b)).unwrap_or(Value::Null))
 }
 
-fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload
+        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload,
+                retried_at_ms
          FROM rejects WHERE last_seen_ms >= ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([since], |r| {
@@ -98,6 +100,55 @@ fn read_rejects(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<
             field,
             reason,
             record,
+            // A retry applied it: the problem is over.
+            closed: r.get::<_, Option<i64>>(9)?.is_some(),
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The refused record of an agent reject as received: the payload as JSON (the `record`th
+/// element when it is a list), else its text.
+fn agent_record(payload: &str, record: Option<i64>) -> Value {
+    let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        return json!({ "undecoded": payload });
+    };
+    match (record.and_then(|i| usize::try_from(i).ok()), &v) {
+        (Some(i), Value::Array(items)) if i < items.len() => items[i].clone(),
+        _ => v,
+    }
+}
+
+fn read_agent_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT agent_id, reject_id, received_at_ms, warehouse, arrived_at_ms, source, record, field, detail, payload
+         FROM agent_rejects WHERE arrived_at_ms >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (agent, id, received): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (warehouse, arrived, input): (String, i64, String) = (r.get(3)?, r.get(4)?, r.get(5)?);
+        let (field, detail): (String, String) = (r.get(7)?, r.get(8)?);
+        let record = agent_record(&r.get::<_, String>(9)?, r.get(6)?);
+        Ok(Occurrence {
+            kind: Kind::AgentReject,
+            key: vec![
+                warehouse.clone(),
+                agent.clone(),
+                field.clone(),
+                detail.clone(),
+            ],
+            origin: "agent_rejects",
+            origin_key: format!("{agent}/{id}/{received}"),
+            seen: 1,
+            first_seen_ms: arrived,
+            last_seen_ms: arrived,
+            warehouse: Some(warehouse),
+            channel: None,
+            sku: record["sku"].as_str().map(String::from),
+            source: format!("agent {agent} ({input} input, its reject {id})"),
+            field: Some(field),
+            reason: detail,
+            record,
             closed: false,
         })
     })?;
@@ -113,11 +164,11 @@ pub(super) fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec
     Ok((newest, occurrences))
 }
 
-fn read_drift(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_drift(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     read_counts(tx, since, Kind::Drift)
 }
 
-fn read_conflicts(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_conflicts(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     read_counts(tx, since, Kind::Conflict)
 }
 
@@ -138,7 +189,7 @@ struct CountRow {
 
 /// Drift and conflicts: a count that disagreed with the projection, keyed by the count.
 fn read_counts(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     since: i64,
     kind: Kind,
 ) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
@@ -212,10 +263,7 @@ fn count_occurrence(kind: Kind, table: &'static str, c: CountRow, record: Value)
     }
 }
 
-fn read_discrepancies(
-    tx: &Transaction<'_>,
-    since: i64,
-) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_discrepancies(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms
          FROM discrepancies WHERE updated_at_ms >= ?1",
@@ -246,7 +294,7 @@ fn read_discrepancies(
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn read_reversals(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_reversals(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms FROM reversals WHERE updated_at_ms >= ?1",
     )?;
@@ -274,7 +322,7 @@ fn read_reversals(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Ve
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-fn read_shortfalls(tx: &Transaction<'_>, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+fn read_shortfalls(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     type Row = (
         String,
         i64,

@@ -3,7 +3,7 @@
 //! each new movement to the projection. Kept apart from the writer so that the rules of what
 //! enters the ledger read in one place.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use stocksync_common::wire::{self, AckOutcome, Batch};
 use stocksync_common::Movement;
 
@@ -12,7 +12,7 @@ use crate::authority::{returns_to_str, Authority, Treatment};
 use crate::intake::Intake;
 use crate::projection::{self, Entry};
 
-pub(super) fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rusqlite::Error> {
+pub(super) fn store_reject(tx: &Connection, r: &Rejected) -> Result<(), rusqlite::Error> {
     let now = now_ms();
     tx.execute(
         "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, payload, field)
@@ -36,7 +36,7 @@ pub(super) fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), rus
 /// A batch that fails a check is recorded as a reject and answered `Rejected`. Also returns
 /// how many of its movements the source-of-truth policy sent to the rejects queue.
 pub(super) fn apply_batch(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     (authority, intake): (&Authority, &Intake),
     batch: &Batch,
     (payload, parts): (&[u8], &[std::ops::Range<usize>]),
@@ -127,7 +127,7 @@ pub(crate) enum Outcome {
 
 /// Checks, appends and projects one movement.
 pub(crate) fn apply_movement(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     (authority, intake): (&Authority, &Intake),
     a: &Arrived<'_>,
     now: i64,
@@ -214,7 +214,7 @@ pub(crate) fn apply_movement(
 /// seqs. Deduplication would drop them silently as resends; refusing the whole batch keeps
 /// them visible, and the reason tells the agent where to renumber from.
 fn check_reuse(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     batch: &Batch,
     (payload, parts): (&[u8], &[std::ops::Range<usize>]),
 ) -> Result<Option<String>, rusqlite::Error> {
@@ -260,7 +260,7 @@ fn check_reuse(
 
 /// Refuses a batch whose topic, warehouse or journal identity does not add up.
 fn check_batch(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     batch: &Batch,
     topic: &str,
 ) -> Result<Option<String>, rusqlite::Error> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::Transaction;
+use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -44,7 +44,7 @@ pub struct CancelLine {
     pub quantity: Option<u64>,
 }
 
-pub(super) fn load(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Order>> {
+pub(super) fn load(tx: &Connection, id: &str) -> rusqlite::Result<Option<Order>> {
     Ok(store::find(tx, id, None)?
         .map(|(o, _)| o)
         .filter(|o| o.id == id))
@@ -52,7 +52,7 @@ pub(super) fn load(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Or
 
 /// Cancels the order or some of its lines, releasing what is still held for them.
 pub fn cancel(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     req: CancelRequest,
     by: &str,
@@ -135,7 +135,7 @@ fn checked(order: &Order, lines: &[CancelLine]) -> Result<Vec<(usize, u64)>, Inv
 
 /// Cancels `q` units of a line: backordered units first, then allocations, last first.
 fn cancel_line(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &mut Order,
     line: usize,
     q: u64,
@@ -188,7 +188,7 @@ fn cancel_line(
 }
 
 /// The order was paid: its holds stay until shipped, whatever its TTL said.
-pub fn keep(tx: &Transaction<'_>, id: &str, by: &str, now: i64) -> rusqlite::Result<Outcome> {
+pub fn keep(tx: &Connection, id: &str, by: &str, now: i64) -> rusqlite::Result<Outcome> {
     let Some(mut order) = load(tx, id)? else {
         return Ok(Outcome::NotFound);
     };

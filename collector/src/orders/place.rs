@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::Transaction;
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::config::{Allocation, ChannelRouting, Leftovers};
@@ -43,7 +43,7 @@ pub enum Placed {
 
 /// Places an order inside the writer's transaction.
 pub fn place(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     orders: &Orders,
     p: Prepared,
     now: i64,
@@ -119,7 +119,7 @@ pub(super) type Routed = (
 /// `Err` carries the 409 body when leftovers are rejected.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn route_and_hold(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     orders: &Orders,
     channel: &ChannelRouting,
     allocation: Allocation,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::Transaction;
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use super::config::Allocation;
@@ -22,7 +22,7 @@ use crate::reserve;
 /// Moves the allocations of warehouses that are frozen or silent now, and have not started
 /// shipping this order, to the best warehouses that are not.
 pub fn reroute(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     orders: &Orders,
     id: &str,
     by: &str,
@@ -186,7 +186,7 @@ pub fn reroute(
 /// Re-routes every open order that holds stock at a frozen or silent warehouse; returns the
 /// ids of the orders whose allocations moved.
 pub fn reroute_open(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     orders: &Orders,
     now: i64,
     touched: &mut Vec<StockKey>,

@@ -5,7 +5,7 @@
 //! Written only inside the ledger writer's transaction, together with the reservations the
 //! order holds, so an order and its holds are committed or lost together.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -131,7 +131,7 @@ fn encode<T: Serialize>(value: &T) -> String {
 
 /// Stores a new order with its first answer.
 pub fn insert(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &Order,
     key: Option<&str>,
     answer: &Value,
@@ -146,7 +146,7 @@ pub fn insert(
 }
 
 /// Saves an order's new state.
-pub fn update(tx: &Transaction<'_>, order: &Order, now: i64) -> rusqlite::Result<()> {
+pub fn update(tx: &Connection, order: &Order, now: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE orders SET state = ?2, record = ?3, updated_at_ms = ?4 WHERE id = ?1",
     )?
@@ -156,7 +156,7 @@ pub fn update(tx: &Transaction<'_>, order: &Order, now: i64) -> rusqlite::Result
 
 /// Appends to an order's history.
 pub fn log(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     order: &str,
     event: &str,
     detail: &Value,
@@ -216,7 +216,7 @@ pub fn frozen(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
 
 /// Freezes (`Some(reason)`) or unfreezes a warehouse for routing.
 pub fn set_frozen(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     warehouse: &str,
     reason: Option<&str>,
     now: i64,
@@ -241,7 +241,7 @@ pub fn routed_on(conn: &Connection, warehouse: &str, day: &str) -> rusqlite::Res
 }
 
 /// Counts one more order routed to `warehouse` on its local `day`.
-pub fn count_routed(tx: &Transaction<'_>, warehouse: &str, day: &str) -> rusqlite::Result<()> {
+pub fn count_routed(tx: &Connection, warehouse: &str, day: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO routing_daily (warehouse, day, orders) VALUES (?1, ?2, 1)
          ON CONFLICT (warehouse, day) DO UPDATE SET orders = orders + 1",

@@ -71,7 +71,7 @@ impl MqttTarget {
     /// Connects to `broker` with its own session for `channel`.
     pub fn new(broker: &BrokerConfig, channel: &str) -> Result<MqttTarget, PublishError> {
         let mut opts =
-            stocksync_common::mqtt::options(broker, &format!("stocksync-channel-{channel}"), true)
+            stocksync_runtime::mqtt::options(broker, &format!("stocksync-channel-{channel}"), true)
                 .map_err(|e| PublishError::Config {
                     channel: channel.into(),
                     detail: e.to_string(),

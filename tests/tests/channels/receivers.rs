@@ -135,7 +135,7 @@ impl Webhook {
             }),
             Some(tls) => {
                 let server =
-                    stocksync_common::server::Server::new(listener, Some(tls), Default::default())
+                    stocksync_runtime::server::Server::new(listener, Some(tls), Default::default())
                         .expect("test certificate loads");
                 tokio::spawn(async move {
                     let (_keep, stop) = tokio::sync::watch::channel(false);

@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use stocksync_common::catalog::Catalog;
-use stocksync_common::supervisor::TaskHealth;
+use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 use crate::api::stock::{warehouses, StockRow};

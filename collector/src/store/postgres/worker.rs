@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use stocksync_common::catalog::Catalog;
 use stocksync_common::config::CollectorConfig;
-use stocksync_common::supervisor::Supervisor;
+use stocksync_runtime::supervisor::Supervisor;
 use tokio::sync::watch;
 
 use super::api::{self, PgApp};
@@ -50,9 +50,9 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         anyhow::bail!("[store] backend = \"postgres\": no warehouses to share out among workers; list them in [store] warehouses or [[locations]]");
     }
     let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
-    let tokens = stocksync_common::server::auth::Tokens::load(&config.http.tokens)?;
+    let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
     let http_addr = listener.local_addr()?;
-    let server = stocksync_common::server::Server::new(
+    let server = stocksync_runtime::server::Server::new(
         listener,
         config.http.tls.as_ref(),
         config.http.limits.clone(),
@@ -72,8 +72,8 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         owned: owned_rx.clone(),
     };
     crate::presence::check(&broker, &consume::presence(&broker, &subscriptions)?).await?;
-    let (shutdown, watch_rx) = watch::channel(false);
     let mut tasks = Supervisor::default();
+    let watch_rx = tasks.shutdown_signal();
     tasks.spawn("leases", leases::run(leases, owned_tx, watch_rx.clone()));
     tasks.spawn(
         "consume",
@@ -95,7 +95,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         worker_id: worker_id.clone(),
         owned: owned_rx,
     }));
-    let router = stocksync_common::server::auth::protect(router, tokens, crate::auth::scope_for);
+    let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;
     tasks.spawn("http", async move {
         server.serve(router, http_shutdown).await?;
@@ -105,7 +105,6 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
     Ok(Collector {
         http_addr,
         broker,
-        shutdown,
         tasks,
         _lock: None,
     })

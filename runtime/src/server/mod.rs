@@ -25,8 +25,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{HttpLimits, HttpTlsConfig};
 use crate::tls::TlsError;
+use stocksync_common::config::{HttpLimits, HttpTlsConfig};
 
 /// How long stopping waits for in-flight requests before dropping their connections.
 const DRAIN: Duration = Duration::from_secs(10);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::{BrokerConfig, ConfigError};
+use stocksync_common::config::{BrokerConfig, ConfigError};
 
 /// Largest packet we publish, and the broker's `max_packet_size` in the shipped
 /// `deploy/mosquitto.conf` (and the embedded broker's limit): the agent cuts its batches to

@@ -5,11 +5,16 @@
 //! end before shutdown (with an error, a panic, or even `Ok`) is reported with its name, the
 //! process stops with that error, and systemd (`Restart=always`) starts it again. Meanwhile
 //! [`TaskHealth`] tells `/healthz` which tasks run.
+//!
+//! The supervisor also owns the shutdown signal (mini-redis's `shutdown.rs`): every task takes
+//! [`Supervisor::shutdown_signal`], finishes its current batch when it turns true and returns;
+//! [`Supervisor::stop`] raises it and waits for all of them.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
 /// Which tasks run, for `/healthz`.
@@ -39,15 +44,37 @@ impl TaskHealth {
     }
 }
 
-/// Owns a process's long-running tasks.
-#[derive(Default)]
+/// Owns a process's long-running tasks and the signal that stops them.
 pub struct Supervisor {
     set: JoinSet<anyhow::Result<()>>,
     names: HashMap<Id, &'static str>,
     health: Arc<TaskHealth>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Supervisor {
+        Supervisor {
+            set: JoinSet::new(),
+            names: HashMap::new(),
+            health: Arc::default(),
+            shutdown: watch::channel(false).0,
+        }
+    }
 }
 
 impl Supervisor {
+    /// Turns true when the tasks are asked to stop (cancellation): a task returns once it does.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Asks every task to stop and waits for them; the first failure is returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.send_replace(true);
+        self.join_all().await
+    }
+
     /// The health view shared with `/healthz`.
     pub fn health(&self) -> Arc<TaskHealth> {
         self.health.clone()
@@ -135,6 +162,38 @@ mod tests {
         let snapshot = health.snapshot();
         assert_eq!(snapshot[0], ("forever", None));
         assert!(snapshot[1].1.as_deref().unwrap().contains("poison"));
+    }
+
+    #[tokio::test]
+    async fn stop_raises_the_signal_and_waits_for_every_task() {
+        let mut tasks = Supervisor::default();
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        for name in ["consume", "http"] {
+            let mut signal = tasks.shutdown_signal();
+            let finished = finished.clone();
+            tasks.spawn(name, async move {
+                signal.wait_for(|stop| *stop).await?;
+                finished.lock().unwrap().push(name);
+                Ok(())
+            });
+        }
+        tasks.stop().await.unwrap();
+        assert_eq!(finished.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_fails_while_stopping_is_reported_by_stop() {
+        let mut tasks = Supervisor::default();
+        let mut signal = tasks.shutdown_signal();
+        tasks.spawn("publish", async move {
+            signal.changed().await?;
+            anyhow::bail!("could not flush")
+        });
+        let error = tasks.stop().await.unwrap_err().to_string();
+        assert!(
+            error.contains("`publish`") && error.contains("flush"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
