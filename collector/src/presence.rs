@@ -215,3 +215,60 @@ fn refusal(me: &Presence, conflicts: &[&Presence]) -> anyhow::Error {
         others.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(p: &Presence) -> Vec<u8> {
+        serde_json::to_vec(p).unwrap()
+    }
+
+    #[test]
+    fn a_live_conflicting_presence_refuses_at_once() {
+        let me = Presence::new("sqlite", "stocksync-collector");
+        let other = Presence::new("sqlite", "stocksync-collector");
+        let mut w = Watch::default();
+        w.seen(&other.topic(), &body(&other));
+        assert!(w.verdict(&me, false).is_none(), "retained only: wait");
+        w.settled = true;
+        assert!(w.verdict(&me, false).is_none(), "not refreshed yet: wait");
+        w.seen(&other.topic(), &body(&other));
+        let refused = w.verdict(&me, false).unwrap().unwrap_err().to_string();
+        assert!(
+            refused.contains("another collector is connected"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_stale_or_cleared_presence_does_not_refuse() {
+        let me = Presence::new("sqlite", "stocksync-collector");
+        let ghost = Presence::new("sqlite", "stocksync-collector");
+        let mut w = Watch::default();
+        w.seen(&ghost.topic(), &body(&ghost));
+        w.settled = true;
+        assert!(
+            w.verdict(&me, true).unwrap().is_ok(),
+            "never refreshed: stale"
+        );
+        let mut w = Watch::default();
+        w.seen(&ghost.topic(), &body(&ghost));
+        w.settled = true;
+        w.seen(&ghost.topic(), &[]);
+        assert!(
+            w.verdict(&me, false).unwrap().is_ok(),
+            "cleared by its will"
+        );
+    }
+
+    #[test]
+    fn postgres_workers_conflict_only_with_sqlite_or_their_own_id() {
+        let w1 = Presence::new("postgres", "stocksync-collector-w1");
+        let w2 = Presence::new("postgres", "stocksync-collector-w2");
+        let sqlite = Presence::new("sqlite", "stocksync-collector");
+        assert!(!w1.conflicts_with(&w2));
+        assert!(w1.conflicts_with(&w1.clone()));
+        assert!(w1.conflicts_with(&sqlite) && sqlite.conflicts_with(&w1));
+    }
+}
