@@ -12,6 +12,7 @@ pub mod latency;
 pub mod load;
 pub mod orders;
 pub mod pipeline;
+pub mod postgres;
 pub mod raw;
 pub mod rss;
 pub mod smoke;

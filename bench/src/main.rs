@@ -2,7 +2,7 @@
 //! `stocksync-bench smoke` runs every figure at tiny sizes and fails if anything is wrong.
 
 use clap::{Parser, Subcommand};
-use stocksync_bench::{e2e, ingest, inputs, latency, orders, rss, smoke, store, util};
+use stocksync_bench::{e2e, ingest, inputs, latency, orders, postgres, rss, smoke, store, util};
 
 #[derive(Parser)]
 #[command(about = "stocksync benchmarks against the physical limit (see docs/BENCHMARKS.md)")]
@@ -23,6 +23,8 @@ enum Figure {
     Rss(rss::RssArgs),
     /// Backlog drain after an outage vs raw broker QoS 1 throughput.
     Drain(e2e::DrainArgs),
+    /// End-to-end movements/s on the PostgreSQL store at 1 and 2 workers vs raw INSERTs.
+    Postgres(postgres::PgArgs),
     /// Full projection rebuild from a generated ledger vs a raw scan of it.
     Rebuild(store::RebuildArgs),
     /// Stock query latency on a large projection vs the same SQL on a raw connection.
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         Figure::Latency(a) => latency::run(a)?,
         Figure::Rss(a) => rss::run(a)?,
         Figure::Drain(a) => e2e::drain(a)?,
+        Figure::Postgres(a) => postgres::run(a)?,
         Figure::Rebuild(a) => store::rebuild(a)?,
         Figure::Query(a) => store::query(a)?,
         Figure::Orders(a) => orders::run(a)?,

@@ -7,6 +7,10 @@
 //! be applied is kept in the rejects queue, never dropped. A payload of an unknown wire
 //! version is kept but not acknowledged to the agent, which keeps it too until an upgraded
 //! collector can read it.
+//!
+//! The store behind it is an [`Ingest`]: the SQLite ledger (one collector subscribes to
+//! every warehouse) or a PostgreSQL worker, which subscribes only to the warehouses it holds
+//! a lease on (`Subscriptions::Owned`) and follows the lease set as it changes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,38 +22,77 @@ use stocksync_common::topics;
 use stocksync_common::wire::{self, Ack, AckOutcome};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::ledger::{Ledger, LedgerError, Rejected};
+use crate::ledger::Rejected;
 use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::store::postgres::leases::Owned;
+use crate::store::Ingest;
 
 /// A batch on its way to disk, and what to tell whom when it gets there.
-struct Awaiting {
+struct Awaiting<E> {
     publish: Publish,
     ack_topic: String,
     agent_id: String,
     seqs: (u64, u64),
-    done: oneshot::Receiver<Result<AckOutcome, LedgerError>>,
+    done: oneshot::Receiver<Result<AckOutcome, E>>,
+}
+
+/// Which movement topics the consumer subscribes to.
+pub enum Subscriptions {
+    /// Every warehouse's (`stocksync/v1/+/movements`), as the one SQLite collector; its
+    /// session is persistent, so the broker keeps batches while it restarts.
+    All,
+    /// Those of the warehouses this PostgreSQL worker holds; the session is clean (a
+    /// warehouse may have moved to another worker meanwhile: what the broker held for a
+    /// dead worker, the agents resend after their ack timeout).
+    Owned {
+        worker_id: String,
+        owned: watch::Receiver<Owned>,
+    },
 }
 
 /// Consumes movement batches until `shutdown`.
-pub async fn run(
+pub async fn run<S: Ingest>(
     broker: BrokerConfig,
-    ledger: Ledger,
+    ledger: S,
     metrics: Arc<Metrics>,
     catalog: Vec<u8>,
+    mut subscriptions: Subscriptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut opts = stocksync_runtime::mqtt::options(&broker, "stocksync-collector", false)?;
+    let mut opts = options(&broker, &subscriptions)?;
     opts.set_manual_acks(true);
+    let presence = presence(&broker, &subscriptions)?;
+    presence.set_will(&mut opts);
     let (client, mut events) = AsyncClient::new(opts, 4096);
     events.set_network_options(stocksync_runtime::mqtt::network_options());
     // Acks go out in arrival order from their own task, so waiting for a commit never stalls
     // the event loop and batches keep flowing into the next group commit.
-    let (await_tx, await_rx) = mpsc::channel::<Awaiting>(4096);
+    let (await_tx, await_rx) = mpsc::channel::<Awaiting<S::Error>>(4096);
     let acker = tokio::spawn(send_acks(client.clone(), await_rx));
     let mut errors = stocksync_runtime::mqtt::LinkErrors::default();
+    // Warehouses subscribed to on the current connection (`Owned` only).
+    let mut subscribed = Owned::new();
+    // Announced again every half keep-alive, so a starting collector can tell this live
+    // presence from a stale retained one (see `presence`).
+    let mut announce =
+        tokio::time::interval(Duration::from_secs(broker.keep_alive_secs.max(5)) / 2);
+    let mut connected = false;
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = announce.tick() => {
+                if connected {
+                    presence.announce(&client).await?;
+                }
+                continue;
+            }
+            changed = owned_changed(&mut subscriptions) => {
+                if changed {
+                    follow(&client, &subscriptions, &mut subscribed).await?;
+                }
+                continue;
+            }
             e = events.poll() => e,
         };
         match event {
@@ -61,14 +104,30 @@ pub async fn run(
                 metrics.broker_connected.store(1, Ordering::Relaxed);
                 metrics.broker_connects.inc();
                 errors.clear();
-                client
-                    .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
-                    .await?;
+                connected = true;
+                presence.announce(&client).await?;
+                match &subscriptions {
+                    Subscriptions::All => {
+                        client
+                            .subscribe(topics::MOVEMENTS_FILTER, QoS::AtLeastOnce)
+                            .await?
+                    }
+                    Subscriptions::Owned { .. } => {
+                        subscribed.clear();
+                        follow(&client, &subscriptions, &mut subscribed).await?;
+                    }
+                }
                 // Retained, so an agent that connects later (or reconnects after days
                 // offline) receives the current catalog at once.
                 client
                     .publish(topics::CATALOG, QoS::AtLeastOnce, true, catalog.clone())
                     .await?;
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if !holds(&subscriptions, &p.topic) => {
+                // In flight when this worker gave the warehouse up: not applied here, no
+                // application ack; the agent resends it to the warehouse's new worker.
+                tracing::debug!(topic = %p.topic, "batch for a warehouse this worker no longer holds");
+                client.ack(&p).await?;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if let Some(awaiting) = receive(&client, &ledger, p).await? {
@@ -77,6 +136,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                connected = false;
                 metrics.broker_connected.store(0, Ordering::Relaxed);
                 let (text, new) = errors.record(&e);
                 if new && matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
@@ -93,18 +153,97 @@ pub async fn run(
     }
     drop(await_tx);
     let _ = acker.await;
+    let _ = presence.clear(&client).await;
     let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// The consumer's client options: a persistent session for the one SQLite collector, a
+/// clean one per PostgreSQL worker.
+fn options(
+    broker: &BrokerConfig,
+    subscriptions: &Subscriptions,
+) -> Result<rumqttc::MqttOptions, stocksync_common::config::ConfigError> {
+    match subscriptions {
+        Subscriptions::All => {
+            stocksync_runtime::mqtt::options(broker, "stocksync-collector", false)
+        }
+        Subscriptions::Owned { worker_id, .. } => stocksync_runtime::mqtt::options(
+            broker,
+            &format!("stocksync-collector-{worker_id}"),
+            true,
+        ),
+    }
+}
+
+/// What the consumer announces on the broker (see `presence`).
+pub fn presence(
+    broker: &BrokerConfig,
+    subscriptions: &Subscriptions,
+) -> Result<Presence, stocksync_common::config::ConfigError> {
+    let client_id = options(broker, subscriptions)?.client_id();
+    let backend = match subscriptions {
+        Subscriptions::All => "sqlite",
+        Subscriptions::Owned { .. } => "postgres",
+    };
+    Ok(Presence::new(backend, &client_id))
+}
+
+/// Resolves when the lease set changes (true), or never for `All`; false if the lease
+/// task has ended (then nothing changes any more).
+async fn owned_changed(subscriptions: &mut Subscriptions) -> bool {
+    match subscriptions {
+        Subscriptions::All => std::future::pending().await,
+        Subscriptions::Owned { owned, .. } => match owned.changed().await {
+            Ok(()) => true,
+            Err(_) => std::future::pending().await,
+        },
+    }
+}
+
+/// True unless this is a worker that does not hold the topic's warehouse.
+fn holds(subscriptions: &Subscriptions, topic: &str) -> bool {
+    match subscriptions {
+        Subscriptions::All => true,
+        Subscriptions::Owned { owned, .. } => {
+            topics::warehouse_of_movements_topic(topic).is_none_or(|w| owned.borrow().contains(w))
+        }
+    }
+}
+
+/// Subscribes to the movement topics of newly held warehouses and unsubscribes from those
+/// given up, so `subscribed` matches the lease set.
+async fn follow(
+    client: &AsyncClient,
+    subscriptions: &Subscriptions,
+    subscribed: &mut Owned,
+) -> anyhow::Result<()> {
+    let Subscriptions::Owned { owned, worker_id } = subscriptions else {
+        return Ok(());
+    };
+    let want = owned.borrow().clone();
+    for gone in subscribed.difference(&want) {
+        client.unsubscribe(topics::movements(gone)).await?;
+        tracing::info!(worker = %worker_id, warehouse = %gone, "unsubscribed");
+    }
+    for new in want.difference(subscribed) {
+        client
+            .subscribe(topics::movements(new), QoS::AtLeastOnce)
+            .await?;
+        tracing::info!(worker = %worker_id, warehouse = %new, "subscribed");
+    }
+    *subscribed = want;
     Ok(())
 }
 
 /// Decodes and queues one publish. A payload that cannot be applied (not a movements topic,
 /// oversized, undecodable, an agent id that cannot name an ack topic) is kept in the rejects
 /// queue and PUBACKed, so that no message can be redelivered forever or stop this consumer.
-async fn receive(
+async fn receive<S: Ingest>(
     client: &AsyncClient,
-    ledger: &Ledger,
+    ledger: &S,
     p: Publish,
-) -> anyhow::Result<Option<Awaiting>> {
+) -> anyhow::Result<Option<Awaiting<S::Error>>> {
     let topic = p.topic.clone();
     let received = match check(&p) {
         Ok(received) => received,
@@ -192,7 +331,7 @@ fn check(p: &Publish) -> Result<wire::Received, Refusal> {
     Ok(received)
 }
 
-async fn send_acks(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting>) {
+async fn send_acks<E: std::fmt::Display>(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting<E>>) {
     while let Some(a) = rx.recv().await {
         let outcome = match a.done.await {
             Ok(Ok(outcome)) => Some(outcome),

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod merge;
 pub mod metrics;
 pub mod orders;
+pub mod presence;
 pub mod projection;
 pub mod publish;
 pub mod rebuild;
@@ -29,6 +30,7 @@ pub mod records;
 pub mod replay;
 pub mod report;
 pub mod reserve;
+pub mod store;
 pub mod void;
 
 use std::net::SocketAddr;
@@ -77,14 +79,18 @@ pub struct Collector {
     /// The broker the collector uses (the embedded one's address when it runs one).
     pub broker: BrokerConfig,
     tasks: Supervisor,
-    /// Released (dropped) only after every task has stopped.
-    _lock: lock::LedgerLock,
+    /// Released (dropped) only after every task has stopped; none for a PostgreSQL worker.
+    _lock: Option<lock::LedgerLock>,
 }
 
 impl Collector {
     /// Binds its port and locks the ledger, starts the embedded broker if no external one
     /// is configured, and starts consuming and serving.
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
+        let store = store::StoreConfig::from_table(&config.store)?;
+        if store.backend == store::Backend::Postgres {
+            return store::postgres::worker::start(config, store).await;
+        }
         // Everything that can fail without touching the broker comes first: a second
         // collector on the same port or ledger fails here, having written nothing and
         // without taking the running one's broker session.
@@ -108,7 +114,12 @@ impl Collector {
             catalog.clone(),
         )?);
         let broker = match config.broker.clone() {
-            Some(b) => b,
+            Some(b) => {
+                // A second collector on the same broker fails here, before it takes the
+                // running one's session (the embedded broker's port already refuses one).
+                presence::check(&b, &consume::presence(&b, &consume::Subscriptions::All)?).await?;
+                b
+            }
             None => {
                 let e = &config.embedded_broker;
                 broker::start_embedded(e.listen, e.max_payload_bytes)?;
@@ -145,6 +156,7 @@ impl Collector {
                 ledger.clone(),
                 metrics.clone(),
                 catalog.to_json(),
+                consume::Subscriptions::All,
                 watch_rx.clone(),
             ),
         );
@@ -202,7 +214,7 @@ impl Collector {
             http_addr,
             broker,
             tasks,
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 

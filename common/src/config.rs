@@ -362,6 +362,10 @@ pub struct CollectorConfig {
     /// Daily report and alert thresholds, and where alerts go.
     #[serde(default)]
     pub operations: OperationsConfig,
+    /// Where stock is kept (`[store]`): SQLite (default) or PostgreSQL; its types live with
+    /// the collector's store code, which checks this table at start-up.
+    #[serde(default)]
+    pub store: toml::Table,
 }
 
 impl CollectorConfig {

@@ -16,7 +16,7 @@ mod orders;
 mod ready;
 mod reports;
 mod reservations;
-mod stock;
+pub(crate) mod stock;
 mod voids;
 
 use std::sync::atomic::Ordering;

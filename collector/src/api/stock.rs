@@ -154,7 +154,10 @@ pub async fn by_location(
 /// The bin-less row appears beneath (`bin: null`) only for stock not assigned to a bin
 /// (bin-less receipts, warehouse-level count differences): holds, `in_transit` and
 /// `incoming` belong to the warehouse, not to a shelf.
-fn warehouses(rows: &[StockRow], holds: &BTreeMap<String, i64>) -> Vec<serde_json::Value> {
+pub(crate) fn warehouses(
+    rows: &[StockRow],
+    holds: &BTreeMap<String, i64>,
+) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = Vec::new();
     for chunk in rows.chunk_by(|a, b| a.warehouse == b.warehouse) {
         let warehouse = &chunk[0].warehouse;

@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod postgres;
+
 use serde_json::Value;
 use stocksync_common::config::{AgentConfig, CollectorConfig};
 
@@ -101,6 +103,14 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        Proc {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Wraps a child spawned elsewhere (e.g. under another user), with the same drop.
+    pub fn from_child(child: Child, log: PathBuf) -> Proc {
         Proc {
             child: Some(child),
             log,

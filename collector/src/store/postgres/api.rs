@@ -1,0 +1,243 @@
+//! The HTTP API of a PostgreSQL worker: the stock reads, served by any worker from the
+//! shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
+//! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
+//! `501 {"error": "not_supported_on_backend", ...}`: a client learns that at once, and never
+//! gets an answer computed from data this backend does not keep.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use stocksync_common::catalog::Catalog;
+use stocksync_runtime::supervisor::TaskHealth;
+
+use super::Pool;
+use crate::api::stock::{warehouses, StockRow};
+use crate::merge::States;
+use crate::metrics::Metrics;
+
+/// What the worker's handlers share.
+pub struct PgApp {
+    pub pool: Pool,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Arc<Metrics>,
+    pub tasks: Arc<TaskHealth>,
+    pub worker_id: String,
+    /// The warehouses this worker holds a lease on.
+    pub owned: tokio::sync::watch::Receiver<super::leases::Owned>,
+}
+
+/// The worker's routes.
+pub fn router(app: Arc<PgApp>) -> Router {
+    Router::new()
+        .route("/v1/stock", get(by_location))
+        .route("/v1/stock/:sku", get(by_sku))
+        .route("/healthz", get(healthz))
+        .fallback(not_supported)
+        .with_state(app)
+}
+
+fn error(status: StatusCode, error: &str, field: Option<&str>, detail: String) -> Response {
+    (
+        status,
+        Json(json!({"error": error, "field": field, "detail": detail})),
+    )
+        .into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "postgres read failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store unavailable",
+        None,
+        "the stock store could not be read; retry".into(),
+    )
+}
+
+async fn not_supported(uri: Uri) -> Response {
+    unsupported(uri.path())
+}
+
+fn unsupported(path: &str) -> Response {
+    error(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_supported_on_backend",
+        None,
+        format!(
+            "`{}` is not served by the postgres backend yet (see docs/SCALING.md); use the sqlite backend for it",
+            path
+        ),
+    )
+}
+
+const COLUMNS: &str =
+    "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
+
+fn stock_row(r: &tokio_postgres::Row) -> StockRow {
+    let states = States {
+        available: r.get(3),
+        reserved: r.get(4),
+        damaged: r.get(5),
+        quality_control: r.get(6),
+        in_transit: r.get(7),
+        incoming: r.get(8),
+    };
+    let bin: String = r.get(2);
+    StockRow {
+        sku: r.get(0),
+        warehouse: r.get(1),
+        bin: (!bin.is_empty()).then_some(bin),
+        on_hand: states.on_hand(),
+        states,
+    }
+}
+
+async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Response {
+    if app.catalog.bundle(&sku).is_some() {
+        // The bundle view needs holds and component rules this backend does not keep yet.
+        return unsupported(&format!("/v1/stock/{sku} (a bundle)"));
+    }
+    let rows = match read(
+        &app,
+        &format!("SELECT {COLUMNS} FROM stock WHERE sku = $1 ORDER BY warehouse, bin"),
+        &[&sku],
+    )
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return internal(e),
+    };
+    let in_catalog = app.catalog.config().skus.iter().any(|s| s.id == sku);
+    if rows.is_empty() && !in_catalog {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not found",
+            Some("sku"),
+            format!("SKU `{sku}` is not in the catalog and has no stock"),
+        );
+    }
+    let mut total = States::default();
+    for row in &rows {
+        total.add(&row.states);
+    }
+    // No reservations on this backend yet, so no holds to show apart.
+    let holds = BTreeMap::new();
+    Json(json!({
+        "sku": sku,
+        "on_hand": total.on_hand(),
+        "total": total,
+        "warehouses": warehouses(&rows, &holds),
+        "locations": rows,
+        "bundle": null,
+    }))
+    .into_response()
+}
+
+async fn by_location(
+    State(app): State<Arc<PgApp>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !["location", "limit"].contains(&k.as_str()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad request",
+            Some(k),
+            format!("unknown parameter `{k}`"),
+        );
+    }
+    let Some(location) = q.get("location").cloned() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad request",
+            Some("location"),
+            "give `location=<warehouse>` or `<warehouse>/<bin>`".into(),
+        );
+    };
+    let limit = match q.get("limit").map(|l| l.parse::<i64>()) {
+        None => 1000,
+        Some(Ok(n)) => n.clamp(1, 100_000),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad request",
+                Some("limit"),
+                "`limit` must be a whole number".into(),
+            )
+        }
+    };
+    let rows = match location.split_once('/') {
+        Some((warehouse, bin)) => {
+            let sql = format!("SELECT {COLUMNS} FROM stock WHERE warehouse = $1 AND bin = $2 ORDER BY sku LIMIT $3");
+            read(&app, &sql, &[&warehouse, &bin, &limit]).await
+        }
+        None => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM stock WHERE warehouse = $1 ORDER BY sku, bin LIMIT $2"
+            );
+            read(&app, &sql, &[&location, &limit]).await
+        }
+    };
+    match rows {
+        Ok(rows) => Json(json!({"location": location, "items": rows})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn read(
+    app: &PgApp,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<StockRow>, tokio_postgres::Error> {
+    let conn = app.pool.get().await?;
+    Ok(conn
+        .query(sql, params)
+        .await?
+        .iter()
+        .map(stock_row)
+        .collect())
+}
+
+async fn healthz(State(app): State<Arc<PgApp>>) -> Response {
+    let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
+    let running = app.tasks.all_running();
+    let database = app.pool.get().await.is_ok();
+    let (status, word) = match (running, connected && database) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
+    };
+    let tasks: serde_json::Map<String, serde_json::Value> = app
+        .tasks
+        .snapshot()
+        .into_iter()
+        .map(|(name, ended)| {
+            (
+                name.to_string(),
+                json!(ended.unwrap_or_else(|| "running".into())),
+            )
+        })
+        .collect();
+    (
+        status,
+        Json(json!({
+            "status": word,
+            "backend": "postgres",
+            "worker_id": app.worker_id,
+            "warehouses": app.owned.borrow().clone(),
+            "broker": if connected { "connected" } else { "disconnected" },
+            "database": if database { "connected" } else { "unreachable" },
+            "tasks": tasks,
+        })),
+    )
+        .into_response()
+}

@@ -1,0 +1,145 @@
+//! The PostgreSQL store: several collector workers on one database.
+//!
+//! Each batch is one transaction (`ingest`): exactly-once ledger rows by
+//! `UNIQUE (agent_id, seq)`, the projection of what was new (`project`, the SQLite path's
+//! pure code), an outbox row per changed SKU, commit, then the agent's ack. Workers share
+//! the warehouses out through leases (`leases`); any worker serves the HTTP reads (`api`).
+//! What the SQLite collector does beyond that is listed in docs/SCALING.md and answered
+//! `501 not_supported_on_backend` here, never with a wrong number.
+
+pub mod api;
+mod ingest;
+pub mod leases;
+mod pool;
+mod project;
+pub mod schema;
+pub mod worker;
+
+use std::sync::Arc;
+
+use stocksync_common::wire::{self, AckOutcome};
+use tokio::sync::oneshot;
+
+use crate::authority::Authority;
+use crate::intake::Intake;
+use crate::ledger::Rejected;
+use crate::metrics::Metrics;
+use crate::store::{Done, Ingest};
+
+pub use pool::Pool;
+
+/// PostgreSQL store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres store is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Config(#[from] crate::store::config::StoreConfigError),
+}
+
+impl PgError {
+    /// A deadlock or serialization failure: the transaction may simply run again.
+    pub fn is_retryable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            PgError::Postgres(e) => matches!(
+                e.code(),
+                Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// What decides each new movement's fate: the same policies as the SQLite ledger.
+pub struct Policies {
+    /// Recorded beside every ledger row this worker inserts.
+    pub worker_id: String,
+    pub authority: Authority,
+    pub intake: Intake,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    policies: Arc<Policies>,
+    metrics: Arc<Metrics>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    stocksync_common::input::now().unix_ms
+}
+
+impl PgStore {
+    /// Connects, applies the migrations, and returns the store.
+    pub async fn open(
+        url: &str,
+        pool_size: usize,
+        policies: Policies,
+        metrics: Arc<Metrics>,
+    ) -> Result<PgStore, PgError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let pool = Pool::new(config, pool_size);
+        schema::migrate(&mut *pool.get().await?).await?;
+        Ok(PgStore {
+            pool,
+            policies: Arc::new(policies),
+            metrics,
+        })
+    }
+
+    /// A separate pool on the same database, so that leases and reads never wait behind
+    /// a burst of batches holding every ingest connection.
+    pub fn side_pool(&self, size: usize) -> Pool {
+        self.pool.sibling(size)
+    }
+}
+
+impl Ingest for PgStore {
+    type Error = PgError;
+
+    /// Runs the batch's transaction on a pooled connection in its own task, so batches of
+    /// different warehouses commit in parallel; the answer comes after COMMIT.
+    async fn apply(
+        &self,
+        received: wire::Received,
+        payload: Vec<u8>,
+        topic: String,
+    ) -> Result<Done<PgError>, PgError> {
+        let (reply, done) = oneshot::channel();
+        let mut conn = self.pool.get().await?;
+        let (policies, metrics) = (self.policies.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            let incoming = ingest::Incoming {
+                batch: &received.batch,
+                payload: &payload,
+                parts: &received.parts,
+                topic: &topic,
+            };
+            let result = ingest::apply(&mut conn, &policies, &incoming).await;
+            let answer = result.map(|(outcome, policy_rejects): (AckOutcome, u32)| {
+                metrics.commits.inc();
+                metrics.count_outcome(&outcome);
+                metrics.rejects.add(u64::from(policy_rejects));
+                outcome
+            });
+            if let Err(e) = &answer {
+                tracing::error!(agent = %received.batch.agent_id, error = %e, "batch not applied");
+            }
+            let _ = reply.send(answer);
+        });
+        Ok(done)
+    }
+
+    async fn reject(&self, rejected: Rejected) -> Result<(), PgError> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        ingest::store_reject(&tx, &rejected).await?;
+        tx.commit().await?;
+        self.metrics.rejects.inc();
+        Ok(())
+    }
+}

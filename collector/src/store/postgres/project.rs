@@ -1,0 +1,313 @@
+//! The projection of one batch's new ledger rows in PostgreSQL, computed by the same pure
+//! code as the SQLite projection: `merge::change` for what a movement does, `projection::split`
+//! for its physical part and the part counts never touch, `replay::Replay` for a
+//! (SKU, warehouse) whose order-dependent movements (counts, inspections, write-offs) need a
+//! replay from the ledger. The rule is `projection`'s: a delta ordered after its key's
+//! latest barrier is added; a barrier, or a delta ordered before one, replays the whole
+//! (SKU, warehouse) from the ledger and writes every bin's physical states.
+//!
+//! Every (SKU, warehouse) the batch touches (its own, and a transfer's peer for
+//! `in_transit`) is locked first, in one global order (a transaction-scoped advisory lock on
+//! a hash of the pair, taken in ascending order), so two workers never interleave on a row
+//! and never deadlock on each other's locks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sha2::Digest;
+use stocksync_common::wire;
+use tokio_postgres::Transaction;
+
+use super::PgError;
+use crate::authority::{parse_returns_to, Treatment};
+use crate::ledger::StockKey;
+use crate::merge::{self, Change, States};
+use crate::projection::{key_at, split, Entry, Order};
+use crate::replay::{is_barrier, Replay};
+
+/// (SKU, warehouse): the unit of locking and of replay.
+type Group = (String, String);
+
+/// Projects `entries` (new in this transaction); returns the SKUs whose stock changed.
+pub async fn project(
+    tx: &Transaction<'_>,
+    entries: &[Entry],
+    now: i64,
+) -> Result<BTreeSet<String>, PgError> {
+    let mut groups: BTreeMap<Group, Vec<&Entry>> = BTreeMap::new();
+    let mut elsewhere: BTreeMap<StockKey, States> = BTreeMap::new();
+    for e in entries {
+        let sku = e.movement.sku.0.clone();
+        groups
+            .entry((sku.clone(), e.movement.location.warehouse.clone()))
+            .or_default()
+            .push(e);
+        if let Change::Deltas(effects) = merge::change(&e.movement, e.returns_to) {
+            for eff in effects.into_iter().filter(|_| e.treatment.has_effect()) {
+                let (_, other) = split(eff.delta);
+                if other != States::default() {
+                    elsewhere
+                        .entry(key_at(&sku, &eff.location))
+                        .or_default()
+                        .add(&other);
+                }
+            }
+        }
+    }
+    let mut locked: Vec<Group> = groups.keys().cloned().collect();
+    locked.extend(
+        elsewhere
+            .keys()
+            .map(|k| (k.sku.clone(), k.warehouse.clone())),
+    );
+    lock(tx, &locked).await?;
+    let mut last = last_barriers(tx, groups.keys()).await?;
+    let mut changed = BTreeSet::new();
+    // Every incremental delta of the batch, summed per row and written in one statement.
+    let mut deltas = elsewhere;
+    for ((sku, warehouse), members) in &groups {
+        let last = last.entry((sku.clone(), warehouse.clone())).or_default();
+        match project_group(tx, sku, warehouse, members, last, now).await? {
+            GroupChange::Rebuilt => {
+                changed.insert(sku.clone());
+            }
+            GroupChange::Deltas(group) => {
+                for (bin, delta) in group {
+                    let key = StockKey {
+                        sku: sku.clone(),
+                        warehouse: warehouse.clone(),
+                        bin,
+                    };
+                    deltas.entry(key).or_default().add(&delta);
+                }
+            }
+        }
+    }
+    changed.extend(deltas.keys().map(|k| k.sku.clone()));
+    add(tx, &deltas, now).await?;
+    Ok(changed)
+}
+
+/// What projecting one (SKU, warehouse) did.
+enum GroupChange {
+    /// Replayed from the ledger and written.
+    Rebuilt,
+    /// Deltas per bin, still to be added.
+    Deltas(BTreeMap<String, States>),
+}
+
+/// Takes the advisory locks of `groups` in ascending lock-id order, in one statement
+/// (PostgreSQL evaluates a volatile output expression after the `ORDER BY`).
+async fn lock(tx: &Transaction<'_>, groups: &[Group]) -> Result<(), PgError> {
+    let mut ids: Vec<i64> = groups.iter().map(lock_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS t(id) ORDER BY id",
+        &[&ids],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stable 64-bit id of a (SKU, warehouse), the same in every worker.
+fn lock_id((sku, warehouse): &Group) -> i64 {
+    let mut h = sha2::Sha256::new();
+    h.update(sku.as_bytes());
+    h.update([0]);
+    h.update(warehouse.as_bytes());
+    let digest = h.finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Projects the new entries of one (SKU, warehouse); `last` holds its bins' latest barriers.
+async fn project_group(
+    tx: &Transaction<'_>,
+    sku: &str,
+    warehouse: &str,
+    members: &[&Entry],
+    last: &mut HashMap<String, Order>,
+    now: i64,
+) -> Result<GroupChange, PgError> {
+    let mut replay = false;
+    let mut deltas: BTreeMap<String, States> = BTreeMap::new();
+    for e in members {
+        let bin = e.movement.location.bin_key().to_string();
+        let before =
+            |b: &str, last: &HashMap<String, Order>| last.get(b).is_some_and(|c| e.order() < *c);
+        if is_barrier(e) {
+            replay = true;
+            if !before(&bin, last) {
+                note_barrier(tx, e).await?;
+                last.insert(bin.clone(), e.order());
+            }
+            continue;
+        }
+        let Change::Deltas(effects) = merge::change(&e.movement, e.returns_to) else {
+            continue;
+        };
+        if !e.treatment.has_effect() {
+            continue;
+        }
+        for eff in effects {
+            let (physical, _) = split(eff.delta);
+            if physical == States::default() || eff.location.warehouse != warehouse {
+                continue;
+            }
+            if before(&bin, last) || (!bin.is_empty() && before("", last)) {
+                replay = true;
+            }
+            deltas.entry(bin.clone()).or_default().add(&physical);
+        }
+    }
+    if replay {
+        rebuild(tx, sku, warehouse, now).await?;
+        return Ok(GroupChange::Rebuilt);
+    }
+    Ok(GroupChange::Deltas(deltas))
+}
+
+/// The latest barrier of every bin of the `groups`, in one query.
+async fn last_barriers(
+    tx: &Transaction<'_>,
+    groups: impl Iterator<Item = &Group>,
+) -> Result<HashMap<Group, HashMap<String, Order>>, PgError> {
+    let (skus, warehouses): (Vec<&str>, Vec<&str>) =
+        groups.map(|(s, w)| (s.as_str(), w.as_str())).unzip();
+    let rows = tx
+        .query(
+            "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.agent_id, c.seq
+             FROM stock_last_count c JOIN unnest($1::text[], $2::text[]) AS g(sku, warehouse)
+               ON c.sku = g.sku AND c.warehouse = g.warehouse",
+            &[&skus, &warehouses],
+        )
+        .await?;
+    let mut last: HashMap<Group, HashMap<String, Order>> = HashMap::new();
+    for r in &rows {
+        last.entry((r.get(0), r.get(1)))
+            .or_default()
+            .insert(r.get(2), (r.get(3), r.get(4), r.get::<_, i64>(5) as u64));
+    }
+    Ok(last)
+}
+
+/// Remembers the latest barrier of a key, so later deltas know whether they may be added.
+async fn note_barrier(tx: &Transaction<'_>, e: &Entry) -> Result<(), PgError> {
+    let key = e.key();
+    tx.execute(
+        "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            occurred_at_ms = excluded.occurred_at_ms, agent_id = excluded.agent_id, seq = excluded.seq",
+        &[
+            &key.sku,
+            &key.warehouse,
+            &key.bin,
+            &e.movement.occurred_at.unix_ms,
+            &e.agent_id,
+            &(e.movement.seq as i64),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Replays every movement of a (SKU, warehouse) from the ledger in the replay order and
+/// writes each bin's physical states (`in_transit` and `incoming` are sums, kept apart).
+async fn rebuild(
+    tx: &Transaction<'_>,
+    sku: &str,
+    warehouse: &str,
+    now: i64,
+) -> Result<(), PgError> {
+    let rows = tx
+        .query(
+            "SELECT agent_id, treatment, returns_to, payload FROM ledger
+             WHERE sku = $1 AND warehouse = $2 AND treatment IN ('apply', 'provisional', 'conflict')",
+            &[&sku, &warehouse],
+        )
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let payload: &[u8] = r.get(3);
+        let movement = wire::decode_movement(payload).map_err(|e| {
+            PgError::Corrupt(format!(
+                "ledger row of agent `{}`: {e}",
+                r.get::<_, &str>(0)
+            ))
+        })?;
+        entries.push(Entry {
+            agent_id: r.get(0),
+            treatment: Treatment::parse(r.get(1)),
+            returns_to: parse_returns_to(r.get(2)),
+            movement,
+        });
+    }
+    entries.sort_by_cached_key(Entry::order);
+    let mut replay = Replay::new(warehouse);
+    for e in &entries {
+        replay.apply(e);
+    }
+    for (bin, s) in replay.bins() {
+        tx.execute(
+            "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+                available = excluded.available, reserved = excluded.reserved,
+                damaged = excluded.damaged, quality_control = excluded.quality_control,
+                updated_at_ms = excluded.updated_at_ms",
+            &[
+                &sku,
+                &warehouse,
+                bin,
+                &s.available,
+                &s.reserved,
+                &s.damaged,
+                &s.quality_control,
+                &now,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Adds each delta to its stock row, in one statement (one delta per row: summed before).
+async fn add(
+    tx: &Transaction<'_>,
+    deltas: &BTreeMap<StockKey, States>,
+    now: i64,
+) -> Result<(), PgError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let keys = deltas.keys();
+    let sku: Vec<&str> = keys.clone().map(|k| k.sku.as_str()).collect();
+    let warehouse: Vec<&str> = keys.clone().map(|k| k.warehouse.as_str()).collect();
+    let bin: Vec<&str> = keys.map(|k| k.bin.as_str()).collect();
+    let column = |f: fn(&States) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
+    tx.execute(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
+         SELECT *, $10 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            available = stock.available + excluded.available,
+            reserved = stock.reserved + excluded.reserved,
+            damaged = stock.damaged + excluded.damaged,
+            quality_control = stock.quality_control + excluded.quality_control,
+            in_transit = stock.in_transit + excluded.in_transit,
+            incoming = stock.incoming + excluded.incoming,
+            updated_at_ms = excluded.updated_at_ms",
+        &[
+            &sku,
+            &warehouse,
+            &bin,
+            &column(|s| s.available),
+            &column(|s| s.reserved),
+            &column(|s| s.damaged),
+            &column(|s| s.quality_control),
+            &column(|s| s.in_transit),
+            &column(|s| s.incoming),
+            &now,
+        ],
+    )
+    .await?;
+    Ok(())
+}

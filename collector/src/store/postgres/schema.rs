@@ -1,0 +1,138 @@
+//! The PostgreSQL schema as ordered, versioned migrations, applied at start in one
+//! transaction under an advisory lock (workers starting together apply each step once) and
+//! recorded in `schema_migrations`. A step is never edited once released; a change is a new
+//! step.
+
+use tokio_postgres::Client;
+
+/// `(version, SQL)`, oldest first.
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+
+const V1: &str = "
+CREATE TABLE agents (
+    agent_id TEXT PRIMARY KEY,
+    journal_id BIGINT NOT NULL,
+    warehouse TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    clock_skew_ms BIGINT
+);
+CREATE TABLE ledger (
+    id BIGSERIAL PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    occurred_at_ms BIGINT NOT NULL,
+    received_at_ms BIGINT NOT NULL,
+    payload BYTEA NOT NULL,
+    treatment TEXT NOT NULL,
+    returns_to TEXT NOT NULL,
+    transfer TEXT,
+    peer TEXT,
+    order_ref TEXT,
+    -- The worker whose transaction inserted the row (operations; the failover test).
+    applied_by TEXT NOT NULL,
+    UNIQUE (agent_id, seq)
+);
+CREATE INDEX ledger_by_stock ON ledger (sku, warehouse, bin);
+CREATE TABLE stock (
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    available BIGINT NOT NULL DEFAULT 0,
+    reserved BIGINT NOT NULL DEFAULT 0,
+    damaged BIGINT NOT NULL DEFAULT 0,
+    quality_control BIGINT NOT NULL DEFAULT 0,
+    in_transit BIGINT NOT NULL DEFAULT 0,
+    incoming BIGINT NOT NULL DEFAULT 0,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (sku, warehouse, bin)
+);
+CREATE INDEX stock_by_location ON stock (warehouse, bin);
+CREATE TABLE stock_last_count (
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    occurred_at_ms BIGINT NOT NULL,
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (sku, warehouse, bin)
+);
+CREATE TABLE rejects (
+    id BIGSERIAL PRIMARY KEY,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    seen_count BIGINT NOT NULL DEFAULT 1,
+    topic TEXT NOT NULL,
+    agent_id TEXT,
+    first_seq BIGINT,
+    last_seq BIGINT,
+    reason TEXT NOT NULL,
+    field TEXT,
+    payload BYTEA NOT NULL,
+    payload_sha256 BYTEA NOT NULL,
+    UNIQUE (topic, payload_sha256)
+);
+CREATE TABLE outbox (
+    id BIGSERIAL PRIMARY KEY,
+    sku TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE workers (
+    worker_id TEXT PRIMARY KEY,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE leases (
+    warehouse TEXT PRIMARY KEY,
+    worker_id TEXT,
+    expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    generation BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE lease_history (
+    id BIGSERIAL PRIMARY KEY,
+    warehouse TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    taken_at TIMESTAMPTZ NOT NULL,
+    previous_worker TEXT,
+    previous_expires_at TIMESTAMPTZ NOT NULL
+);
+";
+
+/// Any lock id both sides agree on; only migrations take it.
+const MIGRATION_LOCK: i64 = 0x5354_4f43_4b53_594e;
+
+/// Applies every migration the database lacks; returns the schema version.
+pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut version = current;
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
+            .await?;
+        version = *v;
+    }
+    tx.commit().await?;
+    if version != current {
+        tracing::info!(from = current, to = version, "postgres schema migrated");
+    }
+    Ok(version)
+}

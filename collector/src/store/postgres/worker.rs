@@ -1,0 +1,111 @@
+//! Starting one collector worker on the PostgreSQL store: the HTTP reads, the lease task
+//! and a consumer that follows the leases. What a worker does not do yet (channel
+//! publishing, orders, reservations, alerts) it refuses to be configured for, rather than
+//! silently not doing it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stocksync_common::catalog::Catalog;
+use stocksync_common::config::CollectorConfig;
+use stocksync_runtime::supervisor::Supervisor;
+use tokio::sync::watch;
+
+use super::api::{self, PgApp};
+use super::leases::{self, Leases, Owned};
+use super::{PgStore, Policies};
+use crate::authority::Authority;
+use crate::consume::{self, Subscriptions};
+use crate::intake::Intake;
+use crate::metrics::Metrics;
+use crate::store::StoreConfig;
+use crate::Collector;
+
+/// The warehouses the workers share out: `[store] warehouses`, `[[locations]]` and the
+/// catalog's location aliases.
+pub fn warehouses(config: &CollectorConfig, store: &StoreConfig) -> Vec<String> {
+    let mut all: Vec<String> = store.warehouses.clone();
+    all.extend(config.locations.iter().map(|l| l.warehouse.clone()));
+    all.extend(config.catalog.locations.iter().map(|l| l.warehouse.clone()));
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// Starts a worker; `store` is the checked `[store]` table with `backend = "postgres"`.
+pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Result<Collector> {
+    let listen = config.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
+    if !config.channels.channel.is_empty() {
+        anyhow::bail!("[store] backend = \"postgres\" does not publish to channels yet (docs/SCALING.md); remove the [[channels.channel]] entries or use the sqlite backend");
+    }
+    let Some(broker) = config.broker.clone() else {
+        anyhow::bail!("[store] backend = \"postgres\" needs an external [broker] that every worker and agent shares; the embedded broker is for one SQLite collector");
+    };
+    let worker_id = store.worker_id.clone().unwrap_or_default();
+    let shared = warehouses(&config, &store);
+    if shared.is_empty() {
+        anyhow::bail!("[store] backend = \"postgres\": no warehouses to share out among workers; list them in [store] warehouses or [[locations]]");
+    }
+    let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
+    let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
+    let http_addr = listener.local_addr()?;
+    let server = stocksync_runtime::server::Server::new(
+        listener,
+        config.http.tls.as_ref(),
+        config.http.limits.clone(),
+    )?;
+    let metrics = Arc::new(Metrics::default());
+    let policies = Policies {
+        worker_id: worker_id.clone(),
+        authority: Authority::new(&config.locations),
+        intake: Intake::new(config.ledger.max_future_skew_secs, Some(&catalog)),
+    };
+    let pg = PgStore::open(&store.url()?, store.pool_size, policies, metrics.clone()).await?;
+    let lease = Duration::from_secs(store.lease_secs);
+    let leases = Leases::new(pg.side_pool(1), worker_id.clone(), lease, &shared).await?;
+    let (owned_tx, owned_rx) = watch::channel(Owned::new());
+    let subscriptions = Subscriptions::Owned {
+        worker_id: worker_id.clone(),
+        owned: owned_rx.clone(),
+    };
+    crate::presence::check(&broker, &consume::presence(&broker, &subscriptions)?).await?;
+    let mut tasks = Supervisor::default();
+    let watch_rx = tasks.shutdown_signal();
+    tasks.spawn("leases", leases::run(leases, owned_tx, watch_rx.clone()));
+    tasks.spawn(
+        "consume",
+        consume::run(
+            broker.clone(),
+            pg.clone(),
+            metrics.clone(),
+            catalog.to_json(),
+            subscriptions,
+            watch_rx.clone(),
+        ),
+    );
+    let scheme = server.scheme();
+    let router = api::router(Arc::new(PgApp {
+        pool: pg.side_pool(store.pool_size),
+        catalog,
+        metrics,
+        tasks: tasks.health(),
+        worker_id: worker_id.clone(),
+        owned: owned_rx,
+    }));
+    let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
+    let http_shutdown = watch_rx;
+    tasks.spawn("http", async move {
+        server.serve(router, http_shutdown).await?;
+        Ok(())
+    });
+    tracing::info!(%http_addr, scheme, worker = %worker_id, warehouses = shared.len(), "collector worker listening (postgres store)");
+    Ok(Collector {
+        http_addr,
+        broker,
+        tasks,
+        _lock: None,
+    })
+}
