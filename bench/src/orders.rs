@@ -39,6 +39,12 @@ pub struct OrdersArgs {
     /// Units of the hot SKU.
     #[arg(long, default_value_t = 100)]
     pub units: u64,
+    /// Orders per second for the paced (open-loop) latency run.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of the paced run.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
 }
 
 const WAREHOUSES: [&str; 3] = ["ams", "chi", "sin"];
@@ -134,6 +140,10 @@ fn straight(
         ["web".to_string()],
         Arc::new(Catalog::default()),
     )?);
+    // The HTTP run routes at the wall clock: so does this one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
     let mut prepared = Vec::with_capacity(args.orders);
     for i in 0..args.orders {
         let request = OrderRequest::parse(body(i, args.skus, 3).to_string().as_bytes())?;
@@ -141,13 +151,13 @@ fn straight(
         prepared.push(Prepared {
             body: serde_json::to_value(&request)?,
             expires_at_ms: None,
-            routed_at: request.routed_at(0)?,
+            routed_at: request.routed_at(now)?,
             request,
             demand,
             idempotency_key: None,
+            by: "bench".into(),
         });
     }
-    let now = 1_795_000_000_000;
     let start = Instant::now();
     rt.block_on(async {
         let queue = Arc::new(Mutex::new(prepared));
@@ -223,8 +233,76 @@ pub fn run(args: &OrdersArgs) -> anyhow::Result<Vec<Row>> {
             args.orders, args.clients
         ),
     }];
+    rows.push(paced(args, &rt, &dir)?);
     rows.push(race(args, &rt, &dir)?);
     Ok(rows)
+}
+
+/// Orders sent open-loop at `args.rate`: each latency counts from when the order was due, so
+/// a slow answer also delays nobody's clock (no coordinated omission).
+fn paced(args: &OrdersArgs, rt: &tokio::runtime::Runtime, dir: &TempDir) -> anyhow::Result<Row> {
+    let path = dir.join("paced.db");
+    let n = ((args.rate * args.seconds).ceil() as usize).max(1);
+    stock(&path, args.skus, i64::try_from(n)?.saturating_mul(3))?;
+    let collector = start(&path, rt)?;
+    let url = format!("http://{}/v1/orders", collector.http_addr);
+    let bodies: Arc<Vec<String>> =
+        Arc::new((0..n).map(|i| body(i, args.skus, 3).to_string()).collect());
+    // Enough threads that a slow answer never holds back the next due order.
+    let threads = ((args.rate / 50.0) as usize).clamp(4, 64);
+    let next = Arc::new(AtomicUsize::new(0));
+    let out = Arc::new(Mutex::new(Samples::default()));
+    let begin = Instant::now() + Duration::from_millis(50);
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (bodies, next, out, url) = (bodies.clone(), next.clone(), out.clone(), url.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let http = client();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(b) = bodies.get(i) else {
+                        return Ok(());
+                    };
+                    let due = begin + interval.mul_f64(i as f64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let (status, text) = post(&http, &url, b)?;
+                    anyhow::ensure!(status == 201, "{status} {text}");
+                    out.lock().expect("samples").push(due.elapsed());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    rt.block_on(collector.stop())?;
+    let mut lat = std::mem::take(&mut *out.lock().expect("samples"));
+    let p99 = lat.quantile_ms(0.99);
+    // The floor of any durable answer here: one SQLite commit (WAL, fsync) on the same disk.
+    let mut commit = crate::raw::sqlite_commit_latency(&dir.join("commit.db"), 500)?;
+    Ok(Row {
+        figure: format!(
+            "orders of 3 lines paced at {}/s over HTTP for {} s",
+            args.rate, args.seconds
+        ),
+        result: format!("p50 {:.2} / p99 {p99:.2} ms", lat.quantile_ms(0.5)),
+        limit: format!(
+            "one raw SQLite commit: p50 {:.2} / p99 {:.2} ms",
+            commit.quantile_ms(0.5),
+            commit.quantile_ms(0.99)
+        ),
+        ratio: None,
+        target: "p99 < 10 ms at 1,000/s".into(),
+        met: (args.rate >= 1000.0).then_some(p99 < 10.0),
+        command: format!(
+            "stocksync-bench orders --rate {} --seconds {}",
+            args.rate, args.seconds
+        ),
+    })
 }
 
 /// `racers` clients at once, one unit each, for `units` units of one SKU.

@@ -55,6 +55,8 @@ pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
         skus: 50,
         racers: 40,
         units: 20,
+        rate: 200.0,
+        seconds: 0.5,
     })?);
     rows.extend(inputs::epcis(&EpcisArgs {
         events: 1000,

@@ -36,6 +36,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // `STOCKSYNC_BENCH_KEEP=1` keeps the files for a look at what a run wrote.
+        if std::env::var_os("STOCKSYNC_BENCH_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

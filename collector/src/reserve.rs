@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS reservations (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS reservations_by_order ON reservations (order_ref, sku, warehouse);
-CREATE INDEX IF NOT EXISTS reservations_expiring ON reservations (expires_at_ms) WHERE status = 'active';
+DROP INDEX IF EXISTS reservations_expiring;
+CREATE INDEX IF NOT EXISTS reservations_expiring_at ON reservations (expires_at_ms)
+    WHERE status = 'active' AND expires_at_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS reservation_holds (
     sku TEXT NOT NULL,
     warehouse TEXT NOT NULL,
@@ -337,14 +339,27 @@ fn refresh_hold(
         ))?
         .query_row(params![sku, warehouse], |r| r.get(0))?;
     let diff = should - held(tx, sku, warehouse)?;
+    move_hold(tx, sku, warehouse, diff, now, touched)
+}
+
+/// Adds `diff` to what (sku, warehouse) holds: moves it from `available` to `reserved` on
+/// the warehouse-level row.
+fn move_hold(
+    tx: &Connection,
+    sku: &str,
+    warehouse: &str,
+    diff: i64,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<()> {
     if diff == 0 {
         return Ok(());
     }
     tx.prepare_cached(
         "INSERT INTO reservation_holds (sku, warehouse, held) VALUES (?1, ?2, ?3)
-         ON CONFLICT (sku, warehouse) DO UPDATE SET held = excluded.held",
+         ON CONFLICT (sku, warehouse) DO UPDATE SET held = held + excluded.held",
     )?
-    .execute(params![sku, warehouse, should])?;
+    .execute(params![sku, warehouse, diff])?;
     tx.prepare_cached(
         "INSERT INTO stock (sku, warehouse, bin, available, reserved, updated_at_ms) VALUES (?1, ?2, '', ?3, ?4, ?5)
          ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
@@ -411,6 +426,7 @@ pub fn create_all(
     channel: Option<&str>,
     holds: &[Hold],
     expires_at_ms: Option<i64>,
+    by: Option<&str>,
     now: i64,
     touched: &mut Vec<StockKey>,
 ) -> rusqlite::Result<CreatedAll> {
@@ -434,21 +450,50 @@ pub fn create_all(
             });
         }
     }
+    // The held amount of a key is the sum of its active reservations' open amounts, so new
+    // reservations add exactly their own open amounts: no need to re-sum the key's others.
+    let mut added: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+    let mut created = Vec::with_capacity(holds.len());
     for h in holds {
         tx.prepare_cached(
-            "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8)",
+            "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8, ?9)",
         )?
-        .execute(params![h.id, order, h.sku, h.warehouse, h.quantity, channel, now, expires_at_ms])?;
+        .execute(params![h.id, order, h.sku, h.warehouse, h.quantity, channel, now, expires_at_ms, by])?;
+        // Shipped before it was reserved: that much is not open.
+        let open = (h.quantity - shipped(tx, order, &h.sku, &h.warehouse)?).max(0);
+        let slot = added.entry((&h.sku, &h.warehouse)).or_default();
+        *slot = slot.saturating_add(open);
+        created.push(Reservation {
+            id: h.id.clone(),
+            order: order.to_string(),
+            sku: h.sku.clone(),
+            warehouse: h.warehouse.clone(),
+            quantity: h.quantity,
+            channel: channel.map(str::to_string),
+            status: "active".into(),
+            open,
+            created_at_ms: now,
+            expires_at_ms,
+            closed_at_ms: None,
+            created_by: by.map(str::to_string),
+            closed_by: None,
+        });
     }
-    for (sku, warehouse) in wanted.keys() {
-        refresh_hold(tx, sku, warehouse, now, touched)?;
+    for ((sku, warehouse), diff) in added {
+        move_hold(tx, sku, warehouse, diff, now, touched)?;
     }
-    holds
-        .iter()
-        .map(|h| get(tx, &h.id).map(|r| r.expect("just inserted")))
-        .collect::<rusqlite::Result<_>>()
-        .map(CreatedAll::New)
+    Ok(CreatedAll::New(created))
+}
+
+/// What the ledger shipped of `sku` at `warehouse` for `order`.
+fn shipped(tx: &Connection, order: &str, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "SELECT COALESCE(SUM(quantity), 0) FROM ledger
+         WHERE order_ref = ?1 AND sku = ?2 AND warehouse = ?3 AND kind = 'shipment'
+           AND treatment IN ('apply', 'provisional')",
+    )?
+    .query_row(params![order, sku, warehouse], |r| r.get(0))
 }
 
 /// Lowers an active reservation's quantity by `by` (part of an order was cancelled); at 0

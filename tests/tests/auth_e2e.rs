@@ -224,6 +224,50 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
     assert_eq!(released.status, 200, "{:?}", released.body);
     assert_eq!(released.body["status"], "released");
     assert_eq!(released.body["closed_by"], "shop", "{:?}", released.body);
+    // `<order>#<n>` names the holds of orders: a hand-made id of that shape is refused.
+    let hashed =
+        json!({"id": "SO-9#1", "order": "SO-9", "sku": "TEE", "warehouse": "ams", "quantity": 1})
+            .to_string();
+    let hashed = call("POST", &res_url, Some(&hashed), Some(SHOP)).await;
+    assert_eq!(hashed.status, 422, "{:?}", hashed.body);
+    assert_eq!(hashed.body["field"], "id", "{:?}", hashed.body);
+
+    // Orders record who placed and who cancelled them, on the order and on its holds.
+    let order = json!({"id": "SO-2", "channel": "web", "lines": [{"sku": "TEE", "quantity": 3}],
+                       "ship_to": {"country": "NL"}})
+    .to_string();
+    let placed = call("POST", &format!("{c}/v1/orders"), Some(&order), Some(SHOP)).await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    let cancelled = call(
+        "POST",
+        &format!("{c}/v1/orders/SO-2/cancel"),
+        Some(r#"{"reason":"customer"}"#),
+        Some(SHOP),
+    )
+    .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let shown = call("GET", &format!("{c}/v1/orders/SO-2"), None, Some(OPS)).await;
+    let events: Vec<(&str, &str)> = shown.body["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or(""),
+                e["detail"]["by"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [("placed", "shop"), ("cancelled", "shop")],
+        "{:?}",
+        shown.body
+    );
+    let hold = call("GET", &format!("{res_url}/SO-2%231"), None, Some(OPS)).await;
+    assert_eq!(hold.body["created_by"], "shop", "{:?}", hold.body);
+    assert_eq!(hold.body["closed_by"], "shop", "{:?}", hold.body);
+    assert_eq!(hold.body["status"], "released", "{:?}", hold.body);
 
     agent.stop().await.unwrap();
     collector.stop().await.unwrap();

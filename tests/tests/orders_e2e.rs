@@ -270,6 +270,10 @@ async fn an_order_is_held_explained_replayed_and_checked() {
     let shown = s.show("SO-1").await;
     assert_eq!(shown["state"], "reserved");
     assert_eq!(shown["history"][0]["event"], "placed");
+    assert_eq!(
+        shown["history"][0]["detail"]["explanation"], placed.body["explanation"],
+        "the placing decision is in the history"
+    );
     let listed = get(&format!("{}/v1/orders?state=reserved&channel=shop", s.c))
         .await
         .body;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{body, ApiError};
+use crate::auth::{self, Principal};
 use crate::orders::{self, CancelRequest, Invalid, OrderRequest, Outcome, Placed, Prepared};
 use crate::App;
 
@@ -31,11 +32,13 @@ impl From<Invalid> for ApiError {
 /// 409 for a shortfall (nothing held) or an id reused with another body, 422 for bad input.
 pub async fn place(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let t = now();
-    let prepared = prepare(&app, &headers, &body, t)?;
+    let mut prepared = prepare(&app, &headers, &body, t)?;
+    prepared.by = auth::by(principal.as_deref(), "api");
     let ctx = app.orders.clone();
     let placed = app
         .ledger
@@ -88,6 +91,7 @@ fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepar
         request,
         demand,
         idempotency_key,
+        by: String::new(),
     })
 }
 
@@ -148,6 +152,7 @@ fn outcome(id: &str, o: Outcome) -> Result<Response, ApiError> {
 /// Cancels the whole order (empty body) or lines and quantities; releases what is held.
 pub async fn cancel(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -160,10 +165,11 @@ pub async fn cancel(
         )?
     };
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let key = id.clone();
     let o = app
         .ledger
-        .write(move |tx, touched| orders::cancel(tx, &key, req, t, touched))
+        .write(move |tx, touched| orders::cancel(tx, &key, req, &by, t, touched))
         .await?;
     outcome(&id, o)
 }
@@ -171,13 +177,15 @@ pub async fn cancel(
 /// The order was paid: its holds no longer expire.
 pub async fn paid(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let key = id.clone();
     let o = app
         .ledger
-        .write(move |tx, _| orders::keep(tx, &key, t))
+        .write(move |tx, _| orders::keep(tx, &key, &by, t))
         .await?;
     outcome(&id, o)
 }
@@ -185,13 +193,15 @@ pub async fn paid(
 /// Moves open allocations off frozen or silent warehouses.
 pub async fn reroute(
     State(app): State<Arc<App>>,
+    principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t = now();
+    let by = auth::by(principal.as_deref(), "api");
     let (key, ctx) = (id.clone(), app.orders.clone());
     let o = app
         .ledger
-        .write(move |tx, touched| orders::reroute(tx, &ctx, &key, t, touched))
+        .write(move |tx, touched| orders::reroute(tx, &ctx, &key, &by, t, touched))
         .await?;
     outcome(&id, o)
 }

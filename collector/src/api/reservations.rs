@@ -54,6 +54,14 @@ pub async fn create(
             ));
         }
     }
+    if req.id.contains('#') {
+        // `<order>#<n>` is how orders name their holds: a hand-made id of that shape could
+        // take an order's id before the order does.
+        return Err(ApiError::unprocessable(
+            "id".into(),
+            "must not contain `#` (reserved for the holds of orders)".into(),
+        ));
+    }
     known_sku_and_warehouse(&app, &req)?;
     let t = now();
     let by = auth::by(principal.as_deref(), "api");

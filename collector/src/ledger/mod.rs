@@ -130,6 +130,14 @@ pub struct Ledger {
     intake: Arc<Intake>,
 }
 
+/// The common pragmas (`stocksync_durable::open`), a 32 MB page cache and rarer checkpoints.
+fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = stocksync_durable::open(path)?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 8_000)?;
+    Ok(conn)
+}
+
 /// Opens the write connection only if `PRAGMA quick_check` finds the file sound: running on
 /// a damaged ledger could count movements wrong or lose them.
 fn open_checked(path: &Path) -> Result<Connection, LedgerError> {
@@ -137,7 +145,7 @@ fn open_checked(path: &Path) -> Result<Connection, LedgerError> {
         path: path.display().to_string(),
         detail,
     };
-    let conn = stocksync_durable::open(path).map_err(|e| match e.sqlite_error_code() {
+    let conn = open(path).map_err(|e| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
             corrupt(e.to_string())
         }
@@ -204,7 +212,7 @@ impl Ledger {
         Ok(Ledger {
             writer,
             metrics,
-            reader: Arc::new(Mutex::new(stocksync_durable::open(path)?)),
+            reader: Arc::new(Mutex::new(open(path)?)),
             changes,
             authority,
             intake,

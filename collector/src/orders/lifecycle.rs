@@ -55,6 +55,7 @@ pub fn cancel(
     tx: &Connection,
     id: &str,
     req: CancelRequest,
+    by: &str,
     now: i64,
     touched: &mut Vec<StockKey>,
 ) -> rusqlite::Result<Outcome> {
@@ -92,12 +93,16 @@ pub fn cancel(
         }
         order.state = "cancelled".into();
     }
+    for r in released.iter().filter_map(|r| r["reservation"].as_str()) {
+        reserve::record_by(tx, r, reserve::By::Closed, by)?;
+    }
     store::update(tx, &order, now)?;
     store::log(
         tx,
         id,
         "cancelled",
         &json!({"lines": req.lines.as_ref().map(|l| l.iter().map(|c| json!({"line": c.line, "quantity": c.quantity})).collect::<Vec<_>>()), "reason": req.reason, "released": released}),
+        by,
         now,
     )?;
     let mut v = view::render(&order, &view::holds(tx, &order)?);
@@ -183,7 +188,7 @@ fn cancel_line(
 }
 
 /// The order was paid: its holds stay until shipped, whatever its TTL said.
-pub fn keep(tx: &Connection, id: &str, now: i64) -> rusqlite::Result<Outcome> {
+pub fn keep(tx: &Connection, id: &str, by: &str, now: i64) -> rusqlite::Result<Outcome> {
     let Some(mut order) = load(tx, id)? else {
         return Ok(Outcome::NotFound);
     };
@@ -198,7 +203,7 @@ pub fn keep(tx: &Connection, id: &str, now: i64) -> rusqlite::Result<Outcome> {
     }
     order.expires_at_ms = None;
     store::update(tx, &order, now)?;
-    store::log(tx, id, "paid", &json!({}), now)?;
+    store::log(tx, id, "paid", &json!({}), by, now)?;
     Ok(Outcome::Done(view::render(
         &order,
         &view::holds(tx, &order)?,

@@ -173,8 +173,14 @@ impl Orders {
             .iter()
             .flat_map(|l| l.parts.iter().map(|p| &p.0))
             .collect();
+        // One read per SKU: its available units at every warehouse that has a row of it.
+        let mut levels = BTreeMap::new();
+        for sku in &skus {
+            levels.insert(*sku, store::available_by_warehouse(conn, sku)?);
+        }
         let names = if channel.warehouses.is_empty() {
-            store::stocking(conn, &skus.iter().copied().collect::<Vec<_>>())?
+            let stocking: BTreeSet<&String> = levels.values().flat_map(|l| l.keys()).collect();
+            stocking.into_iter().cloned().collect()
         } else {
             channel.warehouses.clone()
         };
@@ -188,7 +194,7 @@ impl Orders {
             }
             let mut stock = BTreeMap::new();
             for sku in &skus {
-                let n = store::available(conn, sku, &wh)?.max(0) as u64;
+                let n = levels[sku].get(&wh).copied().unwrap_or(0).max(0) as u64;
                 stock.insert((*sku).clone(), n.saturating_sub(site.safety(sku)));
             }
             out.push(Candidate {

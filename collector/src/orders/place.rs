@@ -24,6 +24,9 @@ pub struct Prepared {
     pub idempotency_key: Option<String>,
     pub expires_at_ms: Option<i64>,
     pub routed_at: jiff::Timestamp,
+    /// Who placed it: the token's name (or `api` without tokens), kept in its history and on
+    /// its reservations.
+    pub by: String,
 }
 
 /// What placing an order led to.
@@ -94,7 +97,9 @@ pub fn place(
         tx,
         &order.id,
         "placed",
-        &json!({"state": order.state, "explanation": order.explanation}),
+        // The explanation is in the stored first answer; `view::show` puts it back here.
+        &json!({"state": order.state}),
+        &p.by,
         now,
     )?;
     Ok(Placed::Created(answer))
@@ -147,6 +152,7 @@ pub(super) fn route_and_hold(
             Some(&p.request.channel),
             &wanted,
             p.expires_at_ms,
+            Some(&p.by),
             now,
             touched,
         )? {

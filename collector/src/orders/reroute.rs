@@ -25,6 +25,7 @@ pub fn reroute(
     tx: &Connection,
     orders: &Orders,
     id: &str,
+    by: &str,
     now: i64,
     touched: &mut Vec<StockKey>,
 ) -> rusqlite::Result<Outcome> {
@@ -93,6 +94,7 @@ pub fn reroute(
         idempotency_key: None,
         expires_at_ms: order.expires_at_ms,
         routed_at: jiff::Timestamp::from_millisecond(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        by: by.to_string(),
     };
     let (plan, new_holds, _, filtered, dropped) = match route_and_hold(
         tx,
@@ -173,6 +175,7 @@ pub fn reroute(
         id,
         "rerouted",
         &json!({"off": pairs(&off), "old": old, "new": new, "explanation": order.explanation}),
+        by,
         now,
     )?;
     let mut v = view::render(&order, &view::holds(tx, &order)?);
@@ -200,7 +203,7 @@ pub fn reroute_open(
     }
     let mut moved = Vec::new();
     for id in store::orders_holding_at(tx, &off)? {
-        if let Outcome::Done(v) = reroute(tx, orders, &id, now, touched)? {
+        if let Outcome::Done(v) = reroute(tx, orders, &id, "auto-reroute", now, touched)? {
             if v["moved"].as_array().is_some_and(|m| !m.is_empty()) {
                 moved.push(id);
             }

@@ -40,9 +40,12 @@ pub struct Candidate {
 pub struct Ranked {
     pub warehouse: String,
     pub position: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ranked: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub distance: Option<u64>,
     pub ships_every_line: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub days_to_ship: Option<u32>,
     pub stock: u64,
     /// The first rule on which the warehouse ranked above this one differed.

@@ -160,12 +160,17 @@ pub fn log(
     order: &str,
     event: &str,
     detail: &Value,
+    by: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
+    let mut detail = detail.clone();
+    if let Value::Object(fields) = &mut detail {
+        fields.insert("by".into(), Value::String(by.into()));
+    }
     tx.prepare_cached(
         "INSERT INTO order_history (order_id, at_ms, event, detail) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![order, now, event, encode(detail)])?;
+    .execute(params![order, now, event, encode(&detail)])?;
     Ok(())
 }
 
@@ -251,26 +256,16 @@ pub fn last_heard(conn: &Connection, warehouse: &str) -> rusqlite::Result<Option
         .query_row([warehouse], |r| r.get(0))
 }
 
-/// Routable stock of `sku` at `warehouse` (available across its bins, less the holds).
-pub fn available(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
-    )?
-    .query_row(params![sku, warehouse], |r| r.get(0))
-}
-
-/// Warehouses that have any stock row of one of `skus`.
-pub fn stocking(conn: &Connection, skus: &[&String]) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT DISTINCT warehouse FROM stock WHERE sku = ?1")?;
-    let mut out = Vec::new();
-    for sku in skus {
-        for w in stmt.query_map([sku], |r| r.get::<_, String>(0))? {
-            out.push(w?);
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+/// Available units of `sku` per warehouse that has any stock row of it.
+pub fn available_by_warehouse(
+    conn: &Connection,
+    sku: &str,
+) -> rusqlite::Result<std::collections::BTreeMap<String, i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT warehouse, COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 GROUP BY warehouse",
+    )?;
+    let rows = stmt.query_map([sku], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 /// True if the ledger has ever seen `sku` (for an open catalog).

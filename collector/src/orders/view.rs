@@ -89,14 +89,21 @@ pub fn holds(conn: &Connection, order: &Order) -> rusqlite::Result<Vec<Reservati
 
 /// `GET /v1/orders/<id>`: the order with its history.
 pub fn show(conn: &Connection, id: &str) -> rusqlite::Result<Option<Value>> {
-    let Some((order, _)) = store::find(conn, id, None)? else {
+    let Some((order, answer)) = store::find(conn, id, None)? else {
         return Ok(None);
     };
     if order.id != id {
         return Ok(None);
     }
     let mut v = render(&order, &holds(conn, &order)?);
-    v["history"] = Value::Array(store::history(conn, id)?);
+    let mut history = store::history(conn, id)?;
+    // The placing decision is stored once, in the first answer.
+    if let Some(placed) = history.iter_mut().find(|e| e["event"] == "placed") {
+        if placed["detail"].get("explanation").is_none() {
+            placed["detail"]["explanation"] = answer["explanation"].clone();
+        }
+    }
+    v["history"] = Value::Array(history);
     Ok(Some(v))
 }
 
