@@ -13,7 +13,8 @@ pub use stocksync_runtime::server::auth::Principal;
 /// The scope a request needs; `None` for `/healthz` and `/readyz`, which load balancers and
 /// orchestrators probe unauthenticated (they reveal no stock data).
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
-    if path == "/healthz" || path == "/readyz" {
+    // Probes, and the API description (public documentation, no data).
+    if path == "/healthz" || path == "/readyz" || path == "/openapi.json" {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod forward;
+pub mod forward_rejects;
 pub mod ingest;
 pub mod journal;
 
@@ -220,6 +221,10 @@ impl Agent {
             tasks: tasks.health(),
             http_sources,
         });
+        tasks.spawn(
+            "forward_rejects",
+            forward_rejects::run(app.clone(), watch_rx.clone()),
+        );
         let router = stocksync_runtime::server::auth::protect(
             ingest::http::router(app),
             tokens,

@@ -14,6 +14,6 @@ fn every_figure_runs_at_tiny_sizes() {
     let rows = stocksync_bench::smoke::run(&brokers).expect("smoke run");
     stocksync_bench::util::print_rows(&rows);
     // ingest 2, e2e 1 per broker, latency 3 (202, ack, channel), drain 1, rss 4, rebuild 1,
-    // query 2, orders 2 (HTTP vs store, hot-SKU race), epcis 1, csv 2
-    assert_eq!(rows.len(), 18 + brokers.len());
+    // query 2, orders 3 (HTTP vs store, paced latency, hot-SKU race), epcis 1, csv 2
+    assert_eq!(rows.len(), 19 + brokers.len());
 }

@@ -1,7 +1,8 @@
 //! Which token scope each collector endpoint needs. The mechanics (digests, constant-time
 //! comparison, 401/403 bodies) are shared with the agent in `stocksync_runtime::server::auth`.
 //!
-//! Reads need `read` (the dashboard's pages too); reservations and orders need `orders`;
+//! Reads need `read` (the dashboard's page and assets, and `/openapi.json`, are public: the
+//! dashboard sends a token with each API call); reservations and orders need `orders`;
 //! everything else that changes state (channel modes, exception actions, routing freezes,
 //! endpoints added later) needs `admin`.
 
@@ -16,6 +17,11 @@ pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     if path == "/healthz" || path == "/readyz" {
         return None;
     }
+    // The dashboard's page and assets hold no data (every API call it makes carries a
+    // token), and the API description is public documentation.
+    if method == Method::GET && PUBLIC.contains(&path) {
+        return None;
+    }
     if method == Method::GET || method == Method::HEAD {
         return Some(Scope::Read);
     }
@@ -27,6 +33,15 @@ pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     }
     Some(Scope::Admin)
 }
+
+/// Paths served without a token: the dashboard's page and assets, the API description.
+const PUBLIC: [&str; 5] = [
+    "/",
+    "/dashboard",
+    "/dashboard/style.css",
+    "/dashboard/app.js",
+    "/openapi.json",
+];
 
 /// Who made a request: the token's name, or `fallback` when the API is open (no tokens).
 pub fn by(principal: Option<&Principal>, fallback: &str) -> String {
@@ -41,6 +56,7 @@ mod tests {
     fn scopes_of_routes() {
         assert_eq!(scope_for(&Method::GET, "/healthz"), None);
         assert_eq!(scope_for(&Method::GET, "/readyz"), None);
+        assert_eq!(scope_for(&Method::GET, "/dashboard/app.js"), None);
         assert_eq!(scope_for(&Method::GET, "/v1/stock"), Some(Scope::Read));
         assert_eq!(
             scope_for(&Method::POST, "/v1/reservations"),

@@ -7,6 +7,7 @@
 //! publishes the catalog, retained, so agents normalise offline. `api` serves the result. Without an external broker configured, `broker` runs an
 //! embedded one so a trial needs nothing but Rust.
 
+pub mod agent_rejects;
 pub mod alerts;
 pub mod api;
 pub mod auth;
@@ -59,6 +60,8 @@ pub struct App {
     pub operations: stocksync_common::config::OperationsConfig,
     /// The alert loop's counts.
     pub alert_stats: Arc<alerts::AlertStats>,
+    /// Sends agents commands (retry a reject).
+    pub agent_commands: agent_rejects::Commands,
 }
 
 impl App {
@@ -124,6 +127,7 @@ impl Collector {
         ledger
             .write(|tx, _| {
                 exceptions::migrate(tx)?;
+                agent_rejects::migrate(tx)?;
                 tx.execute_batch(alerts::SCHEMA)
             })
             .await?;
@@ -143,6 +147,11 @@ impl Collector {
                 catalog.to_json(),
                 watch_rx.clone(),
             ),
+        );
+        let (agent_commands, agent_rejects) = agent_rejects::connect(&broker)?;
+        tasks.spawn(
+            "agent_rejects",
+            agent_rejects::run(agent_rejects, ledger.clone(), watch_rx.clone()),
         );
 
         tasks.spawn(
@@ -180,6 +189,7 @@ impl Collector {
             tasks: tasks.health(),
             operations: config.operations.clone(),
             alert_stats,
+            agent_commands,
         }));
         let router = stocksync_runtime::server::auth::protect(router, tokens, auth::scope_for);
         let http_shutdown = watch_rx;

@@ -255,7 +255,7 @@ fn unresolved_by_age(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Value>
                 sum(first_seen_ms > ?1), sum(first_seen_ms <= ?1 AND first_seen_ms > ?2),
                 sum(first_seen_ms <= ?2 AND first_seen_ms > ?3), sum(first_seen_ms <= ?3),
                 min(first_seen_ms)
-         FROM exceptions WHERE status = 'open' GROUP BY kind ORDER BY kind",
+         FROM exceptions WHERE status IN ('open', 'retrying') GROUP BY kind ORDER BY kind",
     )?;
     let rows = stmt.query_map(
         params![now - HOUR_MS, now - DAY_MS, now - 7 * DAY_MS],

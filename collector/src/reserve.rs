@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     created_at_ms INTEGER NOT NULL,
     expires_at_ms INTEGER,
     closed_at_ms INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
 CREATE INDEX IF NOT EXISTS reservations_by_order ON reservations (order_ref, sku, warehouse);
 DROP INDEX IF EXISTS reservations_expiring;
@@ -417,19 +417,31 @@ pub enum CreatedAll {
     },
 }
 
+/// Whose holds `create_all` takes: the order, its channel, when they lapse, who asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub order: &'a str,
+    pub channel: Option<&'a str>,
+    pub expires_at_ms: Option<i64>,
+    pub by: Option<&'a str>,
+}
+
 /// Takes every hold of an order or none, in the caller's (writer) transaction. Demand for
 /// the same (SKU, warehouse) is summed over the holds before it is checked, so two lines
 /// sharing a component cannot each see the same last unit.
 pub fn create_all(
     tx: &Connection,
-    order: &str,
-    channel: Option<&str>,
+    owner: &Owner<'_>,
     holds: &[Hold],
-    expires_at_ms: Option<i64>,
-    by: Option<&str>,
     now: i64,
     touched: &mut Vec<StockKey>,
 ) -> rusqlite::Result<CreatedAll> {
+    let Owner {
+        order,
+        channel,
+        expires_at_ms,
+        by,
+    } = *owner;
     let mut wanted: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
     for h in holds {
         let slot = wanted.entry((&h.sku, &h.warehouse)).or_default();

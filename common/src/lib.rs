@@ -6,6 +6,7 @@
 //! crate is what lets an old agent and a new collector agree on every byte. What both processes
 //! share at run time (HTTP server loop, TLS, MQTT options, supervision) is `stocksync-runtime`.
 
+pub mod agent_reject;
 pub mod catalog;
 pub mod config;
 pub mod gs1;

@@ -20,6 +20,27 @@ pub fn acks(warehouse: &str, agent_id: &str) -> String {
     format!("{PREFIX}/{warehouse}/acks/{agent_id}")
 }
 
+/// Topic an agent forwards the records it refused on (see `agent_reject`).
+pub fn rejects(warehouse: &str, agent_id: &str) -> String {
+    format!("{PREFIX}/{warehouse}/rejects/{agent_id}")
+}
+
+/// Topic the collector sends one agent commands on (retry a reject).
+pub fn commands(warehouse: &str, agent_id: &str) -> String {
+    format!("{PREFIX}/{warehouse}/commands/{agent_id}")
+}
+
+/// Filter the collector subscribes to for every agent's refused records.
+pub const REJECTS_FILTER: &str = "stocksync/v1/+/rejects/+";
+
+/// The `(warehouse, agent)` a rejects topic names, if the topic has that shape.
+pub fn of_rejects_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let (warehouse, tail) = rest.split_once('/')?;
+    let agent = tail.strip_prefix("rejects/")?;
+    (check_level(warehouse).is_ok() && check_level(agent).is_ok()).then_some((warehouse, agent))
+}
+
 /// Longest warehouse or agent id that may name a topic level.
 pub const MAX_LEVEL_BYTES: usize = 128;
 
@@ -62,6 +83,17 @@ mod tests {
             None
         );
         assert_eq!(warehouse_of_movements_topic("other/v1/ams/movements"), None);
+    }
+
+    #[test]
+    fn rejects_topic_round_trips() {
+        assert_eq!(
+            of_rejects_topic(&rejects("ams", "ams-1")),
+            Some(("ams", "ams-1"))
+        );
+        assert_eq!(of_rejects_topic("stocksync/v1/ams/rejects/a/b"), None);
+        assert_eq!(of_rejects_topic("stocksync/v1/ams/movements"), None);
+        assert_eq!(of_rejects_topic("stocksync/v1//rejects/a"), None);
     }
 
     #[test]

@@ -144,8 +144,19 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
         401,
         "readyz is for probes"
     );
-    let dashboard = call("GET", &format!("{c}/dashboard"), None, None).await;
-    assert_refused(&dashboard, 401, "dashboard without a token");
+    // The dashboard's page, assets and the API description hold no data: served without a
+    // token. The data the page loads is not.
+    for path in ["/dashboard", "/dashboard/app.js", "/openapi.json"] {
+        let page = call("GET", &format!("{c}{path}"), None, None).await;
+        assert_eq!(page.status, 200, "{path} without a token");
+    }
+    let data = call("GET", &format!("{c}/v1/exceptions"), None, None).await;
+    assert_refused(&data, 401, "the dashboard's data without a token");
+    let doc = call("GET", &format!("{a}/openapi.json"), None, None).await;
+    assert_eq!(
+        doc.status, 200,
+        "the agent's API description without a token"
+    );
     wait_for("receipt counted", WAIT, || async {
         let r = call("GET", &format!("{c}/v1/stock/TEE"), None, Some(SHOP)).await;
         r.body["on_hand"] == 10

@@ -188,3 +188,218 @@ fn operator_daily_loop_in_the_browser() {
         collector.stop().await.unwrap();
     });
 }
+
+const TOKEN: &str = "ops-token-0123456789abcdef";
+
+/// The collector's config for the daily loop: API tokens, an alert on any open exception,
+/// and `more` catalog entries (the fix).
+fn loop_config(dir: &TempDir, broker: u16, http: u16, more: &str) -> String {
+    std::fs::write(dir.join("ops.token"), format!("{TOKEN}\n")).unwrap();
+    let extra = format!(
+        "[catalog]\n[[catalog.skus]]\nid = \"MUG\"\n{more}\
+         [operations]\nevaluate_every_ms = 50\nexceptions_per_day = 0\nmqtt = false\n\
+         [[http.tokens]]\nname = \"ops\"\nscopes = [\"read\", \"admin\"]\ntoken_file = {:?}\n",
+        dir.join("ops.token")
+    );
+    collector_toml(dir, broker, http, &extra)
+}
+
+/// A GET at the collector with the token.
+fn api(url: &str) -> Value {
+    let auth = format!("Bearer {TOKEN}");
+    let (reply, _) = request_blocking("GET", url, None, &[("authorization", &auth)]);
+    assert_eq!(reply.status, 200, "{url}: {:?}", reply.body);
+    reply.body
+}
+
+fn firing(c: &str) -> usize {
+    api(&format!("{c}/v1/alerts"))["firing"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// The whole daily loop with API tokens configured: the page asks for a token, shows the
+/// failures and the firing alert; a retry before the catalog is fixed stays open with one
+/// attempt; after the fix the retry applies the record (once); the agent's refusal is
+/// resolved with a comment; the alert clears.
+#[test]
+fn operator_daily_loop_with_tokens_retry_and_alert() {
+    let Some(chromium) = cdp::find_chromium() else {
+        assert!(
+            std::env::var("STOCKSYNC_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+            "chromium not installed but STOCKSYNC_REQUIRE_CHROMIUM=1"
+        );
+        eprintln!("NOTICE: chromium not installed; dashboard browser test skipped");
+        return;
+    };
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-loop");
+    std::fs::create_dir_all(&shots).unwrap();
+    let dir = TempDir::new("dashboard-loop");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = Broker::start(&dir);
+    // A fixed HTTP port: the page stays open while the collector restarts with the fix.
+    let port = free_port();
+    // The agent journals GHOST before it has a catalog; the collector refuses it.
+    let agent_text = agent_toml(
+        &dir,
+        "ams-1",
+        "ams",
+        broker.port,
+        0,
+        "[forward]\nack_timeout_ms = 300\n",
+    );
+    let (agent, collector) = rt.block_on(async {
+        let agent = Agent::start(toml_config(&agent_text))
+            .await
+            .expect("agent starts");
+        let body = json!({"sku": "GHOST", "kind": "receipt", "quantity": 7, "bin": "A-01"});
+        let r = post(
+            &format!("http://{}/v1/movements", agent.http_addr),
+            &body.to_string(),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let config = toml_config(&loop_config(&dir, broker.port, port, ""));
+        (
+            agent,
+            Collector::start(config).await.expect("collector starts"),
+        )
+    });
+    let c = format!("http://127.0.0.1:{port}");
+    let a = format!("http://{}", agent.http_addr);
+    // Once the agent has the catalog it refuses NOPE itself, and forwards the refusal.
+    wait_blocking(WAIT, || {
+        get_blocking(&format!("{a}/v1/status")).body["validating"] == true
+    })
+    .expect("agent validates");
+    let r = post_blocking(
+        &format!("{a}/v1/movements"),
+        &json!({"sku": "NOPE", "kind": "receipt", "quantity": 1, "bin": "A-01"}).to_string(),
+        &[],
+    );
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    wait_blocking(WAIT, || {
+        api(&format!("{c}/v1/exceptions?status=open"))["total"] == 2 && firing(&c) == 1
+    })
+    .expect("two open exceptions and a firing alert");
+    let ids = |kind: &str| {
+        api(&format!("{c}/v1/exceptions?kind={kind}"))["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ghost, nope) = (ids("collector_reject"), ids("agent_reject"));
+
+    let mut b = cdp::Browser::start(&chromium, &dir);
+    let ready = "document.querySelector('#page').dataset.ready === 'true'";
+
+    // Without a token the page says what it needs; with one it shows the fleet.
+    b.navigate(&format!("{c}/"));
+    b.wait_until(
+        "asks for a token",
+        WAIT,
+        &format!(
+            "{ready} && document.querySelector('#page').innerText.includes('needs an API token')"
+        ),
+    );
+    b.screenshot(&shots.join("token-needed.png"));
+    b.eval(&format!("document.querySelector('#token').value = '{TOKEN}'; document.querySelector('#token-form').requestSubmit(); true"));
+    b.wait_until("fleet", WAIT, &format!("{ready} && !!document.querySelector('#fleet') && document.querySelector('#fleet').innerText.includes('ams-1')"));
+    let skew = b.eval("document.querySelector('#fleet tbody tr td:last-child').innerText");
+    assert!(
+        skew.as_str().unwrap().ends_with(" s"),
+        "clock skew shown: {skew}"
+    );
+    assert_eq!(b.eval("sessionStorage.getItem('stocksync.token')"), TOKEN);
+    assert_eq!(
+        b.eval("document.querySelector('#alerts').hidden"),
+        false,
+        "the alert shows"
+    );
+    b.screenshot(&shots.join("fleet-with-token.png"));
+
+    // The queue shows both failures.
+    b.eval("location.hash = '#/exceptions'; true");
+    b.wait_until(
+        "queue",
+        WAIT,
+        &format!("{ready} && document.querySelectorAll('#exceptions tbody tr').length === 2"),
+    );
+    b.screenshot(&shots.join("queue.png"));
+
+    // Retry before the fix: still refused, one attempt, the reason on the page.
+    let act = |b: &mut cdp::Browser, id: &str, button: &str, comment: &str| {
+        b.eval(&format!("location.hash = '#/exception/{id}'; true"));
+        b.wait_until(
+            "exception page",
+            WAIT,
+            &format!(
+                "{ready} && location.hash.endsWith('{id}') && !!document.querySelector('#act')"
+            ),
+        );
+        b.eval(&format!("document.querySelector('#act-by').value = 'ops@example.com'; document.querySelector('#act-comment').value = '{comment}'; document.querySelector('#{button}').click(); true"));
+    };
+    act(&mut b, &ghost, "retry", "first try");
+    b.wait_until("one attempt", WAIT, &format!("{ready} && document.querySelector('#ex-attempts').innerText === '1' && document.querySelector('#ex-status').innerText === 'open'"));
+    b.screenshot(&shots.join("retry-still-refused.png"));
+
+    // Fix the catalog (the collector restarts with GHOST), retry: applied, once.
+    rt.block_on(async {
+        collector.stop().await.expect("collector stops");
+    });
+    let fixed = toml_config(&loop_config(
+        &dir,
+        broker.port,
+        port,
+        "[[catalog.skus]]\nid = \"GHOST\"\n",
+    ));
+    let collector = rt
+        .block_on(Collector::start(fixed))
+        .expect("collector restarts");
+    act(&mut b, &ghost, "retry", "GHOST is in the catalog now");
+    b.wait_until("applied", WAIT, &format!("{ready} && document.querySelector('#ex-status').innerText === 'resolved' && document.querySelector('#ex-attempts').innerText === '2'"));
+    b.screenshot(&shots.join("retry-applied.png"));
+    assert_eq!(api(&format!("{c}/v1/stock/GHOST"))["on_hand"], 7);
+
+    // The agent's refusal: resolved with a comment.
+    act(
+        &mut b,
+        &nope,
+        "resolve",
+        "told the WMS team: NOPE is not ours",
+    );
+    b.wait_until(
+        "resolved",
+        WAIT,
+        &format!("{ready} && document.querySelector('#ex-status').innerText === 'resolved'"),
+    );
+    b.screenshot(&shots.join("agent-reject-resolved.png"));
+    let e = api(&format!("{c}/v1/exceptions/{nope}"));
+    assert_eq!(
+        e["log"].as_array().unwrap().last().unwrap()["by"],
+        "ops",
+        "recorded as the token's name"
+    );
+
+    // The alert clears, on the page too.
+    wait_blocking(WAIT, || firing(&c) == 0).expect("alert clears");
+    b.eval("location.hash = '#/exceptions'; true");
+    b.wait_until("no alert", WAIT, &format!("{ready} && location.hash === '#/exceptions' && document.querySelector('#alerts').hidden && document.querySelectorAll('#exceptions tbody tr').length === 0"));
+    b.screenshot(&shots.join("alert-cleared.png"));
+    assert_eq!(api(&format!("{c}/v1/exceptions?status=open"))["total"], 0);
+    // The API reference is linked and public.
+    let href = b.eval("document.querySelector('#openapi').getAttribute('href')");
+    assert_eq!(href, "/openapi.json");
+    eprintln!("screenshots in {}", shots.display());
+
+    drop(b);
+    rt.block_on(async {
+        agent.stop().await.unwrap();
+        collector.stop().await.unwrap();
+    });
+}

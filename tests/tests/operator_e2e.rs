@@ -211,6 +211,30 @@ async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
         .await
         .body;
     assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    // Unknown query keys and malformed values are JSON 400s naming the key, on every list.
+    for (url, field) in [
+        ("v1/exceptions?bogus=1", "bogus"),
+        ("v1/exceptions?limit=many", "query"),
+        ("v1/alerts?bogus=1", "bogus"),
+        ("v1/orders?bogus=1", "bogus"),
+        ("v1/reports/daily?bogus=1", "bogus"),
+    ] {
+        let r = get(&format!("{c}/{url}")).await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (400, Some(field)),
+            "{url}: {:?}",
+            r.body
+        );
+        assert!(r.body["detail"].is_string(), "{url}: {:?}", r.body);
+    }
+    let r = get(&format!("{a}/v1/rejects?bogus=1")).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (400, Some("bogus")),
+        "{:?}",
+        r.body
+    );
     let bad = get(&format!("{c}/v1/exceptions?kind=nope")).await;
     assert_eq!(
         (bad.status, bad.body["field"].as_str()),
@@ -1019,4 +1043,369 @@ mqtt = false
 
     f.agent.stop().await.unwrap();
     f.collector.stop().await.unwrap();
+}
+
+/// Retries exception `id` from the queue.
+async fn retry(c: &str, id: &str) -> Reply {
+    act(
+        c,
+        id,
+        "retry",
+        json!({"by": "ops", "comment": "catalog fixed"}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_once() {
+    let dir = TempDir::new("operator-retry");
+    let broker = Broker::start(&dir);
+    // The agent journals before it ever had a catalog, so it accepts a SKU the collector
+    // does not know (its batch is resent on the ack timeout once the collector is up).
+    let text = agent_toml(
+        &dir,
+        "ams-1",
+        "ams",
+        broker.port,
+        0,
+        "[forward]\nack_timeout_ms = 300\n",
+    )
+    .replace("[http]\n", "[http]\nsources = [\"wms\", \"scanner\"]\n");
+    let agent = Agent::start(toml_config(&text))
+        .await
+        .expect("agent starts");
+    let a = format!("http://{}", agent.http_addr);
+    post_ok(
+        &a,
+        json!({"sku": "GHOST", "kind": "receipt", "quantity": 7, "bin": "A-01"}),
+    )
+    .await;
+    let start = |more: &'static str| {
+        let config = toml_config(&collector_toml(&dir, broker.port, 0, &extra(&dir, more)));
+        Collector::start(config)
+    };
+    let collector = start("").await.expect("collector starts");
+    let c = format!("http://{}", collector.http_addr);
+    let refused = wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1).await;
+    let id = refused[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            refused[0]["attempts"].as_i64(),
+            refused[0]["field"].as_str()
+        ),
+        (Some(0), Some("$.sku")),
+        "{}",
+        refused[0]
+    );
+
+    // Retried before the catalog is fixed: still open, one attempt, the new reason.
+    let r = retry(&c, &id).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("open")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["attempts"], 1);
+    assert!(
+        r.body["reason"].as_str().unwrap().contains("GHOST"),
+        "{:?}",
+        r.body
+    );
+    let e = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(
+        (e["status"].as_str(), e["attempts"].as_i64()),
+        (Some("open"), Some(1)),
+        "{e}"
+    );
+    let actions: Vec<&str> = e["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["opened", "retry", "retry failed"]);
+
+    // A kind that cannot be retried answers a JSON 409 naming why, alone or in bulk.
+    let push = wait_exceptions(&c, "kind=channel_push", 1).await;
+    let r = retry(&c, push[0]["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (409, Some("kind")),
+        "{:?}",
+        r.body
+    );
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("channel"),
+        "{:?}",
+        r.body
+    );
+    let r = post(
+        &format!("{c}/v1/exceptions/retry"),
+        &json!({"by": "ops", "comment": "all", "filter": {"kind": "channel_push"}}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["changed"].as_i64()),
+        (200, Some(0)),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        r.body["skipped"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        r.body
+    );
+
+    // The catalog learns the SKU: retried (in bulk) it is applied; retried again, still once.
+    collector.stop().await.expect("collector stops");
+    let collector = start("[[catalog.skus]]\nid = \"GHOST\"\n")
+        .await
+        .expect("collector restarts");
+    let c = format!("http://{}", collector.http_addr);
+    let r = post(
+        &format!("{c}/v1/exceptions/retry"),
+        &json!({"by": "ops", "comment": "catalog fixed", "filter": {"kind": "collector_reject"}})
+            .to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["changed"].as_i64()),
+        (200, Some(1)),
+        "{:?}",
+        r.body
+    );
+    let done = &r.body["retried"][0];
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["applied"].as_i64(),
+            done["attempts"].as_i64()
+        ),
+        (Some("resolved"), Some(1), Some(2)),
+        "{done}"
+    );
+    let r = retry(&c, &id).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("resolved")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        (
+            r.body["applied"].as_i64(),
+            r.body["already_applied"].as_i64()
+        ),
+        (Some(0), Some(1))
+    );
+    assert_eq!(on_hand(&c, "GHOST").await, 7, "applied exactly once");
+    let e = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+    assert_eq!(
+        (e["status"].as_str(), e["attempts"].as_i64()),
+        (Some("resolved"), Some(3)),
+        "{e}"
+    );
+    agent.stop().await.expect("agent stops");
+    collector.stop().await.expect("collector stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
+    let dir = TempDir::new("operator-agent-rejects");
+    let f = fleet(&dir, "").await;
+    let (c, a) = (f.c.as_str(), f.a.as_str());
+    wait_for("the agent validates with the catalog", WAIT, || async {
+        get(&format!("{a}/v1/status")).await.body["validating"] == true
+    })
+    .await;
+    let body = json!([
+        {"sku": "MUG", "kind": "receipt", "quantity": 1, "bin": "A-01"},
+        {"sku": "NOPE-7", "kind": "receipt", "quantity": 2, "bin": "A-01"}
+    ]);
+    let r = post(&format!("{a}/v1/movements"), &body.to_string(), &[]).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+
+    // The agent keeps its copy; the collector's queue shows it with record, source and field.
+    let kept = get(&format!("{a}/v1/rejects")).await.body;
+    assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
+    let e = wait_exceptions(c, "kind=agent_reject", 1).await;
+    let e = &e[0];
+    assert_eq!(e["warehouse"], "ams", "{e}");
+    assert_eq!(e["sku"], "NOPE-7", "{e}");
+    assert_eq!(
+        e["record"]["quantity"], 2,
+        "the refused record as received: {e}"
+    );
+    assert!(e["field"].as_str().unwrap().ends_with("sku"), "{e}");
+    assert!(e["source"].as_str().unwrap().contains("agent ams-1"), "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("NOPE-7"), "{e}");
+
+    // Both APIs describe themselves (OpenAPI 3.1, generated from the handlers).
+    for (base, path) in [
+        (c, "/v1/exceptions/{id}/{action}"),
+        (a, "/v1/rejects/{id}/retry"),
+    ] {
+        let doc = get(&format!("{base}/openapi.json")).await;
+        assert_eq!(
+            (doc.status, doc.body["openapi"].as_str()),
+            (200, Some("3.1.0"))
+        );
+        assert!(
+            doc.body["paths"][path]["post"].is_object(),
+            "{base}: {path}"
+        );
+    }
+
+    // Retried from the collector's queue before the catalog knows NOPE-7: the agent refuses
+    // it again; the exception opens again with one attempt and the agent's reason.
+    let eid = e["id"].as_str().unwrap().to_string();
+    let r = act(c, &eid, "retry", json!({"by": "ops", "comment": "try"})).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (202, Some("retrying")),
+        "{:?}",
+        r.body
+    );
+    wait_for("the agent's answer: still refused", WAIT, || async {
+        let e = get(&format!("{c}/v1/exceptions/{eid}")).await.body;
+        e["status"] == "open" && e["attempts"] == 1
+    })
+    .await;
+    let again = get(&format!("{c}/v1/exceptions/{eid}")).await.body;
+    let last = again["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "retry failed", "{again}");
+    assert!(
+        last["comment"].as_str().unwrap().contains("NOPE-7"),
+        "{again}"
+    );
+
+    // Identity is the topic: a reject published for ber is ber's, whatever its payload says;
+    // sent twice it is one record. Hostile bytes land in the collector's rejects queue and
+    // the consumer goes on.
+    let probe = MqttProbe::connect(f.collector.broker.port, "forger").await;
+    let forged = json!({"kind": "reject", "id": 1, "received_at_ms": 5, "source": "http", "record": null,
+        "field": "$.sku", "detail": "claims to be ams", "payload": "{\"warehouse\":\"ams\"}"});
+    for _ in 0..2 {
+        probe
+            .publish(
+                "stocksync/v1/ber/rejects/ber-9",
+                forged.to_string().into_bytes(),
+            )
+            .await;
+    }
+    probe
+        .publish("stocksync/v1/ber/rejects/ber-9", b"\xffnot json".to_vec())
+        .await;
+    probe
+        .publish("stocksync/v1/ber/rejects/ber-9", vec![b' '; 40_000])
+        .await;
+    let ber = wait_exceptions(c, "kind=agent_reject&warehouse=ber", 1).await;
+    assert!(
+        ber[0]["source"].as_str().unwrap().contains("agent ber-9"),
+        "{}",
+        ber[0]
+    );
+    wait_for(
+        "two hostile payloads in the collector's rejects",
+        WAIT,
+        || async {
+            get(&format!("{c}/v1/rejects"))
+                .await
+                .body
+                .as_array()
+                .is_some_and(|r| {
+                    r.iter()
+                        .filter(|r| r["topic"] == "stocksync/v1/ber/rejects/ber-9")
+                        .count()
+                        == 2
+                })
+        },
+    )
+    .await;
+    // Still consuming: a later reject arrives.
+    let r = post(
+        &format!("{a}/v1/movements"),
+        &json!({"sku": "ALSO-NOT", "kind": "receipt", "quantity": 1, "bin": "A-01"}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    wait_exceptions(c, "kind=agent_reject&warehouse=ams", 2).await;
+    let ber = get(&format!(
+        "{c}/v1/exceptions/{}",
+        ber[0]["id"].as_str().unwrap()
+    ))
+    .await
+    .body;
+    assert_eq!(ber["occurrences"], 1, "a resend is the same reject: {ber}");
+
+    // The catalog learns the SKU. Retried from the collector's queue, the agent journals the
+    // request exactly once and the exception resolves; retried again (from the queue, or on
+    // the agent itself), nothing more is journaled.
+    let reject_id = kept[0]["id"].as_i64().unwrap();
+    let retry = format!("{a}/v1/rejects/{reject_id}/retry");
+    let still = post(&retry, "", &[]).await;
+    assert_eq!(
+        (still.status, still.body["field"].as_str()),
+        (422, Some("$[1].sku")),
+        "{:?}",
+        still.body
+    );
+    let broker_port = f.collector.broker.port;
+    f.collector.stop().await.unwrap();
+    let more = "[[catalog.skus]]\nid = \"NOPE-7\"\n";
+    let config = toml_config(&collector_toml(&dir, broker_port, 0, &extra(&dir, more)));
+    let collector = Collector::start(config).await.expect("collector restarts");
+    let c = format!("http://{}", collector.http_addr);
+    wait_for("the agent has the new catalog", WAIT, || async {
+        get(&format!("{a}/v1/status")).await.body["catalog_skus"] == 3
+    })
+    .await;
+    let resolved = || async {
+        let e = get(&format!("{c}/v1/exceptions/{eid}")).await.body;
+        e["status"] == "resolved"
+            && e["log"].as_array().unwrap().last().unwrap()["action"] == "retried"
+    };
+    for attempt in [2, 3] {
+        let r = act(
+            &c,
+            &eid,
+            "retry",
+            json!({"by": "ops", "comment": "catalog fixed"}),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.body["attempts"].as_i64()),
+            (202, Some(attempt)),
+            "{:?}",
+            r.body
+        );
+        wait_for("the agent journaled it", WAIT, resolved).await;
+    }
+    let log = get(&format!("{c}/v1/exceptions/{eid}")).await.body["log"].clone();
+    let comments: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["action"] == "retried")
+        .map(|l| l["comment"].as_str().unwrap())
+        .collect();
+    assert_eq!(comments.len(), 2, "{log}");
+    let again = post(&retry, "", &[]).await;
+    assert_eq!(again.body["outcome"], "already_applied", "{:?}", again.body);
+    wait_for("the retried request counted once", WAIT, || async {
+        on_hand(&c, "NOPE-7").await == 2 && on_hand(&c, "MUG").await == 1
+    })
+    .await;
+    assert_eq!(
+        get(&format!("{a}/v1/status")).await.body["last_seq"],
+        2,
+        "journaled once"
+    );
+    f.agent.stop().await.unwrap();
+    collector.stop().await.unwrap();
 }

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 use stocksync_common::input::{self, Context, InputError};
@@ -18,17 +20,46 @@ use stocksync_common::input::{self, Context, InputError};
 use crate::journal::{JournalError, Reject, RequestKey};
 use crate::App;
 
+/// One route: method, path (axum syntax) and handler.
+pub(crate) type Route = (Method, &'static str, MethodRouter<Arc<App>>);
+
+fn at<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, Arc<App>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    (method, path, on(filter, handler))
+}
+
+/// Every route the agent serves. The router is built from this table only, and a test
+/// checks that the OpenAPI document (`super::openapi`) describes exactly these.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        at(Method::POST, "/v1/movements", post_movements),
+        at(Method::POST, "/v1/epcis/events", super::epcis::post_events),
+        at(Method::GET, "/v1/status", status),
+        at(Method::GET, "/v1/rejects", rejects),
+        at(
+            Method::POST,
+            "/v1/rejects/:id/retry",
+            super::retry::retry_reject,
+        ),
+        at(Method::GET, "/metrics", metrics),
+        at(Method::GET, "/healthz", healthz),
+        at(Method::GET, "/readyz", readyz),
+        at(Method::GET, "/openapi.json", super::openapi::document),
+    ]
+}
+
 /// The agent's HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.http.max_body_bytes;
-    Router::new()
-        .route("/v1/movements", post(post_movements))
-        .route("/v1/epcis/events", post(super::epcis::post_events))
-        .route("/v1/status", get(status))
-        .route("/v1/rejects", get(rejects))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -80,7 +111,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn post_movements(
+/// Validates and journals movements: one object, or a list journaled all or nothing.
+#[utoipa::path(post, path = "/v1/movements", tag = "movements",
+    request_body(content = serde_json::Value, description = "A movement or a list of movements (docs/MOVEMENTS.md)"),
+    params(("idempotency-key" = Option<String>, Header, description = "Replays the first answer for the same key and body")),
+    responses(
+        (status = 202, description = "Journaled (on disk)", body = serde_json::Value),
+        (status = 200, description = "Replay of an earlier request with this idempotency key", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON", body = super::openapi::ErrorBody),
+        (status = 409, description = "Conflicts with an earlier request", body = super::openapi::ErrorBody),
+        (status = 422, description = "A record is invalid (kept in the rejects queue)", body = super::openapi::ErrorBody),
+        (status = 503, description = "Journal full or disk full", body = super::openapi::ErrorBody)))]
+pub(crate) async fn post_movements(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<stocksync_runtime::server::auth::Principal>>,
     headers: HeaderMap,
@@ -153,7 +195,10 @@ async fn keep(app: &App, error: &InputError, body: &[u8]) -> Result<(), ApiError
     app.journal.reject(reject).await.map_err(ApiError::Journal)
 }
 
-async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+/// The agent's journal, links and catalog.
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "Backlog, acks, rejects, broker links", body = serde_json::Value)))]
+pub(crate) async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let journal = app.journal.status().map_err(ApiError::Journal)?;
     let now = input::now().unix_ms;
     Ok(Json(json!({
@@ -185,7 +230,10 @@ async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 }
 
 /// The status numbers in Prometheus text format, for alerting without parsing JSON.
-async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+/// Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let journal = app.journal.status().map_err(ApiError::Journal)?;
     let now = input::now().unix_ms;
     let gauges = [
@@ -253,7 +301,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 
 /// `200` while every task runs, `503` naming the task that ended. The broker links are
 /// reported but do not make the agent unhealthy: it journals offline by design.
-async fn healthz(State(app): State<Arc<App>>) -> Response {
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Every task runs", body = serde_json::Value),
+        (status = 503, description = "A task ended", body = serde_json::Value)))]
+pub(crate) async fn healthz(State(app): State<Arc<App>>) -> Response {
     let tasks: serde_json::Map<String, serde_json::Value> = app
         .tasks
         .snapshot()
@@ -289,15 +340,33 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-#[derive(serde::Deserialize)]
-struct Limit {
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Limit {
+    /// At most this many (default 100, at most 1000).
     limit: Option<usize>,
 }
 
-async fn rejects(
+/// The records this agent refused, newest first.
+#[utoipa::path(get, path = "/v1/rejects", tag = "rejects",
+    params(Limit),
+    responses((status = 200, description = "Refused records", body = [crate::journal::StoredReject]),
+        (status = 400, description = "Unknown or malformed query parameter", body = super::openapi::ErrorBody)))]
+pub(crate) async fn rejects(
     State(app): State<Arc<App>>,
-    Query(q): Query<Limit>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // An unknown or malformed parameter is a JSON 400 naming it, like every other error.
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => {
+            let detail = e.body_text();
+            let field = detail.split('`').nth(1).unwrap_or("query").to_string();
+            let body = json!({"error": "bad request", "field": field, "detail": detail});
+            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        }
+    };
     let rows = app
         .journal
         .rejects(q.limit.unwrap_or(100).min(1000))
@@ -308,7 +377,10 @@ async fn rejects(
 /// `GET /readyz`: ready when the journal answers. The broker's state is reported but does not
 /// make the agent unready: it journals movements offline and forwards them on reconnect, so
 /// senders must keep posting to it.
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "The journal answers", body = serde_json::Value),
+        (status = 503, description = "The journal does not answer", body = serde_json::Value)))]
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
     let broker = if app.link.connected.load(Ordering::Relaxed) {
         "connected"
     } else {

@@ -6,4 +6,6 @@
 pub mod epcis;
 pub mod files;
 pub mod http;
+pub mod openapi;
+pub mod retry;
 pub mod scanner;

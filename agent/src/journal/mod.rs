@@ -206,7 +206,7 @@ pub struct JournalStatus {
 }
 
 /// A stored reject, for `GET /v1/rejects`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredReject {
     pub id: i64,
     pub received_at_ms: i64,
@@ -507,6 +507,73 @@ impl Journal {
             refused_by_collector: refused as u64,
             disk_full: self.shared.disk_full.load(Ordering::Relaxed),
         })
+    }
+
+    /// Refused records not yet forwarded to the collector, oldest first.
+    pub fn unforwarded_rejects(&self, limit: usize) -> Result<Vec<StoredReject>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects
+             WHERE forwarded_at_ms IS NULL ORDER BY id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(StoredReject {
+                id: r.get(0)?,
+                received_at_ms: r.get(1)?,
+                source: r.get(2)?,
+                record: r.get(3)?,
+                field: r.get(4)?,
+                detail: r.get(5)?,
+                payload: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(6)?).into_owned(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks reject `id` forwarded (its publish was acknowledged by the broker); returns once
+    /// that is committed. If lost in a crash the reject is sent again, which the collector
+    /// recognises as the same reject.
+    pub async fn reject_forwarded(&self, id: i64) -> Result<(), JournalError> {
+        let at_ms = now_ms();
+        let op = move |conn: &Connection, _: &mut State| -> Result<(), JournalError> {
+            conn.execute(
+                "UPDATE rejects SET forwarded_at_ms = ?2 WHERE id = ?1",
+                params![id, at_ms],
+            )?;
+            Ok(())
+        };
+        Ok(self.writer.call(op).await?)
+    }
+
+    /// Reject `id` with the bytes kept of its request, and whether they were cut to fit.
+    pub fn reject_by_id(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredReject, Vec<u8>, bool)>, JournalError> {
+        let conn = self.shared.reader.lock().expect("reader lock");
+        let row = conn
+            .query_row(
+                "SELECT id, received_at_ms, source, record, field, detail, payload FROM rejects WHERE id = ?1",
+                [id],
+                |r| {
+                    let bytes: Vec<u8> = r.get(6)?;
+                    let reject = StoredReject {
+                        id: r.get(0)?,
+                        received_at_ms: r.get(1)?,
+                        source: r.get(2)?,
+                        record: r.get(3)?,
+                        field: r.get(4)?,
+                        detail: r.get(5)?,
+                        payload: String::from_utf8_lossy(&bytes).into_owned(),
+                    };
+                    Ok((reject, bytes))
+                },
+            )
+            .optional()?;
+        Ok(row.map(|(r, bytes)| {
+            let cut = bytes.len() >= MAX_REJECT_PAYLOAD;
+            (r, bytes, cut)
+        }))
     }
 
     /// The newest refused records, newest first.

@@ -22,6 +22,17 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     if has_hash == 0 {
         conn.execute_batch("ALTER TABLE idempotency ADD COLUMN content_hash BLOB")?;
     }
+    let has_forwarded: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('rejects') WHERE name = 'forwarded_at_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_forwarded == 0 {
+        conn.execute_batch("ALTER TABLE rejects ADD COLUMN forwarded_at_ms INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS rejects_unforwarded ON rejects (id) WHERE forwarded_at_ms IS NULL",
+    )?;
     let tx = conn.transaction()?;
     let version: Option<i64> = tx
         .query_row(

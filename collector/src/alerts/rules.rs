@@ -28,7 +28,7 @@ pub fn evaluate(
 ) -> rusqlite::Result<Vec<Condition>> {
     let mut out = Vec::new();
     let opened: i64 = conn.query_row(
-        "SELECT count(*) FROM exceptions WHERE status = 'open' AND first_seen_ms >= ?1",
+        "SELECT count(*) FROM exceptions WHERE status IN ('open', 'retrying') AND first_seen_ms >= ?1",
         [now - 86_400_000],
         |r| r.get(0),
     )?;

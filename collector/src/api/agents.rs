@@ -15,6 +15,15 @@ use crate::App;
 /// Agents by id: warehouse, journal, first and last seen, and `clock_skew_ms` =
 /// received_at - sent_at of the last v2 batch (positive: the agent's clock is behind the
 /// collector's, or the batch was that long in transit; `null` for v1 agents).
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "operations",
+    summary = "Every agent heard from",
+    responses(
+        (status = 200, description = "Agents with last seen and clock_skew_ms", body = serde_json::Value),
+    ),
+)]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare(

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rusqlite::Connection;
@@ -14,15 +14,28 @@ use serde::Deserialize;
 use super::ApiError;
 use crate::App;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     recent: Option<i64>,
 }
 
 /// `GET /v1/alerts[?recent=n]`: `{firing, recent, evaluations}`.
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "exceptions",
+    summary = "Firing and recent alerts",
+    params(AlertsQuery),
+    responses(
+        (status = 200, description = "{firing, recent, evaluations}", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<AlertsQuery>,
+    super::Params(q): super::Params<AlertsQuery>,
 ) -> Result<Response, ApiError> {
     let recent = q.recent.unwrap_or(50).clamp(0, 1000);
     let mut body = app.ledger.read(|c| crate::alerts::list(c, recent))?;

@@ -12,7 +12,8 @@ use axum::Json;
 use super::{ApiError, Params};
 use crate::{records, App};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<i64>,
@@ -58,6 +59,17 @@ impl ListQuery {
 }
 
 /// Open drift records, newest count first; `?warehouse=` and `?sku=` filter.
+#[utoipa::path(
+    get,
+    path = "/v1/drift",
+    tag = "audit",
+    summary = "Counts that differed from the projection",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn drift(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -70,6 +82,17 @@ pub async fn drift(
 }
 
 /// Counts from non-authoritative sources; by default only those that disagreed.
+#[utoipa::path(
+    get,
+    path = "/v1/conflicts",
+    tag = "audit",
+    summary = "Counts from a source that is not the authority",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn conflicts(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -83,6 +106,17 @@ pub async fn conflicts(
 }
 
 /// Transfers whose received quantity differs from the shipped one.
+#[utoipa::path(
+    get,
+    path = "/v1/discrepancies",
+    tag = "audit",
+    summary = "Transfers shipped and received in different quantities",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn discrepancies(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -93,6 +127,17 @@ pub async fn discrepancies(
 }
 
 /// Orders whose cancellations and returns exceed what they shipped.
+#[utoipa::path(
+    get,
+    path = "/v1/reversals",
+    tag = "audit",
+    summary = "Reversals of more than was shipped",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn reversals(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -103,6 +148,17 @@ pub async fn reversals(
 }
 
 /// Inspections and write-offs that asked for more than quality control or damaged held.
+#[utoipa::path(
+    get,
+    path = "/v1/shortfalls",
+    tag = "audit",
+    summary = "Write-offs and inspections of more than was there",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn shortfalls(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,

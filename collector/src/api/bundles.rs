@@ -17,6 +17,17 @@ use super::ApiError;
 use crate::{buildable, App};
 
 /// The component view of one bundle.
+#[utoipa::path(
+    get,
+    path = "/v1/bundles/{sku}",
+    tag = "stock",
+    summary = "A bundle's component view",
+    params(("sku" = String, Path, description = "A bundle SKU")),
+    responses(
+        (status = 200, description = "Sellable bundles and their components", body = serde_json::Value),
+        (status = 404, description = "No such bundle", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn by_bundle(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,

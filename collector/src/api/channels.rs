@@ -64,6 +64,15 @@ async fn describe(app: &App, channel: &Channel) -> Result<serde_json::Value, Api
 }
 
 /// `GET /v1/channels`: every channel's mode, cursor, targets and open errors.
+#[utoipa::path(
+    get,
+    path = "/v1/channels",
+    tag = "channels",
+    summary = "Every channel with its state and targets",
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+    ),
+)]
 pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for channel in app.channels.channels.values() {
@@ -73,6 +82,17 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/channels/<channel>`.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}",
+    tag = "channels",
+    summary = "One channel",
+    params(("channel" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn one(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -81,7 +101,8 @@ pub async fn one(
     Ok(Json(describe(&app, &channel).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     since: Option<i64>,
@@ -89,6 +110,18 @@ pub struct FeedQuery {
 }
 
 /// `GET /v1/channels/<channel>/sellable[?since=<cursor>&limit=n]`.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/sellable",
+    tag = "channels",
+    summary = "A channel's sellable feed",
+    params(("channel" = String, Path), FeedQuery),
+    responses(
+        (status = 200, description = "Sellable stock after the cursor", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn sellable(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -129,6 +162,18 @@ pub async fn sellable(
 /// `GET /v1/channels/<channel>/sellable/stream`: Server-Sent Events, one `sellable` event
 /// per change with the cursor as event id; resumes after `Last-Event-ID` or `?since=`, else
 /// starts from now.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/sellable/stream",
+    tag = "channels",
+    summary = "A channel's sellable feed as Server-Sent Events",
+    params(("channel" = String, Path), FeedQuery),
+    responses(
+        (status = 200, description = "Server-Sent Events, one `sellable` event per change", content_type = "text/event-stream"),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn stream(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -206,6 +251,19 @@ pub struct ModeRequest {
 /// `PUT /v1/channels/<channel>/mode` `{"mode": "live"|"frozen"|"zero", "reason": ..}`.
 /// With tokens configured the change is recorded as made by the token's name; `set_by` in
 /// the body is only used when the API is open.
+#[utoipa::path(
+    put,
+    path = "/v1/channels/{channel}/mode",
+    tag = "channels",
+    summary = "Freeze, zero or unfreeze a channel",
+    params(("channel" = String, Path)),
+    request_body(content = serde_json::Value, description = "{mode: live | frozen | zero, reason, set_by}"),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn set_mode(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<crate::auth::Principal>>,
@@ -228,13 +286,26 @@ pub async fn set_mode(
     Ok(Json(json!({"channel": name, "state": state})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     limit: Option<i64>,
 }
 
 /// `GET /v1/channels/<channel>/errors`: the error queue, open errors first.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/errors",
+    tag = "channels",
+    summary = "A channel's error queue",
+    params(("channel" = String, Path), Limit),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such channel", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn errors(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,

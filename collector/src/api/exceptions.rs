@@ -1,7 +1,8 @@
 //! `/v1/exceptions`: the operator's queue. `GET` lists (filters `kind`, `status`,
 //! `warehouse`, `channel`, `sku`; `limit`/`offset` paging) and shows one exception with its
 //! records and log; `POST /v1/exceptions/<id>/{resolve,ignore,reopen,comment}` with
-//! `{by, comment}` acts on one, `POST /v1/exceptions/{resolve,ignore,reopen}` with
+//! `{by, comment}` acts on one (`retry` processes its refused records again),
+//! `POST /v1/exceptions/{retry,resolve,ignore,reopen}` with
 //! `{by, comment, filter}` on every exception the filter selects.
 //!
 //! Every read first folds the stores' newest records into the queue, so what an operator
@@ -9,14 +10,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
+use super::{ApiError, Params};
 use crate::auth::{self, Principal};
 use crate::exceptions::{self, Action, ActionError, Filter, Page, Request};
 use crate::ledger::Ledger;
@@ -30,6 +31,9 @@ impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> ApiError {
         let (status, error, field) = match &e {
             ActionError::NotFound(_) => (StatusCode::NOT_FOUND, "not found", Some("id")),
+            ActionError::NotRetryable { .. } => {
+                (StatusCode::CONFLICT, "not retryable", Some("kind"))
+            }
             ActionError::AlreadyInStatus { .. } => {
                 (StatusCode::CONFLICT, "conflict", Some("status"))
             }
@@ -38,7 +42,7 @@ impl From<ActionError> for ApiError {
                 "invalid request",
                 Some(*field),
             ),
-            ActionError::Sqlite(_) => (
+            ActionError::Sqlite(_) | ActionError::Ledger(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "exception storage error",
                 None,
@@ -60,10 +64,17 @@ pub async fn sync(ledger: &Ledger) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+/// The list's query: the filter's fields and paging. Spelled out, not flattened, so that an
+/// unknown key is refused (serde cannot deny unknown fields through a flatten).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    #[serde(flatten)]
-    filter: Filter,
+    kind: Option<String>,
+    status: Option<String>,
+    warehouse: Option<String>,
+    channel: Option<String>,
+    sku: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -75,11 +86,29 @@ fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), A
 }
 
 /// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
+#[utoipa::path(
+    get,
+    path = "/v1/exceptions",
+    tag = "exceptions",
+    summary = "The exception queue",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "{total, limit, offset, items}", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let cond = where_sql(&q.filter)?;
+    let filter = Filter {
+        kind: q.kind,
+        status: q.status,
+        warehouse: q.warehouse,
+        channel: q.channel,
+        sku: q.sku,
+    };
+    let cond = where_sql(&filter)?;
     let page = Page {
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         offset: q.offset.unwrap_or(0).max(0),
@@ -93,6 +122,17 @@ pub async fn list(
 }
 
 /// `GET /v1/exceptions/<id>`.
+#[utoipa::path(
+    get,
+    path = "/v1/exceptions/{id}",
+    tag = "exceptions",
+    summary = "One exception",
+    params(("id" = String, Path, description = "An exception id")),
+    responses(
+        (status = 200, description = "The exception with its records and log", body = serde_json::Value),
+        (status = 404, description = "No such exception", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn one(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -115,19 +155,36 @@ fn action(name: &str) -> Result<Action, ApiError> {
     Action::parse(name).ok_or_else(|| {
         ApiError::not_found(
             "action",
-            format!("no action `{name}` (known: resolve, ignore, reopen, comment)"),
+            format!("no action `{name}` (known: retry, resolve, ignore, reopen, comment)"),
         )
     })
 }
 
 /// `POST /v1/exceptions/<id>/<action>` `{by, comment}`. With API tokens configured, the
 /// action is recorded as the token's name, whatever `by` says.
+#[utoipa::path(
+    post,
+    path = "/v1/exceptions/{id}/{action}",
+    tag = "exceptions",
+    summary = "Act on one exception",
+    params(("id" = String, Path, description = "An exception id"), ("action" = String, Path, description = "retry, resolve, ignore, reopen or comment")),
+    request_body = Request,
+    responses(
+        (status = 200, description = "The status afterwards (retry: a Retry)", body = serde_json::Value),
+        (status = 404, description = "No such exception or action", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Already in that status, or cannot be retried", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn act(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path((id, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    if name == "retry" {
+        return retry(app, principal, id, body).await;
+    }
     let action = action(&name)?;
     let mut req: Request = parse(&body)?;
     req.by = auth::by(principal.as_deref(), &req.by);
@@ -143,22 +200,35 @@ pub async fn act(
     Ok(Json(json!({"id": id, "status": status})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BulkRequest {
+pub struct BulkRequest {
     by: String,
     comment: String,
     filter: Filter,
 }
 
 /// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`; `by` as in [`act`].
+#[utoipa::path(
+    post,
+    path = "/v1/exceptions/{id}",
+    tag = "exceptions",
+    summary = "Act on every exception a filter selects",
+    params(("id" = String, Path, description = "The action for every exception the filter selects: retry, resolve, ignore, reopen")),
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "{changed, ids} (retry: {changed, retried, skipped})", body = serde_json::Value),
+        (status = 404, description = "No such action", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn bulk(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let action = action(&name)?;
+    let action = (name != "retry").then(|| action(&name)).transpose()?;
     let req: BulkRequest = parse(&body)?;
     let cond = where_sql(&req.filter)?;
     sync(&app.ledger).await?;
@@ -167,9 +237,43 @@ pub async fn bulk(
         by: auth::by(principal.as_deref(), &req.by),
         comment: req.comment,
     };
+    let Some(action) = action else {
+        let (retried, skipped) =
+            exceptions::retry_by_filter((&app.ledger, &app.agent_commands), cond, who, now).await?;
+        let skipped: Vec<_> = skipped
+            .into_iter()
+            .map(|(id, why)| json!({"id": id, "why": why}))
+            .collect();
+        return Ok(
+            Json(json!({"changed": retried.len(), "retried": retried, "skipped": skipped}))
+                .into_response(),
+        );
+    };
     let ids = app
         .ledger
         .write(move |tx, _| Ok(exceptions::act_by_filter(tx, &cond, action, &who, t)))
         .await??;
     Ok(Json(json!({"changed": ids.len(), "ids": ids})).into_response())
+}
+
+/// `POST /v1/exceptions/<id>/retry` `{by, comment}`: processes the exception's refused
+/// records again (exactly once each); answers the exception's status afterwards, `attempts`
+/// and, if still refused, the new reason. A kind that cannot be retried answers `409`.
+async fn retry(
+    app: Arc<App>,
+    principal: Option<axum::Extension<Principal>>,
+    id: String,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let mut req: Request = parse(&body)?;
+    req.by = auth::by(principal.as_deref(), &req.by);
+    sync(&app.ledger).await?;
+    let done = exceptions::retry((&app.ledger, &app.agent_commands), &id, req, now).await?;
+    // An agent's reject: the command is sent, the agent's answer settles it later.
+    let status = if done.status == "retrying" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done)).into_response())
 }

@@ -25,7 +25,8 @@ use crate::projection::{self, Entry};
 use crate::replay::{Replay, Step};
 use crate::{records, reserve, void, App};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     location: Option<String>,
@@ -33,6 +34,18 @@ pub struct HistoryQuery {
 
 /// The movements (and reservation events) of one (SKU, location), each with its effect
 /// and the running states.
+#[utoipa::path(
+    get,
+    path = "/v1/stock/{sku}/history",
+    tag = "stock",
+    summary = "The history that explains a number",
+    params(("sku" = String, Path), HistoryQuery),
+    responses(
+        (status = 200, description = "Movements with their effects and running states", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such SKU or location", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn history(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,

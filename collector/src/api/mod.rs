@@ -11,6 +11,7 @@ mod channels;
 mod dashboard;
 mod exceptions;
 mod history;
+mod openapi;
 mod orders;
 mod ready;
 mod reports;
@@ -22,69 +23,111 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::ledger::LedgerError;
 use crate::App;
 
+/// One route: method, path (axum syntax) and handler.
+pub(crate) type Route = (Method, &'static str, MethodRouter<Arc<App>>);
+
+fn at<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, Arc<App>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    (method, path, on(filter, handler))
+}
+
+/// Every route the collector serves. The router is built from this table only, and a test
+/// checks that the OpenAPI document (`openapi`) describes exactly these.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        at(Method::GET, "/v1/stock", stock::by_location),
+        at(Method::GET, "/v1/stock/:sku", stock::by_sku),
+        at(Method::GET, "/v1/stock/:sku/history", history::history),
+        at(Method::GET, "/v1/drift", audit::drift),
+        at(Method::GET, "/v1/conflicts", audit::conflicts),
+        at(Method::GET, "/v1/discrepancies", audit::discrepancies),
+        at(Method::GET, "/v1/reversals", audit::reversals),
+        at(Method::GET, "/v1/shortfalls", audit::shortfalls),
+        at(Method::GET, "/v1/bundles/:sku", bundles::by_bundle),
+        at(Method::POST, "/v1/reservations", reservations::create),
+        at(Method::GET, "/v1/reservations", reservations::list),
+        at(Method::GET, "/v1/reservations/:id", reservations::get),
+        at(
+            Method::DELETE,
+            "/v1/reservations/:id",
+            reservations::release,
+        ),
+        at(Method::POST, "/v1/movements/void", voids::create),
+        at(Method::POST, "/v1/orders", orders::place),
+        at(Method::GET, "/v1/orders", orders::list),
+        at(Method::GET, "/v1/orders/:id", orders::get),
+        at(Method::POST, "/v1/orders/:id/cancel", orders::cancel),
+        at(Method::POST, "/v1/orders/:id/paid", orders::paid),
+        at(Method::POST, "/v1/orders/:id/reroute", orders::reroute),
+        at(
+            Method::PUT,
+            "/v1/routing/warehouses/:warehouse",
+            orders::set_frozen,
+        ),
+        at(Method::GET, "/v1/rejects", rejects),
+        at(Method::POST, "/v1/rejects/:id/retry", retry_reject),
+        at(Method::GET, "/v1/channels", channels::list),
+        at(Method::GET, "/v1/channels/:channel", channels::one),
+        at(
+            Method::GET,
+            "/v1/channels/:channel/sellable",
+            channels::sellable,
+        ),
+        at(
+            Method::GET,
+            "/v1/channels/:channel/sellable/stream",
+            channels::stream,
+        ),
+        at(
+            Method::PUT,
+            "/v1/channels/:channel/mode",
+            channels::set_mode,
+        ),
+        at(
+            Method::GET,
+            "/v1/channels/:channel/errors",
+            channels::errors,
+        ),
+        at(Method::GET, "/v1/agents", agents::list),
+        at(Method::GET, "/v1/exceptions", exceptions::list),
+        at(Method::GET, "/v1/exceptions/:id", exceptions::one),
+        at(Method::POST, "/v1/exceptions/:id", exceptions::bulk),
+        at(Method::POST, "/v1/exceptions/:id/:action", exceptions::act),
+        at(Method::GET, "/v1/reports/daily", reports::daily),
+        at(Method::GET, "/v1/alerts", alerts::list),
+        at(Method::GET, "/", dashboard::root),
+        at(Method::GET, "/dashboard", dashboard::index),
+        at(Method::GET, "/dashboard/style.css", dashboard::style),
+        at(Method::GET, "/dashboard/app.js", dashboard::script),
+        at(Method::GET, "/readyz", ready::readyz),
+        at(Method::GET, "/healthz", healthz),
+        at(Method::GET, "/metrics", metrics),
+        at(Method::GET, "/openapi.json", openapi::document),
+    ]
+}
+
 /// The collector's routes.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/v1/stock", get(stock::by_location))
-        .route("/v1/stock/:sku", get(stock::by_sku))
-        .route("/v1/stock/:sku/history", get(history::history))
-        .route("/v1/drift", get(audit::drift))
-        .route("/v1/conflicts", get(audit::conflicts))
-        .route("/v1/discrepancies", get(audit::discrepancies))
-        .route("/v1/reversals", get(audit::reversals))
-        .route("/v1/shortfalls", get(audit::shortfalls))
-        .route("/v1/bundles/:sku", get(bundles::by_bundle))
-        .route(
-            "/v1/reservations",
-            post(reservations::create).get(reservations::list),
-        )
-        .route(
-            "/v1/reservations/:id",
-            get(reservations::get).delete(reservations::release),
-        )
-        .route("/v1/movements/void", post(voids::create))
-        .route("/v1/orders", post(orders::place).get(orders::list))
-        .route("/v1/orders/:id", get(orders::get))
-        .route("/v1/orders/:id/cancel", post(orders::cancel))
-        .route("/v1/orders/:id/paid", post(orders::paid))
-        .route("/v1/orders/:id/reroute", post(orders::reroute))
-        .route("/v1/routing/warehouses/:warehouse", put(orders::set_frozen))
-        .route("/v1/rejects", get(rejects))
-        .route("/v1/rejects/:id/retry", post(retry_reject))
-        .route("/v1/channels", get(channels::list))
-        .route("/v1/channels/:channel", get(channels::one))
-        .route("/v1/channels/:channel/sellable", get(channels::sellable))
-        .route(
-            "/v1/channels/:channel/sellable/stream",
-            get(channels::stream),
-        )
-        .route("/v1/channels/:channel/mode", put(channels::set_mode))
-        .route("/v1/channels/:channel/errors", get(channels::errors))
-        .route("/v1/agents", get(agents::list))
-        .route("/v1/exceptions", get(exceptions::list))
-        .route(
-            "/v1/exceptions/:id",
-            get(exceptions::one).post(exceptions::bulk),
-        )
-        .route("/v1/exceptions/:id/:action", post(exceptions::act))
-        .route("/v1/reports/daily", get(reports::daily))
-        .route("/v1/alerts", get(alerts::list))
-        .route("/", get(dashboard::root))
-        .route("/dashboard", get(dashboard::index))
-        .route("/dashboard/style.css", get(dashboard::style))
-        .route("/dashboard/app.js", get(dashboard::script))
-        .route("/readyz", get(ready::readyz))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .with_state(app)
 }
 
@@ -181,7 +224,17 @@ impl IntoResponse for ApiError {
 
 /// `200` while connected to the broker with every task running; `503` otherwise, naming
 /// the task that ended (`"status": "failed"`) or the lost broker (`"degraded"`).
-async fn healthz(State(app): State<Arc<App>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Health",
+    responses(
+        (status = 200, description = "Connected, every task running", body = serde_json::Value),
+        (status = 503, description = "Degraded or failed", body = serde_json::Value),
+    ),
+)]
+pub(crate) async fn healthz(State(app): State<Arc<App>>) -> Response {
     let connected = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
     let running = app.tasks.all_running();
     let tasks: serde_json::Map<String, serde_json::Value> = app
@@ -212,7 +265,16 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    ),
+)]
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],
         app.metrics.render() + &app.channels.stats.render() + &alerts::metrics(&app),
@@ -220,13 +282,25 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct Limit {
+pub struct Limit {
     limit: Option<i64>,
 }
 
-async fn rejects(
+#[utoipa::path(
+    get,
+    path = "/v1/rejects",
+    tag = "rejects",
+    summary = "The collector's rejects queue",
+    params(Limit),
+    responses(
+        (status = 200, description = "Payloads and movements the collector refused", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn rejects(
     State(app): State<Arc<App>>,
     Params(q): Params<Limit>,
 ) -> Result<Response, ApiError> {
@@ -259,7 +333,19 @@ async fn rejects(
 
 /// Applies a movement the collector's checks refused, if it passes them now (an unknown
 /// SKU the catalog has since learnt). Exactly once: a second retry answers `already_applied`.
-async fn retry_reject(
+#[utoipa::path(
+    post,
+    path = "/v1/rejects/{id}/retry",
+    tag = "rejects",
+    summary = "Retry a refused movement (exactly once)",
+    params(("id" = i64, Path)),
+    responses(
+        (status = 200, description = "`applied` or `already_applied`", body = serde_json::Value),
+        (status = 404, description = "No such reject", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Still refused, or not retryable", body = crate::api::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn retry_reject(
     State(app): State<Arc<App>>,
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Result<Response, ApiError> {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -30,6 +30,19 @@ impl From<Invalid> for ApiError {
 
 /// Routes and holds an order: 201 with allocations and the explanation, 200 for a replay,
 /// 409 for a shortfall (nothing held) or an id reused with another body, 422 for bad input.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    summary = "Place an order",
+    request_body(content = serde_json::Value, description = "An order (docs/ORDERS.md)"),
+    responses(
+        (status = 201, description = "Routed and held", body = serde_json::Value),
+        (status = 200, description = "Replay", body = serde_json::Value),
+        (status = 409, description = "Shortfall, or the id was reused with another body", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn place(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -96,6 +109,17 @@ fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepar
 }
 
 /// One order with its history.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    tag = "orders",
+    summary = "One order",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -106,7 +130,9 @@ pub async fn get(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
     channel: Option<String>,
@@ -114,9 +140,20 @@ pub struct ListQuery {
 }
 
 /// Orders, newest first, by state and channel.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    summary = "Orders by state and channel",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
-    Query(q): Query<ListQuery>,
+    super::Params(q): super::Params<ListQuery>,
 ) -> Result<Response, ApiError> {
     const STATES: &[&str] = &[
         "reserved",
@@ -150,6 +187,18 @@ fn outcome(id: &str, o: Outcome) -> Result<Response, ApiError> {
 }
 
 /// Cancels the whole order (empty body) or lines and quantities; releases what is held.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    tag = "orders",
+    summary = "Cancel an order",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Not in a state that allows it", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn cancel(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -175,6 +224,18 @@ pub async fn cancel(
 }
 
 /// The order was paid: its holds no longer expire.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/paid",
+    tag = "orders",
+    summary = "Mark an order paid",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Not in a state that allows it", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn paid(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -191,6 +252,18 @@ pub async fn paid(
 }
 
 /// Moves open allocations off frozen or silent warehouses.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/reroute",
+    tag = "orders",
+    summary = "Route an order again",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such order", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Not in a state that allows it", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn reroute(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -206,7 +279,7 @@ pub async fn reroute(
     outcome(&id, o)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
     frozen: bool,
@@ -215,6 +288,18 @@ pub struct Freeze {
 }
 
 /// Freezes or unfreezes a warehouse for routing (new orders skip it; re-route moves off it).
+#[utoipa::path(
+    put,
+    path = "/v1/routing/warehouses/{warehouse}",
+    tag = "orders",
+    summary = "Freeze or unfreeze a warehouse for routing",
+    params(("warehouse" = String, Path)),
+    request_body = Freeze,
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn set_frozen(
     State(app): State<Arc<App>>,
     Path(warehouse): Path<String>,

@@ -17,6 +17,16 @@ use crate::App;
 /// How long the writer may take to answer before the store counts as unreachable.
 const WRITER_TIMEOUT: Duration = Duration::from_secs(5);
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Broker and store reachable", body = serde_json::Value),
+        (status = 503, description = "Not ready", body = serde_json::Value),
+    ),
+)]
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     let broker = app.metrics.broker_connected.load(Ordering::Relaxed) == 1;
     let read = app

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,17 +15,30 @@ use super::ApiError;
 use crate::report::{self, Context};
 use crate::App;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DailyQuery {
     date: Option<String>,
     format: Option<String>,
 }
 
 /// `GET /v1/reports/daily`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/daily",
+    tag = "exceptions",
+    summary = "Daily exception report",
+    params(DailyQuery),
+    responses(
+        (status = 200, description = "The daily exception report (JSON, or CSV with format=csv)", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn daily(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(q): Query<DailyQuery>,
+    super::Params(q): super::Params<DailyQuery>,
 ) -> Result<Response, ApiError> {
     let now = stocksync_common::input::now().unix_ms;
     let day_start_ms = match &q.date {

@@ -20,6 +20,19 @@ fn now() -> i64 {
 
 /// Holds stock for an order; 201 when held, 200 for a replay, 409 when the warehouse does
 /// not have it (nothing held) or the id was used for another reservation.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations",
+    tag = "orders",
+    summary = "Hold stock",
+    request_body(content = serde_json::Value, description = "A reservation request"),
+    responses(
+        (status = 201, description = "Held", body = serde_json::Value),
+        (status = 200, description = "Replay", body = serde_json::Value),
+        (status = 409, description = "Not enough stock, or the id was used for another reservation", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
@@ -96,7 +109,8 @@ pub async fn create(
     })
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     sku: String,
@@ -105,6 +119,17 @@ pub struct ListQuery {
 }
 
 /// Reservations of one SKU, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/reservations",
+    tag = "orders",
+    summary = "Reservations of one SKU",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
@@ -117,6 +142,17 @@ pub async fn list(
 }
 
 /// One reservation.
+#[utoipa::path(
+    get,
+    path = "/v1/reservations/{id}",
+    tag = "orders",
+    summary = "One reservation",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "OK", body = serde_json::Value),
+        (status = 404, description = "No such reservation", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -128,6 +164,17 @@ pub async fn get(
 }
 
 /// Releases a reservation (the order was abandoned); the stock is sellable again.
+#[utoipa::path(
+    delete,
+    path = "/v1/reservations/{id}",
+    tag = "orders",
+    summary = "Release a reservation",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Released", body = serde_json::Value),
+        (status = 404, description = "No such reservation", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn release(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,

@@ -41,6 +41,17 @@ fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
 
 /// Per-location breakdown of one SKU, with totals: per warehouse (bins beneath) and the
 /// raw projection rows (`locations`).
+#[utoipa::path(
+    get,
+    path = "/v1/stock/{sku}",
+    tag = "stock",
+    summary = "One SKU",
+    params(("sku" = String, Path)),
+    responses(
+        (status = 200, description = "Per-location states and totals", body = serde_json::Value),
+        (status = 404, description = "No such SKU", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn by_sku(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,
@@ -85,7 +96,8 @@ pub async fn by_sku(
     .into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LocationQuery {
     location: Option<String>,
@@ -93,6 +105,17 @@ pub struct LocationQuery {
 }
 
 /// Every SKU at a warehouse (`location=ams`) or one bin of it (`location=ams/A-01`).
+#[utoipa::path(
+    get,
+    path = "/v1/stock",
+    tag = "stock",
+    summary = "Stock at a warehouse or bin",
+    params(LocationQuery),
+    responses(
+        (status = 200, description = "Every SKU at a location", body = serde_json::Value),
+        (status = 400, description = "Unknown or malformed query parameter", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn by_location(
     State(app): State<Arc<App>>,
     Params(q): Params<LocationQuery>,

@@ -15,6 +15,19 @@ use crate::App;
 
 /// 201 with the void record, 200 with the first one if it was voided before, 404 if the
 /// ledger has no such movement.
+#[utoipa::path(
+    post,
+    path = "/v1/movements/void",
+    tag = "audit",
+    summary = "Void a movement",
+    request_body(content = serde_json::Value, description = "{agent_id, seq, by, reason}"),
+    responses(
+        (status = 200, description = "Voided; the projection replays without it", body = serde_json::Value),
+        (status = 404, description = "No such movement", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Already voided", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Invalid body: names the field", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,

@@ -1,4 +1,5 @@
-//! What an operator does to an exception: resolve, ignore, reopen or comment, each kept in
+//! What an operator does to an exception: resolve, ignore, reopen or comment (retry is in
+//! `retry`), each kept in
 //! the exception's log with who did it and why. A status change needs both.
 
 use rusqlite::types::Value as Sql;
@@ -48,7 +49,7 @@ impl Action {
 }
 
 /// Who acts and why.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub by: String,
@@ -62,13 +63,17 @@ pub enum ActionError {
     NotFound(String),
     #[error("exception `{id}` is already {status}")]
     AlreadyInStatus { id: String, status: String },
+    #[error("exception `{id}` cannot be retried: {detail}")]
+    NotRetryable { id: String, detail: String },
     #[error("{detail}")]
     Invalid { field: &'static str, detail: String },
     #[error("exception storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
-fn check(req: &Request) -> Result<(), ActionError> {
+pub(super) fn check(req: &Request) -> Result<(), ActionError> {
     if req.by.trim().is_empty() {
         return Err(ActionError::Invalid {
             field: "$.by",

@@ -12,6 +12,7 @@
 mod actions;
 mod outbound;
 mod query;
+mod retry;
 mod sources;
 mod stores;
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use actions::{act, act_by_filter, Action, ActionError, Request};
 pub use query::{get, list, summary, Filter, Page};
+pub use retry::{agent_retried, retry, retry_by_filter, Retry};
 pub use sources::sync;
 
 /// The queue's tables, in the ledger's file.
@@ -39,7 +41,8 @@ CREATE TABLE IF NOT EXISTS exceptions (
     last_seen_ms INTEGER NOT NULL,
     occurrences INTEGER NOT NULL,
     status TEXT NOT NULL,
-    status_at_ms INTEGER NOT NULL
+    status_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS exceptions_by_status ON exceptions (status, kind);
 CREATE INDEX IF NOT EXISTS exceptions_by_sku ON exceptions (sku);
@@ -68,15 +71,28 @@ CREATE TABLE IF NOT EXISTS exception_cursors (
 ) WITHOUT ROWID;
 ";
 
-/// Creates the queue's tables if missing.
+/// Creates the queue's tables if missing, and adds `attempts` to a file from before retries.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    let has_attempts: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('exceptions') WHERE name = 'attempts'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_attempts {
+        conn.execute_batch(
+            "ALTER TABLE exceptions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
 }
 
 /// What kind of problem an exception is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    /// A record an agent refused (forwarded by the agent; the agent keeps its own copy).
+    AgentReject,
     /// A payload or movement the collector refused (undecodable, identity, source policy).
     CollectorReject,
     Drift,
@@ -92,7 +108,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
+        Kind::AgentReject,
         Kind::CollectorReject,
         Kind::Drift,
         Kind::Conflict,
@@ -105,6 +122,7 @@ impl Kind {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::AgentReject => "agent_reject",
             Kind::CollectorReject => "collector_reject",
             Kind::Drift => "drift",
             Kind::Conflict => "conflict",
@@ -126,16 +144,24 @@ impl Kind {
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Open,
+    /// A retry is under way (its records are being processed again).
+    Retrying,
     Resolved,
     Ignored,
 }
 
 impl Status {
-    pub const ALL: [Status; 3] = [Status::Open, Status::Resolved, Status::Ignored];
+    pub const ALL: [Status; 4] = [
+        Status::Open,
+        Status::Retrying,
+        Status::Resolved,
+        Status::Ignored,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Open => "open",
+            Status::Retrying => "retrying",
             Status::Resolved => "resolved",
             Status::Ignored => "ignored",
         }

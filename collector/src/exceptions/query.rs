@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Which exceptions a list or a bulk action covers; every field set must match.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     pub kind: Option<String>,
@@ -34,7 +34,7 @@ impl Filter {
             if super::Status::parse(s).is_none() {
                 return Err((
                     "status",
-                    format!("unknown status `{s}` (known: open, resolved, ignored)"),
+                    format!("unknown status `{s}` (known: open, retrying, resolved, ignored)"),
                 ));
             }
         }
@@ -63,7 +63,7 @@ pub struct Page {
     pub offset: i64,
 }
 
-const COLUMNS: &str = "id, kind, warehouse, channel, sku, source, field, reason, first_seen_ms, last_seen_ms, occurrences, status, status_at_ms, record";
+const COLUMNS: &str = "id, kind, warehouse, channel, sku, source, field, reason, first_seen_ms, last_seen_ms, occurrences, status, status_at_ms, record, attempts";
 
 fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let record: String = r.get(13)?;
@@ -81,6 +81,7 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "occurrences": r.get::<_, i64>(10)?,
         "status": r.get::<_, String>(11)?,
         "status_at_ms": r.get::<_, i64>(12)?,
+        "attempts": r.get::<_, i64>(14)?,
         "record": serde_json::from_str::<Value>(&record).unwrap_or(Value::Null),
     }))
 }

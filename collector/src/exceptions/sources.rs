@@ -3,7 +3,8 @@
 //! Each store is read from a cursor (its newest timestamp seen, minus a margin, because the
 //! channel store commits from its own connection and a row can land with a slightly older
 //! timestamp); re-reading a record is harmless because a record's count is *set* in
-//! `exception_sources`, never added. A record that no longer shows the problem (a drift a
+//! `exception_sources`, never added, and a reject closed by a retry stays closed unless it
+//! shows a new occurrence. A record that no longer shows the problem (a drift a
 //! late delta explained away, a channel error a later delivery closed) closes its source;
 //! an open exception whose sources are all closed is resolved by the system. A new
 //! occurrence of a resolved exception opens it again; an ignored one stays ignored.
@@ -80,7 +81,10 @@ fn fold(tx: &Connection, o: &Occurrence, now: i64) -> rusqlite::Result<()> {
         "INSERT INTO exception_sources (origin, origin_key, exception_id, seen, last_seen_ms, open)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (origin, origin_key) DO UPDATE SET seen = excluded.seen,
-             last_seen_ms = excluded.last_seen_ms, open = excluded.open",
+             last_seen_ms = excluded.last_seen_ms,
+             open = CASE WHEN origin IN ('rejects', 'agent_rejects')
+                              AND excluded.seen <= seen AND excluded.last_seen_ms <= last_seen_ms
+                         THEN min(open, excluded.open) ELSE excluded.open END",
         params![
             o.origin,
             o.origin_key,

@@ -1,4 +1,4 @@
-//! Reading each store that keeps a kind of problem (rejects, drift, conflicts,
+//! Reading each store that keeps a kind of problem (agent and collector rejects, drift, conflicts,
 //! discrepancies, reversals, channel errors) as occurrences for the queue: what the group's
 //! natural key is, which warehouse, channel and SKU it concerns, and the record as received.
 //! Read-only: the stores stay the only writers of their tables.
@@ -32,7 +32,8 @@ pub(super) struct Occurrence {
 
 pub(super) type Reader = fn(&Connection, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
 
-pub(super) const READERS: [(&str, Reader); 8] = [
+pub(super) const READERS: [(&str, Reader); 9] = [
+    ("agent_rejects", read_agent_rejects),
     ("rejects", read_rejects),
     ("drift", read_drift),
     ("conflicts", read_conflicts),
@@ -68,7 +69,8 @@ fn ledger_record(tx: &Connection, agent_id: &str, seq: i64) -> rusqlite::Result<
 
 fn read_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload
+        "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, reason, field, payload,
+                retried_at_ms
          FROM rejects WHERE last_seen_ms >= ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([since], |r| {
@@ -97,6 +99,55 @@ fn read_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occur
             source: agent_id.map_or(format!("topic {topic}"), |a| format!("agent {a}")),
             field,
             reason,
+            record,
+            // A retry applied it: the problem is over.
+            closed: r.get::<_, Option<i64>>(9)?.is_some(),
+        })
+    })?;
+    newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The refused record of an agent reject as received: the payload as JSON (the `record`th
+/// element when it is a list), else its text.
+fn agent_record(payload: &str, record: Option<i64>) -> Value {
+    let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        return json!({ "undecoded": payload });
+    };
+    match (record.and_then(|i| usize::try_from(i).ok()), &v) {
+        (Some(i), Value::Array(items)) if i < items.len() => items[i].clone(),
+        _ => v,
+    }
+}
+
+fn read_agent_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT agent_id, reject_id, received_at_ms, warehouse, arrived_at_ms, source, record, field, detail, payload
+         FROM agent_rejects WHERE arrived_at_ms >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        let (agent, id, received): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (warehouse, arrived, input): (String, i64, String) = (r.get(3)?, r.get(4)?, r.get(5)?);
+        let (field, detail): (String, String) = (r.get(7)?, r.get(8)?);
+        let record = agent_record(&r.get::<_, String>(9)?, r.get(6)?);
+        Ok(Occurrence {
+            kind: Kind::AgentReject,
+            key: vec![
+                warehouse.clone(),
+                agent.clone(),
+                field.clone(),
+                detail.clone(),
+            ],
+            origin: "agent_rejects",
+            origin_key: format!("{agent}/{id}/{received}"),
+            seen: 1,
+            first_seen_ms: arrived,
+            last_seen_ms: arrived,
+            warehouse: Some(warehouse),
+            channel: None,
+            sku: record["sku"].as_str().map(String::from),
+            source: format!("agent {agent} ({input} input, its reject {id})"),
+            field: Some(field),
+            reason: detail,
             record,
             closed: false,
         })

@@ -29,7 +29,7 @@ pub enum Retried {
 }
 
 /// Fields of the checks whose rejects can be retried.
-const RETRYABLE: [&str; 2] = ["$.sku", "$.occurred_at"];
+pub(crate) const RETRYABLE: [&str; 2] = ["$.sku", "$.occurred_at"];
 
 impl Ledger {
     /// Applies rejected movement `id` if it now passes the collector's checks.

@@ -146,16 +146,13 @@ pub(super) fn route_and_hold(
         }
         let holds = holds_for(&plan.allocations, &p.demand, order_id, first_hold);
         let wanted: Vec<Hold> = holds.iter().map(|(h, _)| h.clone()).collect();
-        match reserve::create_all(
-            tx,
-            order_id,
-            Some(&p.request.channel),
-            &wanted,
-            p.expires_at_ms,
-            Some(&p.by),
-            now,
-            touched,
-        )? {
+        let owner = reserve::Owner {
+            order: order_id,
+            channel: Some(&p.request.channel),
+            expires_at_ms: p.expires_at_ms,
+            by: Some(&p.by),
+        };
+        match reserve::create_all(tx, &owner, &wanted, now, touched)? {
             CreatedAll::New(reservations) => {
                 let refs = holds.into_iter().map(|(_, r)| r).collect();
                 return Ok(Ok((plan, refs, reservations, filtered, dropped)));

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS orders (
     answer TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS orders_by_state ON orders (state, channel, created_at_ms);
 CREATE TABLE IF NOT EXISTS order_history (
     seq INTEGER PRIMARY KEY,

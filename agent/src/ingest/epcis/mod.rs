@@ -210,6 +210,14 @@ impl EpcisInput<'_> {
 
 /// The handler of `POST /v1/epcis/events`: 202 when every event is accepted or ignored,
 /// 207 when some are rejected, 422 when all are, 503 when the journal failed.
+#[utoipa::path(post, path = "/v1/epcis/events", tag = "movements",
+    request_body(content = serde_json::Value, content_type = "application/json", description = "An EPCIS 2.0 document or event list"),
+    responses(
+        (status = 202, description = "Every event accepted or ignored", body = serde_json::Value),
+        (status = 207, description = "Some events rejected", body = serde_json::Value),
+        (status = 415, description = "Not JSON", body = crate::ingest::openapi::ErrorBody),
+        (status = 422, description = "Every event rejected", body = serde_json::Value),
+        (status = 503, description = "The journal failed", body = crate::ingest::openapi::ErrorBody)))]
 pub async fn post_events(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

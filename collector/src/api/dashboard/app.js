@@ -19,8 +19,21 @@ const num = (v) => `<td class="num">${v == null ? "—" : esc(Number(v).toLocale
 const state = (s) => `<span class="state ${esc(s)}">${esc(s)}</span>`;
 const skuLink = (sku) => (sku ? `<a href="#/sku/${enc(sku)}">${esc(sku)}</a>` : "—");
 
+// With `[[http.tokens]]` configured every API call carries a token: the one entered in the
+// header, kept in sessionStorage (this tab only, gone when it closes).
+const TOKEN_KEY = "stocksync.token";
+
+function withToken(opts) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const o = Object.assign({}, opts);
+  o.headers = Object.assign({}, (opts && opts.headers) || {});
+  if (token) o.headers.authorization = "Bearer " + token;
+  return o;
+}
+
 async function api(path, opts) {
-  const r = await fetch(path, opts);
+  const r = await fetch(path, withToken(opts));
+  if (r.status === 401) throw new Error("This collector needs an API token: enter one at the top right.");
   const text = await r.text();
   let body;
   try { body = JSON.parse(text); } catch { body = text; }
@@ -36,14 +49,22 @@ function table(id, head, rows, empty) {
 
 // ---- pages -------------------------------------------------------------------------
 
+const skew = (ms) => {
+  if (ms == null) return `<td class="num muted">—</td>`;
+  const s = ms / 1000;
+  const text = (s > 0 ? "+" : "") + (Math.abs(s) < 10 ? s.toFixed(1) : Math.round(s).toLocaleString()) + " s";
+  return `<td class="num${Math.abs(ms) > 60000 ? " warn" : ""}" title="${esc(ms)} ms">${esc(text)}</td>`;
+};
+
 async function fleet() {
-  const r = await api("/v1/reports/daily");
+  const [r, agents] = await Promise.all([api("/v1/reports/daily"), api("/v1/agents")]);
+  const skews = new Map(agents.map((a) => [a.agent_id, a.clock_skew_ms]));
   const silent = new Set(r.silent_warehouses.map((w) => w.warehouse));
   const rows = r.agents.map((a) => `<tr><td>${esc(a.warehouse)}</td><td>${esc(a.agent_id)}</td>
     <td>${state(silent.has(a.warehouse) ? "silent" : "online")}</td><td title="${esc(time(a.last_seen_ms))}">${ago(a.last_seen_ms)}</td>
-    ${num(a.last_seq)}${num(a.backlog)}<td>—</td></tr>`);
-  return `<h1>Fleet</h1>${table("fleet", ["Warehouse", "Agent", "State", "Last batch", "#Last seq", "#Backlog", "Clock skew"], rows, "No agent has sent anything yet.")}
-    <p class="muted">A warehouse is silent after no batch for the configured time. Backlog and clock skew are not reported by agents yet.</p>`;
+    ${num(a.last_seq)}${num(a.backlog)}${skew(skews.get(a.agent_id))}</tr>`);
+  return `<h1>Fleet</h1>${table("fleet", ["Warehouse", "Agent", "State", "Last batch", "#Last seq", "#Backlog", "#Clock skew"], rows, "No agent has sent anything yet.")}
+    <p class="muted">A warehouse is silent after no batch for the configured time. Clock skew is the collector's receive time minus the agent's send time of its last batch (positive: the agent's clock is behind, or the batch was that long in transit).</p>`;
 }
 
 async function stock(params) {
@@ -95,8 +116,8 @@ function exceptionRows(items) {
      <td title="${esc(time(e.last_seen_ms))}">${ago(e.last_seen_ms)}</td><td><a class="open-exception" href="#/exception/${enc(e.id)}">open</a></td></tr>`), "No exceptions match.");
 }
 
-const KINDS = ["", "collector_reject", "drift", "conflict", "discrepancy", "reversal", "shortfall", "channel_push", "backorder"];
-const STATUSES = ["", "open", "resolved", "ignored"];
+const KINDS = ["", "agent_reject", "collector_reject", "drift", "conflict", "discrepancy", "reversal", "shortfall", "channel_push", "backorder"];
+const STATUSES = ["", "open", "retrying", "resolved", "ignored"];
 
 async function exceptions(params) {
   if (!params.has("status")) params.set("status", "open");
@@ -118,11 +139,13 @@ async function exception(id) {
     <dl><dt>Id</dt><dd>${esc(e.id)}</dd><dt>SKU</dt><dd>${skuLink(e.sku)}</dd>
       <dt>Warehouse / channel</dt><dd>${esc(e.warehouse || e.channel || "—")}</dd><dt>Source</dt><dd>${esc(e.source)}</dd>
       <dt>Field</dt><dd>${esc(e.field || "—")}</dd><dt>Reason</dt><dd>${esc(e.reason)}</dd>
-      <dt>Seen</dt><dd>${esc(e.occurrences)} time(s), first ${esc(time(e.first_seen_ms))}, last ${esc(time(e.last_seen_ms))}</dd></dl>
+      <dt>Seen</dt><dd>${esc(e.occurrences)} time(s), first ${esc(time(e.first_seen_ms))}, last ${esc(time(e.last_seen_ms))}</dd>
+      <dt>Retries</dt><dd id="ex-attempts">${esc(e.attempts)}</dd></dl>
     <h2>Act</h2>
     <form class="act" id="act"><label>By<input id="act-by" required value="${esc(localStorage.getItem("stocksync.by") || "")}"></label>
       <label>Comment (why)<input id="act-comment" required></label>
-      <span><button type="button" class="primary" id="resolve" data-action="resolve">Resolve</button>
+      <span><button type="button" id="retry" data-action="retry" title="Process the refused record again (once the catalog has its SKU)">Retry</button>
+      <button type="button" class="primary" id="resolve" data-action="resolve">Resolve</button>
       <button type="button" id="ignore" data-action="ignore">Ignore</button>
       <button type="button" id="reopen" data-action="reopen">Reopen</button></span></form>
     <p id="act-error" class="error"></p>
@@ -152,7 +175,7 @@ async function report(params) {
   const recs = (items) => items.map((e) => `<tr><td>${skuLink(e.sku)}</td><td>${esc(e.warehouse)}</td><td>${esc(e.reason)}</td><td><a href="#/exception/${enc(e.id)}">open</a></td></tr>`);
   return `<h1>Daily report ${esc(r.date)} <span class="muted">(UTC day)</span></h1>
     <form class="filters" id="report-form"><label>Date<input name="date" type="date" value="${esc(date || r.date)}"></label><button>Show</button>
-      <a href="/v1/reports/daily?format=csv${date ? "&date=" + enc(date) : ""}">CSV</a></form>
+      <button type="button" id="report-csv" data-csv="/v1/reports/daily?format=csv${date ? "&date=" + enc(date) : ""}">CSV</button></form>
     <h2>Sold out but still listed</h2>${table("sold-out-listed", ["SKU", "Channel", "#Available", "#Published"], sold, "None.")}
     <h2>Silent warehouses</h2>${table("silent", ["Warehouse", "Last batch", "#Silent (min)"], silent, "None.")}
     <h2>Unresolved exceptions by age</h2>${table("unresolved", ["Kind", "#Open", "#< 1 h", "#1-24 h", "#1-7 d", "#> 7 d"], un, "None.")}
@@ -204,17 +227,35 @@ function formToHash(form, base) {
 document.addEventListener("submit", (ev) => {
   ev.preventDefault();
   const f = ev.target;
+  if (f.id === "token-form") { sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim()); $("#token").value = ""; showToken(); route(); }
   if (f.id === "search") { const s = $("#search-sku").value.trim(); if (s) location.hash = "#/sku/" + enc(s); }
   if (f.id === "exception-filters") formToHash(f, "#/exceptions");
   if (f.id === "stock-form") formToHash(f, "#/stock");
   if (f.id === "report-form") formToHash(f, "#/report");
 });
 
+// The CSV is fetched with the token and handed to the browser as a download.
+async function downloadCsv(path) {
+  const r = await fetch(path, withToken());
+  if (!r.ok) throw new Error(r.status + " " + (await r.text()));
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(await r.blob());
+  a.download = "stocksync-daily-report.csv";
+  a.click();
+}
+
+function showToken() {
+  $("#token").placeholder = sessionStorage.getItem(TOKEN_KEY) ? "API token (set)" : "API token";
+}
+
 document.addEventListener("click", async (ev) => {
-  const b = ev.target.closest("button[data-action], button.mode");
+  const b = ev.target.closest("button[data-action], button.mode, button[data-csv]");
   if (!b) return;
   try {
-    if (b.dataset.action) {
+    if (b.dataset.csv) {
+      await downloadCsv(b.dataset.csv);
+      return;
+    } else if (b.dataset.action) {
       const id = location.hash.split("/")[2];
       const by = $("#act-by").value.trim();
       localStorage.setItem("stocksync.by", by);
@@ -232,6 +273,7 @@ document.addEventListener("click", async (ev) => {
 });
 
 $("#tz").textContent = Intl.DateTimeFormat().resolvedOptions().timeZone;
+showToken();
 window.addEventListener("hashchange", route);
 route();
 setInterval(refreshChrome, 15000);
