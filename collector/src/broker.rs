@@ -125,27 +125,3 @@ mod rumqttd_broker {
         stream.write_all(&[0xE0, 0x00])
     }
 }
-
-#[cfg(all(test, not(feature = "embedded-broker")))]
-mod tests {
-    #[tokio::test]
-    async fn without_the_feature_a_collector_without_broker_refuses_to_start() {
-        let dir = std::env::temp_dir().join(format!("stocksync-no-broker-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let toml = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = {:?}\n",
-            dir.join("ledger.db")
-        );
-        let config = toml::from_str(&toml).unwrap();
-        let refused = crate::Collector::start(config)
-            .await
-            .err()
-            .expect("refused");
-        let message = refused.to_string();
-        assert!(
-            message.contains("embedded-broker") && message.contains("[broker]"),
-            "{message}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}

@@ -97,11 +97,16 @@ impl IntoResponse for ApiError {
                 Json(json!({"error": "disk full", "field": null, "detail": e.to_string()})),
             )
                 .into_response(),
-            ApiError::Journal(e) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": "journal error", "field": null, "detail": e.to_string()})),
-            )
-                .into_response(),
+            // Ours, not the client's: the text (paths, SQL, panics) goes to the log only.
+            ApiError::Journal(e) => {
+                tracing::error!(error = %e, "request failed on the journal");
+                let detail = "internal error; nothing was journaled; the agent's log has the details";
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": "journal error", "field": null, "detail": detail})),
+                )
+                    .into_response()
+            }
         }
     }
 }
@@ -388,5 +393,28 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
             Json(json!({"status": "not ready", "store": e.to_string(), "broker": broker})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_journal_failure_is_logged_not_sent() {
+        let failed = JournalError::Failed {
+            detail: "journal write panicked, rolled back: index out of bounds".into(),
+        };
+        let response = ApiError::Journal(failed).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "journal error");
+        assert!(
+            !body["detail"].as_str().unwrap().contains("panicked"),
+            "{body}"
+        );
     }
 }

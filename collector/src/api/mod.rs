@@ -201,13 +201,16 @@ impl ApiError {
     }
 }
 
+/// A storage failure is ours, not the client's: its text (paths, SQL, panics) goes to the
+/// log, the client gets a fixed sentence.
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
+        tracing::error!(error = %e, "request failed on the ledger");
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error: "ledger error",
             field: None,
-            detail: e.to_string(),
+            detail: "internal error; the collector's log has the details".into(),
         }
     }
 }
@@ -363,4 +366,25 @@ pub(crate) async fn retry_reject(
         Json(json!({"id": id, "outcome": outcome, "detail": detail})),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_ledger_failure_is_logged_not_sent() {
+        let panic = LedgerError::Panicked("attempt to add with overflow at src/x.rs:1".into());
+        let response = ApiError::from(panic).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "ledger error");
+        assert!(
+            !body["detail"].as_str().unwrap().contains("overflow"),
+            "{body}"
+        );
+    }
 }
