@@ -11,12 +11,9 @@
 //!
 //! Readers open their own connections with [`open`]: WAL lets them read while the writer writes.
 
-mod checkpoint;
 mod group;
 #[cfg(test)]
 mod tests;
-
-pub use checkpoint::{leave_to_checkpointer, Checkpointer};
 
 use std::future::Future;
 use std::path::Path;

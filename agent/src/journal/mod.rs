@@ -185,13 +185,7 @@ struct Shared {
     disk_full: AtomicBool,
     /// Highest seq the collector acknowledged as applied, as last written beside the journal.
     applied_watermark: AtomicU64,
-    /// Copies the WAL back into the file off the write path (a commit never waits for a
-    /// checkpoint); stopped and joined when the writer ends.
-    _checkpointer: stocksync_durable::Checkpointer,
 }
-
-/// How often the WAL is copied back into the journal file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Numbers for `GET /v1/status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -277,13 +271,7 @@ impl Journal {
             [],
             |r| r.get(0),
         )?;
-        stocksync_durable::leave_to_checkpointer(&conn)?;
         let shared = Arc::new(Shared {
-            _checkpointer: stocksync_durable::Checkpointer::spawn(
-                path,
-                "journal-checkpoint",
-                CHECKPOINT_EVERY,
-            )?,
             reader: Mutex::new(open(path)?),
             backlog: AtomicU64::new(backlog as u64),
             last_seq: AtomicU64::new(last_seq),
