@@ -45,8 +45,18 @@ pub(super) fn read_backorders(
     tx: &Connection,
     since: i64,
 ) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+    // Only orders that wait now or had an exception are read (and their records parsed);
+    // the thousands of orders placed in full since the last pass are not. This runs in the
+    // writer: every order being placed waits for it.
+    let newest_ms: i64 = tx
+        .prepare_cached(
+            "SELECT COALESCE(MAX(updated_at_ms), 0) FROM orders WHERE updated_at_ms >= ?1",
+        )?
+        .query_row([since], |r| r.get(0))?;
     let mut stmt = tx.prepare_cached(
-        "SELECT id, channel, state, record, created_at_ms, updated_at_ms FROM orders WHERE updated_at_ms >= ?1",
+        "SELECT id, channel, state, record, created_at_ms, updated_at_ms FROM orders
+         WHERE updated_at_ms >= ?1 AND (state IN ('backorder', 'queued')
+               OR id IN (SELECT origin_key FROM exception_sources WHERE origin = 'orders'))",
     )?;
     let rows = stmt.query_map([since], |r| {
         let (id, channel, state): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
@@ -102,20 +112,12 @@ pub(super) fn read_backorders(
             r.get::<_, i64>(5)?,
         ))
     })?;
-    let mut newest_ms = 0;
+    // An order that never waited is no exception (not selected); one that stopped waiting
+    // closes it.
     let mut out = Vec::new();
     for row in rows {
-        let (waiting, occ, updated) = row?;
-        newest_ms = newest_ms.max(updated);
-        // An order that never waited is no exception; one that stopped waiting closes it.
-        let known: bool = tx.query_row(
-            "SELECT count(*) FROM exception_sources WHERE origin = 'orders' AND origin_key = ?1",
-            [&occ.origin_key],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if waiting || known {
-            out.push(occ);
-        }
+        let (_, occ, _) = row?;
+        out.push(occ);
     }
     Ok((newest_ms, out))
 }

@@ -139,7 +139,9 @@ pub type Changes = Arc<Vec<StockKey>>;
 pub struct Ledger {
     writer: Writer<State>,
     metrics: Arc<Metrics>,
-    reader: Arc<Mutex<Connection>>,
+    /// Read connections: a long read (a report, the alert rules) holds one, while API reads
+    /// go on on the others.
+    readers: Arc<Vec<Mutex<Connection>>>,
     changes: broadcast::Sender<Changes>,
     /// The writer's policies, for writes that apply a movement outside a batch (retries).
     authority: Arc<Authority>,
@@ -224,7 +226,11 @@ impl Ledger {
         Ok(Ledger {
             writer,
             metrics,
-            reader: Arc::new(Mutex::new(stocksync_durable::open(path)?)),
+            readers: Arc::new(
+                (0..READERS)
+                    .map(|_| stocksync_durable::open(path).map(Mutex::new))
+                    .collect::<Result<_, _>>()?,
+            ),
             changes,
             authority,
             intake,
@@ -299,9 +305,29 @@ impl Ledger {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, LedgerError> {
-        let conn = self.reader.lock().expect("reader lock");
+        // The first idle connection; if every one is busy, wait for one picked by thread, so
+        // that waiting readers spread over the pool.
+        let idle = self.readers.iter().find_map(|r| r.try_lock().ok());
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let pick = thread_slot() % self.readers.len();
+                self.readers[pick].lock().unwrap_or_else(|p| p.into_inner())
+            }
+        };
         Ok(f(&conn)?)
     }
+}
+
+/// Read connections of a ledger.
+const READERS: usize = 4;
+
+/// A small number that differs between threads.
+fn thread_slot() -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::thread::current().id().hash(&mut h);
+    h.finish() as usize
 }
 
 /// What the ledger's writer thread owns beside its connection.

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_by_state ON orders (state, channel, created_at_ms);
+CREATE INDEX IF NOT EXISTS orders_by_update ON orders (updated_at_ms);
 CREATE TABLE IF NOT EXISTS order_history (
     seq INTEGER PRIMARY KEY,
     order_id TEXT NOT NULL,
