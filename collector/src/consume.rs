@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::ledger::Rejected;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
-use crate::store::postgres::leases::Owned;
+/// Warehouses a PostgreSQL worker holds leases on.
+type Owned = std::collections::BTreeSet<String>;
 use crate::store::Ingest;
 
 /// A batch on its way to disk, and what to tell whom when it gets there.

@@ -89,7 +89,12 @@ impl Collector {
     pub async fn start(config: CollectorConfig) -> anyhow::Result<Collector> {
         let store = store::StoreConfig::from_table(&config.store)?;
         if store.backend == store::Backend::Postgres {
+            #[cfg(feature = "postgres")]
             return store::postgres::worker::start(config, store).await;
+            #[cfg(not(feature = "postgres"))]
+            anyhow::bail!(
+                "[store] backend = \"postgres\": this collector was built without the `postgres` feature (it is on by default; the demo and tools leave it out)"
+            );
         }
         // Everything that can fail without touching the broker comes first: a second
         // collector on the same port or ledger fails here, having written nothing and

@@ -6,6 +6,7 @@
 //! backend is chosen in `[store]`; the SQLite backend is today's `ledger` module unchanged.
 
 pub mod config;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 
 use std::future::Future;
