@@ -11,12 +11,11 @@ use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{Event, Packet, QoS};
 use rusqlite::{params, Connection};
-use stocksync_common::config::BrokerConfig;
 use stocksync_common::wire;
 
-use crate::raw::sample_movement;
+use crate::raw::{connect, sample_movement};
 
 /// Movements per journal commit (one HTTP request of the figure) and per wire batch.
 const PER_COMMIT: usize = 1000;
@@ -101,21 +100,6 @@ fn ledger(
         tx.commit()?;
     }
     Ok(Instant::now())
-}
-
-async fn connect(port: u16, id: &str) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
-    let config = BrokerConfig {
-        host: "127.0.0.1".into(),
-        port,
-        ..Default::default()
-    };
-    let opts = stocksync_runtime::mqtt::options(&config, id, true)?;
-    let (client, mut events) = AsyncClient::new(opts, 1024);
-    loop {
-        if let Event::Incoming(Packet::ConnAck(_)) = events.poll().await? {
-            return Ok((client, events));
-        }
-    }
 }
 
 /// Movements per second through journal commit -> broker (QoS 1) -> decode -> ledger commit.

@@ -111,7 +111,11 @@ pub fn sqlite_commit_latency(path: &Path, n: usize) -> anyhow::Result<Samples> {
     Ok(samples)
 }
 
-async fn connect(port: u16, id: &str) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
+/// A client connected (ConnAck seen) to the broker on `port`, with the product's options.
+pub(crate) async fn connect(
+    port: u16,
+    id: &str,
+) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
     let config = BrokerConfig {
         host: "127.0.0.1".into(),
         port,

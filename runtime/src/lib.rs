@@ -7,6 +7,7 @@
 //! new collector agree on every byte without sharing a server stack.
 
 pub mod mqtt;
+pub mod openapi;
 pub mod server;
 pub mod supervisor;
 pub mod tls;

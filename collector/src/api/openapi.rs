@@ -88,34 +88,15 @@ pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::*;
+    use stocksync_runtime::openapi::{documented_routes, openapi_path};
 
-    /// `/v1/stock/:sku` -> `/v1/stock/{sku}`.
-    fn openapi_path(axum: &str) -> String {
-        axum.split('/')
-            .map(|s| match s.strip_prefix(':') {
-                Some(name) => format!("{{{name}}}"),
-                None => s.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    }
+    use super::*;
 
     #[test]
     fn the_document_describes_exactly_the_routes_served() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
-        let documented: BTreeSet<(String, String)> = doc["paths"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .flat_map(|(path, ops)| {
-                ops.as_object()
-                    .unwrap()
-                    .keys()
-                    .map(move |m| (m.to_uppercase(), path.clone()))
-            })
-            .collect();
+        let documented = documented_routes(&doc);
         let served: BTreeSet<(String, String)> = super::super::routes()
             .iter()
             .map(|(m, p, _)| (m.to_string(), openapi_path(p)))

@@ -50,8 +50,8 @@ pub async fn place(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let t = now();
-    let mut prepared = prepare(&app, &headers, &body, t)?;
-    prepared.by = auth::by(principal.as_deref(), "api");
+    let by = auth::by(principal.as_deref(), "api");
+    let prepared = prepare(&app, &headers, &body, t, by)?;
     let ctx = app.orders.clone();
     let placed = app
         .ledger
@@ -70,7 +70,13 @@ pub async fn place(
     })
 }
 
-fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepared, ApiError> {
+fn prepare(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    t: i64,
+    by: String,
+) -> Result<Prepared, ApiError> {
     body::check(body)?;
     let request = OrderRequest::parse(body)?;
     let limits = &app.orders.config;
@@ -103,7 +109,7 @@ fn prepare(app: &App, headers: &HeaderMap, body: &[u8], t: i64) -> Result<Prepar
         request,
         demand,
         idempotency_key,
-        by: String::new(),
+        by,
     })
 }
 

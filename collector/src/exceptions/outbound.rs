@@ -54,7 +54,7 @@ pub(super) fn read_backorders(
         )?
         .query_row([since], |r| r.get(0))?;
     let mut stmt = tx.prepare_cached(
-        "SELECT id, channel, state, record, created_at_ms, updated_at_ms FROM orders
+        "SELECT id, channel, state, record, created_at_ms FROM orders
          WHERE updated_at_ms >= ?1 AND (state IN ('backorder', 'queued')
                OR id IN (SELECT origin_key FROM exception_sources WHERE origin = 'orders'))",
     )?;
@@ -84,40 +84,31 @@ pub(super) fn read_backorders(
                 )
             })
             .collect();
-        Ok((
-            waiting,
-            Occurrence {
-                kind: Kind::Backorder,
-                key: vec![id.clone()],
-                origin: "orders",
-                origin_key: id.clone(),
-                seen: 1,
-                first_seen_ms: r.get(4)?,
-                last_seen_ms: r.get(4)?,
-                warehouse: None,
-                channel: Some(channel.clone()),
-                sku: short
-                    .first()
-                    .and_then(|l| l["sku"].as_str())
-                    .map(String::from),
-                source: format!("order {id} from channel {channel}"),
-                field: Some("$.lines".into()),
-                reason: format!(
-                    "order {id} is {state}: {} waiting for stock",
-                    what.join(", ")
-                ),
-                record: record["request"].clone(),
-                closed: !waiting,
-            },
-            r.get::<_, i64>(5)?,
-        ))
+        Ok(Occurrence {
+            kind: Kind::Backorder,
+            key: vec![id.clone()],
+            origin: "orders",
+            origin_key: id.clone(),
+            seen: 1,
+            first_seen_ms: r.get(4)?,
+            last_seen_ms: r.get(4)?,
+            warehouse: None,
+            channel: Some(channel.clone()),
+            sku: short
+                .first()
+                .and_then(|l| l["sku"].as_str())
+                .map(String::from),
+            source: format!("order {id} from channel {channel}"),
+            field: Some("$.lines".into()),
+            reason: format!(
+                "order {id} is {state}: {} waiting for stock",
+                what.join(", ")
+            ),
+            record: record["request"].clone(),
+            closed: !waiting,
+        })
     })?;
     // An order that never waited is no exception (not selected); one that stopped waiting
     // closes it.
-    let mut out = Vec::new();
-    for row in rows {
-        let (_, occ, _) = row?;
-        out.push(occ);
-    }
-    Ok((newest_ms, out))
+    Ok((newest_ms, rows.collect::<rusqlite::Result<_>>()?))
 }

@@ -11,6 +11,7 @@
 //! savepoint and panic boundary, so a bad batch fails alone and the writer goes on.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -305,30 +306,20 @@ impl Ledger {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, LedgerError> {
-        // The first idle connection; if every one is busy, wait for one picked by thread, so
-        // that waiting readers spread over the pool.
+        // The first idle connection; if every one is busy, wait for the next in turn, so that
+        // waiting readers spread over the pool.
+        static TURN: AtomicUsize = AtomicUsize::new(0);
         let idle = self.readers.iter().find_map(|r| r.try_lock().ok());
-        let conn = match idle {
-            Some(conn) => conn,
-            None => {
-                let pick = thread_slot() % self.readers.len();
-                self.readers[pick].lock().unwrap_or_else(|p| p.into_inner())
-            }
-        };
+        let conn = idle.unwrap_or_else(|| {
+            let pick = TURN.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+            self.readers[pick].lock().unwrap_or_else(|p| p.into_inner())
+        });
         Ok(f(&conn)?)
     }
 }
 
 /// Read connections of a ledger.
 const READERS: usize = 4;
-
-/// A small number that differs between threads.
-fn thread_slot() -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::thread::current().id().hash(&mut h);
-    h.finish() as usize
-}
 
 /// What the ledger's writer thread owns beside its connection.
 struct State {
