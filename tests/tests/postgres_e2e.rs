@@ -450,3 +450,239 @@ async fn workers_fail_over_without_losing_or_doubling_a_movement() {
         agent.stop().await.unwrap();
     }
 }
+
+/// A movement at `ams` for the reservation test, dated in the recent past.
+fn stock_move(
+    seq: u64,
+    sku: &str,
+    kind: MovementKind,
+    quantity: u64,
+    order: Option<&str>,
+) -> Movement {
+    Movement {
+        seq,
+        sku: Sku(sku.into()),
+        location: Location {
+            warehouse: "ams".into(),
+            bin: None,
+        },
+        source: "wms".into(),
+        kind,
+        quantity,
+        unit: "each".into(),
+        unit_quantity: quantity,
+        occurred_at: OccurredAt {
+            unix_ms: 1_795_000_000_000 + seq as i64,
+            offset_seconds: 0,
+        },
+        references: References {
+            order: order.map(str::to_string),
+            ..References::default()
+        },
+        external_id: None,
+        note: None,
+        origin: Default::default(),
+    }
+}
+
+fn ams_batch(movements: Vec<Movement>) -> Vec<Batch> {
+    vec![Batch {
+        agent_id: "ams-1".into(),
+        journal_id: 7,
+        warehouse: "ams".into(),
+        movements,
+        sent_at_ms: None,
+    }]
+}
+
+/// An answer without the fields that name when it was made.
+fn timeless(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            for k in ["created_at_ms", "closed_at_ms", "expires_at_ms"] {
+                map.remove(k);
+            }
+            for x in map.values_mut() {
+                *x = timeless(x.take());
+            }
+        }
+        Value::Array(items) => {
+            for x in items.iter_mut() {
+                *x = timeless(x.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// Every step of the reservation script before the shipment: holds, replays, refusals, a
+/// hold that lapses by itself. Returns each answer (status and timeless body).
+async fn reserve_before_shipment(url: &str) -> Vec<(u16, Value)> {
+    let endpoint = format!("{url}/v1/reservations");
+    let mut answers = Vec::new();
+    for body in [
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":3}"#,
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":3}"#,
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":4}"#,
+        r#"{"id":"r2","order":"O2","sku":"MUG","warehouse":"ams","quantity":8}"#,
+        r#"{"id":"r3","order":"O3","sku":"MUG","warehouse":"ams","quantity":0}"#,
+        r#"{"id":"r4#1","order":"O4","sku":"MUG","warehouse":"ams","quantity":1}"#,
+        r#"{"id":"r4","order":"O4","sku":"MUG","warehouse":"zzz","quantity":1}"#,
+        r#"{"id":"r4","order":"O4","sku":"MUG","warehouse":"ams","quantity":1,"colour":"red"}"#,
+        r#"{"id":"r5","order":"O5","sku":"MUG","warehouse":"ams","quantity":2,"ttl_secs":1}"#,
+    ] {
+        let reply = post(&endpoint, body, &[]).await;
+        answers.push((reply.status, timeless(reply.body)));
+    }
+    let stock = get(&format!("{url}/v1/stock/MUG")).await;
+    answers.push((stock.status, stock.body));
+    wait_for("r5 lapses", WAIT, || async {
+        get(&format!("{url}/v1/reservations/r5")).await.body["status"] == "expired"
+    })
+    .await;
+    let stock = get(&format!("{url}/v1/stock/MUG")).await;
+    answers.push((stock.status, stock.body));
+    answers
+}
+
+/// The rest of the script, after a shipment of 2 for order O1: what is left open, the
+/// release, the list.
+async fn reserve_after_shipment(url: &str) -> Vec<(u16, Value)> {
+    let mut answers = Vec::new();
+    for (method, path) in [
+        ("GET", "/v1/reservations/r1"),
+        ("GET", "/v1/stock/MUG"),
+        ("DELETE", "/v1/reservations/r1"),
+        ("DELETE", "/v1/reservations/nope"),
+        ("GET", "/v1/stock/MUG"),
+        ("GET", "/v1/reservations?sku=MUG"),
+        ("GET", "/v1/reservations?sku=MUG&colour=red"),
+    ] {
+        let (reply, _) = request(method, &format!("{url}{path}"), None, &[]).await;
+        answers.push((reply.status, timeless(reply.body)));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reservations_hold_what_sqlite_holds_and_never_oversell_across_workers() {
+    let dir = TempDir::new("pg-reserve");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let (dir_a, dir_b, dir_c) = (
+        TempDir::new("pg-reserve-a"),
+        TempDir::new("pg-reserve-b"),
+        TempDir::new("pg-reserve-c"),
+    );
+    let (broker_a, broker_b) = (Broker::start(&dir_a), Broker::start(&dir_b));
+    let sqlite = Collector::start(collector_config(&dir_a, broker_a.port, 0))
+        .await
+        .expect("sqlite collector starts");
+    let worker = |d: &TempDir, id: &str| {
+        Collector::start(toml_config(&collector_toml(
+            d,
+            broker_b.port,
+            0,
+            &store_toml(&pg, id, 3, &["ams"]),
+        )))
+    };
+    let w1 = worker(&dir_b, "w1").await.expect("worker 1 starts");
+    let w2 = worker(&dir_c, "w2").await.expect("worker 2 starts");
+    let (a, b, b2) = (
+        format!("http://{}", sqlite.http_addr),
+        format!("http://{}", w1.http_addr),
+        format!("http://{}", w2.http_addr),
+    );
+    let receipts = ams_batch(vec![
+        stock_move(1, "MUG", MovementKind::Receipt, 10, None),
+        stock_move(2, "CUP", MovementKind::Receipt, 10, None),
+    ]);
+    assert_eq!(
+        deliver(broker_a.port, "agents-a", &receipts, &mut Rng(1)).await,
+        2
+    );
+    assert_eq!(
+        deliver(broker_b.port, "agents-b", &receipts, &mut Rng(2)).await,
+        2
+    );
+
+    let (expected, served) = (
+        reserve_before_shipment(&a).await,
+        reserve_before_shipment(&b).await,
+    );
+    let statuses: Vec<u16> = expected.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [201, 200, 409, 409, 422, 422, 422, 422, 201, 200, 200]
+    );
+    // While r5 held: 10 - 3 - 2 available; once it lapsed only r1's 3 are held.
+    assert_eq!(expected[9].1["total"]["available"], 5, "{}", expected[9].1);
+    assert_eq!(expected[10].1["total"]["reserved"], 3, "{}", expected[10].1);
+    for (i, (want, got)) in expected.iter().zip(&served).enumerate() {
+        assert_eq!(want, got, "step {i}: postgres differs from sqlite");
+    }
+
+    // A shipment of 2 for order O1, through the ledger, leaves 1 of r1 open.
+    let shipment = ams_batch(vec![stock_move(
+        3,
+        "MUG",
+        MovementKind::Shipment,
+        2,
+        Some("O1"),
+    )]);
+    assert_eq!(
+        deliver(broker_a.port, "agents-a", &shipment, &mut Rng(3)).await,
+        1
+    );
+    assert_eq!(
+        deliver(broker_b.port, "agents-b", &shipment, &mut Rng(4)).await,
+        1
+    );
+    let (expected, served) = (
+        reserve_after_shipment(&a).await,
+        reserve_after_shipment(&b2).await,
+    );
+    assert_eq!(expected[0].1["open"], 1, "{}", expected[0].1);
+    assert_eq!(expected[2].1["status"], "released");
+    assert_eq!(expected[4].1["total"]["available"], 8, "{}", expected[4].1);
+    assert_eq!(expected[4].1["total"]["reserved"], 0);
+    assert_eq!(expected[6].0, 400, "an unknown filter is refused");
+    for (i, (want, got)) in expected.iter().zip(&served).enumerate() {
+        assert_eq!(
+            want, got,
+            "step {i} after the shipment: postgres differs from sqlite"
+        );
+    }
+
+    // The race: 40 checkouts for the 10 CUPs at once, through two workers.
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let url = if i % 2 == 0 { b.clone() } else { b2.clone() };
+            tokio::spawn(async move {
+                let body = format!(
+                    r#"{{"id":"race-{i}","order":"R{i}","sku":"CUP","warehouse":"ams","quantity":1}}"#
+                );
+                post(&format!("{url}/v1/reservations"), &body, &[]).await.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.expect("checkout task"));
+    }
+    let held = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((held, refused), (10, 30), "{statuses:?}");
+    let cup = get(&format!("{b}/v1/stock/CUP")).await.body;
+    assert_eq!(cup["total"]["available"], 0, "{cup}");
+    assert_eq!(cup["total"]["reserved"], 10, "{cup}");
+    assert_eq!(
+        pg.query("SELECT count(*) FROM reservations WHERE sku = 'CUP' AND status = 'active'"),
+        "10"
+    );
+    sqlite.stop().await.unwrap();
+    w1.stop().await.unwrap();
+    w2.stop().await.unwrap();
+}

@@ -12,6 +12,7 @@ mod ingest;
 pub mod leases;
 mod pool;
 mod project;
+pub mod reserve;
 pub mod schema;
 pub mod worker;
 

@@ -1,6 +1,6 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, the lease task
 //! and a consumer that follows the leases. What a worker does not do yet (channel
-//! publishing, orders, reservations, alerts) it refuses to be configured for, rather than
+//! publishing, orders, alerts) it refuses to be configured for, rather than
 //! silently not doing it.
 
 use std::sync::Arc;
@@ -85,6 +85,10 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             subscriptions,
             watch_rx.clone(),
         ),
+    );
+    tasks.spawn(
+        "expiry",
+        super::reserve::expire_every_second(pg.side_pool(1), watch_rx.clone()),
     );
     let scheme = server.scheme();
     let router = api::router(Arc::new(PgApp {
