@@ -257,6 +257,74 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
     let outbox: i64 = pg.query("SELECT count(*) FROM outbox").parse().unwrap();
     assert!(outbox > 0, "changed SKUs are queued in the outbox");
 
+    // The operator's reads: agents, a hostile payload in the rejects queue, readiness.
+    for port in [broker_a.port, broker_b.port] {
+        publish_once(
+            port,
+            "hostile",
+            "stocksync/v1/ams/movements",
+            b"not a batch".to_vec(),
+        )
+        .await;
+    }
+    let operator_view = |url: String| async move {
+        wait_for("the reject is queued", WAIT, || async {
+            get(&format!("{url}/v1/rejects"))
+                .await
+                .body
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .await;
+        let without = |mut v: Value, keys: &[&str]| {
+            for item in v.as_array_mut().expect("a list") {
+                for k in keys {
+                    item.as_object_mut().expect("an object").remove(*k);
+                }
+            }
+            v
+        };
+        (
+            without(
+                get(&format!("{url}/v1/agents")).await.body,
+                &["first_seen_ms", "last_seen_ms", "clock_skew_ms"],
+            ),
+            without(
+                get(&format!("{url}/v1/rejects")).await.body,
+                &["first_seen_ms", "last_seen_ms"],
+            ),
+        )
+    };
+    let (expected, served) = (
+        operator_view(a.clone()).await,
+        operator_view(b.clone()).await,
+    );
+    assert_eq!(
+        expected.0.as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        expected.0
+    );
+    assert_eq!(
+        expected.1[0]["topic"], "stocksync/v1/ams/movements",
+        "{}",
+        expected.1
+    );
+    assert_eq!(
+        expected, served,
+        "agents and rejects: postgres differs from sqlite"
+    );
+    let ready = get(&format!("{b}/readyz")).await;
+    assert_eq!(
+        (ready.status, &ready.body["store"]),
+        (200, &Value::from("ok")),
+        "{}",
+        ready.body
+    );
+    let (metrics, _) = request("GET", &format!("{b}/metrics"), None, &[]).await;
+    let text = metrics.body.as_str().expect("text").to_string();
+    assert!(text.contains("stocksync_worker_warehouses 2"), "{text}");
+
     // What this backend does not serve yet says so, in JSON.
     let r = get(&format!("{b}/v1/drift")).await;
     assert_eq!(r.status, 501);

@@ -1,5 +1,5 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads and reservations, served by any
-//! worker from the shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
+//! The HTTP API of a PostgreSQL worker: the stock reads, reservations, agents, rejects,
+//! readiness and metrics, served by any worker from the shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
 //! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
 //! `501 {"error": "not_supported_on_backend", ...}`: a client learns that at once, and never
 //! gets an answer computed from data this backend does not keep.
@@ -19,6 +19,7 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod operations;
 mod reservations;
 use crate::api::stock::{warehouses, StockRow};
 use crate::merge::States;
@@ -48,6 +49,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/reservations/:id",
             get(reservations::get).delete(reservations::release),
         )
+        .route("/v1/agents", get(operations::agents))
+        .route("/v1/rejects", get(operations::rejects))
+        .route("/readyz", get(operations::readyz))
+        .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
         .fallback(not_supported)
         .with_state(app)
