@@ -754,3 +754,79 @@ async fn postgres_reservations_hold_what_sqlite_holds_and_never_oversell_across_
     w1.stop().await.unwrap();
     w2.stop().await.unwrap();
 }
+
+/// A CA and a server certificate for 127.0.0.1 from the shipped script.
+fn pki(dir: &TempDir) -> std::path::PathBuf {
+    let out = dir.join("pki");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-test-ca.sh");
+    let run = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .arg("stocksync-collector")
+        .output()
+        .expect("run make-test-ca.sh");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_reach_postgres_over_tls_and_refuse_a_server_they_cannot_verify() {
+    let dir = TempDir::new("pg-tls");
+    let certs = pki(&dir).join("certs");
+    let Some(pg) = Postgres::start_tls(
+        &dir,
+        &certs.join("stocksync-server.crt"),
+        &certs.join("stocksync-server.key"),
+    ) else {
+        return;
+    };
+    let (dir_w, broker_dir) = (TempDir::new("pg-tls-w"), TempDir::new("pg-tls-b"));
+    let broker = Broker::start(&broker_dir);
+    let worker_toml = |id: &str, extra: &str| {
+        collector_toml(
+            &dir_w,
+            broker.port,
+            0,
+            &(store_toml(&pg, id, 3, &["ams"]) + extra),
+        )
+    };
+    let trusted = format!("tls_ca_file = {:?}\n", certs.join("stocksync-ca.crt"));
+    let worker = Collector::start(toml_config(&worker_toml("w1", &trusted)))
+        .await
+        .expect("a worker trusting the server's CA starts");
+    let receipts = ams_batch(vec![stock_move(1, "MUG", MovementKind::Receipt, 10, None)]);
+    assert_eq!(
+        deliver(broker.port, "agents", &receipts, &mut Rng(5)).await,
+        1
+    );
+    let url = format!("http://{}", worker.http_addr);
+    assert_eq!(on_hand(&url, "MUG").await, 10);
+    let encrypted: i64 = pg
+        .query("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.client_addr IS NOT NULL")
+        .parse()
+        .unwrap();
+    assert!(encrypted > 0, "the worker's connections are TLS");
+
+    // The server takes TCP clients only over TLS: a worker without TLS is refused ...
+    let plain = Collector::start(toml_config(&worker_toml("w2", "")))
+        .await
+        .err()
+        .expect("a plain-text worker is refused");
+    assert!(format!("{plain:#}").contains("no encryption"), "{plain:#}");
+    // ... and a worker trusting another CA refuses the server's certificate.
+    let other_dir = TempDir::new("pg-tls-other");
+    let other = pki(&other_dir).join("certs/stocksync-ca.crt");
+    let wrong = Collector::start(toml_config(&worker_toml(
+        "w3",
+        &format!("tls_ca_file = {other:?}\n"),
+    )))
+    .await
+    .err()
+    .expect("a worker that cannot verify the server is refused");
+    assert!(format!("{wrong:#}").contains("certificate"), "{wrong:#}");
+    worker.stop().await.unwrap();
+}

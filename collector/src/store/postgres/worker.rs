@@ -63,7 +63,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         authority: Authority::new(&config.locations),
         intake: Intake::new(config.ledger.max_future_skew_secs, Some(&catalog)),
     };
-    let pg = PgStore::open(&store.url()?, store.pool_size, policies, metrics.clone()).await?;
+    let pg = PgStore::open(&store, policies, metrics.clone()).await?;
     let lease = Duration::from_secs(store.lease_secs);
     let leases = Leases::new(pg.side_pool(1), worker_id.clone(), lease, &shared).await?;
     let (owned_tx, owned_rx) = watch::channel(Owned::new());
