@@ -830,3 +830,121 @@ async fn workers_reach_postgres_over_tls_and_refuse_a_server_they_cannot_verify(
     assert!(format!("{wrong:#}").contains("certificate"), "{wrong:#}");
     worker.stop().await.unwrap();
 }
+
+/// Runs `stocksync-collector --config <config> move-to-postgres`; its exit and stderr.
+fn move_to_postgres(config: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(bin("stocksync-collector"))
+        .arg("--config")
+        .arg(config)
+        .arg("move-to-postgres")
+        .output()
+        .expect("run stocksync-collector move-to-postgres");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
+    let dir = TempDir::new("pg-move");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let (dir_a, dir_b) = (TempDir::new("pg-move-a"), TempDir::new("pg-move-b"));
+    let broker = Broker::start(&dir_b);
+    let sqlite = Collector::start(collector_config(&dir_a, broker.port, 0))
+        .await
+        .expect("sqlite collector starts");
+    let a = format!("http://{}", sqlite.http_addr);
+    let mut rng = Rng(0x30e);
+    let mut stream = batches(&mut rng, "ams-1", "ams", "ber", 200, 10);
+    stream.extend(batches(&mut rng, "ber-1", "ber", "ams", 100, 10));
+    stream.push(Batch {
+        agent_id: "ams-2".into(),
+        ..ams_batch(vec![stock_move(1, "MUG", MovementKind::Receipt, 50, None)]).remove(0)
+    });
+    assert_eq!(
+        deliver(broker.port, "agents", &stream, &mut Rng(6)).await,
+        301
+    );
+    let held = post(
+        &format!("{a}/v1/reservations"),
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":4}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(held.status, 201, "{}", held.body);
+    publish_once(
+        broker.port,
+        "hostile",
+        "stocksync/v1/ams/movements",
+        b"junk".to_vec(),
+    )
+    .await;
+    wait_for("the reject is queued", WAIT, || async {
+        get(&format!("{a}/v1/rejects"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    let expected = (
+        stock_view(&a).await,
+        timeless(get(&format!("{a}/v1/reservations/r1")).await.body),
+        get(&format!("{a}/v1/rejects")).await.body,
+    );
+
+    let config = dir_a.join("move.toml");
+    let text = collector_toml(
+        &dir_a,
+        broker.port,
+        0,
+        &store_toml(&pg, "w1", 3, &["ams", "ber"]),
+    );
+    std::fs::write(&config, &text).expect("write config");
+    let (ok, stderr) = move_to_postgres(&config);
+    assert!(
+        !ok && stderr.contains("in use"),
+        "refused while the collector runs: {stderr}"
+    );
+    assert_eq!(pg.query("SELECT to_regclass('ledger') IS NULL"), "t", "nothing written");
+    sqlite.stop().await.unwrap();
+    let (ok, stderr) = move_to_postgres(&config);
+    assert!(ok, "the move failed: {stderr}");
+    let (ok, stderr) = move_to_postgres(&config);
+    assert!(!ok && stderr.contains("already holds a ledger"), "{stderr}");
+
+    // A worker goes on from exactly where the SQLite collector stood ...
+    let worker = Collector::start(toml_config(&text))
+        .await
+        .expect("worker starts");
+    let b = format!("http://{}", worker.http_addr);
+    let served = (
+        stock_view(&b).await,
+        timeless(get(&format!("{b}/v1/reservations/r1")).await.body),
+        get(&format!("{b}/v1/rejects")).await.body,
+    );
+    assert_eq!(expected.0, served.0, "stock differs after the move");
+    assert_eq!(
+        expected.1, served.1,
+        "the reservation differs after the move"
+    );
+    assert_eq!(
+        expected.2.as_array().map(Vec::len),
+        served.2.as_array().map(Vec::len)
+    );
+    assert_eq!(expected.2[0]["reason"], served.2[0]["reason"]);
+    // ... and agents resending everything apply nothing twice.
+    assert_eq!(
+        deliver(broker.port, "agents-again", &stream, &mut Rng(7)).await,
+        0
+    );
+    assert_eq!(
+        stock_view(&b).await,
+        expected.0,
+        "a resend after the move changed stock"
+    );
+    worker.stop().await.unwrap();
+}
