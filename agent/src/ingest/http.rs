@@ -42,7 +42,7 @@ pub(crate) fn routes() -> Vec<Route> {
         at(Method::GET, "/v1/rejects", rejects),
         at(
             Method::POST,
-            "/v1/rejects/:id/retry",
+            "/v1/rejects/{id}/retry",
             super::retry::retry_reject,
         ),
         at(Method::GET, "/metrics", metrics),

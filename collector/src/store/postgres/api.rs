@@ -37,7 +37,7 @@ pub struct PgApp {
 pub fn router(app: Arc<PgApp>) -> Router {
     Router::new()
         .route("/v1/stock", get(by_location))
-        .route("/v1/stock/:sku", get(by_sku))
+        .route("/v1/stock/{sku}", get(by_sku))
         .route("/healthz", get(healthz))
         .fallback(not_supported)
         .with_state(app)
