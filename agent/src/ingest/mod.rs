@@ -4,6 +4,7 @@
 //! in a WMS file drop.
 
 pub mod epcis;
+mod error;
 pub mod files;
 pub mod http;
 pub mod openapi;

@@ -11,12 +11,14 @@ use super::{epcis, http, retry};
 /// An error answer: what went wrong, the JSON path of the field at fault (if one is) and the
 /// record's index in a list (if one is).
 #[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // described, not built: handlers answer with `json!`
+#[allow(dead_code)] // described, not built: `AppError` renders it
 pub struct ErrorBody {
     error: String,
     field: Option<String>,
     detail: String,
     record: Option<usize>,
+    /// A `500`'s log reference: the text of an internal failure is only in the log.
+    reference: Option<String>,
 }
 
 #[derive(OpenApi)]

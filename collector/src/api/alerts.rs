@@ -11,7 +11,7 @@ use axum::Json;
 use rusqlite::Connection;
 use serde::Deserialize;
 
-use super::ApiError;
+use super::AppError;
 use crate::App;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -36,7 +36,7 @@ pub struct AlertsQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     super::Params(q): super::Params<AlertsQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let recent = q.recent.unwrap_or(50).clamp(0, 1000);
     let mut body = app.ledger.read(|c| crate::alerts::list(c, recent))?;
     body["evaluations"] = app.alert_stats.evaluations.get().into();

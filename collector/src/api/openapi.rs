@@ -14,11 +14,13 @@ use super::{
 /// An error answer (every error of this API): what went wrong, the field at fault (a JSON
 /// path for bodies, the parameter's name for queries) when one is, and why.
 #[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // described, not built: `ApiError` renders it
+#[allow(dead_code)] // described, not built: `AppError` renders it
 pub struct ErrorBody {
     error: String,
     field: Option<String>,
     detail: String,
+    /// A `500`'s log reference: the text of an internal failure is only in the log.
+    reference: Option<String>,
 }
 
 #[derive(OpenApi)]

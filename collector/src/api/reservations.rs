@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{ApiError, Params};
+use super::body::JsonBody;
+use super::{AppError, Params};
 use crate::auth::{self, Principal};
 use crate::reserve::{self, Created, Request};
 use crate::App;
@@ -36,20 +37,16 @@ fn now() -> i64 {
 pub async fn create(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    super::body::check(&body)?;
-    let req: Request =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
+    JsonBody(req): JsonBody<Request>,
+) -> Result<Response, AppError> {
     if req.quantity <= 0 {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "quantity".into(),
             format!("{} must be > 0", req.quantity),
         ));
     }
     if let Some(ttl) = req.ttl_secs.filter(|t| *t > reserve::MAX_TTL_SECS) {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "ttl_secs".into(),
             format!("{ttl} is more than {} (a year)", reserve::MAX_TTL_SECS),
         ));
@@ -61,7 +58,7 @@ pub async fn create(
         ("warehouse", &req.warehouse),
     ] {
         if value.trim().is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(AppError::unprocessable(
                 field.into(),
                 "must not be empty".into(),
             ));
@@ -70,7 +67,7 @@ pub async fn create(
     if req.id.contains('#') {
         // `<order>#<n>` is how orders name their holds: a hand-made id of that shape could
         // take an order's id before the order does.
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "id".into(),
             "must not contain `#` (reserved for the holds of orders)".into(),
         ));
@@ -133,7 +130,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = app
         .ledger
@@ -156,10 +153,10 @@ pub async fn list(
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     match app.ledger.read(|c| reserve::get(c, &id))? {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
 }
 
@@ -179,7 +176,7 @@ pub async fn release(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let t = now();
     let key = id.clone();
     let by = auth::by(principal.as_deref(), "api");
@@ -195,15 +192,15 @@ pub async fn release(
         .await?
     {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
 }
 
 /// An unknown SKU or warehouse is not "insufficient stock": say which is unknown (422).
-fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
+fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), AppError> {
     let open = app.catalog.is_open();
     if !open && !app.in_catalog(&req.sku) {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.sku".into(),
             format!("unknown SKU `{}`: not in the catalog", req.sku),
         ));
@@ -216,7 +213,7 @@ fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
         .query_row([&req.warehouse], |r| r.get::<_, bool>(0))
     })?;
     if !warehouse_known {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.warehouse".into(),
             format!(
                 "unknown warehouse `{}`: no agent reports for it and it holds no stock",
@@ -230,7 +227,7 @@ fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
                 .query_row([&req.sku], |r| r.get::<_, bool>(0))
         })?;
         if !stocked {
-            return Err(ApiError::unprocessable(
+            return Err(AppError::unprocessable(
                 "$.sku".into(),
                 format!("unknown SKU `{}`: never stocked anywhere", req.sku),
             ));
