@@ -5,11 +5,11 @@
 //! failure is ours: logged with its text under a reference, answered as `500 internal error`
 //! with the reference only.
 
+use crate::input::InputError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use stocksync_common::input::InputError;
 use stocksync_runtime::server::error::Refusal;
 
 use crate::journal::JournalError;

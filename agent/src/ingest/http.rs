@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::input::{self, Context, InputError};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
 use axum::http::Method;
@@ -14,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
-use stocksync_common::input::{self, Context, InputError};
 
 use stocksync_runtime::server::error::{JsonBytes, Params};
 

@@ -45,7 +45,7 @@ pub async fn list(
 
 /// Prometheus text of the exception queue and the alerts.
 pub fn metrics(app: &App) -> String {
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let text = app.ledger.read(|c| render(c, now));
     let mut out = text.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "queue metrics unavailable");

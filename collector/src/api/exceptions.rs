@@ -25,7 +25,7 @@ use crate::ledger::Ledger;
 use crate::App;
 
 fn now() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 /// Folds the stores' newest records into the queue.

@@ -20,7 +20,7 @@ use crate::orders::{self, CancelRequest, OrderRequest, Outcome, Placed, Prepared
 use crate::App;
 
 fn now() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 /// Routes and holds an order: 201 with allocations and the explanation, 200 for a replay,

@@ -40,7 +40,7 @@ pub async fn daily(
     headers: HeaderMap,
     super::Params(q): super::Params<DailyQuery>,
 ) -> Result<Response, AppError> {
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let day_start_ms = match &q.date {
         None => report::day_start_ms(&report::date_of(now)).unwrap_or(0),
         Some(d) => report::day_start_ms(d).ok_or_else(|| {

@@ -16,7 +16,7 @@ use crate::reserve::{self, Created, Request};
 use crate::App;
 
 fn now() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 /// Holds stock for an order; 201 when held, 200 for a replay, 409 when the warehouse does

@@ -44,7 +44,7 @@ pub async fn create(
     }
     // Who voids is the token's name when the API has tokens, never only what the body says.
     req.by = auth::by(principal.as_deref(), &req.by);
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let id = format!("{} seq {}", req.agent_id, req.seq);
     let voided = app
         .ledger

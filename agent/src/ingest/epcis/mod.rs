@@ -19,12 +19,12 @@ mod vocab;
 
 use std::sync::Arc;
 
+use crate::input::{self, ClockRule, Context, InputError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::EpcisConfig;
 
 use super::error::AppError;
