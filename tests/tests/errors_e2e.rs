@@ -110,6 +110,21 @@ fn the_collector_answers_every_error_as_json() {
     rename_table(&dir.join("ledger.db"), "rejects_moved", "rejects");
     let r = get_blocking(&rejects);
     assert_eq!(r.status, 200, "healed: {}", r.body);
+
+    // A write that fails in the ledger writer: refused as ours, and the writer lives on.
+    let freeze = format!("{}/v1/routing/warehouses/ams", collector.url);
+    let put = |body: &str| {
+        let (r, _) = request_blocking("PUT", &freeze, Some(body), &[]);
+        r
+    };
+    rename_table(&dir.join("ledger.db"), "routing_frozen", "frozen_moved");
+    let r = put(r#"{"frozen": true}"#);
+    assert_internal("collector write failure", &r, || collector.proc.output());
+    rename_table(&dir.join("ledger.db"), "frozen_moved", "routing_frozen");
+    let r = put(r#"{"frozen": true}"#);
+    assert_eq!(r.status, 200, "the writer lives on: {}", r.body);
+    let health = get_blocking(&format!("{}/healthz", collector.url));
+    assert_eq!(health.status, 200, "{}", health.body);
 }
 
 #[test]
@@ -145,4 +160,15 @@ fn the_agent_answers_every_error_as_json() {
     rename_table(&journal, "rejects_moved", "rejects");
     let r = get_blocking(&rejects);
     assert_eq!(r.status, 200, "healed: {}", r.body);
+
+    // A movement the journal writer cannot store: refused as ours, nothing journaled, and
+    // the writer takes the next one.
+    let good = r#"{"sku":"MUG","kind":"receipt","quantity":1}"#;
+    rename_table(&journal, "movements", "movements_moved");
+    let r = post_typed(&movements, good, Some("application/json"));
+    assert_internal("agent write failure", &r, || agent.proc.output());
+    rename_table(&journal, "movements_moved", "movements");
+    let r = post_typed(&movements, good, Some("application/json"));
+    assert_eq!(r.status, 202, "the writer lives on: {}", r.body);
+    assert_eq!(r.body["first_seq"], Value::from(1), "{}", r.body);
 }
