@@ -74,7 +74,7 @@ impl CatalogHandle {
         open(&self.path)?.execute(
             "INSERT INTO catalog (id, body, received_at_ms) VALUES (1, ?1, ?2)
              ON CONFLICT (id) DO UPDATE SET body = excluded.body, received_at_ms = excluded.received_at_ms",
-            params![body, stocksync_common::input::now().unix_ms],
+            params![body, crate::input::now().unix_ms],
         )?;
         *self.current.write().expect("catalog lock") = Arc::new(catalog);
         Ok(true)
@@ -84,14 +84,14 @@ impl CatalogHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stocksync_common::input::UnitResolver;
+    use crate::input::UnitResolver;
 
     #[test]
     fn a_received_catalog_survives_a_restart() {
         let path = std::env::temp_dir().join(format!(
             "stocksync-catalog-{}-{}.db",
             std::process::id(),
-            stocksync_common::input::now().unix_ms
+            crate::input::now().unix_ms
         ));
         let handle = CatalogHandle::open(&path).unwrap();
         assert!(handle.current().is_open());

@@ -161,7 +161,7 @@ impl Forwarder {
                 &self.agent_id,
                 self.journal.journal_id(),
                 &self.warehouse,
-                stocksync_common::input::now().unix_ms,
+                crate::input::now().unix_ms,
                 rows.iter().map(|(_, bytes)| bytes.as_slice()),
             );
             if client

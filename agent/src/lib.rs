@@ -10,15 +10,17 @@ pub mod auth;
 pub mod catalog;
 pub mod forward;
 pub mod forward_rejects;
+pub mod gs1;
 pub mod ingest;
+pub mod input;
 pub mod journal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::input::ClockRule;
 use stocksync_common::config::{AgentConfig, AheadPolicy, SourceBinding};
-use stocksync_common::input::ClockRule;
 use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 

@@ -156,7 +156,7 @@ async fn receive(ledger: &Ledger, p: &Publish) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let reject = match notice {
         AgentNotice::Reject(reject) => reject,
         AgentNotice::Retried(retried) => return settle(ledger, agent, retried, now).await,

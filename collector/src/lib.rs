@@ -281,7 +281,7 @@ async fn expire_reservations(
         tokio::select! {
             _ = shutdown.changed() => return Ok(()),
             _ = every.tick() => {
-                let now = stocksync_common::input::now().unix_ms;
+                let now = stocksync_common::OccurredAt::now().unix_ms;
                 let lapsed = ledger.write(move |tx, touched| reserve::expire(tx, now, touched)).await?;
                 if lapsed > 0 {
                     tracing::info!(lapsed, "reservations expired");

@@ -41,7 +41,7 @@ impl Presence {
             backend: backend.into(),
             client_id: client_id.into(),
             pid: std::process::id(),
-            started_at_ms: stocksync_common::input::now().unix_ms,
+            started_at_ms: stocksync_common::OccurredAt::now().unix_ms,
         }
     }
 

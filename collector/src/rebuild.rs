@@ -55,7 +55,7 @@ pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuil
     let tx = conn.transaction()?;
     let total: i64 = tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
     tx.execute_batch("DELETE FROM stock; DELETE FROM stock_last_count;")?;
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let mut state = Rebuild::default();
     {
         let mut stmt = tx.prepare(

@@ -15,8 +15,40 @@
 use std::collections::HashMap;
 
 use crate::config::{CatalogConfig, ComponentDef};
-use crate::input::{BaseUnitOnly, UnitResolver};
-use crate::model::Location;
+use crate::model::{Location, BASE_UNIT};
+
+/// Converts a reported unit into the SKU's base unit. The catalog implements this; without
+/// one only the base unit is known.
+pub trait UnitResolver {
+    /// Base units per one `unit` of `sku`, or an error text naming what is unknown.
+    fn base_units_per(&self, sku: &str, unit: &str) -> Result<u64, String>;
+    /// Canonical SKU for an id as the given source spells it (aliases); identity by default.
+    fn canonical_sku(&self, _source: &str, sku: &str) -> Result<String, String> {
+        Ok(sku.to_string())
+    }
+    /// The unit `sku` is counted in, assumed when a record names no unit.
+    fn base_unit(&self, _sku: &str) -> String {
+        BASE_UNIT.to_string()
+    }
+    /// The canonical location a source's warehouse or bin code stands for, if it is an alias.
+    fn canonical_location(&self, _source: &str, _code: &str) -> Option<Location> {
+        None
+    }
+}
+
+/// The resolver used when no catalog is loaded: every SKU is counted in eaches.
+pub struct BaseUnitOnly;
+
+impl UnitResolver for BaseUnitOnly {
+    fn base_units_per(&self, _sku: &str, unit: &str) -> Result<u64, String> {
+        match unit {
+            "each" | "ea" | "unit" | "pcs" => Ok(1),
+            other => Err(format!(
+                "unknown unit `{other}` (no catalog loaded; known: each)"
+            )),
+        }
+    }
+}
 
 /// A catalog that does not hold together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

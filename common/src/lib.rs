@@ -10,7 +10,6 @@ pub mod agent_reject;
 pub mod catalog;
 pub mod config;
 pub mod gs1;
-pub mod input;
 pub mod inputs;
 pub mod model;
 pub mod rollback;

@@ -68,6 +68,14 @@ pub struct OccurredAt {
 }
 
 impl OccurredAt {
+    /// The current time in UTC.
+    pub fn now() -> OccurredAt {
+        OccurredAt {
+            unix_ms: jiff::Timestamp::now().as_millisecond(),
+            offset_seconds: 0,
+        }
+    }
+
     /// RFC 3339 rendering in the reporter's own offset.
     pub fn to_rfc3339(&self) -> String {
         let ts =

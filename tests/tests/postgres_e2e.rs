@@ -909,7 +909,11 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         !ok && stderr.contains("in use"),
         "refused while the collector runs: {stderr}"
     );
-    assert_eq!(pg.query("SELECT to_regclass('ledger') IS NULL"), "t", "nothing written");
+    assert_eq!(
+        pg.query("SELECT to_regclass('ledger') IS NULL"),
+        "t",
+        "nothing written"
+    );
     sqlite.stop().await.unwrap();
     let (ok, stderr) = move_to_postgres(&config);
     assert!(ok, "the move failed: {stderr}");

@@ -581,7 +581,7 @@ async fn a_v1_batch_is_still_applied_with_an_unknown_input_path() {
         quantity: 4,
         unit: "each".into(),
         unit_quantity: 4,
-        occurred_at: stocksync_common::input::now(),
+        occurred_at: stocksync_common::OccurredAt::now(),
         references: References::default(),
         external_id: None,
         note: None,

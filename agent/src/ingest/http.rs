@@ -6,8 +6,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use crate::input::{self, Context, InputError};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
@@ -15,9 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
-use stocksync_common::input::{self, Context, InputError};
 
-use crate::journal::{JournalError, Reject, RequestKey};
+use stocksync_runtime::server::error::{JsonBytes, Params};
+
+pub use super::error::AppError;
+use crate::journal::{Reject, RequestKey};
 use crate::App;
 
 /// One route: method, path (axum syntax) and handler.
@@ -42,7 +44,7 @@ pub(crate) fn routes() -> Vec<Route> {
         at(Method::GET, "/v1/rejects", rejects),
         at(
             Method::POST,
-            "/v1/rejects/:id/retry",
+            "/v1/rejects/{id}/retry",
             super::retry::retry_reject,
         ),
         at(Method::GET, "/metrics", metrics),
@@ -64,53 +66,6 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// An HTTP error with the JSON body `{error, record, field, detail}`.
-pub enum ApiError {
-    Input(StatusCode, InputError),
-    /// The request conflicts with what was journaled before (a reused key or movement id).
-    Conflict(InputError),
-    Journal(JournalError),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            ApiError::Input(status, e) => (
-                status,
-                Json(json!({"error": "invalid movement", "record": e.record, "field": e.field, "detail": e.detail})),
-            )
-                .into_response(),
-            ApiError::Conflict(e) => (
-                StatusCode::CONFLICT,
-                Json(json!({"error": "conflict with an earlier request", "record": e.record, "field": e.field, "detail": e.detail})),
-            )
-                .into_response(),
-            ApiError::Journal(e @ JournalError::Full { .. }) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [("retry-after", "30")],
-                Json(json!({"error": "journal full", "field": null, "detail": e.to_string()})),
-            )
-                .into_response(),
-            ApiError::Journal(e @ JournalError::DiskFull { .. }) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [("retry-after", "60")],
-                Json(json!({"error": "disk full", "field": null, "detail": e.to_string()})),
-            )
-                .into_response(),
-            // Ours, not the client's: the text (paths, SQL, panics) goes to the log only.
-            ApiError::Journal(e) => {
-                tracing::error!(error = %e, "request failed on the journal");
-                let detail = "internal error; nothing was journaled; the agent's log has the details";
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({"error": "journal error", "field": null, "detail": detail})),
-                )
-                    .into_response()
-            }
-        }
-    }
-}
-
 /// Validates and journals movements: one object, or a list journaled all or nothing.
 #[utoipa::path(post, path = "/v1/movements", tag = "movements",
     request_body(content = serde_json::Value, description = "A movement or a list of movements (docs/MOVEMENTS.md)"),
@@ -126,8 +81,8 @@ pub(crate) async fn post_movements(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<stocksync_runtime::server::auth::Principal>>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, AppError> {
     // The input path names the token that posted (`http:<token name>`) when tokens are
     // configured: who sent a movement is how it arrived, carried to the collector's history.
     let input_path = match &principal {
@@ -156,7 +111,7 @@ pub(crate) async fn post_movements(
                 StatusCode::UNPROCESSABLE_ENTITY
             };
             keep(&app, &e, &body).await?;
-            return Err(ApiError::Input(status, e));
+            return Err(AppError::Input(status, e));
         }
     };
     let key = headers
@@ -167,9 +122,9 @@ pub(crate) async fn post_movements(
         Ok(appended) => appended,
         Err(e) => {
             let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-            let error = e.refusal(array).map_err(ApiError::Journal)?;
+            let error = e.refusal(array)?;
             keep(&app, &error, &body).await?;
-            return Err(ApiError::Conflict(error));
+            return Err(AppError::Conflict(error));
         }
     };
     let status = if appended.replayed {
@@ -186,20 +141,20 @@ pub(crate) async fn post_movements(
 }
 
 /// Keeps a refused request in the rejects queue before its sender hears the refusal.
-async fn keep(app: &App, error: &InputError, body: &[u8]) -> Result<(), ApiError> {
+async fn keep(app: &App, error: &InputError, body: &[u8]) -> Result<(), AppError> {
     let reject = Reject {
         source: "http".into(),
         error: error.clone(),
         payload: body.to_vec(),
     };
-    app.journal.reject(reject).await.map_err(ApiError::Journal)
+    app.journal.reject(reject).await.map_err(AppError::Journal)
 }
 
 /// The agent's journal, links and catalog.
 #[utoipa::path(get, path = "/v1/status", tag = "operations",
     responses((status = 200, description = "Backlog, acks, rejects, broker links", body = serde_json::Value)))]
-pub(crate) async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let journal = app.journal.status().map_err(ApiError::Journal)?;
+pub(crate) async fn status(State(app): State<Arc<App>>) -> Result<Response, AppError> {
+    let journal = app.journal.status()?;
     let now = input::now().unix_ms;
     Ok(Json(json!({
         "agent_id": app.config.agent_id,
@@ -233,8 +188,8 @@ pub(crate) async fn status(State(app): State<Arc<App>>) -> Result<Response, ApiE
 /// Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let journal = app.journal.status().map_err(ApiError::Journal)?;
+pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Result<Response, AppError> {
+    let journal = app.journal.status()?;
     let now = input::now().unix_ms;
     let gauges = [
         (
@@ -355,22 +310,9 @@ pub(crate) struct Limit {
         (status = 400, description = "Unknown or malformed query parameter", body = super::openapi::ErrorBody)))]
 pub(crate) async fn rejects(
     State(app): State<Arc<App>>,
-    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    // An unknown or malformed parameter is a JSON 400 naming it, like every other error.
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => {
-            let detail = e.body_text();
-            let field = detail.split('`').nth(1).unwrap_or("query").to_string();
-            let body = json!({"error": "bad request", "field": field, "detail": detail});
-            return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
-        }
-    };
-    let rows = app
-        .journal
-        .rejects(q.limit.unwrap_or(100).min(1000))
-        .map_err(ApiError::Journal)?;
+    Params(q): Params<Limit>,
+) -> Result<Response, AppError> {
+    let rows = app.journal.rejects(q.limit.unwrap_or(100).min(1000))?;
     Ok(Json(rows).into_response())
 }
 
@@ -393,28 +335,5 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Response {
             Json(json!({"status": "not ready", "store": e.to_string(), "broker": broker})),
         )
             .into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_journal_failure_is_logged_not_sent() {
-        let failed = JournalError::Failed {
-            detail: "journal write panicked, rolled back: index out of bounds".into(),
-        };
-        let response = ApiError::Journal(failed).into_response();
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["error"], "journal error");
-        assert!(
-            !body["detail"].as_str().unwrap().contains("panicked"),
-            "{body}"
-        );
     }
 }

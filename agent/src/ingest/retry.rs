@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
+use crate::input::{self, Context, InputError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use stocksync_common::input::{self, Context, InputError};
 
-use super::http::ApiError;
+use super::error::AppError;
 use crate::journal::{Appended, JournalError, RequestKey};
 use crate::App;
 
@@ -81,14 +81,6 @@ pub async fn retry(
     Ok(Outcome::Journaled(appended))
 }
 
-fn refuse(status: StatusCode, error: &str, field: &str, detail: String) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "field": field, "detail": detail})),
-    )
-        .into_response()
-}
-
 /// Retries reject `id`: `200 {id, outcome: applied | already_applied, first_seq, last_seq}`;
 /// `422` with the new reason when the request is still refused; `409` when it cannot be
 /// retried; `404` when there is no such reject.
@@ -102,14 +94,15 @@ fn refuse(status: StatusCode, error: &str, field: &str, detail: String) -> Respo
 pub async fn retry_reject(
     State(app): State<Arc<App>>,
     Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
-    let appended = match retry(&app, id, None).await.map_err(ApiError::Journal)? {
+) -> Result<Response, AppError> {
+    let appended = match retry(&app, id, None).await? {
         Outcome::Journaled(appended) => appended,
         Outcome::Unknown => {
-            return Ok(refuse(StatusCode::NOT_FOUND, "not found", "id", format!("no reject {id}")))
+            let detail = format!("no reject {id}");
+            return Err(AppError::refused(StatusCode::NOT_FOUND, "not found", "id", detail));
         }
         Outcome::NotRetryable(why) => {
-            return Ok(refuse(StatusCode::CONFLICT, "not retryable", "source", why))
+            return Err(AppError::refused(StatusCode::CONFLICT, "not retryable", "source", why));
         }
         Outcome::StillRefused(e) => {
             return Ok((

@@ -16,9 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::input::{self, ClockRule, Context, InputError};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
 use stocksync_common::config::{ScannerConfig, SourceBinding};
-use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::EpcisConfig;
 use stocksync_runtime::mqtt::LinkErrors;
 use tokio::sync::watch;

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::input::InputError;
 use rusqlite::{params, Connection, OptionalExtension};
-use stocksync_common::input::InputError;
 use stocksync_common::Movement;
 use tokio::sync::{oneshot, Notify};
 
@@ -228,7 +228,7 @@ fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, rusqlite::Error> {
 }
 
 fn now_ms() -> i64 {
-    stocksync_common::input::now().unix_ms
+    crate::input::now().unix_ms
 }
 
 impl Journal {

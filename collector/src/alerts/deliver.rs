@@ -100,7 +100,7 @@ impl Deliver {
 }
 
 async fn post(w: &Webhook, body: &[u8]) -> Result<(), String> {
-    let ts = stocksync_common::input::now().unix_ms / 1000;
+    let ts = stocksync_common::OccurredAt::now().unix_ms / 1000;
     let headers = vec![
         ("x-stocksync-timestamp", ts.to_string()),
         (

@@ -50,7 +50,7 @@ pub async fn run(
             _ = shutdown.changed() => return Ok(()),
             _ = every.tick() => {}
         }
-        let now = stocksync_common::input::now().unix_ms;
+        let now = stocksync_common::OccurredAt::now().unix_ms;
         ledger
             .write(move |tx, _| crate::exceptions::sync(tx, now))
             .await?;

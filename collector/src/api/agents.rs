@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::ApiError;
+use super::AppError;
 use crate::App;
 
 /// Agents by id: warehouse, journal, first and last seen, and `clock_skew_ms` =
@@ -24,7 +24,7 @@ use crate::App;
         (status = 200, description = "Agents with last seen and clock_skew_ms", body = serde_json::Value),
     ),
 )]
-pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<Arc<App>>) -> Result<Response, AppError> {
     let rows = app.ledger.read(|c| {
         let mut stmt = c.prepare(
             "SELECT agent_id, warehouse, journal_id, first_seen_ms, last_seen_ms, clock_skew_ms FROM agents ORDER BY agent_id",

@@ -11,7 +11,7 @@ use axum::Json;
 use rusqlite::Connection;
 use serde::Deserialize;
 
-use super::ApiError;
+use super::AppError;
 use crate::App;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -36,7 +36,7 @@ pub struct AlertsQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     super::Params(q): super::Params<AlertsQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let recent = q.recent.unwrap_or(50).clamp(0, 1000);
     let mut body = app.ledger.read(|c| crate::alerts::list(c, recent))?;
     body["evaluations"] = app.alert_stats.evaluations.get().into();
@@ -45,7 +45,7 @@ pub async fn list(
 
 /// Prometheus text of the exception queue and the alerts.
 pub fn metrics(app: &App) -> String {
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let text = app.ledger.read(|c| render(c, now));
     let mut out = text.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "queue metrics unavailable");

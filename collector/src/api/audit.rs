@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{ApiError, Params};
+use super::{AppError, Params};
 use crate::{records, App};
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -38,14 +38,14 @@ impl ListQuery {
     }
 
     /// Refuses the filters an endpoint does not support.
-    fn only(&self, supported: &[&'static str]) -> Result<(), ApiError> {
+    fn only(&self, supported: &[&'static str]) -> Result<(), AppError> {
         for (name, set) in [
             ("all", self.all.is_some()),
             ("warehouse", self.warehouse.is_some()),
             ("sku", self.sku.is_some()),
         ] {
             if set && !supported.contains(&name) {
-                return Err(ApiError::bad_request(
+                return Err(AppError::bad_request(
                     name,
                     format!(
                         "this list cannot be filtered by `{name}`; it supports: limit, {}",
@@ -73,7 +73,7 @@ impl ListQuery {
 pub async fn drift(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     q.only(&["warehouse", "sku"])?;
     let rows = app
         .ledger
@@ -96,7 +96,7 @@ pub async fn drift(
 pub async fn conflicts(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     q.only(&["all", "warehouse", "sku"])?;
     let open_only = !q.all.unwrap_or(false);
     let rows = app
@@ -120,7 +120,7 @@ pub async fn conflicts(
 pub async fn discrepancies(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     q.only(&[])?;
     let rows = app.ledger.read(|c| records::discrepancies(c, q.limit()))?;
     Ok(Json(rows).into_response())
@@ -141,7 +141,7 @@ pub async fn discrepancies(
 pub async fn reversals(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     q.only(&[])?;
     let rows = app.ledger.read(|c| records::reversals(c, q.limit()))?;
     Ok(Json(rows).into_response())
@@ -162,7 +162,7 @@ pub async fn reversals(
 pub async fn shortfalls(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     q.only(&["warehouse", "sku"])?;
     let rows = app
         .ledger

@@ -1,31 +1,66 @@
-//! What a typed parse of a request body lets through and we do not: bytes after the JSON
-//! value (`serde_path_to_error` over a `Deserializer` stops at the value's end, so
-//! `{"id":"r1"}garbage` was taken), and strings no id, SKU or comment needs (a 1 MB "id" is
-//! stored, logged and shown on every page that lists it). Every handler that reads a JSON
-//! body calls [`check`] before its typed parse, which still names the field of a bad value.
+//! JSON request bodies: [`JsonBody`] is the extractor every handler that reads a body uses,
+//! so every way a body can be wrong (content type, size, syntax, a bad field) is answered as
+//! `{error, field, detail}` with the field's JSON path, never as axum's plain-text rejection.
+//!
+//! It also refuses what a typed parse lets through and we do not: bytes after the JSON value
+//! (`{"id":"r1"}garbage`), and strings no id, SKU or comment needs (a 1 MB "id" is stored,
+//! logged and shown on every page that lists it): [`check`] runs before the typed parse.
 
+use axum::extract::{FromRequest, OptionalFromRequest, Request};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+pub use stocksync_runtime::server::error::JsonBytes;
 
-use super::ApiError;
+use super::AppError;
+
+/// A JSON body of type `T` (`content-type: application/json`); `Option<JsonBody<T>>` for a
+/// body that may be left out.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let JsonBytes(body) = <JsonBytes as FromRequest<S>>::from_request(req, state).await?;
+        parse(&body).map(JsonBody)
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, AppError> {
+        match <JsonBytes as OptionalFromRequest<S>>::from_request(req, state).await? {
+            Some(JsonBytes(body)) => parse(&body).map(|t| Some(JsonBody(t))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// [`check`], then the typed parse naming the JSON path of a bad value.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    check(body)?;
+    Ok(stocksync_runtime::server::error::parse(body)?)
+}
 
 /// Longest string a collector request may carry: ids, SKUs, warehouses, comments.
 pub const MAX_STRING_BYTES: usize = 4096;
 
 /// Refuses trailing bytes and over-long strings, naming the JSON path. A body that is not
 /// JSON at all passes here: the typed parse refuses it with the better message.
-pub fn check(body: &[u8]) -> Result<(), ApiError> {
+pub fn check(body: &[u8]) -> Result<(), AppError> {
     let mut values = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
     let Some(Ok(value)) = values.next() else {
         return Ok(());
     };
     if values.next().is_some() {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$".into(),
             "bytes after the JSON value: a request body is exactly one JSON value".into(),
         ));
     }
     match too_long(&value) {
-        Some(path) => Err(ApiError::unprocessable(
+        Some(path) => Err(AppError::unprocessable(
             path,
             format!("longer than {MAX_STRING_BYTES} bytes"),
         )),
@@ -56,7 +91,9 @@ mod tests {
     use super::*;
 
     fn field(body: &str) -> Option<String> {
-        check(body.as_bytes()).err().and_then(|e| e.field)
+        check(body.as_bytes())
+            .err()
+            .and_then(|e| e.field().map(String::from))
     }
 
     #[test]

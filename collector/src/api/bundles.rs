@@ -13,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use stocksync_common::config::ComponentDef;
 
-use super::ApiError;
+use super::AppError;
 use crate::{buildable, App};
 
 /// The component view of one bundle.
@@ -31,9 +31,9 @@ use crate::{buildable, App};
 pub async fn by_bundle(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let Some(components) = app.catalog.bundle(&sku).map(<[ComponentDef]>::to_vec) else {
-        return Err(ApiError::not_found(
+        return Err(AppError::not_found(
             "sku",
             format!("`{sku}` is not a bundle in the catalog"),
         ));
@@ -42,7 +42,7 @@ pub async fn by_bundle(
 }
 
 /// Buildable numbers of `bundle` per warehouse and in total.
-pub fn view(app: &App, bundle: &str, components: &[ComponentDef]) -> Result<Value, ApiError> {
+pub fn view(app: &App, bundle: &str, components: &[ComponentDef]) -> Result<Value, AppError> {
     let parts: Vec<(String, u64)> = components
         .iter()
         .map(|c| (c.sku.clone(), c.quantity))

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -17,29 +17,13 @@ use serde::Deserialize;
 use serde_json::json;
 use stocksync_common::config::ChannelMode;
 
-use super::{ApiError, Params};
+use super::body::JsonBody;
+use super::{AppError, Params};
 use crate::publish::store::{self, Published};
-use crate::publish::{Channel, PublishError};
+use crate::publish::Channel;
 use crate::App;
 
-impl From<PublishError> for ApiError {
-    fn from(e: PublishError) -> ApiError {
-        let (status, error, field) = match &e {
-            PublishError::UnknownChannel(_) => {
-                (StatusCode::NOT_FOUND, "not found", Some("channel"))
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "channel error", None),
-        };
-        ApiError {
-            status,
-            error,
-            field: field.map(String::from),
-            detail: e.to_string(),
-        }
-    }
-}
-
-async fn describe(app: &App, channel: &Channel) -> Result<serde_json::Value, ApiError> {
+async fn describe(app: &App, channel: &Channel) -> Result<serde_json::Value, AppError> {
     let name = channel.name.clone();
     let (latest, open_errors) = app
         .channels
@@ -73,7 +57,7 @@ async fn describe(app: &App, channel: &Channel) -> Result<serde_json::Value, Api
         (status = 200, description = "OK", body = serde_json::Value),
     ),
 )]
-pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<Arc<App>>) -> Result<Response, AppError> {
     let mut out = Vec::new();
     for channel in app.channels.channels.values() {
         out.push(describe(&app, channel).await?);
@@ -96,7 +80,7 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 pub async fn one(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let channel = app.channels.channel(&name)?.clone();
     Ok(Json(describe(&app, &channel).await?).into_response())
 }
@@ -126,7 +110,7 @@ pub async fn sellable(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Params(q): Params<FeedQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let channel = app.channels.channel(&name)?.clone();
     let n = channel.name.clone();
     match q.since {
@@ -139,7 +123,7 @@ pub async fn sellable(
             Ok(Json(json!({"channel": name, "cursor": cursor, "mode": channel.mode().mode, "items": items}))
                 .into_response())
         }
-        Some(since) if since < 0 => Err(ApiError::bad_request("since", "a cursor is >= 0")),
+        Some(since) if since < 0 => Err(AppError::bad_request("since", "a cursor is >= 0")),
         Some(since) => {
             let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
             let (cursor, changes, latest) = app
@@ -179,7 +163,7 @@ pub async fn stream(
     Path(name): Path<String>,
     Params(q): Params<FeedQuery>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let channel = app.channels.channel(&name)?.clone();
     let resume = headers
         .get("last-event-id")
@@ -268,9 +252,8 @@ pub async fn set_mode(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<crate::auth::Principal>>,
     Path(name): Path<String>,
-    body: Result<Json<ModeRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request("mode", e.body_text()))?;
+    JsonBody(req): JsonBody<ModeRequest>,
+) -> Result<Response, AppError> {
     let state = app
         .channels
         .set_mode(
@@ -310,7 +293,7 @@ pub async fn errors(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     Params(q): Params<Limit>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     app.channels.channel(&name)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let rows = app

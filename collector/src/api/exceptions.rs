@@ -17,48 +17,19 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Params};
+use super::body::JsonBody;
+use super::{AppError, Params};
 use crate::auth::{self, Principal};
-use crate::exceptions::{self, Action, ActionError, Filter, Page, Request};
+use crate::exceptions::{self, Action, Filter, Page, Request};
 use crate::ledger::Ledger;
 use crate::App;
 
 fn now() -> i64 {
-    stocksync_common::input::now().unix_ms
-}
-
-impl From<ActionError> for ApiError {
-    fn from(e: ActionError) -> ApiError {
-        let (status, error, field) = match &e {
-            ActionError::NotFound(_) => (StatusCode::NOT_FOUND, "not found", Some("id")),
-            ActionError::NotRetryable { .. } => {
-                (StatusCode::CONFLICT, "not retryable", Some("kind"))
-            }
-            ActionError::AlreadyInStatus { .. } => {
-                (StatusCode::CONFLICT, "conflict", Some("status"))
-            }
-            ActionError::Invalid { field, .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid request",
-                Some(*field),
-            ),
-            ActionError::Sqlite(_) | ActionError::Ledger(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception storage error",
-                None,
-            ),
-        };
-        ApiError {
-            status,
-            error,
-            field: field.map(String::from),
-            detail: e.to_string(),
-        }
-    }
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 /// Folds the stores' newest records into the queue.
-pub async fn sync(ledger: &Ledger) -> Result<(), ApiError> {
+pub async fn sync(ledger: &Ledger) -> Result<(), AppError> {
     let t = now();
     ledger.write(move |tx, _| exceptions::sync(tx, t)).await?;
     Ok(())
@@ -79,10 +50,10 @@ pub struct ListQuery {
     offset: Option<i64>,
 }
 
-fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), ApiError> {
+fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), AppError> {
     filter
         .to_sql()
-        .map_err(|(field, detail)| ApiError::bad_request(field, detail))
+        .map_err(|(field, detail)| AppError::bad_request(field, detail))
 }
 
 /// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
@@ -100,7 +71,7 @@ fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), A
 pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let filter = Filter {
         kind: q.kind,
         status: q.status,
@@ -136,24 +107,18 @@ pub async fn list(
 pub async fn one(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     sync(&app.ledger).await?;
     let e = app.ledger.read(|c| exceptions::get(c, &id))?;
     match e {
         Some(e) => Ok(Json(e).into_response()),
-        None => Err(ApiError::not_found("id", format!("no exception `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no exception `{id}`"))),
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    super::body::check(body)?;
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
-        .map_err(|e| ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string()))
-}
-
-fn action(name: &str) -> Result<Action, ApiError> {
+fn action(name: &str) -> Result<Action, AppError> {
     Action::parse(name).ok_or_else(|| {
-        ApiError::not_found(
+        AppError::not_found(
             "action",
             format!("no action `{name}` (known: retry, resolve, ignore, reopen, comment)"),
         )
@@ -180,13 +145,12 @@ pub async fn act(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path((id, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+    JsonBody(mut req): JsonBody<Request>,
+) -> Result<Response, AppError> {
     if name == "retry" {
-        return retry(app, principal, id, body).await;
+        return retry(app, principal, id, req).await;
     }
     let action = action(&name)?;
-    let mut req: Request = parse(&body)?;
     req.by = auth::by(principal.as_deref(), &req.by);
     sync(&app.ledger).await?;
     let t = now();
@@ -226,10 +190,9 @@ pub async fn bulk(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+    JsonBody(req): JsonBody<BulkRequest>,
+) -> Result<Response, AppError> {
     let action = (name != "retry").then(|| action(&name)).transpose()?;
-    let req: BulkRequest = parse(&body)?;
     let cond = where_sql(&req.filter)?;
     sync(&app.ledger).await?;
     let t = now();
@@ -263,9 +226,8 @@ async fn retry(
     app: Arc<App>,
     principal: Option<axum::Extension<Principal>>,
     id: String,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let mut req: Request = parse(&body)?;
+    mut req: Request,
+) -> Result<Response, AppError> {
     req.by = auth::by(principal.as_deref(), &req.by);
     sync(&app.ledger).await?;
     let done = exceptions::retry((&app.ledger, &app.agent_commands), &id, req, now).await?;

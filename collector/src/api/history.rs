@@ -17,7 +17,7 @@ use axum::Json;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-use super::{ApiError, Params};
+use super::{AppError, Params};
 use crate::authority::Treatment;
 use crate::ledger::{read_states, row_states, StockKey};
 use crate::merge::States;
@@ -50,9 +50,9 @@ pub async fn history(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,
     Params(q): Params<HistoryQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let location = q.location.ok_or_else(|| {
-        ApiError::bad_request(
+        AppError::bad_request(
             "location",
             "give `location=<warehouse>` or `<warehouse>/<bin>`",
         )

@@ -13,19 +13,14 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{body, ApiError};
+use super::body::{self, JsonBody, JsonBytes};
+use super::AppError;
 use crate::auth::{self, Principal};
-use crate::orders::{self, CancelRequest, Invalid, OrderRequest, Outcome, Placed, Prepared};
+use crate::orders::{self, CancelRequest, OrderRequest, Outcome, Placed, Prepared};
 use crate::App;
 
 fn now() -> i64 {
-    stocksync_common::input::now().unix_ms
-}
-
-impl From<Invalid> for ApiError {
-    fn from(e: Invalid) -> ApiError {
-        ApiError::unprocessable(e.field, e.detail)
-    }
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 /// Routes and holds an order: 201 with allocations and the explanation, 200 for a replay,
@@ -47,8 +42,8 @@ pub async fn place(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, AppError> {
     let t = now();
     let by = auth::by(principal.as_deref(), "api");
     let prepared = prepare(&app, &headers, &body, t, by)?;
@@ -76,13 +71,13 @@ fn prepare(
     body: &[u8],
     t: i64,
     by: String,
-) -> Result<Prepared, ApiError> {
+) -> Result<Prepared, AppError> {
     body::check(body)?;
     let request = OrderRequest::parse(body)?;
     let limits = &app.orders.config;
     request.check(limits.max_lines, limits.max_quantity)?;
     if app.orders.channel(&request.channel).is_none() {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.channel".into(),
             format!("`{}` is not a channel that takes orders", request.channel),
         ));
@@ -93,7 +88,7 @@ fn prepare(
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 200)
                 .ok_or_else(|| {
-                    ApiError::bad_request(
+                    AppError::bad_request(
                         "Idempotency-Key",
                         "must be 1 to 200 visible ASCII characters",
                     )
@@ -128,10 +123,10 @@ fn prepare(
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     match app.ledger.read(|c| orders::show(c, &id))? {
         Some(v) => Ok(Json(v).into_response()),
-        None => Err(ApiError::not_found("id", format!("no order `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no order `{id}`"))),
     }
 }
 
@@ -159,7 +154,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     super::Params(q): super::Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     const STATES: &[&str] = &[
         "reserved",
         "partially_shipped",
@@ -170,7 +165,7 @@ pub async fn list(
         "expired",
     ];
     if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(ApiError::bad_request(
+        return Err(AppError::bad_request(
             "state",
             format!("`{s}` is not one of {}", STATES.join(", ")),
         ));
@@ -182,10 +177,10 @@ pub async fn list(
     Ok(Json(rows).into_response())
 }
 
-fn outcome(id: &str, o: Outcome) -> Result<Response, ApiError> {
+fn outcome(id: &str, o: Outcome) -> Result<Response, AppError> {
     match o {
         Outcome::Done(v) => Ok(Json(v).into_response()),
-        Outcome::NotFound => Err(ApiError::not_found("id", format!("no order `{id}`"))),
+        Outcome::NotFound => Err(AppError::not_found("id", format!("no order `{id}`"))),
         Outcome::Invalid(e) => Err(e.into()),
         Outcome::Conflict(v) => Ok((StatusCode::CONFLICT, Json(v)).into_response()),
     }
@@ -208,16 +203,10 @@ pub async fn cancel(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelRequest::default()
-    } else {
-        body::check(&body)?;
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(
-            |e| ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string()),
-        )?
-    };
+    body: Option<JsonBody<CancelRequest>>,
+) -> Result<Response, AppError> {
+    // No body cancels the whole order.
+    let req = body.map(|JsonBody(r)| r).unwrap_or_default();
     let t = now();
     let by = auth::by(principal.as_deref(), "api");
     let key = id.clone();
@@ -245,7 +234,7 @@ pub async fn paid(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let t = now();
     let by = auth::by(principal.as_deref(), "api");
     let key = id.clone();
@@ -273,7 +262,7 @@ pub async fn reroute(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let t = now();
     let by = auth::by(principal.as_deref(), "api");
     let (key, ctx) = (id.clone(), app.orders.clone());
@@ -308,14 +297,8 @@ pub struct Freeze {
 pub async fn set_frozen(
     State(app): State<Arc<App>>,
     Path(warehouse): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    body::check(&body)?;
-    let f: Freeze =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| {
-                ApiError::unprocessable(format!("$.{}", e.path()), e.inner().to_string())
-            })?;
+    JsonBody(f): JsonBody<Freeze>,
+) -> Result<Response, AppError> {
     let t = now();
     let wh = warehouse.clone();
     let reason = f

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::ApiError;
+use super::AppError;
 use crate::report::{self, Context};
 use crate::App;
 
@@ -39,19 +39,19 @@ pub async fn daily(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     super::Params(q): super::Params<DailyQuery>,
-) -> Result<Response, ApiError> {
-    let now = stocksync_common::input::now().unix_ms;
+) -> Result<Response, AppError> {
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let day_start_ms = match &q.date {
         None => report::day_start_ms(&report::date_of(now)).unwrap_or(0),
         Some(d) => report::day_start_ms(d).ok_or_else(|| {
-            ApiError::bad_request("date", format!("`{d}` is not a YYYY-MM-DD date"))
+            AppError::bad_request("date", format!("`{d}` is not a YYYY-MM-DD date"))
         })?,
     };
     let csv = match q.format.as_deref() {
         Some("csv") => true,
         Some("json") => false,
         Some(other) => {
-            return Err(ApiError::bad_request(
+            return Err(AppError::bad_request(
                 "format",
                 format!("unknown format `{other}` (json or csv)"),
             ))

@@ -9,13 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{ApiError, Params};
+use super::body::JsonBody;
+use super::{AppError, Params};
 use crate::auth::{self, Principal};
 use crate::reserve::{self, Created, Request};
 use crate::App;
 
 fn now() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 /// Holds stock for an order; 201 when held, 200 for a replay, 409 when the warehouse does
@@ -36,14 +37,10 @@ fn now() -> i64 {
 pub async fn create(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    super::body::check(&body)?;
-    let req: Request =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
+    JsonBody(req): JsonBody<Request>,
+) -> Result<Response, AppError> {
     req.check()
-        .map_err(|(field, detail)| ApiError::unprocessable(field, detail))?;
+        .map_err(|(field, detail)| AppError::unprocessable(field, detail))?;
     known_sku_and_warehouse(&app, &req)?;
     let t = now();
     let by = auth::by(principal.as_deref(), "api");
@@ -102,7 +99,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = app
         .ledger
@@ -125,10 +122,10 @@ pub async fn list(
 pub async fn get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     match app.ledger.read(|c| reserve::get(c, &id))? {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
 }
 
@@ -148,7 +145,7 @@ pub async fn release(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let t = now();
     let key = id.clone();
     let by = auth::by(principal.as_deref(), "api");
@@ -164,15 +161,15 @@ pub async fn release(
         .await?
     {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
 }
 
 /// An unknown SKU or warehouse is not "insufficient stock": say which is unknown (422).
-fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
+fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), AppError> {
     let open = app.catalog.is_open();
     if !open && !app.in_catalog(&req.sku) {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.sku".into(),
             format!("unknown SKU `{}`: not in the catalog", req.sku),
         ));
@@ -185,7 +182,7 @@ fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
         .query_row([&req.warehouse], |r| r.get::<_, bool>(0))
     })?;
     if !warehouse_known {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.warehouse".into(),
             format!(
                 "unknown warehouse `{}`: no agent reports for it and it holds no stock",
@@ -199,7 +196,7 @@ fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), ApiError> {
                 .query_row([&req.sku], |r| r.get::<_, bool>(0))
         })?;
         if !stocked {
-            return Err(ApiError::unprocessable(
+            return Err(AppError::unprocessable(
                 "$.sku".into(),
                 format!("unknown SKU `{}`: never stocked anywhere", req.sku),
             ));

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::{ApiError, Params};
+use super::{AppError, Params};
 use crate::ledger::row_states;
 use crate::merge::States;
 use crate::{reserve, App};
@@ -55,7 +55,7 @@ fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
 pub async fn by_sku(
     State(app): State<Arc<App>>,
     Path(sku): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let (rows, holds) = app.ledger.read(|c| {
         let mut stmt = c.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM stock WHERE sku = ?1 ORDER BY warehouse, bin"
@@ -72,7 +72,7 @@ pub async fn by_sku(
         Ok((rows, holds))
     })?;
     if rows.is_empty() && !app.in_catalog(&sku) {
-        return Err(ApiError::not_found(
+        return Err(AppError::not_found(
             "sku",
             format!("SKU `{sku}` is not in the catalog and has no stock"),
         ));
@@ -119,9 +119,9 @@ pub struct LocationQuery {
 pub async fn by_location(
     State(app): State<Arc<App>>,
     Params(q): Params<LocationQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let location = q.location.ok_or_else(|| {
-        ApiError::bad_request(
+        AppError::bad_request(
             "location",
             "give `location=<warehouse>` or `<warehouse>/<bin>`",
         )

@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::ApiError;
+use super::body::JsonBody;
+use super::AppError;
 use crate::auth::{self, Principal};
 use crate::void::{self, Request, Voided};
 use crate::App;
@@ -31,15 +32,11 @@ use crate::App;
 pub async fn create(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    super::body::check(&body)?;
-    let mut req: Request =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
+    JsonBody(mut req): JsonBody<Request>,
+) -> Result<Response, AppError> {
     for (field, value) in [("$.by", &req.by), ("$.reason", &req.reason)] {
         if value.trim().is_empty() {
-            return Err(ApiError::unprocessable(
+            return Err(AppError::unprocessable(
                 field.into(),
                 "must say who voids the movement and why".into(),
             ));
@@ -47,7 +44,7 @@ pub async fn create(
     }
     // Who voids is the token's name when the API has tokens, never only what the body says.
     req.by = auth::by(principal.as_deref(), &req.by);
-    let now = stocksync_common::input::now().unix_ms;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
     let id = format!("{} seq {}", req.agent_id, req.seq);
     let voided = app
         .ledger
@@ -56,7 +53,7 @@ pub async fn create(
     match voided {
         Voided::New(v) => Ok((StatusCode::CREATED, Json(v)).into_response()),
         Voided::Already(v) => Ok((StatusCode::OK, Json(v)).into_response()),
-        Voided::Unknown => Err(ApiError::not_found(
+        Voided::Unknown => Err(AppError::not_found(
             "$.seq",
             format!("no movement {id} in the ledger"),
         )),

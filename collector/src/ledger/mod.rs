@@ -183,7 +183,7 @@ fn open_checked(path: &Path) -> Result<Connection, LedgerError> {
 }
 
 fn now_ms() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 impl Ledger {

@@ -313,7 +313,7 @@ pub async fn auto_reroute(
         tokio::select! {
             _ = shutdown.changed() => return Ok(()),
             _ = every.tick() => {
-                let now = stocksync_common::input::now().unix_ms;
+                let now = stocksync_common::OccurredAt::now().unix_ms;
                 let ctx = orders.clone();
                 let moved = ledger.write(move |tx, touched| reroute_open(tx, &ctx, now, touched)).await?;
                 if !moved.is_empty() {

@@ -95,7 +95,7 @@ pub struct Store {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 impl Store {

@@ -8,6 +8,7 @@
 //! answered within `request_timeout_ms` (408, connection closed).
 
 pub mod auth;
+pub mod error;
 
 use std::sync::Arc;
 use std::time::Duration;

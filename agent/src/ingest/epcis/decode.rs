@@ -7,8 +7,8 @@
 //! we count: the event type, the required time fields, the types of the lists we read and
 //! the CBV words. Fields we do not use are not inspected, as the schema allows extensions.
 
+use crate::input::parse_time;
 use serde_json::Value;
-use stocksync_common::input::parse_time;
 use stocksync_common::OccurredAt;
 
 use super::vocab::{self, Vocabulary};

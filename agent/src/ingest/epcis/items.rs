@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use stocksync_common::gs1;
+use crate::gs1;
 
 use super::decode::{refuse, Event, Refusal};
 

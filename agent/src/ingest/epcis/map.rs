@@ -6,9 +6,9 @@
 //! receipt are one thing from here on. Invariant: an event either maps as a whole or not at
 //! all; every refusal names the event's field by JSON path.
 
+use crate::gs1;
+use crate::input::{InputKind, MovementInput};
 use stocksync_common::catalog::Catalog;
-use stocksync_common::gs1;
-use stocksync_common::input::{InputKind, MovementInput};
 use stocksync_common::inputs::{EpcisKind, EpcisRule};
 use stocksync_common::model::{InspectionOutcome, Location};
 
@@ -292,10 +292,6 @@ fn input(
         return_id: refs.return_id.clone(),
         peer_warehouse,
         id: Some(id),
-        note: Some(
-            note.chars()
-                .take(stocksync_common::input::MAX_TEXT_LEN)
-                .collect(),
-        ),
+        note: Some(note.chars().take(crate::input::MAX_TEXT_LEN).collect()),
     }
 }

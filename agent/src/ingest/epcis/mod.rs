@@ -19,21 +19,21 @@ mod vocab;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use crate::input::{self, ClockRule, Context, InputError};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::EpcisConfig;
 
-use super::http::ApiError;
+use super::error::AppError;
 use crate::catalog::CatalogHandle;
 use crate::journal::{Journal, JournalError, Reject};
 use crate::App;
 pub use map::default_rules;
 use plan::Plan;
+use stocksync_runtime::server::error::JsonBytes;
 
 /// Where EPCIS documents are journaled, and under which source.
 pub struct EpcisInput<'a> {
@@ -220,20 +220,8 @@ impl EpcisInput<'_> {
         (status = 503, description = "The journal failed", body = crate::ingest::openapi::ErrorBody)))]
 pub async fn post_events(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let essence = essence.to_ascii_lowercase();
-    if !matches!(essence.as_str(), "application/json" | "application/ld+json") {
-        let detail = format!("`{content_type}` is not application/json or application/ld+json");
-        let e = body_error("content-type", detail);
-        return Err(ApiError::Input(StatusCode::UNSUPPORTED_MEDIA_TYPE, e));
-    }
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, AppError> {
     let input = EpcisInput {
         journal: &app.journal,
         catalog: &app.catalog,
@@ -246,12 +234,12 @@ pub async fn post_events(
     let answer = match input.process(&body).await {
         Ok(a) => a,
         Err(DocumentError::Malformed(e)) => {
-            return Err(ApiError::Input(StatusCode::BAD_REQUEST, e))
+            return Err(AppError::Input(StatusCode::BAD_REQUEST, e))
         }
         Err(DocumentError::Invalid(e)) => {
-            return Err(ApiError::Input(StatusCode::UNPROCESSABLE_ENTITY, e))
+            return Err(AppError::Input(StatusCode::UNPROCESSABLE_ENTITY, e))
         }
-        Err(DocumentError::Journal(e)) => return Err(ApiError::Journal(e)),
+        Err(DocumentError::Journal(e)) => return Err(AppError::Journal(e)),
     };
     let status = match (answer.rejected, answer.failed) {
         (_, f) if f > 0 => StatusCode::SERVICE_UNAVAILABLE,

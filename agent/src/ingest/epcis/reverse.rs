@@ -9,7 +9,7 @@
 //! combination of movements undoes exactly (counts, transfers to a named peer, inspections)
 //! are refused, naming `errorDeclaration`: a count is corrected by counting again.
 
-use stocksync_common::input::{InputKind, MovementInput};
+use crate::input::{InputKind, MovementInput};
 use stocksync_common::model::{Direction, InspectionOutcome};
 
 use super::decode::{refuse, Refusal};
@@ -42,17 +42,10 @@ pub fn compensations(
             input.kind = kind;
             input.direction = direction;
             input.outcome = outcome;
-            input.reason = direction.map(|_| {
-                why.chars()
-                    .take(stocksync_common::input::MAX_TEXT_LEN)
-                    .collect()
-            });
+            input.reason =
+                direction.map(|_| why.chars().take(crate::input::MAX_TEXT_LEN).collect());
             input.id = d.input.id.as_ref().map(|id| format!("{id}:r{k}"));
-            input.note = Some(
-                why.chars()
-                    .take(stocksync_common::input::MAX_TEXT_LEN)
-                    .collect(),
-            );
+            input.note = Some(why.chars().take(crate::input::MAX_TEXT_LEN).collect());
             out.push(Draft { input, ..d.clone() });
         }
     }

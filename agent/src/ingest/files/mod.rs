@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::input::{self, ClockRule, Context, InputError};
 use sha2::{Digest, Sha256};
-use stocksync_common::input::{self, ClockRule, Context, InputError};
 use stocksync_common::inputs::{EpcisConfig, FileFormat, FilesConfig};
 use tokio::sync::watch;
 

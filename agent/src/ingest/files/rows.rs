@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
+use crate::input::{InputKind, MovementInput};
 use serde_json::Value;
 use stocksync_common::gs1::Gtin;
-use stocksync_common::input::{InputKind, MovementInput};
 
 /// Our column names; `columns` in config maps them to the WMS's headers.
 pub const COLUMNS: &[&str] = &[

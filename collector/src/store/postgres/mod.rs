@@ -75,7 +75,7 @@ pub struct PgStore {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    stocksync_common::input::now().unix_ms
+    stocksync_common::OccurredAt::now().unix_ms
 }
 
 impl PgStore {

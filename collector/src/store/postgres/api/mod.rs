@@ -40,13 +40,13 @@ pub struct PgApp {
 pub fn router(app: Arc<PgApp>) -> Router {
     Router::new()
         .route("/v1/stock", get(by_location))
-        .route("/v1/stock/:sku", get(by_sku))
+        .route("/v1/stock/{sku}", get(by_sku))
         .route(
             "/v1/reservations",
             axum::routing::post(reservations::create).get(reservations::list),
         )
         .route(
-            "/v1/reservations/:id",
+            "/v1/reservations/{id}",
             get(reservations::get).delete(reservations::release),
         )
         .route("/v1/agents", get(operations::agents))

@@ -11,11 +11,11 @@ use axum::Json;
 use serde_json::json;
 
 use super::PgApp;
-use crate::api::{ApiError, Params};
+use crate::api::{AppError, Params};
 use crate::store::postgres::PgError;
 
 /// `GET /v1/agents`: every agent heard from, with its last clock skew.
-pub async fn agents(State(app): State<Arc<PgApp>>) -> Result<Response, ApiError> {
+pub async fn agents(State(app): State<Arc<PgApp>>) -> Result<Response, AppError> {
     let conn = app.pool.get().await.map_err(PgError::from)?;
     let rows = conn
         .query(
@@ -51,7 +51,7 @@ pub struct Limit {
 pub async fn rejects(
     State(app): State<Arc<PgApp>>,
     Params(q): Params<Limit>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let conn = app.pool.get().await.map_err(PgError::from)?;
     let rows = conn

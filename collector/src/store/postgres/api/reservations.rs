@@ -11,7 +11,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::PgApp;
-use crate::api::{ApiError, Params};
+use crate::api::body::JsonBody;
+use crate::api::{AppError, Params};
 use crate::auth::{self, Principal};
 use crate::reserve::{Created, Request};
 use crate::store::postgres::{now_ms, reserve, PgError};
@@ -21,14 +22,10 @@ use crate::store::postgres::{now_ms, reserve, PgError};
 pub async fn create(
     State(app): State<Arc<PgApp>>,
     principal: Option<axum::Extension<Principal>>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    crate::api::body::check(&body)?;
-    let req: Request =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
+    JsonBody(req): JsonBody<Request>,
+) -> Result<Response, AppError> {
     req.check()
-        .map_err(|(field, detail)| ApiError::unprocessable(field, detail))?;
+        .map_err(|(field, detail)| AppError::unprocessable(field, detail))?;
     known_sku_and_warehouse(&app, &req).await?;
     let by = auth::by(principal.as_deref(), "api");
     let mut conn = app.pool.get().await.map_err(PgError::from)?;
@@ -65,7 +62,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<Arc<PgApp>>,
     Params(q): Params<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let conn = app.pool.get().await.map_err(PgError::from)?;
     let rows = reserve::list(&*conn, &q.sku, q.warehouse.as_deref(), limit).await?;
@@ -76,11 +73,11 @@ pub async fn list(
 pub async fn get(
     State(app): State<Arc<PgApp>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let conn = app.pool.get().await.map_err(PgError::from)?;
     match reserve::get(&*conn, &id).await? {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
 }
 
@@ -89,7 +86,7 @@ pub async fn release(
     State(app): State<Arc<PgApp>>,
     principal: Option<axum::Extension<Principal>>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, AppError> {
     let by = auth::by(principal.as_deref(), "api");
     let mut conn = app.pool.get().await.map_err(PgError::from)?;
     let tx = conn.transaction().await.map_err(PgError::from)?;
@@ -97,17 +94,17 @@ pub async fn release(
     tx.commit().await.map_err(PgError::from)?;
     match released {
         Some(r) => Ok(Json(r).into_response()),
-        None => Err(ApiError::not_found("id", format!("no reservation `{id}`"))),
+        None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
 }
 
 /// An unknown SKU or warehouse is a 422 naming it, not "insufficient stock".
-async fn known_sku_and_warehouse(app: &PgApp, req: &Request) -> Result<(), ApiError> {
+async fn known_sku_and_warehouse(app: &PgApp, req: &Request) -> Result<(), AppError> {
     let open = app.catalog.is_open();
     let in_catalog = app.catalog.config().skus.iter().any(|s| s.id == req.sku)
         || app.catalog.bundle(&req.sku).is_some();
     if !open && !in_catalog {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.sku".into(),
             format!("unknown SKU `{}`: not in the catalog", req.sku),
         ));
@@ -123,7 +120,7 @@ async fn known_sku_and_warehouse(app: &PgApp, req: &Request) -> Result<(), ApiEr
         .map_err(PgError::from)?
         .get(0);
     if !warehouse_known {
-        return Err(ApiError::unprocessable(
+        return Err(AppError::unprocessable(
             "$.warehouse".into(),
             format!(
                 "unknown warehouse `{}`: no agent reports for it and it holds no stock",
@@ -141,7 +138,7 @@ async fn known_sku_and_warehouse(app: &PgApp, req: &Request) -> Result<(), ApiEr
             .map_err(PgError::from)?
             .get(0);
         if !stocked {
-            return Err(ApiError::unprocessable(
+            return Err(AppError::unprocessable(
                 "$.sku".into(),
                 format!("unknown SKU `{}`: never stocked anywhere", req.sku),
             ));

@@ -1,22 +1,23 @@
 //! Fuzzing on stable Rust: the decoders that read bytes from the network and from senders
 //! (the wire decoder, the movement JSON decoder) get large random inputs and mutations of a
-//! corpus of valid ones. Each must return an error or a value, never panic, and never
+//! corpus of valid ones. They live with the agent because the movement JSON decoder is the
+//! agent's (`stocksync_agent::input`); the wire decoder is `stocksync_common::wire`. Each must return an error or a value, never panic, and never
 //! allocate far beyond its input (a hostile length prefix must not reserve gigabytes).
 //!
 //! CI runs the default case count as part of `cargo test`. A long run:
 //!
 //! ```sh
-//! PROPTEST_CASES=1000000 cargo test --release -p stocksync-common --test fuzz
+//! PROPTEST_CASES=1000000 cargo test --release -p stocksync-agent --test fuzz
 //! ```
 //!
-//! A failing case is shrunk and saved to `common/tests/fuzz.proptest-regressions`; keep that
+//! A failing case is shrunk and saved to `agent/tests/fuzz.proptest-regressions`; keep that
 //! file in git so the case is replayed first on every later run.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proptest::prelude::*;
-use stocksync_common::input::{self, BaseUnitOnly, Context};
+use stocksync_agent::input::{self, BaseUnitOnly, Context};
 use stocksync_common::model::OccurredAt;
 use stocksync_common::wire;
 

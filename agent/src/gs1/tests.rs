@@ -108,7 +108,7 @@ fn any_gtin() -> impl Strategy<Value = Gtin> {
 }
 
 fn any_gln() -> impl Strategy<Value = Gln> {
-    "[0-9]{12}".prop_map(|body| Gln(format!("{body}{}", check_digit(body.as_bytes()))))
+    "[0-9]{12}".prop_map(|body| Gln::from_parts(&body))
 }
 
 fn any_value() -> impl Strategy<Value = String> {

@@ -6,8 +6,9 @@
 //! nothing: one bad record refuses the whole batch, so no partial batch is ever journaled.
 
 use serde::Deserialize;
+pub use stocksync_common::catalog::{BaseUnitOnly, UnitResolver};
 
-use crate::model::{
+use stocksync_common::model::{
     Direction, InspectionOutcome, Location, Movement, MovementKind, OccurredAt, Origin, References,
     Sku, BASE_UNIT,
 };
@@ -86,39 +87,6 @@ pub struct InputError {
     /// JSON path of the offending field, e.g. `$[3].quantity`.
     pub field: String,
     pub detail: String,
-}
-
-/// Converts a reported unit into the SKU's base unit. The catalog implements this; without
-/// one only the base unit is known.
-pub trait UnitResolver {
-    /// Base units per one `unit` of `sku`, or an error text naming what is unknown.
-    fn base_units_per(&self, sku: &str, unit: &str) -> Result<u64, String>;
-    /// Canonical SKU for an id as the given source spells it (aliases); identity by default.
-    fn canonical_sku(&self, _source: &str, sku: &str) -> Result<String, String> {
-        Ok(sku.to_string())
-    }
-    /// The unit `sku` is counted in, assumed when a record names no unit.
-    fn base_unit(&self, _sku: &str) -> String {
-        BASE_UNIT.to_string()
-    }
-    /// The canonical location a source's warehouse or bin code stands for, if it is an alias.
-    fn canonical_location(&self, _source: &str, _code: &str) -> Option<Location> {
-        None
-    }
-}
-
-/// The resolver used when no catalog is loaded: every SKU is counted in eaches.
-pub struct BaseUnitOnly;
-
-impl UnitResolver for BaseUnitOnly {
-    fn base_units_per(&self, _sku: &str, unit: &str) -> Result<u64, String> {
-        match unit {
-            "each" | "ea" | "unit" | "pcs" => Ok(1),
-            other => Err(format!(
-                "unknown unit `{other}` (no catalog loaded; known: each)"
-            )),
-        }
-    }
 }
 
 /// What validation needs to know about the place it runs in.
@@ -573,12 +541,9 @@ fn offset_suffix(text: &str) -> Option<i32> {
     Some(sign * (hours * 3600 + minutes * 60))
 }
 
-/// The current time as an `OccurredAt` in UTC.
+/// The current time, as a record's `occurred_at`.
 pub fn now() -> OccurredAt {
-    OccurredAt {
-        unix_ms: jiff::Timestamp::now().as_millisecond(),
-        offset_seconds: 0,
-    }
+    OccurredAt::now()
 }
 
 #[cfg(test)]
@@ -720,7 +685,7 @@ mod tests {
 #[cfg(test)]
 mod catalog_tests {
     use super::*;
-    use crate::catalog::Catalog;
+    use stocksync_common::catalog::Catalog;
 
     fn catalog() -> Catalog {
         Catalog::new(
