@@ -41,27 +41,17 @@ pub fn by_warehouse(
     components: &[(String, u64)],
     include: impl Fn(&str, &str) -> bool,
 ) -> rusqlite::Result<Vec<Site>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT warehouse, bin, available FROM stock WHERE sku = ?1")?;
     // warehouse -> component index -> available
     let mut available: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (i, (sku, _)) in components.iter().enumerate() {
-        let rows = stmt.query_map([sku], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (warehouse, bin, n) = row?;
-            if include(&warehouse, &bin) {
+        crate::stock::for_each_available(conn, sku, |warehouse, bin, n| {
+            if include(warehouse, bin) {
                 let per = available
-                    .entry(warehouse)
+                    .entry(warehouse.to_string())
                     .or_insert_with(|| vec![0; components.len()]);
                 per[i] = per[i].saturating_add(n);
             }
-        }
+        })?;
     }
     Ok(available
         .into_iter()

@@ -30,6 +30,7 @@ pub mod records;
 pub mod replay;
 pub mod report;
 pub mod reserve;
+pub mod stock;
 pub mod store;
 pub mod void;
 

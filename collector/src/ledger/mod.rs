@@ -14,14 +14,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use stocksync_common::wire::{self, AckOutcome};
 use stocksync_durable::{Error, Options, Store, Writer};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::authority::Authority;
 use crate::intake::Intake;
-use crate::merge::States;
 use crate::metrics::Metrics;
 
 mod apply;
@@ -125,12 +124,7 @@ pub struct Rejected {
 }
 
 /// A (SKU, location) whose projection row changed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StockKey {
-    pub sku: String,
-    pub warehouse: String,
-    pub bin: String,
-}
+pub use crate::stock::StockKey;
 
 /// The projection rows one committed transaction changed, sent after the commit is on disk.
 pub type Changes = Arc<Vec<StockKey>>;
@@ -359,36 +353,6 @@ impl From<Error<rusqlite::Error>> for LedgerError {
             Error::Group(failure) => LedgerError::NotCommitted(failure.detail),
             Error::Closed => LedgerError::Closed,
         }
-    }
-}
-
-/// Current states of one (SKU, location); zero if never seen.
-pub fn read_states(
-    conn: &Connection,
-    sku: &str,
-    warehouse: &str,
-    bin: &str,
-) -> Result<States, rusqlite::Error> {
-    conn.query_row(
-        "SELECT available, reserved, damaged, quality_control, in_transit, incoming FROM stock WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
-        params![sku, warehouse, bin],
-        row_states(0),
-    )
-    .optional()
-    .map(Option::unwrap_or_default)
-}
-
-/// Reads `States` from six columns starting at `offset`.
-pub fn row_states(offset: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<States> {
-    move |r| {
-        Ok(States {
-            available: r.get(offset)?,
-            reserved: r.get(offset + 1)?,
-            damaged: r.get(offset + 2)?,
-            quality_control: r.get(offset + 3)?,
-            in_transit: r.get(offset + 4)?,
-            incoming: r.get(offset + 5)?,
-        })
     }
 }
 

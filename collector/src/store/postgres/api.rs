@@ -18,9 +18,10 @@ use stocksync_common::catalog::Catalog;
 use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
-use crate::api::stock::{warehouses, StockRow};
+use crate::api::stock::warehouses;
 use crate::merge::States;
 use crate::metrics::Metrics;
+use crate::stock::Levels;
 
 /// What the worker's handlers share.
 pub struct PgApp {
@@ -80,7 +81,7 @@ fn unsupported(path: &str) -> Response {
 const COLUMNS: &str =
     "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
 
-fn stock_row(r: &tokio_postgres::Row) -> StockRow {
+fn stock_row(r: &tokio_postgres::Row) -> Levels {
     let states = States {
         available: r.get(3),
         reserved: r.get(4),
@@ -90,7 +91,7 @@ fn stock_row(r: &tokio_postgres::Row) -> StockRow {
         incoming: r.get(8),
     };
     let bin: String = r.get(2);
-    StockRow {
+    Levels {
         sku: r.get(0),
         warehouse: r.get(1),
         bin: (!bin.is_empty()).then_some(bin),
@@ -197,7 +198,7 @@ async fn read(
     app: &PgApp,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<StockRow>, tokio_postgres::Error> {
+) -> Result<Vec<Levels>, tokio_postgres::Error> {
     let conn = app.pool.get().await?;
     Ok(conn
         .query(sql, params)
