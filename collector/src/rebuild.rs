@@ -52,7 +52,7 @@ pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuil
     // The scan in key order visits the ledger's pages at random: map the file (SQLite caps
     // this at its compiled maximum, 2 GB by default) instead of a pread and copy per page.
     conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
-    crate::ledger::migrate(&conn)?;
+    crate::ledger::migrate(&conn, path)?;
     let tx = conn.transaction()?;
     let total: i64 = tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
     stock::clear(&tx)?;

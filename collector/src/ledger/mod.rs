@@ -24,72 +24,17 @@ use crate::intake::Intake;
 use crate::metrics::Metrics;
 
 mod apply;
+mod migrate;
 mod retry;
-mod upgrade;
+mod v1;
+
+pub(crate) use migrate::migrate;
+pub use migrate::LATEST as SCHEMA_VERSION;
 
 pub use retry::Retried;
 pub(crate) use retry::RETRYABLE;
 
 use apply::{apply_batch, store_reject};
-
-/// Tables of the ledger file (reservations and channels create their own).
-const SCHEMA: &str = include_str!("schema.sql");
-
-/// Columns added after the first schema, as `(table, column, declaration)`; added to older
-/// files on open.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("ledger", "treatment", "TEXT NOT NULL DEFAULT 'apply'"),
-    (
-        "ledger",
-        "returns_to",
-        "TEXT NOT NULL DEFAULT 'quality_control'",
-    ),
-    ("ledger", "transfer", "TEXT"),
-    ("ledger", "peer", "TEXT"),
-    ("rejects", "field", "TEXT"),
-    ("ledger", "order_ref", "TEXT"),
-    ("rejects", "retried_at_ms", "INTEGER"),
-    ("reservations", "created_by", "TEXT"),
-    ("reservations", "closed_by", "TEXT"),
-    ("agents", "clock_skew_ms", "INTEGER"),
-];
-
-const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
-";
-
-/// Brings the file's tables to this release's layout, all of it or nothing (one transaction).
-pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let tx = conn.unchecked_transaction()?;
-    migrate_in(&tx)?;
-    tx.commit()
-}
-
-fn migrate_in(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let moved = upgrade::set_aside(conn)?;
-    conn.execute_batch(crate::reserve::SCHEMA)?;
-    conn.execute_batch(crate::orders::store::SCHEMA)?;
-    conn.execute_batch(SCHEMA)?;
-    for (table, column, decl) in ADDED_COLUMNS {
-        let exists: bool = conn.query_row(
-            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !exists {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-        }
-    }
-    if !moved.is_empty() {
-        upgrade::copy_back(conn, &moved)?;
-        // Their indexes went with the old tables: create them on the new ones.
-        conn.execute_batch(crate::reserve::SCHEMA)?;
-        conn.execute_batch(crate::orders::store::SCHEMA)?;
-    }
-    conn.execute_batch(INDEXES)
-}
 
 /// Most batches folded into one transaction.
 const MAX_GROUP: usize = 256;
@@ -107,6 +52,12 @@ pub enum LedgerError {
     NotCommitted(String),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error("ledger {path} has layout version {found}, but this collector knows up to {known}: it was written by a newer release; run that release or a newer one (keep the file), or restore a backup taken before the upgrade")]
+    TooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
     #[error("ledger {path} is corrupt: {detail}; stop the collector, move the file aside (keep it), try `sqlite3 <file> .recover | sqlite3 <new file>`, then `stocksync-collector rebuild` on the recovered file; agents resend whatever was not acknowledged")]
     Corrupt { path: String, detail: String },
 }
@@ -205,7 +156,7 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let (authority, intake) = (Arc::new(authority), Arc::new(intake));
         let conn = open_checked(path)?;
-        migrate(&conn)?;
+        migrate(&conn, path)?;
         let (changes, _) = broadcast::channel(1024);
         let state = State {
             metrics: metrics.clone(),
