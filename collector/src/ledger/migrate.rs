@@ -13,20 +13,12 @@
 use std::path::Path;
 
 use rusqlite::Connection;
+use stocksync_durable::migrate::{self, MigrateError, Migration};
 
 use super::{v1, LedgerError};
 
-/// One step of the file's layout.
-pub(crate) struct Migration {
-    /// The `user_version` the file has after it.
-    pub version: u32,
-    /// What it changes, for the log.
-    pub what: &'static str,
-    pub apply: fn(&Connection) -> rusqlite::Result<()>,
-}
-
-/// Every migration, in order; entry `i` brings version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+/// Every migration of the ledger file, in order; entry `i` brings version `i` to `i + 1`.
+const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     what: "layout of the last release before versioning",
     apply: v1::apply,
@@ -35,39 +27,31 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 /// The version this binary writes.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
 
-/// The file's version.
-pub(crate) fn version(conn: &Connection) -> rusqlite::Result<u32> {
-    conn.pragma_query_value(None, "user_version", |r| r.get(0))
-}
-
 /// Brings the file at `path` (open as `conn`) to `LATEST`; returns the version it had.
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<u32, LedgerError> {
-    run(conn, path, MIGRATIONS)
-}
-
-fn run(conn: &Connection, path: &Path, list: &[Migration]) -> Result<u32, LedgerError> {
-    let found = version(conn)?;
-    let known = list.len() as u32;
-    if found > known {
-        return Err(LedgerError::TooNew {
+    let from = migrate::run(conn, MIGRATIONS).map_err(|e| match e {
+        MigrateError::TooNew { found, known } => LedgerError::TooNew {
             path: path.display().to_string(),
             found,
             known,
-        });
+        },
+        MigrateError::Failed { source, .. } | MigrateError::Sqlite(source) => {
+            LedgerError::Sqlite(source)
+        }
+    })?;
+    if from < LATEST {
+        tracing::info!(path = %path.display(), from, to = LATEST, "ledger layout migrated");
     }
-    for m in &list[found as usize..] {
-        let tx = conn.unchecked_transaction()?;
-        (m.apply)(&tx)?;
-        tx.pragma_update(None, "user_version", m.version)?;
-        tx.commit()?;
-        tracing::info!(path = %path.display(), version = m.version, what = m.what, "ledger migrated");
-    }
-    Ok(found)
+    Ok(from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn version(conn: &Connection) -> u32 {
+        migrate::version(conn).unwrap()
+    }
 
     fn memory() -> Connection {
         Connection::open_in_memory().unwrap()
@@ -84,13 +68,8 @@ mod tests {
 
     fn at(version: u32) -> Connection {
         let conn = memory();
-        run(
-            &conn,
-            Path::new(":memory:"),
-            &MIGRATIONS[..version as usize],
-        )
-        .unwrap();
-        assert_eq!(super::version(&conn).unwrap(), version);
+        migrate::run(&conn, &MIGRATIONS[..version as usize]).unwrap();
+        assert_eq!(self::version(&conn), version);
         conn
     }
 
@@ -100,7 +79,7 @@ mod tests {
         for from in 0..LATEST {
             let conn = at(from);
             assert_eq!(migrate(&conn, Path::new(":memory:")).unwrap(), from);
-            assert_eq!(version(&conn).unwrap(), LATEST);
+            assert_eq!(version(&conn), LATEST);
             assert_eq!(layout(&conn), layout(&fresh), "from version {from}");
         }
         // Opening again changes nothing.
@@ -126,7 +105,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!((n, version(&conn).unwrap()), (7, LATEST));
+        assert_eq!((n, version(&conn)), (7, LATEST));
     }
 
     #[test]
@@ -144,55 +123,6 @@ mod tests {
             "{text}"
         );
         assert_eq!(layout(&conn), before);
-        assert_eq!(version(&conn).unwrap(), LATEST + 1);
-    }
-
-    fn add_a(conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("CREATE TABLE a (x INTEGER); INSERT INTO a VALUES (1);")
-    }
-
-    fn add_b(conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("CREATE TABLE b (y INTEGER); INSERT INTO a VALUES (2);")
-    }
-
-    fn fail_after_a_change(conn: &Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("INSERT INTO a VALUES (3); UPDATE no_such_table SET z = 1;")
-    }
-
-    const STEPS: &[Migration] = &[
-        Migration {
-            version: 1,
-            what: "a",
-            apply: add_a,
-        },
-        Migration {
-            version: 2,
-            what: "b",
-            apply: add_b,
-        },
-        Migration {
-            version: 3,
-            what: "broken",
-            apply: fail_after_a_change,
-        },
-    ];
-
-    #[test]
-    fn each_step_runs_once_in_order_and_a_failing_one_leaves_the_previous_version() {
-        let conn = memory();
-        let path = Path::new(":memory:");
-        assert_eq!(run(&conn, path, &STEPS[..1]).unwrap(), 0);
-        assert_eq!(run(&conn, path, &STEPS[..2]).unwrap(), 1);
-        assert_eq!(run(&conn, path, &STEPS[..2]).unwrap(), 2);
-        assert!(run(&conn, path, STEPS).is_err());
-        assert_eq!(version(&conn).unwrap(), 2);
-        let rows: Vec<i64> = conn
-            .prepare("SELECT x FROM a ORDER BY x")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, [1, 2], "the failed step's insert is rolled back");
+        assert_eq!(version(&conn), LATEST + 1);
     }
 }
