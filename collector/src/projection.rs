@@ -162,7 +162,11 @@ pub(crate) fn project(
     // A warehouse-level count counts the total, bins included: a bin's movement ordered
     // before it changes what it expected, so the warehouse-level row replays too.
     if physical_here && !key.bin.is_empty() {
-        let whole = key.whole();
+        // Moved, not cloned: this runs for every movement at a bin.
+        let whole = StockKey {
+            bin: String::new(),
+            ..key
+        };
         if stock::last_count(tx, &whole)?.is_some_and(|c| e.order() < c) {
             pending.flush(tx, now)?;
             recompute(tx, &whole, now)?;

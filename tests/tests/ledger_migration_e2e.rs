@@ -52,6 +52,19 @@ fn user_version(dir: &TempDir) -> u32 {
         .expect("user_version")
 }
 
+/// Every table and index of a ledger file with its SQL, but the channel store's (not
+/// versioned yet, and its AUTOINCREMENT counter table).
+fn layout(path: &std::path::Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(path).expect("open ledger");
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name NOT LIKE 'channel%' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    rows.collect::<Result<_, _>>().unwrap()
+}
+
 /// (available, reserved, damaged, in_transit, on_hand) of `sku` at `warehouse` as
 /// `GET /v1/stock/<sku>` totals it.
 fn at(stock: &Value, warehouse: &str) -> (i64, i64, i64, i64, i64) {
@@ -88,6 +101,11 @@ async fn a_ledger_of_the_previous_release_opens_migrates_and_serves_what_it_held
         user_version(&dir),
         stocksync_collector::ledger::SCHEMA_VERSION
     );
+    // The previous release's layout is version 1's: the same as a ledger created today.
+    let fresh = dir.join("fresh.db");
+    let metrics = std::sync::Arc::new(stocksync_collector::metrics::Metrics::default());
+    drop(stocksync_collector::ledger::Ledger::open(&fresh, metrics).expect("fresh ledger"));
+    assert_eq!(layout(&dir.join("ledger.db")), layout(&fresh));
 
     // Stock levels, holds on the warehouse-level rows included.
     let tee = stock(&c, "TEE").await;

@@ -133,6 +133,14 @@ mod tests {
         INSERT INTO orders VALUES ('SO-1', 'k1', 'web', 'reserved', '{}', '{}', 1, 1);
     ";
 
+    fn layout(conn: &Connection) -> Vec<(String, String)> {
+        let mut stmt = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
     #[test]
     fn an_old_layout_ledger_opens_with_its_orders_and_reservations() {
         let conn = Connection::open_in_memory().unwrap();
@@ -173,6 +181,10 @@ mod tests {
                 "reservations_expiring_at"
             ]
         );
+        // The same layout as a file created new.
+        let fresh = Connection::open_in_memory().unwrap();
+        super::super::migrate(&fresh, std::path::Path::new(":memory:")).unwrap();
+        assert_eq!(layout(&conn), layout(&fresh));
         // Migrating again changes nothing.
         super::super::migrate(&conn, std::path::Path::new(":memory:")).unwrap();
         let n: i64 = conn
