@@ -85,13 +85,26 @@ mod tests {
     #[test]
     fn a_kit_needs_all_its_components_in_one_warehouse() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE stock (sku TEXT, warehouse TEXT, bin TEXT, available INTEGER);
-             INSERT INTO stock VALUES ('MUG', 'ams', 'A', 20), ('TEE', 'ber', '', 10),
-                                      ('MUG', 'rtm', 'A', 5), ('MUG', 'rtm', 'B', 1), ('TEE', 'rtm', '', 9),
-                                      ('TEE', 'rtm', 'X', -4);",
-        )
-        .unwrap();
+        crate::ledger::migrate(&conn, std::path::Path::new(":memory:")).unwrap();
+        for (sku, warehouse, bin, available) in [
+            ("MUG", "ams", "A", 20),
+            ("TEE", "ber", "", 10),
+            ("MUG", "rtm", "A", 5),
+            ("MUG", "rtm", "B", 1),
+            ("TEE", "rtm", "", 9),
+            ("TEE", "rtm", "X", -4),
+        ] {
+            let key = crate::stock::StockKey {
+                sku: sku.into(),
+                warehouse: warehouse.into(),
+                bin: bin.into(),
+            };
+            let level = crate::merge::States {
+                available,
+                ..Default::default()
+            };
+            crate::stock::add(&conn, &key, &level, 0).unwrap();
+        }
         let parts = [("MUG".to_string(), 2), ("TEE".to_string(), 1)];
         let sites = by_warehouse(&conn, &parts, |_, _| true).unwrap();
         let got: Vec<(&str, u64)> = sites
