@@ -5,7 +5,7 @@
 mod agents;
 mod alerts;
 mod audit;
-mod body;
+pub(crate) mod body;
 mod bundles;
 mod channels;
 mod dashboard;
@@ -211,6 +211,23 @@ impl From<LedgerError> for ApiError {
             error: "ledger error",
             field: None,
             detail: "internal error; the collector's log has the details".into(),
+        }
+    }
+}
+
+/// The same for the PostgreSQL store: a failed or unreachable database is a `503` the client
+/// may retry; the text goes to the log.
+#[cfg(feature = "postgres")]
+impl From<crate::store::postgres::PgError> for ApiError {
+    fn from(e: crate::store::postgres::PgError) -> ApiError {
+        tracing::error!(error = %e, "request failed on the postgres store");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "store unavailable",
+            field: None,
+            detail:
+                "the store could not complete the request; retry (the worker's log has the details)"
+                    .into(),
         }
     }
 }

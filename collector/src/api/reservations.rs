@@ -44,39 +44,8 @@ pub async fn create(
     let req: Request =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
             .map_err(|e| ApiError::unprocessable(e.path().to_string(), e.inner().to_string()))?;
-    if req.quantity <= 0 {
-        return Err(ApiError::unprocessable(
-            "quantity".into(),
-            format!("{} must be > 0", req.quantity),
-        ));
-    }
-    if let Some(ttl) = req.ttl_secs.filter(|t| *t > reserve::MAX_TTL_SECS) {
-        return Err(ApiError::unprocessable(
-            "ttl_secs".into(),
-            format!("{ttl} is more than {} (a year)", reserve::MAX_TTL_SECS),
-        ));
-    }
-    for (field, value) in [
-        ("id", &req.id),
-        ("order", &req.order),
-        ("sku", &req.sku),
-        ("warehouse", &req.warehouse),
-    ] {
-        if value.trim().is_empty() {
-            return Err(ApiError::unprocessable(
-                field.into(),
-                "must not be empty".into(),
-            ));
-        }
-    }
-    if req.id.contains('#') {
-        // `<order>#<n>` is how orders name their holds: a hand-made id of that shape could
-        // take an order's id before the order does.
-        return Err(ApiError::unprocessable(
-            "id".into(),
-            "must not contain `#` (reserved for the holds of orders)".into(),
-        ));
-    }
+    req.check()
+        .map_err(|(field, detail)| ApiError::unprocessable(field, detail))?;
     known_sku_and_warehouse(&app, &req)?;
     let t = now();
     let by = auth::by(principal.as_deref(), "api");
