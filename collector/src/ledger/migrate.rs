@@ -92,19 +92,21 @@ mod tests {
     fn an_unversioned_file_of_the_last_release_keeps_its_rows_and_layout() {
         // What the last release left: version 1's layout with user_version 0, and rows.
         let conn = at(1);
-        conn.execute_batch(
-            "PRAGMA user_version = 0;
-             INSERT INTO stock (sku, warehouse, bin, available, updated_at_ms) VALUES ('TEE', 'ams', 'A-01', 7, 1);",
-        )
-        .unwrap();
+        let key = crate::stock::StockKey {
+            sku: "TEE".into(),
+            warehouse: "ams".into(),
+            bin: "A-01".into(),
+        };
+        let level = crate::merge::States {
+            available: 7,
+            ..Default::default()
+        };
+        crate::stock::add(&conn, &key, &level, 1).unwrap();
+        conn.pragma_update(None, "user_version", 0).unwrap();
         let before = layout(&conn);
         assert_eq!(migrate(&conn, Path::new("ledger.db")).unwrap(), 0);
         assert_eq!(layout(&conn), before);
-        let n: i64 = conn
-            .query_row("SELECT available FROM stock WHERE sku = 'TEE'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let n = crate::stock::states(&conn, &key).unwrap().available;
         assert_eq!((n, version(&conn)), (7, LATEST));
     }
 
