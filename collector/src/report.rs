@@ -79,12 +79,7 @@ pub fn sold_out_listed(
         rows.collect::<Result<_, _>>()?
     };
     // Available units and when the SKU's stock last changed.
-    let mut stock = conn.prepare_cached(
-        "SELECT coalesce(sum(available), 0), coalesce(max(updated_at_ms), 0) FROM stock WHERE sku = ?1",
-    )?;
-    let mut read = |sku: &str| -> rusqlite::Result<(i64, i64)> {
-        stock.query_row([sku], |r| Ok((r.get(0)?, r.get(1)?)))
-    };
+    let read = |sku: &str| crate::stock::last_change(conn, sku);
     let mut out = Vec::new();
     for (channel, sku, channel_sku, published) in listed {
         let (avail, changed) = match catalog.bundle(&sku) {

@@ -12,6 +12,7 @@
 //! Readers open their own connections with [`open`]: WAL lets them read while the writer writes.
 
 mod group;
+pub mod migrate;
 #[cfg(test)]
 mod tests;
 

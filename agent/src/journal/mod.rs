@@ -25,6 +25,7 @@ use stocksync_common::Movement;
 use tokio::sync::{oneshot, Notify};
 
 mod integrity;
+mod migrate;
 mod rollback;
 mod stream;
 mod write;
@@ -45,9 +46,6 @@ fn append_op(
         write::append(conn, movements, key, &mut st.next_seq, &mut st.backlog, max)
     }
 }
-
-/// Tables of the journal file.
-const SCHEMA: &str = include_str!("schema.sql");
 
 /// When the oldest unacknowledged movement was journaled (seqs are journaled in order).
 const OLDEST_UNACKED: &str =
@@ -83,6 +81,12 @@ pub enum JournalError {
     RolledBack {
         path: std::path::PathBuf,
         detail: String,
+    },
+    #[error("journal {} has layout version {found}, but this agent knows up to {known}: it was written by a newer release; run that release or a newer one (keep the file)", path.display())]
+    TooNew {
+        path: std::path::PathBuf,
+        found: u32,
+        known: u32,
     },
     #[error("journal {} is corrupt: {detail}", path.display())]
     Corrupt {
@@ -245,8 +249,7 @@ impl Journal {
     /// and starts its writer thread.
     pub fn open_with(path: &Path, options: Options) -> Result<Journal, JournalError> {
         let mut conn = integrity::open_checked(path, options.max_file_bytes)?;
-        conn.execute_batch(SCHEMA)?;
-        write::migrate(&mut conn)?;
+        migrate::migrate(&conn, path)?;
         let journal_id = {
             let tx = conn.transaction()?;
             let id = match meta(&tx, "journal_id")? {
@@ -790,7 +793,7 @@ mod tests {
         {
             // A journal as an agent before wire v2 left it: v1 bytes, no migration mark.
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(migrate::TABLES).unwrap();
             let mut m = movement();
             m.seq = 1;
             let v1 = postcard::to_stdvec(&m).unwrap();

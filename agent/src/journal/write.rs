@@ -10,60 +10,6 @@ use stocksync_common::{wire, Movement};
 
 use super::{now_ms, Appended, JournalError, Reject, RequestKey, MAX_REJECT_PAYLOAD};
 
-/// Brings a journal written by an older agent up to this one: the idempotency table gains
-/// the hash column, and unacknowledged v1 movement bytes are re-encoded as v2 (input path
-/// unknown) so that the forwarder only ever sends v2 batches.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let has_hash: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('idempotency') WHERE name = 'content_hash'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_hash == 0 {
-        conn.execute_batch("ALTER TABLE idempotency ADD COLUMN content_hash BLOB")?;
-    }
-    let has_forwarded: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('rejects') WHERE name = 'forwarded_at_ms'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_forwarded == 0 {
-        conn.execute_batch("ALTER TABLE rejects ADD COLUMN forwarded_at_ms INTEGER")?;
-    }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS rejects_unforwarded ON rejects (id) WHERE forwarded_at_ms IS NULL",
-    )?;
-    let tx = conn.transaction()?;
-    let version: Option<i64> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'movement_wire'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if version.is_none() {
-        let rows: Vec<(i64, Vec<u8>)> = tx
-            .prepare("SELECT seq, payload FROM movements WHERE acked_at_ms IS NULL")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (seq, bytes) in rows {
-            let movement = wire::decode_movement(&bytes).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Blob,
-                    Box::new(e),
-                )
-            })?;
-            tx.execute(
-                "UPDATE movements SET payload = ?1 WHERE seq = ?2",
-                params![wire::encode_movement(&movement), seq],
-            )?;
-        }
-        tx.execute("INSERT INTO meta VALUES ('movement_wire', 2)", [])?;
-    }
-    tx.commit()
-}
-
 /// What makes two movements with the same id the same movement: everything the sender
 /// said except the time (defaulted to the receive time when left out, so a resend differs)
 /// and the note.
