@@ -1,4 +1,5 @@
-//! Durable channel state, in the ledger's SQLite file but in tables only `publish` owns.
+//! Durable channel state, in a SQLite file of its own beside the ledger's (`file`), so a
+//! pass's commit never waits for the ledger writer's lock or queues behind its fsyncs.
 //!
 //! `channel_sellable` holds the number last published per (channel, SKU); every change to
 //! it is appended, in the same transaction, to `channel_changes`, whose AUTOINCREMENT key is
@@ -88,10 +89,13 @@ pub struct NewValue {
     pub value: u64,
 }
 
-/// Handle to the channel tables; cheap to clone.
+/// Handle to the channel tables; cheap to clone. Writes go through one connection; the
+/// targets' reads of the change log use another, so a delivery loop never waits for a
+/// pass's fsync (WAL lets it read the last committed state meanwhile).
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -99,32 +103,59 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens the ledger file with a connection of our own and creates our tables.
-    pub fn open(path: &Path) -> Result<Store, PublishError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+    /// Opens (or creates) the channel store beside the ledger at `ledger`, moving the
+    /// channel rows an older ledger still holds into it.
+    pub fn open(ledger: &Path) -> Result<Store, PublishError> {
+        let path = super::file::beside(ledger);
+        let mut conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
+        super::file::move_from_ledger(&mut conn, ledger)?;
+        let reader = open_conn(&path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
         })
     }
 
-    /// Runs `f` on the connection in a blocking thread.
+    /// Runs `f` on the write connection in a blocking thread.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, PublishError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().expect("channel store lock");
-            f(&mut conn)
-        })
-        .await
-        .map_err(|_| PublishError::Closed)?
-        .map_err(PublishError::from)
+        on(&self.conn, f).await
     }
+
+    /// Runs `f` (reads only) on the read connection in a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, PublishError> {
+        on(&self.reader, f).await
+    }
+}
+
+/// WAL, and `synchronous = FULL`: a change-log row once seen by a consumer is never lost,
+/// so its AUTOINCREMENT key is never handed out twice.
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+async fn on<T: Send + 'static>(
+    conn: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, PublishError> {
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().expect("channel store lock");
+        f(&mut conn)
+    })
+    .await
+    .map_err(|_| PublishError::Closed)?
+    .map_err(PublishError::from)
 }
 
 /// Current published values of `channel`, by canonical SKU.
@@ -144,7 +175,7 @@ pub fn publish(
     channel: &str,
     values: &[NewValue],
 ) -> rusqlite::Result<Option<i64>> {
-    // IMMEDIATE: a deferred transaction that reads first cannot wait for the ledger writer
+    // IMMEDIATE: a deferred transaction that reads first cannot wait for another writer
     // when it upgrades to write (SQLITE_BUSY without the busy handler).
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
