@@ -234,8 +234,15 @@ impl Forwarder {
                 format!("rejected: {reason}")
             }
         };
-        match self.journal.ack(ack.first_seq, ack.last_seq, outcome).await {
-            Ok(_) => {
+        // Not waited for: an fsync per ack here would stall this loop (and the MQTT link it
+        // polls) behind the journal's group commits. The rows are past `sent_up_to`, so they
+        // are not sent again unless the link is rewound, and a resend is deduplicated.
+        match self
+            .journal
+            .ack_queued(ack.first_seq, ack.last_seq, outcome)
+            .await
+        {
+            Ok(()) => {
                 state.in_flight.remove(&ack.first_seq);
                 if matches!(ack.outcome, wire::AckOutcome::Applied { .. }) {
                     let journal = self.journal.clone();

@@ -382,6 +382,28 @@ impl Journal {
         Ok(acked)
     }
 
+    /// Queues marking seqs `first..=last` acknowledged without waiting for its commit: the
+    /// forwarder goes on sending meanwhile. A mark lost to a crash or a failed commit only
+    /// means those movements are sent again (the collector deduplicates); a failure is logged.
+    pub async fn ack_queued(
+        &self,
+        first: u64,
+        last: u64,
+        outcome: String,
+    ) -> Result<(), JournalError> {
+        let op = move |conn: &Connection, st: &mut State| {
+            write::ack(conn, (first, last), &outcome, &mut st.backlog)
+        };
+        let shared = self.shared.clone();
+        let deliver = move |r: Result<u64, stocksync_durable::Error<JournalError>>| match r {
+            Ok(_) => shared.last_ack_ms.store(now_ms(), Ordering::Relaxed),
+            Err(e) => {
+                tracing::error!(error = %e, first, last, "cannot record ack; the movements will be sent again")
+            }
+        };
+        Ok(self.writer.submit(op, deliver).await?)
+    }
+
     /// Durably records a refused record in the rejects queue.
     pub async fn reject(&self, reject: Reject) -> Result<(), JournalError> {
         let op = move |conn: &Connection, st: &mut State| {
