@@ -185,6 +185,8 @@ struct Shared {
     disk_full: AtomicBool,
     /// Highest seq the collector acknowledged as applied, as last written beside the journal.
     applied_watermark: AtomicU64,
+    /// The seq last written to the watermark file.
+    watermark_written: AtomicU64,
 }
 
 /// Numbers for `GET /v1/status`.
@@ -284,6 +286,7 @@ impl Journal {
             applied_watermark: AtomicU64::new(
                 rollback::read_watermark(path, journal_id).unwrap_or(0),
             ),
+            watermark_written: AtomicU64::new(0),
         });
         let state = State {
             shared: shared.clone(),
@@ -446,18 +449,26 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records beside the journal that the collector applied everything up to `seq` (the
-    /// start-up guard against a rolled-back journal). Blocking file I/O; a failure is logged.
+    /// Notes that the collector applied everything up to `seq`; [`Journal::flush_applied`]
+    /// writes it beside the journal (the start-up guard against a rolled-back journal).
     pub fn record_applied(&self, seq: u64) {
-        if self
-            .shared
+        self.shared
             .applied_watermark
-            .fetch_max(seq, Ordering::Relaxed)
-            >= seq
-        {
+            .fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Writes the newest applied seq beside the journal if it moved since the last write.
+    /// Called on a timer, not per ack: a file created and renamed per ack cost the forwarder
+    /// more than the rest of the ack, and a watermark a moment behind only narrows the
+    /// start-up guard (the collector's own check of reused seqs remains). Blocking file I/O;
+    /// a failure is logged.
+    pub fn flush_applied(&self) {
+        let seq = self.shared.applied_watermark.load(Ordering::Relaxed);
+        if self.shared.watermark_written.swap(seq, Ordering::Relaxed) == seq {
             return;
         }
         if let Err(e) = rollback::write_watermark(&self.shared.path, self.shared.journal_id, seq) {
+            self.shared.watermark_written.store(0, Ordering::Relaxed);
             tracing::warn!(error = %e, "cannot write the applied-seq watermark beside the journal");
         }
     }
