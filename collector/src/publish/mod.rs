@@ -24,6 +24,7 @@ pub mod sellable;
 pub mod shopify;
 pub mod stats;
 pub mod store;
+mod store_state;
 pub mod target;
 pub mod webhook;
 
