@@ -45,14 +45,15 @@ fn affected(
         .filter(|s| channel.sells(s))
         .cloned()
         .collect();
-    let bundles = channel
-        .bundles
-        .iter()
-        .filter(|(_, components)| {
-            matches!(dirty, Dirty::All) || components.iter().any(|(c, _)| touched.contains(c))
-        })
-        .map(|(b, _)| b.clone())
-        .collect();
+    let bundles = match dirty {
+        Dirty::All => channel.bundles.keys().cloned().collect(),
+        Dirty::Keys(_) => touched
+            .iter()
+            .filter_map(|s| channel.bundles_of.get(s))
+            .flatten()
+            .cloned()
+            .collect(),
+    };
     Ok((plain, bundles))
 }
 
