@@ -110,6 +110,52 @@ where
     }
 }
 
+/// A path parameter: one that does not parse (`/v1/rejects/abc/retry`) is a `400` naming
+/// the parameter, not axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(Path(t)),
+            Err(e) => {
+                // A lone parameter is parsed without its key: name it from the route.
+                let keys: Vec<String> =
+                    axum::extract::RawPathParams::from_request_parts(parts, state)
+                        .await
+                        .map(|p| p.iter().map(|(k, _)| k.to_string()).collect())
+                        .unwrap_or_default();
+                let field = match &e {
+                    PathRejection::FailedToDeserializePathParams(f) => match f.kind() {
+                        ErrorKind::ParseErrorAtKey { key, .. }
+                        | ErrorKind::InvalidUtf8InPathParam { key }
+                        | ErrorKind::DeserializeError { key, .. } => Some(key.clone()),
+                        ErrorKind::ParseErrorAtIndex { index, .. } => keys.get(*index).cloned(),
+                        _ if keys.len() == 1 => keys.first().cloned(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let field = field.unwrap_or_else(|| "path".into());
+                let error = if e.status().is_server_error() {
+                    "internal error"
+                } else {
+                    "bad request"
+                };
+                Err(Refusal::new(e.status(), error, Some(field), e.body_text()))
+            }
+        }
+    }
+}
+
 /// The bytes of a JSON request body: `content-type` must be `application/json` or another
 /// `application/*+json` type (`415` otherwise), and a body over the size limit or cut off is
 /// refused in the same JSON shape. Parsing is the handler's (or [`parse`]'s).
