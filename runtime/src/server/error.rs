@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -73,6 +73,34 @@ impl IntoResponse for Refusal {
         }
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The router's fallback: a path no route serves is a `404` in the same shape.
+pub async fn no_route(method: Method, uri: Uri) -> Refusal {
+    let detail = format!(
+        "no route for {method} {} (GET /openapi.json lists them)",
+        uri.path()
+    );
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        "not found",
+        Some("path".into()),
+        detail,
+    )
+}
+
+/// A path served for other methods only: `405` in the same shape.
+pub async fn wrong_method(method: Method, uri: Uri) -> Refusal {
+    let detail = format!(
+        "{} does not take {method} (GET /openapi.json lists its methods)",
+        uri.path()
+    );
+    Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        Some("method".into()),
+        detail,
+    )
 }
 
 /// `<process start in ms, hex>-<n>`: unique across restarts, short enough to read out.
