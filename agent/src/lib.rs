@@ -80,7 +80,7 @@ fn lock_journal(journal: &std::path::Path) -> Result<std::fs::File, StartError> 
         .write(true)
         .open(&lock)
         .map_err(locked)?;
-    match file.try_lock() {
+    match stocksync_runtime::flock::lock_exclusive(&file) {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(locked(std::io::Error::new(
             std::io::ErrorKind::WouldBlock,

@@ -4,7 +4,7 @@
 //! `stocksync-collector`, kicking each other off; a rebuild beside a running collector
 //! rewrites the projection under it. So the collector and `rebuild` take an exclusive lock
 //! on the ledger file before anything else (before binding, before the broker), and a
-//! second one fails at once with a message naming the file, having written nothing. The
+//! second one fails within a moment (`stocksync_runtime::flock`) with a message naming the file, having written nothing. The
 //! lock is the OS's (`flock`), released when the process ends, so a crash leaves no stale
 //! lock behind; SQLite's own locks are separate and unaffected.
 
@@ -46,7 +46,7 @@ impl LedgerLock {
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        match file.try_lock() {
+        match stocksync_runtime::flock::lock_exclusive(&file) {
             Ok(()) => Ok(LedgerLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(LockError::InUse {
                 path: path.to_owned(),

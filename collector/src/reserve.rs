@@ -62,6 +62,49 @@ pub struct Request {
     pub ttl_secs: Option<u64>,
 }
 
+impl Request {
+    /// The first field that makes the request unacceptable, as `(field, detail)`; the same
+    /// rules on every backend.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        if self.quantity <= 0 {
+            return Err(("quantity".into(), format!("{} must be > 0", self.quantity)));
+        }
+        if let Some(ttl) = self.ttl_secs.filter(|t| *t > MAX_TTL_SECS) {
+            return Err((
+                "ttl_secs".into(),
+                format!("{ttl} is more than {MAX_TTL_SECS} (a year)"),
+            ));
+        }
+        for (field, value) in [
+            ("id", &self.id),
+            ("order", &self.order),
+            ("sku", &self.sku),
+            ("warehouse", &self.warehouse),
+        ] {
+            if value.trim().is_empty() {
+                return Err((field.into(), "must not be empty".into()));
+            }
+        }
+        if self.id.contains('#') {
+            // `<order>#<n>` is how orders name their holds: a hand-made id of that shape
+            // could take an order's id before the order does.
+            return Err((
+                "id".into(),
+                "must not contain `#` (reserved for the holds of orders)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `existing` is this request sent again (same terms), not another use of its id.
+    pub fn same_as(&self, existing: &Reservation) -> bool {
+        existing.order == self.order
+            && existing.sku == self.sku
+            && existing.warehouse == self.warehouse
+            && existing.quantity == self.quantity
+    }
+}
+
 /// A stored reservation and how much of it still holds stock.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Reservation {
@@ -160,11 +203,7 @@ pub fn create(
     touched: &mut Vec<StockKey>,
 ) -> rusqlite::Result<Created> {
     if let Some(existing) = get(tx, &req.id)? {
-        let same = existing.order == req.order
-            && existing.sku == req.sku
-            && existing.warehouse == req.warehouse
-            && existing.quantity == req.quantity;
-        return Ok(if same {
+        return Ok(if req.same_as(&existing) {
             Created::Replayed(existing)
         } else {
             Created::IdConflict(existing)

@@ -137,6 +137,12 @@ impl<S> Clone for Writer<S> {
 impl<S: Store> Writer<S> {
     /// Starts the writer thread owning `conn` (opened with [`open`]) and `state`.
     pub fn spawn(conn: Connection, state: S, options: Options) -> std::io::Result<Writer<S>> {
+        // Every command runs in a savepoint, so each page it touches first is copied to the
+        // statement sub-journal: a temp file by default, one pwrite per page. In memory it
+        // costs nothing on disk; it is only needed to roll back a savepoint, never to recover
+        // after a crash (the WAL does that).
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (done, closed) = watch::channel(false);
         let max_group = options.max_group.max(1);

@@ -6,6 +6,7 @@
 //! boundary (model, wire, topics, catalog, config types) and does no I/O, so an old agent and a
 //! new collector agree on every byte without sharing a server stack.
 
+pub mod flock;
 pub mod mqtt;
 pub mod openapi;
 pub mod server;

@@ -257,6 +257,74 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
     let outbox: i64 = pg.query("SELECT count(*) FROM outbox").parse().unwrap();
     assert!(outbox > 0, "changed SKUs are queued in the outbox");
 
+    // The operator's reads: agents, a hostile payload in the rejects queue, readiness.
+    for port in [broker_a.port, broker_b.port] {
+        publish_once(
+            port,
+            "hostile",
+            "stocksync/v1/ams/movements",
+            b"not a batch".to_vec(),
+        )
+        .await;
+    }
+    let operator_view = |url: String| async move {
+        wait_for("the reject is queued", WAIT, || async {
+            get(&format!("{url}/v1/rejects"))
+                .await
+                .body
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .await;
+        let without = |mut v: Value, keys: &[&str]| {
+            for item in v.as_array_mut().expect("a list") {
+                for k in keys {
+                    item.as_object_mut().expect("an object").remove(*k);
+                }
+            }
+            v
+        };
+        (
+            without(
+                get(&format!("{url}/v1/agents")).await.body,
+                &["first_seen_ms", "last_seen_ms", "clock_skew_ms"],
+            ),
+            without(
+                get(&format!("{url}/v1/rejects")).await.body,
+                &["first_seen_ms", "last_seen_ms"],
+            ),
+        )
+    };
+    let (expected, served) = (
+        operator_view(a.clone()).await,
+        operator_view(b.clone()).await,
+    );
+    assert_eq!(
+        expected.0.as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        expected.0
+    );
+    assert_eq!(
+        expected.1[0]["topic"], "stocksync/v1/ams/movements",
+        "{}",
+        expected.1
+    );
+    assert_eq!(
+        expected, served,
+        "agents and rejects: postgres differs from sqlite"
+    );
+    let ready = get(&format!("{b}/readyz")).await;
+    assert_eq!(
+        (ready.status, &ready.body["store"]),
+        (200, &Value::from("ok")),
+        "{}",
+        ready.body
+    );
+    let (metrics, _) = request("GET", &format!("{b}/metrics"), None, &[]).await;
+    let text = metrics.body.as_str().expect("text").to_string();
+    assert!(text.contains("stocksync_worker_warehouses 2"), "{text}");
+
     // What this backend does not serve yet says so, in JSON.
     let r = get(&format!("{b}/v1/drift")).await;
     assert_eq!(r.status, 501);
@@ -449,4 +517,438 @@ async fn workers_fail_over_without_losing_or_doubling_a_movement() {
     for (_, _, agent) in agents {
         agent.stop().await.unwrap();
     }
+}
+
+/// A movement at `ams` for the reservation test, dated in the recent past.
+fn stock_move(
+    seq: u64,
+    sku: &str,
+    kind: MovementKind,
+    quantity: u64,
+    order: Option<&str>,
+) -> Movement {
+    Movement {
+        seq,
+        sku: Sku(sku.into()),
+        location: Location {
+            warehouse: "ams".into(),
+            bin: None,
+        },
+        source: "wms".into(),
+        kind,
+        quantity,
+        unit: "each".into(),
+        unit_quantity: quantity,
+        occurred_at: OccurredAt {
+            unix_ms: 1_795_000_000_000 + seq as i64,
+            offset_seconds: 0,
+        },
+        references: References {
+            order: order.map(str::to_string),
+            ..References::default()
+        },
+        external_id: None,
+        note: None,
+        origin: Default::default(),
+    }
+}
+
+fn ams_batch(movements: Vec<Movement>) -> Vec<Batch> {
+    vec![Batch {
+        agent_id: "ams-1".into(),
+        journal_id: 7,
+        warehouse: "ams".into(),
+        movements,
+        sent_at_ms: None,
+    }]
+}
+
+/// An answer without the fields that name when it was made.
+fn timeless(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            for k in ["created_at_ms", "closed_at_ms", "expires_at_ms"] {
+                map.remove(k);
+            }
+            for x in map.values_mut() {
+                *x = timeless(x.take());
+            }
+        }
+        Value::Array(items) => {
+            for x in items.iter_mut() {
+                *x = timeless(x.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// Every step of the reservation script before the shipment: holds, replays, refusals, a
+/// hold that lapses by itself. Returns each answer (status and timeless body).
+async fn reserve_before_shipment(url: &str) -> Vec<(u16, Value)> {
+    let endpoint = format!("{url}/v1/reservations");
+    let mut answers = Vec::new();
+    for body in [
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":3}"#,
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":3}"#,
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":4}"#,
+        r#"{"id":"r2","order":"O2","sku":"MUG","warehouse":"ams","quantity":8}"#,
+        r#"{"id":"r3","order":"O3","sku":"MUG","warehouse":"ams","quantity":0}"#,
+        r#"{"id":"r4#1","order":"O4","sku":"MUG","warehouse":"ams","quantity":1}"#,
+        r#"{"id":"r4","order":"O4","sku":"MUG","warehouse":"zzz","quantity":1}"#,
+        r#"{"id":"r4","order":"O4","sku":"MUG","warehouse":"ams","quantity":1,"colour":"red"}"#,
+        r#"{"id":"r5","order":"O5","sku":"MUG","warehouse":"ams","quantity":2,"ttl_secs":1}"#,
+    ] {
+        let reply = post(&endpoint, body, &[]).await;
+        answers.push((reply.status, timeless(reply.body)));
+    }
+    let stock = get(&format!("{url}/v1/stock/MUG")).await;
+    answers.push((stock.status, stock.body));
+    wait_for("r5 lapses", WAIT, || async {
+        get(&format!("{url}/v1/reservations/r5")).await.body["status"] == "expired"
+    })
+    .await;
+    let stock = get(&format!("{url}/v1/stock/MUG")).await;
+    answers.push((stock.status, stock.body));
+    answers
+}
+
+/// The rest of the script, after a shipment of 2 for order O1: what is left open, the
+/// release, the list.
+async fn reserve_after_shipment(url: &str) -> Vec<(u16, Value)> {
+    let mut answers = Vec::new();
+    for (method, path) in [
+        ("GET", "/v1/reservations/r1"),
+        ("GET", "/v1/stock/MUG"),
+        ("DELETE", "/v1/reservations/r1"),
+        ("DELETE", "/v1/reservations/nope"),
+        ("GET", "/v1/stock/MUG"),
+        ("GET", "/v1/reservations?sku=MUG"),
+        ("GET", "/v1/reservations?sku=MUG&colour=red"),
+    ] {
+        let (reply, _) = request(method, &format!("{url}{path}"), None, &[]).await;
+        answers.push((reply.status, timeless(reply.body)));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reservations_hold_what_sqlite_holds_and_never_oversell_across_workers() {
+    let dir = TempDir::new("pg-reserve");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let (dir_a, dir_b, dir_c) = (
+        TempDir::new("pg-reserve-a"),
+        TempDir::new("pg-reserve-b"),
+        TempDir::new("pg-reserve-c"),
+    );
+    let (broker_a, broker_b) = (Broker::start(&dir_a), Broker::start(&dir_b));
+    let sqlite = Collector::start(collector_config(&dir_a, broker_a.port, 0))
+        .await
+        .expect("sqlite collector starts");
+    let worker = |d: &TempDir, id: &str| {
+        Collector::start(toml_config(&collector_toml(
+            d,
+            broker_b.port,
+            0,
+            &store_toml(&pg, id, 3, &["ams"]),
+        )))
+    };
+    let w1 = worker(&dir_b, "w1").await.expect("worker 1 starts");
+    let w2 = worker(&dir_c, "w2").await.expect("worker 2 starts");
+    let (a, b, b2) = (
+        format!("http://{}", sqlite.http_addr),
+        format!("http://{}", w1.http_addr),
+        format!("http://{}", w2.http_addr),
+    );
+    let receipts = ams_batch(vec![
+        stock_move(1, "MUG", MovementKind::Receipt, 10, None),
+        stock_move(2, "CUP", MovementKind::Receipt, 10, None),
+    ]);
+    assert_eq!(
+        deliver(broker_a.port, "agents-a", &receipts, &mut Rng(1)).await,
+        2
+    );
+    assert_eq!(
+        deliver(broker_b.port, "agents-b", &receipts, &mut Rng(2)).await,
+        2
+    );
+
+    let (expected, served) = (
+        reserve_before_shipment(&a).await,
+        reserve_before_shipment(&b).await,
+    );
+    let statuses: Vec<u16> = expected.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [201, 200, 409, 409, 422, 422, 422, 422, 201, 200, 200]
+    );
+    // While r5 held: 10 - 3 - 2 available; once it lapsed only r1's 3 are held.
+    assert_eq!(expected[9].1["total"]["available"], 5, "{}", expected[9].1);
+    assert_eq!(expected[10].1["total"]["reserved"], 3, "{}", expected[10].1);
+    for (i, (want, got)) in expected.iter().zip(&served).enumerate() {
+        assert_eq!(want, got, "step {i}: postgres differs from sqlite");
+    }
+
+    // A shipment of 2 for order O1, through the ledger, leaves 1 of r1 open.
+    let shipment = ams_batch(vec![stock_move(
+        3,
+        "MUG",
+        MovementKind::Shipment,
+        2,
+        Some("O1"),
+    )]);
+    assert_eq!(
+        deliver(broker_a.port, "agents-a", &shipment, &mut Rng(3)).await,
+        1
+    );
+    assert_eq!(
+        deliver(broker_b.port, "agents-b", &shipment, &mut Rng(4)).await,
+        1
+    );
+    let (expected, served) = (
+        reserve_after_shipment(&a).await,
+        reserve_after_shipment(&b2).await,
+    );
+    assert_eq!(expected[0].1["open"], 1, "{}", expected[0].1);
+    assert_eq!(expected[2].1["status"], "released");
+    assert_eq!(expected[4].1["total"]["available"], 8, "{}", expected[4].1);
+    assert_eq!(expected[4].1["total"]["reserved"], 0);
+    assert_eq!(expected[6].0, 400, "an unknown filter is refused");
+    for (i, (want, got)) in expected.iter().zip(&served).enumerate() {
+        assert_eq!(
+            want, got,
+            "step {i} after the shipment: postgres differs from sqlite"
+        );
+    }
+
+    // The race: 40 checkouts for the 10 CUPs at once, through two workers.
+    let attempts: Vec<_> = (0..40)
+        .map(|i| {
+            let url = if i % 2 == 0 { b.clone() } else { b2.clone() };
+            tokio::spawn(async move {
+                let body = format!(
+                    r#"{{"id":"race-{i}","order":"R{i}","sku":"CUP","warehouse":"ams","quantity":1}}"#
+                );
+                post(&format!("{url}/v1/reservations"), &body, &[]).await.status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for a in attempts {
+        statuses.push(a.await.expect("checkout task"));
+    }
+    let held = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((held, refused), (10, 30), "{statuses:?}");
+    let cup = get(&format!("{b}/v1/stock/CUP")).await.body;
+    assert_eq!(cup["total"]["available"], 0, "{cup}");
+    assert_eq!(cup["total"]["reserved"], 10, "{cup}");
+    assert_eq!(
+        pg.query("SELECT count(*) FROM reservations WHERE sku = 'CUP' AND status = 'active'"),
+        "10"
+    );
+    sqlite.stop().await.unwrap();
+    w1.stop().await.unwrap();
+    w2.stop().await.unwrap();
+}
+
+/// A CA and a server certificate for 127.0.0.1 from the shipped script.
+fn pki(dir: &TempDir) -> std::path::PathBuf {
+    let out = dir.join("pki");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-test-ca.sh");
+    let run = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .arg("stocksync-collector")
+        .output()
+        .expect("run make-test-ca.sh");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_reach_postgres_over_tls_and_refuse_a_server_they_cannot_verify() {
+    let dir = TempDir::new("pg-tls");
+    let certs = pki(&dir).join("certs");
+    let Some(pg) = Postgres::start_tls(
+        &dir,
+        &certs.join("stocksync-server.crt"),
+        &certs.join("stocksync-server.key"),
+    ) else {
+        return;
+    };
+    let (dir_w, broker_dir) = (TempDir::new("pg-tls-w"), TempDir::new("pg-tls-b"));
+    let broker = Broker::start(&broker_dir);
+    let worker_toml = |id: &str, extra: &str| {
+        collector_toml(
+            &dir_w,
+            broker.port,
+            0,
+            &(store_toml(&pg, id, 3, &["ams"]) + extra),
+        )
+    };
+    let trusted = format!("tls_ca_file = {:?}\n", certs.join("stocksync-ca.crt"));
+    let worker = Collector::start(toml_config(&worker_toml("w1", &trusted)))
+        .await
+        .expect("a worker trusting the server's CA starts");
+    let receipts = ams_batch(vec![stock_move(1, "MUG", MovementKind::Receipt, 10, None)]);
+    assert_eq!(
+        deliver(broker.port, "agents", &receipts, &mut Rng(5)).await,
+        1
+    );
+    let url = format!("http://{}", worker.http_addr);
+    assert_eq!(on_hand(&url, "MUG").await, 10);
+    let encrypted: i64 = pg
+        .query("SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.client_addr IS NOT NULL")
+        .parse()
+        .unwrap();
+    assert!(encrypted > 0, "the worker's connections are TLS");
+
+    // The server takes TCP clients only over TLS: a worker without TLS is refused ...
+    let plain = Collector::start(toml_config(&worker_toml("w2", "")))
+        .await
+        .err()
+        .expect("a plain-text worker is refused");
+    assert!(format!("{plain:#}").contains("no encryption"), "{plain:#}");
+    // ... and a worker trusting another CA refuses the server's certificate.
+    let other_dir = TempDir::new("pg-tls-other");
+    let other = pki(&other_dir).join("certs/stocksync-ca.crt");
+    let wrong = Collector::start(toml_config(&worker_toml(
+        "w3",
+        &format!("tls_ca_file = {other:?}\n"),
+    )))
+    .await
+    .err()
+    .expect("a worker that cannot verify the server is refused");
+    assert!(format!("{wrong:#}").contains("certificate"), "{wrong:#}");
+    worker.stop().await.unwrap();
+}
+
+/// Runs `stocksync-collector --config <config> move-to-postgres`; its exit and stderr.
+fn move_to_postgres(config: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(bin("stocksync-collector"))
+        .arg("--config")
+        .arg(config)
+        .arg("move-to-postgres")
+        .output()
+        .expect("run stocksync-collector move-to-postgres");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
+    let dir = TempDir::new("pg-move");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let (dir_a, dir_b) = (TempDir::new("pg-move-a"), TempDir::new("pg-move-b"));
+    let broker = Broker::start(&dir_b);
+    let sqlite = Collector::start(collector_config(&dir_a, broker.port, 0))
+        .await
+        .expect("sqlite collector starts");
+    let a = format!("http://{}", sqlite.http_addr);
+    let mut rng = Rng(0x30e);
+    let mut stream = batches(&mut rng, "ams-1", "ams", "ber", 200, 10);
+    stream.extend(batches(&mut rng, "ber-1", "ber", "ams", 100, 10));
+    stream.push(Batch {
+        agent_id: "ams-2".into(),
+        ..ams_batch(vec![stock_move(1, "MUG", MovementKind::Receipt, 50, None)]).remove(0)
+    });
+    assert_eq!(
+        deliver(broker.port, "agents", &stream, &mut Rng(6)).await,
+        301
+    );
+    let held = post(
+        &format!("{a}/v1/reservations"),
+        r#"{"id":"r1","order":"O1","sku":"MUG","warehouse":"ams","quantity":4}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(held.status, 201, "{}", held.body);
+    publish_once(
+        broker.port,
+        "hostile",
+        "stocksync/v1/ams/movements",
+        b"junk".to_vec(),
+    )
+    .await;
+    wait_for("the reject is queued", WAIT, || async {
+        get(&format!("{a}/v1/rejects"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    let expected = (
+        stock_view(&a).await,
+        timeless(get(&format!("{a}/v1/reservations/r1")).await.body),
+        get(&format!("{a}/v1/rejects")).await.body,
+    );
+
+    let config = dir_a.join("move.toml");
+    let text = collector_toml(
+        &dir_a,
+        broker.port,
+        0,
+        &store_toml(&pg, "w1", 3, &["ams", "ber"]),
+    );
+    std::fs::write(&config, &text).expect("write config");
+    let (ok, stderr) = move_to_postgres(&config);
+    assert!(
+        !ok && stderr.contains("in use"),
+        "refused while the collector runs: {stderr}"
+    );
+    assert_eq!(
+        pg.query("SELECT to_regclass('ledger') IS NULL"),
+        "t",
+        "nothing written"
+    );
+    sqlite.stop().await.unwrap();
+    let (ok, stderr) = move_to_postgres(&config);
+    assert!(ok, "the move failed: {stderr}");
+    let (ok, stderr) = move_to_postgres(&config);
+    assert!(!ok && stderr.contains("already holds a ledger"), "{stderr}");
+
+    // A worker goes on from exactly where the SQLite collector stood ...
+    let worker = Collector::start(toml_config(&text))
+        .await
+        .expect("worker starts");
+    let b = format!("http://{}", worker.http_addr);
+    let served = (
+        stock_view(&b).await,
+        timeless(get(&format!("{b}/v1/reservations/r1")).await.body),
+        get(&format!("{b}/v1/rejects")).await.body,
+    );
+    assert_eq!(expected.0, served.0, "stock differs after the move");
+    assert_eq!(
+        expected.1, served.1,
+        "the reservation differs after the move"
+    );
+    assert_eq!(
+        expected.2.as_array().map(Vec::len),
+        served.2.as_array().map(Vec::len)
+    );
+    assert_eq!(expected.2[0]["reason"], served.2[0]["reason"]);
+    // ... and agents resending everything apply nothing twice.
+    assert_eq!(
+        deliver(broker.port, "agents-again", &stream, &mut Rng(7)).await,
+        0
+    );
+    assert_eq!(
+        stock_view(&b).await,
+        expected.0,
+        "a resend after the move changed stock"
+    );
+    worker.stop().await.unwrap();
 }

@@ -117,6 +117,18 @@ impl From<ActionError> for AppError {
     }
 }
 
+/// A PostgreSQL worker's store failure: a database that failed or is unreachable is a `503`
+/// the client may retry; its text is logged under the reference, as for `internal`.
+#[cfg(feature = "postgres")]
+impl From<crate::store::postgres::PgError> for AppError {
+    fn from(e: crate::store::postgres::PgError) -> AppError {
+        let mut refusal = Refusal::internal("worker", &e);
+        refusal.status = StatusCode::SERVICE_UNAVAILABLE;
+        refusal.error = "store unavailable";
+        AppError(refusal)
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.0.into_response()

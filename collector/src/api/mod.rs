@@ -5,7 +5,7 @@
 mod agents;
 mod alerts;
 mod audit;
-mod body;
+pub(crate) mod body;
 mod bundles;
 mod channels;
 mod dashboard;

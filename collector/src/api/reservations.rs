@@ -40,39 +40,8 @@ pub async fn create(
     principal: Option<axum::Extension<Principal>>,
     JsonBody(req): JsonBody<Request>,
 ) -> Result<Response, AppError> {
-    if req.quantity <= 0 {
-        return Err(AppError::unprocessable(
-            "quantity".into(),
-            format!("{} must be > 0", req.quantity),
-        ));
-    }
-    if let Some(ttl) = req.ttl_secs.filter(|t| *t > reserve::MAX_TTL_SECS) {
-        return Err(AppError::unprocessable(
-            "ttl_secs".into(),
-            format!("{ttl} is more than {} (a year)", reserve::MAX_TTL_SECS),
-        ));
-    }
-    for (field, value) in [
-        ("id", &req.id),
-        ("order", &req.order),
-        ("sku", &req.sku),
-        ("warehouse", &req.warehouse),
-    ] {
-        if value.trim().is_empty() {
-            return Err(AppError::unprocessable(
-                field.into(),
-                "must not be empty".into(),
-            ));
-        }
-    }
-    if req.id.contains('#') {
-        // `<order>#<n>` is how orders name their holds: a hand-made id of that shape could
-        // take an order's id before the order does.
-        return Err(AppError::unprocessable(
-            "id".into(),
-            "must not contain `#` (reserved for the holds of orders)".into(),
-        ));
-    }
+    req.check()
+        .map_err(|(field, detail)| AppError::unprocessable(field, detail))?;
     known_sku_and_warehouse(&app, &req)?;
     let t = now();
     let by = auth::by(principal.as_deref(), "api");

@@ -3,6 +3,8 @@
 //! `stocksync-collector broker --listen ADDR`: runs only the embedded MQTT broker.
 //! `stocksync-collector [--config FILE] rebuild [--ledger PATH]`: rebuilds the projection from
 //! the ledger (collector stopped), with a progress bar on stderr.
+//! `stocksync-collector --config FILE move-to-postgres [--ledger PATH]`: copies a SQLite
+//! ledger into the config's `[store]` PostgreSQL database (collector stopped).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +34,14 @@ enum Command {
     },
     /// Rebuild the stock projection from the ledger. Refused while a collector runs on it.
     Rebuild {
+        /// The ledger file (default: the config's `ledger.path`).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+    /// Copy the SQLite ledger into the PostgreSQL database of `[store]` (which must be
+    /// empty), then start workers with `backend = "postgres"`. Refused while a collector
+    /// runs on the ledger.
+    MoveToPostgres {
         /// The ledger file (default: the config's `ledger.path`).
         #[arg(long)]
         ledger: Option<PathBuf>,
@@ -109,6 +119,9 @@ async fn run() -> anyhow::Result<()> {
         tracing::info!(movements = done.movements, keys = done.keys, elapsed = ?start.elapsed(), "projection rebuilt");
         return Ok(());
     }
+    if let Some(Command::MoveToPostgres { ledger }) = args.command {
+        return move_to_postgres(ledger.unwrap_or(config.ledger.path.clone()), &config).await;
+    }
     let mut collector = stocksync_collector::Collector::start(config).await?;
     tokio::select! {
         r = wait_for_signal() => r?,
@@ -119,6 +132,33 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     collector.stop().await
+}
+
+#[cfg(feature = "postgres")]
+async fn move_to_postgres(ledger: PathBuf, config: &CollectorConfig) -> anyhow::Result<()> {
+    use stocksync_collector::store::{Backend, StoreConfig};
+    let store = StoreConfig::from_table(&config.store)?;
+    anyhow::ensure!(
+        store.backend == Backend::Postgres,
+        "move-to-postgres needs [store] backend = \"postgres\" with the database's url in the config"
+    );
+    let moved = stocksync_collector::store::postgres::import::move_ledger(&ledger, &store).await?;
+    tracing::info!(
+        ledger = %ledger.display(),
+        agents = moved.agents,
+        movements = moved.movements,
+        stock_rows = moved.stock_rows,
+        reservations = moved.reservations,
+        rejects = moved.rejects,
+        orders_left_in_sqlite = moved.orders_left,
+        "ledger moved into postgres"
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn move_to_postgres(_: PathBuf, _: &CollectorConfig) -> anyhow::Result<()> {
+    anyhow::bail!("this collector was built without the `postgres` feature")
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -34,6 +34,12 @@ pub struct StoreConfig {
     pub warehouses: Vec<String>,
     /// Connections per worker.
     pub pool_size: usize,
+    /// CA certificates (PEM) the database's certificate must chain to; set, every
+    /// connection requires TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for servers that ask for one.
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -46,6 +52,9 @@ impl Default for StoreConfig {
             lease_secs: 10,
             warehouses: Vec::new(),
             pool_size: 4,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 }
@@ -83,6 +92,16 @@ impl StoreConfig {
                 }
                 Some(id) => stocksync_common::topics::check_level(id)
                     .map_err(|e| StoreConfigError::Invalid(format!("worker_id `{id}`: {e}")))?,
+            }
+            if config.tls_client_cert_file.is_some() != config.tls_client_key_file.is_some() {
+                return Err(StoreConfigError::Invalid(
+                    "tls_client_cert_file and tls_client_key_file go together".into(),
+                ));
+            }
+            if config.tls_client_cert_file.is_some() && config.tls_ca_file.is_none() {
+                return Err(StoreConfigError::Invalid(
+                    "a client certificate needs tls_ca_file (TLS is on only with it)".into(),
+                ));
             }
             if config.lease_secs < 3 {
                 return Err(StoreConfigError::Invalid(

@@ -80,6 +80,15 @@ impl Postgres {
     /// Starts a server in `dir`, or `None` (after a printed notice) if PostgreSQL is not
     /// installed and `STOCKSYNC_REQUIRE_POSTGRES` is not set.
     pub fn start(dir: &TempDir) -> Option<Postgres> {
+        Postgres::start_with(dir, None)
+    }
+
+    /// A server that accepts TCP clients only over TLS, presenting `cert` and `key` (PEM).
+    pub fn start_tls(dir: &TempDir, cert: &Path, key: &Path) -> Option<Postgres> {
+        Postgres::start_with(dir, Some((cert, key)))
+    }
+
+    fn start_with(dir: &TempDir, tls: Option<(&Path, &Path)>) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             if std::env::var("STOCKSYNC_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                 panic!("PostgreSQL is not installed (initdb/postgres not found) and STOCKSYNC_REQUIRE_POSTGRES=1");
@@ -123,24 +132,31 @@ impl Postgres {
             std::fs::read_to_string(root.join("initdb.err")).unwrap_or_default()
         );
         let port = free_port();
+        let mut args: Vec<String> = [
+            "-D",
+            path(&data),
+            "-p",
+            &port.to_string(),
+            "-k",
+            path(&socket_dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            // A test server: durability of the server itself is not what the suites test.
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        if let Some((cert, key)) = tls {
+            args.extend(ssl_args(&data, cert, key, run_as));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = spawn(
             &bin.join("postgres"),
             run_as,
-            &[
-                "-D",
-                path(&data),
-                "-p",
-                &port.to_string(),
-                "-k",
-                path(&socket_dir),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                // A test server: durability of the server itself is not what the suites test.
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=200",
-            ],
+            &args,
             dir.join("postgres.log"),
         );
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -271,4 +287,40 @@ fn spawn(program: &Path, run_as: Option<(u32, u32)>, args: &[&str], log: PathBuf
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
     Proc::from_child(child, log)
+}
+
+/// Copies the server's certificate and key into the data directory (PostgreSQL refuses a key
+/// others can read) and lets TCP clients in only over TLS (`hostssl`); the unix socket, which
+/// the test's own `psql` uses, stays as it is.
+fn ssl_args(data: &Path, cert: &Path, key: &Path, run_as: Option<(u32, u32)>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (c, k) = (data.join("server.crt"), data.join("server.key"));
+    std::fs::copy(cert, &c).expect("copy server certificate");
+    std::fs::copy(key, &k).expect("copy server key");
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    if let Some((uid, gid)) = run_as {
+        for f in [&c, &k] {
+            std::os::unix::fs::chown(f, Some(uid), Some(gid)).expect("chown tls file");
+        }
+    }
+    let hba = data.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    let only_tls: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&hba, only_tls).expect("write pg_hba.conf");
+    [
+        "-c",
+        "ssl=on",
+        "-c",
+        "ssl_cert_file=server.crt",
+        "-c",
+        "ssl_key_file=server.key",
+    ]
+    .map(str::to_string)
+    .to_vec()
 }

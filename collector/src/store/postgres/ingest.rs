@@ -12,10 +12,11 @@
 use std::collections::HashSet;
 
 use sha2::Digest;
+use stocksync_common::model::MovementKind;
 use stocksync_common::wire::{self, AckOutcome, Batch};
 use tokio_postgres::{Client, Transaction};
 
-use super::{project, PgError, Policies};
+use super::{project, reserve, PgError, Policies};
 use crate::authority::{returns_to_str, Treatment};
 use crate::ledger::Rejected;
 use crate::projection::Entry;
@@ -159,6 +160,23 @@ async fn apply_in(
         entries.push(row.entry);
     }
     let changed = project::project(tx, &entries, now).await?;
+    let mut shipped: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| {
+            matches!(e.movement.kind, MovementKind::Shipment)
+                && e.movement.references.order.is_some()
+                && e.treatment.has_effect()
+        })
+        .map(|e| {
+            (
+                e.movement.sku.0.clone(),
+                e.movement.location.warehouse.clone(),
+            )
+        })
+        .collect();
+    shipped.sort_unstable();
+    shipped.dedup();
+    reserve::on_shipments(tx, &shipped, now).await?;
     if !changed.is_empty() {
         let skus: Vec<&str> = changed.iter().map(String::as_str).collect();
         tx.execute(

@@ -8,11 +8,14 @@
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
 pub mod api;
+pub mod import;
 mod ingest;
 pub mod leases;
 mod pool;
 mod project;
+pub mod reserve;
 pub mod schema;
+mod tls;
 pub mod worker;
 
 use std::sync::Arc;
@@ -37,6 +40,8 @@ pub enum PgError {
     Corrupt(String),
     #[error(transparent)]
     Config(#[from] crate::store::config::StoreConfigError),
+    #[error("[store] TLS: {0}")]
+    Tls(#[from] stocksync_runtime::tls::TlsError),
 }
 
 impl PgError {
@@ -76,13 +81,16 @@ pub(crate) fn now_ms() -> i64 {
 impl PgStore {
     /// Connects, applies the migrations, and returns the store.
     pub async fn open(
-        url: &str,
-        pool_size: usize,
+        store: &crate::store::StoreConfig,
         policies: Policies,
         metrics: Arc<Metrics>,
     ) -> Result<PgStore, PgError> {
-        let config: tokio_postgres::Config = url.parse()?;
-        let pool = Pool::new(config, pool_size);
+        let mut config: tokio_postgres::Config = store.url()?.parse()?;
+        let tls = tls::from_config(store)?;
+        if tls.is_some() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        let pool = Pool::new(config, tls, store.pool_size);
         schema::migrate(&mut *pool.get().await?).await?;
         Ok(PgStore {
             pool,

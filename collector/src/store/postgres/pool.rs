@@ -12,6 +12,8 @@ pub struct Pool(Arc<Inner>);
 
 struct Inner {
     config: Config,
+    /// TLS for every connection, when the store has a CA file.
+    tls: Option<super::tls::Rustls>,
     idle: Mutex<Vec<Client>>,
     permits: Arc<Semaphore>,
 }
@@ -24,9 +26,10 @@ pub struct Conn {
 }
 
 impl Pool {
-    pub fn new(config: Config, size: usize) -> Pool {
+    pub fn new(config: Config, tls: Option<super::tls::Rustls>, size: usize) -> Pool {
         Pool(Arc::new(Inner {
             config,
+            tls,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(size.max(1))),
         }))
@@ -34,7 +37,7 @@ impl Pool {
 
     /// Another pool of `size` on the same database.
     pub fn sibling(&self, size: usize) -> Pool {
-        Pool::new(self.0.config.clone(), size)
+        Pool::new(self.0.config.clone(), self.0.tls.clone(), size)
     }
 
     /// Waits for a free slot, then reuses an idle connection or opens one.
@@ -52,22 +55,33 @@ impl Pool {
         };
         let client = match idle {
             Some(c) => c,
-            None => {
-                // Plain TCP or a unix socket: no TLS connector yet (docs/SCALING.md).
-                let (client, connection) = self.0.config.connect(NoTls).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::warn!(error = %e, "postgres connection ended");
-                    }
-                });
-                client
-            }
+            None => self.connect().await?,
         };
         Ok(Conn {
             client: Some(client),
             pool: self.clone(),
             _permit: permit,
         })
+    }
+}
+
+impl Pool {
+    /// A new connection, over TLS when configured; its I/O runs in its own task.
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let ended =
+            |e: tokio_postgres::Error| tracing::warn!(error = %e, "postgres connection ended");
+        match &self.0.tls {
+            Some(tls) => {
+                let (client, connection) = self.0.config.connect(tls.clone()).await?;
+                tokio::spawn(async move { connection.await.map_err(ended) });
+                Ok(client)
+            }
+            None => {
+                let (client, connection) = self.0.config.connect(NoTls).await?;
+                tokio::spawn(async move { connection.await.map_err(ended) });
+                Ok(client)
+            }
+        }
     }
 }
 

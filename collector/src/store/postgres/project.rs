@@ -97,7 +97,7 @@ enum GroupChange {
 
 /// Takes the advisory locks of `groups` in ascending lock-id order, in one statement
 /// (PostgreSQL evaluates a volatile output expression after the `ORDER BY`).
-async fn lock(tx: &Transaction<'_>, groups: &[Group]) -> Result<(), PgError> {
+pub(super) async fn lock(tx: &Transaction<'_>, groups: &[Group]) -> Result<(), PgError> {
     let mut ids: Vec<i64> = groups.iter().map(lock_id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -246,7 +246,13 @@ async fn rebuild(
     for e in &entries {
         replay.apply(e);
     }
+    // The warehouse-level row also shows what reservations hold (`reserve`).
+    let held = super::reserve::held(tx, sku, warehouse).await?;
     for (bin, s) in replay.bins() {
+        let (available, reserved) = match bin.is_empty() {
+            true => (s.available - held, s.reserved + held),
+            false => (s.available, s.reserved),
+        };
         tx.execute(
             "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -258,8 +264,8 @@ async fn rebuild(
                 &sku,
                 &warehouse,
                 bin,
-                &s.available,
-                &s.reserved,
+                &available,
+                &reserved,
                 &s.damaged,
                 &s.quality_control,
                 &now,

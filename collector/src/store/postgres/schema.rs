@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 /// `(version, SQL)`, oldest first.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 const V1: &str = "
 CREATE TABLE agents (
@@ -102,6 +102,36 @@ CREATE TABLE lease_history (
     previous_worker TEXT,
     previous_expires_at TIMESTAMPTZ NOT NULL
 );
+";
+
+/// Reservations (`reserve`): the holds of orders between checkout and shipment.
+const V2: &str = "
+CREATE TABLE reservations (
+    id TEXT PRIMARY KEY,
+    order_ref TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    channel TEXT,
+    status TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT,
+    closed_at_ms BIGINT,
+    created_by TEXT,
+    closed_by TEXT
+);
+CREATE INDEX reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
+CREATE INDEX reservations_by_order ON reservations (order_ref, sku, warehouse);
+CREATE INDEX reservations_expiring ON reservations (expires_at_ms)
+    WHERE status = 'active' AND expires_at_ms IS NOT NULL;
+CREATE TABLE reservation_holds (
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    held BIGINT NOT NULL,
+    PRIMARY KEY (sku, warehouse)
+);
+CREATE INDEX ledger_shipments_by_order ON ledger (order_ref, sku, warehouse)
+    WHERE order_ref IS NOT NULL AND kind = 'shipment';
 ";
 
 /// Any lock id both sides agree on; only migrations take it.

@@ -1,6 +1,6 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, the lease task
 //! and a consumer that follows the leases. What a worker does not do yet (channel
-//! publishing, orders, reservations, alerts) it refuses to be configured for, rather than
+//! publishing, orders, alerts) it refuses to be configured for, rather than
 //! silently not doing it.
 
 use std::sync::Arc;
@@ -63,7 +63,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         authority: Authority::new(&config.locations),
         intake: Intake::new(config.ledger.max_future_skew_secs, Some(&catalog)),
     };
-    let pg = PgStore::open(&store.url()?, store.pool_size, policies, metrics.clone()).await?;
+    let pg = PgStore::open(&store, policies, metrics.clone()).await?;
     let lease = Duration::from_secs(store.lease_secs);
     let leases = Leases::new(pg.side_pool(1), worker_id.clone(), lease, &shared).await?;
     let (owned_tx, owned_rx) = watch::channel(Owned::new());
@@ -85,6 +85,10 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             subscriptions,
             watch_rx.clone(),
         ),
+    );
+    tasks.spawn(
+        "expiry",
+        super::reserve::expire_every_second(pg.side_pool(1), watch_rx.clone()),
     );
     let scheme = server.scheme();
     let router = api::router(Arc::new(PgApp {

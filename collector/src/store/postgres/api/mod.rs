@@ -1,5 +1,5 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads, served by any worker from the
-//! shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
+//! The HTTP API of a PostgreSQL worker: the stock reads, reservations, agents, rejects,
+//! readiness and metrics, served by any worker from the shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
 //! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
 //! `501 {"error": "not_supported_on_backend", ...}`: a client learns that at once, and never
 //! gets an answer computed from data this backend does not keep.
@@ -18,6 +18,9 @@ use stocksync_common::catalog::Catalog;
 use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
+
+mod operations;
+mod reservations;
 use crate::api::stock::{warehouses, StockRow};
 use crate::merge::States;
 use crate::metrics::Metrics;
@@ -38,6 +41,18 @@ pub fn router(app: Arc<PgApp>) -> Router {
     Router::new()
         .route("/v1/stock", get(by_location))
         .route("/v1/stock/{sku}", get(by_sku))
+        .route(
+            "/v1/reservations",
+            axum::routing::post(reservations::create).get(reservations::list),
+        )
+        .route(
+            "/v1/reservations/{id}",
+            get(reservations::get).delete(reservations::release),
+        )
+        .route("/v1/agents", get(operations::agents))
+        .route("/v1/rejects", get(operations::rejects))
+        .route("/readyz", get(operations::readyz))
+        .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
         .fallback(not_supported)
         .with_state(app)
@@ -127,8 +142,16 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
     for row in &rows {
         total.add(&row.states);
     }
-    // No reservations on this backend yet, so no holds to show apart.
-    let holds = BTreeMap::new();
+    let mut holds = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.bin.is_none()) {
+        match app.pool.get().await {
+            Ok(c) => match super::reserve::held(&*c, &sku, &row.warehouse).await {
+                Ok(h) => holds.insert(row.warehouse.clone(), h),
+                Err(e) => return internal(e),
+            },
+            Err(e) => return internal(e),
+        };
+    }
     Json(json!({
         "sku": sku,
         "on_hand": total.on_hand(),
