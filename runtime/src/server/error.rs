@@ -3,9 +3,11 @@
 //!
 //! Each process has one `AppError` (axum's error-handling example) that converts its own
 //! store errors; what they share lives here: the rendering, the rule that an internal failure
-//! is logged under a reference and never described to the client, and the extractors for
-//! query strings and JSON bodies. axum's own rejections answer in plain text, so no handler
-//! takes `axum::Json` or `axum::extract::Query` directly.
+//! is logged under a reference and never described to the client, the extractors for query
+//! strings ([`Params`]), path parameters ([`Path`]) and JSON bodies ([`JsonBytes`],
+//! [`parse`]), and the router fallbacks for unknown paths and methods. axum's own rejections
+//! answer in plain text (or not at all), so no handler takes `axum::Json`,
+//! `axum::extract::Query` or `axum::extract::Path` directly.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
