@@ -123,6 +123,7 @@ impl Forwarder {
                     self.fill(&client, &data_topic, &mut state).await?;
                 }
                 _ = tick.tick() => {
+                    self.flush_watermark(&mut state);
                     if state.oldest_sent().is_some_and(|t| t.elapsed() > timeout) {
                         tracing::warn!("no ack within {timeout:?}; resending unacknowledged movements");
                         state.rewind();
@@ -131,6 +132,7 @@ impl Forwarder {
                 }
             }
         }
+        self.flush_watermark(&mut state);
         let _ = client.disconnect().await;
         Ok(())
     }
@@ -234,17 +236,33 @@ impl Forwarder {
                 format!("rejected: {reason}")
             }
         };
-        match self.journal.ack(ack.first_seq, ack.last_seq, outcome).await {
-            Ok(_) => {
-                state.in_flight.remove(&ack.first_seq);
-                if matches!(ack.outcome, wire::AckOutcome::Applied { .. }) {
-                    let journal = self.journal.clone();
-                    tokio::task::block_in_place(|| journal.record_applied(ack.last_seq));
-                }
+        state.in_flight.remove(&ack.first_seq);
+        if matches!(ack.outcome, wire::AckOutcome::Applied { .. }) {
+            self.journal.record_applied(ack.last_seq);
+            // The watermark file is written when the link goes idle and at most every
+            // `WATERMARK_EVERY` under load, before the ack is marked (so a backlog of 0 means
+            // the watermark is on file).
+            if state.in_flight.is_empty() || state.watermark_due() {
+                self.flush_watermark(state);
             }
-            Err(e) => tracing::error!(error = %e, "cannot record ack; batch will be resent"),
+        }
+        // Not waited for: an fsync per ack here would stall this loop (and the MQTT link it
+        // polls) behind the journal's group commits. The rows are past `sent_up_to`, so they
+        // are not sent again unless the link is rewound, and a resend is deduplicated.
+        if let Err(e) = self
+            .journal
+            .ack_queued(ack.first_seq, ack.last_seq, outcome)
+            .await
+        {
+            tracing::error!(error = %e, "cannot record ack; batch will be resent");
         }
         Ok(())
+    }
+
+    fn flush_watermark(&self, state: &mut Cursor) {
+        let journal = self.journal.clone();
+        tokio::task::block_in_place(|| journal.flush_applied());
+        state.watermark_at = Some(Instant::now());
     }
 }
 
@@ -292,9 +310,19 @@ struct Cursor {
     /// Kept across rewinds, so a late ack for a batch sent before a resend still counts;
     /// an ack that matches none of them is ignored.
     sent: BTreeMap<u64, u64>,
+    /// When the applied watermark was last written.
+    watermark_at: Option<Instant>,
 }
 
+/// Longest the applied watermark file lags behind the acks while batches keep flowing.
+const WATERMARK_EVERY: Duration = Duration::from_millis(100);
+
 impl Cursor {
+    fn watermark_due(&self) -> bool {
+        self.watermark_at
+            .is_none_or(|at| at.elapsed() >= WATERMARK_EVERY)
+    }
+
     fn remember(&mut self, first: u64, last: u64) {
         self.sent.insert(first, last);
         while self.sent.len() > MAX_REMEMBERED {

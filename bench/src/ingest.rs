@@ -85,33 +85,36 @@ pub fn run(args: &IngestArgs) -> anyhow::Result<Vec<Row>> {
         per_s(after.1)
     );
     let (raw_batched, raw_single) = (before.0.max(after.0), before.1.max(after.1));
-    let row = |figure: String, got: f64, limit: f64, what: String, cmd: &str| Row {
+    let row = |figure: String, got: f64, limit: f64, what: String, share: f64| Row {
         figure,
         result: per_s(got),
         limit: format!("{} ({what})", per_s(limit)),
         ratio: Some(got / limit),
-        target: ">= 50% of raw".into(),
-        met: Some(got / limit >= 0.5),
-        command: cmd.into(),
+        target: format!(">= {:.0}% of the limit", share * 100.0),
+        met: Some(got / limit >= share),
+        command: "stocksync-bench ingest".into(),
     };
+    // Batches are bound by the journal (the raw group commit); single movements by HTTP
+    // round trips on this machine (a no-op GET with the same clients), not by the journal.
     Ok(vec![
         row(
             format!("agent durable ingest, HTTP batches of {}", args.batch),
             batched,
             raw_batched,
             format!("raw WAL FULL, {group} rows/commit"),
-            "stocksync-bench ingest",
+            0.5,
         ),
         row(
             "agent durable ingest, HTTP single movement".into(),
             single,
-            raw_single,
+            noop,
             format!(
-                "raw WAL FULL, {} rows/commit; HTTP no-op GET floor {}",
+                "HTTP no-op GET, same {} clients; raw WAL FULL at {} rows/commit: {}",
                 args.single_threads,
-                per_s(noop)
+                args.single_threads,
+                per_s(raw_single)
             ),
-            "stocksync-bench ingest",
+            0.8,
         ),
     ])
 }

@@ -107,6 +107,16 @@ async fn channel_probe(
     Ok(rx)
 }
 
+/// When the collector's ack covering `s` reached the probe (`seen` sorted by first seq).
+fn acked_at_of(seen: &[SeenAck], s: &load::Sent) -> anyhow::Result<Instant> {
+    let i = seen.partition_point(|a| a.first <= s.first_seq);
+    i.checked_sub(1)
+        .map(|i| &seen[i])
+        .filter(|a| a.last >= s.first_seq)
+        .map(|a| a.at)
+        .ok_or_else(|| anyhow::anyhow!("seq {} never acknowledged", s.first_seq))
+}
+
 pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
     let dir = TempDir::new("latency")?;
     let broker = Broker::start(args.broker, free_port(), &dir)?;
@@ -170,6 +180,8 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
     let (mut durable, mut visible) = (Samples::default(), Samples::default());
     // Movement k of a SKU, in journal (seq) order, is in the first value >= k.
     let mut channel = Samples::default();
+    // Where the time goes, per movement: 202 -> collector ack, ack -> channel value.
+    let (mut forward, mut publish) = (Samples::default(), Samples::default());
     let mut order: Vec<&load::Sent> = sent.iter().collect();
     order.sort_by_key(|s| s.first_seq);
     let mut kth = vec![0u64; SKUS];
@@ -182,17 +194,21 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
             .map(|(at, _)| *at)
             .ok_or_else(|| anyhow::anyhow!("movement {i} (sku {sku}) never published"))?;
         channel.push(at.saturating_duration_since(s.due));
+        publish.push(at.saturating_duration_since(acked_at_of(&seen, s)?));
     }
     for s in &sent {
         durable.push(s.answered - s.due);
-        let i = seen.partition_point(|a| a.first <= s.first_seq);
-        let ack = i
-            .checked_sub(1)
-            .map(|i| &seen[i])
-            .filter(|a| a.last >= s.first_seq)
-            .ok_or_else(|| anyhow::anyhow!("seq {} never acknowledged", s.first_seq))?;
-        visible.push(ack.at.saturating_duration_since(s.due));
+        let acked = acked_at_of(&seen, s)?;
+        visible.push(acked.saturating_duration_since(s.due));
+        forward.push(acked.saturating_duration_since(s.answered));
     }
+    eprintln!(
+        "stages p50/p99: 202 -> ack {:.1}/{:.1} ms, ack -> channel {:.1}/{:.1} ms",
+        forward.quantile_ms(0.5),
+        forward.quantile_ms(0.99),
+        publish.quantile_ms(0.5),
+        publish.quantile_ms(0.99)
+    );
     let mut fsync = raw::sqlite_commit_latency(&dir.join("raw.db"), 200)?;
     let rt = tokio::runtime::Runtime::new()?;
     let mut hop = rt.block_on(raw::mqtt_latency(

@@ -13,7 +13,8 @@ use crate::stack::BrokerKind;
 use crate::store::{self, QueryArgs, RebuildArgs};
 use crate::util::Row;
 
-/// Runs every figure at tiny sizes; the end-to-end figure once per broker in `brokers`.
+/// Runs every figure at tiny sizes; the end-to-end and latency figures once per broker in
+/// `brokers`.
 pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
     let mut rows = ingest::run(&IngestArgs {
         movements: 2000,
@@ -28,11 +29,13 @@ pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
             movements: 3000,
         })?);
     }
-    rows.extend(latency::run(&LatencyArgs {
-        rate: 200.0,
-        seconds: 1.0,
-        broker: BrokerKind::Embedded,
-    })?);
+    for &broker in brokers {
+        rows.extend(latency::run(&LatencyArgs {
+            rate: 200.0,
+            seconds: 1.0,
+            broker,
+        })?);
+    }
     rows.extend(e2e::drain(&DrainArgs {
         broker: BrokerKind::Embedded,
         movements: 3000,

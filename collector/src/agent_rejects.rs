@@ -24,29 +24,6 @@ use tokio::sync::watch;
 
 use crate::ledger::{Ledger, Rejected};
 
-/// The table, in the ledger's file.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agent_rejects (
-    agent_id TEXT NOT NULL,
-    reject_id INTEGER NOT NULL,
-    received_at_ms INTEGER NOT NULL,
-    warehouse TEXT NOT NULL,
-    arrived_at_ms INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    record INTEGER,
-    field TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    PRIMARY KEY (agent_id, reject_id, received_at_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS agent_rejects_by_arrival ON agent_rejects (arrived_at_ms);
-";
-
-/// Creates the table if missing.
-pub fn migrate(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)
-}
-
 /// Sends agents commands (QoS 1, queued by the client while the broker is away).
 #[derive(Clone)]
 pub struct Commands(AsyncClient);

@@ -41,27 +41,17 @@ pub fn by_warehouse(
     components: &[(String, u64)],
     include: impl Fn(&str, &str) -> bool,
 ) -> rusqlite::Result<Vec<Site>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT warehouse, bin, available FROM stock WHERE sku = ?1")?;
     // warehouse -> component index -> available
     let mut available: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (i, (sku, _)) in components.iter().enumerate() {
-        let rows = stmt.query_map([sku], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (warehouse, bin, n) = row?;
-            if include(&warehouse, &bin) {
+        crate::stock::for_each_available(conn, sku, |warehouse, bin, n| {
+            if include(warehouse, bin) {
                 let per = available
-                    .entry(warehouse)
+                    .entry(warehouse.to_string())
                     .or_insert_with(|| vec![0; components.len()]);
                 per[i] = per[i].saturating_add(n);
             }
-        }
+        })?;
     }
     Ok(available
         .into_iter()
@@ -95,13 +85,26 @@ mod tests {
     #[test]
     fn a_kit_needs_all_its_components_in_one_warehouse() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE stock (sku TEXT, warehouse TEXT, bin TEXT, available INTEGER);
-             INSERT INTO stock VALUES ('MUG', 'ams', 'A', 20), ('TEE', 'ber', '', 10),
-                                      ('MUG', 'rtm', 'A', 5), ('MUG', 'rtm', 'B', 1), ('TEE', 'rtm', '', 9),
-                                      ('TEE', 'rtm', 'X', -4);",
-        )
-        .unwrap();
+        crate::ledger::migrate(&conn, std::path::Path::new(":memory:")).unwrap();
+        for (sku, warehouse, bin, available) in [
+            ("MUG", "ams", "A", 20),
+            ("TEE", "ber", "", 10),
+            ("MUG", "rtm", "A", 5),
+            ("MUG", "rtm", "B", 1),
+            ("TEE", "rtm", "", 9),
+            ("TEE", "rtm", "X", -4),
+        ] {
+            let key = crate::stock::StockKey {
+                sku: sku.into(),
+                warehouse: warehouse.into(),
+                bin: bin.into(),
+            };
+            let level = crate::merge::States {
+                available,
+                ..Default::default()
+            };
+            crate::stock::add(&conn, &key, &level, 0).unwrap();
+        }
         let parts = [("MUG".to_string(), 2), ("TEE".to_string(), 1)];
         let sites = by_warehouse(&conn, &parts, |_, _| true).unwrap();
         let got: Vec<(&str, u64)> = sites

@@ -32,10 +32,27 @@ use crate::store::Ingest;
 /// A batch on its way to disk, and what to tell whom when it gets there.
 struct Awaiting<E> {
     publish: Publish,
+    /// `None` for a publish that gets only the broker's PUBACK (kept as a reject, empty, or
+    /// for a warehouse this worker gave up): it still waits for its turn, so that every
+    /// PUBACK leaves in the order the publishes arrived.
+    answer: Option<Answer<E>>,
+}
+
+/// The application ack a batch gets once its transaction has committed.
+struct Answer<E> {
     ack_topic: String,
     agent_id: String,
     seqs: (u64, u64),
     done: oneshot::Receiver<Result<AckOutcome, E>>,
+}
+
+impl<E> Awaiting<E> {
+    fn puback_only(publish: Publish) -> Awaiting<E> {
+        Awaiting {
+            publish,
+            answer: None,
+        }
+    }
 }
 
 /// Which movement topics the consumer subscribes to.
@@ -128,10 +145,10 @@ pub async fn run<S: Ingest>(
                 // In flight when this worker gave the warehouse up: not applied here, no
                 // application ack; the agent resends it to the warehouse's new worker.
                 tracing::debug!(topic = %p.topic, "batch for a warehouse this worker no longer holds");
-                client.ack(&p).await?;
+                await_tx.send(Awaiting::puback_only(p)).await?;
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if let Some(awaiting) = receive(&client, &ledger, p).await? {
+                if let Some(awaiting) = receive(&ledger, p).await? {
                     await_tx.send(awaiting).await?;
                 }
             }
@@ -240,11 +257,7 @@ async fn follow(
 /// Decodes and queues one publish. A payload that cannot be applied (not a movements topic,
 /// oversized, undecodable, an agent id that cannot name an ack topic) is kept in the rejects
 /// queue and PUBACKed, so that no message can be redelivered forever or stop this consumer.
-async fn receive<S: Ingest>(
-    client: &AsyncClient,
-    ledger: &S,
-    p: Publish,
-) -> anyhow::Result<Option<Awaiting<S::Error>>> {
+async fn receive<S: Ingest>(ledger: &S, p: Publish) -> anyhow::Result<Option<Awaiting<S::Error>>> {
     let topic = p.topic.clone();
     let received = match check(&p) {
         Ok(received) => received,
@@ -261,13 +274,11 @@ async fn receive<S: Ingest>(
                 payload,
             };
             ledger.reject(rejected).await?;
-            client.ack(&p).await?;
-            return Ok(None);
+            return Ok(Some(Awaiting::puback_only(p)));
         }
     };
     let Some(seqs) = received.batch.seq_range() else {
-        client.ack(&p).await?;
-        return Ok(None);
+        return Ok(Some(Awaiting::puback_only(p)));
     };
     // The ack goes to the warehouse the topic proves (the broker's ACL lets only that
     // warehouse's agents publish there), never to one the payload names: a batch forged by
@@ -278,10 +289,12 @@ async fn receive<S: Ingest>(
     let done = ledger.apply(received, p.payload.to_vec(), topic).await?;
     Ok(Some(Awaiting {
         publish: p,
-        ack_topic,
-        agent_id,
-        seqs,
-        done,
+        answer: Some(Answer {
+            ack_topic,
+            agent_id,
+            seqs,
+            done,
+        }),
     }))
 }
 
@@ -333,43 +346,51 @@ fn check(p: &Publish) -> Result<wire::Received, Refusal> {
 }
 
 async fn send_acks<E: std::fmt::Display>(client: AsyncClient, mut rx: mpsc::Receiver<Awaiting<E>>) {
-    while let Some(a) = rx.recv().await {
-        let outcome = match a.done.await {
-            Ok(Ok(outcome)) => Some(outcome),
-            // Not on disk: no application ack, so the agent keeps the movements and resends
-            // them after its ack timeout.
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, agent = %a.agent_id, "batch not committed; agent will resend");
-                None
-            }
-            Err(_) => None,
-        };
-        if let Some(outcome) = outcome {
-            let ack = Ack {
-                agent_id: a.agent_id,
-                first_seq: a.seqs.0,
-                last_seq: a.seqs.1,
-                outcome,
-            };
-            // Only a closed client fails here (topics were checked before the commit); the
-            // PUBACK below then fails too and ends this task, which ends the consumer.
-            if let Err(e) = client
-                .publish(
-                    &a.ack_topic,
-                    QoS::AtLeastOnce,
-                    false,
-                    wire::encode_ack(&ack),
-                )
-                .await
-            {
-                tracing::error!(error = %e, topic = %a.ack_topic, "ack not sent; agent will resend");
-            }
+    while let Some(Awaiting { publish, answer }) = rx.recv().await {
+        if let Some(a) = answer {
+            answer_agent(&client, a).await;
         }
         // The broker's PUBACK goes out in order for every publish, applied or not: brokers
         // may drop a connection that acknowledges out of order (rumqttd does), and the
         // agent, not the broker, is what holds an uncommitted batch.
-        if client.ack(&a.publish).await.is_err() {
+        if client.ack(&publish).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Publishes the application ack of a batch once its transaction has committed; nothing if
+/// it did not (the agent resends after its ack timeout).
+async fn answer_agent<E: std::fmt::Display>(client: &AsyncClient, a: Answer<E>) {
+    let outcome = match a.done.await {
+        Ok(Ok(outcome)) => Some(outcome),
+        // Not on disk: no application ack, so the agent keeps the movements and resends
+        // them after its ack timeout.
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, agent = %a.agent_id, "batch not committed; agent will resend");
+            None
+        }
+        Err(_) => None,
+    };
+    if let Some(outcome) = outcome {
+        let ack = Ack {
+            agent_id: a.agent_id,
+            first_seq: a.seqs.0,
+            last_seq: a.seqs.1,
+            outcome,
+        };
+        // Only a closed client fails here (topics were checked before the commit); the
+        // PUBACK after it then fails too and ends the acker, which ends the consumer.
+        if let Err(e) = client
+            .publish(
+                &a.ack_topic,
+                QoS::AtLeastOnce,
+                false,
+                wire::encode_ack(&ack),
+            )
+            .await
+        {
+            tracing::error!(error = %e, topic = %a.ack_topic, "ack not sent; agent will resend");
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod records;
 pub mod replay;
 pub mod report;
 pub mod reserve;
+pub mod stock;
 pub mod store;
 pub mod void;
 
@@ -140,13 +141,6 @@ impl Collector {
         let authority = authority::Authority::new(&config.locations);
         let intake = intake::Intake::new(config.ledger.max_future_skew_secs, Some(&catalog));
         let ledger = Ledger::open_checked(&config.ledger.path, metrics.clone(), authority, intake)?;
-        ledger
-            .write(|tx, _| {
-                exceptions::migrate(tx)?;
-                agent_rejects::migrate(tx)?;
-                tx.execute_batch(alerts::SCHEMA)
-            })
-            .await?;
         let mut tasks = Supervisor::default();
         let watch_rx = tasks.shutdown_signal();
         let (channels, publish_tasks) =

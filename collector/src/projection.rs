@@ -14,17 +14,18 @@
 //! conflict records of the key's counts, so those are order-independent too. `in_transit`
 //! and `incoming` are sums that counts never touch; they are always added incrementally.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use stocksync_common::wire;
 use stocksync_common::{Location, Movement, MovementKind};
 
 use crate::authority::{parse_returns_to, Treatment};
-use crate::ledger::StockKey;
 use crate::merge::{self, Change, ReturnsTo, States};
 use crate::records;
 use crate::replay::is_barrier;
 pub use crate::replay::{replay, Step};
 use crate::reserve;
+pub use crate::stock::Order;
+use crate::stock::{self, StockKey};
 
 /// A movement as the ledger holds it, with what the collector decided about it.
 #[derive(Debug, Clone)]
@@ -34,9 +35,6 @@ pub struct Entry {
     pub treatment: Treatment,
     pub returns_to: ReturnsTo,
 }
-
-/// Position of a movement in the replay order: `(occurred_at, agent_id, seq)`.
-pub type Order = (i64, String, u64);
 
 impl Entry {
     pub fn order(&self) -> Order {
@@ -55,11 +53,7 @@ impl Entry {
 
 /// The key of `sku` at `location`.
 pub fn key_at(sku: &str, location: &Location) -> StockKey {
-    StockKey {
-        sku: sku.to_string(),
-        warehouse: location.warehouse.clone(),
-        bin: location.bin_key().to_string(),
-    }
+    StockKey::at(sku, location)
 }
 
 /// Splits a delta into its physical part and the part counts never touch.
@@ -91,7 +85,7 @@ impl Pending {
     /// (a replay), and before the batch's savepoint is released.
     pub(crate) fn flush(&mut self, tx: &Connection, now: i64) -> Result<(), rusqlite::Error> {
         for (key, delta) in self.0.drain() {
-            add_states(tx, &key, &delta, now)?;
+            stock::add(tx, &key, &delta, now)?;
         }
         Ok(())
     }
@@ -130,7 +124,7 @@ pub(crate) fn project(
     }
     let mut needs_replay = false;
     let barrier = is_barrier(e);
-    let last = last_count(tx, &key)?;
+    let last = stock::last_count(tx, &key)?;
     if barrier {
         note_count(tx, &key, e)?;
         needs_replay = true;
@@ -168,11 +162,12 @@ pub(crate) fn project(
     // A warehouse-level count counts the total, bins included: a bin's movement ordered
     // before it changes what it expected, so the warehouse-level row replays too.
     if physical_here && !key.bin.is_empty() {
+        // Moved, not cloned: this runs for every movement at a bin.
         let whole = StockKey {
             bin: String::new(),
             ..key
         };
-        if last_count(tx, &whole)?.is_some_and(|c| e.order() < c) {
+        if stock::last_count(tx, &whole)?.is_some_and(|c| e.order() < c) {
             pending.flush(tx, now)?;
             recompute(tx, &whole, now)?;
             touched.push(whole);
@@ -203,29 +198,11 @@ pub(crate) fn recompute(tx: &Connection, key: &StockKey, now: i64) -> Result<(),
     // Reservations hold stock on the warehouse-level row; the replay knows only movements.
     let mut states = states;
     if key.bin.is_empty() {
-        let held = reserve::held(tx, &key.sku, &key.warehouse)?;
+        let held = stock::held(tx, &key.sku, &key.warehouse)?;
         states.available -= held;
         states.reserved += held;
     }
-    tx.prepare_cached(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            available = excluded.available, reserved = excluded.reserved,
-            damaged = excluded.damaged, quality_control = excluded.quality_control,
-            updated_at_ms = excluded.updated_at_ms",
-    )?
-    .execute(params![
-        key.sku,
-        key.warehouse,
-        key.bin,
-        states.available,
-        states.reserved,
-        states.damaged,
-        states.quality_control,
-        now
-    ])?;
-    Ok(())
+    stock::set_physical(tx, key, &states, now)
 }
 
 /// Every ledger entry that a replay of `key` needs: those recorded there, and for a
@@ -266,70 +243,12 @@ pub(crate) fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-pub(crate) fn last_count(
-    conn: &Connection,
-    key: &StockKey,
-) -> Result<Option<Order>, rusqlite::Error> {
-    conn.prepare_cached(
-        "SELECT occurred_at_ms, agent_id, seq FROM stock_last_count WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
-    )?
-    .query_row(params![key.sku, key.warehouse, key.bin], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-    })
-    .optional()
-}
-
 /// Remembers the latest barrier (count, inspection, write-off; see `replay::is_barrier`) of
 /// a key, so deltas know whether they may be added directly.
 fn note_count(tx: &Connection, key: &StockKey, e: &Entry) -> Result<(), rusqlite::Error> {
-    if last_count(tx, key)?.is_some_and(|c| c > e.order()) {
+    let at = e.order();
+    if stock::last_count(tx, key)?.is_some_and(|c| c > at) {
         return Ok(());
     }
-    tx.prepare_cached(
-        "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            occurred_at_ms = excluded.occurred_at_ms, agent_id = excluded.agent_id, seq = excluded.seq",
-    )?
-    .execute(params![
-        key.sku,
-        key.warehouse,
-        key.bin,
-        e.movement.occurred_at.unix_ms,
-        e.agent_id,
-        e.movement.seq as i64
-    ])?;
-    Ok(())
-}
-
-pub(crate) fn add_states(
-    tx: &Connection,
-    k: &StockKey,
-    d: &States,
-    now: i64,
-) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            available = available + excluded.available,
-            reserved = reserved + excluded.reserved,
-            damaged = damaged + excluded.damaged,
-            quality_control = quality_control + excluded.quality_control,
-            in_transit = in_transit + excluded.in_transit,
-            incoming = incoming + excluded.incoming,
-            updated_at_ms = excluded.updated_at_ms",
-    )?
-    .execute(params![
-        k.sku,
-        k.warehouse,
-        k.bin,
-        d.available,
-        d.reserved,
-        d.damaged,
-        d.quality_control,
-        d.in_transit,
-        d.incoming,
-        now
-    ])?;
-    Ok(())
+    stock::set_last_count(tx, key, &at)
 }

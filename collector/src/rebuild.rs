@@ -16,15 +16,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use stocksync_common::MovementKind;
 
 use crate::authority::Treatment;
-use crate::ledger::{LedgerError, StockKey};
+use crate::ledger::LedgerError;
 use crate::merge::{self, Change, States};
 use crate::projection::{self, Entry, Order};
 use crate::records;
 use crate::replay::{is_barrier, Replay, Step};
+use crate::stock::{self, StockKey};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +52,10 @@ pub fn rebuild(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Rebuil
     // The scan in key order visits the ledger's pages at random: map the file (SQLite caps
     // this at its compiled maximum, 2 GB by default) instead of a pread and copy per page.
     conn.pragma_update(None, "mmap_size", 1i64 << 40)?;
-    crate::ledger::migrate(&conn)?;
+    crate::ledger::migrate(&conn, path)?;
     let tx = conn.transaction()?;
     let total: i64 = tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
-    tx.execute_batch("DELETE FROM stock; DELETE FROM stock_last_count;")?;
+    stock::clear(&tx)?;
     let now = stocksync_common::OccurredAt::now().unix_ms;
     let mut state = Rebuild::default();
     {
@@ -127,7 +128,7 @@ impl Rebuild {
             }
             Change::Deltas(effects) if e.treatment.has_effect() => {
                 for eff in effects {
-                    let k = projection::key_at(&e.movement.sku.0, &eff.location);
+                    let k = StockKey::at(&e.movement.sku.0, &eff.location);
                     let (physical, elsewhere) = projection::split(eff.delta);
                     if physical != States::default() {
                         self.touched.insert(bin.clone());
@@ -176,11 +177,13 @@ impl Rebuild {
                 }
             }
         }
-        for (bin, (at, agent, seq)) in last {
-            tx.prepare_cached(
-                "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![sku, warehouse, bin, at, agent, seq as i64])?;
+        for (bin, at) in last {
+            let key = StockKey {
+                sku: sku.clone(),
+                warehouse: warehouse.clone(),
+                bin,
+            };
+            stock::set_last_count(tx, &key, &at)?;
         }
         let mut bins = std::mem::take(&mut self.touched);
         bins.extend(
@@ -197,7 +200,7 @@ impl Rebuild {
             };
             let elsewhere = self.elsewhere.remove(&key).unwrap_or_default();
             let physical = projection::split(replay.at(&key.bin)).0;
-            write_row(tx, &key, &physical, &elsewhere, now)?;
+            stock::rebuilt_row(tx, &key, &physical, &elsewhere, now)?;
         }
         Ok(())
     }
@@ -206,48 +209,16 @@ impl Rebuild {
     /// whose key may sort before the transfer's own), and writes the discrepancies.
     fn finish(&mut self, tx: &Connection, now: i64) -> Result<u64, rusqlite::Error> {
         for (key, elsewhere) in std::mem::take(&mut self.elsewhere) {
-            write_row(tx, &key, &States::default(), &elsewhere, now)?;
+            stock::rebuilt_row(tx, &key, &States::default(), &elsewhere, now)?;
         }
         for (transfer, sku) in std::mem::take(&mut self.transfers) {
             records::update_discrepancy(tx, &transfer, &sku, now)?;
         }
-        tx.query_row("SELECT COUNT(*) FROM stock", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
+        stock::count_rows(tx)
     }
 }
 
 /// Counts that take part in a key's replay: the authority's and the conflicting ones.
 fn counts(t: Treatment) -> bool {
     matches!(t, Treatment::Apply | Treatment::Conflict)
-}
-
-/// Inserts a key's row; if it is already written, adds `elsewhere` to it (physical states
-/// are only ever written once, by the key's own replay).
-fn write_row(
-    tx: &Connection,
-    k: &StockKey,
-    physical: &States,
-    elsewhere: &States,
-    now: i64,
-) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            in_transit = in_transit + excluded.in_transit,
-            incoming = incoming + excluded.incoming",
-    )?
-    .execute(params![
-        k.sku,
-        k.warehouse,
-        k.bin,
-        physical.available,
-        physical.reserved,
-        physical.damaged,
-        physical.quality_control,
-        elsewhere.in_transit,
-        elsewhere.incoming,
-        now
-    ])?;
-    Ok(())
 }

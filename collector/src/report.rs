@@ -5,7 +5,8 @@
 //! channel), silent warehouses, failing or stale channel targets, and what is known of each
 //! agent. Everything but the "opened on the day" counts is the state at the time of the
 //! request. The checks are also what the alert rules evaluate, so a report line and an
-//! alert always agree.
+//! alert always agree. Channel values and push errors are read from the channel store's own
+//! file (`publish::file`), everything else from the ledger.
 
 use std::collections::BTreeMap;
 
@@ -71,20 +72,18 @@ pub fn sold_out_listed(
     now_ms: i64,
     grace_ms: i64,
 ) -> rusqlite::Result<Vec<SoldOutListed>> {
+    let Some(channels) = channel_store(conn)? else {
+        return Ok(Vec::new());
+    };
     let listed: Vec<(String, String, String, i64)> = {
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = channels.prepare(
             "SELECT channel, sku, channel_sku, value FROM channel_sellable WHERE value > 0 ORDER BY channel, sku",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         rows.collect::<Result<_, _>>()?
     };
     // Available units and when the SKU's stock last changed.
-    let mut stock = conn.prepare_cached(
-        "SELECT coalesce(sum(available), 0), coalesce(max(updated_at_ms), 0) FROM stock WHERE sku = ?1",
-    )?;
-    let mut read = |sku: &str| -> rusqlite::Result<(i64, i64)> {
-        stock.query_row([sku], |r| Ok((r.get(0)?, r.get(1)?)))
-    };
+    let read = |sku: &str| crate::stock::last_change(conn, sku);
     let mut out = Vec::new();
     for (channel, sku, channel_sku, published) in listed {
         let (avail, changed) = match catalog.bundle(&sku) {
@@ -169,7 +168,10 @@ pub fn failing_channels(
             .unwrap_or(i64::MAX)
             .saturating_mul(1000),
     );
-    let mut stmt = conn.prepare_cached(
+    let Some(channels) = channel_store(conn)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = channels.prepare(
         "SELECT channel, target, min(first_seen_ms),
                 (SELECT detail FROM channel_errors e2 WHERE e2.channel = e.channel AND e2.target = e.target ORDER BY last_seen_ms DESC LIMIT 1)
          FROM channel_errors e WHERE resolved_at_ms IS NULL
@@ -184,6 +186,20 @@ pub fn failing_channels(
         })
     })?;
     rows.collect()
+}
+
+/// The channel store beside the ledger `conn` reads, with its tables; `None` before any
+/// publisher created them.
+fn channel_store(conn: &Connection) -> rusqlite::Result<Option<Connection>> {
+    let Some(channels) = crate::publish::file::open_beside(conn)? else {
+        return Ok(None);
+    };
+    let ready: i64 = channels.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('channel_sellable', 'channel_errors')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((ready == 2).then_some(channels))
 }
 
 /// The sold-out grace of `ops` in ms.

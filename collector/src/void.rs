@@ -12,9 +12,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use stocksync_common::MovementKind;
 
-use crate::ledger::StockKey;
 use crate::merge::{self, Change, States};
 use crate::projection::{self, Entry};
+use crate::stock::{self, StockKey};
 use crate::{records, reserve};
 
 /// An operator's request to void one movement.
@@ -130,8 +130,8 @@ fn undo(tx: &Connection, e: &Entry, now: i64, touched: &mut Vec<StockKey>) -> ru
                 if elsewhere != States::default() {
                     let mut minus = States::default();
                     minus.sub(&elsewhere);
-                    let key = projection::key_at(sku, &eff.location);
-                    projection::add_states(tx, &key, &minus, now)?;
+                    let key = StockKey::at(sku, &eff.location);
+                    stock::add(tx, &key, &minus, now)?;
                     touched.push(key);
                 }
             }
@@ -149,13 +149,10 @@ fn undo(tx: &Connection, e: &Entry, now: i64, touched: &mut Vec<StockKey>) -> ru
     // The physical states of its key (and the warehouse total its bin is part of) replay
     // without it.
     let key = e.key();
-    let whole = StockKey {
-        bin: String::new(),
-        ..key.clone()
-    };
+    let whole = key.whole();
     projection::recompute(tx, &key, now)?;
     touched.push(key.clone());
-    if key != whole && projection::last_count(tx, &whole)?.is_some() {
+    if key != whole && stock::last_count(tx, &whole)?.is_some() {
         projection::recompute(tx, &whole, now)?;
         touched.push(whole);
     }

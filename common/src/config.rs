@@ -565,8 +565,9 @@ impl Default for EmbeddedBrokerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
-    /// Movements arriving within this window are folded into one recompute, so one hot SKU
-    /// produces at most one published change per window.
+    /// Under load (changes arriving while a recompute runs), changes are folded into one
+    /// recompute for up to this long, so one hot SKU produces at most one published change
+    /// per window; when idle a change is recomputed at once. A channel may set its own.
     pub coalesce_ms: u64,
     /// One `[[channels.channel]]` table per channel.
     pub channel: Vec<ChannelConfig>,
@@ -575,7 +576,7 @@ pub struct ChannelsConfig {
 impl Default for ChannelsConfig {
     fn default() -> Self {
         ChannelsConfig {
-            coalesce_ms: 50,
+            coalesce_ms: 10,
             channel: Vec::new(),
         }
     }
@@ -620,6 +621,9 @@ pub struct ChannelConfig {
     pub webhook: Option<WebhookConfig>,
     #[serde(default)]
     pub shopify: Option<ShopifyConfig>,
+    /// This channel's own `[channels] coalesce_ms`.
+    #[serde(default)]
+    pub coalesce_ms: Option<u64>,
 }
 
 fn default_share_percent() -> u8 {

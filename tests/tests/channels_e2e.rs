@@ -328,6 +328,97 @@ async fn feed_cursor_survives_restart() {
     collector2.stop().await.unwrap();
 }
 
+/// Puts the channel store back into the ledger file, as a collector from before the split
+/// kept it, with one open push error; removes the channel store's own file.
+fn move_channel_tables_into_ledger(dir: &TempDir) {
+    let ledger = dir.join("ledger.db");
+    let channels = dir.join("ledger.channels.db");
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS ch", [channels.to_string_lossy()])
+        .unwrap();
+    let ddl: Vec<(String, Option<String>)> = conn
+        .prepare("SELECT name, sql FROM ch.sqlite_master WHERE type IN ('table', 'index') AND name LIKE 'channel%' ORDER BY type DESC")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (_, sql) in &ddl {
+        conn.execute_batch(sql.as_deref().unwrap()).unwrap();
+    }
+    for (name, sql) in &ddl {
+        if sql.as_deref().unwrap().starts_with("CREATE TABLE") {
+            conn.execute(
+                &format!("INSERT INTO main.{name} SELECT * FROM ch.{name}"),
+                [],
+            )
+            .unwrap();
+        }
+    }
+    conn.execute(
+        "INSERT INTO main.channel_errors (channel, target, detail, first_seen_ms, last_seen_ms) VALUES ('web', 'webhook', 'HTTP 500 from the shop', 1, 1)",
+        [],
+    )
+    .unwrap();
+    conn.execute("DETACH DATABASE ch", []).unwrap();
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", channels.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_from_before_the_channel_store_split_keeps_its_feed_and_errors() {
+    let dir = TempDir::new("channels-upgrade");
+    let channels = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
+    let collector1 = collector(&dir, channels).await;
+    let ams = agent(&dir, &collector1, "ams").await;
+    post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 5})).await;
+    wait_feed(&collector1, "web", &[("S1", 5)]).await;
+    let url = |c: &stocksync_collector::Collector| {
+        format!("http://{}/v1/channels/web/sellable", c.http_addr)
+    };
+    let cursor = get_json(url(&collector1)).await["cursor"].as_i64().unwrap();
+    ams.stop().await.unwrap();
+    collector1.stop().await.unwrap();
+    move_channel_tables_into_ledger(&dir);
+
+    let collector2 = collector(&dir, channels).await;
+    let after = get_json(url(&collector2)).await;
+    assert_eq!(after["cursor"].as_i64(), Some(cursor), "{after}");
+    assert_eq!(after["items"][0]["sellable"], 5);
+    // The rows moved: the ledger keeps no channel table, the error queue still has the error.
+    let left: i64 = rusqlite::Connection::open(dir.join("ledger.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'channel_%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
+    let errors = get_json(format!(
+        "http://{}/v1/exceptions?kind=channel_push",
+        collector2.http_addr
+    ))
+    .await;
+    assert_eq!(
+        errors["items"][0]["reason"], "HTTP 500 from the shop",
+        "{errors}"
+    );
+    let ams = agent(&dir, &collector2, "ams").await;
+    post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 1})).await;
+    let since = wait_for("change after the upgrade", WAIT, || async {
+        let v = get_json(format!("{}?since={cursor}", url(&collector2))).await;
+        (!v["changes"].as_array().unwrap().is_empty()).then_some(v)
+    })
+    .await;
+    assert_eq!(since["changes"][0]["sellable"], 6);
+    assert!(since["changes"][0]["cursor"].as_i64().unwrap() > cursor);
+    ams.stop().await.unwrap();
+    collector2.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shopify_adapter_honours_throttling_and_compare_and_set() {
     use std::sync::atomic::Ordering::SeqCst;

@@ -952,3 +952,46 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
     );
     worker.stop().await.unwrap();
 }
+
+/// Poison interleaved with real batches: a refused payload must not be acknowledged to the
+/// broker ahead of the batch before it, still committing on another connection. rumqttd
+/// drops a client whose PUBACKs arrive out of order, so each such payload knocked the worker
+/// off the broker (Mosquitto tolerates it; the embedded broker is the one that tells).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_between_batches_never_knocks_a_worker_off_the_broker() {
+    let dir = TempDir::new("pg-poison-order");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let worker = Collector::start(toml_config(&collector_toml(
+        &dir,
+        broker.port,
+        0,
+        &store_toml(&pg, "w1", 3, &["ams"]),
+    )))
+    .await
+    .expect("worker starts");
+    let url = format!("http://{}", worker.http_addr);
+    wait_for("worker subscribed", WAIT, || async {
+        get(&format!("{url}/healthz")).await.body["warehouses"] == serde_json::json!(["ams"])
+    })
+    .await;
+    let probe = MqttProbe::connect(broker.port, "ams-9").await;
+    let topic = "stocksync/v1/ams/movements";
+    for seq in 1..=40 {
+        let batch = ams_batch(vec![stock_move(seq, "MUG", MovementKind::Receipt, 1, None)]);
+        probe.publish(topic, wire::encode_batch(&batch[0])).await;
+        probe.publish(topic, vec![1, 0xff, seq as u8]).await;
+    }
+    wait_for("every batch counted", WAIT, || async {
+        on_hand(&url, "MUG").await == 40
+    })
+    .await;
+    assert_eq!(
+        metric(&url, "stocksync_broker_connects_total").await,
+        1,
+        "the worker lost its broker connection"
+    );
+    worker.stop().await.unwrap();
+}

@@ -25,6 +25,7 @@ use stocksync_common::Movement;
 use tokio::sync::{oneshot, Notify};
 
 mod integrity;
+mod migrate;
 mod rollback;
 mod stream;
 mod write;
@@ -46,9 +47,6 @@ fn append_op(
     }
 }
 
-/// Tables of the journal file.
-const SCHEMA: &str = include_str!("schema.sql");
-
 /// When the oldest unacknowledged movement was journaled (seqs are journaled in order).
 const OLDEST_UNACKED: &str =
     "SELECT journaled_at_ms FROM movements WHERE acked_at_ms IS NULL ORDER BY seq LIMIT 1";
@@ -57,6 +55,8 @@ const OLDEST_UNACKED: &str =
 const MAX_REJECT_PAYLOAD: usize = 16 * 1024;
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
+/// How often the WAL is checkpointed off the writer thread (see `stocksync_durable::Checkpointer`).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Journal failures, as the ingest paths report them.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,12 @@ pub enum JournalError {
     RolledBack {
         path: std::path::PathBuf,
         detail: String,
+    },
+    #[error("journal {} has layout version {found}, but this agent knows up to {known}: it was written by a newer release; run that release or a newer one (keep the file)", path.display())]
+    TooNew {
+        path: std::path::PathBuf,
+        found: u32,
+        known: u32,
     },
     #[error("journal {} is corrupt: {detail}", path.display())]
     Corrupt {
@@ -185,6 +191,10 @@ struct Shared {
     disk_full: AtomicBool,
     /// Highest seq the collector acknowledged as applied, as last written beside the journal.
     applied_watermark: AtomicU64,
+    /// The seq last written to the watermark file.
+    watermark_written: AtomicU64,
+    /// Checkpoints the WAL off the writer thread; stops with the last handle.
+    checkpointer: stocksync_durable::Checkpointer,
 }
 
 /// Numbers for `GET /v1/status`.
@@ -245,8 +255,7 @@ impl Journal {
     /// and starts its writer thread.
     pub fn open_with(path: &Path, options: Options) -> Result<Journal, JournalError> {
         let mut conn = integrity::open_checked(path, options.max_file_bytes)?;
-        conn.execute_batch(SCHEMA)?;
-        write::migrate(&mut conn)?;
+        migrate::migrate(&conn, path)?;
         let journal_id = {
             let tx = conn.transaction()?;
             let id = match meta(&tx, "journal_id")? {
@@ -271,7 +280,12 @@ impl Journal {
             [],
             |r| r.get(0),
         )?;
+        let checkpointer = stocksync_durable::Checkpointer::start(&conn, path, CHECKPOINT_EVERY)
+            .map_err(|e| JournalError::Failed {
+                detail: format!("cannot start the WAL checkpointer: {e}"),
+            })?;
         let shared = Arc::new(Shared {
+            checkpointer,
             reader: Mutex::new(open(path)?),
             backlog: AtomicU64::new(backlog as u64),
             last_seq: AtomicU64::new(last_seq),
@@ -284,6 +298,7 @@ impl Journal {
             applied_watermark: AtomicU64::new(
                 rollback::read_watermark(path, journal_id).unwrap_or(0),
             ),
+            watermark_written: AtomicU64::new(0),
         });
         let state = State {
             shared: shared.clone(),
@@ -382,6 +397,28 @@ impl Journal {
         Ok(acked)
     }
 
+    /// Queues marking seqs `first..=last` acknowledged without waiting for its commit: the
+    /// forwarder goes on sending meanwhile. A mark lost to a crash or a failed commit only
+    /// means those movements are sent again (the collector deduplicates); a failure is logged.
+    pub async fn ack_queued(
+        &self,
+        first: u64,
+        last: u64,
+        outcome: String,
+    ) -> Result<(), JournalError> {
+        let op = move |conn: &Connection, st: &mut State| {
+            write::ack(conn, (first, last), &outcome, &mut st.backlog)
+        };
+        let shared = self.shared.clone();
+        let deliver = move |r: Result<u64, stocksync_durable::Error<JournalError>>| match r {
+            Ok(_) => shared.last_ack_ms.store(now_ms(), Ordering::Relaxed),
+            Err(e) => {
+                tracing::error!(error = %e, first, last, "cannot record ack; the movements will be sent again")
+            }
+        };
+        Ok(self.writer.submit(op, deliver).await?)
+    }
+
     /// Durably records a refused record in the rejects queue.
     pub async fn reject(&self, reject: Reject) -> Result<(), JournalError> {
         let op = move |conn: &Connection, st: &mut State| {
@@ -424,18 +461,26 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records beside the journal that the collector applied everything up to `seq` (the
-    /// start-up guard against a rolled-back journal). Blocking file I/O; a failure is logged.
+    /// Notes that the collector applied everything up to `seq`; [`Journal::flush_applied`]
+    /// writes it beside the journal (the start-up guard against a rolled-back journal).
     pub fn record_applied(&self, seq: u64) {
-        if self
-            .shared
+        self.shared
             .applied_watermark
-            .fetch_max(seq, Ordering::Relaxed)
-            >= seq
-        {
+            .fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Writes the newest applied seq beside the journal if it moved since the last write.
+    /// Called on a timer, not per ack: a file created and renamed per ack cost the forwarder
+    /// more than the rest of the ack, and a watermark a moment behind only narrows the
+    /// start-up guard (the collector's own check of reused seqs remains). Blocking file I/O;
+    /// a failure is logged.
+    pub fn flush_applied(&self) {
+        let seq = self.shared.applied_watermark.load(Ordering::Relaxed);
+        if self.shared.watermark_written.swap(seq, Ordering::Relaxed) == seq {
             return;
         }
         if let Err(e) = rollback::write_watermark(&self.shared.path, self.shared.journal_id, seq) {
+            self.shared.watermark_written.store(0, Ordering::Relaxed);
             tracing::warn!(error = %e, "cannot write the applied-seq watermark beside the journal");
         }
     }
@@ -456,7 +501,12 @@ impl Journal {
     /// Resolves once every handle is dropped and the journal file is closed, so that a
     /// stopped agent no longer touches it (a new agent may open it, or it may be removed).
     pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.writer.closed()
+        let writer = self.writer.closed();
+        let checkpoints = self.shared.checkpointer.closed();
+        async move {
+            writer.await;
+            checkpoints.await;
+        }
     }
 
     /// The journal file.
@@ -790,7 +840,7 @@ mod tests {
         {
             // A journal as an agent before wire v2 left it: v1 bytes, no migration mark.
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(migrate::TABLES).unwrap();
             let mut m = movement();
             m.seq = 1;
             let v1 = postcard::to_stdvec(&m).unwrap();

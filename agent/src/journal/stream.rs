@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 use stocksync_common::Movement;
 
-use super::write::{journal_one, seen_before};
+use super::write::{journal_one, seen_before, Inserts};
 use super::{now_ms, Appended, JournalError, RequestKey};
 
 /// Chunks queued between producer and writer.
@@ -82,6 +82,7 @@ fn receive(
 ) -> Result<(u64, usize), JournalError> {
     let now = now_ms();
     let (mut seq, mut duplicates) = (start, 0);
+    let mut inserts = Inserts::new(tx)?;
     loop {
         let batch = match chunks.recv_timeout(STALL) {
             Ok(Chunk::Movements(batch)) => batch,
@@ -101,7 +102,7 @@ fn receive(
         }
         for m in batch {
             let index = (seq - start) as usize + duplicates;
-            if journal_one(tx, index, m, seq, now)? {
+            if journal_one(tx, &mut inserts, index, m, seq, now)? {
                 seq += 1;
             } else {
                 duplicates += 1;

@@ -3,66 +3,12 @@
 //! rejects, pruning. The writer runs each in its own savepoint so that one caller's failure
 //! is its own.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension};
 use sha2::Digest;
 use stocksync_common::model::{OccurredAt, Origin};
 use stocksync_common::{wire, Movement};
 
 use super::{now_ms, Appended, JournalError, Reject, RequestKey, MAX_REJECT_PAYLOAD};
-
-/// Brings a journal written by an older agent up to this one: the idempotency table gains
-/// the hash column, and unacknowledged v1 movement bytes are re-encoded as v2 (input path
-/// unknown) so that the forwarder only ever sends v2 batches.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let has_hash: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('idempotency') WHERE name = 'content_hash'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_hash == 0 {
-        conn.execute_batch("ALTER TABLE idempotency ADD COLUMN content_hash BLOB")?;
-    }
-    let has_forwarded: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('rejects') WHERE name = 'forwarded_at_ms'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_forwarded == 0 {
-        conn.execute_batch("ALTER TABLE rejects ADD COLUMN forwarded_at_ms INTEGER")?;
-    }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS rejects_unforwarded ON rejects (id) WHERE forwarded_at_ms IS NULL",
-    )?;
-    let tx = conn.transaction()?;
-    let version: Option<i64> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'movement_wire'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if version.is_none() {
-        let rows: Vec<(i64, Vec<u8>)> = tx
-            .prepare("SELECT seq, payload FROM movements WHERE acked_at_ms IS NULL")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (seq, bytes) in rows {
-            let movement = wire::decode_movement(&bytes).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Blob,
-                    Box::new(e),
-                )
-            })?;
-            tx.execute(
-                "UPDATE movements SET payload = ?1 WHERE seq = ?2",
-                params![wire::encode_movement(&movement), seq],
-            )?;
-        }
-        tx.execute("INSERT INTO meta VALUES ('movement_wire', 2)", [])?;
-    }
-    tx.commit()
-}
 
 /// What makes two movements with the same id the same movement: everything the sender
 /// said except the time (defaulted to the receive time when left out, so a resend differs)
@@ -257,8 +203,9 @@ pub(super) fn append(
     let now = now_ms();
     let mut duplicates = 0;
     let mut seq = start;
+    let mut inserts = Inserts::new(tx)?;
     for (index, m) in movements.into_iter().enumerate() {
-        if journal_one(tx, index, m, seq, now)? {
+        if journal_one(tx, &mut inserts, index, m, seq, now)? {
             seq += 1;
         } else {
             duplicates += 1;
@@ -287,11 +234,33 @@ pub(super) fn append(
     })
 }
 
+/// The statements that journal one movement, taken from the cache once per request rather
+/// than once per movement (a cache lookup hashes the SQL text and moves the statement out
+/// and back: measurable at a thousand movements per request).
+pub(super) struct Inserts<'c> {
+    movement: CachedStatement<'c>,
+    remember: CachedStatement<'c>,
+}
+
+impl<'c> Inserts<'c> {
+    pub(super) fn new(tx: &'c Connection) -> rusqlite::Result<Inserts<'c>> {
+        Ok(Inserts {
+            movement: tx.prepare_cached(
+                "INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)",
+            )?,
+            remember: tx.prepare_cached(
+                "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
+            )?,
+        })
+    }
+}
+
 /// Journals `m` at `seq` unless a movement with its id (per source) was journaled before:
 /// `Ok(true)` journaled, `Ok(false)` the same movement again (a duplicate),
 /// `Err(IdReused)` the id with other content. `index` names the record in the request.
 pub(super) fn journal_one(
     tx: &Connection,
+    inserts: &mut Inserts<'_>,
     index: usize,
     mut m: Movement,
     seq: u64,
@@ -300,10 +269,11 @@ pub(super) fn journal_one(
     if let Some(id) = &m.external_id {
         let key = format!("mov:{}:{}", m.source, id);
         let print = fingerprint(&m);
-        let mut remember = tx.prepare_cached(
-            "INSERT INTO idempotency (key, first_seq, last_seq, created_at_ms, content_hash) VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING",
-        )?;
-        if remember.execute(params![key, seq as i64, now, print])? == 0 {
+        if inserts
+            .remember
+            .execute(params![key, seq as i64, now, print])?
+            == 0
+        {
             let (first, hash): (i64, Option<Vec<u8>>) = tx
                 .prepare_cached("SELECT first_seq, content_hash FROM idempotency WHERE key = ?1")?
                 .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -322,7 +292,8 @@ pub(super) fn journal_one(
         }
     }
     m.seq = seq;
-    tx.prepare_cached("INSERT INTO movements (seq, payload, journaled_at_ms) VALUES (?1, ?2, ?3)")?
+    inserts
+        .movement
         .execute(params![seq as i64, wire::encode_movement(&m), now])?;
     Ok(true)
 }

@@ -25,7 +25,7 @@ use crate::metrics::Counter;
 
 pub use deliver::Deliver;
 pub use rules::Condition;
-pub use state::{firing_by_rule, list, SCHEMA};
+pub use state::{firing_by_rule, list};
 
 /// Counts of the evaluation loop, for `GET /v1/alerts` and `/metrics`.
 #[derive(Default)]

@@ -46,31 +46,20 @@ pub fn evaluate(
             detail: json!({"warehouse": s.warehouse, "last_seen_ms": s.last_seen_ms}),
         });
     }
-    if has_table(conn, "channel_errors")? {
-        for f in report::failing_channels(conn, now, ops.channel_failing_after_secs)? {
-            out.push(Condition {
-                rule: "channel_failing",
-                subject: format!("{}/{}", f.channel, f.target),
-                detail: serde_json::to_value(&f).unwrap_or(Value::Null),
-            });
-        }
+    // Both read the channel store's own file and find nothing before a publisher made it.
+    for f in report::failing_channels(conn, now, ops.channel_failing_after_secs)? {
+        out.push(Condition {
+            rule: "channel_failing",
+            subject: format!("{}/{}", f.channel, f.target),
+            detail: serde_json::to_value(&f).unwrap_or(Value::Null),
+        });
     }
-    if has_table(conn, "channel_sellable")? {
-        for l in report::sold_out_listed(conn, catalog, now, report::grace_ms(ops))? {
-            out.push(Condition {
-                rule: "sold_out_listed",
-                subject: format!("{}/{}", l.channel, l.sku),
-                detail: serde_json::to_value(&l).unwrap_or(Value::Null),
-            });
-        }
+    for l in report::sold_out_listed(conn, catalog, now, report::grace_ms(ops))? {
+        out.push(Condition {
+            rule: "sold_out_listed",
+            subject: format!("{}/{}", l.channel, l.sku),
+            detail: serde_json::to_value(&l).unwrap_or(Value::Null),
+        });
     }
     Ok(out)
-}
-
-fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [name],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )
 }

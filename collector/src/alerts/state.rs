@@ -11,33 +11,8 @@ use serde_json::{json, Value};
 
 use super::Condition;
 
-/// The alert tables.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY,
-    rule TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    fired_at_ms INTEGER NOT NULL,
-    cleared_at_ms INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alerts_firing ON alerts (rule, subject) WHERE cleared_at_ms IS NULL;
-CREATE TABLE IF NOT EXISTS alert_deliveries (
-    id INTEGER PRIMARY KEY,
-    alert_id INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    webhook_done INTEGER NOT NULL DEFAULT 0,
-    mqtt_done INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS alert_deliveries_pending ON alert_deliveries (id) WHERE webhook_done = 0 OR mqtt_done = 0;
-";
-
 /// Fires alerts for new conditions and clears those whose condition ended.
 pub fn apply(tx: &Connection, holding: &[Condition], now: i64) -> rusqlite::Result<()> {
-    tx.execute_batch(SCHEMA)?;
     let firing: Vec<(i64, String, String)> = {
         let mut stmt =
             tx.prepare_cached("SELECT id, rule, subject FROM alerts WHERE cleared_at_ms IS NULL")?;

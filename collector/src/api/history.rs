@@ -20,10 +20,10 @@ use serde_json::{json, Value};
 use super::Path;
 use super::{AppError, Params};
 use crate::authority::Treatment;
-use crate::ledger::{read_states, row_states, StockKey};
 use crate::merge::States;
 use crate::projection::{self, Entry};
 use crate::replay::{Replay, Step};
+use crate::stock::{self, StockKey};
 use crate::{records, reserve, void, App};
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -94,7 +94,7 @@ fn bin_rows(c: &Connection, key: &StockKey) -> rusqlite::Result<(Vec<Value>, Sta
     for (e, step, after) in steps {
         rows.push(movement_row(c, &e, &step, &after)?);
     }
-    let current = read_states(c, &key.sku, &key.warehouse, &key.bin)?;
+    let current = stock::states(c, key)?;
     Ok((rows, replayed, current))
 }
 
@@ -135,7 +135,7 @@ fn warehouse_rows(
             row
         })
         .collect();
-    let current = warehouse_total(c, &key.sku, &key.warehouse)?;
+    let current = stock::warehouse_total(c, &key.sku, &key.warehouse)?;
     Ok((rows, running, current))
 }
 
@@ -147,20 +147,6 @@ fn warehouse_entries(c: &Connection, sku: &str, warehouse: &str) -> rusqlite::Re
     )?;
     let rows = stmt.query_map(params![sku, warehouse], projection::entry_row)?;
     rows.collect()
-}
-
-/// The sum of every row of `sku` at `warehouse`, holds included.
-pub(crate) fn warehouse_total(
-    c: &Connection,
-    sku: &str,
-    warehouse: &str,
-) -> rusqlite::Result<States> {
-    c.prepare_cached(
-        "SELECT COALESCE(SUM(available), 0), COALESCE(SUM(reserved), 0), COALESCE(SUM(damaged), 0),
-                COALESCE(SUM(quality_control), 0), COALESCE(SUM(in_transit), 0), COALESCE(SUM(incoming), 0)
-         FROM stock WHERE sku = ?1 AND warehouse = ?2",
-    )?
-    .query_row(params![sku, warehouse], row_states(0))
 }
 
 /// Reservation events at a warehouse as history items: each changes the reservation's open

@@ -13,7 +13,9 @@ use super::body::JsonBody;
 use super::Path;
 use super::{AppError, Params};
 use crate::auth::{self, Principal};
+use crate::orders::store::last_heard;
 use crate::reserve::{self, Created, Request};
+use crate::stock;
 use crate::App;
 
 fn now() -> i64 {
@@ -176,11 +178,7 @@ fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), AppError> {
         ));
     }
     let warehouse_known = app.ledger.read(|c| {
-        c.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM agents WHERE warehouse = ?1)
-                 OR EXISTS (SELECT 1 FROM stock WHERE warehouse = ?1)",
-        )?
-        .query_row([&req.warehouse], |r| r.get::<_, bool>(0))
+        Ok(last_heard(c, &req.warehouse)?.is_some() || stock::has_warehouse(c, &req.warehouse)?)
     })?;
     if !warehouse_known {
         return Err(AppError::unprocessable(
@@ -192,10 +190,7 @@ fn known_sku_and_warehouse(app: &App, req: &Request) -> Result<(), AppError> {
         ));
     }
     if open && !app.in_catalog(&req.sku) {
-        let stocked = app.ledger.read(|c| {
-            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE sku = ?1)")?
-                .query_row([&req.sku], |r| r.get::<_, bool>(0))
-        })?;
+        let stocked = app.ledger.read(|c| stock::known_sku(c, &req.sku))?;
         if !stocked {
             return Err(AppError::unprocessable(
                 "$.sku".into(),

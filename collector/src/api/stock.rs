@@ -6,39 +6,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
 use super::Path;
 use super::{AppError, Params};
-use crate::ledger::row_states;
 use crate::merge::States;
-use crate::{reserve, App};
-
-/// One (SKU, location) row as served.
-#[derive(Serialize)]
-pub struct StockRow {
-    pub sku: String,
-    pub warehouse: String,
-    pub bin: Option<String>,
-    pub on_hand: i64,
-    #[serde(flatten)]
-    pub states: States,
-}
-
-const COLUMNS: &str =
-    "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
-
-fn stock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StockRow> {
-    let states = row_states(3)(r)?;
-    let bin: String = r.get(2)?;
-    Ok(StockRow {
-        sku: r.get(0)?,
-        warehouse: r.get(1)?,
-        bin: (!bin.is_empty()).then_some(bin),
-        on_hand: states.on_hand(),
-        states,
-    })
-}
+use crate::stock::{self, Levels};
+use crate::App;
 
 /// Per-location breakdown of one SKU, with totals: per warehouse (bins beneath) and the
 /// raw projection rows (`locations`).
@@ -58,17 +31,10 @@ pub async fn by_sku(
     Path(sku): Path<String>,
 ) -> Result<Response, AppError> {
     let (rows, holds) = app.ledger.read(|c| {
-        let mut stmt = c.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM stock WHERE sku = ?1 ORDER BY warehouse, bin"
-        ))?;
-        let rows = stmt.query_map([&sku], stock_row)?;
-        let rows = rows.collect::<Result<Vec<_>, _>>()?;
+        let rows = stock::by_sku(c, &sku)?;
         let mut holds = BTreeMap::new();
         for row in rows.iter().filter(|r| r.bin.is_none()) {
-            holds.insert(
-                row.warehouse.clone(),
-                reserve::held(c, &sku, &row.warehouse)?,
-            );
+            holds.insert(row.warehouse.clone(), stock::held(c, &sku, &row.warehouse)?);
         }
         Ok((rows, holds))
     })?;
@@ -133,20 +99,8 @@ pub async fn by_location(
         None => (location.clone(), None),
     };
     let rows = app.ledger.read(|c| match &bin {
-        Some(bin) => {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM stock WHERE warehouse = ?1 AND bin = ?2 ORDER BY sku LIMIT ?3"
-            ))?;
-            let rows = stmt.query_map(rusqlite::params![warehouse, bin, limit], stock_row)?;
-            rows.collect::<Result<Vec<_>, _>>()
-        }
-        None => {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM stock WHERE warehouse = ?1 ORDER BY sku, bin LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(rusqlite::params![warehouse, limit], stock_row)?;
-            rows.collect::<Result<Vec<_>, _>>()
-        }
+        Some(bin) => stock::at_bin(c, &warehouse, bin, limit),
+        None => stock::at_warehouse(c, &warehouse, limit),
     })?;
     Ok(Json(serde_json::json!({"location": location, "items": rows})).into_response())
 }
@@ -155,10 +109,7 @@ pub async fn by_location(
 /// The bin-less row appears beneath (`bin: null`) only for stock not assigned to a bin
 /// (bin-less receipts, warehouse-level count differences): holds, `in_transit` and
 /// `incoming` belong to the warehouse, not to a shelf.
-pub(crate) fn warehouses(
-    rows: &[StockRow],
-    holds: &BTreeMap<String, i64>,
-) -> Vec<serde_json::Value> {
+pub(crate) fn warehouses(rows: &[Levels], holds: &BTreeMap<String, i64>) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = Vec::new();
     for chunk in rows.chunk_by(|a, b| a.warehouse == b.warehouse) {
         let warehouse = &chunk[0].warehouse;

@@ -16,7 +16,6 @@ mod retry;
 mod sources;
 mod stores;
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,68 +23,6 @@ pub use actions::{act, act_by_filter, Action, ActionError, Request};
 pub use query::{get, list, summary, Filter, Page};
 pub use retry::{agent_retried, retry, retry_by_filter, Retry};
 pub use sources::sync;
-
-/// The queue's tables, in the ledger's file.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS exceptions (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    warehouse TEXT,
-    channel TEXT,
-    sku TEXT,
-    source TEXT NOT NULL,
-    field TEXT,
-    reason TEXT NOT NULL,
-    record TEXT NOT NULL,
-    first_seen_ms INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    occurrences INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    status_at_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS exceptions_by_status ON exceptions (status, kind);
-CREATE INDEX IF NOT EXISTS exceptions_by_sku ON exceptions (sku);
-CREATE TABLE IF NOT EXISTS exception_sources (
-    origin TEXT NOT NULL,
-    origin_key TEXT NOT NULL,
-    exception_id TEXT NOT NULL,
-    seen INTEGER NOT NULL,
-    last_seen_ms INTEGER NOT NULL,
-    open INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (origin, origin_key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS exception_sources_by_exception ON exception_sources (exception_id);
-CREATE TABLE IF NOT EXISTS exception_events (
-    id INTEGER PRIMARY KEY,
-    exception_id TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    by TEXT NOT NULL,
-    comment TEXT
-);
-CREATE INDEX IF NOT EXISTS exception_events_by_exception ON exception_events (exception_id, id);
-CREATE TABLE IF NOT EXISTS exception_cursors (
-    origin TEXT PRIMARY KEY,
-    cursor_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-";
-
-/// Creates the queue's tables if missing, and adds `attempts` to a file from before retries.
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)?;
-    let has_attempts: bool = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('exceptions') WHERE name = 'attempts'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_attempts {
-        conn.execute_batch(
-            "ALTER TABLE exceptions ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
-        )?;
-    }
-    Ok(())
-}
 
 /// What kind of problem an exception is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
-//! Reading the stores of what leaves the collector: failed channel pushes and orders with
-//! units nobody could take, as occurrences for the queue (see `stores`).
+//! Reading the stores of what leaves the collector: failed channel pushes (in the channel
+//! store's own file) and orders with units nobody could take, as occurrences for the queue
+//! (see `stores`).
 
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -7,11 +8,24 @@ use serde_json::{json, Value};
 use super::stores::{newest, Occurrence};
 use super::Kind;
 
+/// Channel push errors, from the channel store's own file beside the ledger `tx` is on
+/// (nothing before a publisher created it).
 pub(super) fn read_channel_errors(
     tx: &Connection,
     since: i64,
 ) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
-    let mut stmt = tx.prepare_cached(
+    let Some(channels) = crate::publish::file::open_beside(tx)? else {
+        return Ok((0, Vec::new()));
+    };
+    let has_table: i64 = channels.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'channel_errors'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_table == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let mut stmt = channels.prepare(
         "SELECT id, channel, target, detail, first_seen_ms, last_seen_ms, seen_count, resolved_at_ms
          FROM channel_errors WHERE max(last_seen_ms, coalesce(resolved_at_ms, 0)) >= ?1",
     )?;

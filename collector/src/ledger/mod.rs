@@ -14,83 +14,27 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use stocksync_common::wire::{self, AckOutcome};
 use stocksync_durable::{Error, Options, Store, Writer};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::authority::Authority;
 use crate::intake::Intake;
-use crate::merge::States;
 use crate::metrics::Metrics;
 
 mod apply;
+mod migrate;
 mod retry;
-mod upgrade;
+mod v1;
+
+pub(crate) use migrate::migrate;
+pub use migrate::LATEST as SCHEMA_VERSION;
 
 pub use retry::Retried;
 pub(crate) use retry::RETRYABLE;
 
 use apply::{apply_batch, store_reject};
-
-/// Tables of the ledger file (reservations and channels create their own).
-const SCHEMA: &str = include_str!("schema.sql");
-
-/// Columns added after the first schema, as `(table, column, declaration)`; added to older
-/// files on open.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("ledger", "treatment", "TEXT NOT NULL DEFAULT 'apply'"),
-    (
-        "ledger",
-        "returns_to",
-        "TEXT NOT NULL DEFAULT 'quality_control'",
-    ),
-    ("ledger", "transfer", "TEXT"),
-    ("ledger", "peer", "TEXT"),
-    ("rejects", "field", "TEXT"),
-    ("ledger", "order_ref", "TEXT"),
-    ("rejects", "retried_at_ms", "INTEGER"),
-    ("reservations", "created_by", "TEXT"),
-    ("reservations", "closed_by", "TEXT"),
-    ("agents", "clock_skew_ms", "INTEGER"),
-];
-
-const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ledger_by_peer ON ledger (sku, peer) WHERE peer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
-";
-
-/// Brings the file's tables to this release's layout, all of it or nothing (one transaction).
-pub(crate) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let tx = conn.unchecked_transaction()?;
-    migrate_in(&tx)?;
-    tx.commit()
-}
-
-fn migrate_in(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let moved = upgrade::set_aside(conn)?;
-    conn.execute_batch(crate::reserve::SCHEMA)?;
-    conn.execute_batch(crate::orders::store::SCHEMA)?;
-    conn.execute_batch(SCHEMA)?;
-    for (table, column, decl) in ADDED_COLUMNS {
-        let exists: bool = conn.query_row(
-            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
-        if !exists {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-        }
-    }
-    if !moved.is_empty() {
-        upgrade::copy_back(conn, &moved)?;
-        // Their indexes went with the old tables: create them on the new ones.
-        conn.execute_batch(crate::reserve::SCHEMA)?;
-        conn.execute_batch(crate::orders::store::SCHEMA)?;
-    }
-    conn.execute_batch(INDEXES)
-}
 
 /// Most batches folded into one transaction.
 const MAX_GROUP: usize = 256;
@@ -108,6 +52,12 @@ pub enum LedgerError {
     NotCommitted(String),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error("ledger {path} has layout version {found}, but this collector knows up to {known}: it was written by a newer release; run that release or a newer one (keep the file), or restore a backup taken before the upgrade")]
+    TooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
     #[error("ledger {path} is corrupt: {detail}; stop the collector, move the file aside (keep it), try `sqlite3 <file> .recover | sqlite3 <new file>`, then `stocksync-collector rebuild` on the recovered file; agents resend whatever was not acknowledged")]
     Corrupt { path: String, detail: String },
 }
@@ -125,12 +75,7 @@ pub struct Rejected {
 }
 
 /// A (SKU, location) whose projection row changed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StockKey {
-    pub sku: String,
-    pub warehouse: String,
-    pub bin: String,
-}
+pub use crate::stock::StockKey;
 
 /// The projection rows one committed transaction changed, sent after the commit is on disk.
 pub type Changes = Arc<Vec<StockKey>>;
@@ -211,7 +156,7 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let (authority, intake) = (Arc::new(authority), Arc::new(intake));
         let conn = open_checked(path)?;
-        migrate(&conn)?;
+        migrate(&conn, path)?;
         let (changes, _) = broadcast::channel(1024);
         let state = State {
             metrics: metrics.clone(),
@@ -359,36 +304,6 @@ impl From<Error<rusqlite::Error>> for LedgerError {
             Error::Group(failure) => LedgerError::NotCommitted(failure.detail),
             Error::Closed => LedgerError::Closed,
         }
-    }
-}
-
-/// Current states of one (SKU, location); zero if never seen.
-pub fn read_states(
-    conn: &Connection,
-    sku: &str,
-    warehouse: &str,
-    bin: &str,
-) -> Result<States, rusqlite::Error> {
-    conn.query_row(
-        "SELECT available, reserved, damaged, quality_control, in_transit, incoming FROM stock WHERE sku = ?1 AND warehouse = ?2 AND bin = ?3",
-        params![sku, warehouse, bin],
-        row_states(0),
-    )
-    .optional()
-    .map(Option::unwrap_or_default)
-}
-
-/// Reads `States` from six columns starting at `offset`.
-pub fn row_states(offset: usize) -> impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<States> {
-    move |r| {
-        Ok(States {
-            available: r.get(offset)?,
-            reserved: r.get(offset + 1)?,
-            damaged: r.get(offset + 2)?,
-            quality_control: r.get(offset + 3)?,
-            in_transit: r.get(offset + 4)?,
-            incoming: r.get(offset + 5)?,
-        })
     }
 }
 

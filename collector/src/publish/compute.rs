@@ -13,7 +13,7 @@ use stocksync_common::config::ChannelMode;
 use super::store::NewValue;
 use super::Channel;
 use crate::buildable;
-use crate::ledger::StockKey;
+use crate::stock::StockKey;
 
 /// Which stock changed: everything (start-up, lagged receiver, mode switch) or some keys.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ fn affected(
 ) -> rusqlite::Result<(BTreeSet<String>, BTreeSet<String>)> {
     let touched: BTreeSet<String> = match dirty {
         Dirty::All => {
-            let mut all = all_stock_skus(conn)?;
+            let mut all = crate::stock::skus(conn)?;
             all.extend(channel.catalog_skus.iter().cloned());
             all
         }
@@ -45,41 +45,26 @@ fn affected(
         .filter(|s| channel.sells(s))
         .cloned()
         .collect();
-    let bundles = channel
-        .bundles
-        .iter()
-        .filter(|(_, components)| {
-            matches!(dirty, Dirty::All) || components.iter().any(|(c, _)| touched.contains(c))
-        })
-        .map(|(b, _)| b.clone())
-        .collect();
+    let bundles = match dirty {
+        Dirty::All => channel.bundles.keys().cloned().collect(),
+        Dirty::Keys(_) => touched
+            .iter()
+            .filter_map(|s| channel.bundles_of.get(s))
+            .flatten()
+            .cloned()
+            .collect(),
+    };
     Ok((plain, bundles))
-}
-
-fn all_stock_skus(conn: &Connection) -> rusqlite::Result<BTreeSet<String>> {
-    let mut stmt = conn.prepare_cached("SELECT DISTINCT sku FROM stock")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    rows.collect()
 }
 
 /// Sum of `available` over the channel's eligible locations of `sku`.
 fn pooled(conn: &Connection, channel: &Channel, sku: &str) -> rusqlite::Result<i64> {
-    let mut stmt =
-        conn.prepare_cached("SELECT warehouse, bin, available FROM stock WHERE sku = ?1")?;
-    let rows = stmt.query_map([sku], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
     let mut sum = 0i64;
-    for row in rows {
-        let (warehouse, bin, available) = row?;
-        if channel.eligible.contains(&warehouse, &bin) {
+    crate::stock::for_each_available(conn, sku, |warehouse, bin, available| {
+        if channel.eligible.contains(warehouse, bin) {
             sum = sum.saturating_add(available);
         }
-    }
+    })?;
     Ok(sum)
 }
 

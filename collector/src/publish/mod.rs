@@ -1,25 +1,30 @@
 //! Channel publishing: each sales channel gets its own sellable number per SKU, shaped by its
 //! rules, within a second of the movement that changed it.
 //!
-//! Data flow: the ledger announces the stock keys of every commit -> `compute` recomputes
-//! only the (channel, SKU) pairs those keys can affect, folding bursts into one pass per
-//! `coalesce_ms` -> `store` records the values that changed and appends them to the
-//! channel's change log (the feed cursor) -> one task per push target (`mqtt`, `webhook`,
-//! `shopify`) delivers the log from its own durable cursor (`target`).
+//! Data flow: the ledger announces the stock keys of every commit -> each channel's
+//! `recompute` task passes at once when idle and folds what arrives during a pass into the
+//! next (waiting at most `coalesce_ms`) -> `compute` recomputes only the (channel, SKU)
+//! pairs those keys can affect -> `store` (its own SQLite file, `file`) records the values
+//! that changed and appends them to the channel's change log (the feed cursor) -> one task
+//! per push target (`mqtt`, `webhook`, `shopify`) delivers the log from its own durable
+//! cursor (`target`).
 //!
 //! Invariant: what a target is sent is always a value that was stored as published first,
 //! so the feed, MQTT, webhooks and Shopify never disagree for longer than delivery takes,
 //! and a restart resumes every target where it stopped.
 
 pub mod compute;
+pub mod file;
 mod http;
 pub use http::LOG_DIRECTIVES;
 pub mod limit;
 pub mod mqtt;
+mod recompute;
 pub mod sellable;
 pub mod shopify;
 pub mod stats;
 pub mod store;
+mod store_state;
 pub mod target;
 pub mod webhook;
 
@@ -28,11 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stocksync_common::config::{BrokerConfig, ChannelConfig, ChannelMode, CollectorConfig};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ledger::Ledger;
-use compute::Dirty;
 use sellable::{Eligible, Rules};
 use stats::Stats;
 use store::{ModeState, Store};
@@ -64,6 +68,9 @@ pub struct Channel {
     skus: BTreeSet<String>,
     /// Bundle SKUs it sells -> (component, quantity).
     pub bundles: BTreeMap<String, Vec<(String, u64)>>,
+    /// Component SKU -> the bundles it sells that contain it, so a change costs a lookup
+    /// per touched SKU, not a scan of every bundle.
+    pub bundles_of: BTreeMap<String, BTreeSet<String>>,
     all_bundles: BTreeSet<String>,
     /// SKUs the catalog defines, so a full recompute also lists SKUs never stocked.
     pub catalog_skus: BTreeSet<String>,
@@ -94,7 +101,7 @@ impl Channel {
             let def = defs
                 .get(b)
                 .ok_or_else(|| err(format!("bundle `{b}` is not in catalog.bundles")))?;
-            let parts = def
+            let parts: Vec<(String, u64)> = def
                 .components
                 .iter()
                 .map(|c| (c.sku.clone(), c.quantity))
@@ -107,8 +114,18 @@ impl Channel {
                 aliases.insert(a.sku.clone(), a.external.clone());
             }
         }
+        let mut bundles_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (bundle, parts) in &bundles {
+            for (component, _) in parts {
+                bundles_of
+                    .entry(component.clone())
+                    .or_default()
+                    .insert(bundle.clone());
+            }
+        }
         Ok(Channel {
             name: config.name.clone(),
+            bundles_of,
             rules,
             eligible: Eligible::new(&config.locations),
             aliases,
@@ -144,12 +161,10 @@ impl Channel {
     pub fn mode(&self) -> ModeState {
         self.mode.lock().expect("mode lock").clone()
     }
-}
 
-/// A request to the recompute task.
-enum Control {
-    /// Recompute every SKU of one channel (after a mode switch).
-    Full(String),
+    fn set_mode_state(&self, state: ModeState) {
+        *self.mode.lock().expect("mode lock") = state;
+    }
 }
 
 /// A background task of the publisher.
@@ -160,7 +175,8 @@ pub struct Publisher {
     pub store: Store,
     pub channels: BTreeMap<String, Arc<Channel>>,
     pub stats: Arc<Stats>,
-    control: mpsc::Sender<Control>,
+    /// Per channel: asks its recompute task for a full pass (after a mode switch).
+    full: BTreeMap<String, mpsc::Sender<()>>,
 }
 
 impl Publisher {
@@ -183,22 +199,35 @@ impl Publisher {
                 });
             }
         }
-        let (control, control_rx) = mpsc::channel(64);
+        let mut full = BTreeMap::new();
+        let mut full_rx = BTreeMap::new();
+        for name in channels.keys() {
+            let (tx, rx) = mpsc::channel(4);
+            full.insert(name.clone(), tx);
+            full_rx.insert(name.clone(), rx);
+        }
         let publisher = Arc::new(Publisher {
             store: store.clone(),
             channels,
             stats: stats.clone(),
-            control,
+            full,
         });
         let mut tasks = Vec::new();
-        let coalesce = Duration::from_millis(config.channels.coalesce_ms);
-        tasks.push(tokio::spawn(recompute(
-            publisher.clone(),
-            ledger,
-            coalesce,
-            control_rx,
-            shutdown.clone(),
-        )));
+        for (name, full) in full_rx {
+            let channel = publisher.channels[&name].clone();
+            let coalesce = channel
+                .config
+                .coalesce_ms
+                .unwrap_or(config.channels.coalesce_ms);
+            tasks.push(tokio::spawn(recompute::run(recompute::Task {
+                publisher: publisher.clone(),
+                channel,
+                ledger: ledger.clone(),
+                coalesce: Duration::from_millis(coalesce),
+                full,
+                shutdown: shutdown.clone(),
+            })));
+        }
         for channel in publisher.channels.values() {
             tasks.extend(target::spawn_all(
                 channel, &store, &stats, broker, &shutdown,
@@ -231,128 +260,13 @@ impl Publisher {
         };
         let (n, s) = (name.to_string(), state.clone());
         self.store.run(move |c| store::set_mode(c, &n, &s)).await?;
-        *channel.mode.lock().expect("mode lock") = state.clone();
-        self.control
-            .send(Control::Full(name.into()))
-            .await
-            .map_err(|_| PublishError::Closed)?;
+        channel.set_mode_state(state.clone());
+        // A full pass is already asked for if the queue is full: one is enough.
+        if let Some(full) = self.full.get(name) {
+            if let Err(mpsc::error::TrySendError::Closed(())) = full.try_send(()) {
+                return Err(PublishError::Closed);
+            }
+        }
         Ok(state)
     }
-}
-
-/// Applies the persisted mode: a non-live mode in the config wins (the operator rolled back
-/// by editing it); otherwise a mode set through the API stays in force across restarts.
-async fn load_modes(publisher: &Publisher) -> Result<(), PublishError> {
-    for channel in publisher.channels.values() {
-        let name = channel.name.clone();
-        let saved = publisher.store.run(move |c| store::mode(c, &name)).await?;
-        if let Some(saved) = saved {
-            if channel.config.mode == ChannelMode::Live {
-                *channel.mode.lock().expect("mode lock") = saved;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Recomputes and stores what each channel should show, for every commit, until shutdown.
-async fn recompute(
-    publisher: Arc<Publisher>,
-    ledger: Ledger,
-    coalesce: Duration,
-    mut control: mpsc::Receiver<Control>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let mut changes = ledger.subscribe_changes();
-    load_modes(&publisher).await?;
-    let names: Vec<String> = publisher.channels.keys().cloned().collect();
-    pass(&publisher, &ledger, &names, Dirty::All, &mut shutdown).await;
-    let mut last_pass = tokio::time::Instant::now();
-    loop {
-        let mut dirty = BTreeSet::new();
-        let mut all = false;
-        tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            Some(Control::Full(name)) = control.recv() => {
-                pass(&publisher, &ledger, &[name], Dirty::All, &mut shutdown).await;
-                continue;
-            }
-            r = changes.recv() => match r {
-                Ok(keys) => dirty.extend(keys.iter().cloned()),
-                Err(broadcast::error::RecvError::Lagged(_)) => all = true,
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
-        }
-        // A pass at most every `coalesce`: the first change after a quiet spell goes out at
-        // once, a burst is folded into the next pass.
-        let until = last_pass + coalesce;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                r = changes.recv() => match r {
-                    Ok(keys) => dirty.extend(keys.iter().cloned()),
-                    Err(broadcast::error::RecvError::Lagged(_)) => all = true,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            }
-        }
-        // Anything already waiting joins this pass too.
-        while let Ok(keys) = changes.try_recv() {
-            dirty.extend(keys.iter().cloned());
-        }
-        let dirty = if all { Dirty::All } else { Dirty::Keys(dirty) };
-        last_pass = tokio::time::Instant::now();
-        pass(&publisher, &ledger, &names, dirty, &mut shutdown).await;
-    }
-}
-
-/// Runs a pass; after a failure (e.g. storage busy past its timeout) logs it and retries a
-/// full pass every second until one succeeds or shutdown, so no change is ever left behind.
-async fn pass(
-    publisher: &Arc<Publisher>,
-    ledger: &Ledger,
-    names: &[String],
-    dirty: Dirty,
-    shutdown: &mut watch::Receiver<bool>,
-) {
-    let mut dirty = dirty;
-    while let Err(e) = run_pass(publisher, ledger, names, dirty).await {
-        tracing::error!(error = %e, "channel recompute failed; retrying in 1 s");
-        dirty = Dirty::All;
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-/// One recompute of `names` for `dirty`; stores changed values and wakes the targets.
-async fn run_pass(
-    publisher: &Arc<Publisher>,
-    ledger: &Ledger,
-    names: &[String],
-    dirty: Dirty,
-) -> Result<(), PublishError> {
-    for name in names {
-        let channel = publisher.channel(name)?.clone();
-        let mode = channel.mode().mode;
-        let (ledger, ch, d) = (ledger.clone(), channel.clone(), dirty.clone());
-        let values = tokio::task::spawn_blocking(move || {
-            ledger.read(|conn| compute::values(conn, &ch, mode, &d))
-        })
-        .await
-        .map_err(|_| PublishError::Closed)??;
-        if values.is_empty() {
-            continue;
-        }
-        let n = name.clone();
-        let last = publisher
-            .store
-            .run(move |c| store::publish(c, &n, &values))
-            .await?;
-        if let Some(cursor) = last {
-            channel.cursor.send_replace(cursor);
-        }
-    }
-    Ok(())
 }

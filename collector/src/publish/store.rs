@@ -1,4 +1,5 @@
-//! Durable channel state, in the ledger's SQLite file but in tables only `publish` owns.
+//! Durable channel state, in a SQLite file of its own beside the ledger's (`file`), so a
+//! pass's commit never waits for the ledger writer's lock or queues behind its fsyncs.
 //!
 //! `channel_sellable` holds the number last published per (channel, SKU); every change to
 //! it is appended, in the same transaction, to `channel_changes`, whose AUTOINCREMENT key is
@@ -13,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
-use stocksync_common::config::ChannelMode;
 
+pub use super::store_state::{mode, remote_quantity, set_mode, set_remote_quantity, ModeState};
 use super::PublishError;
 
 const SCHEMA: &str = "
@@ -88,10 +89,13 @@ pub struct NewValue {
     pub value: u64,
 }
 
-/// Handle to the channel tables; cheap to clone.
+/// Handle to the channel tables; cheap to clone. Writes go through one connection; the
+/// targets' reads of the change log use another, so a delivery loop never waits for a
+/// pass's fsync (WAL lets it read the last committed state meanwhile).
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -99,32 +103,59 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens the ledger file with a connection of our own and creates our tables.
-    pub fn open(path: &Path) -> Result<Store, PublishError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+    /// Opens (or creates) the channel store beside the ledger at `ledger`, moving the
+    /// channel rows an older ledger still holds into it.
+    pub fn open(ledger: &Path) -> Result<Store, PublishError> {
+        let path = super::file::beside(ledger);
+        let mut conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
+        super::file::move_from_ledger(&mut conn, ledger)?;
+        let reader = open_conn(&path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
         })
     }
 
-    /// Runs `f` on the connection in a blocking thread.
+    /// Runs `f` on the write connection in a blocking thread.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, PublishError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().expect("channel store lock");
-            f(&mut conn)
-        })
-        .await
-        .map_err(|_| PublishError::Closed)?
-        .map_err(PublishError::from)
+        on(&self.conn, f).await
     }
+
+    /// Runs `f` (reads only) on the read connection in a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, PublishError> {
+        on(&self.reader, f).await
+    }
+}
+
+/// WAL, and `synchronous = FULL`: a change-log row once seen by a consumer is never lost,
+/// so its AUTOINCREMENT key is never handed out twice.
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+async fn on<T: Send + 'static>(
+    conn: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, PublishError> {
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().expect("channel store lock");
+        f(&mut conn)
+    })
+    .await
+    .map_err(|_| PublishError::Closed)?
+    .map_err(PublishError::from)
 }
 
 /// Current published values of `channel`, by canonical SKU.
@@ -144,7 +175,7 @@ pub fn publish(
     channel: &str,
     values: &[NewValue],
 ) -> rusqlite::Result<Option<i64>> {
-    // IMMEDIATE: a deferred transaction that reads first cannot wait for the ledger writer
+    // IMMEDIATE: a deferred transaction that reads first cannot wait for another writer
     // when it upgrades to write (SQLITE_BUSY without the busy handler).
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
@@ -258,8 +289,23 @@ pub fn target_cursor(
     .optional()
 }
 
-/// Records a delivery and closes the target's open errors.
+/// Records a delivery and closes the target's open errors. Committed without an fsync of
+/// its own (`synchronous = NORMAL` for this transaction; the next pass's commit syncs it): a
+/// process crash loses nothing in WAL mode, and what a power loss can take back is a cursor
+/// move, so the newest values are delivered once more, never skipped.
 pub fn delivered(
+    conn: &mut Connection,
+    channel: &str,
+    target: &str,
+    cursor: i64,
+) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = record_delivery(conn, channel, target, cursor);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    result
+}
+
+fn record_delivery(
     conn: &mut Connection,
     channel: &str,
     target: &str,
@@ -332,85 +378,4 @@ pub fn errors(conn: &Connection, channel: &str, limit: i64) -> rusqlite::Result<
         })
     })?;
     rows.collect()
-}
-
-/// The mode set through the API, if any, with who set it and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModeState {
-    pub mode: ChannelMode,
-    pub set_by: String,
-    pub reason: Option<String>,
-    pub set_at_ms: i64,
-}
-
-fn mode_name(mode: ChannelMode) -> &'static str {
-    match mode {
-        ChannelMode::Live => "live",
-        ChannelMode::Frozen => "frozen",
-        ChannelMode::Zero => "zero",
-    }
-}
-
-/// The persisted mode of `channel`.
-pub fn mode(conn: &Connection, channel: &str) -> rusqlite::Result<Option<ModeState>> {
-    conn.query_row(
-        "SELECT mode, set_by, reason, set_at_ms FROM channel_state WHERE channel = ?1",
-        [channel],
-        |r| {
-            let mode = match r.get::<_, String>(0)?.as_str() {
-                "frozen" => ChannelMode::Frozen,
-                "zero" => ChannelMode::Zero,
-                _ => ChannelMode::Live,
-            };
-            Ok(ModeState {
-                mode,
-                set_by: r.get(1)?,
-                reason: r.get(2)?,
-                set_at_ms: r.get(3)?,
-            })
-        },
-    )
-    .optional()
-}
-
-/// Persists the mode of `channel`.
-pub fn set_mode(conn: &Connection, channel: &str, state: &ModeState) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO channel_state (channel, mode, set_by, reason, set_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (channel) DO UPDATE SET mode = excluded.mode, set_by = excluded.set_by,
-            reason = excluded.reason, set_at_ms = excluded.set_at_ms",
-        params![channel, mode_name(state.mode), state.set_by, state.reason, state.set_at_ms],
-    )?;
-    Ok(())
-}
-
-/// The quantity a remote system was last seen or set to hold for `sku`.
-pub fn remote_quantity(
-    conn: &Connection,
-    channel: &str,
-    target: &str,
-    sku: &str,
-) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT quantity FROM channel_remote WHERE channel = ?1 AND target = ?2 AND sku = ?3",
-        [channel, target, sku],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Remembers the quantity a remote system holds for `sku`.
-pub fn set_remote_quantity(
-    conn: &Connection,
-    channel: &str,
-    target: &str,
-    sku: &str,
-    quantity: i64,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO channel_remote (channel, target, sku, quantity) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (channel, target, sku) DO UPDATE SET quantity = excluded.quantity",
-        params![channel, target, sku, quantity],
-    )?;
-    Ok(())
 }

@@ -121,7 +121,7 @@ async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), Publish
     let mut wake = channel.cursor.subscribe();
     let (c, t) = (ch.clone(), T::NAME);
     let mut cursor = store
-        .run(move |conn| store::target_cursor(conn, &c, t))
+        .read(move |conn| store::target_cursor(conn, &c, t))
         .await?;
     loop {
         if *shutdown.borrow() {
@@ -132,7 +132,7 @@ async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), Publish
         let snapshot = cursor.is_none() || owed;
         let (c, since) = (ch.clone(), cursor.unwrap_or(0));
         let (latest, next, items) = store
-            .run(move |conn| {
+            .read(move |conn| {
                 let latest = store::latest_cursor(conn, &c)?;
                 let (next, items) = if snapshot {
                     store::snapshot(conn, &c)?

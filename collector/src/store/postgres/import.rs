@@ -45,6 +45,8 @@ pub enum MoveError {
         source: rusqlite::Error,
     },
     #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
     Postgres(#[from] PgError),
     #[error("{0}")]
     Refused(String),
@@ -64,7 +66,7 @@ pub async fn move_ledger(path: &Path, store: &StoreConfig) -> Result<Moved, Move
         source,
     };
     let conn = Connection::open(path).map_err(sqlite)?;
-    crate::ledger::migrate(&conn).map_err(sqlite)?;
+    crate::ledger::migrate(&conn, path)?;
     let holding: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM reservations WHERE status = 'active' AND id LIKE '%#%'",

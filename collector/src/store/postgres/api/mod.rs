@@ -22,10 +22,11 @@ use super::Pool;
 
 mod operations;
 mod reservations;
-use crate::api::stock::{warehouses, StockRow};
+use crate::api::stock::warehouses;
 use crate::api::AppError;
 use crate::merge::States;
 use crate::metrics::Metrics;
+use crate::stock::Levels;
 
 /// What the worker's handlers share.
 pub struct PgApp {
@@ -89,7 +90,7 @@ fn unsupported(path: &str) -> Response {
 const COLUMNS: &str =
     "sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming";
 
-fn stock_row(r: &tokio_postgres::Row) -> StockRow {
+fn stock_row(r: &tokio_postgres::Row) -> Levels {
     let states = States {
         available: r.get(3),
         reserved: r.get(4),
@@ -99,7 +100,7 @@ fn stock_row(r: &tokio_postgres::Row) -> StockRow {
         incoming: r.get(8),
     };
     let bin: String = r.get(2);
-    StockRow {
+    Levels {
         sku: r.get(0),
         warehouse: r.get(1),
         bin: (!bin.is_empty()).then_some(bin),
@@ -214,7 +215,7 @@ async fn read(
     app: &PgApp,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<StockRow>, tokio_postgres::Error> {
+) -> Result<Vec<Levels>, tokio_postgres::Error> {
     let conn = app.pool.get().await?;
     Ok(conn
         .query(sql, params)
