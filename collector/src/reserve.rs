@@ -67,11 +67,14 @@ impl Request {
     /// rules on every backend.
     pub fn check(&self) -> Result<(), (String, String)> {
         if self.quantity <= 0 {
-            return Err(("quantity".into(), format!("{} must be > 0", self.quantity)));
+            return Err((
+                "$.quantity".into(),
+                format!("{} must be > 0", self.quantity),
+            ));
         }
         if let Some(ttl) = self.ttl_secs.filter(|t| *t > MAX_TTL_SECS) {
             return Err((
-                "ttl_secs".into(),
+                "$.ttl_secs".into(),
                 format!("{ttl} is more than {MAX_TTL_SECS} (a year)"),
             ));
         }
@@ -82,14 +85,14 @@ impl Request {
             ("warehouse", &self.warehouse),
         ] {
             if value.trim().is_empty() {
-                return Err((field.into(), "must not be empty".into()));
+                return Err((format!("$.{field}"), "must not be empty".into()));
             }
         }
         if self.id.contains('#') {
             // `<order>#<n>` is how orders name their holds: a hand-made id of that shape
             // could take an order's id before the order does.
             return Err((
-                "id".into(),
+                "$.id".into(),
                 "must not contain `#` (reserved for the holds of orders)".into(),
             ));
         }
