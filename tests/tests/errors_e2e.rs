@@ -102,6 +102,17 @@ fn the_collector_answers_every_error_as_json() {
         );
     }
 
+    let r = post_typed(&format!("{}/v1/rejects/abc/retry", collector.url), "", None);
+    assert_shape("a path parameter", &r, 400, Some("id"));
+    let r = get_blocking(&format!("{}/v1/nothing-here", collector.url));
+    assert_shape("no route", &r, 404, Some("path"));
+    let r = post_typed(
+        &format!("{}/v1/stock", collector.url),
+        "{}",
+        Some("application/json"),
+    );
+    assert_shape("a method not served", &r, 405, Some("method"));
+
     let rejects = format!("{}/v1/rejects", collector.url);
     assert_eq!(get_blocking(&rejects).status, 200);
     rename_table(&dir.join("ledger.db"), "rejects", "rejects_moved");
@@ -150,6 +161,11 @@ fn the_agent_answers_every_error_as_json() {
     // Refused for its type, nothing of it was journaled.
     let status = get_blocking(&format!("{}/v1/status", agent.url));
     assert_eq!(status.body["last_seq"], Value::from(0), "{}", status.body);
+
+    let r = post_typed(&format!("{}/v1/rejects/abc/retry", agent.url), "", None);
+    assert_shape("a path parameter", &r, 400, Some("id"));
+    let r = get_blocking(&format!("{}/v1/nothing-here", agent.url));
+    assert_shape("no route", &r, 404, Some("path"));
 
     let rejects = format!("{}/v1/rejects", agent.url);
     assert_eq!(get_blocking(&rejects).status, 200);

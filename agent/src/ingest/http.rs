@@ -62,6 +62,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fold(Router::new(), |router, (_, path, handler)| {
             router.route(path, handler)
         })
+        .fallback(stocksync_runtime::server::error::no_route)
+        .method_not_allowed_fallback(stocksync_runtime::server::error::wrong_method)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }

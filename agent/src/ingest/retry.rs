@@ -11,11 +11,12 @@
 use std::sync::Arc;
 
 use crate::input::{self, Context, InputError};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use stocksync_runtime::server::error::Path;
 
 use super::error::AppError;
 use crate::journal::{Appended, JournalError, RequestKey};

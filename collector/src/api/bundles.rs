@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use stocksync_common::config::ComponentDef;
 
 use super::AppError;
+use super::Path;
 use crate::{buildable, App};
 
 /// The component view of one bundle.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use serde_json::json;
 use stocksync_common::config::ChannelMode;
 
 use super::body::JsonBody;
+use super::Path;
 use super::{AppError, Params};
 use crate::publish::store::{self, Published};
 use crate::publish::Channel;

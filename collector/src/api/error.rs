@@ -57,6 +57,15 @@ impl AppError {
         AppError(Refusal::internal("collector", error))
     }
 
+    /// A store that failed or is unreachable: logged with a reference like [`Self::internal`],
+    /// answered as `503 store unavailable` (the client may retry).
+    pub fn unavailable(error: &dyn std::fmt::Display) -> AppError {
+        let mut refusal = Refusal::internal("collector", error);
+        refusal.status = StatusCode::SERVICE_UNAVAILABLE;
+        refusal.error = "store unavailable";
+        AppError(refusal)
+    }
+
     /// The field at fault, if one is.
     #[cfg(test)]
     pub fn field(&self) -> Option<&str> {
@@ -122,10 +131,7 @@ impl From<ActionError> for AppError {
 #[cfg(feature = "postgres")]
 impl From<crate::store::postgres::PgError> for AppError {
     fn from(e: crate::store::postgres::PgError) -> AppError {
-        let mut refusal = Refusal::internal("worker", &e);
-        refusal.status = StatusCode::SERVICE_UNAVAILABLE;
-        refusal.error = "store unavailable";
-        AppError(refusal)
+        AppError::unavailable(&e)
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::JsonBody;
+use super::Path;
 use super::{AppError, Params};
 use crate::auth::{self, Principal};
 use crate::exceptions::{self, Action, Filter, Page, Request};

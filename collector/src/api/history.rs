@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
+use super::Path;
 use super::{AppError, Params};
 use crate::authority::Treatment;
 use crate::merge::States;

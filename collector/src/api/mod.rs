@@ -34,7 +34,7 @@ use serde_json::json;
 
 use crate::App;
 pub use error::AppError;
-pub use stocksync_runtime::server::error::Params;
+pub use stocksync_runtime::server::error::{Params, Path};
 
 /// One route: method, path (axum syntax) and handler.
 pub(crate) type Route = (Method, &'static str, MethodRouter<Arc<App>>);
@@ -134,6 +134,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fold(Router::new(), |router, (_, path, handler)| {
             router.route(path, handler)
         })
+        .fallback(stocksync_runtime::server::error::no_route)
+        .method_not_allowed_fallback(stocksync_runtime::server::error::wrong_method)
         .with_state(app)
 }
 
@@ -262,7 +264,7 @@ pub(crate) async fn rejects(
 )]
 pub(crate) async fn retry_reject(
     State(app): State<Arc<App>>,
-    axum::extract::Path(id): axum::extract::Path<i64>,
+    Path(id): Path<i64>,
 ) -> Result<Response, AppError> {
     use crate::ledger::Retried;
     let (status, outcome, detail) = match app.ledger.retry_reject(id).await? {

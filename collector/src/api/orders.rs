@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::body::{self, JsonBody, JsonBytes};
 use super::AppError;
+use super::Path;
 use crate::auth::{self, Principal};
 use crate::orders::{self, CancelRequest, OrderRequest, Outcome, Placed, Prepared};
 use crate::App;

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::body::JsonBody;
+use super::Path;
 use super::{AppError, Params};
 use crate::auth::{self, Principal};
 use crate::orders::store::last_heard;

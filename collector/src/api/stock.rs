@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::Path;
 use super::{AppError, Params};
 use crate::merge::States;
 use crate::stock::{self, Levels};

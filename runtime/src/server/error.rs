@@ -3,9 +3,11 @@
 //!
 //! Each process has one `AppError` (axum's error-handling example) that converts its own
 //! store errors; what they share lives here: the rendering, the rule that an internal failure
-//! is logged under a reference and never described to the client, and the extractors for
-//! query strings and JSON bodies. axum's own rejections answer in plain text, so no handler
-//! takes `axum::Json` or `axum::extract::Query` directly.
+//! is logged under a reference and never described to the client, the extractors for query
+//! strings ([`Params`]), path parameters ([`Path`]) and JSON bodies ([`JsonBytes`],
+//! [`parse`]), and the router fallbacks for unknown paths and methods. axum's own rejections
+//! answer in plain text (or not at all), so no handler takes `axum::Json`,
+//! `axum::extract::Query` or `axum::extract::Path` directly.
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::sync::LazyLock;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -75,6 +77,34 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The router's fallback: a path no route serves is a `404` in the same shape.
+pub async fn no_route(method: Method, uri: Uri) -> Refusal {
+    let detail = format!(
+        "no route for {method} {} (GET /openapi.json lists them)",
+        uri.path()
+    );
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        "not found",
+        Some("path".into()),
+        detail,
+    )
+}
+
+/// A path served for other methods only: `405` in the same shape.
+pub async fn wrong_method(method: Method, uri: Uri) -> Refusal {
+    let detail = format!(
+        "{} does not take {method} (GET /openapi.json lists its methods)",
+        uri.path()
+    );
+    Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        Some("method".into()),
+        detail,
+    )
+}
+
 /// `<process start in ms, hex>-<n>`: unique across restarts, short enough to read out.
 fn next_reference() -> String {
     static START: LazyLock<u128> = LazyLock::new(|| {
@@ -107,6 +137,52 @@ where
                 let field = detail.split('`').nth(1).unwrap_or("query").to_string();
                 Refusal::new(StatusCode::BAD_REQUEST, "bad request", Some(field), detail)
             })
+    }
+}
+
+/// A path parameter: one that does not parse (`/v1/rejects/abc/retry`) is a `400` naming
+/// the parameter, not axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(Path(t)),
+            Err(e) => {
+                // A lone parameter is parsed without its key: name it from the route.
+                let keys: Vec<String> =
+                    axum::extract::RawPathParams::from_request_parts(parts, state)
+                        .await
+                        .map(|p| p.iter().map(|(k, _)| k.to_string()).collect())
+                        .unwrap_or_default();
+                let field = match &e {
+                    PathRejection::FailedToDeserializePathParams(f) => match f.kind() {
+                        ErrorKind::ParseErrorAtKey { key, .. }
+                        | ErrorKind::InvalidUtf8InPathParam { key }
+                        | ErrorKind::DeserializeError { key, .. } => Some(key.clone()),
+                        ErrorKind::ParseErrorAtIndex { index, .. } => keys.get(*index).cloned(),
+                        _ if keys.len() == 1 => keys.first().cloned(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let field = field.unwrap_or_else(|| "path".into());
+                let error = if e.status().is_server_error() {
+                    "internal error"
+                } else {
+                    "bad request"
+                };
+                Err(Refusal::new(e.status(), error, Some(field), e.body_text()))
+            }
+        }
     }
 }
 

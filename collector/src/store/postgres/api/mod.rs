@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use stocksync_common::catalog::Catalog;
+use stocksync_runtime::server::error::{Params, Path, Refusal};
 use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
@@ -22,6 +23,7 @@ use super::Pool;
 mod operations;
 mod reservations;
 use crate::api::stock::warehouses;
+use crate::api::AppError;
 use crate::merge::States;
 use crate::metrics::Metrics;
 use crate::stock::Levels;
@@ -59,22 +61,14 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .with_state(app)
 }
 
-fn error(status: StatusCode, error: &str, field: Option<&str>, detail: String) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "field": field, "detail": detail})),
-    )
-        .into_response()
+/// The collector's error shape (`crate::api::AppError`) for the worker's hand-written answers.
+fn error(status: StatusCode, error: &'static str, field: Option<&str>, detail: String) -> Response {
+    Refusal::new(status, error, field.map(String::from), detail).into_response()
 }
 
+/// A read that failed: logged under a reference, `503 store unavailable` to the client.
 fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "postgres read failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store unavailable",
-        None,
-        "the stock store could not be read; retry".into(),
-    )
+    AppError::unavailable(&e).into_response()
 }
 
 async fn not_supported(uri: Uri) -> Response {
@@ -166,7 +160,7 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
 
 async fn by_location(
     State(app): State<Arc<PgApp>>,
-    Query(q): Query<HashMap<String, String>>,
+    Params(q): Params<HashMap<String, String>>,
 ) -> Response {
     if let Some(k) = q
         .keys()

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::PgApp;
 use crate::api::body::JsonBody;
-use crate::api::{AppError, Params};
+use crate::api::{AppError, Params, Path};
 use crate::auth::{self, Principal};
 use crate::reserve::{Created, Request};
 use crate::store::postgres::{now_ms, reserve, PgError};
