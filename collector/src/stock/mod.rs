@@ -23,13 +23,12 @@ mod read;
 mod write;
 
 pub use read::{
-    at_bin, at_warehouse, available_by_warehouse, by_sku, for_each_available, has_warehouse,
-    known_sku, last_change, skus, states, warehouse_total,
+    at_bin, at_warehouse, available_at, available_by_warehouse, by_sku, for_each_available,
+    has_warehouse, held, known_sku, last_change, skus, states, warehouse_total,
 };
 pub(crate) use write::{
     add, clear, count_rows, hold, last_count, rebuilt_row, set_last_count, set_physical,
 };
-pub use write::{available_at, held};
 
 /// A (SKU, location): `bin` is `""` for the warehouse-level row (stock not assigned to a
 /// bin, transfers on their way, holds).

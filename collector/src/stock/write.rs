@@ -86,22 +86,6 @@ pub(crate) fn set_last_count(tx: &Connection, key: &StockKey, at: &Order) -> rus
     Ok(())
 }
 
-/// Units of `sku` available at `warehouse`, all its rows summed (what a hold may take).
-pub fn available_at(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
-    )?
-    .query_row(params![sku, warehouse], |r| r.get(0))
-}
-
-/// The held amount currently applied to the warehouse-level row of (sku, warehouse).
-pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT held FROM reservation_holds WHERE sku = ?1 AND warehouse = ?2")?
-        .query_row(params![sku, warehouse], |r| r.get(0))
-        .optional()
-        .map(Option::unwrap_or_default)
-}
-
 /// Adds `diff` to what (sku, warehouse) holds: moves it from `available` to `reserved` on
 /// the warehouse-level row, which is pushed to `touched`.
 pub(crate) fn hold(
