@@ -187,14 +187,16 @@ fn end_to_end(
     let db_client = rt.block_on(server.connect(&db))?;
     // Every warehouse held, and shared out evenly, before the clock starts.
     wait_until("leases shared out", Duration::from_secs(30), || {
+        // Held, and no worker above its fair share (the leases' own rule, which may leave a
+        // worker without any: 4 warehouses on 3 workers are shared 2, 2, 0).
         let row = rt.block_on(db_client.query_one(
-            "SELECT count(*), count(DISTINCT worker_id) FROM leases WHERE expires_at > now() AND worker_id IS NOT NULL",
+            "SELECT coalesce(sum(n), 0)::bigint, coalesce(max(n), 0)::bigint FROM (
+                 SELECT count(*) AS n FROM leases WHERE expires_at > now() AND worker_id IS NOT NULL
+                 GROUP BY worker_id) per_worker",
             &[],
         ))?;
-        Ok(
-            row.get::<_, i64>(0) == args.warehouses as i64
-                && row.get::<_, i64>(1) == workers as i64,
-        )
+        let fair = args.warehouses.div_ceil(workers) as i64;
+        Ok(row.get::<_, i64>(0) == args.warehouses as i64 && row.get::<_, i64>(1) <= fair)
     })?;
     let per_agent = args.movements / args.warehouses;
     let mut agents = Vec::new();
