@@ -16,7 +16,7 @@ use stocksync_common::model::MovementKind;
 use stocksync_common::wire::{self, AckOutcome, Batch};
 use tokio_postgres::{Client, Transaction};
 
-use super::{project, reserve, PgError, Policies};
+use super::{project, reserve, PgError, Policies, Prepared};
 use crate::authority::{returns_to_str, Treatment};
 use crate::ledger::Rejected;
 use crate::projection::Entry;
@@ -48,6 +48,7 @@ impl Incoming<'_> {
 /// Returns the ack outcome and how many movements went to the rejects queue.
 pub async fn apply(
     client: &mut Client,
+    prepared: &Prepared,
     policies: &Policies,
     incoming: &Incoming<'_>,
 ) -> Result<(AckOutcome, u32), PgError> {
@@ -55,7 +56,7 @@ pub async fn apply(
     loop {
         attempt += 1;
         let tx = client.transaction().await?;
-        let result = match apply_in(&tx, policies, incoming).await {
+        let result = match apply_in(&tx, prepared, policies, incoming).await {
             Ok(outcome) => tx.commit().await.map(|()| outcome).map_err(PgError::from),
             Err(e) => Err(e),
         };
@@ -71,6 +72,7 @@ pub async fn apply(
 
 async fn apply_in(
     tx: &Transaction<'_>,
+    prepared: &Prepared,
     policies: &Policies,
     incoming: &Incoming<'_>,
 ) -> Result<(AckOutcome, u32), PgError> {
@@ -159,7 +161,7 @@ async fn apply_in(
         }
         entries.push(row.entry);
     }
-    let changed = project::project(tx, &entries, now).await?;
+    let changed = project::project(tx, prepared, &entries, now).await?;
     let mut shipped: Vec<(String, String)> = entries
         .iter()
         .filter(|e| {
@@ -176,7 +178,7 @@ async fn apply_in(
         .collect();
     shipped.sort_unstable();
     shipped.dedup();
-    reserve::on_shipments(tx, &shipped, now).await?;
+    reserve::on_shipments(tx, prepared, &shipped, now).await?;
     if !changed.is_empty() {
         let skus: Vec<&str> = changed.iter().map(String::as_str).collect();
         tx.execute(

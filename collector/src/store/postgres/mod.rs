@@ -29,7 +29,7 @@ use crate::ledger::Rejected;
 use crate::metrics::Metrics;
 use crate::store::{Done, Ingest};
 
-pub use pool::Pool;
+pub use pool::{Pool, Prepared};
 
 /// PostgreSQL store failures.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,8 @@ impl Ingest for PgStore {
                 parts: &received.parts,
                 topic: &topic,
             };
-            let result = ingest::apply(&mut conn, &policies, &incoming).await;
+            let prepared = conn.prepared();
+            let result = ingest::apply(&mut conn, &prepared, &policies, &incoming).await;
             let answer = result.map(|(outcome, policy_rejects): (AckOutcome, u32)| {
                 metrics.commits.inc();
                 metrics.count_outcome(&outcome);

@@ -1,10 +1,11 @@
 //! A handful of connections shared by a worker's tasks: at most `size` at once, idle ones
 //! kept for the next caller, broken ones dropped and replaced on demand.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Statement};
 
 /// Shared handle; cheap to clone.
 #[derive(Clone)]
@@ -14,13 +15,14 @@ struct Inner {
     config: Config,
     /// TLS for every connection, when the store has a CA file.
     tls: Option<super::tls::Rustls>,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<(Client, Prepared)>>,
     permits: Arc<Semaphore>,
 }
 
 /// A connection on loan; returned to the pool on drop unless it broke.
 pub struct Conn {
     client: Option<Client>,
+    prepared: Prepared,
     pool: Pool,
     _permit: OwnedSemaphorePermit,
 }
@@ -51,14 +53,15 @@ impl Pool {
             .expect("pool semaphore is never closed");
         let idle = {
             let mut idle = self.0.idle.lock().expect("pool lock");
-            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
+            std::iter::from_fn(|| idle.pop()).find(|(c, _)| !c.is_closed())
         };
-        let client = match idle {
+        let (client, prepared) = match idle {
             Some(c) => c,
-            None => self.connect().await?,
+            None => (self.connect().await?, Prepared::default()),
         };
         Ok(Conn {
             client: Some(client),
+            prepared,
             pool: self.clone(),
             _permit: permit,
         })
@@ -85,6 +88,38 @@ impl Pool {
     }
 }
 
+impl Conn {
+    /// The statements prepared on this connection.
+    pub fn prepared(&self) -> Prepared {
+        self.prepared.clone()
+    }
+}
+
+/// The statements prepared on one connection, kept with it in the pool: a statement is parsed
+/// once per connection, then each call is one round trip instead of two (parse, then bind
+/// and execute). Protocol-level statements outlive the transaction that prepared them.
+#[derive(Clone, Default)]
+pub struct Prepared(Arc<Mutex<HashMap<String, Statement>>>);
+
+impl Prepared {
+    /// `sql` prepared on `c`'s connection (which must be the one these statements belong to).
+    pub async fn get(
+        &self,
+        c: &impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.0.lock().expect("statements").get(sql) {
+            return Ok(s.clone());
+        }
+        let s = c.prepare(sql).await?;
+        self.0
+            .lock()
+            .expect("statements")
+            .insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
 impl std::ops::Deref for Conn {
     type Target = Client;
     fn deref(&self) -> &Client {
@@ -101,7 +136,13 @@ impl std::ops::DerefMut for Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(c) = self.client.take().filter(|c| !c.is_closed()) {
-            self.pool.0.idle.lock().expect("pool lock").push(c);
+            let prepared = std::mem::take(&mut self.prepared);
+            self.pool
+                .0
+                .idle
+                .lock()
+                .expect("pool lock")
+                .push((c, prepared));
         }
     }
 }

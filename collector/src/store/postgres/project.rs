@@ -17,7 +17,7 @@ use sha2::Digest;
 use stocksync_common::wire;
 use tokio_postgres::Transaction;
 
-use super::PgError;
+use super::{PgError, Prepared};
 use crate::authority::{parse_returns_to, Treatment};
 use crate::ledger::StockKey;
 use crate::merge::{self, Change, States};
@@ -30,6 +30,7 @@ type Group = (String, String);
 /// Projects `entries` (new in this transaction); returns the SKUs whose stock changed.
 pub async fn project(
     tx: &Transaction<'_>,
+    prepared: &Prepared,
     entries: &[Entry],
     now: i64,
 ) -> Result<BTreeSet<String>, PgError> {
@@ -66,7 +67,7 @@ pub async fn project(
     let mut deltas = elsewhere;
     for ((sku, warehouse), members) in &groups {
         let last = last.entry((sku.clone(), warehouse.clone())).or_default();
-        match project_group(tx, sku, warehouse, members, last, now).await? {
+        match project_group(tx, prepared, sku, warehouse, members, last, now).await? {
             GroupChange::Rebuilt => {
                 changed.insert(sku.clone());
             }
@@ -120,8 +121,10 @@ fn lock_id((sku, warehouse): &Group) -> i64 {
 }
 
 /// Projects the new entries of one (SKU, warehouse); `last` holds its bins' latest barriers.
+#[allow(clippy::too_many_arguments)]
 async fn project_group(
     tx: &Transaction<'_>,
+    prepared: &Prepared,
     sku: &str,
     warehouse: &str,
     members: &[&Entry],
@@ -160,7 +163,7 @@ async fn project_group(
         }
     }
     if replay {
-        rebuild(tx, sku, warehouse, now).await?;
+        rebuild(tx, prepared, sku, warehouse, now).await?;
         return Ok(GroupChange::Rebuilt);
     }
     Ok(GroupChange::Deltas(deltas))
@@ -214,6 +217,7 @@ async fn note_barrier(tx: &Transaction<'_>, e: &Entry) -> Result<(), PgError> {
 /// writes each bin's physical states (`in_transit` and `incoming` are sums, kept apart).
 async fn rebuild(
     tx: &Transaction<'_>,
+    prepared: &Prepared,
     sku: &str,
     warehouse: &str,
     now: i64,
@@ -247,7 +251,7 @@ async fn rebuild(
         replay.apply(e);
     }
     // The warehouse-level row also shows what reservations hold (`reserve`).
-    let held = super::reserve::held(tx, sku, warehouse).await?;
+    let held = super::reserve::held(tx, prepared, sku, warehouse).await?;
     for (bin, s) in replay.bins() {
         let (available, reserved) = match bin.is_empty() {
             true => (s.available - held, s.reserved + held),

@@ -12,7 +12,7 @@
 use tokio_postgres::{GenericClient, Row, Transaction};
 
 use super::project::lock;
-use super::PgError;
+use super::{PgError, Prepared};
 use crate::reserve::{expiry, Created, Request, Reservation};
 
 /// What the ledger shipped for reservation `r`'s order, SKU and warehouse.
@@ -48,14 +48,20 @@ fn reservation(r: &Row) -> Reservation {
 }
 
 /// One reservation by id.
-pub async fn get(c: &impl GenericClient, id: &str) -> Result<Option<Reservation>, PgError> {
+pub async fn get(
+    c: &impl GenericClient,
+    p: &Prepared,
+    id: &str,
+) -> Result<Option<Reservation>, PgError> {
     let sql = format!("SELECT {} FROM reservations r WHERE r.id = $1", columns());
-    Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(reservation))
+    let stmt = p.get(c, &sql).await?;
+    Ok(c.query_opt(&stmt, &[&id]).await?.as_ref().map(reservation))
 }
 
 /// Reservations of a SKU (optionally at one warehouse), newest first.
 pub async fn list(
     c: &impl GenericClient,
+    p: &Prepared,
     sku: &str,
     warehouse: Option<&str>,
     limit: i64,
@@ -65,19 +71,22 @@ pub async fn list(
          ORDER BY r.created_at_ms DESC, r.id LIMIT $3",
         columns()
     );
-    let rows = c.query(&sql, &[&sku, &warehouse, &limit]).await?;
+    let rows = c
+        .query(&p.get(c, &sql).await?, &[&sku, &warehouse, &limit])
+        .await?;
     Ok(rows.iter().map(reservation).collect())
 }
 
 /// Creates a reservation if the warehouse has the stock; `by` names who asked.
 pub async fn create(
     tx: &Transaction<'_>,
+    p: &Prepared,
     req: &Request,
     by: &str,
     now: i64,
 ) -> Result<Created, PgError> {
     lock(tx, &[(req.sku.clone(), req.warehouse.clone())]).await?;
-    if let Some(existing) = get(tx, &req.id).await? {
+    if let Some(existing) = get(tx, p, &req.id).await? {
         return Ok(if req.same_as(&existing) {
             Created::Replayed(existing)
         } else {
@@ -86,7 +95,7 @@ pub async fn create(
     }
     let available: i64 = tx
         .query_one(
-            "SELECT COALESCE(SUM(available), 0)::bigint FROM stock WHERE sku = $1 AND warehouse = $2",
+            &p.get(tx, "SELECT COALESCE(SUM(available), 0)::bigint FROM stock WHERE sku = $1 AND warehouse = $2").await?,
             &[&req.sku, &req.warehouse],
         )
         .await?
@@ -96,49 +105,58 @@ pub async fn create(
     }
     let expires = req.ttl_secs.map(|s| expiry(now, s));
     tx.execute(
-        "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9)",
+        &p.get(tx, "INSERT INTO reservations (id, order_ref, sku, warehouse, quantity, channel, status, created_at_ms, expires_at_ms, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9)").await?,
         &[&req.id, &req.order, &req.sku, &req.warehouse, &req.quantity, &req.channel, &now, &expires, &by],
     )
     .await?;
     // Shipped before it was reserved: nothing left to hold.
-    settle(tx, &req.sku, &req.warehouse, now).await?;
+    settle(tx, p, &req.sku, &req.warehouse, now).await?;
     Ok(Created::New(
-        get(tx, &req.id).await?.expect("just inserted"),
+        get(tx, p, &req.id).await?.expect("just inserted"),
     ))
 }
 
 /// Ends an active reservation by hand; `None` if there is no such reservation.
 pub async fn release(
     tx: &Transaction<'_>,
+    p: &Prepared,
     id: &str,
     by: &str,
     now: i64,
 ) -> Result<Option<Reservation>, PgError> {
-    let Some(r) = get(tx, id).await? else {
+    let Some(r) = get(tx, p, id).await? else {
         return Ok(None);
     };
     lock(tx, &[(r.sku.clone(), r.warehouse.clone())]).await?;
     let released = tx
         .execute(
-            "UPDATE reservations SET status = 'released', closed_at_ms = $2, closed_by = $3
+            &p.get(
+                tx,
+                "UPDATE reservations SET status = 'released', closed_at_ms = $2, closed_by = $3
              WHERE id = $1 AND status = 'active'",
+            )
+            .await?,
             &[&id, &now, &by],
         )
         .await?;
     if released > 0 {
-        refresh_hold(tx, &r.sku, &r.warehouse, now).await?;
+        refresh_hold(tx, p, &r.sku, &r.warehouse, now).await?;
     }
-    get(tx, id).await
+    get(tx, p, id).await
 }
 
 /// Lets every active reservation past its expiry lapse; returns how many did. Any worker
 /// may run it at any time: the update is conditional and the keys are locked first.
-pub async fn expire(tx: &Transaction<'_>, now: i64) -> Result<u64, PgError> {
+pub async fn expire(tx: &Transaction<'_>, p: &Prepared, now: i64) -> Result<u64, PgError> {
     let keys: Vec<(String, String)> = tx
         .query(
-            "SELECT DISTINCT sku, warehouse FROM reservations
+            &p.get(
+                tx,
+                "SELECT DISTINCT sku, warehouse FROM reservations
              WHERE status = 'active' AND expires_at_ms <= $1",
+            )
+            .await?,
             &[&now],
         )
         .await?
@@ -153,12 +171,16 @@ pub async fn expire(tx: &Transaction<'_>, now: i64) -> Result<u64, PgError> {
     for (sku, warehouse) in &keys {
         lapsed += tx
             .execute(
-                "UPDATE reservations SET status = 'expired', closed_at_ms = $3
+                &p.get(
+                    tx,
+                    "UPDATE reservations SET status = 'expired', closed_at_ms = $3
                  WHERE sku = $1 AND warehouse = $2 AND status = 'active' AND expires_at_ms <= $3",
+                )
+                .await?,
                 &[sku, warehouse, &now],
             )
             .await?;
-        refresh_hold(tx, sku, warehouse, now).await?;
+        refresh_hold(tx, p, sku, warehouse, now).await?;
     }
     Ok(lapsed)
 }
@@ -167,28 +189,42 @@ pub async fn expire(tx: &Transaction<'_>, now: i64) -> Result<u64, PgError> {
 /// whose locks the projection holds: the reservations of those orders hold less now.
 pub async fn on_shipments(
     tx: &Transaction<'_>,
+    p: &Prepared,
     keys: &[(String, String)],
     now: i64,
 ) -> Result<(), PgError> {
     for (sku, warehouse) in keys {
         let reserved = tx
             .query_opt(
-                "SELECT 1 FROM reservations WHERE sku = $1 AND warehouse = $2 LIMIT 1",
+                &p.get(
+                    tx,
+                    "SELECT 1 FROM reservations WHERE sku = $1 AND warehouse = $2 LIMIT 1",
+                )
+                .await?,
                 &[sku, warehouse],
             )
             .await?
             .is_some();
         if reserved {
-            settle(tx, sku, warehouse, now).await?;
+            settle(tx, p, sku, warehouse, now).await?;
         }
     }
     Ok(())
 }
 
 /// What (SKU, warehouse) holds now, as applied to its warehouse-level row.
-pub async fn held(c: &impl GenericClient, sku: &str, warehouse: &str) -> Result<i64, PgError> {
+pub async fn held(
+    c: &impl GenericClient,
+    p: &Prepared,
+    sku: &str,
+    warehouse: &str,
+) -> Result<i64, PgError> {
     Ok(c.query_opt(
-        "SELECT held FROM reservation_holds WHERE sku = $1 AND warehouse = $2",
+        &p.get(
+            c,
+            "SELECT held FROM reservation_holds WHERE sku = $1 AND warehouse = $2",
+        )
+        .await?,
         &[&sku, &warehouse],
     )
     .await?
@@ -197,66 +233,89 @@ pub async fn held(c: &impl GenericClient, sku: &str, warehouse: &str) -> Result<
 
 /// Closes the reservations of (sku, warehouse) their orders' shipments cover, reopens one
 /// whose shipments no longer do, and moves the held amount to match.
-async fn settle(tx: &Transaction<'_>, sku: &str, warehouse: &str, now: i64) -> Result<(), PgError> {
+async fn settle(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    sku: &str,
+    warehouse: &str,
+    now: i64,
+) -> Result<(), PgError> {
     tx.execute(
-        &format!(
+        &p.get(tx, &format!(
             "UPDATE reservations r SET status = 'fulfilled', closed_at_ms = $3
              WHERE r.sku = $1 AND r.warehouse = $2 AND r.status = 'active' AND r.quantity <= {SHIPPED}"
-        ),
+        )).await?,
         &[&sku, &warehouse, &now],
     )
     .await?;
     tx.execute(
-        &format!(
+        &p.get(tx, &format!(
             "UPDATE reservations r SET status = 'active', closed_at_ms = NULL
              WHERE r.sku = $1 AND r.warehouse = $2 AND r.status = 'fulfilled' AND r.quantity > {SHIPPED}"
-        ),
+        )).await?,
         &[&sku, &warehouse],
     )
     .await?;
-    refresh_hold(tx, sku, warehouse, now).await
+    refresh_hold(tx, p, sku, warehouse, now).await
 }
 
 /// Recomputes what (sku, warehouse) holds and moves the difference from `available` to
 /// `reserved` on the warehouse-level row.
 async fn refresh_hold(
     tx: &Transaction<'_>,
+    p: &Prepared,
     sku: &str,
     warehouse: &str,
     now: i64,
 ) -> Result<(), PgError> {
     let should: i64 = tx
         .query_one(
-            &format!(
-                "SELECT COALESCE(SUM(GREATEST(0, r.quantity - {SHIPPED})), 0)::bigint
+            &p.get(
+                tx,
+                &format!(
+                    "SELECT COALESCE(SUM(GREATEST(0, r.quantity - {SHIPPED})), 0)::bigint
                  FROM reservations r WHERE r.sku = $1 AND r.warehouse = $2 AND r.status = 'active'"
-            ),
+                ),
+            )
+            .await?,
             &[&sku, &warehouse],
         )
         .await?
         .get(0);
-    let diff = should - held(tx, sku, warehouse).await?;
+    let diff = should - held(tx, p, sku, warehouse).await?;
     if diff == 0 {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO reservation_holds (sku, warehouse, held) VALUES ($1, $2, $3)
+        &p.get(
+            tx,
+            "INSERT INTO reservation_holds (sku, warehouse, held) VALUES ($1, $2, $3)
          ON CONFLICT (sku, warehouse) DO UPDATE SET held = reservation_holds.held + excluded.held",
+        )
+        .await?,
         &[&sku, &warehouse, &diff],
     )
     .await?;
     tx.execute(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, updated_at_ms)
+        &p.get(
+            tx,
+            "INSERT INTO stock (sku, warehouse, bin, available, reserved, updated_at_ms)
          VALUES ($1, $2, '', $3, $4, $5)
          ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
             available = stock.available + excluded.available,
             reserved = stock.reserved + excluded.reserved,
             updated_at_ms = excluded.updated_at_ms",
+        )
+        .await?,
         &[&sku, &warehouse, &-diff, &diff, &now],
     )
     .await?;
     tx.execute(
-        "INSERT INTO outbox (sku, created_at_ms) VALUES ($1, $2)",
+        &p.get(
+            tx,
+            "INSERT INTO outbox (sku, created_at_ms) VALUES ($1, $2)",
+        )
+        .await?,
         &[&sku, &now],
     )
     .await?;
@@ -278,8 +337,9 @@ pub async fn expire_every_second(
         }
         let round = async {
             let mut conn = pool.get().await?;
+            let conn_prepared = conn.prepared();
             let tx = conn.transaction().await?;
-            let lapsed = expire(&tx, super::now_ms()).await?;
+            let lapsed = expire(&tx, &conn_prepared, super::now_ms()).await?;
             tx.commit().await?;
             Ok::<_, PgError>(lapsed)
         };

@@ -140,7 +140,7 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
     let mut holds = BTreeMap::new();
     for row in rows.iter().filter(|r| r.bin.is_none()) {
         match app.pool.get().await {
-            Ok(c) => match super::reserve::held(&*c, &sku, &row.warehouse).await {
+            Ok(c) => match super::reserve::held(&*c, &c.prepared(), &sku, &row.warehouse).await {
                 Ok(h) => holds.insert(row.warehouse.clone(), h),
                 Err(e) => return internal(e),
             },

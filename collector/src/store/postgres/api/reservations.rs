@@ -29,8 +29,9 @@ pub async fn create(
     known_sku_and_warehouse(&app, &req).await?;
     let by = auth::by(principal.as_deref(), "api");
     let mut conn = app.pool.get().await.map_err(PgError::from)?;
+    let prepared = conn.prepared();
     let tx = conn.transaction().await.map_err(PgError::from)?;
-    let created = reserve::create(&tx, &req, &by, now_ms()).await?;
+    let created = reserve::create(&tx, &prepared, &req, &by, now_ms()).await?;
     tx.commit().await.map_err(PgError::from)?;
     Ok(match created {
         Created::New(r) => (StatusCode::CREATED, Json(r)).into_response(),
@@ -65,7 +66,14 @@ pub async fn list(
 ) -> Result<Response, AppError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let conn = app.pool.get().await.map_err(PgError::from)?;
-    let rows = reserve::list(&*conn, &q.sku, q.warehouse.as_deref(), limit).await?;
+    let rows = reserve::list(
+        &*conn,
+        &conn.prepared(),
+        &q.sku,
+        q.warehouse.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(rows).into_response())
 }
 
@@ -75,7 +83,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let conn = app.pool.get().await.map_err(PgError::from)?;
-    match reserve::get(&*conn, &id).await? {
+    match reserve::get(&*conn, &conn.prepared(), &id).await? {
         Some(r) => Ok(Json(r).into_response()),
         None => Err(AppError::not_found("id", format!("no reservation `{id}`"))),
     }
@@ -89,8 +97,9 @@ pub async fn release(
 ) -> Result<Response, AppError> {
     let by = auth::by(principal.as_deref(), "api");
     let mut conn = app.pool.get().await.map_err(PgError::from)?;
+    let prepared = conn.prepared();
     let tx = conn.transaction().await.map_err(PgError::from)?;
-    let released = reserve::release(&tx, &id, &by, now_ms()).await?;
+    let released = reserve::release(&tx, &prepared, &id, &by, now_ms()).await?;
     tx.commit().await.map_err(PgError::from)?;
     match released {
         Some(r) => Ok(Json(r).into_response()),
