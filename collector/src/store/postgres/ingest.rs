@@ -48,7 +48,7 @@ impl Incoming<'_> {
 /// Returns the ack outcome and how many movements went to the rejects queue.
 pub async fn apply(
     client: &mut Client,
-    prepared: &Prepared,
+    p: &Prepared,
     policies: &Policies,
     incoming: &Incoming<'_>,
 ) -> Result<(AckOutcome, u32), PgError> {
@@ -56,7 +56,7 @@ pub async fn apply(
     loop {
         attempt += 1;
         let tx = client.transaction().await?;
-        let result = match apply_in(&tx, prepared, policies, incoming).await {
+        let result = match apply_in(&tx, p, policies, incoming).await {
             Ok(outcome) => tx.commit().await.map(|()| outcome).map_err(PgError::from),
             Err(e) => Err(e),
         };
@@ -72,20 +72,21 @@ pub async fn apply(
 
 async fn apply_in(
     tx: &Transaction<'_>,
-    prepared: &Prepared,
+    p: &Prepared,
     policies: &Policies,
     incoming: &Incoming<'_>,
 ) -> Result<(AckOutcome, u32), PgError> {
     let (batch, topic) = (incoming.batch, incoming.topic);
     let now = super::now_ms();
-    let mut refusal = check_batch(tx, batch, topic, now).await?;
+    let mut refusal = check_batch(tx, p, batch, topic, now).await?;
     if refusal.is_none() {
-        refusal = check_reuse(tx, incoming).await?;
+        refusal = check_reuse(tx, p, incoming).await?;
     }
     if let Some(reason) = refusal {
         tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
         store_reject(
             tx,
+            p,
             &Rejected {
                 topic: topic.to_string(),
                 agent_id: Some(batch.agent_id.clone()),
@@ -100,7 +101,11 @@ async fn apply_in(
     }
     if let Some(sent) = batch.sent_at_ms {
         tx.execute(
-            "UPDATE agents SET clock_skew_ms = $2 WHERE agent_id = $1",
+            &p.get(
+                tx,
+                "UPDATE agents SET clock_skew_ms = $2 WHERE agent_id = $1",
+            )
+            .await?,
             &[&batch.agent_id, &now.saturating_sub(sent)],
         )
         .await?;
@@ -112,7 +117,8 @@ async fn apply_in(
         let m = &batch.movements[i];
         let known = tx
             .query_opt(
-                "SELECT 1 FROM ledger WHERE agent_id = $1 AND seq = $2",
+                &p.get(tx, "SELECT 1 FROM ledger WHERE agent_id = $1 AND seq = $2")
+                    .await?,
                 &[&batch.agent_id, &(m.seq as i64)],
             )
             .await?
@@ -124,6 +130,7 @@ async fn apply_in(
         tracing::warn!(agent = %batch.agent_id, seq = m.seq, reason = %refusal.reason, "movement refused");
         store_reject(
             tx,
+            p,
             &Rejected {
                 topic: topic.to_string(),
                 agent_id: Some(batch.agent_id.clone()),
@@ -136,7 +143,7 @@ async fn apply_in(
         .await?;
         policy_rejects += 1;
     }
-    let new = insert(tx, &policies.worker_id, &batch.agent_id, &rows, now).await?;
+    let new = insert(tx, p, &policies.worker_id, &batch.agent_id, &rows, now).await?;
     duplicates += (rows.len() - new.len()) as u32;
     let mut entries = Vec::with_capacity(new.len());
     for row in rows
@@ -148,6 +155,7 @@ async fn apply_in(
             let m = &row.entry.movement;
             store_reject(
                 tx,
+                p,
                 &Rejected {
                     topic: topic.to_string(),
                     agent_id: Some(batch.agent_id.clone()),
@@ -161,7 +169,7 @@ async fn apply_in(
         }
         entries.push(row.entry);
     }
-    let changed = project::project(tx, prepared, &entries, now).await?;
+    let changed = project::project(tx, p, &entries, now).await?;
     let mut shipped: Vec<(String, String)> = entries
         .iter()
         .filter(|e| {
@@ -178,11 +186,15 @@ async fn apply_in(
         .collect();
     shipped.sort_unstable();
     shipped.dedup();
-    reserve::on_shipments(tx, prepared, &shipped, now).await?;
+    reserve::on_shipments(tx, p, &shipped, now).await?;
     if !changed.is_empty() {
         let skus: Vec<&str> = changed.iter().map(String::as_str).collect();
         tx.execute(
-            "INSERT INTO outbox (sku, created_at_ms) SELECT s, $2 FROM unnest($1::text[]) AS s",
+            &p.get(
+                tx,
+                "INSERT INTO outbox (sku, created_at_ms) SELECT s, $2 FROM unnest($1::text[]) AS s",
+            )
+            .await?,
             &[&skus, &now],
         )
         .await?;
@@ -233,6 +245,7 @@ fn decide(
 /// Inserts the rows in one statement; returns the seqs that were new.
 async fn insert(
     tx: &Transaction<'_>,
+    p: &Prepared,
     worker_id: &str,
     agent_id: &str,
     rows: &[Row],
@@ -267,13 +280,13 @@ async fn insert(
     let order: Vec<Option<&str>> = ms.map(|m| m.references.order.as_deref()).collect();
     let inserted = tx
         .query(
-            "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref, applied_by)
+            &p.get(tx, "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref, applied_by)
              SELECT $1, m.seq, m.sku, m.warehouse, m.bin, m.source, m.kind, m.quantity, m.occurred_at_ms, $2, m.payload, m.treatment, m.returns_to, m.transfer, m.peer, m.order_ref, $17
              FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
                AS m(seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, payload, treatment, returns_to, transfer, peer, order_ref)
              ORDER BY m.seq
              ON CONFLICT (agent_id, seq) DO NOTHING
-             RETURNING seq",
+             RETURNING seq").await?,
             &[
                 &agent_id, &now, &seq, &sku, &warehouse, &bin, &source, &kind, &quantity,
                 &occurred, &payload, &treatment, &returns_to, &transfer, &peer, &order, &worker_id,
@@ -285,13 +298,13 @@ async fn insert(
 
 /// Keeps a payload in the rejects queue; the same payload on the same topic again only
 /// counts as seen once more.
-pub async fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), PgError> {
+pub async fn store_reject(tx: &Transaction<'_>, p: &Prepared, r: &Rejected) -> Result<(), PgError> {
     let now = super::now_ms();
     let hash = sha2::Sha256::digest(&r.payload).to_vec();
     tx.execute(
-        "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, field, payload, payload_sha256)
+        &p.get(tx, "INSERT INTO rejects (first_seen_ms, last_seen_ms, topic, agent_id, first_seq, last_seq, reason, field, payload, payload_sha256)
          VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (topic, payload_sha256) DO UPDATE SET seen_count = rejects.seen_count + 1, last_seen_ms = $1",
+         ON CONFLICT (topic, payload_sha256) DO UPDATE SET seen_count = rejects.seen_count + 1, last_seen_ms = $1").await?,
         &[
             &now,
             &r.topic,
@@ -311,6 +324,7 @@ pub async fn store_reject(tx: &Transaction<'_>, r: &Rejected) -> Result<(), PgEr
 /// The SQLite ledger's `check_batch`: topic, warehouse and journal identity must add up.
 async fn check_batch(
     tx: &Transaction<'_>,
+    p: &Prepared,
     batch: &Batch,
     topic: &str,
     now: i64,
@@ -334,14 +348,18 @@ async fn check_batch(
     }
     // Insert-or-lock: two workers seeing a new agent at once agree on one row.
     tx.execute(
-        "INSERT INTO agents (agent_id, journal_id, warehouse, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $4)
-         ON CONFLICT (agent_id) DO NOTHING",
+        &p.get(tx, "INSERT INTO agents (agent_id, journal_id, warehouse, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $4)
+         ON CONFLICT (agent_id) DO NOTHING").await?,
         &[&batch.agent_id, &(batch.journal_id as i64), &batch.warehouse, &now],
     )
     .await?;
     let row = tx
         .query_one(
-            "SELECT journal_id, warehouse FROM agents WHERE agent_id = $1 FOR UPDATE",
+            &p.get(
+                tx,
+                "SELECT journal_id, warehouse FROM agents WHERE agent_id = $1 FOR UPDATE",
+            )
+            .await?,
             &[&batch.agent_id],
         )
         .await?;
@@ -359,7 +377,11 @@ async fn check_batch(
         )));
     }
     tx.execute(
-        "UPDATE agents SET last_seen_ms = $2 WHERE agent_id = $1",
+        &p.get(
+            tx,
+            "UPDATE agents SET last_seen_ms = $2 WHERE agent_id = $1",
+        )
+        .await?,
         &[&batch.agent_id, &now],
     )
     .await?;
@@ -370,6 +392,7 @@ async fn check_batch(
 /// agent's journal went back in time; the whole batch is refused, visibly.
 async fn check_reuse(
     tx: &Transaction<'_>,
+    p: &Prepared,
     incoming: &Incoming<'_>,
 ) -> Result<Option<String>, PgError> {
     let batch = incoming.batch;
@@ -378,7 +401,11 @@ async fn check_reuse(
     };
     let rows = tx
         .query(
-            "SELECT seq, payload FROM ledger WHERE agent_id = $1 AND seq BETWEEN $2 AND $3",
+            &p.get(
+                tx,
+                "SELECT seq, payload FROM ledger WHERE agent_id = $1 AND seq BETWEEN $2 AND $3",
+            )
+            .await?,
             &[&batch.agent_id, &(first as i64), &(last as i64)],
         )
         .await?;
@@ -401,7 +428,8 @@ async fn check_reuse(
     };
     let last: i64 = tx
         .query_one(
-            "SELECT MAX(seq) FROM ledger WHERE agent_id = $1",
+            &p.get(tx, "SELECT MAX(seq) FROM ledger WHERE agent_id = $1")
+                .await?,
             &[&batch.agent_id],
         )
         .await?

@@ -145,8 +145,9 @@ impl Ingest for PgStore {
 
     async fn reject(&self, rejected: Rejected) -> Result<(), PgError> {
         let mut conn = self.pool.get().await?;
+        let prepared = conn.prepared();
         let tx = conn.transaction().await?;
-        ingest::store_reject(&tx, &rejected).await?;
+        ingest::store_reject(&tx, &prepared, &rejected).await?;
         tx.commit().await?;
         self.metrics.rejects.inc();
         Ok(())

@@ -30,7 +30,7 @@ type Group = (String, String);
 /// Projects `entries` (new in this transaction); returns the SKUs whose stock changed.
 pub async fn project(
     tx: &Transaction<'_>,
-    prepared: &Prepared,
+    p: &Prepared,
     entries: &[Entry],
     now: i64,
 ) -> Result<BTreeSet<String>, PgError> {
@@ -60,14 +60,14 @@ pub async fn project(
             .keys()
             .map(|k| (k.sku.clone(), k.warehouse.clone())),
     );
-    lock(tx, &locked).await?;
-    let mut last = last_barriers(tx, groups.keys()).await?;
+    lock(tx, p, &locked).await?;
+    let mut last = last_barriers(tx, p, groups.keys()).await?;
     let mut changed = BTreeSet::new();
     // Every incremental delta of the batch, summed per row and written in one statement.
     let mut deltas = elsewhere;
     for ((sku, warehouse), members) in &groups {
         let last = last.entry((sku.clone(), warehouse.clone())).or_default();
-        match project_group(tx, prepared, sku, warehouse, members, last, now).await? {
+        match project_group(tx, p, sku, warehouse, members, last, now).await? {
             GroupChange::Rebuilt => {
                 changed.insert(sku.clone());
             }
@@ -84,7 +84,7 @@ pub async fn project(
         }
     }
     changed.extend(deltas.keys().map(|k| k.sku.clone()));
-    add(tx, &deltas, now).await?;
+    add(tx, p, &deltas, now).await?;
     Ok(changed)
 }
 
@@ -98,12 +98,20 @@ enum GroupChange {
 
 /// Takes the advisory locks of `groups` in ascending lock-id order, in one statement
 /// (PostgreSQL evaluates a volatile output expression after the `ORDER BY`).
-pub(super) async fn lock(tx: &Transaction<'_>, groups: &[Group]) -> Result<(), PgError> {
+pub(super) async fn lock(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    groups: &[Group],
+) -> Result<(), PgError> {
     let mut ids: Vec<i64> = groups.iter().map(lock_id).collect();
     ids.sort_unstable();
     ids.dedup();
     tx.execute(
-        "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS t(id) ORDER BY id",
+        &p.get(
+            tx,
+            "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS t(id) ORDER BY id",
+        )
+        .await?,
         &[&ids],
     )
     .await?;
@@ -124,7 +132,7 @@ fn lock_id((sku, warehouse): &Group) -> i64 {
 #[allow(clippy::too_many_arguments)]
 async fn project_group(
     tx: &Transaction<'_>,
-    prepared: &Prepared,
+    p: &Prepared,
     sku: &str,
     warehouse: &str,
     members: &[&Entry],
@@ -140,7 +148,7 @@ async fn project_group(
         if is_barrier(e) {
             replay = true;
             if !before(&bin, last) {
-                note_barrier(tx, e).await?;
+                note_barrier(tx, p, e).await?;
                 last.insert(bin.clone(), e.order());
             }
             continue;
@@ -163,7 +171,7 @@ async fn project_group(
         }
     }
     if replay {
-        rebuild(tx, prepared, sku, warehouse, now).await?;
+        rebuild(tx, p, sku, warehouse, now).await?;
         return Ok(GroupChange::Rebuilt);
     }
     Ok(GroupChange::Deltas(deltas))
@@ -172,15 +180,20 @@ async fn project_group(
 /// The latest barrier of every bin of the `groups`, in one query.
 async fn last_barriers(
     tx: &Transaction<'_>,
+    p: &Prepared,
     groups: impl Iterator<Item = &Group>,
 ) -> Result<HashMap<Group, HashMap<String, Order>>, PgError> {
     let (skus, warehouses): (Vec<&str>, Vec<&str>) =
         groups.map(|(s, w)| (s.as_str(), w.as_str())).unzip();
     let rows = tx
         .query(
-            "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.agent_id, c.seq
+            &p.get(
+                tx,
+                "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.agent_id, c.seq
              FROM stock_last_count c JOIN unnest($1::text[], $2::text[]) AS g(sku, warehouse)
                ON c.sku = g.sku AND c.warehouse = g.warehouse",
+            )
+            .await?,
             &[&skus, &warehouses],
         )
         .await?;
@@ -194,12 +207,12 @@ async fn last_barriers(
 }
 
 /// Remembers the latest barrier of a key, so later deltas know whether they may be added.
-async fn note_barrier(tx: &Transaction<'_>, e: &Entry) -> Result<(), PgError> {
+async fn note_barrier(tx: &Transaction<'_>, p: &Prepared, e: &Entry) -> Result<(), PgError> {
     let key = e.key();
     tx.execute(
-        "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES ($1, $2, $3, $4, $5, $6)
+        &p.get(tx, "INSERT INTO stock_last_count (sku, warehouse, bin, occurred_at_ms, agent_id, seq) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            occurred_at_ms = excluded.occurred_at_ms, agent_id = excluded.agent_id, seq = excluded.seq",
+            occurred_at_ms = excluded.occurred_at_ms, agent_id = excluded.agent_id, seq = excluded.seq").await?,
         &[
             &key.sku,
             &key.warehouse,
@@ -217,15 +230,15 @@ async fn note_barrier(tx: &Transaction<'_>, e: &Entry) -> Result<(), PgError> {
 /// writes each bin's physical states (`in_transit` and `incoming` are sums, kept apart).
 async fn rebuild(
     tx: &Transaction<'_>,
-    prepared: &Prepared,
+    p: &Prepared,
     sku: &str,
     warehouse: &str,
     now: i64,
 ) -> Result<(), PgError> {
     let rows = tx
         .query(
-            "SELECT agent_id, treatment, returns_to, payload FROM ledger
-             WHERE sku = $1 AND warehouse = $2 AND treatment IN ('apply', 'provisional', 'conflict')",
+            &p.get(tx, "SELECT agent_id, treatment, returns_to, payload FROM ledger
+             WHERE sku = $1 AND warehouse = $2 AND treatment IN ('apply', 'provisional', 'conflict')").await?,
             &[&sku, &warehouse],
         )
         .await?;
@@ -251,19 +264,19 @@ async fn rebuild(
         replay.apply(e);
     }
     // The warehouse-level row also shows what reservations hold (`reserve`).
-    let held = super::reserve::held(tx, prepared, sku, warehouse).await?;
+    let held = super::reserve::held(tx, p, sku, warehouse).await?;
     for (bin, s) in replay.bins() {
         let (available, reserved) = match bin.is_empty() {
             true => (s.available - held, s.reserved + held),
             false => (s.available, s.reserved),
         };
         tx.execute(
-            "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)
+            &p.get(tx, "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
                 available = excluded.available, reserved = excluded.reserved,
                 damaged = excluded.damaged, quality_control = excluded.quality_control,
-                updated_at_ms = excluded.updated_at_ms",
+                updated_at_ms = excluded.updated_at_ms").await?,
             &[
                 &sku,
                 &warehouse,
@@ -283,6 +296,7 @@ async fn rebuild(
 /// Adds each delta to its stock row, in one statement (one delta per row: summed before).
 async fn add(
     tx: &Transaction<'_>,
+    p: &Prepared,
     deltas: &BTreeMap<StockKey, States>,
     now: i64,
 ) -> Result<(), PgError> {
@@ -295,7 +309,7 @@ async fn add(
     let bin: Vec<&str> = keys.map(|k| k.bin.as_str()).collect();
     let column = |f: fn(&States) -> i64| deltas.values().map(f).collect::<Vec<i64>>();
     tx.execute(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
+        &p.get(tx, "INSERT INTO stock (sku, warehouse, bin, available, reserved, damaged, quality_control, in_transit, incoming, updated_at_ms)
          SELECT *, $10 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
          ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
             available = stock.available + excluded.available,
@@ -304,7 +318,7 @@ async fn add(
             quality_control = stock.quality_control + excluded.quality_control,
             in_transit = stock.in_transit + excluded.in_transit,
             incoming = stock.incoming + excluded.incoming,
-            updated_at_ms = excluded.updated_at_ms",
+            updated_at_ms = excluded.updated_at_ms").await?,
         &[
             &sku,
             &warehouse,

@@ -85,7 +85,7 @@ pub async fn create(
     by: &str,
     now: i64,
 ) -> Result<Created, PgError> {
-    lock(tx, &[(req.sku.clone(), req.warehouse.clone())]).await?;
+    lock(tx, p, &[(req.sku.clone(), req.warehouse.clone())]).await?;
     if let Some(existing) = get(tx, p, &req.id).await? {
         return Ok(if req.same_as(&existing) {
             Created::Replayed(existing)
@@ -128,7 +128,7 @@ pub async fn release(
     let Some(r) = get(tx, p, id).await? else {
         return Ok(None);
     };
-    lock(tx, &[(r.sku.clone(), r.warehouse.clone())]).await?;
+    lock(tx, p, &[(r.sku.clone(), r.warehouse.clone())]).await?;
     let released = tx
         .execute(
             &p.get(
@@ -166,7 +166,7 @@ pub async fn expire(tx: &Transaction<'_>, p: &Prepared, now: i64) -> Result<u64,
     if keys.is_empty() {
         return Ok(0);
     }
-    lock(tx, &keys).await?;
+    lock(tx, p, &keys).await?;
     let mut lapsed = 0;
     for (sku, warehouse) in &keys {
         lapsed += tx
