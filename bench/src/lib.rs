@@ -6,6 +6,7 @@
 //! broker, Mosquitto and the real binaries, never stand-ins.
 
 pub mod e2e;
+pub mod holds;
 pub mod ingest;
 pub mod inputs;
 pub mod latency;

@@ -1,11 +1,12 @@
 //! Figure: end-to-end movements/s on the PostgreSQL store (HTTP at four agents -> journaled
 //! -> forwarded -> applied in one PostgreSQL transaction per batch -> acknowledged) with 1
-//! and 2 collector workers, beside its limit: raw multi-row `INSERT`s of the same ledger
+//! 2 and 3 collector workers, beside its limit: raw multi-row `INSERT`s of the same ledger
 //! rows into the same table, 500 rows per transaction, on the same server.
 //!
 //! The server is started here for the run (`initdb` in a temp dir, as the `postgres` user
 //! when running as root, since PostgreSQL refuses root), with the distribution's defaults
-//! (fsync on). Workers and agents run in this process, as in the other figures.
+//! (fsync on). Workers and agents run in this process, as in the other figures. The same run
+//! measures reservation latency on both backends (`holds`).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ pub struct PgArgs {
     pub movements: usize,
     #[arg(long, default_value_t = 4)]
     pub warehouses: usize,
+    /// Holds taken one after another for the reservation latency on each backend.
+    #[arg(long, default_value_t = 2000)]
+    pub holds: usize,
 }
 
 /// A PostgreSQL server for the run, killed (immediate shutdown) on drop.
@@ -285,7 +289,7 @@ pub fn run(args: &PgArgs) -> anyhow::Result<Vec<Row>> {
     let limit = rt.block_on(raw_insert(&server, args.movements))?;
     let name = format!("{:?}", args.broker).to_lowercase();
     let mut rows = Vec::new();
-    for workers in [1, 2] {
+    for workers in [1, 2, 3] {
         let got = end_to_end(&rt, &dir, &server, broker.port, workers, args)?;
         rows.push(Row {
             figure: format!(
@@ -303,5 +307,43 @@ pub fn run(args: &PgArgs) -> anyhow::Result<Vec<Row>> {
             ),
         });
     }
+    let command = format!("stocksync-bench postgres --holds {}", args.holds);
+    rows.push(crate::holds::sqlite(
+        &rt,
+        &dir,
+        broker.port,
+        args.holds,
+        &command,
+    )?);
+    rows.push(holds_on_postgres(
+        &rt,
+        &dir,
+        &server,
+        broker.port,
+        args.holds,
+        &command,
+    )?);
     Ok(rows)
+}
+
+/// Reservation latency on one PostgreSQL worker.
+fn holds_on_postgres(
+    rt: &tokio::runtime::Runtime,
+    dir: &TempDir,
+    server: &Server,
+    broker: u16,
+    n: usize,
+    command: &str,
+) -> anyhow::Result<Row> {
+    rt.block_on(server.create("bench_holds"))?;
+    let store = format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"h\"\nlease_secs = 3\nwarehouses = [\"wh-0\"]\n",
+        server.url("bench_holds")
+    );
+    let config = collector_config_with(&dir.join("unused.db"), broker, &store)?;
+    let worker = rt.block_on(Collector::start(config))?;
+    let c = rt.block_on(server.connect("bench_holds"))?;
+    let row = crate::holds::postgres(rt, &c, &format!("http://{}", worker.http_addr), n, command);
+    rt.block_on(worker.stop())?;
+    row
 }

@@ -17,3 +17,31 @@ fn every_figure_runs_at_tiny_sizes() {
     // rebuild 1, query 2, orders 3 (HTTP vs store, paced latency, hot-SKU race), epcis 1, csv 2
     assert_eq!(rows.len(), 16 + 4 * brokers.len());
 }
+
+/// The PostgreSQL figure (1, 2 and 3 workers, reservation latency on both backends) at tiny
+/// sizes; skipped with a notice without PostgreSQL, unless `STOCKSYNC_REQUIRE_POSTGRES=1`.
+#[test]
+fn the_postgres_figure_runs_at_tiny_sizes() {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().any(|e| e.path().join("bin/initdb").exists()))
+        .unwrap_or(false);
+    if !installed {
+        assert_ne!(
+            std::env::var("STOCKSYNC_REQUIRE_POSTGRES").as_deref(),
+            Ok("1"),
+            "PostgreSQL is not installed and STOCKSYNC_REQUIRE_POSTGRES=1"
+        );
+        eprintln!("NOTICE: PostgreSQL not installed; skipping the postgres figure's smoke");
+        return;
+    }
+    let rows = stocksync_bench::postgres::run(&stocksync_bench::postgres::PgArgs {
+        broker: BrokerKind::Embedded,
+        movements: 2000,
+        warehouses: 3,
+        holds: 50,
+    })
+    .expect("postgres smoke run");
+    stocksync_bench::util::print_rows(&rows);
+    // end to end at 1, 2, 3 workers; reservation latency on SQLite and on PostgreSQL
+    assert_eq!(rows.len(), 5);
+}

@@ -6,6 +6,7 @@
 //! ledger, matched by `order` reference) have not yet covered. The warehouse's held amount
 //! is the sum of open amounts of its active reservations and is shown on the warehouse-level
 //! row (bin ""): `available` minus held, `reserved` plus held, so on_hand never changes.
+//! This module decides what is held; `stock` applies it to the row and keeps the amount.
 //!
 //! Invariants: the held amount depends only on the reservations and the set of shipments,
 //! not on their arrival order (a shipment arriving before its reservation simply leaves less
@@ -16,34 +17,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::StockKey;
-
-/// Tables of this module, created with the ledger.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    order_ref TEXT NOT NULL,
-    sku TEXT NOT NULL,
-    warehouse TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
-    channel TEXT,
-    status TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    expires_at_ms INTEGER,
-    closed_at_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS reservations_by_stock ON reservations (sku, warehouse) WHERE status = 'active';
-CREATE INDEX IF NOT EXISTS reservations_by_order ON reservations (order_ref, sku, warehouse);
-DROP INDEX IF EXISTS reservations_expiring;
-CREATE INDEX IF NOT EXISTS reservations_expiring_at ON reservations (expires_at_ms)
-    WHERE status = 'active' AND expires_at_ms IS NOT NULL;
-CREATE TABLE IF NOT EXISTS reservation_holds (
-    sku TEXT NOT NULL,
-    warehouse TEXT NOT NULL,
-    held INTEGER NOT NULL,
-    PRIMARY KEY (sku, warehouse)
-) WITHOUT ROWID;
-";
+use crate::stock::{self, StockKey};
 
 /// A reservation as a channel or OMS asks for it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -67,11 +41,14 @@ impl Request {
     /// rules on every backend.
     pub fn check(&self) -> Result<(), (String, String)> {
         if self.quantity <= 0 {
-            return Err(("quantity".into(), format!("{} must be > 0", self.quantity)));
+            return Err((
+                "$.quantity".into(),
+                format!("{} must be > 0", self.quantity),
+            ));
         }
         if let Some(ttl) = self.ttl_secs.filter(|t| *t > MAX_TTL_SECS) {
             return Err((
-                "ttl_secs".into(),
+                "$.ttl_secs".into(),
                 format!("{ttl} is more than {MAX_TTL_SECS} (a year)"),
             ));
         }
@@ -82,14 +59,14 @@ impl Request {
             ("warehouse", &self.warehouse),
         ] {
             if value.trim().is_empty() {
-                return Err((field.into(), "must not be empty".into()));
+                return Err((format!("$.{field}"), "must not be empty".into()));
             }
         }
         if self.id.contains('#') {
             // `<order>#<n>` is how orders name their holds: a hand-made id of that shape
             // could take an order's id before the order does.
             return Err((
-                "id".into(),
+                "$.id".into(),
                 "must not contain `#` (reserved for the holds of orders)".into(),
             ));
         }
@@ -209,11 +186,7 @@ pub fn create(
             Created::IdConflict(existing)
         });
     }
-    let available: i64 = tx
-        .prepare_cached(
-            "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
-        )?
-        .query_row(params![req.sku, req.warehouse], |r| r.get(0))?;
+    let available: i64 = stock::available_at(tx, &req.sku, &req.warehouse)?;
     if available < req.quantity {
         return Ok(Created::Insufficient { available });
     }
@@ -338,9 +311,8 @@ fn fulfil(tx: &Connection, sku: &str, warehouse: &str, now: i64) -> rusqlite::Re
 }
 
 /// Applies every active reservation's hold again, after the stock rows were rebuilt from the
-/// ledger alone (`rebuild`): the holds table is cleared and refilled.
+/// ledger alone (`rebuild`, which cleared the applied holds with the rows).
 pub(crate) fn reapply_all(tx: &Connection, now: i64) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM reservation_holds", [])?;
     let keys: Vec<(String, String)> = {
         let mut stmt =
             tx.prepare("SELECT DISTINCT sku, warehouse FROM reservations WHERE status = 'active'")?;
@@ -352,14 +324,6 @@ pub(crate) fn reapply_all(tx: &Connection, now: i64) -> rusqlite::Result<()> {
         refresh_hold(tx, &sku, &warehouse, now, &mut touched)?;
     }
     Ok(())
-}
-
-/// The held amount currently applied to the warehouse-level row of (sku, warehouse).
-pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT held FROM reservation_holds WHERE sku = ?1 AND warehouse = ?2")?
-        .query_row(params![sku, warehouse], |r| r.get(0))
-        .optional()
-        .map(Option::unwrap_or_default)
 }
 
 /// Recomputes what (sku, warehouse) holds and moves the difference between `available`
@@ -377,41 +341,8 @@ fn refresh_hold(
              WHERE r.sku = ?1 AND r.warehouse = ?2 AND r.status = 'active'"
         ))?
         .query_row(params![sku, warehouse], |r| r.get(0))?;
-    let diff = should - held(tx, sku, warehouse)?;
-    move_hold(tx, sku, warehouse, diff, now, touched)
-}
-
-/// Adds `diff` to what (sku, warehouse) holds: moves it from `available` to `reserved` on
-/// the warehouse-level row.
-fn move_hold(
-    tx: &Connection,
-    sku: &str,
-    warehouse: &str,
-    diff: i64,
-    now: i64,
-    touched: &mut Vec<StockKey>,
-) -> rusqlite::Result<()> {
-    if diff == 0 {
-        return Ok(());
-    }
-    tx.prepare_cached(
-        "INSERT INTO reservation_holds (sku, warehouse, held) VALUES (?1, ?2, ?3)
-         ON CONFLICT (sku, warehouse) DO UPDATE SET held = held + excluded.held",
-    )?
-    .execute(params![sku, warehouse, diff])?;
-    tx.prepare_cached(
-        "INSERT INTO stock (sku, warehouse, bin, available, reserved, updated_at_ms) VALUES (?1, ?2, '', ?3, ?4, ?5)
-         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
-            available = available + excluded.available, reserved = reserved + excluded.reserved,
-            updated_at_ms = excluded.updated_at_ms",
-    )?
-    .execute(params![sku, warehouse, -diff, diff, now])?;
-    touched.push(StockKey {
-        sku: sku.into(),
-        warehouse: warehouse.into(),
-        bin: String::new(),
-    });
-    Ok(())
+    let diff = should - stock::held(tx, sku, warehouse)?;
+    stock::hold(tx, sku, warehouse, diff, now, touched)
 }
 
 #[cfg(test)]
@@ -487,11 +418,7 @@ pub fn create_all(
         *slot = slot.saturating_add(h.quantity);
     }
     for ((sku, warehouse), want) in &wanted {
-        let available: i64 = tx
-            .prepare_cached(
-                "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
-            )?
-            .query_row(params![sku, warehouse], |r| r.get(0))?;
+        let available: i64 = stock::available_at(tx, sku, warehouse)?;
         if available < *want {
             return Ok(CreatedAll::Insufficient {
                 sku: sku.to_string(),
@@ -532,7 +459,7 @@ pub fn create_all(
         });
     }
     for ((sku, warehouse), diff) in added {
-        move_hold(tx, sku, warehouse, diff, now, touched)?;
+        stock::hold(tx, sku, warehouse, diff, now, touched)?;
     }
     Ok(CreatedAll::New(created))
 }

@@ -10,9 +10,7 @@
 //! readers); a COMMIT that fails fails every caller of the group, and nothing of it is kept.
 //!
 //! Readers open their own connections with [`open`]: WAL lets them read while the writer writes.
-//! [`Checkpointer`] moves WAL checkpoints off the writer's commits.
 
-mod checkpoint;
 mod group;
 pub mod migrate;
 #[cfg(test)]
@@ -25,7 +23,6 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use checkpoint::Checkpointer;
 use group::{Job, Typed};
 
 /// Opens `path` the way every stocksync file is opened: WAL (readers beside the writer),

@@ -251,35 +251,3 @@ async fn a_panicking_answer_callback_loses_only_its_answer() {
     assert_eq!(writer.call(insert(2)).await.unwrap(), 2);
     assert_eq!(file.ids(), vec![1, 2]);
 }
-
-#[tokio::test]
-async fn the_checkpointer_copies_the_wal_into_the_file_and_closes_when_dropped() {
-    let file = File::new("checkpoint");
-    let writer = open(&file.path()).unwrap();
-    let checkpointer =
-        Checkpointer::start(&writer, &file.path(), std::time::Duration::from_millis(10)).unwrap();
-    // About 800 pages in one commit: below SQLite's default automatic checkpoint (1000
-    // pages), so only the thread can have copied them into the file.
-    writer
-        .execute_batch(
-            "CREATE TABLE blobs (b BLOB NOT NULL);
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 800)
-             INSERT INTO blobs SELECT zeroblob(3000) FROM n;",
-        )
-        .unwrap();
-    let size = || std::fs::metadata(file.path()).unwrap().len();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while size() < 2_000_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never checkpointed: {} bytes",
-            size()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let closed = checkpointer.closed();
-    drop(checkpointer);
-    tokio::time::timeout(std::time::Duration::from_secs(5), closed)
-        .await
-        .expect("the checkpoint thread stops when dropped");
-}

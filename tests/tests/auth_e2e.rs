@@ -241,7 +241,7 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
             .to_string();
     let hashed = call("POST", &res_url, Some(&hashed), Some(SHOP)).await;
     assert_eq!(hashed.status, 422, "{:?}", hashed.body);
-    assert_eq!(hashed.body["field"], "id", "{:?}", hashed.body);
+    assert_eq!(hashed.body["field"], "$.id", "{:?}", hashed.body);
 
     // Orders record who placed and who cancelled them, on the order and on its holds.
     let order = json!({"id": "SO-2", "channel": "web", "lines": [{"sku": "TEE", "quantity": 3}],

@@ -328,6 +328,24 @@ async fn feed_cursor_survives_restart() {
     collector2.stop().await.unwrap();
 }
 
+/// Coalescing costs nothing when idle: with a window far longer than the test's deadline,
+/// a change that finds the channel idle is still published at once (before, every change
+/// waited until the window since the previous pass had passed). The window is the
+/// channel's own, overriding `[channels]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_publishes_at_once_whatever_its_coalesce_window() {
+    let dir = TempDir::new("channels-idle");
+    let channels = "[channels]\ncoalesce_ms = 10\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\ncoalesce_ms = 600000\n";
+    let collector = collector(&dir, channels).await;
+    let ams = agent(&dir, &collector, "ams").await;
+    post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 5})).await;
+    wait_feed(&collector, "web", &[("S1", 5)]).await;
+    post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 1})).await;
+    wait_feed(&collector, "web", &[("S1", 6)]).await;
+    ams.stop().await.unwrap();
+    collector.stop().await.unwrap();
+}
+
 /// Puts the channel store back into the ledger file, as a collector from before the split
 /// kept it, with one open push error; removes the channel store's own file.
 fn move_channel_tables_into_ledger(dir: &TempDir) {

@@ -3,8 +3,9 @@
 //! reject and a drift record. Then it takes new movements on top, which consume the old
 //! order's holds.
 //!
-//! The file is `tests/fixtures/ledger-v1.db.gz`, made by the release before versioned
-//! migrations (see `tests/fixtures/README.md`). The collector is the real binary, over real
+//! The files are `tests/fixtures/ledger-v1.db.gz`, made by the release before versioned
+//! migrations, and `ledger-pre-rowid.db.gz`, made by an older one whose orders and
+//! reservations were `WITHOUT ROWID` tables (see `tests/fixtures/README.md`). The collector is the real binary, over real
 //! HTTP, against a real broker.
 
 mod support;
@@ -35,11 +36,11 @@ name = "shop"
 locations = ["*"]
 "#;
 
-/// Unpacks the fixture into `dir` as `ledger.db`.
-fn unpack_fixture(dir: &TempDir) {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ledger-v1.db.gz");
+/// Unpacks `tests/fixtures/<name>` into `dir` as `ledger.db`.
+fn unpack_fixture(dir: &TempDir, name: &str) {
+    let fixture = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("gzip")
-        .args(["-dc", fixture])
+        .args(["-dc", &fixture])
         .output()
         .expect("gzip runs");
     assert!(out.status.success(), "gzip -dc {fixture} failed");
@@ -52,17 +53,50 @@ fn user_version(dir: &TempDir) -> u32 {
         .expect("user_version")
 }
 
-/// Every table and index of a ledger file with its SQL, but the channel store's (not
-/// versioned yet, and its AUTOINCREMENT counter table).
-fn layout(path: &std::path::Path) -> Vec<(String, String)> {
+/// Every table (its columns in order, and whether it is `WITHOUT ROWID`) and index (its SQL)
+/// of a ledger file, but the channel store's (a file of its own today) and SQLite's own.
+/// Columns, not `CREATE` texts: a column an older release added with `ALTER TABLE` is the
+/// same column, at the same place, as one a newer release creates with its table.
+fn layout(path: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(path).expect("open ledger");
     let mut stmt = conn
         .prepare(
-            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name NOT LIKE 'channel%' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL
+               AND tbl_name NOT LIKE 'channel%' AND name NOT LIKE 'sqlite_%' ORDER BY name",
         )
         .unwrap();
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    rows.collect::<Result<_, _>>().unwrap()
+    let objects: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut columns = conn
+        .prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")
+        .unwrap();
+    objects
+        .into_iter()
+        .map(|(kind, name, sql)| {
+            if kind != "table" {
+                return sql;
+            }
+            let cols: Vec<String> = columns
+                .query_map([&name], |r| {
+                    Ok(format!(
+                        "{} {} notnull={} default={:?} pk={}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let rowid = !sql.to_ascii_uppercase().contains("WITHOUT ROWID");
+            format!("table {name} rowid={rowid}: {}", cols.join(", "))
+        })
+        .collect()
 }
 
 /// (available, reserved, damaged, in_transit, on_hand) of `sku` at `warehouse` as
@@ -89,8 +123,18 @@ async fn stock(c: &str, sku: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_of_the_previous_release_opens_migrates_and_serves_what_it_held() {
+    opens_migrates_and_serves("ledger-v1.db.gz").await;
+}
+
+/// A release whose orders and reservations were still `WITHOUT ROWID` tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_of_a_release_before_rowid_orders_opens_migrates_and_serves_what_it_held() {
+    opens_migrates_and_serves("ledger-pre-rowid.db.gz").await;
+}
+
+async fn opens_migrates_and_serves(fixture: &str) {
     let dir = TempDir::new("ledger-migration");
-    unpack_fixture(&dir);
+    unpack_fixture(&dir, fixture);
     assert_eq!(user_version(&dir), 0, "the fixture predates versioning");
     let broker = Broker::start(&dir);
     let port = free_port();
@@ -101,7 +145,7 @@ async fn a_ledger_of_the_previous_release_opens_migrates_and_serves_what_it_held
         user_version(&dir),
         stocksync_collector::ledger::SCHEMA_VERSION
     );
-    // The previous release's layout is version 1's: the same as a ledger created today.
+    // The file has version 1's layout: the same as a ledger created today.
     let fresh = dir.join("fresh.db");
     let metrics = std::sync::Arc::new(stocksync_collector::metrics::Metrics::default());
     drop(stocksync_collector::ledger::Ledger::open(&fresh, metrics).expect("fresh ledger"));
@@ -185,7 +229,7 @@ async fn a_ledger_of_the_previous_release_opens_migrates_and_serves_what_it_held
 #[test]
 fn a_ledger_of_a_newer_release_is_refused_at_start_with_the_reason() {
     let dir = TempDir::new("ledger-too-new");
-    unpack_fixture(&dir);
+    unpack_fixture(&dir, "ledger-v1.db.gz");
     let newer = stocksync_collector::ledger::SCHEMA_VERSION + 1;
     rusqlite::Connection::open(dir.join("ledger.db"))
         .and_then(|c| c.pragma_update(None, "user_version", newer))

@@ -101,7 +101,7 @@ async fn a_reservation_holds_stock_until_shipped_released_or_expired() {
     .await;
     assert_eq!(
         (bad.status, bad.body["field"].clone()),
-        (422, json!("quantity"))
+        (422, json!("$.quantity"))
     );
 
     // The warehouse ships 3 of the order: the hold shrinks to 1, available stays 6.

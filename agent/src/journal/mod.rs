@@ -55,8 +55,6 @@ const OLDEST_UNACKED: &str =
 const MAX_REJECT_PAYLOAD: usize = 16 * 1024;
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 1024;
-/// How often the WAL is checkpointed off the writer thread (see `stocksync_durable::Checkpointer`).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Journal failures, as the ingest paths report them.
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +191,6 @@ struct Shared {
     applied_watermark: AtomicU64,
     /// The seq last written to the watermark file.
     watermark_written: AtomicU64,
-    /// Checkpoints the WAL off the writer thread; stops with the last handle.
-    checkpointer: stocksync_durable::Checkpointer,
 }
 
 /// Numbers for `GET /v1/status`.
@@ -280,12 +276,7 @@ impl Journal {
             [],
             |r| r.get(0),
         )?;
-        let checkpointer = stocksync_durable::Checkpointer::start(&conn, path, CHECKPOINT_EVERY)
-            .map_err(|e| JournalError::Failed {
-                detail: format!("cannot start the WAL checkpointer: {e}"),
-            })?;
         let shared = Arc::new(Shared {
-            checkpointer,
             reader: Mutex::new(open(path)?),
             backlog: AtomicU64::new(backlog as u64),
             last_seq: AtomicU64::new(last_seq),
@@ -501,12 +492,7 @@ impl Journal {
     /// Resolves once every handle is dropped and the journal file is closed, so that a
     /// stopped agent no longer touches it (a new agent may open it, or it may be removed).
     pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let writer = self.writer.closed();
-        let checkpoints = self.shared.checkpointer.closed();
-        async move {
-            writer.await;
-            checkpoints.await;
-        }
+        self.writer.closed()
     }
 
     /// The journal file.

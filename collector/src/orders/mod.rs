@@ -120,7 +120,7 @@ impl Orders {
                     .collect(),
                 None => {
                     let known = if self.catalog.is_open() {
-                        store::known_sku(conn, &l.sku)?
+                        crate::stock::known_sku(conn, &l.sku)?
                     } else {
                         self.catalog.config().skus.iter().any(|s| s.id == l.sku)
                     };
@@ -176,7 +176,7 @@ impl Orders {
         // One read per SKU: its available units at every warehouse that has a row of it.
         let mut levels = BTreeMap::new();
         for sku in &skus {
-            levels.insert(*sku, store::available_by_warehouse(conn, sku)?);
+            levels.insert(*sku, crate::stock::available_by_warehouse(conn, sku)?);
         }
         let names = if channel.warehouses.is_empty() {
             let stocking: BTreeSet<&String> = levels.values().flat_map(|l| l.keys()).collect();

@@ -11,41 +11,6 @@ use serde_json::Value;
 
 use super::request::OrderRequest;
 
-/// Tables of this module, created with the ledger.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY,
-    idempotency_key TEXT UNIQUE,
-    channel TEXT NOT NULL,
-    state TEXT NOT NULL,
-    record TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS orders_by_state ON orders (state, channel, created_at_ms);
-CREATE INDEX IF NOT EXISTS orders_by_update ON orders (updated_at_ms);
-CREATE TABLE IF NOT EXISTS order_history (
-    seq INTEGER PRIMARY KEY,
-    order_id TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    event TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS order_history_by_order ON order_history (order_id, seq);
-CREATE TABLE IF NOT EXISTS routing_frozen (
-    warehouse TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS routing_daily (
-    warehouse TEXT NOT NULL,
-    day TEXT NOT NULL,
-    orders INTEGER NOT NULL,
-    PRIMARY KEY (warehouse, day)
-) WITHOUT ROWID;
-";
-
 /// Units of one line at one warehouse.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Allocated {
@@ -255,24 +220,6 @@ pub fn count_routed(tx: &Connection, warehouse: &str, day: &str) -> rusqlite::Re
 pub fn last_heard(conn: &Connection, warehouse: &str) -> rusqlite::Result<Option<i64>> {
     conn.prepare_cached("SELECT MAX(last_seen_ms) FROM agents WHERE warehouse = ?1")?
         .query_row([warehouse], |r| r.get(0))
-}
-
-/// Available units of `sku` per warehouse that has any stock row of it.
-pub fn available_by_warehouse(
-    conn: &Connection,
-    sku: &str,
-) -> rusqlite::Result<std::collections::BTreeMap<String, i64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT warehouse, COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 GROUP BY warehouse",
-    )?;
-    let rows = stmt.query_map([sku], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
-}
-
-/// True if the ledger has ever seen `sku` (for an open catalog).
-pub fn known_sku(conn: &Connection, sku: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE sku = ?1)")?
-        .query_row([sku], |r| r.get(0))
 }
 
 /// Warehouses where any reservation is active.

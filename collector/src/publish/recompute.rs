@@ -86,36 +86,33 @@ pub(super) struct Task {
 pub(super) async fn run(mut t: Task) -> anyhow::Result<()> {
     let mut changes = t.ledger.subscribe_changes();
     load_mode(&t.publisher, &t.channel).await?;
+    let mut started = Instant::now();
     pass(&t, Dirty::All).await;
-    // Start of the last pass if changes arrived while it ran (load), else `None` (idle).
-    let mut loaded: Option<Instant> = None;
+    let mut pending = Pending::default();
     loop {
-        let mut pending = Pending::default();
+        // Under load when changes this channel sells arrived while the last pass ran: fold
+        // more until `coalesce` after that pass started. Else pass at the first change.
         if !pending.drain(&t.channel, &mut changes) {
             return Ok(());
         }
-        let wait = match (pending.is_empty(), loaded) {
-            (true, _) => Wait::FirstChange,
-            (false, Some(started)) => Wait::Until(started + t.coalesce),
-            (false, None) => Wait::No,
+        let wait = if pending.is_empty() {
+            Wait::FirstChange
+        } else {
+            Wait::Until(started + t.coalesce)
         };
-        match gather(&mut t, &mut changes, &mut pending, wait).await {
-            Gathered::Pass => {}
-            Gathered::Stop => return Ok(()),
+        if let Gathered::Stop = gather(&mut t, &mut changes, &mut pending, wait).await {
+            return Ok(());
         }
-        let started = Instant::now();
-        pass(&t, pending.dirty()).await;
-        loaded = (!changes.is_empty()).then_some(started);
+        started = Instant::now();
+        pass(&t, std::mem::take(&mut pending).dirty()).await;
     }
 }
 
 enum Wait {
     /// Nothing pending: wait for the first change, then pass at once.
     FirstChange,
-    /// Under load: fold changes in until then.
+    /// Under load: fold changes in until then (at once if that is past).
     Until(Instant),
-    /// Changes arrived after the last pass ended: pass at once.
-    No,
 }
 
 enum Gathered {
@@ -130,7 +127,7 @@ async fn gather(
     wait: Wait,
 ) -> Gathered {
     let until = match wait {
-        Wait::No => return Gathered::Pass,
+        Wait::Until(until) if until <= Instant::now() => return Gathered::Pass,
         Wait::Until(until) => Some(until),
         Wait::FirstChange => None,
     };
@@ -149,12 +146,14 @@ async fn gather(
                 }
                 if until.is_none() {
                     // The first change after a quiet spell goes out at once, with whatever
-                    // else is already waiting.
-                    return if pending.drain(&t.channel, changes) {
-                        Gathered::Pass
-                    } else {
-                        Gathered::Stop
-                    };
+                    // else is already waiting; a notice of nothing this channel sells
+                    // (other warehouses, no stock keys) is no change.
+                    if !pending.drain(&t.channel, changes) {
+                        return Gathered::Stop;
+                    }
+                    if !pending.is_empty() {
+                        return Gathered::Pass;
+                    }
                 }
             }
         }

@@ -23,13 +23,12 @@ mod read;
 mod write;
 
 pub use read::{
-    at_bin, at_warehouse, available_by_warehouse, by_sku, for_each_available, has_warehouse,
-    known_sku, last_change, skus, states, warehouse_total,
+    at_bin, at_warehouse, available_at, available_by_warehouse, by_sku, for_each_available,
+    has_warehouse, held, known_sku, last_change, skus, states, warehouse_total,
 };
 pub(crate) use write::{
-    add, clear, count_rows, last_count, rebuilt_row, set_last_count, set_physical,
+    add, clear, count_rows, hold, last_count, rebuilt_row, set_last_count, set_physical,
 };
-pub use write::{available_at, held};
 
 /// A (SKU, location): `bin` is `""` for the warehouse-level row (stock not assigned to a
 /// bin, transfers on their way, holds).
@@ -72,4 +71,55 @@ pub struct Levels {
     pub on_hand: i64,
     #[serde(flatten)]
     pub states: States,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// SQL names of the tables this module owns.
+    const OWNED: &[&str] = &["stock", "stock_last_count", "reservation_holds"];
+
+    /// Statements that would touch an owned table: `FROM stock`, `INTO stock`, ...
+    fn touches(text: &str) -> Option<String> {
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.windows(2).find_map(|w| {
+            // SQL is written in capitals here; prose ("taken from stock") is not SQL.
+            let verb = matches!(w[0], "FROM" | "INTO" | "UPDATE" | "JOIN" | "TABLE");
+            (verb && OWNED.contains(&w[1])).then(|| format!("{} {}", w[0], w[1]))
+        })
+    }
+
+    fn scan(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let skip = path.ends_with("stock") || path.ends_with("postgres");
+            if path.is_dir() && !skip {
+                scan(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Some(what) = touches(&text) {
+                    found.push(format!("{}: {what}", path.display()));
+                }
+            }
+        }
+    }
+
+    /// The invariant of this module's doc, checked on the source: no other module of the
+    /// SQLite collector names an owned table in SQL (the PostgreSQL store has its own).
+    #[test]
+    fn no_other_module_reads_or_writes_stock_rows() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        scan(&src, &mut found);
+        assert!(found.is_empty(), "SQL on stock outside `stock`: {found:#?}");
+        assert_eq!(
+            touches("SELECT x FROM stock_last_count"),
+            Some("FROM stock_last_count".into())
+        );
+        assert_eq!(touches("the stock rows; taken from stock"), None);
+    }
 }

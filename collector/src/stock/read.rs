@@ -148,3 +148,19 @@ pub fn has_warehouse(conn: &Connection, warehouse: &str) -> rusqlite::Result<boo
     conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM stock WHERE warehouse = ?1)")?
         .query_row([warehouse], |r| r.get(0))
 }
+
+/// Units of `sku` available at `warehouse`, all its rows summed (what a hold may take).
+pub fn available_at(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
+    )?
+    .query_row(params![sku, warehouse], |r| r.get(0))
+}
+
+/// The held amount currently applied to the warehouse-level row of (sku, warehouse).
+pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT held FROM reservation_holds WHERE sku = ?1 AND warehouse = ?2")?
+        .query_row(params![sku, warehouse], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}

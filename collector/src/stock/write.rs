@@ -86,20 +86,37 @@ pub(crate) fn set_last_count(tx: &Connection, key: &StockKey, at: &Order) -> rus
     Ok(())
 }
 
-/// Units of `sku` available at `warehouse`, all its rows summed (what a hold may take).
-pub fn available_at(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "SELECT COALESCE(SUM(available), 0) FROM stock WHERE sku = ?1 AND warehouse = ?2",
+/// Adds `diff` to what (sku, warehouse) holds: moves it from `available` to `reserved` on
+/// the warehouse-level row, which is pushed to `touched`.
+pub(crate) fn hold(
+    tx: &Connection,
+    sku: &str,
+    warehouse: &str,
+    diff: i64,
+    now: i64,
+    touched: &mut Vec<StockKey>,
+) -> rusqlite::Result<()> {
+    if diff == 0 {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO reservation_holds (sku, warehouse, held) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sku, warehouse) DO UPDATE SET held = held + excluded.held",
     )?
-    .query_row(params![sku, warehouse], |r| r.get(0))
-}
-
-/// The held amount currently applied to the warehouse-level row of (sku, warehouse).
-pub fn held(conn: &Connection, sku: &str, warehouse: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT held FROM reservation_holds WHERE sku = ?1 AND warehouse = ?2")?
-        .query_row(params![sku, warehouse], |r| r.get(0))
-        .optional()
-        .map(Option::unwrap_or_default)
+    .execute(params![sku, warehouse, diff])?;
+    tx.prepare_cached(
+        "INSERT INTO stock (sku, warehouse, bin, available, reserved, updated_at_ms) VALUES (?1, ?2, '', ?3, ?4, ?5)
+         ON CONFLICT (sku, warehouse, bin) DO UPDATE SET
+            available = available + excluded.available, reserved = reserved + excluded.reserved,
+            updated_at_ms = excluded.updated_at_ms",
+    )?
+    .execute(params![sku, warehouse, -diff, diff, now])?;
+    touched.push(StockKey {
+        sku: sku.into(),
+        warehouse: warehouse.into(),
+        bin: String::new(),
+    });
+    Ok(())
 }
 
 /// Forgets every stored level, barrier and applied hold: the rebuild's clean slate (the
