@@ -163,7 +163,7 @@ async fn a_huge_reservation_ttl_is_refused_and_the_ledger_keeps_writing() {
     let body = r#"{"id":"r1","order":"o1","sku":"T","warehouse":"ams","quantity":1,"ttl_secs":18446744073709551615}"#;
     let r = post(&format!("{url}/v1/reservations"), body, &[]).await;
     assert_eq!(r.status, 422, "{:?}", r.body);
-    assert_eq!(r.body["field"], "ttl_secs");
+    assert_eq!(r.body["field"], "$.ttl_secs");
     // The collector still answers: a normal request is decided (nothing reports for `ams`
     // here, so it is an unknown warehouse, not a 500). That a panicking write does not stop
     // the ledger writer is the ledger's own unit test.
