@@ -209,10 +209,12 @@ async fn deliver(
         if p == 0 {
             for (order, quantity) in RESERVATIONS {
                 let mut conn = side.get().await.unwrap();
+                let prepared = conn.prepared();
                 let tx = conn.transaction().await.unwrap();
-                let created = reserve::create(&tx, &reservation(order, quantity), "ops", 0)
-                    .await
-                    .unwrap();
+                let created =
+                    reserve::create(&tx, &prepared, &reservation(order, quantity), "ops", 0)
+                        .await
+                        .unwrap();
                 tx.commit().await.unwrap();
                 if matches!(created, Created::New(_)) {
                     holds.push(Hold { order, quantity });
@@ -224,9 +226,12 @@ async fn deliver(
     let created: Vec<String> = holds.iter().map(|h| h.order.to_string()).collect();
     if releases(seed) && holds.iter().any(|h| h.order == RELEASED) {
         holds.retain(|h| h.order != RELEASED);
+        let prepared = conn.prepared();
         let tx = conn.transaction().await.unwrap();
         let id = format!("r-{RELEASED}");
-        reserve::release(&tx, &id, "ops", 0).await.unwrap();
+        reserve::release(&tx, &prepared, &id, "ops", 0)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     let mut stock = BTreeMap::new();
@@ -247,7 +252,7 @@ async fn deliver(
     let mut reservations = BTreeMap::new();
     for order in created {
         let id = format!("r-{order}");
-        let r = reserve::get(&*conn, &id)
+        let r = reserve::get(&*conn, &conn.prepared(), &id)
             .await
             .unwrap()
             .expect("created reservation");
