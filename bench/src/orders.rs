@@ -80,8 +80,7 @@ fn body(i: usize, skus: usize, lines: usize) -> serde_json::Value {
            "ship_to": {"country": "NL", "lat": 52.0, "lon": 5.0}})
 }
 
-const ORDERS_TOML: &str =
-    "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\ncoalesce_ms = 50\n";
+const ORDERS_TOML: &str = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
 
 fn start(path: &Path, rt: &tokio::runtime::Runtime) -> anyhow::Result<Collector> {
     let text = format!(
