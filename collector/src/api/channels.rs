@@ -29,7 +29,7 @@ async fn describe(app: &App, channel: &Channel) -> Result<serde_json::Value, App
     let (latest, open_errors) = app
         .channels
         .store
-        .run(move |c| {
+        .read(move |c| {
             let latest = store::latest_cursor(c, &name)?;
             let open: i64 = c.query_row(
                 "SELECT count(*) FROM channel_errors WHERE channel = ?1 AND resolved_at_ms IS NULL",
@@ -119,7 +119,7 @@ pub async fn sellable(
             let (cursor, items) = app
                 .channels
                 .store
-                .run(move |c| store::snapshot(c, &n))
+                .read(move |c| store::snapshot(c, &n))
                 .await?;
             Ok(Json(json!({"channel": name, "cursor": cursor, "mode": channel.mode().mode, "items": items}))
                 .into_response())
@@ -130,7 +130,7 @@ pub async fn sellable(
             let (cursor, changes, latest) = app
                 .channels
                 .store
-                .run(move |c| {
+                .read(move |c| {
                     let (cursor, changes) = store::changes_since(c, &n, since, limit)?;
                     Ok((cursor, changes, store::latest_cursor(c, &n)?))
                 })
@@ -176,7 +176,7 @@ pub async fn stream(
         Some(s) => s,
         None => {
             let n = name.clone();
-            store.run(move |c| store::latest_cursor(c, &n)).await?
+            store.read(move |c| store::latest_cursor(c, &n)).await?
         }
     };
     let wake = channel.cursor.subscribe();
@@ -206,7 +206,7 @@ pub async fn stream(
                 wake.borrow_and_update();
                 let n = name.clone();
                 let (next, items) = store
-                    .run(move |c| store::changes_since(c, &n, since, 500))
+                    .read(move |c| store::changes_since(c, &n, since, 500))
                     .await
                     .ok()?;
                 since = next;
@@ -300,7 +300,7 @@ pub async fn errors(
     let rows = app
         .channels
         .store
-        .run(move |c| store::errors(c, &name, limit))
+        .read(move |c| store::errors(c, &name, limit))
         .await?;
     Ok(Json(rows).into_response())
 }
