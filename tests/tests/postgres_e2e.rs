@@ -208,6 +208,18 @@ async fn deliver(port: u16, client: &str, batches: &[Batch], rng: &mut Rng) -> u
     applied
 }
 
+/// Waits until the rejects queue served at `url` holds something.
+async fn wait_for_a_reject(url: &str) {
+    wait_for("the reject is queued", WAIT, || async {
+        get(&format!("{url}/v1/rejects"))
+            .await
+            .body
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    })
+    .await;
+}
+
 /// Every SKU's stock as served, without fields that name when it was computed.
 async fn stock_view(url: &str) -> BTreeMap<String, Value> {
     let mut view = BTreeMap::new();
@@ -278,14 +290,7 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
         .await;
     }
     let operator_view = |url: String| async move {
-        wait_for("the reject is queued", WAIT, || async {
-            get(&format!("{url}/v1/rejects"))
-                .await
-                .body
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-        })
-        .await;
+        wait_for_a_reject(&url).await;
         let without = |mut v: Value, keys: &[&str]| {
             for item in v.as_array_mut().expect("a list") {
                 for k in keys {
@@ -893,14 +898,7 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         b"junk".to_vec(),
     )
     .await;
-    wait_for("the reject is queued", WAIT, || async {
-        get(&format!("{a}/v1/rejects"))
-            .await
-            .body
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
-    })
-    .await;
+    wait_for_a_reject(&a).await;
     let expected = (
         stock_view(&a).await,
         timeless(get(&format!("{a}/v1/reservations/r1")).await.body),

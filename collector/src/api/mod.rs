@@ -16,7 +16,7 @@ mod openapi;
 mod orders;
 mod ready;
 mod reports;
-mod reservations;
+pub(crate) mod reservations;
 pub(crate) mod stock;
 mod voids;
 

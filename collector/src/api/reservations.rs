@@ -60,7 +60,12 @@ pub async fn create(
             Ok(created)
         })
         .await?;
-    Ok(match created {
+    Ok(answer(created))
+}
+
+/// The HTTP answer to a hold request's outcome, the same on every backend.
+pub(crate) fn answer(created: Created) -> Response {
+    match created {
         Created::New(r) => (StatusCode::CREATED, Json(r)).into_response(),
         Created::Replayed(r) => (StatusCode::OK, Json(r)).into_response(),
         Created::IdConflict(r) => (
@@ -75,7 +80,7 @@ pub async fn create(
                         "available": available})),
         )
             .into_response(),
-    })
+    }
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]

@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
-use super::{schema, tls, PgError, Pool};
+use super::{schema, PgError};
 use crate::store::StoreConfig;
 
 /// Rows sent to PostgreSQL per statement.
@@ -79,16 +79,7 @@ pub async fn move_ledger(path: &Path, store: &StoreConfig) -> Result<Moved, Move
             "{holding} hold(s) of orders are still active; orders are not served by the postgres backend yet: ship, cancel or let them expire first"
         )));
     }
-    let mut config: tokio_postgres::Config = store
-        .url()
-        .map_err(PgError::from)?
-        .parse()
-        .map_err(PgError::from)?;
-    let tls = tls::from_config(store).map_err(PgError::from)?;
-    if tls.is_some() {
-        config.ssl_mode(tokio_postgres::config::SslMode::Require);
-    }
-    let pool = Pool::new(config, tls, 1);
+    let pool = super::pool_for(store, 1)?;
     let mut client = pool.get().await.map_err(PgError::from)?;
     schema::migrate(&mut client).await.map_err(PgError::from)?;
     let tx = client.transaction().await.map_err(PgError::from)?;

@@ -85,12 +85,7 @@ impl PgStore {
         policies: Policies,
         metrics: Arc<Metrics>,
     ) -> Result<PgStore, PgError> {
-        let mut config: tokio_postgres::Config = store.url()?.parse()?;
-        let tls = tls::from_config(store)?;
-        if tls.is_some() {
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-        }
-        let pool = Pool::new(config, tls, store.pool_size);
+        let pool = pool_for(store, store.pool_size)?;
         schema::migrate(&mut *pool.get().await?).await?;
         Ok(PgStore {
             pool,
@@ -104,6 +99,17 @@ impl PgStore {
     pub fn side_pool(&self, size: usize) -> Pool {
         self.pool.sibling(size)
     }
+}
+
+/// A pool of `size` on the database of `[store]`: its URL, and TLS (required) when it names
+/// a CA file.
+pub(crate) fn pool_for(store: &crate::store::StoreConfig, size: usize) -> Result<Pool, PgError> {
+    let mut config: tokio_postgres::Config = store.url()?.parse()?;
+    let tls = tls::from_config(store)?;
+    if tls.is_some() {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    Ok(Pool::new(config, tls, size))
 }
 
 impl Ingest for PgStore {

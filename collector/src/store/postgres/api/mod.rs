@@ -137,13 +137,14 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
     for row in &rows {
         total.add(&row.states);
     }
+    let conn = match app.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
     let mut holds = BTreeMap::new();
     for row in rows.iter().filter(|r| r.bin.is_none()) {
-        match app.pool.get().await {
-            Ok(c) => match super::reserve::held(&*c, &c.prepared(), &sku, &row.warehouse).await {
-                Ok(h) => holds.insert(row.warehouse.clone(), h),
-                Err(e) => return internal(e),
-            },
+        match super::reserve::held(&*conn, &conn.prepared(), &sku, &row.warehouse).await {
+            Ok(h) => holds.insert(row.warehouse.clone(), h),
             Err(e) => return internal(e),
         };
     }

@@ -5,16 +5,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use super::PgApp;
 use crate::api::body::JsonBody;
 use crate::api::{AppError, Params, Path};
 use crate::auth::{self, Principal};
-use crate::reserve::{Created, Request};
+use crate::reserve::Request;
 use crate::store::postgres::{now_ms, reserve, PgError};
 
 /// `POST /v1/reservations`: 201 when held, 200 for a replay, 409 when the warehouse does
@@ -33,22 +31,7 @@ pub async fn create(
     let tx = conn.transaction().await.map_err(PgError::from)?;
     let created = reserve::create(&tx, &prepared, &req, &by, now_ms()).await?;
     tx.commit().await.map_err(PgError::from)?;
-    Ok(match created {
-        Created::New(r) => (StatusCode::CREATED, Json(r)).into_response(),
-        Created::Replayed(r) => (StatusCode::OK, Json(r)).into_response(),
-        Created::IdConflict(r) => (
-            StatusCode::CONFLICT,
-            Json(json!({"error": "id in use", "field": "id", "detail": "this id already reserves something else", "reservation": r})),
-        )
-            .into_response(),
-        Created::Insufficient { available } => (
-            StatusCode::CONFLICT,
-            Json(json!({"error": "insufficient stock", "field": "quantity",
-                        "detail": format!("only {available} available at the warehouse; nothing was held"),
-                        "available": available})),
-        )
-            .into_response(),
-    })
+    Ok(crate::api::reservations::answer(created))
 }
 
 #[derive(serde::Deserialize)]
