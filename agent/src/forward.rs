@@ -150,7 +150,23 @@ impl Forwarder {
         while state.in_flight.len() < self.config.max_inflight_batches {
             let journal = self.journal.clone();
             let (after, limit) = (state.sent_up_to, self.config.batch_max);
-            let mut rows = tokio::task::block_in_place(|| journal.unacked_after(after, limit))?;
+            // A journal that cannot be read stops nothing: ingest keeps journaling (or
+            // answers its own error) and the next tick reads again.
+            let mut rows = match tokio::task::block_in_place(|| journal.unacked_after(after, limit))
+            {
+                Ok(rows) => {
+                    if std::mem::take(&mut state.read_failing) {
+                        tracing::info!("journal readable again; forwarding resumes");
+                    }
+                    rows
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut state.read_failing, true) {
+                        tracing::error!(error = %e, "cannot read the journal to forward; retrying every tick");
+                    }
+                    break;
+                }
+            };
             fit_packet(
                 &mut rows,
                 topic.len() + self.agent_id.len() + self.warehouse.len(),
@@ -312,6 +328,8 @@ struct Cursor {
     sent: BTreeMap<u64, u64>,
     /// When the applied watermark was last written.
     watermark_at: Option<Instant>,
+    /// The last read of the journal failed (logged once per streak).
+    read_failing: bool,
 }
 
 /// Longest the applied watermark file lags behind the acks while batches keep flowing.

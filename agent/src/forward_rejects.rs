@@ -58,6 +58,7 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
     // events come in the order the publishes were made.
     let mut others: usize = 0;
     let mut tick = tokio::time::interval(POLL);
+    let mut read_failing = false;
     while !*shutdown.borrow() {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -72,7 +73,15 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                     client.subscribe(&commands, QoS::AtLeastOnce).await?;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == commands => {
-                    let answer = command(&app, &p.payload).await?;
+                    let answer = match command(&app, &p.payload).await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            // Unanswered: the collector's queue shows the reject as retrying
+                            // until an operator retries it again.
+                            tracing::error!(error = %e, "cannot run the collector's retry command");
+                            None
+                        }
+                    };
                     if let Some(answer) = answer {
                         client.publish(&topic, QoS::AtLeastOnce, false, answer.encode()).await?;
                         others += 1;
@@ -87,8 +96,11 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     if let Some(f) = in_flight.take_if(|f| f.pkid == Some(ack.pkid)) {
-                        // Returns after the commit: the next read no longer sees it.
-                        app.journal.reject_forwarded(f.id).await?;
+                        // Returns after the commit: the next read no longer sees it. Not
+                        // marked, it is sent again, which the collector deduplicates.
+                        if let Err(e) = app.journal.reject_forwarded(f.id).await {
+                            tracing::error!(error = %e, reject = f.id, "cannot mark a reject forwarded; it will be sent again");
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -105,7 +117,20 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> anyhow::
             },
         }
         if connected && in_flight.is_none() {
-            in_flight = send_next(&app, &client, &topic).await?;
+            // A journal that cannot be read ends nothing: the next tick reads again.
+            match send_next(&app, &client, &topic).await {
+                Ok(sent) => {
+                    in_flight = sent;
+                    if std::mem::take(&mut read_failing) {
+                        tracing::info!("journal readable again; forwarding rejects resumes");
+                    }
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut read_failing, true) {
+                        tracing::error!(error = %e, "cannot read rejects to forward; retrying");
+                    }
+                }
+            }
         }
     }
     let _ = client.disconnect().await;

@@ -118,6 +118,8 @@ fn the_collector_answers_every_error_as_json() {
     rename_table(&dir.join("ledger.db"), "rejects", "rejects_moved");
     let r = get_blocking(&rejects);
     assert_internal("collector store failure", &r, || collector.proc.output());
+    // Long enough for every periodic task to meet the missing table: none may end the process.
+    std::thread::sleep(Duration::from_millis(1200));
     rename_table(&dir.join("ledger.db"), "rejects_moved", "rejects");
     let r = get_blocking(&rejects);
     assert_eq!(r.status, 200, "healed: {}", r.body);
@@ -131,6 +133,7 @@ fn the_collector_answers_every_error_as_json() {
     rename_table(&dir.join("ledger.db"), "routing_frozen", "frozen_moved");
     let r = put(r#"{"frozen": true}"#);
     assert_internal("collector write failure", &r, || collector.proc.output());
+    std::thread::sleep(Duration::from_millis(1200));
     rename_table(&dir.join("ledger.db"), "frozen_moved", "routing_frozen");
     let r = put(r#"{"frozen": true}"#);
     assert_eq!(r.status, 200, "the writer lives on: {}", r.body);
@@ -173,6 +176,8 @@ fn the_agent_answers_every_error_as_json() {
     rename_table(&journal, "rejects", "rejects_moved");
     let r = get_blocking(&rejects);
     assert_internal("agent store failure", &r, || agent.proc.output());
+    // Longer than the reject forwarder's poll: its failed reads must not end the process.
+    std::thread::sleep(Duration::from_millis(1200));
     rename_table(&journal, "rejects_moved", "rejects");
     let r = get_blocking(&rejects);
     assert_eq!(r.status, 200, "healed: {}", r.body);
@@ -183,6 +188,8 @@ fn the_agent_answers_every_error_as_json() {
     rename_table(&journal, "movements", "movements_moved");
     let r = post_typed(&movements, good, Some("application/json"));
     assert_internal("agent write failure", &r, || agent.proc.output());
+    // Longer than the forwarder's tick: its failed reads must not end the process either.
+    std::thread::sleep(Duration::from_millis(1200));
     rename_table(&journal, "movements_moved", "movements");
     let r = post_typed(&movements, good, Some("application/json"));
     assert_eq!(r.status, 202, "the writer lives on: {}", r.body);
