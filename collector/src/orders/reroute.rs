@@ -49,7 +49,8 @@ pub fn reroute(
         let shipping = holds
             .iter()
             .any(|r| r.warehouse == wh && (r.open < r.quantity || r.status != "active"));
-        if let Some(why) = orders.unavailable(tx, &wh, &orders.site(&wh), &frozen, now)? {
+        let heard = store::last_heard(tx, &wh)?;
+        if let Some(why) = orders.unavailable(&wh, &orders.site(&wh), &frozen, heard, now) {
             if !shipping {
                 off.push((wh, why));
             }
@@ -193,8 +194,9 @@ pub fn reroute_open(
     let frozen: BTreeMap<String, String> = store::frozen(tx)?.into_iter().collect();
     let mut off = Vec::new();
     for wh in store::holding_warehouses(tx)? {
+        let heard = store::last_heard(tx, &wh)?;
         if orders
-            .unavailable(tx, &wh, &orders.site(&wh), &frozen, now)?
+            .unavailable(&wh, &orders.site(&wh), &frozen, heard, now)
             .is_some()
         {
             off.push(wh);

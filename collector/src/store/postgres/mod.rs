@@ -11,6 +11,7 @@ pub mod api;
 pub mod import;
 mod ingest;
 pub mod leases;
+pub mod orders;
 mod pool;
 mod project;
 pub mod reserve;

@@ -1,7 +1,7 @@
-//! Starting one collector worker on the PostgreSQL store: the HTTP reads, the lease task
-//! and a consumer that follows the leases. What a worker does not do yet (channel
-//! publishing, orders, alerts) it refuses to be configured for, rather than
-//! silently not doing it.
+//! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
+//! orders, the lease task and a consumer that follows the leases. What a worker does not do
+//! yet (channel publishing, re-routing orders, alerts) it refuses to be configured for,
+//! rather than silently not doing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +41,13 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
     if !config.channels.channel.is_empty() {
         anyhow::bail!("[store] backend = \"postgres\" does not publish to channels yet (docs/SCALING.md); remove the [[channels.channel]] entries or use the sqlite backend");
     }
+    if config
+        .orders
+        .get("auto_reroute_secs")
+        .is_some_and(|v| v.as_integer() != Some(0))
+    {
+        anyhow::bail!("[store] backend = \"postgres\" does not re-route orders yet (docs/SCALING.md); remove [orders] auto_reroute_secs or use the sqlite backend");
+    }
     let Some(broker) = config.broker.clone() else {
         anyhow::bail!("[store] backend = \"postgres\" needs an external [broker] that every worker and agent shares; the embedded broker is for one SQLite collector");
     };
@@ -50,6 +57,11 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         anyhow::bail!("[store] backend = \"postgres\": no warehouses to share out among workers; list them in [store] warehouses or [[locations]]");
     }
     let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
+    let orders = Arc::new(crate::orders::Orders::new(
+        config.orders.clone(),
+        config.channels.channel.iter().map(|c| c.name.clone()),
+        catalog.clone(),
+    )?);
     let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
     let http_addr = listener.local_addr()?;
     let server = stocksync_runtime::server::Server::new(
@@ -98,6 +110,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         tasks: tasks.health(),
         worker_id: worker_id.clone(),
         owned: owned_rx,
+        orders,
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;
