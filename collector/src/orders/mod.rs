@@ -20,7 +20,7 @@ pub mod lifecycle;
 mod place;
 mod read;
 pub mod request;
-mod reroute;
+pub mod reroute;
 pub mod route;
 pub mod store;
 pub mod view;

@@ -1,7 +1,7 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
 //! orders, the lease task and a consumer that follows the leases. What a worker does not do
-//! yet (channel publishing, re-routing orders, alerts) it refuses to be configured for,
-//! rather than silently not doing it.
+//! yet (channel publishing, alerts) it refuses to be configured for, rather than silently
+//! not doing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,13 +40,6 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
     if !config.channels.channel.is_empty() {
         anyhow::bail!("[store] backend = \"postgres\" does not publish to channels yet (docs/SCALING.md); remove the [[channels.channel]] entries or use the sqlite backend");
-    }
-    if config
-        .orders
-        .get("auto_reroute_secs")
-        .is_some_and(|v| v.as_integer() != Some(0))
-    {
-        anyhow::bail!("[store] backend = \"postgres\" does not re-route orders yet (docs/SCALING.md); remove [orders] auto_reroute_secs or use the sqlite backend");
     }
     let Some(broker) = config.broker.clone() else {
         anyhow::bail!("[store] backend = \"postgres\" needs an external [broker] that every worker and agent shares; the embedded broker is for one SQLite collector");
@@ -97,6 +90,10 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             subscriptions,
             watch_rx.clone(),
         ),
+    );
+    tasks.spawn(
+        "reroute",
+        super::orders::auto_reroute(pg.side_pool(1), orders.clone(), watch_rx.clone()),
     );
     tasks.spawn(
         "expiry",

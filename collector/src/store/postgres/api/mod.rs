@@ -66,6 +66,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         )
         .route("/v1/orders/{id}/paid", axum::routing::post(orders::paid))
         .route(
+            "/v1/orders/{id}/reroute",
+            axum::routing::post(orders::reroute),
+        )
+        .route(
             "/v1/routing/warehouses/{warehouse}",
             axum::routing::put(orders::set_frozen),
         )

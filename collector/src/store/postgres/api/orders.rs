@@ -108,6 +108,19 @@ pub async fn paid(
     outcome(&id, o)
 }
 
+/// `POST /v1/orders/<id>/reroute`: open allocations move off frozen or silent warehouses.
+pub async fn reroute(
+    State(app): State<Arc<PgApp>>,
+    principal: Option<axum::Extension<Principal>>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let by = auth::by(principal.as_deref(), "api");
+    let mut conn = app.pool.get().await.map_err(PgError::from)?;
+    let p = conn.prepared();
+    let o = orders::reroute(&mut conn, &p, &app.orders, &id, &by, now_ms()).await?;
+    outcome(&id, o)
+}
+
 /// `PUT /v1/routing/warehouses/<warehouse>`: new orders skip a frozen warehouse.
 pub async fn set_frozen(
     State(app): State<Arc<PgApp>>,

@@ -14,7 +14,7 @@ use crate::store::postgres::project::lock;
 use crate::store::postgres::{reserve, PgError, Prepared};
 
 /// The current reservations of an order's holds.
-async fn holds(
+pub(super) async fn holds(
     c: &impl GenericClient,
     p: &Prepared,
     order: &Order,
@@ -68,7 +68,7 @@ pub async fn list(
 }
 
 /// Locks the order and its holds' (SKU, warehouse)s; then reads it and its holds.
-async fn load(
+pub(super) async fn load(
     tx: &Transaction<'_>,
     p: &Prepared,
     id: &str,

@@ -18,10 +18,12 @@
 
 mod lifecycle;
 mod place;
+mod reroute;
 mod table;
 
 pub use lifecycle::{cancel, keep, list, show};
 pub use place::place;
+pub use reroute::{auto_reroute, reroute};
 pub use table::{set_frozen, stocked};
 
 use tokio_postgres::Transaction;

@@ -2,14 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_postgres::{Client, Transaction};
 
 use super::{lock_order, table};
-use crate::orders::config::{ChannelRouting, Leftovers};
-use crate::orders::route::{self, Demand};
+use crate::orders::config::{Allocation, ChannelRouting, Leftovers};
+use crate::orders::route::{self, Demand, Plan};
 use crate::orders::store::HoldRef;
-use crate::orders::{self, calendar, view, Ask, Facts, Orders, Placed, Prepared as Checked};
+use crate::orders::{
+    self, calendar, view, Ask, Facts, Filtered, Orders, Placed, Prepared as Checked,
+};
 use crate::reserve::{Hold, Reservation};
 use crate::store::postgres::project::lock;
 use crate::store::postgres::{reserve, PgError, Prepared};
@@ -41,33 +43,11 @@ async fn place_in(
         .channel(&req.channel)
         .expect("channel checked before");
     let allocation = orders::allocation(channel, req);
-    let mut facts = facts(tx, p, orders, channel, &c.demand, c.routed_at).await?;
-    let (mut skip, mut dropped) = (BTreeSet::new(), Vec::new());
-    let (plan, holds, reservations, filtered) = loop {
-        let ask = Ask {
-            lines: &c.demand,
-            ship_to: &req.ship_to,
-            at: c.routed_at,
-            now,
-        };
-        let (candidates, filtered) = orders.candidates(&facts, channel, &ask, &skip);
-        let plan = route::plan(candidates, &channel.rules, &c.demand, allocation);
-        if !plan.shortfall.is_empty() && channel.leftovers == Leftovers::Reject {
-            let body = orders::shortfall_body(req, &plan, &filtered, &dropped);
-            return Ok(Placed::Shortfall(body));
-        }
-        let holds = orders::holds_for(&plan.allocations, &c.demand, &req.id, 0);
-        match hold_all(tx, p, c, &holds, now).await? {
-            Ok(reservations) => break (plan, holds, reservations, filtered),
-            Err((warehouse, why)) => {
-                // Only if routing and the hold disagree: each pass drops one warehouse for
-                // good, so the loop ends; the numbers are read again under the same locks.
-                skip.insert(warehouse.clone());
-                dropped.push((warehouse, why));
-                let skus: Vec<&str> = facts.available.keys().map(String::as_str).collect();
-                facts.available = table::available(tx, p, &skus).await?;
-            }
-        }
+    let skip = BTreeSet::new();
+    let routed = route_and_hold(tx, p, orders, channel, allocation, c, 0, &skip, now).await?;
+    let (plan, holds, reservations, filtered, dropped) = match routed {
+        Ok(r) => r,
+        Err(shortfall) => return Ok(Placed::Shortfall(shortfall)),
     };
     let explanation = orders::explain(channel, allocation, c.routed_at, &plan, &filtered, &dropped);
     let refs: Vec<HoldRef> = holds.into_iter().map(|(_, r)| r).collect();
@@ -82,6 +62,61 @@ async fn place_in(
     let placed = json!({"state": order.state});
     table::log(tx, p, &order.id, "placed", &placed, &c.by, now).await?;
     Ok(Placed::Created(answer))
+}
+
+/// What routing and holding produced: the plan, the holds, their reservations, the
+/// filtered-out and the dropped warehouses.
+pub(super) type Routed = (
+    Plan,
+    Vec<(Hold, HoldRef)>,
+    Vec<Reservation>,
+    Filtered,
+    Filtered,
+);
+
+/// Routes `c.demand` (without the `skip` warehouses) and takes the holds, numbered from
+/// `first_hold`; re-ranks without a warehouse whose hold fails. `Err` carries the 409 body
+/// when the channel rejects leftovers.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn route_and_hold(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    orders: &Orders,
+    channel: &ChannelRouting,
+    allocation: Allocation,
+    c: &Checked,
+    first_hold: u32,
+    skip: &BTreeSet<String>,
+    now: i64,
+) -> Result<Result<Routed, Value>, PgError> {
+    let req = &c.request;
+    let mut facts = facts(tx, p, orders, channel, &c.demand, c.routed_at).await?;
+    let (mut skip, mut dropped) = (skip.clone(), Vec::new());
+    loop {
+        let ask = Ask {
+            lines: &c.demand,
+            ship_to: &req.ship_to,
+            at: c.routed_at,
+            now,
+        };
+        let (candidates, filtered) = orders.candidates(&facts, channel, &ask, &skip);
+        let plan = route::plan(candidates, &channel.rules, &c.demand, allocation);
+        if !plan.shortfall.is_empty() && channel.leftovers == Leftovers::Reject {
+            return Ok(Err(orders::shortfall_body(req, &plan, &filtered, &dropped)));
+        }
+        let holds = orders::holds_for(&plan.allocations, &c.demand, &req.id, first_hold);
+        match hold_all(tx, p, c, &holds, now).await? {
+            Ok(reservations) => return Ok(Ok((plan, holds, reservations, filtered, dropped))),
+            Err((warehouse, why)) => {
+                // Only if routing and the hold disagree: each pass drops one warehouse for
+                // good, so the loop ends; the numbers are read again under the same locks.
+                skip.insert(warehouse.clone());
+                dropped.push((warehouse, why));
+                let skus: Vec<&str> = facts.available.keys().map(String::as_str).collect();
+                facts.available = table::available(tx, p, &skus).await?;
+            }
+        }
+    }
 }
 
 /// Routing's numbers, read after locking every (SKU, warehouse) the order may touch (and,
