@@ -12,7 +12,12 @@
 //! Layout: `request` (input and its 422s), `config` (the `[orders]` section), `calendar`
 //! (cutoffs in each warehouse's time zone), `route` (filters' output ranked and allocated),
 //! `place`, `lifecycle` and `reroute` (writer-side commands), `view` (the JSON an order is shown as),
-//! `store` (tables).
+//! `store` (tables), `read` (what routing reads, `Facts`).
+//!
+//! Two stores take orders: the SQLite writer (the commands here) and PostgreSQL workers
+//! (`store::postgres::orders`). Routing never touches a store: it decides from a `Facts`
+//! value each store fills inside its own transaction, and the decisions after placing
+//! (`plan_cancel`, `reroute::off`/`Asked`) are pure too, so both stores share them.
 
 pub mod calendar;
 pub mod config;
