@@ -310,14 +310,14 @@ pub fn run(args: &PgArgs) -> anyhow::Result<Vec<Row>> {
         });
     }
     let command = format!("stocksync-bench postgres --holds {}", args.holds);
-    rows.push(crate::holds::sqlite(
+    rows.extend(crate::holds::sqlite(
         &rt,
         &dir,
         broker.port,
         args.holds,
         &command,
     )?);
-    rows.push(holds_on_postgres(
+    rows.extend(holds_on_postgres(
         &rt,
         &dir,
         &server,
@@ -336,11 +336,12 @@ fn holds_on_postgres(
     broker: u16,
     n: usize,
     command: &str,
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Vec<Row>> {
     rt.block_on(server.create("bench_holds"))?;
     let store = format!(
-        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"h\"\nlease_secs = 3\nwarehouses = [\"wh-0\"]\n",
-        server.url("bench_holds")
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"h\"\nlease_secs = 3\nwarehouses = [\"wh-0\"]\n{}",
+        server.url("bench_holds"),
+        crate::holds::ORDERS_TOML
     );
     let config = collector_config_with(&dir.join("unused.db"), broker, &store)?;
     let worker = rt.block_on(Collector::start(config))?;

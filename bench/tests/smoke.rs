@@ -42,6 +42,6 @@ fn the_postgres_figure_runs_at_tiny_sizes() {
     })
     .expect("postgres smoke run");
     stocksync_bench::util::print_rows(&rows);
-    // end to end at 1, 2, 3 workers; reservation latency on SQLite and on PostgreSQL
-    assert_eq!(rows.len(), 5);
+    // end to end at 1, 2, 3 workers; reservation and order latency on SQLite and PostgreSQL
+    assert_eq!(rows.len(), 7);
 }
