@@ -145,6 +145,21 @@ async fn start_agent(
     (format!("http://{}", agent.http_addr), agent)
 }
 
+/// A channel's feed as served, without the fields that name when or in which log
+/// position it was stored.
+async fn feed(url: &str, channel: &str) -> Value {
+    let mut v = get(&format!("{url}/v1/channels/{channel}/sellable"))
+        .await
+        .body;
+    v.as_object_mut().expect("feed").remove("cursor");
+    for item in v["items"].as_array_mut().expect("items") {
+        let item = item.as_object_mut().expect("item");
+        item.remove("cursor");
+        item.remove("updated_at_ms");
+    }
+    v
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_worker_publishes_channels_from_the_outbox() {
     let dir = TempDir::new("pg-channels");
@@ -161,19 +176,41 @@ async fn a_postgres_worker_publishes_channels_from_the_outbox() {
     )))
     .await
     .expect("postgres worker starts with channels");
-    let (ams, ams_agent) = start_agent(&dir, "ams", broker.port).await;
-    let (ber, ber_agent) = start_agent(&dir, "ber", broker.port).await;
-    let post_one = |url: String, body: Value| async move {
-        let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
-        assert!(r.status < 300, "{}", r.body);
+    // A SQLite collector beside it, fed the same movements, serves the feed to compare.
+    let dir_b = TempDir::new("pg-channels-sqlite");
+    let broker_b = Broker::start(&dir_b);
+    let sqlite = Collector::start(toml_config(&collector_toml(
+        &dir_b,
+        broker_b.port,
+        0,
+        "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\nmqtt = true\n",
+    )))
+    .await
+    .expect("sqlite collector starts");
+    let mut agents = Vec::new();
+    for (d, port) in [(&dir, broker.port), (&dir_b, broker_b.port)] {
+        agents.push([
+            start_agent(d, "ams", port).await,
+            start_agent(d, "ber", port).await,
+        ]);
+    }
+    let post_both = |at: usize, body: Value| {
+        let urls: Vec<String> = agents.iter().map(|a| a[at].0.clone()).collect();
+        async move {
+            for url in urls {
+                let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+                assert!(r.status < 300, "{}", r.body);
+            }
+        }
     };
-    post_one(
-        ams.clone(),
+    let (ams, ber) = (0, 1);
+    post_both(
+        ams,
         serde_json::json!({"sku": "MUG", "kind": "receipt", "quantity": 10}),
     )
     .await;
-    post_one(
-        ber.clone(),
+    post_both(
+        ber,
         serde_json::json!({"sku": "MUG", "kind": "receipt", "quantity": 5}),
     )
     .await;
@@ -181,13 +218,13 @@ async fn a_postgres_worker_publishes_channels_from_the_outbox() {
     subscriber
         .wait_last(&[("web", "MUG", 15), ("outlet", "MUG", 8)])
         .await;
-    post_one(
-        ams.clone(),
+    post_both(
+        ams,
         serde_json::json!({"sku": "MUG", "kind": "shipment", "quantity": 4}),
     )
     .await;
-    post_one(
-        ber.clone(),
+    post_both(
+        ber,
         serde_json::json!({"sku": "LID", "kind": "receipt", "quantity": 3}),
     )
     .await;
@@ -214,9 +251,68 @@ async fn a_postgres_worker_publishes_channels_from_the_outbox() {
         "w1"
     );
     subscriber.assert_never_back(false);
-    ams_agent.stop().await.unwrap();
-    ber_agent.stop().await.unwrap();
+
+    // The channel API serves the same JSON as the SQLite collector's.
+    let (a, b) = (
+        format!("http://{}", sqlite.http_addr),
+        format!("http://{}", worker.http_addr),
+    );
+    wait_for("the sqlite feed catches up", WAIT, || async {
+        feed(&a, "web").await == feed(&b, "web").await
+    })
+    .await;
+    let served = feed(&b, "web").await;
+    assert_eq!(
+        served["items"].as_array().map(Vec::len),
+        Some(2),
+        "{served}"
+    );
+    let snapshot = get(&format!("{b}/v1/channels/web/sellable")).await.body;
+    let cursor = snapshot["cursor"].as_i64().expect("cursor");
+    let first = snapshot["items"][0]["cursor"]
+        .as_i64()
+        .expect("item cursor");
+    let changes = get(&format!("{b}/v1/channels/web/sellable?since={}", first - 1)).await;
+    assert_eq!(changes.status, 200, "{}", changes.body);
+    assert_eq!(changes.body["cursor"], cursor, "{}", changes.body);
+    assert_eq!(changes.body["more"], false);
+    let keys =
+        |v: &Value| -> Vec<String> { v.as_object().expect("object").keys().cloned().collect() };
+    let (listed_a, listed_b) = (
+        get(&format!("{a}/v1/channels")).await.body,
+        get(&format!("{b}/v1/channels")).await.body,
+    );
+    assert_eq!(
+        keys(&listed_a[0]),
+        keys(&listed_b[0]),
+        "{listed_a} / {listed_b}"
+    );
+    assert_eq!(listed_b[1]["name"], "web");
+    assert_eq!(listed_b[1]["cursor"], cursor);
+    assert_eq!(
+        get(&format!("{b}/v1/channels/web/errors")).await.body,
+        serde_json::json!([])
+    );
+    let r = get(&format!("{b}/v1/channels/nope")).await;
+    assert_eq!((r.status, &r.body["field"]), (404, &Value::from("channel")));
+    let (r, _) = request(
+        "PUT",
+        &format!("{b}/v1/channels/web/mode"),
+        Some(r#"{"mode": "frozen"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["error"]),
+        (501, &Value::from("not_supported_on_backend"))
+    );
+    for pair in agents {
+        for (_, agent) in pair {
+            agent.stop().await.unwrap();
+        }
+    }
     worker.stop().await.unwrap();
+    sqlite.stop().await.unwrap();
 }
 
 /// A worker process on the shared database and broker.

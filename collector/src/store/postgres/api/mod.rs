@@ -20,6 +20,7 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod channels;
 mod operations;
 mod reservations;
 use crate::api::stock::warehouses;
@@ -37,6 +38,8 @@ pub struct PgApp {
     pub worker_id: String,
     /// The warehouses this worker holds a lease on.
     pub owned: tokio::sync::watch::Receiver<super::leases::Owned>,
+    /// The configured channels and the channel tables.
+    pub channels: Arc<super::channels::PgChannels>,
 }
 
 /// The worker's routes.
@@ -57,6 +60,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
+        .route("/v1/channels", get(channels::list))
+        .route("/v1/channels/{channel}", get(channels::one))
+        .route("/v1/channels/{channel}/sellable", get(channels::sellable))
+        .route("/v1/channels/{channel}/errors", get(channels::errors))
         .fallback(not_supported)
         .with_state(app)
 }
