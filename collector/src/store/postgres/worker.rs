@@ -95,7 +95,8 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         "publisher",
         super::channels::run(
             Publisher {
-                pool: pg.side_pool(4),
+                // The pass and the outbox poll, and each push target's reads and cursor.
+                pool: pg.side_pool(2 + 2 * config.channels.channel.len()),
                 lease: PublisherLease::new(pg.side_pool(1), worker_id.clone(), lease),
                 channels: channels.clone(),
                 broker: broker.clone(),

@@ -137,42 +137,62 @@ pub async fn run(p: Publisher, mut shutdown: watch::Receiver<bool>) -> anyhow::R
     Ok(())
 }
 
+/// What a lease call answered, or that it took too long.
+enum Took {
+    Taken(Option<i64>),
+    Renewed(bool),
+    TimedOut,
+}
+
+/// A lease call that hangs counts as failed once a third of the lease has passed, so the
+/// fence is checked in time.
+async fn bounded(
+    lease: Duration,
+    call: impl std::future::Future<Output = Result<Took, tokio_postgres::Error>>,
+) -> Result<Took, tokio_postgres::Error> {
+    tokio::time::timeout(lease / 3, call)
+        .await
+        .unwrap_or(Ok(Took::TimedOut))
+}
+
 /// One lease round: take, or renew (and stop publishing once the lease may be lost).
 async fn round(p: &Publisher, held: Option<Holding>) -> Option<Holding> {
     let lease = p.lease.lease();
     let started = Instant::now();
     let me = p.lease.worker_id();
     let Some(h) = held else {
-        return match p.lease.take().await {
-            Ok(Some(generation)) => {
+        return match bounded(lease, async { p.lease.take().await.map(Took::Taken) }).await {
+            Ok(Took::Taken(Some(generation))) => {
                 tracing::info!(worker = %me, generation, "publisher lease taken");
                 Some(start(p, generation, started + lease * 2 / 3))
             }
-            Ok(None) => None,
+            Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "publisher lease round failed");
                 None
             }
         };
     };
-    let renewed = match p.lease.renew(h.generation).await {
-        Ok(true) if !h.any_ended() => {
+    let renew = async { p.lease.renew(h.generation).await.map(Took::Renewed) };
+    let renewed = match bounded(lease, renew).await {
+        Ok(Took::Renewed(true)) if !h.any_ended() => {
             h.fence.extend((started + lease * 2 / 3).into_std());
             return Some(h);
         }
-        Ok(true) => "a publishing task ended",
-        Ok(false) => "publisher lease lost",
-        Err(e) if h.fence.holds() => {
-            tracing::warn!(error = %e, "publisher lease renewal failed; still within the lease");
+        Ok(Took::Renewed(true)) => "a publishing task ended",
+        Ok(Took::Renewed(false)) => "publisher lease lost",
+        Ok(_) | Err(_) if h.fence.holds() => {
+            tracing::warn!("publisher lease renewal failed or timed out; still within the lease");
             return Some(h);
         }
-        Err(_) => "publisher lease not renewed within two thirds of the lease",
+        Ok(_) | Err(_) => "publisher lease not renewed within two thirds of the lease",
     };
     tracing::warn!(worker = %me, generation = h.generation, "{renewed}; publishing stopped");
     let generation = h.generation;
     h.stop(lease / 6).await;
-    if let Err(e) = p.lease.release(generation).await {
-        tracing::warn!(error = %e, "publisher lease not released");
+    let release = async { p.lease.release(generation).await.map(|()| Took::TimedOut) };
+    if let Err(e) = bounded(lease, release).await {
+        tracing::warn!(error = %e, "publisher lease not released; it expires on its own");
     }
     None
 }
@@ -230,15 +250,18 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
         if !full {
             let mut waited = false;
             loop {
-                match waiting(&t.pool).await {
+                let pause = match waiting(&t.pool).await {
                     Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "outbox poll failed"),
-                }
+                    Ok(false) => POLL,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox poll failed; again in 1 s");
+                        Duration::from_secs(1)
+                    }
+                };
                 waited = true;
                 tokio::select! {
                     _ = t.shutdown.changed() => return Ok(()),
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
             // Rows were waiting right after a pass that found some: under load, so fold
