@@ -10,6 +10,9 @@
 //!   stock only grows); the worker holding the publisher lease is SIGKILLed mid-stream, then
 //!   the one that took over. Each take-over comes within two lease times, the subscriber's
 //!   final values equal the stock, and no SKU's value or version (cursor) ever goes back.
+//! - A publisher frozen (SIGSTOP) mid-stream is replaced, and once woken sends nothing
+//!   older: its pass holding the lease row is ended by the server, its tasks stop at the
+//!   fence.
 //!
 //! Without PostgreSQL installed these tests print a notice and pass; CI sets
 //! `STOCKSYNC_REQUIRE_POSTGRES=1`, which makes them fail instead.
@@ -476,4 +479,73 @@ async fn the_publisher_fails_over_and_no_channel_value_goes_back() {
     for (_, agent) in agents {
         agent.stop().await.unwrap();
     }
+}
+
+fn signal(service: &Service, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &service.proc.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {sig}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_publisher_that_wakes_up_sends_nothing_older() {
+    let dir = TempDir::new("pg-channel-frozen");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let subscriber = Subscriber::start(broker.port).await;
+    let workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id, start_worker(&dir, &pg, broker.port, id)))
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    const POSTS: usize = 250;
+    let (progress_tx, progress) = tokio::sync::watch::channel(0usize);
+    let stream = tokio::spawn(async move {
+        for body in receipt_batches(POSTS * 2, 2, &["MUG", "LID"]) {
+            let r = post(&format!("{url}/v1/movements"), &body, &[]).await;
+            assert!(r.status < 300, "agent refused a post: {}", r.body);
+            progress_tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    tokio::time::timeout(WAIT, progress.clone().wait_for(|p| *p >= POSTS / 5))
+        .await
+        .expect("agent keeps posting")
+        .unwrap();
+    // Freeze the publisher mid-delivery; the other worker takes over; then wake it.
+    let frozen = publisher(&pg).expect("a publisher");
+    signal(&workers[frozen.as_str()], "-STOP");
+    wait_blocking(Duration::from_secs(20), || {
+        publisher(&pg).is_some_and(|w| w != frozen)
+    })
+    .expect("the other worker takes the publisher lease");
+    let shown = subscriber.seen.lock().unwrap().len();
+    wait_for("the new publisher publishes", WAIT, || async {
+        subscriber.seen.lock().unwrap().len() > shown + 5
+    })
+    .await;
+    signal(&workers[frozen.as_str()], "-CONT");
+    stream.await.expect("stream task");
+    assert!(
+        *progress.borrow() == POSTS,
+        "the stream went on through the freeze"
+    );
+    let per_sku = POSTS as u64;
+    subscriber
+        .wait_last(&[
+            ("web", "MUG", per_sku),
+            ("web", "LID", per_sku),
+            ("outlet", "MUG", per_sku - 2),
+        ])
+        .await;
+    // The woken worker gave the lease up and sent nothing older meanwhile.
+    subscriber.assert_never_back(true);
+    assert_ne!(publisher(&pg).as_deref(), Some(frozen.as_str()));
+    agent.stop().await.unwrap();
 }

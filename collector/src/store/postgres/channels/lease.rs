@@ -6,7 +6,9 @@
 //! `publisher_history` with the generation it starts. A pass only writes while it holds the
 //! row `FOR SHARE` with its own worker id and generation (`fence`), and a take-over skips a
 //! locked row: so the passes of an old holder and a new one never interleave, and the
-//! change log's cursors follow commit order.
+//! change log's cursors follow commit order. (A holder frozen inside a pass has its
+//! transaction ended by the server after half a lease idle, `mod::pass_once`, so the lock
+//! cannot outlive it.)
 
 use std::time::Duration;
 
