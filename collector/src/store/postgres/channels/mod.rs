@@ -316,17 +316,13 @@ async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
 
 async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
     let mut conn = t.pool.get().await?;
-    let tx = conn.transaction().await?;
-    // A holder frozen inside a pass (a stopped process, a stalled VM) would keep the lease
-    // row locked, and no one could take over: the server ends such a transaction once it
-    // has waited half a lease for its client.
-    let idle = format!("{}ms", t.idle_limit.as_millis());
-    tx.execute(
-        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
-        &[&idle],
+    pass::run(
+        &mut conn,
+        &t.worker_id,
+        t.generation,
+        &t.channels,
+        full,
+        t.idle_limit,
     )
-    .await?;
-    let passed = pass::run(&tx, &t.worker_id, t.generation, &t.channels, full).await?;
-    tx.commit().await?;
-    Ok(passed)
+    .await
 }

@@ -1,20 +1,24 @@
 //! One publishing pass: from the outbox to stored channel values, in one transaction.
 //!
-//! The pass locks the publisher lease row (`lease::fence`), reads the outbox in id order,
-//! loads the stock rows of the SKUs it names (and of every component of a bundle they are
-//! part of), computes each channel's values with the SQLite collector's code
-//! (`publish::compute::values_from`), appends the values that changed to `channel_changes`
-//! and `channel_sellable` (the cursor there is the version of each (channel, SKU)), and
-//! deletes the outbox rows it consumed. So consuming a row and storing what it changed commit
-//! together: a crash or take-over replays unconsumed rows, never skips one. An outbox row
-//! committed late with a lower id is simply still there for the next pass. Stock is read
-//! after the outbox, so a pass never stores a value older than the rows it consumed, and
-//! passes are serial (one holder, fenced), so each (channel, SKU) only moves forward.
+//! The pass reads the outbox in id order, loads the stock rows of the SKUs it names (and of
+//! every component of a bundle they are part of) and computes each channel's values with
+//! the SQLite collector's code (`publish::compute::values_from`). Then, in one transaction
+//! holding the publisher lease row (`lease::fence`), it appends the values that changed to
+//! `channel_changes` and `channel_sellable` (the cursor there is the version of each
+//! (channel, SKU)) and deletes the outbox rows it consumed. So consuming a row and storing
+//! what it changed commit together: a crash or take-over replays unconsumed rows, never
+//! skips one. An outbox row committed late with a lower id is simply still there for the
+//! next pass. Stock is read after the outbox, so a pass never stores a value older than the
+//! rows it consumed; a holder's passes are serial, and a new holder reads only after it
+//! took the lease, which no old holder's write can straddle (the lock), so each (channel,
+//! SKU) only moves forward.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tokio_postgres::Transaction;
+use std::time::Duration;
+
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use super::lease;
 use crate::publish::compute::{self, Dirty};
@@ -36,18 +40,19 @@ pub enum Passed {
     },
 }
 
-/// Runs one pass; `full` recomputes every SKU (a new holder's first pass).
+/// Runs one pass on `conn`; `full` recomputes every SKU (a new holder's first pass).
+/// `idle_limit` bounds how long the server waits for us inside the writing transaction.
 pub async fn run(
-    tx: &Transaction<'_>,
+    conn: &mut Client,
     worker_id: &str,
     generation: i64,
     channels: &[Arc<Channel>],
     full: bool,
+    idle_limit: Duration,
 ) -> Result<Passed, tokio_postgres::Error> {
-    if !lease::fence(tx, worker_id, generation).await? {
-        return Ok(Passed::LeaseLost);
-    }
-    let outbox = tx
+    // Read and compute outside the lock: only the write below is fenced, so a slow
+    // computation never holds the lease row.
+    let outbox = conn
         .query("SELECT id, sku FROM outbox ORDER BY id LIMIT $1", &[&BATCH])
         .await?;
     let ids: Vec<i64> = outbox.iter().map(|r| r.get(0)).collect();
@@ -59,20 +64,39 @@ pub async fn run(
         });
     }
     let dirty = if full { Dirty::All } else { Dirty::Skus(skus) };
-    let rows = load(tx, channels, &dirty).await?;
+    let rows = load(&*conn, channels, &dirty).await?;
+    let computed: Vec<Vec<NewValue>> = channels
+        .iter()
+        .map(
+            |channel| match compute::values_from(&rows, channel, channel.mode().mode, &dirty) {
+                Ok(v) => v,
+                Err(never) => match never {},
+            },
+        )
+        .collect();
+    let tx = conn.transaction().await?;
+    // A holder frozen inside this transaction (a stopped process, a stalled VM) would keep
+    // the lease row locked and no one could take over: the server ends the transaction
+    // once it has waited `idle_limit` for us.
+    let idle = format!("{}ms", idle_limit.as_millis());
+    tx.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+        &[&idle],
+    )
+    .await?;
+    if !lease::fence(&tx, worker_id, generation).await? {
+        return Ok(Passed::LeaseLost);
+    }
     let mut cursors = Vec::new();
     let now = now_ms();
-    for (i, channel) in channels.iter().enumerate() {
-        let values = match compute::values_from(&rows, channel, channel.mode().mode, &dirty) {
-            Ok(v) => v,
-            Err(never) => match never {},
-        };
-        if let Some(cursor) = store(tx, &channel.name, &values, now).await? {
+    for (i, (channel, values)) in channels.iter().zip(&computed).enumerate() {
+        if let Some(cursor) = store(&tx, &channel.name, values, now).await? {
             cursors.push((i, cursor));
         }
     }
     tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
         .await?;
+    tx.commit().await?;
     Ok(Passed::Done {
         consumed: ids.len(),
         cursors,
@@ -81,7 +105,7 @@ pub async fn run(
 
 /// The stock rows `dirty` needs: its SKUs and every component of a bundle containing one.
 async fn load(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     channels: &[Arc<Channel>],
     dirty: &Dirty,
 ) -> Result<Rows, tokio_postgres::Error> {
