@@ -31,6 +31,34 @@ pub struct LatencyArgs {
     pub seconds: f64,
     #[arg(long, value_enum, default_value = "embedded")]
     pub broker: BrokerKind,
+    /// The collector's store: SQLite, or one worker on a PostgreSQL server of its own
+    /// (channels published from the outbox by the publisher lease holder).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The collector TOML beyond the broker: the channel, and `[store]` on PostgreSQL.
+fn collector_extra(
+    args: &LatencyArgs,
+    dir: &TempDir,
+) -> anyhow::Result<(String, Option<crate::postgres::Server>)> {
+    let channel = crate::stack::MQTT_CHANNEL;
+    if args.backend == Backend::Sqlite {
+        return Ok((channel.to_string(), None));
+    }
+    let server = crate::postgres::Server::start(dir)?;
+    tokio::runtime::Runtime::new()?.block_on(server.create("bench_latency"))?;
+    let store = format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"w1\"\nlease_secs = 3\nwarehouses = [\"ams\"]\n",
+        server.url("bench_latency")
+    );
+    Ok((format!("{store}{channel}"), Some(server)))
 }
 
 /// An ack as the probe saw it.
@@ -120,7 +148,8 @@ fn acked_at_of(seen: &[SeenAck], s: &load::Sent) -> anyhow::Result<Instant> {
 pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
     let dir = TempDir::new("latency")?;
     let broker = Broker::start(args.broker, free_port(), &dir)?;
-    let stack = Stack::start_with(&dir, broker.port, Some(crate::stack::MQTT_CHANNEL))?;
+    let (extra, _postgres) = collector_extra(args, &dir)?;
+    let stack = Stack::start_with(&dir, broker.port, Some(&extra))?;
     wait_until("agent to connect", Duration::from_secs(10), || {
         Ok(load::agent_status(&client(), &stack.agent_url)?["broker"] == "connected")
     })?;
@@ -220,10 +249,22 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
         fsyncs * f.quantile_ms(q) + hops * h.quantile_ms(q)
     };
     let name = format!("{:?}", args.broker).to_lowercase();
-    let command = format!(
-        "stocksync-bench latency --rate {} --broker {name}",
-        args.rate
-    );
+    let (command, on) = match args.backend {
+        Backend::Sqlite => (
+            format!(
+                "stocksync-bench latency --rate {} --broker {name}",
+                args.rate
+            ),
+            String::new(),
+        ),
+        Backend::Postgres => (
+            format!(
+                "stocksync-bench latency --rate {} --broker {name} --backend postgres",
+                args.rate
+            ),
+            ", postgres".to_string(),
+        ),
+    };
     let mut row = |what: &str, s: &mut Samples, fsyncs: f64, hops: f64, target: &str, ms: f64| {
         let (l50, l99) = (
             limit(0.5, fsyncs, hops, &mut fsync, &mut hop),
@@ -231,7 +272,7 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
         );
         let p99 = s.quantile_ms(0.99);
         Row {
-            figure: format!("latency POST -> {what} at {} movements/s", args.rate),
+            figure: format!("latency POST -> {what} at {} movements/s{on}", args.rate),
             result: format!(
                 "p50 {:.1} / p99 {:.1} / max {:.1} ms",
                 s.quantile_ms(0.5),

@@ -37,7 +37,8 @@ pub struct PgArgs {
 }
 
 /// A PostgreSQL server for the run, killed (immediate shutdown) on drop.
-struct Server {
+/// A PostgreSQL server of its own in a temp dir (also used by `latency --backend postgres`).
+pub(crate) struct Server {
     port: u16,
     child: Child,
 }
@@ -67,7 +68,7 @@ fn as_user(program: &Path, user: Option<(u32, u32)>) -> Command {
 }
 
 impl Server {
-    fn start(dir: &TempDir) -> anyhow::Result<Server> {
+    pub(crate) fn start(dir: &TempDir) -> anyhow::Result<Server> {
         let bin = bin_dir()?;
         let root = Command::new("id").arg("-u").output()?.stdout == b"0\n";
         let user = if root {
@@ -126,7 +127,7 @@ impl Server {
         Ok(server)
     }
 
-    fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("postgres://stocksync@127.0.0.1:{}/{db}", self.port)
     }
 
@@ -137,7 +138,7 @@ impl Server {
         Ok(client)
     }
 
-    async fn create(&self, db: &str) -> anyhow::Result<()> {
+    pub(crate) async fn create(&self, db: &str) -> anyhow::Result<()> {
         // The server may still be finishing its start-up when the port opens.
         for _ in 0..50 {
             if let Ok(c) = self.connect("postgres").await {

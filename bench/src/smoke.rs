@@ -34,6 +34,7 @@ pub fn run(brokers: &[BrokerKind]) -> anyhow::Result<Vec<Row>> {
             rate: 200.0,
             seconds: 1.0,
             broker,
+            backend: latency::Backend::Sqlite,
         })?);
     }
     rows.extend(e2e::drain(&DrainArgs {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
+use crate::stock::AvailableRows;
 
 /// One warehouse's view of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,15 +36,15 @@ pub fn kits(components: &[(String, u64, i64)]) -> u64 {
 
 /// Every warehouse holding any component, with what it can build from the stock rows that
 /// `include(warehouse, bin)` accepts (a channel's eligible locations, or everything).
-pub fn by_warehouse(
-    conn: &Connection,
+pub fn by_warehouse<S: AvailableRows + ?Sized>(
+    conn: &S,
     components: &[(String, u64)],
     include: impl Fn(&str, &str) -> bool,
-) -> rusqlite::Result<Vec<Site>> {
+) -> Result<Vec<Site>, S::Error> {
     // warehouse -> component index -> available
     let mut available: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (i, (sku, _)) in components.iter().enumerate() {
-        crate::stock::for_each_available(conn, sku, |warehouse, bin, n| {
+        conn.for_each_available(sku, &mut |warehouse, bin, n| {
             if include(warehouse, bin) {
                 let per = available
                     .entry(warehouse.to_string())
@@ -81,6 +81,7 @@ pub fn total(sites: &[Site]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
 
     #[test]
     fn a_kit_needs_all_its_components_in_one_warehouse() {

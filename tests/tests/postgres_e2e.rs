@@ -276,8 +276,18 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
     }
     // Not a vacuous comparison: the stream moved real stock in both warehouses and bins.
     assert!(expected["ams"]["items"].as_array().unwrap().len() >= 6);
-    let outbox: i64 = pg.query("SELECT count(*) FROM outbox").parse().unwrap();
-    assert!(outbox > 0, "changed SKUs are queued in the outbox");
+    // Changed SKUs went through the outbox, which the publisher consumes (channels on
+    // PostgreSQL: postgres_channels.rs).
+    wait_for("the publisher consumes the outbox", WAIT, || async {
+        pg.query("SELECT count(*) FROM outbox") == "0"
+    })
+    .await;
+    let queued: i64 = pg
+        .query("SELECT last_value FROM outbox_id_seq")
+        .parse()
+        .unwrap();
+    assert!(queued >= 3, "changed SKUs were queued in the outbox");
+    assert_eq!(pg.query("SELECT worker_id FROM publisher_history"), "w1");
 
     // The operator's reads: agents, a hostile payload in the rejects queue, readiness.
     for port in [broker_a.port, broker_b.port] {

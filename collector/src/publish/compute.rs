@@ -3,7 +3,9 @@
 //!
 //! Invariant: a plain SKU is recomputed when any eligible location of it changed; a bundle
 //! when any of its components did; its number is what the eligible warehouses can build,
-//! each from its own stock (`crate::buildable`). Reads only the ledger's `stock` table.
+//! each from its own stock (`crate::buildable`). Reads only stock rows, through
+//! `AvailableRows`: the SQLite ledger's `stock` table, or the rows the PostgreSQL publisher
+//! loaded for a pass, with the same code.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,24 +15,26 @@ use stocksync_common::config::ChannelMode;
 use super::store::NewValue;
 use super::Channel;
 use crate::buildable;
-use crate::stock::StockKey;
+use crate::stock::{AvailableRows, StockKey};
 
-/// Which stock changed: everything (start-up, lagged receiver, mode switch) or some keys.
+/// Which stock changed: everything (start-up, lagged receiver, mode switch), some keys, or
+/// any location of some SKUs (the PostgreSQL outbox names SKUs only).
 #[derive(Debug, Clone)]
 pub enum Dirty {
     All,
     Keys(BTreeSet<StockKey>),
+    Skus(BTreeSet<String>),
 }
 
 /// Plain SKUs and bundle SKUs of `channel` to recompute for `dirty`.
-fn affected(
-    conn: &Connection,
+fn affected<S: AvailableRows + ?Sized>(
+    conn: &S,
     channel: &Channel,
     dirty: &Dirty,
-) -> rusqlite::Result<(BTreeSet<String>, BTreeSet<String>)> {
+) -> Result<(BTreeSet<String>, BTreeSet<String>), S::Error> {
     let touched: BTreeSet<String> = match dirty {
         Dirty::All => {
-            let mut all = crate::stock::skus(conn)?;
+            let mut all = conn.skus()?;
             all.extend(channel.catalog_skus.iter().cloned());
             all
         }
@@ -39,6 +43,7 @@ fn affected(
             .filter(|k| channel.eligible.touches(&k.warehouse))
             .map(|k| k.sku.clone())
             .collect(),
+        Dirty::Skus(skus) => skus.clone(),
     };
     let plain = touched
         .iter()
@@ -47,7 +52,7 @@ fn affected(
         .collect();
     let bundles = match dirty {
         Dirty::All => channel.bundles.keys().cloned().collect(),
-        Dirty::Keys(_) => touched
+        Dirty::Keys(_) | Dirty::Skus(_) => touched
             .iter()
             .filter_map(|s| channel.bundles_of.get(s))
             .flatten()
@@ -58,9 +63,13 @@ fn affected(
 }
 
 /// Sum of `available` over the channel's eligible locations of `sku`.
-fn pooled(conn: &Connection, channel: &Channel, sku: &str) -> rusqlite::Result<i64> {
+fn pooled<S: AvailableRows + ?Sized>(
+    conn: &S,
+    channel: &Channel,
+    sku: &str,
+) -> Result<i64, S::Error> {
     let mut sum = 0i64;
-    crate::stock::for_each_available(conn, sku, |warehouse, bin, available| {
+    conn.for_each_available(sku, &mut |warehouse, bin, available| {
         if channel.eligible.contains(warehouse, bin) {
             sum = sum.saturating_add(available);
         }
@@ -76,12 +85,22 @@ pub fn values(
     mode: ChannelMode,
     dirty: &Dirty,
 ) -> rusqlite::Result<Vec<NewValue>> {
+    values_from(conn, channel, mode, dirty)
+}
+
+/// `values` from any store's stock rows.
+pub fn values_from<S: AvailableRows + ?Sized>(
+    conn: &S,
+    channel: &Channel,
+    mode: ChannelMode,
+    dirty: &Dirty,
+) -> Result<Vec<NewValue>, S::Error> {
     if mode == ChannelMode::Frozen {
         return Ok(Vec::new());
     }
     let (plain, bundles) = affected(conn, channel, dirty)?;
     let mut cache: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sellable = |sku: &str| -> rusqlite::Result<u64> {
+    let mut sellable = |sku: &str| -> Result<u64, S::Error> {
         if let Some(v) = cache.get(sku) {
             return Ok(*v);
         }

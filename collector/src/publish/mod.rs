@@ -18,6 +18,7 @@ pub mod file;
 mod http;
 pub use http::LOG_DIRECTIVES;
 pub mod limit;
+pub mod log;
 pub mod mqtt;
 mod recompute;
 pub mod sellable;
@@ -54,6 +55,8 @@ pub enum PublishError {
     UnknownChannel(String),
     #[error("publisher has stopped")]
     Closed,
+    #[error("channel store (postgres): {0}")]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
 /// One configured channel, resolved against the catalog.
@@ -81,7 +84,10 @@ pub struct Channel {
 }
 
 impl Channel {
-    fn new(config: &ChannelConfig, catalog: &CollectorConfig) -> Result<Channel, PublishError> {
+    pub(crate) fn new(
+        config: &ChannelConfig,
+        catalog: &CollectorConfig,
+    ) -> Result<Channel, PublishError> {
         let err = |detail: String| PublishError::Config {
             channel: config.name.clone(),
             detail,

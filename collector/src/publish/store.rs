@@ -263,16 +263,21 @@ pub fn changes_since(
          WHERE channel = ?1 AND cursor > ?2 ORDER BY cursor LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![channel, since, limit as i64], published_row)?;
+    Ok(fold_latest(since, rows.collect::<Result<Vec<_>, _>>()?))
+}
+
+/// Change-log rows (in cursor order) folded to the last value per SKU, in cursor order, and
+/// the cursor of the last row (`since` if none): what one read of the log delivers.
+pub fn fold_latest(since: i64, rows: Vec<Published>) -> (i64, Vec<Published>) {
     let mut last = since;
     let mut by_sku: BTreeMap<String, Published> = BTreeMap::new();
     for row in rows {
-        let row = row?;
         last = row.cursor;
         by_sku.insert(row.canonical_sku.clone(), row);
     }
     let mut items: Vec<Published> = by_sku.into_values().collect();
     items.sort_by_key(|p| p.cursor);
-    Ok((last, items))
+    (last, items)
 }
 
 /// A push target's delivered-up-to cursor, `None` before its first delivery.

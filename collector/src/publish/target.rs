@@ -15,8 +15,9 @@ use stocksync_common::config::{BrokerConfig, PushLimits};
 use tokio::sync::watch;
 
 use super::limit::{self, Backoff, TokenBucket};
+use super::log::{ChangeLog, Read};
 use super::stats::Stats;
-use super::store::{self, now_ms, Published, Store};
+use super::store::{now_ms, Published, Store};
 use super::{Channel, PublishError, Task};
 
 /// Why a delivery failed, and when the server wants to hear from us again.
@@ -67,11 +68,33 @@ pub fn spawn_all(
     broker: &BrokerConfig,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Vec<Task>, PublishError> {
+    let mut tasks = spawn_push(channel, store, stats, broker, shutdown)?;
+    if let Some(cfg) = &channel.config.shopify {
+        let t = super::shopify::ShopifyTarget::new(cfg, &channel.name, store.clone())?;
+        let ctx = (
+            channel.clone(),
+            store.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(run(t, ctx)));
+    }
+    Ok(tasks)
+}
+
+/// Starts the MQTT and webhook targets of `channel`, delivering from `log` (either store).
+pub fn spawn_push<L: ChangeLog>(
+    channel: &Arc<Channel>,
+    log: &L,
+    stats: &Arc<Stats>,
+    broker: &BrokerConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<Task>, PublishError> {
     let mut tasks = Vec::new();
     let ctx = || {
         (
             channel.clone(),
-            store.clone(),
+            log.clone(),
             stats.clone(),
             shutdown.clone(),
         )
@@ -84,18 +107,14 @@ pub fn spawn_all(
         let t = super::webhook::WebhookTarget::new(cfg, &channel.name)?;
         tasks.push(tokio::spawn(run(t, ctx())));
     }
-    if let Some(cfg) = &channel.config.shopify {
-        let t = super::shopify::ShopifyTarget::new(cfg, &channel.name, store.clone())?;
-        tasks.push(tokio::spawn(run(t, ctx())));
-    }
     Ok(tasks)
 }
 
-type Ctx = (Arc<Channel>, Store, Arc<Stats>, watch::Receiver<bool>);
+type Ctx<L> = (Arc<Channel>, L, Arc<Stats>, watch::Receiver<bool>);
 
 /// Delivers `channel`'s changes to `target` until shutdown; a storage failure is logged and
 /// the loop restarts from the durable cursor a second later.
-pub async fn run<T: Target>(mut target: T, ctx: Ctx) -> anyhow::Result<()> {
+pub async fn run<T: Target, L: ChangeLog>(mut target: T, ctx: Ctx<L>) -> anyhow::Result<()> {
     let mut shutdown = ctx.3.clone();
     loop {
         match deliver_loop(&mut target, ctx.clone()).await {
@@ -111,18 +130,18 @@ pub async fn run<T: Target>(mut target: T, ctx: Ctx) -> anyhow::Result<()> {
     }
 }
 
-async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), PublishError> {
-    let (channel, store, stats, mut shutdown) = ctx;
+async fn deliver_loop<T: Target, L: ChangeLog>(
+    target: &mut T,
+    ctx: Ctx<L>,
+) -> Result<(), PublishError> {
+    let (channel, log, stats, mut shutdown) = ctx;
     let ch = channel.name.clone();
     let limits = target.limits();
     let max_batch = limits.max_batch.max(1);
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.burst, Instant::now());
     let mut backoff = Backoff::new(&limits, limit::seed(&format!("{ch}/{}", T::NAME)));
     let mut wake = channel.cursor.subscribe();
-    let (c, t) = (ch.clone(), T::NAME);
-    let mut cursor = store
-        .read(move |conn| store::target_cursor(conn, &c, t))
-        .await?;
+    let mut cursor = log.resume(&ch, T::NAME).await?;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -130,25 +149,16 @@ async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), Publish
         wake.borrow_and_update();
         let owed = target.needs_snapshot();
         let snapshot = cursor.is_none() || owed;
-        let (c, since) = (ch.clone(), cursor.unwrap_or(0));
-        let (latest, next, items) = store
-            .read(move |conn| {
-                let latest = store::latest_cursor(conn, &c)?;
-                let (next, items) = if snapshot {
-                    store::snapshot(conn, &c)?
-                } else {
-                    store::changes_since(conn, &c, since, max_batch * 4)?
-                };
-                Ok((latest, next, items))
-            })
-            .await?;
+        let since = (!snapshot).then(|| cursor.unwrap_or(0));
+        let Read {
+            latest,
+            next,
+            items,
+        } = log.read(&ch, since, max_batch * 4).await?;
         stats.update(&ch, T::NAME, |s| s.latest_cursor = latest);
         if items.is_empty() {
             if cursor != Some(next) {
-                let c = ch.clone();
-                store
-                    .run(move |conn| store::delivered(conn, &c, T::NAME, next))
-                    .await?;
+                log.delivered(&ch, T::NAME, next).await?;
                 cursor = Some(next);
             }
             tokio::select! {
@@ -173,10 +183,7 @@ async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), Publish
         }
         match result {
             Ok(()) => {
-                let c = ch.clone();
-                store
-                    .run(move |conn| store::delivered(conn, &c, T::NAME, next))
-                    .await?;
+                log.delivered(&ch, T::NAME, next).await?;
                 cursor = Some(next);
                 backoff.reset();
                 if snapshot {
@@ -196,10 +203,7 @@ async fn deliver_loop<T: Target>(target: &mut T, ctx: Ctx) -> Result<(), Publish
             }
             Err(failure) => {
                 tracing::warn!(channel = %ch, target = T::NAME, detail = %failure.detail, "push failed");
-                let (c, d) = (ch.clone(), failure.detail.clone());
-                store
-                    .run(move |conn| store::record_error(conn, &c, T::NAME, &d))
-                    .await?;
+                log.record_error(&ch, T::NAME, &failure.detail).await?;
                 let delay = backoff
                     .next_delay()
                     .max(failure.retry_after.unwrap_or_default());

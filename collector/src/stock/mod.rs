@@ -20,12 +20,14 @@ use stocksync_common::Location;
 use crate::merge::States;
 
 mod read;
+mod source;
 mod write;
 
 pub use read::{
     at_bin, at_warehouse, available_at, available_by_warehouse, by_sku, for_each_available,
     has_warehouse, held, known_sku, last_change, skus, states, warehouse_total,
 };
+pub use source::{AvailableRows, Rows};
 pub(crate) use write::{
     add, clear, count_rows, hold, last_count, rebuilt_row, set_last_count, set_physical,
 };

@@ -8,6 +8,7 @@
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
 pub mod api;
+pub mod channels;
 pub mod import;
 mod ingest;
 pub mod leases;

@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 /// `(version, SQL)`, oldest first.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3_ORDERS)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3_ORDERS), (4, V4_CHANNELS)];
 
 const V1: &str = "
 CREATE TABLE agents (
@@ -169,6 +169,62 @@ CREATE TABLE routing_daily (
     PRIMARY KEY (warehouse, day)
 );
 CREATE INDEX agents_by_warehouse ON agents (warehouse);
+";
+
+/// Channel publishing (`channels`): the publisher lease, each channel's published value per
+/// SKU with the cursor (version) that set it, the change log whose key is the feed cursor,
+/// each push target's delivered-up-to cursor, and the channel error queue.
+const V4_CHANNELS: &str = "
+CREATE TABLE publisher_lease (
+    name TEXT PRIMARY KEY,
+    worker_id TEXT,
+    expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    generation BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO publisher_lease (name) VALUES ('publisher');
+CREATE TABLE publisher_history (
+    id BIGSERIAL PRIMARY KEY,
+    worker_id TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    taken_at TIMESTAMPTZ NOT NULL,
+    previous_worker TEXT,
+    previous_expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE channel_sellable (
+    channel TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    channel_sku TEXT NOT NULL,
+    value BIGINT NOT NULL,
+    cursor BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (channel, sku)
+);
+CREATE TABLE channel_changes (
+    cursor BIGSERIAL PRIMARY KEY,
+    channel TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    channel_sku TEXT NOT NULL,
+    value BIGINT NOT NULL,
+    changed_at_ms BIGINT NOT NULL
+);
+CREATE INDEX channel_changes_by_channel ON channel_changes (channel, cursor);
+CREATE TABLE channel_cursors (
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    cursor BIGINT NOT NULL,
+    PRIMARY KEY (channel, target)
+);
+CREATE TABLE channel_errors (
+    id BIGSERIAL PRIMARY KEY,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    seen_count BIGINT NOT NULL DEFAULT 1,
+    resolved_at_ms BIGINT
+);
+CREATE INDEX channel_errors_open ON channel_errors (channel, target, resolved_at_ms);
 ";
 
 /// Any lock id both sides agree on; only migrations take it.

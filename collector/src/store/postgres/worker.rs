@@ -1,7 +1,8 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
-//! orders, the lease task and a consumer that follows the leases. What a worker does not do
-//! yet (channel publishing, alerts) it refuses to be configured for, rather than silently
-//! not doing it.
+//! orders, the lease task, a consumer that follows the leases, and the channel publisher
+//! (which publishes only while this worker holds the publisher lease). What a worker does
+//! not do yet (Shopify targets, alerts) it refuses to be configured for, rather than
+//! silently not doing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,8 @@ use stocksync_runtime::supervisor::Supervisor;
 use tokio::sync::watch;
 
 use super::api::{self, PgApp};
+use super::channels::lease::PublisherLease;
+use super::channels::{PgChannels, Publisher};
 use super::leases::{self, Leases, Owned};
 use super::{PgStore, Policies};
 use crate::authority::Authority;
@@ -38,9 +41,6 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
-    if !config.channels.channel.is_empty() {
-        anyhow::bail!("[store] backend = \"postgres\" does not publish to channels yet (docs/SCALING.md); remove the [[channels.channel]] entries or use the sqlite backend");
-    }
     let Some(broker) = config.broker.clone() else {
         anyhow::bail!("[store] backend = \"postgres\" needs an external [broker] that every worker and agent shares; the embedded broker is for one SQLite collector");
     };
@@ -69,6 +69,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         intake: Intake::new(config.ledger.max_future_skew_secs, Some(&catalog)),
     };
     let pg = PgStore::open(&store, policies, metrics.clone()).await?;
+    let channels = Arc::new(PgChannels::resolve(&config, pg.side_pool(2))?);
     let lease = Duration::from_secs(store.lease_secs);
     let leases = Leases::new(pg.side_pool(1), worker_id.clone(), lease, &shared).await?;
     let (owned_tx, owned_rx) = watch::channel(Owned::new());
@@ -99,6 +100,20 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         "expiry",
         super::reserve::expire_every_second(pg.side_pool(1), watch_rx.clone()),
     );
+    tasks.spawn(
+        "publisher",
+        super::channels::run(
+            Publisher {
+                // The pass and the outbox poll, and each push target's reads and cursor.
+                pool: pg.side_pool(2 + 2 * config.channels.channel.len()),
+                lease: PublisherLease::new(pg.side_pool(1), worker_id.clone(), lease),
+                channels: channels.clone(),
+                broker: broker.clone(),
+                coalesce: coalesce(&config),
+            },
+            watch_rx.clone(),
+        ),
+    );
     let scheme = server.scheme();
     let router = api::router(Arc::new(PgApp {
         pool: pg.side_pool(store.pool_size),
@@ -108,6 +123,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         worker_id: worker_id.clone(),
         owned: owned_rx,
         orders,
+        channels,
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;
@@ -122,4 +138,17 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         tasks,
         _lock: None,
     })
+}
+
+/// The shortest `coalesce_ms` of the channels: one pass serves them all.
+fn coalesce(config: &CollectorConfig) -> Duration {
+    let default = config.channels.coalesce_ms;
+    let ms = config
+        .channels
+        .channel
+        .iter()
+        .map(|c| c.coalesce_ms.unwrap_or(default))
+        .min()
+        .unwrap_or(default);
+    Duration::from_millis(ms)
 }

@@ -20,6 +20,7 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod channels;
 mod operations;
 mod orders;
 mod reservations;
@@ -40,6 +41,8 @@ pub struct PgApp {
     pub owned: tokio::sync::watch::Receiver<super::leases::Owned>,
     /// Routing configuration and the catalog for `/v1/orders`.
     pub orders: Arc<crate::orders::Orders>,
+    /// The configured channels and the channel tables.
+    pub channels: Arc<super::channels::PgChannels>,
 }
 
 /// The worker's routes.
@@ -78,6 +81,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
+        .route("/v1/channels", get(channels::list))
+        .route("/v1/channels/{channel}", get(channels::one))
+        .route("/v1/channels/{channel}/sellable", get(channels::sellable))
+        .route("/v1/channels/{channel}/errors", get(channels::errors))
         .fallback(not_supported)
         .with_state(app)
 }

@@ -1,0 +1,328 @@
+//! Channel publishing on PostgreSQL: exactly one worker at a time (the holder of the
+//! publisher lease, `lease`) reads the outbox the ingest transactions write, recomputes the
+//! channels' numbers for the SKUs it names (`pass`) and delivers them through the same push
+//! targets as the SQLite collector, from the change log in PostgreSQL (`log`).
+//!
+//! Invariant: no two workers publish at once, and no channel sees a SKU's value go back.
+//! The holder renews every `lease / 3` and stops every publishing task (aborting them, which
+//! drops their queued messages) once two thirds of the lease have passed since its last
+//! renewal began, a third of a lease before another worker may take over; the passes are
+//! fenced by the lease row in the database besides; and a new holder's targets start from a
+//! snapshot of the current values (`log`). Coalescing follows the SQLite publisher: the first
+//! change after a quiet spell is published at once (within one outbox poll), and while
+//! changes keep arriving, passes are at least `coalesce_ms` apart.
+
+pub mod lease;
+pub mod log;
+mod pass;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Pool;
+use crate::publish::stats::Stats;
+use crate::publish::{target, Channel, PublishError};
+use lease::PublisherLease;
+use log::{Fence, PgLog};
+use pass::Passed;
+
+/// How often the holder looks for outbox rows while idle.
+const POLL: Duration = Duration::from_millis(5);
+
+/// The channels of a worker, in the SQLite collector's shapes.
+pub struct PgChannels {
+    pub channels: BTreeMap<String, Arc<Channel>>,
+    pub stats: Arc<Stats>,
+    /// The channel tables, for the API's reads.
+    pub log: PgLog,
+}
+
+impl PgChannels {
+    /// Resolves `[[channels.channel]]` against the catalog; refuses what this backend does
+    /// not publish yet (Shopify).
+    pub fn resolve(config: &CollectorConfig, pool: Pool) -> Result<PgChannels, PublishError> {
+        let mut channels = BTreeMap::new();
+        for c in &config.channels.channel {
+            if c.shopify.is_some() {
+                return Err(PublishError::Config {
+                    channel: c.name.clone(),
+                    detail: "[store] backend = \"postgres\" does not push to Shopify yet (docs/SCALING.md); use MQTT, the feed or a webhook, or the sqlite backend".into(),
+                });
+            }
+            let channel = Arc::new(Channel::new(c, config)?);
+            if channels.insert(c.name.clone(), channel).is_some() {
+                return Err(PublishError::Config {
+                    channel: c.name.clone(),
+                    detail: "configured twice".into(),
+                });
+            }
+        }
+        Ok(PgChannels {
+            channels,
+            stats: Arc::new(Stats::default()),
+            log: PgLog { pool, fence: None },
+        })
+    }
+
+    /// The channel named `name`.
+    pub fn channel(&self, name: &str) -> Result<&Arc<Channel>, PublishError> {
+        self.channels
+            .get(name)
+            .ok_or_else(|| PublishError::UnknownChannel(name.into()))
+    }
+}
+
+/// What the publisher task needs.
+pub struct Publisher {
+    pub pool: Pool,
+    pub lease: PublisherLease,
+    pub channels: Arc<PgChannels>,
+    pub broker: BrokerConfig,
+    /// The shortest `coalesce_ms` of the channels (passes serve every channel at once).
+    pub coalesce: Duration,
+}
+
+/// This worker's time as the holder.
+struct Holding {
+    generation: i64,
+    fence: Fence,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Holding {
+    /// Tells every publishing task to stop, gives them a moment, then aborts the rest.
+    async fn stop(self, grace: Duration) {
+        self.fence.extend(Instant::now().into_std());
+        let _ = self.stop.send(true);
+        let deadline = Instant::now() + grace;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    fn any_ended(&self) -> bool {
+        self.tasks.iter().any(|t| t.is_finished())
+    }
+}
+
+/// Takes the lease when it is free and publishes while holding it, until `shutdown`.
+pub async fn run(p: Publisher, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let lease = p.lease.lease();
+    let mut every = tokio::time::interval(lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: Option<Holding> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = every.tick() => {}
+        }
+        held = round(&p, held).await;
+    }
+    if let Some(h) = held {
+        let generation = h.generation;
+        h.stop(lease / 6).await;
+        if let Err(e) = p.lease.release(generation).await {
+            tracing::warn!(error = %e, "publisher lease not released; it expires on its own");
+        }
+    }
+    Ok(())
+}
+
+/// What a lease call answered, or that it took too long.
+enum Took {
+    Taken(Option<i64>),
+    Renewed(bool),
+    TimedOut,
+}
+
+/// A lease call that hangs counts as failed once a third of the lease has passed, so the
+/// fence is checked in time.
+async fn bounded(
+    lease: Duration,
+    call: impl std::future::Future<Output = Result<Took, tokio_postgres::Error>>,
+) -> Result<Took, tokio_postgres::Error> {
+    tokio::time::timeout(lease / 3, call)
+        .await
+        .unwrap_or(Ok(Took::TimedOut))
+}
+
+/// One lease round: take, or renew (and stop publishing once the lease may be lost).
+async fn round(p: &Publisher, held: Option<Holding>) -> Option<Holding> {
+    let lease = p.lease.lease();
+    let started = Instant::now();
+    let me = p.lease.worker_id();
+    let Some(h) = held else {
+        return match bounded(lease, async { p.lease.take().await.map(Took::Taken) }).await {
+            Ok(Took::Taken(Some(generation))) => {
+                tracing::info!(worker = %me, generation, "publisher lease taken");
+                Some(start(p, generation, started + lease * 2 / 3))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "publisher lease round failed");
+                None
+            }
+        };
+    };
+    let renew = async { p.lease.renew(h.generation).await.map(Took::Renewed) };
+    let renewed = match bounded(lease, renew).await {
+        Ok(Took::Renewed(true)) if !h.any_ended() => {
+            h.fence.extend((started + lease * 2 / 3).into_std());
+            return Some(h);
+        }
+        Ok(Took::Renewed(true)) => "a publishing task ended",
+        Ok(Took::Renewed(false)) => "publisher lease lost",
+        Ok(_) | Err(_) if h.fence.holds() => {
+            tracing::warn!("publisher lease renewal failed or timed out; still within the lease");
+            return Some(h);
+        }
+        Ok(_) | Err(_) => "publisher lease not renewed within two thirds of the lease",
+    };
+    tracing::warn!(worker = %me, generation = h.generation, "{renewed}; publishing stopped");
+    let generation = h.generation;
+    h.stop(lease / 6).await;
+    let release = async { p.lease.release(generation).await.map(|()| Took::TimedOut) };
+    if let Err(e) = bounded(lease, release).await {
+        tracing::warn!(error = %e, "publisher lease not released; it expires on its own");
+    }
+    None
+}
+
+/// Starts the passes and every channel's push targets for generation `generation`.
+fn start(p: &Publisher, generation: i64, until: Instant) -> Holding {
+    let fence = Fence::until(until.into_std());
+    let (stop, stop_rx) = watch::channel(false);
+    let log = PgLog {
+        pool: p.pool.clone(),
+        fence: Some(fence.clone()),
+    };
+    let channels: Vec<Arc<Channel>> = p.channels.channels.values().cloned().collect();
+    let mut tasks = Vec::new();
+    for channel in &channels {
+        match target::spawn_push(channel, &log, &p.channels.stats, &p.broker, &stop_rx) {
+            Ok(t) => tasks.extend(t),
+            Err(e) => {
+                tracing::error!(channel = %channel.name, error = %e, "channel targets not started")
+            }
+        }
+    }
+    tasks.push(tokio::spawn(passes(Passes {
+        pool: p.pool.clone(),
+        worker_id: p.lease.worker_id().to_string(),
+        generation,
+        channels,
+        coalesce: p.coalesce,
+        idle_limit: p.lease.lease() / 2,
+        shutdown: stop_rx,
+    })));
+    Holding {
+        generation,
+        fence,
+        stop,
+        tasks,
+    }
+}
+
+struct Passes {
+    pool: Pool,
+    worker_id: String,
+    generation: i64,
+    channels: Vec<Arc<Channel>>,
+    coalesce: Duration,
+    /// How long the server waits for this client inside a pass before ending it.
+    idle_limit: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Passes until shutdown or the lease is lost: a full one first, then one per outbox
+/// change, folded under load (see the module docs).
+async fn passes(mut t: Passes) -> anyhow::Result<()> {
+    let mut full = true;
+    // Start and consumed rows of the previous pass.
+    let mut last: Option<(Instant, usize)> = None;
+    loop {
+        if !full {
+            let mut waited = false;
+            loop {
+                let pause = match waiting(&t.pool).await {
+                    Ok(true) => break,
+                    Ok(false) => POLL,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox poll failed; again in 1 s");
+                        Duration::from_secs(1)
+                    }
+                };
+                waited = true;
+                tokio::select! {
+                    _ = t.shutdown.changed() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            // Rows were waiting right after a pass that found some: under load, so fold
+            // more until `coalesce` after that pass began.
+            if let (false, Some((began, n))) = (waited, last) {
+                if n > 0 {
+                    tokio::select! {
+                        _ = t.shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep_until(began + t.coalesce) => {}
+                    }
+                }
+            }
+        }
+        if *t.shutdown.borrow() {
+            return Ok(());
+        }
+        let began = Instant::now();
+        match pass_once(&t, full).await {
+            Ok(Passed::LeaseLost) => {
+                tracing::warn!(worker = %t.worker_id, "publisher lease lost during a pass; nothing written");
+                return Ok(());
+            }
+            Ok(Passed::Done { consumed, cursors }) => {
+                full = false;
+                for (i, cursor) in cursors {
+                    t.channels[i].cursor.send_replace(cursor);
+                }
+                last = Some((began, consumed));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "channel pass failed; a full pass in 1 s");
+                full = true;
+                tokio::select! {
+                    _ = t.shutdown.changed() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
+    let conn = pool.get().await?;
+    let row = conn
+        .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
+    let mut conn = t.pool.get().await?;
+    pass::run(
+        &mut conn,
+        &t.worker_id,
+        t.generation,
+        &t.channels,
+        full,
+        t.idle_limit,
+    )
+    .await
+}

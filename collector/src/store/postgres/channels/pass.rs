@@ -1,0 +1,177 @@
+//! One publishing pass: from the outbox to stored channel values, in one transaction.
+//!
+//! The pass reads the outbox in id order, loads the stock rows of the SKUs it names (and of
+//! every component of a bundle they are part of) and computes each channel's values with
+//! the SQLite collector's code (`publish::compute::values_from`). Then, in one transaction
+//! holding the publisher lease row (`lease::fence`), it appends the values that changed to
+//! `channel_changes` and `channel_sellable` (the cursor there is the version of each
+//! (channel, SKU)) and deletes the outbox rows it consumed. So consuming a row and storing
+//! what it changed commit together: a crash or take-over replays unconsumed rows, never
+//! skips one. An outbox row committed late with a lower id is simply still there for the
+//! next pass. Stock is read after the outbox, so a pass never stores a value older than the
+//! rows it consumed; a holder's passes are serial, and a new holder reads only after it
+//! took the lease, which no old holder's write can straddle (the lock), so each (channel,
+//! SKU) only moves forward.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, GenericClient, Transaction};
+
+use super::lease;
+use crate::publish::compute::{self, Dirty};
+use crate::publish::store::{now_ms, NewValue};
+use crate::publish::Channel;
+use crate::stock::Rows;
+
+/// Outbox rows consumed per pass at most.
+const BATCH: i64 = 20_000;
+
+/// What a pass did.
+pub enum Passed {
+    /// The lease is no longer ours: nothing was written.
+    LeaseLost,
+    /// Outbox rows consumed, and per channel (by index) the newest cursor written.
+    Done {
+        consumed: usize,
+        cursors: Vec<(usize, i64)>,
+    },
+}
+
+/// Runs one pass on `conn`; `full` recomputes every SKU (a new holder's first pass).
+/// `idle_limit` bounds how long the server waits for us inside the writing transaction.
+pub async fn run(
+    conn: &mut Client,
+    worker_id: &str,
+    generation: i64,
+    channels: &[Arc<Channel>],
+    full: bool,
+    idle_limit: Duration,
+) -> Result<Passed, tokio_postgres::Error> {
+    // Read and compute outside the lock: only the write below is fenced, so a slow
+    // computation never holds the lease row.
+    let outbox = conn
+        .query("SELECT id, sku FROM outbox ORDER BY id LIMIT $1", &[&BATCH])
+        .await?;
+    let ids: Vec<i64> = outbox.iter().map(|r| r.get(0)).collect();
+    let skus: BTreeSet<String> = outbox.iter().map(|r| r.get(1)).collect();
+    if !full && ids.is_empty() {
+        return Ok(Passed::Done {
+            consumed: 0,
+            cursors: Vec::new(),
+        });
+    }
+    let dirty = if full { Dirty::All } else { Dirty::Skus(skus) };
+    let rows = load(&*conn, channels, &dirty).await?;
+    let computed: Vec<Vec<NewValue>> = channels
+        .iter()
+        .map(
+            |channel| match compute::values_from(&rows, channel, channel.mode().mode, &dirty) {
+                Ok(v) => v,
+                Err(never) => match never {},
+            },
+        )
+        .collect();
+    let tx = conn.transaction().await?;
+    // A holder frozen inside this transaction (a stopped process, a stalled VM) would keep
+    // the lease row locked and no one could take over: the server ends the transaction
+    // once it has waited `idle_limit` for us.
+    let idle = format!("{}ms", idle_limit.as_millis());
+    tx.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+        &[&idle],
+    )
+    .await?;
+    if !lease::fence(&tx, worker_id, generation).await? {
+        return Ok(Passed::LeaseLost);
+    }
+    let mut cursors = Vec::new();
+    let now = now_ms();
+    for (i, (channel, values)) in channels.iter().zip(&computed).enumerate() {
+        if let Some(cursor) = store(&tx, &channel.name, values, now).await? {
+            cursors.push((i, cursor));
+        }
+    }
+    tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+        .await?;
+    tx.commit().await?;
+    Ok(Passed::Done {
+        consumed: ids.len(),
+        cursors,
+    })
+}
+
+/// The stock rows `dirty` needs: its SKUs and every component of a bundle containing one.
+async fn load(
+    tx: &impl GenericClient,
+    channels: &[Arc<Channel>],
+    dirty: &Dirty,
+) -> Result<Rows, tokio_postgres::Error> {
+    const COLUMNS: &str = "SELECT sku, warehouse, bin, available FROM stock";
+    let found = match dirty {
+        Dirty::Skus(skus) => {
+            let mut need: BTreeSet<&str> = skus.iter().map(String::as_str).collect();
+            for channel in channels {
+                for bundle in skus
+                    .iter()
+                    .filter_map(|s| channel.bundles_of.get(s))
+                    .flatten()
+                {
+                    need.extend(channel.bundles[bundle].iter().map(|(c, _)| c.as_str()));
+                }
+            }
+            let need: Vec<&str> = need.into_iter().collect();
+            tx.query(&format!("{COLUMNS} WHERE sku = ANY($1)"), &[&need])
+                .await?
+        }
+        _ => tx.query(COLUMNS, &[]).await?,
+    };
+    let mut rows = Rows::default();
+    for r in &found {
+        rows.insert(r.get(0), r.get(1), r.get(2), r.get(3));
+    }
+    Ok(rows)
+}
+
+/// Stores the values of `channel` that differ from what is published, appending each to the
+/// change log; returns the newest cursor written, if any.
+async fn store(
+    tx: &Transaction<'_>,
+    channel: &str,
+    values: &[NewValue],
+    now: i64,
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let skus: Vec<&str> = values.iter().map(|v| v.sku.as_str()).collect();
+    let channel_skus: Vec<&str> = values.iter().map(|v| v.channel_sku.as_str()).collect();
+    let numbers: Vec<i64> = values
+        .iter()
+        .map(|v| i64::try_from(v.value).unwrap_or(i64::MAX))
+        .collect();
+    let row = tx
+        .query_one(
+            "WITH new AS (
+                SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS n(sku, channel_sku, value, ord)),
+             changed AS (
+                SELECT new.* FROM new LEFT JOIN channel_sellable s ON s.channel = $1 AND s.sku = new.sku
+                WHERE s.sku IS NULL OR s.value <> new.value OR s.channel_sku <> new.channel_sku),
+             logged AS (
+                INSERT INTO channel_changes (channel, sku, channel_sku, value, changed_at_ms)
+                SELECT $1, sku, channel_sku, value, $5 FROM changed ORDER BY ord
+                RETURNING cursor, sku, channel_sku, value),
+             upserted AS (
+                INSERT INTO channel_sellable (channel, sku, channel_sku, value, cursor, updated_at_ms)
+                SELECT $1, sku, channel_sku, value, cursor, $5 FROM logged
+                ON CONFLICT (channel, sku) DO UPDATE SET channel_sku = excluded.channel_sku,
+                    value = excluded.value, cursor = excluded.cursor, updated_at_ms = excluded.updated_at_ms
+                RETURNING cursor)
+             SELECT MAX(cursor) FROM upserted",
+            &[&channel, &skus, &channel_skus, &numbers, &now],
+        )
+        .await?;
+    Ok(row.get(0))
+}
