@@ -13,6 +13,7 @@ mod ingest;
 pub mod leases;
 mod pool;
 mod project;
+mod records;
 pub mod reserve;
 pub mod schema;
 mod tls;

@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 /// `(version, SQL)`, oldest first.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 const V1: &str = "
 CREATE TABLE agents (
@@ -132,6 +132,72 @@ CREATE TABLE reservation_holds (
 );
 CREATE INDEX ledger_shipments_by_order ON ledger (order_ref, sku, warehouse)
     WHERE order_ref IS NOT NULL AND kind = 'shipment';
+";
+
+/// The operator's records (`records`): drift, conflicts, shortfalls, transfer
+/// discrepancies and reversals, with the SQLite ledger's columns and keys.
+const V3: &str = "
+CREATE TABLE drift (
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted_at TEXT NOT NULL,
+    counted_at_ms BIGINT NOT NULL,
+    expected BIGINT NOT NULL,
+    counted BIGINT NOT NULL,
+    difference BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    revised_at_ms BIGINT,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE TABLE conflicts (LIKE drift INCLUDING ALL);
+CREATE INDEX drift_by_sku ON drift (sku, warehouse);
+CREATE INDEX conflicts_by_sku ON conflicts (sku, warehouse);
+CREATE TABLE shortfalls (
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    occurred_at_ms BIGINT NOT NULL,
+    requested BIGINT NOT NULL,
+    held BIGINT NOT NULL,
+    excess BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    revised_at_ms BIGINT,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX shortfalls_by_sku ON shortfalls (sku, warehouse);
+CREATE TABLE discrepancies (
+    transfer TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    from_warehouse TEXT NOT NULL,
+    to_warehouse TEXT NOT NULL,
+    shipped BIGINT NOT NULL,
+    received BIGINT NOT NULL,
+    difference BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (transfer, sku)
+);
+CREATE TABLE reversals (
+    order_ref TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    shipped BIGINT NOT NULL,
+    reversed BIGINT NOT NULL,
+    excess BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (order_ref, sku)
+);
+CREATE INDEX ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
+CREATE INDEX ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
 ";
 
 /// Any lock id both sides agree on; only migrations take it.
