@@ -51,6 +51,24 @@ pub struct ListQuery {
     offset: Option<i64>,
 }
 
+impl ListQuery {
+    /// The filter and the page asked for (limit 1..=1000, default 100), on every backend.
+    pub fn into_parts(self) -> (Filter, Page) {
+        let filter = Filter {
+            kind: self.kind,
+            status: self.status,
+            warehouse: self.warehouse,
+            channel: self.channel,
+            sku: self.sku,
+        };
+        let page = Page {
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+            offset: self.offset.unwrap_or(0).max(0),
+        };
+        (filter, page)
+    }
+}
+
 fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), AppError> {
     filter
         .to_sql()
@@ -73,24 +91,17 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
 ) -> Result<Response, AppError> {
-    let filter = Filter {
-        kind: q.kind,
-        status: q.status,
-        warehouse: q.warehouse,
-        channel: q.channel,
-        sku: q.sku,
-    };
+    let (filter, page) = q.into_parts();
     let cond = where_sql(&filter)?;
-    let page = Page {
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
-        offset: q.offset.unwrap_or(0).max(0),
-    };
     sync(&app.ledger).await?;
     let (total, items) = app.ledger.read(|c| exceptions::list(c, &cond, page))?;
-    Ok(
-        Json(json!({"total": total, "limit": page.limit, "offset": page.offset, "items": items}))
-            .into_response(),
-    )
+    Ok(page_json(total, page, items))
+}
+
+/// A page of the queue: `{total, limit, offset, items}`, on every backend.
+pub fn page_json(total: i64, page: Page, items: Vec<serde_json::Value>) -> Response {
+    Json(json!({"total": total, "limit": page.limit, "offset": page.offset, "items": items}))
+        .into_response()
 }
 
 /// `GET /v1/exceptions/<id>`.

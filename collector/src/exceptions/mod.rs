@@ -14,13 +14,13 @@ mod outbound;
 mod query;
 mod retry;
 mod sources;
-mod stores;
+pub(crate) mod stores;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use actions::{act, act_by_filter, Action, ActionError, Request};
-pub use query::{get, list, summary, Filter, Page};
+pub use query::{event_json, get, list, source_json, summary, Filter, Page, Row, COLUMNS};
 pub use retry::{agent_retried, retry, retry_by_filter, Retry};
 pub use sources::sync;
 

@@ -8,6 +8,8 @@
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
 pub mod api;
+mod exception_sources;
+pub mod exceptions;
 pub mod import;
 mod ingest;
 pub mod leases;

@@ -135,7 +135,8 @@ CREATE INDEX ledger_shipments_by_order ON ledger (order_ref, sku, warehouse)
 ";
 
 /// The operator's records (`records`): drift, conflicts, shortfalls, transfer
-/// discrepancies and reversals, with the SQLite ledger's columns and keys.
+/// discrepancies and reversals, with the SQLite ledger's columns and keys; and the
+/// exception queue over them (`exceptions`), as on SQLite.
 const V3: &str = "
 CREATE TABLE drift (
     agent_id TEXT NOT NULL,
@@ -198,6 +199,49 @@ CREATE TABLE reversals (
 );
 CREATE INDEX ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
 CREATE INDEX ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
+ALTER TABLE rejects ADD COLUMN retried_at_ms BIGINT;
+CREATE TABLE exceptions (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    warehouse TEXT,
+    channel TEXT,
+    sku TEXT,
+    source TEXT NOT NULL,
+    field TEXT,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    occurrences BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    status_at_ms BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX exceptions_by_status ON exceptions (status, kind);
+CREATE INDEX exceptions_by_sku ON exceptions (sku);
+CREATE TABLE exception_sources (
+    origin TEXT NOT NULL,
+    origin_key TEXT NOT NULL,
+    exception_id TEXT NOT NULL,
+    seen BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    open BOOLEAN NOT NULL DEFAULT true,
+    PRIMARY KEY (origin, origin_key)
+);
+CREATE INDEX exception_sources_by_exception ON exception_sources (exception_id);
+CREATE TABLE exception_events (
+    id BIGSERIAL PRIMARY KEY,
+    exception_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    \"by\" TEXT NOT NULL,
+    comment TEXT
+);
+CREATE INDEX exception_events_by_exception ON exception_events (exception_id, id);
+CREATE TABLE exception_cursors (
+    origin TEXT PRIMARY KEY,
+    cursor_ms BIGINT NOT NULL
+);
 ";
 
 /// Any lock id both sides agree on; only migrations take it.

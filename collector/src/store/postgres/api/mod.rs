@@ -20,6 +20,8 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod exceptions;
+mod history;
 mod operations;
 mod reservations;
 use crate::api::stock::warehouses;
@@ -44,6 +46,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
     Router::new()
         .route("/v1/stock", get(by_location))
         .route("/v1/stock/{sku}", get(by_sku))
+        .route("/v1/stock/{sku}/history", get(history::history))
         .route(
             "/v1/reservations",
             axum::routing::post(reservations::create).get(reservations::list),
@@ -54,6 +57,14 @@ pub fn router(app: Arc<PgApp>) -> Router {
         )
         .route("/v1/agents", get(operations::agents))
         .route("/v1/rejects", get(operations::rejects))
+        .route(
+            "/v1/exceptions",
+            get(exceptions::list).fallback(not_supported),
+        )
+        .route(
+            "/v1/exceptions/{id}",
+            get(exceptions::one).fallback(not_supported),
+        )
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))

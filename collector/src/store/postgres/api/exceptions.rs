@@ -1,0 +1,54 @@
+//! `GET /v1/exceptions` and `GET /v1/exceptions/<id>` from any worker: the SQLite
+//! collector's queue, query and JSON (`crate::api::exceptions`), folded and read from the
+//! shared database. Every read folds the stores' newest records first, as on SQLite.
+//! Actions on exceptions (retry, resolve, ignore, reopen, comment) are not served on this
+//! backend yet and answer 501.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::PgApp;
+use crate::api::exceptions::{page_json, ListQuery};
+use crate::api::{AppError, Params, Path};
+use crate::store::postgres::{exceptions, now_ms, PgError, Pool};
+
+/// Folds the stores' newest records into the queue, in its own transaction.
+async fn sync(pool: &Pool) -> Result<(), PgError> {
+    let mut conn = pool.get().await?;
+    let prepared = conn.prepared();
+    let tx = conn.transaction().await?;
+    exceptions::sync(&tx, &prepared, now_ms()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `GET /v1/exceptions`: `{total, limit, offset, items}`, newest last seen first.
+pub async fn list(
+    State(app): State<Arc<PgApp>>,
+    Params(q): Params<ListQuery>,
+) -> Result<Response, AppError> {
+    let (filter, page) = q.into_parts();
+    let conds = filter
+        .conditions()
+        .map_err(|(field, detail)| AppError::bad_request(field, detail))?;
+    sync(&app.pool).await?;
+    let conn = app.pool.get().await.map_err(PgError::from)?;
+    let (total, items) = exceptions::list(&*conn, &conds, page).await?;
+    Ok(page_json(total, page, items))
+}
+
+/// `GET /v1/exceptions/<id>`: the exception with its records and log.
+pub async fn one(
+    State(app): State<Arc<PgApp>>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    sync(&app.pool).await?;
+    let conn = app.pool.get().await.map_err(PgError::from)?;
+    match exceptions::get(&*conn, &id).await? {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(AppError::not_found("id", format!("no exception `{id}`"))),
+    }
+}
