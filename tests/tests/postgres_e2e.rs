@@ -904,6 +904,18 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         timeless(get(&format!("{a}/v1/reservations/r1")).await.body),
         get(&format!("{a}/v1/rejects")).await.body,
     );
+    let drift = |url: String| async move {
+        get(&format!("{url}/v1/exceptions?kind=drift&limit=1000"))
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["id"].clone(), e["reason"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let drift_before = drift(a.clone()).await;
+    assert!(!drift_before.is_empty(), "the stream's counts drifted");
 
     let config = dir_a.join("move.toml");
     let text = collector_toml(
@@ -949,6 +961,11 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         served.2.as_array().map(Vec::len)
     );
     assert_eq!(expected.2[0]["reason"], served.2[0]["reason"]);
+    let mut drift_after = drift(b.clone()).await;
+    drift_after.sort_by_key(|(id, _)| id.to_string());
+    let mut drift_before = drift_before;
+    drift_before.sort_by_key(|(id, _)| id.to_string());
+    assert_eq!(drift_before, drift_after, "drift moved with the ledger");
     // ... and agents resending everything apply nothing twice.
     assert_eq!(
         deliver(broker.port, "agents-again", &stream, &mut Rng(7)).await,
