@@ -3,8 +3,10 @@
 //! agents. The script makes every kind of record the ledger keeps: drift (a count short of
 //! what was received), a conflict (a scanner counting a WMS location), a shortfall (an
 //! inspection of more than quality control holds), a transfer discrepancy (9 received of
-//! 10 shipped), a reversal (a return before its shipment, then settled by it) and a
-//! collector reject (a hostile payload). Each backend must show them in `/v1/exceptions`
+//! 10 shipped), a reversal (a return before its shipment, then settled by it), a
+//! collector reject (a hostile payload) and a movement of a SKU the catalog does not know,
+//! retried (`/v1/rejects/<id>/retry`) before and after the catalog learns it, applied once.
+//! Each backend must show them in `/v1/exceptions`
 //! with record, source and field, and explain the count in `/v1/stock/<sku>/history` with
 //! its drift inline; and both backends must answer the same JSON, but for the times that
 //! say when each run happened.
@@ -18,6 +20,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
+use stocksync_common::model::*;
+use stocksync_common::wire::{self, Batch};
 use support::postgres::Postgres;
 use support::*;
 
@@ -91,22 +95,64 @@ async fn wait_exceptions(c: &str, query: &str, n: usize, status: &str) -> Vec<Va
     get(&url).await.body["items"].as_array().unwrap().clone()
 }
 
-/// Posts one movement to an agent, dated `minute` minutes after `base`.
+/// Waits until the agent has `what` (a condition on its `/v1/status`).
+async fn agent_until(agent: &str, what: &str, cond: impl Fn(&Value) -> bool) {
+    let url = format!("{agent}/v1/status");
+    wait_for(what, WAIT, || async { cond(&get(&url).await.body) }).await;
+}
+
+/// Posts one movement to an agent, dated `minute` minutes after `base`, and waits until
+/// the collector acknowledged it: movements reach the collector in the script's order, so
+/// what the queue first shows of each record is the same on every run (the records
+/// themselves do not depend on arrival order; an exception's reason is its first sight).
 async fn post_at(agent: &str, base: i64, minute: i64, mut body: Value) {
-    let at = stocksync_common::OccurredAt {
+    let at = OccurredAt {
         unix_ms: base + minute * 60_000,
         offset_seconds: 0,
     };
     body["occurred_at"] = json!(at.to_rfc3339());
     let r = post(&format!("{agent}/v1/movements"), &body.to_string(), &[]).await;
     assert_eq!(r.status, 202, "{body} -> {:?}", r.body);
+    agent_until(agent, "the movement acknowledged", |s| s["backlog"] == 0).await;
+}
+
+/// A batch of agent `ams-2` receiving 7 GHOST at ams, dated `base`.
+fn ghost_batch(base: i64) -> Batch {
+    let m = Movement {
+        seq: 1,
+        sku: Sku("GHOST".into()),
+        location: Location {
+            warehouse: "ams".into(),
+            bin: None,
+        },
+        source: "wms".into(),
+        kind: MovementKind::Receipt,
+        quantity: 7,
+        unit: "each".into(),
+        unit_quantity: 7,
+        occurred_at: OccurredAt {
+            unix_ms: base + 9 * 60_000,
+            offset_seconds: 0,
+        },
+        references: References::default(),
+        external_id: None,
+        note: None,
+        origin: Default::default(),
+    };
+    Batch {
+        agent_id: "ams-2".into(),
+        journal_id: 9,
+        warehouse: "ams".into(),
+        movements: vec![m],
+        sent_at_ms: None,
+    }
 }
 
 /// The script against one collector; returns what an operator reads afterwards: the queue
 /// (every exception in full, by id) and the histories of MUG at ams and its bin.
 async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
     let broker = Broker::start(dir);
-    let service = collector(dir, broker.port, store);
+    let mut service = collector(dir, broker.port, store);
     let c = service.url.clone();
     if !store.is_empty() {
         let health = get(&format!("{c}/healthz")).await.body;
@@ -122,6 +168,11 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
         format!("http://{}", ams.http_addr),
         format!("http://{}", ber.http_addr),
     );
+
+    // Both agents validate against the collector's catalog before the first movement.
+    for agent in [&a, &b] {
+        agent_until(agent, "the catalog", |s| s["validating"] == true).await;
+    }
 
     // Drift: the WMS counts 7 of the 10 received. Conflict: a scanner counts 9.
     let mug = |kind: &str, quantity: u64, source: &str| json!({"sku": "MUG", "kind": kind, "quantity": quantity, "bin": "A-01", "source": source});
@@ -182,10 +233,62 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
     .await;
     wait_exceptions(&c, "kind=collector_reject", 1, "open").await;
 
+    // A SKU the catalog does not know yet: refused on `$.sku`; retried once the catalog has
+    // it, it applies exactly once.
+    // (Straight onto the broker as a second agent: the real agent knows the catalog and
+    // would refuse it at its own door.)
+    publish_once(
+        broker.port,
+        "ams-2",
+        "stocksync/v1/ams/movements",
+        wire::encode_batch(&ghost_batch(base)),
+    )
+    .await;
+    wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1, "open").await;
+    let rejects = get(&format!("{c}/v1/rejects")).await.body;
+    let ghost = rejects
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["field"] == "$.sku")
+        .unwrap_or_else(|| panic!("the GHOST reject: {rejects}"))["id"]
+        .clone();
+    let retry = format!("{c}/v1/rejects/{ghost}/retry");
+    let r = post(&retry, "", &[]).await;
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (422, &json!("id")),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("GHOST"),
+        "{}",
+        r.body
+    );
+    let config = dir.join("collector.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "id = \"LID\"\n",
+        "id = \"LID\"\n[[catalog.skus]]\nid = \"GHOST\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    service.restart();
+    for outcome in ["applied", "already_applied"] {
+        let r = post(&retry, "", &[]).await;
+        assert_eq!(
+            (r.status, &r.body["outcome"]),
+            (200, &json!(outcome)),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(on_hand(&c, "GHOST").await, 7);
+    wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1, "resolved").await;
+
     // What the operator reads: the whole queue, each exception in full, and the history.
     let mut queue = serde_json::Map::new();
     let list = get(&format!("{c}/v1/exceptions?limit=1000")).await.body;
-    assert_eq!(list["total"], 6, "{list}");
+    assert_eq!(list["total"], 7, "{list}");
     for e in list["items"].as_array().unwrap() {
         let id = e["id"].as_str().unwrap();
         let one = get(&format!("{c}/v1/exceptions/{id}")).await;
@@ -218,7 +321,7 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_shortfalls_and_the_queue_read_the_same_on_sqlite_and_postgres() {
     // One clock for both runs, an hour back: the movements are the same on both.
-    let base = stocksync_common::OccurredAt::now().unix_ms / 60_000 * 60_000 - 3_600_000;
+    let base = OccurredAt::now().unix_ms / 60_000 * 60_000 - 3_600_000;
     let sqlite_dir = TempDir::new("records-sqlite");
     let sqlite = operator_day(&sqlite_dir, "", base).await;
     let dir = TempDir::new("records-postgres");

@@ -17,6 +17,7 @@ mod pool;
 mod project;
 mod records;
 pub mod reserve;
+mod retry;
 pub mod schema;
 mod tls;
 pub mod worker;

@@ -98,6 +98,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         tasks: tasks.health(),
         worker_id: worker_id.clone(),
         owned: owned_rx,
+        store: pg.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;

@@ -1,8 +1,9 @@
 //! `GET /v1/exceptions` and `GET /v1/exceptions/<id>` from any worker: the SQLite
 //! collector's queue, query and JSON (`crate::api::exceptions`), folded and read from the
 //! shared database. Every read folds the stores' newest records first, as on SQLite.
-//! Actions on exceptions (retry, resolve, ignore, reopen, comment) are not served on this
-//! backend yet and answer 501.
+//! `POST /v1/rejects/<id>/retry` applies a refused movement once the catalog has its SKU,
+//! exactly once. Actions on exceptions (retry, resolve, ignore, reopen, comment) are not
+//! served on this backend yet and answer 501.
 
 use std::sync::Arc;
 
@@ -51,4 +52,13 @@ pub async fn one(
         Some(e) => Ok(Json(e).into_response()),
         None => Err(AppError::not_found("id", format!("no exception `{id}`"))),
     }
+}
+
+/// `POST /v1/rejects/<id>/retry`: the SQLite collector's answer (`applied`,
+/// `already_applied`, or 422 with the reason it is still refused).
+pub async fn retry_reject(
+    State(app): State<Arc<PgApp>>,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    crate::api::retried(id, app.store.retry_reject(id).await?)
 }

@@ -39,6 +39,8 @@ pub struct PgApp {
     pub worker_id: String,
     /// The warehouses this worker holds a lease on.
     pub owned: tokio::sync::watch::Receiver<super::leases::Owned>,
+    /// The store's ingest path, for what the API applies to the ledger (retries).
+    pub store: super::PgStore,
 }
 
 /// The worker's routes.
@@ -57,6 +59,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         )
         .route("/v1/agents", get(operations::agents))
         .route("/v1/rejects", get(operations::rejects))
+        .route(
+            "/v1/rejects/{id}/retry",
+            axum::routing::post(exceptions::retry_reject),
+        )
         .route(
             "/v1/exceptions",
             get(exceptions::list).fallback(not_supported),
