@@ -10,6 +10,7 @@
 //! a thousand identical failures are one exception with a count of a thousand.
 
 mod actions;
+mod occurrences;
 mod outbound;
 mod query;
 mod retry;

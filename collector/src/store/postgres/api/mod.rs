@@ -1,5 +1,7 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads, reservations, agents, rejects,
-//! readiness and metrics, served by any worker from the shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
+//! The HTTP API of a PostgreSQL worker: the stock reads and histories, reservations,
+//! agents, rejects and their retry, the exception queue, readiness and metrics, served by
+//! any worker from the shared database in the same JSON as the SQLite collector's, and
+//! `/healthz`. Everything
 //! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
 //! `501 {"error": "not_supported_on_backend", ...}`: a client learns that at once, and never
 //! gets an answer computed from data this backend does not keep.
