@@ -20,3 +20,4 @@ pub mod smoke;
 pub mod stack;
 pub mod store;
 pub mod util;
+pub mod wire_client;

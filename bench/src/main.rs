@@ -51,6 +51,9 @@ enum Figure {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Every figure here waits on fsync: other processes' dirty pages written back during a
+    // run would be paid by its commits. Flush them first.
+    let _ = std::process::Command::new("sync").status();
     eprintln!("load before: {}", util::load_note());
     let rows = match &args.figure {
         Figure::Ingest(a) => ingest::run(a)?,

@@ -1,4 +1,4 @@
-//! `cargo run --release -p stocksync-tools --bin stocksync-demo`: the whole system in one
+//! `cargo run --profile demo -p stocksync-tools --bin stocksync-demo`: the whole system in one
 //! process (collector + embedded broker, agents for `ams` and `ber`, simulated scanners)
 //! until Ctrl-C.
 
