@@ -5,7 +5,8 @@
 //! inspection of more than quality control holds), a transfer discrepancy (9 received of
 //! 10 shipped), a reversal (a return before its shipment, then settled by it), a
 //! collector reject (a hostile payload) and a movement of a SKU the catalog does not know,
-//! retried (`/v1/rejects/<id>/retry`) before and after the catalog learns it, applied once.
+//! retried (from the queue, and by `/v1/rejects/<id>/retry`) before and after the catalog
+//! learns it, applied once.
 //! Each backend must show them in `/v1/exceptions`
 //! with record, source and field, and explain the count in `/v1/stock/<sku>/history` with
 //! its drift inline; and both backends must answer the same JSON, but for the times that
@@ -244,7 +245,37 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
         wire::encode_batch(&ghost_batch(base)),
     )
     .await;
-    wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1, "open").await;
+    let queued = wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1, "open").await;
+    let exception = queued[0]["id"].as_str().unwrap().to_string();
+    let act = |action: &str, id: &str| {
+        let url = format!("{c}/v1/exceptions/{id}/{action}");
+        async move {
+            let body = json!({"by": "ops", "comment": "catalog fixed?"}).to_string();
+            post(&url, &body, &[]).await
+        }
+    };
+    // Retried from the queue before the fix: open again, one attempt, the reason.
+    let r = act("retry", &exception).await;
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (200, &json!("open")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["attempts"], 1, "{}", r.body);
+    assert!(
+        r.body["reason"].as_str().unwrap().contains("GHOST"),
+        "{}",
+        r.body
+    );
+    // A drift is not a record to process again: 409 naming the kind.
+    let r = act("retry", drift[0]["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (409, &json!("kind")),
+        "{}",
+        r.body
+    );
     let rejects = get(&format!("{c}/v1/rejects")).await.body;
     let ghost = rejects
         .as_array()
@@ -273,15 +304,29 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
     );
     std::fs::write(&config, text).unwrap();
     service.restart();
-    for outcome in ["applied", "already_applied"] {
-        let r = post(&retry, "", &[]).await;
-        assert_eq!(
-            (r.status, &r.body["outcome"]),
-            (200, &json!(outcome)),
-            "{}",
-            r.body
-        );
-    }
+    // Once the catalog has it: from the queue (applied, resolved), from the queue again and
+    // from the rejects list (already applied): 7 GHOST, once.
+    let r = act("retry", &exception).await;
+    assert_eq!(
+        (r.status, &r.body["status"], &r.body["applied"]),
+        (200, &json!("resolved"), &json!(1)),
+        "{}",
+        r.body
+    );
+    let r = act("retry", &exception).await;
+    assert_eq!(
+        (&r.body["already_applied"], &r.body["attempts"]),
+        (&json!(1), &json!(3)),
+        "{}",
+        r.body
+    );
+    let r = post(&retry, "", &[]).await;
+    assert_eq!(
+        (r.status, &r.body["outcome"]),
+        (200, &json!("already_applied")),
+        "{}",
+        r.body
+    );
     assert_eq!(on_hand(&c, "GHOST").await, 7);
     wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1, "resolved").await;
 

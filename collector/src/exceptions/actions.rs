@@ -73,7 +73,7 @@ pub enum ActionError {
     Ledger(#[from] crate::ledger::LedgerError),
 }
 
-pub(super) fn check(req: &Request) -> Result<(), ActionError> {
+pub(crate) fn check(req: &Request) -> Result<(), ActionError> {
     if req.by.trim().is_empty() {
         return Err(ActionError::Invalid {
             field: "$.by",

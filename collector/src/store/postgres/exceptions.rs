@@ -145,7 +145,7 @@ async fn insert(
     event(tx, p, id, now, "opened", None).await
 }
 
-async fn set_status(
+pub(super) async fn set_status(
     tx: &Transaction<'_>,
     p: &Prepared,
     id: &str,
@@ -164,7 +164,7 @@ async fn set_status(
     Ok(())
 }
 
-/// A log entry by the system (hand-made actions are not served on this backend yet).
+/// A log entry by the system.
 async fn event(
     tx: &Transaction<'_>,
     p: &Prepared,
@@ -173,9 +173,20 @@ async fn event(
     action: &str,
     comment: Option<&str>,
 ) -> Result<(), PgError> {
+    event_by(tx, p, id, (now, action, SYSTEM), comment).await
+}
+
+/// A log entry: `(when, what, who)`, and why.
+pub(super) async fn event_by(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    id: &str,
+    (now, action, by): (i64, &str, &str),
+    comment: Option<&str>,
+) -> Result<(), PgError> {
     tx.execute(
         &p.get(tx, "INSERT INTO exception_events (exception_id, at_ms, action, \"by\", comment) VALUES ($1, $2, $3, $4, $5)").await?,
-        &[&id, &now, &action, &SYSTEM, &comment],
+        &[&id, &now, &action, &by, &comment],
     )
     .await?;
     Ok(())

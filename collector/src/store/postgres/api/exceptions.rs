@@ -2,8 +2,9 @@
 //! collector's queue, query and JSON (`crate::api::exceptions`), folded and read from the
 //! shared database. Every read folds the stores' newest records first, as on SQLite.
 //! `POST /v1/rejects/<id>/retry` applies a refused movement once the catalog has its SKU,
-//! exactly once. Actions on exceptions (retry, resolve, ignore, reopen, comment) are not
-//! served on this backend yet and answer 501.
+//! exactly once, and `POST /v1/exceptions/<id>/retry` does that for every record of an
+//! exception of collector rejects. The other actions on exceptions (resolve, ignore, reopen,
+//! comment, and every bulk action) are not served on this backend yet and answer 501.
 
 use std::sync::Arc;
 
@@ -12,8 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::PgApp;
+use crate::api::body::JsonBody;
 use crate::api::exceptions::{page_json, ListQuery};
 use crate::api::{AppError, Params, Path};
+use crate::auth::{self, Principal};
+use crate::exceptions::Request;
 use crate::store::postgres::{exceptions, now_ms, PgError, Pool};
 
 /// Folds the stores' newest records into the queue, in its own transaction.
@@ -61,4 +65,23 @@ pub async fn retry_reject(
     Path(id): Path<i64>,
 ) -> Result<Response, AppError> {
     crate::api::retried(id, app.store.retry_reject(id).await?)
+}
+
+/// `POST /v1/exceptions/<id>/retry` `{by, comment}`: the SQLite collector's answer (the
+/// exception's status afterwards, its attempts, what was applied, why not). With API tokens
+/// configured the retry is recorded as the token's name, whatever `by` says.
+pub async fn act(
+    State(app): State<Arc<PgApp>>,
+    principal: Option<axum::Extension<Principal>>,
+    Path((id, action)): Path<(String, String)>,
+    JsonBody(mut req): JsonBody<Request>,
+) -> Result<Response, AppError> {
+    if action != "retry" {
+        return Ok(super::unsupported(&format!("/v1/exceptions/{id}/{action}")));
+    }
+    req.by = auth::by(principal.as_deref(), &req.by);
+    sync(&app.pool).await?;
+    let done =
+        crate::store::postgres::exception_retry::retry(&app.store, &app.pool, &id, &req).await??;
+    Ok(Json(done).into_response())
 }

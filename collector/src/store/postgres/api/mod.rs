@@ -73,6 +73,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/exceptions/{id}",
             get(exceptions::one).fallback(not_supported),
         )
+        .route(
+            "/v1/exceptions/{id}/{action}",
+            axum::routing::post(exceptions::act),
+        )
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))

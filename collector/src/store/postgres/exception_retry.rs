@@ -1,0 +1,132 @@
+//! `retry` of an exception in PostgreSQL: the SQLite queue's three steps (`exceptions::retry`)
+//! with this store's SQL. `begin` checks the exception can be retried, marks it `retrying`
+//! and counts the attempt; each of its collector rejects goes through the store's own
+//! exactly-once retry (`retry`); `finish` resolves it when every record is in the ledger, or
+//! opens it again with the new reason. Each step is its own transaction and safe to repeat:
+//! a record the ledger holds already answers `already applied`. What counts as retryable,
+//! and what the outcomes add up to, are the SQLite queue's decisions (`not_retryable`,
+//! `Settled`).
+//!
+//! Agent rejects are not kept on this backend, so only collector rejects are retried here.
+
+use tokio_postgres::Transaction;
+
+use super::exceptions::{event_by, set_status};
+use super::{now_ms, PgError, PgStore, Pool, Prepared};
+use crate::exceptions::{self, ActionError, Request, Retry, Settled, SYSTEM};
+use crate::ledger::RETRYABLE;
+
+/// Retries exception `id` (folded already); the inner error is a refusal for the client.
+pub async fn retry(
+    store: &PgStore,
+    pool: &Pool,
+    id: &str,
+    req: &Request,
+) -> Result<Result<Retry, ActionError>, PgError> {
+    let mut conn = pool.get().await?;
+    let p = conn.prepared();
+    let tx = conn.transaction().await?;
+    let rejects = match begin(&tx, &p, id, req).await? {
+        Ok(rejects) => rejects,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tx.commit().await?;
+    let mut outcomes = Vec::with_capacity(rejects.len());
+    for reject in rejects {
+        outcomes.push((reject, store.retry_reject(reject).await?));
+    }
+    let tx = conn.transaction().await?;
+    let answer = finish(&tx, &p, id, &outcomes).await?;
+    tx.commit().await?;
+    Ok(Ok(answer))
+}
+
+/// Marks exception `id` `retrying`, counts the attempt and returns the rejects to retry.
+async fn begin(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    id: &str,
+    req: &Request,
+) -> Result<Result<Vec<i64>, ActionError>, PgError> {
+    if let Err(invalid) = exceptions::check(req) {
+        return Ok(Err(invalid));
+    }
+    let row = tx
+        .query_opt(
+            "SELECT kind, status FROM exceptions WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Err(ActionError::NotFound(id.to_string())));
+    };
+    let (kind, status): (String, String) = (row.get(0), row.get(1));
+    let refused = |detail: String| {
+        Ok(Err(ActionError::NotRetryable {
+            id: id.to_string(),
+            detail,
+        }))
+    };
+    if let Some(why) = exceptions::not_retryable(&kind) {
+        return refused(why);
+    }
+    if status == "ignored" {
+        return refused("it is ignored; reopen it first".into());
+    }
+    let fields: Vec<&str> = RETRYABLE.to_vec();
+    let rejects: Vec<i64> = tx
+        .query(
+            "SELECT r.id FROM exception_sources s JOIN rejects r ON r.id::text = s.origin_key
+             WHERE s.origin = 'rejects' AND s.exception_id = $1 AND r.agent_id IS NOT NULL
+               AND r.first_seq IS NOT NULL AND r.first_seq = r.last_seq AND r.field = ANY($2)
+             ORDER BY r.id",
+            &[&id, &fields],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if rejects.is_empty() {
+        return Ok(Err(exceptions::nothing_to_retry(id)));
+    }
+    let now = now_ms();
+    tx.execute(
+        "UPDATE exceptions SET status = 'retrying', status_at_ms = $2, attempts = attempts + 1 WHERE id = $1",
+        &[&id, &now],
+    )
+    .await?;
+    event_by(tx, p, id, (now, "retry", &req.by), Some(&req.comment)).await?;
+    Ok(Ok(rejects))
+}
+
+/// Records what the store's retries led to.
+async fn finish(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    id: &str,
+    outcomes: &[(i64, crate::ledger::Retried)],
+) -> Result<Retry, PgError> {
+    let now = now_ms();
+    let settled = Settled::of(outcomes);
+    let closed: Vec<String> = settled.closed.iter().map(i64::to_string).collect();
+    tx.execute(
+        "UPDATE exception_sources SET open = false WHERE origin = 'rejects' AND origin_key = ANY($1)",
+        &[&closed],
+    )
+    .await?;
+    set_status(tx, p, id, settled.status(), now).await?;
+    if let Some(why) = &settled.reason {
+        tx.execute(
+            "UPDATE exceptions SET reason = $2 WHERE id = $1",
+            &[&id, why],
+        )
+        .await?;
+    }
+    let (action, comment) = settled.event();
+    event_by(tx, p, id, (now, action, SYSTEM), Some(&comment)).await?;
+    let attempts: i64 = tx
+        .query_one("SELECT attempts FROM exceptions WHERE id = $1", &[&id])
+        .await?
+        .get(0);
+    Ok(settled.answer(id, attempts))
+}
