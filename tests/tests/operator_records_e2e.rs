@@ -9,8 +9,9 @@
 //! learns it, applied once.
 //! Each backend must show them in `/v1/exceptions`
 //! with record, source and field, and explain the count in `/v1/stock/<sku>/history` with
-//! its drift inline; and both backends must answer the same JSON, but for the times that
-//! say when each run happened.
+//! its drift inline, and list them in `/v1/drift`, `/v1/conflicts`, `/v1/discrepancies`,
+//! `/v1/reversals` and `/v1/shortfalls`; and both backends must answer the same JSON, but
+//! for the times that say when each run happened.
 //!
 //! Without PostgreSQL installed the PostgreSQL half prints a notice and the test checks
 //! SQLite alone; CI sets `STOCKSYNC_REQUIRE_POSTGRES=1`, which makes it fail instead.
@@ -349,6 +350,20 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
         assert_eq!(h.body["explained"], true, "{location}: {}", h.body);
         history.insert(location.to_string(), h.body);
     }
+    let mut audit = serde_json::Map::new();
+    for list in [
+        "drift?sku=MUG",
+        "conflicts?all=true",
+        "discrepancies",
+        "reversals",
+        "shortfalls?warehouse=ams",
+    ] {
+        let r = get(&format!("{c}/v1/{list}")).await;
+        assert_eq!(r.status, 200, "{list}: {}", r.body);
+        audit.insert(list.to_string(), r.body);
+    }
+    assert_eq!(audit["drift?sku=MUG"][0]["expected"], 10);
+    assert_eq!(audit["discrepancies"][0]["received"], 9);
     let count = history["ams/A-01"]["movements"]
         .as_array()
         .unwrap()
@@ -360,7 +375,7 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
     ams.stop().await.unwrap();
     ber.stop().await.unwrap();
     drop(service);
-    timeless(json!({"exceptions": queue, "history": history}))
+    timeless(json!({"exceptions": queue, "history": history, "audit": audit}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +393,7 @@ async fn drift_shortfalls_and_the_queue_read_the_same_on_sqlite_and_postgres() {
         pg.url
     );
     let postgres = operator_day(&dir, &store, base).await;
-    for part in ["exceptions", "history"] {
+    for part in ["exceptions", "history", "audit"] {
         assert_eq!(
             postgres[part], sqlite[part],
             "{part}: postgres differs from sqlite"

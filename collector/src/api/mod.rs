@@ -4,7 +4,7 @@
 
 mod agents;
 mod alerts;
-mod audit;
+pub(crate) mod audit;
 pub(crate) mod body;
 mod bundles;
 mod channels;

@@ -11,6 +11,7 @@ use axum::Json;
 use stocksync_common::wire;
 use tokio_postgres::Client;
 
+use super::audit::{count_record, COUNT_COLUMNS};
 use super::PgApp;
 use crate::api::history::{explain, Facts, HistoryQuery, Hold};
 use crate::api::{AppError, Params, Path};
@@ -124,31 +125,12 @@ async fn counts(
     for table in ["drift", "conflicts"] {
         let rows = c
             .query(
-                &format!(
-                    "SELECT agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms,
-                            expected, counted, difference, recorded_at_ms, revised_at_ms
-                     FROM {table} WHERE sku = $1 AND warehouse = $2"
-                ),
+                &format!("SELECT {COUNT_COLUMNS} FROM {table} WHERE sku = $1 AND warehouse = $2"),
                 &[&key.sku, &key.warehouse],
             )
             .await?;
         for r in &rows {
-            let bin: String = r.get(4);
-            let record = CountRecord {
-                agent_id: r.get(0),
-                seq: r.get::<_, i64>(1) as u64,
-                sku: r.get(2),
-                warehouse: r.get(3),
-                bin: (!bin.is_empty()).then_some(bin),
-                source: r.get(5),
-                counted_at: r.get(6),
-                counted_at_ms: r.get(7),
-                expected: r.get(8),
-                counted: r.get(9),
-                difference: r.get(10),
-                recorded_at_ms: r.get(11),
-                revised_at_ms: r.get(12),
-            };
+            let record = count_record(r);
             out.insert((record.agent_id.clone(), record.seq), (table, record));
         }
     }

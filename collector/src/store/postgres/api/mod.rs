@@ -1,5 +1,6 @@
 //! The HTTP API of a PostgreSQL worker: the stock reads and histories, reservations,
-//! agents, rejects and their retry, the exception queue, readiness and metrics, served by
+//! agents, rejects and their retry, the exception queue, the audit lists, readiness and
+//! metrics, served by
 //! any worker from the shared database in the same JSON as the SQLite collector's, and
 //! `/healthz`. Everything
 //! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
@@ -22,6 +23,7 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod audit;
 mod exceptions;
 mod history;
 mod operations;
@@ -51,6 +53,11 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/stock", get(by_location))
         .route("/v1/stock/{sku}", get(by_sku))
         .route("/v1/stock/{sku}/history", get(history::history))
+        .route("/v1/drift", get(audit::drift))
+        .route("/v1/conflicts", get(audit::conflicts))
+        .route("/v1/discrepancies", get(audit::discrepancies))
+        .route("/v1/reversals", get(audit::reversals))
+        .route("/v1/shortfalls", get(audit::shortfalls))
         .route(
             "/v1/reservations",
             axum::routing::post(reservations::create).get(reservations::list),
