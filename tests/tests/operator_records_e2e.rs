@@ -7,7 +7,8 @@
 //! collector reject (a hostile payload) and a movement of a SKU the catalog does not know,
 //! retried (from the queue, and by `/v1/rejects/<id>/retry`) before and after the catalog
 //! learns it, applied once.
-//! Each backend must show them in `/v1/exceptions`
+//! An operator resolves, comments on and ignores exceptions. Each backend must show them in
+//! `/v1/exceptions`
 //! with record, source and field, and explain the count in `/v1/stock/<sku>/history` with
 //! its drift inline, and list them in `/v1/drift`, `/v1/conflicts`, `/v1/discrepancies`,
 //! `/v1/reversals` and `/v1/shortfalls`; and both backends must answer the same JSON, but
@@ -330,6 +331,28 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
     );
     assert_eq!(on_hand(&c, "GHOST").await, 7);
     wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1, "resolved").await;
+
+    // The operator works the queue: resolves the drift (once), comments on the conflict and
+    // ignores it; an unknown action names the known ones.
+    let (drift_id, conflict_id) = (
+        drift[0]["id"].as_str().unwrap(),
+        conflict[0]["id"].as_str().unwrap(),
+    );
+    for (action, id, status, want) in [
+        ("resolve", drift_id, 200, json!("resolved")),
+        ("resolve", drift_id, 409, Value::Null),
+        ("comment", conflict_id, 200, json!("open")),
+        ("ignore", conflict_id, 200, json!("ignored")),
+        ("frobnicate", conflict_id, 404, Value::Null),
+    ] {
+        let r = act(action, id).await;
+        assert_eq!(
+            (r.status, &r.body["status"]),
+            (status, &want),
+            "{action}: {}",
+            r.body
+        );
+    }
 
     // What the operator reads: the whole queue, each exception in full, and the history.
     let mut queue = serde_json::Map::new();

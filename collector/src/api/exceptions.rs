@@ -128,7 +128,8 @@ pub async fn one(
     }
 }
 
-fn action(name: &str) -> Result<Action, AppError> {
+/// The action `name` names, or a 404 listing the known ones, on every backend.
+pub(crate) fn action(name: &str) -> Result<Action, AppError> {
     Action::parse(name).ok_or_else(|| {
         AppError::not_found(
             "action",

@@ -8,12 +8,14 @@
 //! `Settled`).
 //!
 //! Agent rejects are not kept on this backend, so only collector rejects are retried here.
+//! `act` does the other actions on one exception (resolve, ignore, reopen, comment) by the
+//! SQLite queue's rule (`Action::next`).
 
 use tokio_postgres::Transaction;
 
 use super::exceptions::{event_by, set_status};
 use super::{now_ms, PgError, PgStore, Pool, Prepared};
-use crate::exceptions::{self, ActionError, Request, Retry, Settled, SYSTEM};
+use crate::exceptions::{self, Action, ActionError, Request, Retry, Settled, SYSTEM};
 use crate::ledger::RETRYABLE;
 
 /// Retries exception `id` (folded already); the inner error is a refusal for the client.
@@ -129,4 +131,41 @@ async fn finish(
         .await?
         .get(0);
     Ok(settled.answer(id, attempts))
+}
+
+/// Applies `action` to exception `id`; returns its status afterwards (the inner error is a
+/// refusal for the client).
+pub async fn act(
+    pool: &Pool,
+    id: &str,
+    action: Action,
+    req: &Request,
+) -> Result<Result<String, ActionError>, PgError> {
+    if let Err(invalid) = exceptions::check(req) {
+        return Ok(Err(invalid));
+    }
+    let mut conn = pool.get().await?;
+    let p = conn.prepared();
+    let tx = conn.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT status FROM exceptions WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?;
+    let Some(status) = row.map(|r| r.get::<_, String>(0)) else {
+        return Ok(Err(ActionError::NotFound(id.to_string())));
+    };
+    let next = match action.next(id, &status) {
+        Ok(next) => next,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let now = now_ms();
+    if let Some(next) = next {
+        set_status(&tx, &p, id, next, now).await?;
+    }
+    let what = (now, action.name(), req.by.as_str());
+    event_by(&tx, &p, id, what, Some(&req.comment)).await?;
+    tx.commit().await?;
+    Ok(Ok(next.map_or(status, str::to_string)))
 }

@@ -3,14 +3,16 @@
 //! shared database. Every read folds the stores' newest records first, as on SQLite.
 //! `POST /v1/rejects/<id>/retry` applies a refused movement once the catalog has its SKU,
 //! exactly once, and `POST /v1/exceptions/<id>/retry` does that for every record of an
-//! exception of collector rejects. The other actions on exceptions (resolve, ignore, reopen,
-//! comment, and every bulk action) are not served on this backend yet and answer 501.
+//! exception of collector rejects; `resolve`, `ignore`, `reopen` and `comment` act on one
+//! exception as on SQLite. Bulk actions by filter are not served on this backend yet and
+//! answer 501.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::json;
 
 use super::PgApp;
 use crate::api::body::JsonBody;
@@ -18,7 +20,7 @@ use crate::api::exceptions::{page_json, ListQuery};
 use crate::api::{AppError, Params, Path};
 use crate::auth::{self, Principal};
 use crate::exceptions::Request;
-use crate::store::postgres::{exceptions, now_ms, PgError, Pool};
+use crate::store::postgres::{exception_retry, exceptions, now_ms, PgError, Pool};
 
 /// Folds the stores' newest records into the queue, in its own transaction.
 async fn sync(pool: &Pool) -> Result<(), PgError> {
@@ -67,21 +69,24 @@ pub async fn retry_reject(
     crate::api::retried(id, app.store.retry_reject(id).await?)
 }
 
-/// `POST /v1/exceptions/<id>/retry` `{by, comment}`: the SQLite collector's answer (the
-/// exception's status afterwards, its attempts, what was applied, why not). With API tokens
-/// configured the retry is recorded as the token's name, whatever `by` says.
+/// `POST /v1/exceptions/<id>/<action>` `{by, comment}`: `retry` answers as on SQLite (the
+/// exception's status afterwards, its attempts, what was applied, why not); `resolve`,
+/// `ignore`, `reopen` and `comment` answer `{id, status}`. With API tokens configured the
+/// action is recorded as the token's name, whatever `by` says.
 pub async fn act(
     State(app): State<Arc<PgApp>>,
     principal: Option<axum::Extension<Principal>>,
-    Path((id, action)): Path<(String, String)>,
+    Path((id, name)): Path<(String, String)>,
     JsonBody(mut req): JsonBody<Request>,
 ) -> Result<Response, AppError> {
-    if action != "retry" {
-        return Ok(super::unsupported(&format!("/v1/exceptions/{id}/{action}")));
-    }
     req.by = auth::by(principal.as_deref(), &req.by);
+    if name == "retry" {
+        sync(&app.pool).await?;
+        let done = exception_retry::retry(&app.store, &app.pool, &id, &req).await??;
+        return Ok(Json(done).into_response());
+    }
+    let action = crate::api::exceptions::action(&name)?;
     sync(&app.pool).await?;
-    let done =
-        crate::store::postgres::exception_retry::retry(&app.store, &app.pool, &id, &req).await??;
-    Ok(Json(done).into_response())
+    let status = exception_retry::act(&app.pool, &id, action, &req).await??;
+    Ok(Json(json!({"id": id, "status": status})).into_response())
 }
