@@ -7,7 +7,7 @@
 //! collector reject (a hostile payload) and a movement of a SKU the catalog does not know,
 //! retried (from the queue, and by `/v1/rejects/<id>/retry`) before and after the catalog
 //! learns it, applied once.
-//! An operator resolves, comments on and ignores exceptions. Each backend must show them in
+//! An operator resolves, comments on and ignores exceptions, one by one and in bulk. Each backend must show them in
 //! `/v1/exceptions`
 //! with record, source and field, and explain the count in `/v1/stock/<sku>/history` with
 //! its drift inline, and list them in `/v1/drift`, `/v1/conflicts`, `/v1/discrepancies`,
@@ -353,6 +353,35 @@ async fn operator_day(dir: &TempDir, store: &str, base: i64) -> Value {
             r.body
         );
     }
+
+    // In bulk: resolve every shortfall; retry every open discrepancy (skipped: not a record
+    // to process again).
+    let bulk = |action: &str, kind: &str| {
+        let url = format!("{c}/v1/exceptions/{action}");
+        let body = json!({"by": "ops", "comment": "weekly sweep", "filter": {"kind": kind}});
+        async move { post(&url, &body.to_string(), &[]).await }
+    };
+    let r = bulk("resolve", "shortfall").await;
+    assert_eq!(
+        (r.status, &r.body["changed"]),
+        (200, &json!(1)),
+        "{}",
+        r.body
+    );
+    let r = bulk("retry", "discrepancy").await;
+    assert_eq!(
+        (r.status, r.body["skipped"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{}",
+        r.body
+    );
+    let r = bulk("resolve", "nonsense").await;
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (400, &json!("kind")),
+        "{}",
+        r.body
+    );
 
     // What the operator reads: the whole queue, each exception in full, and the history.
     let mut queue = serde_json::Map::new();

@@ -180,9 +180,9 @@ pub async fn act(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
-    by: String,
-    comment: String,
-    filter: Filter,
+    pub(crate) by: String,
+    pub(crate) comment: String,
+    pub(crate) filter: Filter,
 }
 
 /// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`; `by` as in [`act`].
@@ -216,20 +216,30 @@ pub async fn bulk(
     let Some(action) = action else {
         let (retried, skipped) =
             exceptions::retry_by_filter((&app.ledger, &app.agent_commands), cond, who, now).await?;
-        let skipped: Vec<_> = skipped
-            .into_iter()
-            .map(|(id, why)| json!({"id": id, "why": why}))
-            .collect();
-        return Ok(
-            Json(json!({"changed": retried.len(), "retried": retried, "skipped": skipped}))
-                .into_response(),
-        );
+        return Ok(bulk_retried(retried, skipped));
     };
     let ids = app
         .ledger
         .write(move |tx, _| Ok(exceptions::act_by_filter(tx, &cond, action, &who, t)))
         .await??;
-    Ok(Json(json!({"changed": ids.len(), "ids": ids})).into_response())
+    Ok(bulk_acted(ids))
+}
+
+/// The answer of a bulk retry, on every backend.
+pub(crate) fn bulk_retried(
+    retried: Vec<exceptions::Retry>,
+    skipped: Vec<(String, String)>,
+) -> Response {
+    let skipped: Vec<_> = skipped
+        .into_iter()
+        .map(|(id, why)| json!({"id": id, "why": why}))
+        .collect();
+    Json(json!({"changed": retried.len(), "retried": retried, "skipped": skipped})).into_response()
+}
+
+/// The answer of a bulk action, on every backend.
+pub(crate) fn bulk_acted(ids: Vec<String>) -> Response {
+    Json(json!({"changed": ids.len(), "ids": ids})).into_response()
 }
 
 /// `POST /v1/exceptions/<id>/retry` `{by, comment}`: processes the exception's refused

@@ -9,7 +9,7 @@
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
 pub mod api;
-mod exception_retry;
+mod exception_actions;
 mod exception_sources;
 pub mod exceptions;
 pub mod import;

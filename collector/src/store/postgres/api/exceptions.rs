@@ -4,8 +4,8 @@
 //! `POST /v1/rejects/<id>/retry` applies a refused movement once the catalog has its SKU,
 //! exactly once, and `POST /v1/exceptions/<id>/retry` does that for every record of an
 //! exception of collector rejects; `resolve`, `ignore`, `reopen` and `comment` act on one
-//! exception as on SQLite. Bulk actions by filter are not served on this backend yet and
-//! answer 501.
+//! exception as on SQLite, and `POST /v1/exceptions/<action>` `{by, comment, filter}` on
+//! every exception a filter selects (each exception in its own transaction).
 
 use std::sync::Arc;
 
@@ -16,11 +16,11 @@ use serde_json::json;
 
 use super::PgApp;
 use crate::api::body::JsonBody;
-use crate::api::exceptions::{page_json, ListQuery};
+use crate::api::exceptions::{bulk_acted, bulk_retried, page_json, BulkRequest, ListQuery};
 use crate::api::{AppError, Params, Path};
 use crate::auth::{self, Principal};
 use crate::exceptions::Request;
-use crate::store::postgres::{exception_retry, exceptions, now_ms, PgError, Pool};
+use crate::store::postgres::{exception_actions, exceptions, now_ms, PgError, Pool};
 
 /// Folds the stores' newest records into the queue, in its own transaction.
 async fn sync(pool: &Pool) -> Result<(), PgError> {
@@ -82,11 +82,40 @@ pub async fn act(
     req.by = auth::by(principal.as_deref(), &req.by);
     if name == "retry" {
         sync(&app.pool).await?;
-        let done = exception_retry::retry(&app.store, &app.pool, &id, &req).await??;
+        let done = exception_actions::retry(&app.store, &app.pool, &id, &req).await??;
         return Ok(Json(done).into_response());
     }
     let action = crate::api::exceptions::action(&name)?;
     sync(&app.pool).await?;
-    let status = exception_retry::act(&app.pool, &id, action, &req).await??;
+    let status = exception_actions::act(&app.pool, &id, action, &req).await??;
     Ok(Json(json!({"id": id, "status": status})).into_response())
+}
+
+/// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`, or for `retry`
+/// `{changed, retried, skipped}`, as on SQLite; `by` as in [`act`].
+pub async fn bulk(
+    State(app): State<Arc<PgApp>>,
+    principal: Option<axum::Extension<Principal>>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<BulkRequest>,
+) -> Result<Response, AppError> {
+    let action = (name != "retry")
+        .then(|| crate::api::exceptions::action(&name))
+        .transpose()?;
+    let conds = req
+        .filter
+        .conditions()
+        .map_err(|(field, detail)| AppError::bad_request(field, detail))?;
+    let who = Request {
+        by: auth::by(principal.as_deref(), &req.by),
+        comment: req.comment,
+    };
+    sync(&app.pool).await?;
+    let Some(action) = action else {
+        let (retried, skipped) =
+            exception_actions::retry_by_filter(&app.store, &app.pool, &conds, &who).await??;
+        return Ok(bulk_retried(retried, skipped));
+    };
+    let ids = exception_actions::act_by_filter(&app.pool, &conds, action, &who).await??;
+    Ok(bulk_acted(ids))
 }

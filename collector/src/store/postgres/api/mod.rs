@@ -78,7 +78,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
         )
         .route(
             "/v1/exceptions/{id}",
-            get(exceptions::one).fallback(not_supported),
+            get(exceptions::one).post(exceptions::bulk),
         )
         .route(
             "/v1/exceptions/{id}/{action}",

@@ -1,15 +1,18 @@
-//! `retry` of an exception in PostgreSQL: the SQLite queue's three steps (`exceptions::retry`)
-//! with this store's SQL. `begin` checks the exception can be retried, marks it `retrying`
-//! and counts the attempt; each of its collector rejects goes through the store's own
-//! exactly-once retry (`retry`); `finish` resolves it when every record is in the ledger, or
-//! opens it again with the new reason. Each step is its own transaction and safe to repeat:
-//! a record the ledger holds already answers `already applied`. What counts as retryable,
-//! and what the outcomes add up to, are the SQLite queue's decisions (`not_retryable`,
-//! `Settled`).
+//! What an operator does to exceptions in PostgreSQL, by the SQLite queue's rules
+//! (`exceptions::actions`, `exceptions::retry`) with this store's SQL.
 //!
-//! Agent rejects are not kept on this backend, so only collector rejects are retried here.
-//! `act` does the other actions on one exception (resolve, ignore, reopen, comment) by the
-//! SQLite queue's rule (`Action::next`).
+//! `retry` runs the SQLite queue's three steps: `begin` checks the exception can be retried,
+//! marks it `retrying` and counts the attempt; each of its collector rejects goes through
+//! the store's own exactly-once retry (`retry`); `finish` resolves it when every record is in
+//! the ledger, or opens it again with the new reason. Each step is its own transaction and
+//! safe to repeat: a record the ledger holds already answers `already applied`. What counts
+//! as retryable, and what the outcomes add up to, are the SQLite queue's decisions
+//! (`not_retryable`, `Settled`). Agent rejects are not kept on this backend, so only
+//! collector rejects are retried here.
+//!
+//! `act` resolves, ignores, reopens or comments on one exception by the SQLite rule
+//! (`Action::next`); the bulk forms apply either to every exception a filter selects, each
+//! exception in its own transaction (on SQLite the whole bulk action is one).
 
 use tokio_postgres::Transaction;
 
@@ -168,4 +171,79 @@ pub async fn act(
     event_by(&tx, &p, id, what, Some(&req.comment)).await?;
     tx.commit().await?;
     Ok(Ok(next.map_or(status, str::to_string)))
+}
+
+/// The ids of the exceptions `filter` selects (and, for a retry, only open or retrying
+/// ones), in byte order as on SQLite.
+async fn selected(
+    pool: &Pool,
+    filter: &[(&'static str, String)],
+    retrying: bool,
+) -> Result<Vec<(String, String)>, PgError> {
+    let mut conds: Vec<String> = filter
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| format!("{column} = ${}", i + 1))
+        .collect();
+    if retrying {
+        conds.push("status IN ('open', 'retrying')".into());
+    }
+    conds.push("true".into());
+    let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        filter.iter().map(|(_, v)| v as _).collect();
+    let sql = format!(
+        "SELECT id, kind FROM exceptions WHERE {} ORDER BY id COLLATE \"C\"",
+        conds.join(" AND ")
+    );
+    let conn = pool.get().await?;
+    let rows = conn.query(&sql, &args).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Applies `action` to every exception `filter` selects that is not in the action's status
+/// already; returns their ids. Each exception is its own transaction.
+pub async fn act_by_filter(
+    pool: &Pool,
+    filter: &[(&'static str, String)],
+    action: Action,
+    req: &Request,
+) -> Result<Result<Vec<String>, ActionError>, PgError> {
+    if let Err(invalid) = exceptions::check(req) {
+        return Ok(Err(invalid));
+    }
+    let mut changed = Vec::new();
+    for (id, _) in selected(pool, filter, false).await? {
+        match act(pool, &id, action, req).await? {
+            Ok(_) => changed.push(id),
+            Err(ActionError::AlreadyInStatus { .. }) => {}
+            Err(refused) => return Ok(Err(refused)),
+        }
+    }
+    Ok(Ok(changed))
+}
+
+/// Retries every open exception `filter` selects that can be retried; returns what each
+/// retry led to, and the ids skipped with why.
+pub async fn retry_by_filter(
+    store: &PgStore,
+    pool: &Pool,
+    filter: &[(&'static str, String)],
+    req: &Request,
+) -> Result<Result<(Vec<Retry>, Vec<(String, String)>), ActionError>, PgError> {
+    if let Err(invalid) = exceptions::check(req) {
+        return Ok(Err(invalid));
+    }
+    let (mut done, mut skipped) = (Vec::new(), Vec::new());
+    for (id, kind) in selected(pool, filter, true).await? {
+        if let Some(why) = exceptions::not_retryable(&kind) {
+            skipped.push((id, why));
+            continue;
+        }
+        match retry(store, pool, &id, req).await? {
+            Ok(r) => done.push(r),
+            Err(ActionError::NotRetryable { detail, .. }) => skipped.push((id, detail)),
+            Err(refused) => return Ok(Err(refused)),
+        }
+    }
+    Ok(Ok((done, skipped)))
 }
