@@ -14,7 +14,7 @@ use crate::util::{free_port, per_s, rate, Row, TempDir};
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
     /// Movements posted in batched requests.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     pub movements: usize,
     /// Movements per batched request.
     #[arg(long, default_value_t = 1000)]

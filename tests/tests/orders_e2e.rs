@@ -2,6 +2,11 @@
 //! order is routed, held all-or-nothing (bundles' components summed with other lines),
 //! never oversold under concurrent checkouts, explained, retried safely, and followed
 //! through shipment, cancellation, return, expiry and re-routing.
+//!
+//! Every case runs twice: on one SQLite collector (`<case>::sqlite`) and on
+//! two collector worker processes sharing one real PostgreSQL (`<case>::postgres`, which
+//! prints a notice and passes when PostgreSQL is not installed, see `support::postgres`),
+//! with the same requests and the same expected answers.
 
 mod support;
 
@@ -11,6 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
+use support::postgres::Postgres;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -29,27 +35,108 @@ sku = "GIFT"
 components = [{ sku = "MUG", quantity = 1 }, { sku = "LID", quantity = 1 }]
 "#;
 
-/// A collector, a broker and one agent per warehouse.
+/// Which store the collector runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    /// One collector process with its SQLite ledger.
+    Sqlite,
+    /// Two collector worker processes on one PostgreSQL database, both taking orders.
+    Postgres,
+}
+
+/// A test that runs on both backends, as `<name>::sqlite` and `<name>::postgres`.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// The collector side of a stack: one SQLite collector, or PostgreSQL worker processes.
+enum Collectors {
+    Sqlite(Collector),
+    Postgres {
+        workers: Vec<Service>,
+        _pg: Postgres,
+    },
+}
+
+/// A collector (or two workers), a broker and one agent per warehouse.
 struct Stack {
+    /// The collector's URL (on PostgreSQL: the first worker's).
     c: String,
+    /// Every URL that takes orders (on PostgreSQL: each worker's).
+    urls: Vec<String>,
     agents: BTreeMap<String, (Agent, String)>,
-    collector: Collector,
+    collectors: Collectors,
     _broker: Broker,
     _dir: TempDir,
 }
 
 impl Stack {
-    async fn start(warehouses: &[&str], orders: &str) -> Stack {
+    /// `None` when the backend is PostgreSQL and it is not installed (the notice is printed).
+    async fn start(backend: Backend, warehouses: &[&str], orders: &str) -> Option<Stack> {
         let dir = TempDir::new("orders");
         let broker = Broker::start(&dir);
-        let extra = format!(
-            "{CATALOG}\n[[channels.channel]]\nname = \"shop\"\nlocations = [\"*\"]\n{orders}"
-        );
-        let config = collector_toml(&dir, broker.port, 0, &extra);
-        let collector = Collector::start(toml_config(&config))
-            .await
-            .expect("collector starts");
-        let c = format!("http://{}", collector.http_addr);
+        let collectors = match backend {
+            Backend::Sqlite => {
+                let extra = format!(
+                    "{CATALOG}\n[[channels.channel]]\nname = \"shop\"\nlocations = [\"*\"]\n{orders}"
+                );
+                let config = collector_toml(&dir, broker.port, 0, &extra);
+                let collector = Collector::start(toml_config(&config))
+                    .await
+                    .expect("collector starts");
+                Collectors::Sqlite(collector)
+            }
+            Backend::Postgres => {
+                let pg = Postgres::start(&dir)?;
+                // A worker does not publish to channels (yet): "shop" takes orders through
+                // its `[[orders.channel]]` entry alone.
+                let shop = if orders.contains("name = \"shop\"") {
+                    ""
+                } else {
+                    "[[orders.channel]]\nname = \"shop\"\n"
+                };
+                let workers = ["w1", "w2"]
+                    .iter()
+                    .map(|id| {
+                        let port = free_port();
+                        let extra = format!(
+                            "{CATALOG}\n{orders}\n{shop}[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = {warehouses:?}\n",
+                            pg.url
+                        );
+                        let text = collector_toml(&dir, broker.port, port, &extra).replace(
+                            &format!("{:?}", dir.join("ledger.db")),
+                            &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
+                        );
+                        Service::start(&dir, "stocksync-collector", id, &text, port)
+                    })
+                    .collect();
+                Collectors::Postgres { workers, _pg: pg }
+            }
+        };
+        let urls: Vec<String> = match &collectors {
+            Collectors::Sqlite(c) => vec![format!("http://{}", c.http_addr)],
+            Collectors::Postgres { workers, .. } => workers.iter().map(|w| w.url.clone()).collect(),
+        };
+        for url in &urls {
+            let health = get(&format!("{url}/healthz")).await.body;
+            let want = if backend == Backend::Sqlite {
+                None
+            } else {
+                Some("postgres")
+            };
+            assert_eq!(health["backend"].as_str(), want, "{health}");
+        }
         let mut agents = BTreeMap::new();
         for wh in warehouses {
             let agent = Agent::start(agent_config(&dir, &format!("{wh}-1"), wh, broker.port, 0))
@@ -58,35 +145,34 @@ impl Stack {
             let url = format!("http://{}/v1/movements", agent.http_addr);
             agents.insert(wh.to_string(), (agent, url));
         }
-        Stack {
-            c,
+        Some(Stack {
+            c: urls[0].clone(),
+            urls,
             agents,
-            collector,
+            collectors,
             _broker: broker,
             _dir: dir,
-        }
+        })
     }
 
-    /// Posts a movement at `wh` and waits until the collector has counted it.
+    /// Posts a movement at `wh` and waits until the collector has counted it (every
+    /// movement here changes a stock row of its SKU at `wh`).
     async fn movement(&self, wh: &str, body: Value) {
         let sku = body["sku"].as_str().unwrap().to_string();
-        let before = self.history_len(&sku, wh).await;
+        let before = self.rows(&sku, wh).await;
         let r = post(&self.agents[wh].1, &body.to_string(), &[]).await;
         assert_eq!(r.status, 202, "{:?}", r.body);
         wait_for("movement counted", WAIT, || async {
-            self.history_len(&sku, wh).await > before
+            self.rows(&sku, wh).await != before
         })
         .await;
     }
 
-    async fn history_len(&self, sku: &str, wh: &str) -> usize {
-        let h = get(&format!(
-            "{}/v1/stock/{sku}/history?location={wh}/A-01",
-            self.c
-        ))
-        .await
-        .body;
-        h["movements"].as_array().map_or(0, Vec::len)
+    /// The stock rows of `sku` at `wh`.
+    async fn rows(&self, sku: &str, wh: &str) -> Vec<Value> {
+        let s = get(&format!("{}/v1/stock/{sku}", self.c)).await.body;
+        let rows = s["locations"].as_array().cloned().unwrap_or_default();
+        rows.into_iter().filter(|r| r["warehouse"] == wh).collect()
     }
 
     async fn receive(&self, wh: &str, sku: &str, n: u64) {
@@ -107,10 +193,7 @@ impl Stack {
 
     /// (available, reserved) of `sku` at `wh`.
     async fn at(&self, sku: &str, wh: &str) -> (i64, i64) {
-        let s = get(&format!("{}/v1/stock/{sku}", self.c)).await.body;
-        let rows = s["locations"].as_array().cloned().unwrap_or_default();
-        let mine = rows.iter().filter(|r| r["warehouse"] == wh);
-        mine.fold((0, 0), |(a, r), row| {
+        self.rows(sku, wh).await.iter().fold((0, 0), |(a, r), row| {
             (
                 a + row["available"].as_i64().unwrap_or(0),
                 r + row["reserved"].as_i64().unwrap_or(0),
@@ -122,7 +205,11 @@ impl Stack {
         for (_, (agent, _)) in self.agents {
             agent.stop().await.unwrap();
         }
-        self.collector.stop().await.unwrap();
+        match self.collectors {
+            Collectors::Sqlite(c) => c.stop().await.unwrap(),
+            // Killed (and the database stopped) on drop.
+            Collectors::Postgres { .. } => {}
+        }
     }
 }
 
@@ -156,9 +243,11 @@ fn wh(name: &str, n: u64) -> Vec<(String, u64)> {
     vec![(name.to_string(), n)]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_is_held_explained_replayed_and_checked() {
-    let s = Stack::start(&["ams"], "").await;
+on_both_backends!(an_order_is_held_explained_replayed_and_checked);
+async fn an_order_is_held_explained_replayed_and_checked(backend: Backend) {
+    let Some(s) = Stack::start(backend, &["ams"], "").await else {
+        return;
+    };
     s.receive("ams", "TEE", 10).await;
     s.receive("ams", "MUG", 5).await;
 
@@ -177,6 +266,40 @@ async fn an_order_is_held_explained_replayed_and_checked() {
     // The same order again: the first answer, nothing held twice.
     let again = s.order(body.clone()).await;
     assert_eq!((again.status, &again.body), (200, &placed.body));
+    assert_eq!(s.at("TEE", "ams").await, (7, 3));
+    // One new order sent eight times at once (to both workers on PostgreSQL): placed once,
+    // every other answer the first one.
+    let dup = order("SO-D", json!([{"sku": "TEE", "quantity": 2}]));
+    let sends: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, body) = (
+                format!("{}/v1/orders", s.urls[i % s.urls.len()]),
+                dup.to_string(),
+            );
+            tokio::spawn(async move { post(&url, &body, &[]).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in sends {
+        answers.push(t.await.unwrap());
+    }
+    let created: Vec<&Reply> = answers.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        answers.iter().all(|r| r.body == created[0].body),
+        "one answer for all"
+    );
+    assert_eq!(s.at("TEE", "ams").await, (5, 5));
+    let c = post(&format!("{}/v1/orders/SO-D/cancel", s.c), "", &[]).await;
+    assert_eq!(
+        (c.status, c.body["state"].clone()),
+        (200, json!("cancelled"))
+    );
     assert_eq!(s.at("TEE", "ams").await, (7, 3));
     // The same id with another quantity: 409 naming the field.
     let mut other = body.clone();
@@ -278,23 +401,51 @@ async fn an_order_is_held_explained_replayed_and_checked() {
         .await
         .body;
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
-    let none = get(&format!("{}/v1/orders?state=cancelled", s.c))
+    let cancelled = get(&format!("{}/v1/orders?state=cancelled", s.c))
+        .await
+        .body;
+    let ids: Vec<&Value> = cancelled
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["id"])
+        .collect();
+    assert_eq!(ids, [&json!("SO-D")]);
+    let none = get(&format!("{}/v1/orders?state=backorder", s.c))
         .await
         .body;
     assert_eq!(none, json!([]));
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_concurrent_checkouts_for_forty_units_sell_exactly_forty() {
-    let s = Stack::start(&["ams", "ber"], "").await;
+on_both_backends!(sixty_concurrent_checkouts_for_forty_units_sell_exactly_forty);
+async fn sixty_concurrent_checkouts_for_forty_units_sell_exactly_forty(backend: Backend) {
+    let Some(s) = Stack::start(backend, &["ams", "ber"], "").await else {
+        return;
+    };
     s.receive("ams", "HOT", 25).await;
     s.receive("ber", "HOT", 15).await;
-    let url = format!("{}/v1/orders", s.c);
+    // While the checkouts race, what each warehouse can sell is read again and again.
+    let stock_url = format!("{}/v1/stock/HOT", s.c);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut lowest = i64::MAX;
+        while !*stop_rx.borrow() {
+            let rows = get(&stock_url).await.body["locations"].clone();
+            let mut per: BTreeMap<String, i64> = BTreeMap::new();
+            for r in rows.as_array().into_iter().flatten() {
+                let w = r["warehouse"].as_str().unwrap_or_default().to_string();
+                *per.entry(w).or_default() += r["available"].as_i64().unwrap_or(0);
+            }
+            lowest = per.values().copied().fold(lowest, i64::min);
+        }
+        lowest
+    });
+    // On PostgreSQL the orders go to both workers at once.
     let tasks: Vec<_> = (0..60)
         .map(|i| {
             let (url, body) = (
-                url.clone(),
+                format!("{}/v1/orders", s.urls[i % s.urls.len()]),
                 order(&format!("RACE-{i}"), json!([{"sku": "HOT", "quantity": 1}])).to_string(),
             );
             tokio::spawn(async move { post(&url, &body, &[]).await.status })
@@ -304,6 +455,9 @@ async fn sixty_concurrent_checkouts_for_forty_units_sell_exactly_forty() {
     for t in tasks {
         *by_status.entry(t.await.unwrap()).or_default() += 1;
     }
+    stop_tx.send(true).unwrap();
+    let lowest = sampler.await.unwrap();
+    assert!(lowest >= 0, "a warehouse showed {lowest} available");
     assert_eq!(by_status, BTreeMap::from([(201, 40), (409, 20)]));
     assert_eq!(s.at("HOT", "ams").await, (0, 25));
     assert_eq!(s.at("HOT", "ber").await, (0, 15));
@@ -320,9 +474,41 @@ async fn sixty_concurrent_checkouts_for_forty_units_sell_exactly_forty() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_line_orders_are_all_or_nothing_with_bundle_components_summed() {
-    let s = Stack::start(&["ams"], "").await;
+on_both_backends!(crossing_multi_line_orders_all_finish_and_never_oversell);
+async fn crossing_multi_line_orders_all_finish_and_never_oversell(backend: Backend) {
+    let Some(s) = Stack::start(backend, &["ams"], "").await else {
+        return;
+    };
+    s.receive("ams", "TEE", 10).await;
+    s.receive("ams", "MUG", 10).await;
+    // 30 two-line orders at once, half naming the SKUs the other way round (on PostgreSQL
+    // through both workers): each needs both locks; exactly 10 fit.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let lines = match i % 2 {
+                0 => json!([{"sku": "TEE", "quantity": 1}, {"sku": "MUG", "quantity": 1}]),
+                _ => json!([{"sku": "MUG", "quantity": 1}, {"sku": "TEE", "quantity": 1}]),
+            };
+            let url = format!("{}/v1/orders", s.urls[i % s.urls.len()]);
+            let body = order(&format!("X-{i}"), lines).to_string();
+            tokio::spawn(async move { post(&url, &body, &[]).await.status })
+        })
+        .collect();
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for t in tasks {
+        *by_status.entry(t.await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(by_status, BTreeMap::from([(201, 10), (409, 20)]));
+    assert_eq!(s.at("TEE", "ams").await, (0, 10));
+    assert_eq!(s.at("MUG", "ams").await, (0, 10));
+    s.stop().await;
+}
+
+on_both_backends!(multi_line_orders_are_all_or_nothing_with_bundle_components_summed);
+async fn multi_line_orders_are_all_or_nothing_with_bundle_components_summed(backend: Backend) {
+    let Some(s) = Stack::start(backend, &["ams"], "").await else {
+        return;
+    };
     s.receive("ams", "MUG", 3).await;
     s.receive("ams", "LID", 5).await;
     // Two gift sets (2 MUG, 2 LID) and two loose mugs need 4 MUG: there are 3.
@@ -434,9 +620,11 @@ fn routed(id: &str, channel: &str, lines: Value, ship_to: Value) -> Value {
     json!({"id": id, "channel": channel, "lines": lines, "ship_to": ship_to})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_routing_rule_decides_a_case() {
-    let s = Stack::start(&["ams", "ber", "chi", "sin"], ROUTING).await;
+on_both_backends!(each_routing_rule_decides_a_case);
+async fn each_routing_rule_decides_a_case(backend: Backend) {
+    let Some(s) = Stack::start(backend, &["ams", "ber", "chi", "sin"], ROUTING).await else {
+        return;
+    };
     for w in ["ams", "ber", "chi", "sin"] {
         s.receive(w, "TEE", 10).await;
     }
@@ -615,10 +803,12 @@ async fn each_routing_rule_decides_a_case() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_and_silent_warehouses_are_skipped_and_orders_rerouted_off_them() {
+on_both_backends!(frozen_and_silent_warehouses_are_skipped_and_orders_rerouted_off_them);
+async fn frozen_and_silent_warehouses_are_skipped_and_orders_rerouted_off_them(backend: Backend) {
     let orders = "[orders]\nstale_after_secs = 3\n[[orders.channel]]\nname = \"shop\"\nrules = [\"ranked\"]\nranked = [\"chi\", \"ams\"]\n";
-    let mut s = Stack::start(&["ams", "chi"], orders).await;
+    let Some(mut s) = Stack::start(backend, &["ams", "chi"], orders).await else {
+        return;
+    };
     s.receive("chi", "TEE", 5).await;
     s.receive("ams", "TEE", 5).await;
     let r = s
@@ -700,9 +890,11 @@ async fn frozen_and_silent_warehouses_are_skipped_and_orders_rerouted_off_them()
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shipment_cancel_return_and_expiry_follow_the_order() {
-    let s = Stack::start(&["ams"], "").await;
+on_both_backends!(shipment_cancel_return_and_expiry_follow_the_order);
+async fn shipment_cancel_return_and_expiry_follow_the_order(backend: Backend) {
+    let Some(s) = Stack::start(backend, &["ams"], "").await else {
+        return;
+    };
     s.receive("ams", "TEE", 10).await;
     let r = s
         .order(order("L-1", json!([{"sku": "TEE", "quantity": 5}])))
@@ -787,10 +979,12 @@ async fn shipment_cancel_return_and_expiry_follow_the_order() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn open_orders_move_off_a_frozen_warehouse_by_themselves_when_configured() {
+on_both_backends!(open_orders_move_off_a_frozen_warehouse_by_themselves_when_configured);
+async fn open_orders_move_off_a_frozen_warehouse_by_themselves_when_configured(backend: Backend) {
     let orders = "[orders]\nauto_reroute_secs = 1\n[[orders.channel]]\nname = \"shop\"\nrules = [\"ranked\"]\nranked = [\"chi\", \"ams\"]\n";
-    let s = Stack::start(&["ams", "chi"], orders).await;
+    let Some(s) = Stack::start(backend, &["ams", "chi"], orders).await else {
+        return;
+    };
     s.receive("chi", "TEE", 5).await;
     s.receive("ams", "TEE", 5).await;
     let r = s

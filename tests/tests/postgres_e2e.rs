@@ -869,7 +869,8 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
     };
     let (dir_a, dir_b) = (TempDir::new("pg-move-a"), TempDir::new("pg-move-b"));
     let broker = Broker::start(&dir_b);
-    let sqlite = Collector::start(collector_config(&dir_a, broker.port, 0))
+    let shop = "[[orders.channel]]\nname = \"shop\"\n";
+    let sqlite = Collector::start(toml_config(&collector_toml(&dir_a, broker.port, 0, shop)))
         .await
         .expect("sqlite collector starts");
     let a = format!("http://{}", sqlite.http_addr);
@@ -891,6 +892,13 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
     )
     .await;
     assert_eq!(held.status, 201, "{}", held.body);
+    let placed = post(
+        &format!("{a}/v1/orders"),
+        r#"{"id":"SO-M","channel":"shop","lines":[{"sku":"MUG","quantity":2}],"ship_to":{"country":"NL"}}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
     publish_once(
         broker.port,
         "hostile",
@@ -903,6 +911,7 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         stock_view(&a).await,
         timeless(get(&format!("{a}/v1/reservations/r1")).await.body),
         get(&format!("{a}/v1/rejects")).await.body,
+        get(&format!("{a}/v1/orders/SO-M")).await.body,
     );
     let drift = |url: String| async move {
         get(&format!("{url}/v1/exceptions?kind=drift&limit=1000"))
@@ -922,7 +931,7 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         &dir_a,
         broker.port,
         0,
-        &store_toml(&pg, "w1", 3, &["ams", "ber"]),
+        &format!("{shop}{}", store_toml(&pg, "w1", 3, &["ams", "ber"])),
     );
     std::fs::write(&config, &text).expect("write config");
     let (ok, stderr) = move_to_postgres(&config);
@@ -950,8 +959,10 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         stock_view(&b).await,
         timeless(get(&format!("{b}/v1/reservations/r1")).await.body),
         get(&format!("{b}/v1/rejects")).await.body,
+        get(&format!("{b}/v1/orders/SO-M")).await.body,
     );
     assert_eq!(expected.0, served.0, "stock differs after the move");
+    assert_eq!(expected.3, served.3, "the order differs after the move");
     assert_eq!(
         expected.1, served.1,
         "the reservation differs after the move"
@@ -976,6 +987,19 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         expected.0,
         "a resend after the move changed stock"
     );
+    // The open order goes on on the worker: cancelled there, its 2 MUGs come back.
+    let mugs = |v: &Value| {
+        let t = &v["total"];
+        (
+            t["available"].as_i64().unwrap(),
+            t["reserved"].as_i64().unwrap(),
+        )
+    };
+    let before = mugs(&get(&format!("{b}/v1/stock/MUG")).await.body);
+    let cancelled = post(&format!("{b}/v1/orders/SO-M/cancel"), "", &[]).await;
+    assert_eq!(cancelled.body["state"], "cancelled", "{}", cancelled.body);
+    let after = mugs(&get(&format!("{b}/v1/stock/MUG")).await.body);
+    assert_eq!(after, (before.0 + 2, before.1 - 2));
     worker.stop().await.unwrap();
 }
 

@@ -13,7 +13,7 @@ mod error;
 pub(crate) mod exceptions;
 pub(crate) mod history;
 mod openapi;
-mod orders;
+pub(crate) mod orders;
 mod ready;
 mod reports;
 pub(crate) mod reservations;

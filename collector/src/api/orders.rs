@@ -53,7 +53,12 @@ pub async fn place(
         .ledger
         .write(move |tx, touched| orders::place(tx, &ctx, prepared, t, touched))
         .await?;
-    Ok(match placed {
+    Ok(placed_answer(placed))
+}
+
+/// The HTTP answer of a placed order, on either backend.
+pub(crate) fn placed_answer(placed: Placed) -> Response {
+    match placed {
         Placed::Created(v) => (StatusCode::CREATED, Json(v)).into_response(),
         Placed::Replayed(v) => (StatusCode::OK, Json(v)).into_response(),
         Placed::Conflict(field) => (
@@ -63,7 +68,7 @@ pub async fn place(
         )
             .into_response(),
         Placed::Shortfall(v) => (StatusCode::CONFLICT, Json(v)).into_response(),
-    })
+    }
 }
 
 fn prepare(
@@ -73,11 +78,30 @@ fn prepare(
     t: i64,
     by: String,
 ) -> Result<Prepared, AppError> {
+    let (request, idempotency_key) = checked(&app.orders, headers, body)?;
+    let demand = app.ledger.read(|c| app.orders.demand(&request, c))??;
+    Ok(Prepared {
+        expires_at_ms: request.expires_at(t)?,
+        routed_at: request.routed_at(t)?,
+        request,
+        demand,
+        idempotency_key,
+        by,
+    })
+}
+
+/// The body parsed and checked (every field error a 422 with its JSON path) and the
+/// `Idempotency-Key`, before any store is asked.
+pub(crate) fn checked(
+    orders: &orders::Orders,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(OrderRequest, Option<String>), AppError> {
     body::check(body)?;
     let request = OrderRequest::parse(body)?;
-    let limits = &app.orders.config;
+    let limits = &orders.config;
     request.check(limits.max_lines, limits.max_quantity)?;
-    if app.orders.channel(&request.channel).is_none() {
+    if orders.channel(&request.channel).is_none() {
         return Err(AppError::unprocessable(
             "$.channel".into(),
             format!("`{}` is not a channel that takes orders", request.channel),
@@ -98,15 +122,7 @@ fn prepare(
         ),
         None => None,
     };
-    let demand = app.ledger.read(|c| app.orders.demand(&request, c))??;
-    Ok(Prepared {
-        expires_at_ms: request.expires_at(t)?,
-        routed_at: request.routed_at(t)?,
-        request,
-        demand,
-        idempotency_key,
-        by,
-    })
+    Ok((request, idempotency_key))
 }
 
 /// One order with its history.
@@ -135,9 +151,31 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    state: Option<String>,
-    channel: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) channel: Option<String>,
     limit: Option<i64>,
+}
+
+impl ListQuery {
+    /// Refuses an unknown state; returns the limit (default 100, at most 1000).
+    pub(crate) fn checked(&self) -> Result<i64, AppError> {
+        const STATES: &[&str] = &[
+            "reserved",
+            "partially_shipped",
+            "shipped",
+            "backorder",
+            "queued",
+            "cancelled",
+            "expired",
+        ];
+        if let Some(s) = self.state.as_deref().filter(|s| !STATES.contains(s)) {
+            return Err(AppError::bad_request(
+                "state",
+                format!("`{s}` is not one of {}", STATES.join(", ")),
+            ));
+        }
+        Ok(self.limit.unwrap_or(100).clamp(1, 1000))
+    }
 }
 
 /// Orders, newest first, by state and channel.
@@ -156,29 +194,15 @@ pub async fn list(
     State(app): State<Arc<App>>,
     super::Params(q): super::Params<ListQuery>,
 ) -> Result<Response, AppError> {
-    const STATES: &[&str] = &[
-        "reserved",
-        "partially_shipped",
-        "shipped",
-        "backorder",
-        "queued",
-        "cancelled",
-        "expired",
-    ];
-    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
-        return Err(AppError::bad_request(
-            "state",
-            format!("`{s}` is not one of {}", STATES.join(", ")),
-        ));
-    }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.checked()?;
     let rows = app
         .ledger
         .read(|c| orders::list(c, q.state.as_deref(), q.channel.as_deref(), limit))?;
     Ok(Json(rows).into_response())
 }
 
-fn outcome(id: &str, o: Outcome) -> Result<Response, AppError> {
+/// The HTTP answer of a lifecycle command, on either backend.
+pub(crate) fn outcome(id: &str, o: Outcome) -> Result<Response, AppError> {
     match o {
         Outcome::Done(v) => Ok(Json(v).into_response()),
         Outcome::NotFound => Err(AppError::not_found("id", format!("no order `{id}`"))),
@@ -277,9 +301,9 @@ pub async fn reroute(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
-    frozen: bool,
+    pub(crate) frozen: bool,
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Freezes or unfreezes a warehouse for routing (new orders skip it; re-route moves off it).

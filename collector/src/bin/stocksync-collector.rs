@@ -150,7 +150,7 @@ async fn move_to_postgres(ledger: PathBuf, config: &CollectorConfig) -> anyhow::
         stock_rows = moved.stock_rows,
         reservations = moved.reservations,
         rejects = moved.rejects,
-        orders_left_in_sqlite = moved.orders_left,
+        orders = moved.orders,
         "ledger moved into postgres"
     );
     Ok(())

@@ -12,17 +12,23 @@
 //! Layout: `request` (input and its 422s), `config` (the `[orders]` section), `calendar`
 //! (cutoffs in each warehouse's time zone), `route` (filters' output ranked and allocated),
 //! `place`, `lifecycle` and `reroute` (writer-side commands), `view` (the JSON an order is shown as),
-//! `store` (tables).
+//! `store` (tables), `read` (what routing reads, `Facts`).
+//!
+//! Two stores take orders: the SQLite writer (the commands here) and PostgreSQL workers
+//! (`store::postgres::orders`). Routing never touches a store: it decides from a `Facts`
+//! value each store fills inside its own transaction, and the decisions after placing
+//! (`plan_cancel`, `reroute::off`/`Asked`) are pure too, so both stores share them.
 
 pub mod calendar;
 pub mod config;
-mod lifecycle;
+pub mod lifecycle;
 mod place;
+mod read;
 pub mod request;
-mod reroute;
+pub mod reroute;
 pub mod route;
 pub mod store;
-mod view;
+pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,7 +38,11 @@ use stocksync_common::catalog::Catalog;
 
 pub use config::{OrdersConfig, OrdersConfigError};
 pub use lifecycle::{cancel, keep, CancelLine, CancelRequest, Outcome};
-pub use place::{place, Placed, Prepared};
+pub use lifecycle::{plan_cancel, Release};
+pub use place::{
+    allocation, explain, holds_for, place, record, replayed, shortfall_body, Placed, Prepared,
+};
+pub use read::{facts, Facts};
 pub use request::{Invalid, OrderRequest};
 pub use reroute::{reroute, reroute_open};
 pub use view::{list, show};
@@ -96,7 +106,7 @@ impl Orders {
         self.channels.get(name)
     }
 
-    fn site(&self, warehouse: &str) -> Site {
+    pub(crate) fn site(&self, warehouse: &str) -> Site {
         self.sites
             .get(warehouse)
             .cloned()
@@ -110,6 +120,16 @@ impl Orders {
         req: &OrderRequest,
         conn: &Connection,
     ) -> Result<Result<Vec<Demand>, Invalid>, rusqlite::Error> {
+        self.demand_with(req, |sku| crate::stock::known_sku(conn, sku))
+    }
+
+    /// [`Orders::demand`] with the ledger's "was this SKU ever stocked" asked of `stocked`
+    /// (only consulted with an open catalog, for SKUs that are not bundles).
+    pub fn demand_with<E>(
+        &self,
+        req: &OrderRequest,
+        mut stocked: impl FnMut(&str) -> Result<bool, E>,
+    ) -> Result<Result<Vec<Demand>, Invalid>, E> {
         let mut out = Vec::with_capacity(req.lines.len());
         for (i, l) in req.lines.iter().enumerate() {
             let field = format!("$.lines[{i}].sku");
@@ -120,7 +140,7 @@ impl Orders {
                     .collect(),
                 None => {
                     let known = if self.catalog.is_open() {
-                        crate::stock::known_sku(conn, &l.sku)?
+                        stocked(&l.sku)?
                     } else {
                         self.catalog.config().skus.iter().any(|s| s.id == l.sku)
                     };
@@ -154,15 +174,38 @@ impl Orders {
         Ok(Ok(out))
     }
 
+    /// The warehouses routing looks at for `channel`: its list, or every warehouse that
+    /// has a row of one of the order's SKUs (`available` as read by [`Facts`]).
+    pub fn warehouses_for(
+        &self,
+        channel: &ChannelRouting,
+        available: &BTreeMap<String, BTreeMap<String, i64>>,
+    ) -> Vec<String> {
+        if channel.warehouses.is_empty() {
+            let stocking: BTreeSet<&String> = available.values().flat_map(|l| l.keys()).collect();
+            stocking.into_iter().cloned().collect()
+        } else {
+            channel.warehouses.clone()
+        }
+    }
+
+    /// The local day whose routed orders count against `warehouse`'s daily capacity at
+    /// `at`, if it has one.
+    pub fn capacity_day(&self, warehouse: &str, at: jiff::Timestamp) -> Option<String> {
+        let site = self.site(warehouse);
+        site.daily_capacity
+            .map(|_| calendar::local_day(&site, at).to_string())
+    }
+
     /// The warehouses that may ship for `channel` now, with their routable stock and facts,
     /// and the ones filtered out with why. `skip` are warehouses already dropped.
-    fn candidates(
+    pub fn candidates(
         &self,
-        conn: &Connection,
+        facts: &Facts,
         channel: &ChannelRouting,
         ask: &Ask<'_>,
         skip: &BTreeSet<String>,
-    ) -> rusqlite::Result<(Vec<Candidate>, Filtered)> {
+    ) -> (Vec<Candidate>, Filtered) {
         let Ask {
             lines,
             ship_to,
@@ -173,28 +216,26 @@ impl Orders {
             .iter()
             .flat_map(|l| l.parts.iter().map(|p| &p.0))
             .collect();
-        // One read per SKU: its available units at every warehouse that has a row of it.
-        let mut levels = BTreeMap::new();
-        for sku in &skus {
-            levels.insert(*sku, crate::stock::available_by_warehouse(conn, sku)?);
-        }
-        let names = if channel.warehouses.is_empty() {
-            let stocking: BTreeSet<&String> = levels.values().flat_map(|l| l.keys()).collect();
-            stocking.into_iter().cloned().collect()
-        } else {
-            channel.warehouses.clone()
+        let names = match &facts.warehouses {
+            Some(names) => names.clone(),
+            None => self.warehouses_for(channel, &facts.available),
         };
-        let frozen: BTreeMap<String, String> = store::frozen(conn)?.into_iter().collect();
         let (mut out, mut filtered) = (Vec::new(), Vec::new());
         for wh in names.into_iter().filter(|w| !skip.contains(w)) {
             let site = self.site(&wh);
-            if let Some(why) = self.filter(conn, &wh, &site, &frozen, at, now)? {
+            if let Some(why) = self.filter(facts, &wh, &site, at, now) {
                 filtered.push((wh, why));
                 continue;
             }
             let mut stock = BTreeMap::new();
             for sku in &skus {
-                let n = levels[sku].get(&wh).copied().unwrap_or(0).max(0) as u64;
+                let n = facts
+                    .available
+                    .get(*sku)
+                    .and_then(|l| l.get(&wh))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0) as u64;
                 stock.insert((*sku).clone(), n.saturating_sub(site.safety(sku)));
             }
             out.push(Candidate {
@@ -205,61 +246,56 @@ impl Orders {
                 stock,
             });
         }
-        Ok((out, filtered))
+        (out, filtered)
     }
 
     /// Why `wh` may not take an order now (frozen, silent, full for the day), if it may not.
     fn filter(
         &self,
-        conn: &Connection,
+        facts: &Facts,
         wh: &str,
         site: &Site,
-        frozen: &BTreeMap<String, String>,
         at: jiff::Timestamp,
         now: i64,
-    ) -> rusqlite::Result<Option<String>> {
-        if let Some(why) = self.unavailable(conn, wh, site, frozen, now)? {
-            return Ok(Some(why));
+    ) -> Option<String> {
+        if let Some(why) = self.unavailable(wh, site, &facts.frozen, facts.last_heard(wh), now) {
+            return Some(why);
         }
-        if let Some(cap) = site.daily_capacity {
-            let day = calendar::local_day(site, at).to_string();
-            if store::routed_on(conn, wh, &day)? >= cap {
-                return Ok(Some(format!(
-                    "daily capacity of {cap} orders reached for {day}"
-                )));
-            }
-        }
-        Ok(None)
+        let cap = site.daily_capacity?;
+        let day = calendar::local_day(site, at).to_string();
+        let used = facts.routed_today.get(wh).copied().unwrap_or(0);
+        (used >= cap).then(|| format!("daily capacity of {cap} orders reached for {day}"))
     }
 
     /// Why `wh` cannot ship at all now (frozen or silent): what re-routing moves orders off.
-    fn unavailable(
+    /// `last_heard` is when any of its agents last reported.
+    pub fn unavailable(
         &self,
-        conn: &Connection,
         wh: &str,
         site: &Site,
         frozen: &BTreeMap<String, String>,
+        last_heard: Option<i64>,
         now: i64,
-    ) -> rusqlite::Result<Option<String>> {
+    ) -> Option<String> {
         if site.frozen {
-            return Ok(Some("frozen in the config".into()));
+            return Some("frozen in the config".into());
         }
         if let Some(why) = frozen.get(wh) {
-            return Ok(Some(format!("frozen: {why}")));
+            return Some(format!("frozen: {why}"));
         }
         let stale = self.config.stale_after_secs;
         if stale == 0 {
-            return Ok(None);
+            return None;
         }
         let limit_ms = i64::try_from(stale.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Ok(match store::last_heard(conn, wh)? {
+        match last_heard {
             None => Some("silent: no agent has reported".into()),
             Some(t) if now.saturating_sub(t) > limit_ms => Some(format!(
                 "silent: last heard {}s ago (stale_after {stale}s)",
                 now.saturating_sub(t) / 1000
             )),
             _ => None,
-        })
+        }
     }
 
     /// Kilometres (haversine) or zone cost from `wh` to the address, if known.

@@ -49,22 +49,13 @@ pub fn place(
 ) -> rusqlite::Result<Placed> {
     if let Some((existing, answer)) = store::find(tx, &p.request.id, p.idempotency_key.as_deref())?
     {
-        let stored = serde_json::to_value(&existing.request).unwrap_or(Value::Null);
-        // Only a retry pays for the request as JSON, to compare it field by field.
-        let body = serde_json::to_value(&p.request).unwrap_or(Value::Null);
-        return Ok(match first_difference(&stored, &body, "$") {
-            None => Placed::Replayed(answer),
-            Some(field) => Placed::Conflict(field),
-        });
+        return Ok(replayed(&existing, answer, &p.request));
     }
     let req = &p.request;
     let channel = orders
         .channel(&req.channel)
         .expect("channel checked before");
-    let allocation = match req.allow_split.unwrap_or(channel.allow_split) {
-        false => Allocation::Single,
-        true => channel.allocation,
-    };
+    let allocation = allocation(channel, req);
     let (plan, holds, reservations, filtered, dropped) = match route_and_hold(
         tx,
         orders,
@@ -115,6 +106,27 @@ pub(super) type Routed = (
     Filtered,
 );
 
+/// The answer to an order sent again: its first answer if the body is the same, else the
+/// first field that differs.
+pub fn replayed(existing: &Order, answer: Value, request: &OrderRequest) -> Placed {
+    let stored = serde_json::to_value(&existing.request).unwrap_or(Value::Null);
+    // Only a retry pays for the request as JSON, to compare it field by field.
+    let body = serde_json::to_value(request).unwrap_or(Value::Null);
+    match first_difference(&stored, &body, "$") {
+        None => Placed::Replayed(answer),
+        Some(field) => Placed::Conflict(field),
+    }
+}
+
+/// How the order may be spread over warehouses: `single` unless it and its channel allow
+/// a split.
+pub fn allocation(channel: &ChannelRouting, req: &OrderRequest) -> Allocation {
+    match req.allow_split.unwrap_or(channel.allow_split) {
+        false => Allocation::Single,
+        true => channel.allocation,
+    }
+}
+
 /// Routes `p.demand` and takes the holds; re-ranks without a warehouse whose hold fails.
 /// `Err` carries the 409 body when leftovers are rejected.
 #[allow(clippy::too_many_arguments)]
@@ -139,7 +151,8 @@ pub(super) fn route_and_hold(
             at: p.routed_at,
             now,
         };
-        let (candidates, filtered) = orders.candidates(tx, channel, &ask, &skip)?;
+        let facts = super::read::facts(tx, orders, channel, &p.demand, p.routed_at)?;
+        let (candidates, filtered) = orders.candidates(&facts, channel, &ask, &skip);
         let plan = route::plan(candidates, &channel.rules, &p.demand, allocation);
         if !plan.shortfall.is_empty() && channel.leftovers == Leftovers::Reject {
             return Ok(Err(shortfall_body(&p.request, &plan, &filtered, &dropped)));
@@ -175,7 +188,12 @@ pub(super) fn route_and_hold(
 }
 
 /// One hold per (SKU, warehouse) of the allocations, components summed over lines.
-fn holds_for(allocs: &[Alloc], demand: &[Demand], order: &str, first: u32) -> Vec<(Hold, HoldRef)> {
+pub fn holds_for(
+    allocs: &[Alloc],
+    demand: &[Demand],
+    order: &str,
+    first: u32,
+) -> Vec<(Hold, HoldRef)> {
     let mut per_key: BTreeMap<(String, String), u64> = BTreeMap::new();
     for a in allocs {
         for (sku, per) in &demand[a.line].parts {
@@ -208,7 +226,8 @@ fn holds_for(allocs: &[Alloc], demand: &[Demand], order: &str, first: u32) -> Ve
         .collect()
 }
 
-fn shortfall_body(
+/// The 409 body of an order nobody can ship in full: the shortfall per line.
+pub fn shortfall_body(
     req: &OrderRequest,
     plan: &Plan,
     filtered: &[(String, String)],
@@ -237,7 +256,7 @@ pub(super) fn pairs(p: &[(String, String)]) -> Value {
 }
 
 /// The routing decision, rule by rule, for the answer and the history.
-pub(super) fn explain(
+pub fn explain(
     channel: &ChannelRouting,
     allocation: Allocation,
     at: jiff::Timestamp,
@@ -256,7 +275,8 @@ pub(super) fn explain(
     })
 }
 
-fn record(
+/// The order as stored, from its plan and holds.
+pub fn record(
     p: &Prepared,
     channel: &ChannelRouting,
     plan: &Plan,

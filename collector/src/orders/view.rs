@@ -95,16 +95,30 @@ pub fn show(conn: &Connection, id: &str) -> rusqlite::Result<Option<Value>> {
     if order.id != id {
         return Ok(None);
     }
-    let mut v = render(&order, &holds(conn, &order)?);
-    let mut history = store::history(conn, id)?;
-    // The placing decision is stored once, in the first answer.
+    let v = render(&order, &holds(conn, &order)?);
+    Ok(Some(with_history(v, store::history(conn, id)?, &answer)))
+}
+
+/// An order's JSON with its history; the placing decision, stored once in the first
+/// `answer`, is put back into the `placed` event.
+pub fn with_history(mut v: Value, mut history: Vec<Value>, answer: &Value) -> Value {
     if let Some(placed) = history.iter_mut().find(|e| e["event"] == "placed") {
         if placed["detail"].get("explanation").is_none() {
             placed["detail"]["explanation"] = answer["explanation"].clone();
         }
     }
     v["history"] = Value::Array(history);
-    Ok(Some(v))
+    v
+}
+
+/// The stored states a listed `state` is read from (derived states are stored as
+/// `reserved`); empty: all.
+pub fn stored_states(state: Option<&str>) -> Vec<&str> {
+    match state {
+        None => vec![],
+        Some("shipped" | "partially_shipped" | "expired" | "reserved") => vec!["reserved"],
+        Some(s) => vec![s],
+    }
 }
 
 /// `GET /v1/orders?state=&channel=`: newest first; derived states are filtered after reading.
@@ -114,11 +128,7 @@ pub fn list(
     channel: Option<&str>,
     limit: i64,
 ) -> rusqlite::Result<Vec<Value>> {
-    let stored: Vec<&str> = match state {
-        None => vec![],
-        Some("shipped" | "partially_shipped" | "expired" | "reserved") => vec!["reserved"],
-        Some(s) => vec![s],
-    };
+    let stored = stored_states(state);
     let mut out = Vec::new();
     for order in store::list(
         conn,

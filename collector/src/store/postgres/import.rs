@@ -2,15 +2,16 @@
 //!
 //! The SQLite file is the truth up to the moment the collector stops, so the move copies it
 //! as it is (agents, every ledger row with its decided treatment, the projection, the last
-//! counts, reservations and their holds, the rejects queue, the drift, conflict, shortfall,
-//! discrepancy and reversal records) rather than re-deciding anything: the PostgreSQL
-//! workers then go on from exactly where the SQLite collector stood, and agents resending
-//! what was unacknowledged are deduplicated by `(agent_id, seq)` as always. The exception
-//! queue's own state (statuses, comments) stays behind: the workers' queue folds the moved
-//! records again, as new open exceptions. It is one PostgreSQL transaction, checked before
-//! COMMIT (row counts and stock sums equal on both sides), and refused while a collector holds the file's lock, when the database already
-//! holds a ledger, or while an order still holds stock (orders are not served by the
-//! PostgreSQL backend yet: moving their holds would strand them).
+//! counts, reservations and their holds, orders with their history, the rejects queue, the
+//! drift, conflict, shortfall, discrepancy and reversal records) rather than re-deciding
+//! anything: the PostgreSQL workers then go on from exactly where the SQLite collector
+//! stood, and agents resending what was unacknowledged are deduplicated by
+//! `(agent_id, seq)` as always. The exception queue's own state (statuses, comments) stays
+//! behind: the workers' queue folds the moved records again, as new open exceptions. It is
+//! one PostgreSQL transaction, checked before COMMIT (row counts and stock sums equal on both
+//! sides), and refused while a collector holds the file's lock or when the database already
+//! holds a ledger. An open order goes on on the workers: its holds are reservations, its
+//! record and history the same JSON on both backends.
 
 use std::path::Path;
 
@@ -32,8 +33,7 @@ pub struct Moved {
     pub stock_rows: u64,
     pub reservations: u64,
     pub rejects: u64,
-    /// Orders left behind in the SQLite file (all closed; see the module docs).
-    pub orders_left: u64,
+    pub orders: u64,
 }
 
 /// Why the move did not happen; nothing was written to PostgreSQL.
@@ -69,18 +69,6 @@ pub async fn move_ledger(path: &Path, store: &StoreConfig) -> Result<Moved, Move
     };
     let conn = Connection::open(path).map_err(sqlite)?;
     crate::ledger::migrate(&conn, path)?;
-    let holding: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM reservations WHERE status = 'active' AND id LIKE '%#%'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sqlite)?;
-    if holding > 0 {
-        return Err(MoveError::Refused(format!(
-            "{holding} hold(s) of orders are still active; orders are not served by the postgres backend yet: ship, cancel or let them expire first"
-        )));
-    }
     let pool = super::pool_for(store, 1)?;
     let mut client = pool.get().await.map_err(PgError::from)?;
     schema::migrate(&mut client).await.map_err(PgError::from)?;
@@ -101,7 +89,7 @@ pub async fn move_ledger(path: &Path, store: &StoreConfig) -> Result<Moved, Move
         stock_rows: 0,
         reservations: 0,
         rejects: 0,
-        orders_left: count(&conn, "SELECT COUNT(*) FROM orders").map_err(sqlite)?,
+        orders: 0,
     };
     for table in TABLES {
         let n = copy(&conn, &tx, table).await.map_err(|e| match e {
@@ -114,17 +102,13 @@ pub async fn move_ledger(path: &Path, store: &StoreConfig) -> Result<Moved, Move
             "stock" => moved.stock_rows = n,
             "reservations" => moved.reservations = n,
             "rejects" => moved.rejects = n,
+            "orders" => moved.orders = n,
             _ => {}
         }
     }
     verify(&conn, &tx).await?;
     tx.commit().await.map_err(PgError::from)?;
     Ok(moved)
-}
-
-fn count(conn: &Connection, sql: &str) -> rusqlite::Result<u64> {
-    conn.query_row(sql, [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
 }
 
 /// The type of a copied column, as SQLite stores it and PostgreSQL declares it.
@@ -190,6 +174,30 @@ const TABLES: &[Table] = &[
         columns: &[("first_seen_ms", Int), ("last_seen_ms", Int), ("seen_count", Int), ("topic", Text), ("agent_id", OptText), ("first_seq", OptInt), ("last_seq", OptInt), ("reason", Text), ("field", OptText), ("payload", Bytes)],
         select: "SELECT first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, field, payload FROM rejects ORDER BY id",
         extra: "payload_sha256",
+    },
+    Table {
+        name: "orders",
+        columns: &[("id", Text), ("idempotency_key", OptText), ("channel", Text), ("state", Text), ("record", Text), ("answer", Text), ("created_at_ms", Int), ("updated_at_ms", Int)],
+        select: "SELECT id, idempotency_key, channel, state, record, answer, created_at_ms, updated_at_ms FROM orders",
+        extra: "",
+    },
+    Table {
+        name: "order_history",
+        columns: &[("order_id", Text), ("at_ms", Int), ("event", Text), ("detail", Text)],
+        select: "SELECT order_id, at_ms, event, detail FROM order_history ORDER BY seq",
+        extra: "",
+    },
+    Table {
+        name: "routing_frozen",
+        columns: &[("warehouse", Text), ("reason", Text), ("at_ms", Int)],
+        select: "SELECT warehouse, reason, at_ms FROM routing_frozen",
+        extra: "",
+    },
+    Table {
+        name: "routing_daily",
+        columns: &[("warehouse", Text), ("day", Text), ("orders", Int)],
+        select: "SELECT warehouse, day, orders FROM routing_daily",
+        extra: "",
     },
     // The operator's records, as the ledger last wrote them (`records`).
     Table {
@@ -367,6 +375,8 @@ async fn verify(conn: &Connection, tx: &Transaction<'_>) -> Result<(), MoveError
         ("discrepancy records", "SELECT COUNT(*) FROM discrepancies"),
         ("reversal records", "SELECT COUNT(*) FROM reversals"),
         ("reservations", "SELECT COUNT(*) FROM reservations"),
+        ("orders", "SELECT COUNT(*) FROM orders"),
+        ("order history", "SELECT COUNT(*) FROM order_history"),
         ("available", "SELECT COALESCE(SUM(available), 0) FROM stock"),
         ("reserved", "SELECT COALESCE(SUM(reserved), 0) FROM stock"),
         ("damaged", "SELECT COALESCE(SUM(damaged), 0) FROM stock"),

@@ -15,6 +15,7 @@ pub mod exceptions;
 pub mod import;
 mod ingest;
 pub mod leases;
+pub mod orders;
 mod pool;
 mod project;
 mod records;

@@ -233,7 +233,7 @@ pub async fn held(
 
 /// Closes the reservations of (sku, warehouse) their orders' shipments cover, reopens one
 /// whose shipments no longer do, and moves the held amount to match.
-async fn settle(
+pub(super) async fn settle(
     tx: &Transaction<'_>,
     p: &Prepared,
     sku: &str,
@@ -261,7 +261,7 @@ async fn settle(
 
 /// Recomputes what (sku, warehouse) holds and moves the difference from `available` to
 /// `reserved` on the warehouse-level row.
-async fn refresh_hold(
+pub(super) async fn refresh_hold(
     tx: &Transaction<'_>,
     p: &Prepared,
     sku: &str,

@@ -6,7 +6,7 @@
 use tokio_postgres::Client;
 
 /// `(version, SQL)`, oldest first.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3_ORDERS), (4, V4_RECORDS)];
 
 const V1: &str = "
 CREATE TABLE agents (
@@ -134,10 +134,47 @@ CREATE INDEX ledger_shipments_by_order ON ledger (order_ref, sku, warehouse)
     WHERE order_ref IS NOT NULL AND kind = 'shipment';
 ";
 
+/// Orders (`orders`): the SQLite collector's order tables. An order's record and first
+/// answer are its JSON text, as on SQLite; its holds are `reservations` rows.
+const V3_ORDERS: &str = "
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY,
+    idempotency_key TEXT UNIQUE,
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX orders_newest ON orders (created_at_ms DESC, id);
+CREATE INDEX orders_by_state ON orders (state, channel, created_at_ms DESC);
+CREATE TABLE order_history (
+    seq BIGSERIAL PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX order_history_by_order ON order_history (order_id, seq);
+CREATE TABLE routing_frozen (
+    warehouse TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE TABLE routing_daily (
+    warehouse TEXT NOT NULL,
+    day TEXT NOT NULL,
+    orders BIGINT NOT NULL,
+    PRIMARY KEY (warehouse, day)
+);
+CREATE INDEX agents_by_warehouse ON agents (warehouse);
+";
+
 /// The operator's records (`records`): drift, conflicts, shortfalls, transfer
 /// discrepancies and reversals, with the SQLite ledger's columns and keys; and the
 /// exception queue over them (`exceptions`), as on SQLite.
-const V3: &str = "
+const V4_RECORDS: &str = "
 CREATE TABLE drift (
     agent_id TEXT NOT NULL,
     seq BIGINT NOT NULL,

@@ -1,7 +1,7 @@
-//! Starting one collector worker on the PostgreSQL store: the HTTP reads, the lease task
-//! and a consumer that follows the leases. What a worker does not do yet (channel
-//! publishing, orders, alerts) it refuses to be configured for, rather than
-//! silently not doing it.
+//! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
+//! orders, the lease task and a consumer that follows the leases. What a worker does not do
+//! yet (channel publishing, alerts) it refuses to be configured for, rather than silently
+//! not doing it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,11 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         anyhow::bail!("[store] backend = \"postgres\": no warehouses to share out among workers; list them in [store] warehouses or [[locations]]");
     }
     let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
+    let orders = Arc::new(crate::orders::Orders::new(
+        config.orders.clone(),
+        config.channels.channel.iter().map(|c| c.name.clone()),
+        catalog.clone(),
+    )?);
     let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
     let http_addr = listener.local_addr()?;
     let server = stocksync_runtime::server::Server::new(
@@ -87,6 +92,10 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         ),
     );
     tasks.spawn(
+        "reroute",
+        super::orders::auto_reroute(pg.side_pool(1), orders.clone(), watch_rx.clone()),
+    );
+    tasks.spawn(
         "expiry",
         super::reserve::expire_every_second(pg.side_pool(1), watch_rx.clone()),
     );
@@ -98,6 +107,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         tasks: tasks.health(),
         worker_id: worker_id.clone(),
         owned: owned_rx,
+        orders,
         store: pg.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);

@@ -27,6 +27,7 @@ mod audit;
 mod exceptions;
 mod history;
 mod operations;
+mod orders;
 mod reservations;
 use crate::api::stock::warehouses;
 use crate::api::AppError;
@@ -43,6 +44,8 @@ pub struct PgApp {
     pub worker_id: String,
     /// The warehouses this worker holds a lease on.
     pub owned: tokio::sync::watch::Receiver<super::leases::Owned>,
+    /// Routing configuration and the catalog for `/v1/orders`.
+    pub orders: Arc<crate::orders::Orders>,
     /// The store's ingest path, for what the API applies to the ledger (retries).
     pub store: super::PgStore,
 }
@@ -65,6 +68,24 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route(
             "/v1/reservations/{id}",
             get(reservations::get).delete(reservations::release),
+        )
+        .route(
+            "/v1/orders",
+            axum::routing::post(orders::place).get(orders::list),
+        )
+        .route("/v1/orders/{id}", get(orders::get))
+        .route(
+            "/v1/orders/{id}/cancel",
+            axum::routing::post(orders::cancel),
+        )
+        .route("/v1/orders/{id}/paid", axum::routing::post(orders::paid))
+        .route(
+            "/v1/orders/{id}/reroute",
+            axum::routing::post(orders::reroute),
+        )
+        .route(
+            "/v1/routing/warehouses/{warehouse}",
+            axum::routing::put(orders::set_frozen),
         )
         .route("/v1/agents", get(operations::agents))
         .route("/v1/rejects", get(operations::rejects))
