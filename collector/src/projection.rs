@@ -100,26 +100,15 @@ pub(crate) fn project(
     pending: &mut Pending,
 ) -> Result<(), rusqlite::Error> {
     let key = e.key();
-    let transfer = matches!(
-        e.movement.kind,
-        MovementKind::TransferOut | MovementKind::TransferIn
-    );
-    if transfer && e.treatment.has_effect() {
-        if let Some(t) = &e.movement.references.transfer {
-            records::update_discrepancy(tx, t, &e.movement.sku.0, now)?;
-        }
+    let settles = records::settles(e);
+    if let Some((transfer, sku)) = &settles.transfer {
+        records::update_discrepancy(tx, transfer, sku, now)?;
     }
-    let reversal_path = matches!(
-        e.movement.kind,
-        MovementKind::Shipment | MovementKind::Cancellation | MovementKind::Return
-    );
-    if reversal_path && e.treatment.has_effect() {
-        if let Some(order) = &e.movement.references.order {
-            records::update_reversal(tx, order, &e.movement.sku.0, now)?;
-            if e.movement.kind == MovementKind::Shipment {
-                let (sku, warehouse) = (&e.movement.sku.0, &e.movement.location.warehouse);
-                reserve::on_shipment(tx, order, sku, warehouse, now, touched)?;
-            }
+    if let Some((order, sku)) = &settles.order {
+        records::update_reversal(tx, order, sku, now)?;
+        if e.movement.kind == MovementKind::Shipment {
+            let warehouse = &e.movement.location.warehouse;
+            reserve::on_shipment(tx, order, sku, warehouse, now, touched)?;
         }
     }
     let mut needs_replay = false;
@@ -179,21 +168,13 @@ pub(crate) fn project(
 /// Rebuilds the physical states and the count records of one key from the ledger.
 pub(crate) fn recompute(tx: &Connection, key: &StockKey, now: i64) -> Result<(), rusqlite::Error> {
     let mut entries = entries_at(tx, key)?;
-    let mut counts = Vec::new();
-    let mut shorts = Vec::new();
-    let states = replay(&mut entries, key, |e, step, _| match step {
-        Step::Count {
-            expected, counted, ..
-        } => counts.push((e.clone(), *expected, *counted)),
-        Step::Short { shortfall, .. } => shorts.push((e.clone(), Some(*shortfall))),
-        Step::Delta(_) if is_barrier(e) => shorts.push((e.clone(), None)),
-        _ => {}
-    });
-    for (e, expected, counted) in counts {
-        records::record_count(tx, &e, expected, counted, now)?;
-    }
-    for (e, shortfall) in shorts {
-        records::record_shortfall(tx, &e, shortfall.as_ref(), now)?;
+    // `replay` sorts `entries` and calls back once per entry, in that order.
+    let mut steps = Vec::with_capacity(entries.len());
+    let states = replay(&mut entries, key, |_, step, _| steps.push(step.clone()));
+    for (e, step) in entries.iter().zip(&steps) {
+        if let Some(w) = records::of_step(e, &key.bin, step) {
+            records::write(tx, &w, now)?;
+        }
     }
     // Reservations hold stock on the warehouse-level row; the replay knows only movements.
     let mut states = states;

@@ -24,7 +24,7 @@ use crate::ledger::LedgerError;
 use crate::merge::{self, Change, States};
 use crate::projection::{self, Entry, Order};
 use crate::records;
-use crate::replay::{is_barrier, Replay, Step};
+use crate::replay::{is_barrier, Replay};
 use crate::stock::{self, StockKey};
 
 /// What a rebuild did.
@@ -162,18 +162,9 @@ impl Rebuild {
             if is_barrier(e) {
                 last.insert(own.to_string(), e.order());
             }
-            // Records belong to the movement's own key, as in `projection::recompute`.
             for (bin, step) in replay.apply(e) {
-                match step {
-                    _ if bin != own => {}
-                    Step::Count {
-                        expected, counted, ..
-                    } => records::record_count(tx, e, expected, counted, now)?,
-                    Step::Short { shortfall, .. } => {
-                        records::record_shortfall(tx, e, Some(&shortfall), now)?
-                    }
-                    Step::Delta(_) if is_barrier(e) => records::record_shortfall(tx, e, None, now)?,
-                    _ => {}
+                if let Some(w) = records::of_step(e, &bin, &step) {
+                    records::write(tx, &w, now)?;
                 }
             }
         }

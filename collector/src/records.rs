@@ -19,9 +19,11 @@
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::authority::Treatment;
 use crate::projection::Entry;
 use crate::replay::Shortfall;
+
+pub(crate) mod rules;
+pub(crate) use rules::{of_step, settles, Counted, Write};
 
 /// A count that differed from the projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,23 +59,33 @@ pub struct Discrepancy {
     pub updated_at_ms: i64,
 }
 
-/// Writes (or revises, or clears) the record of one count, as computed by a replay.
-pub(crate) fn record_count(
+/// Carries out one record decision of a replay (`rules::of_step`).
+pub(crate) fn write(tx: &Connection, w: &Write<'_>, now: i64) -> Result<(), rusqlite::Error> {
+    match w {
+        Write::Drift(e, c) => record_count(tx, "drift", e, c, now),
+        Write::Conflict(e, c) => record_count(tx, "conflicts", e, c, now),
+        Write::ClearDrift(e) => {
+            tx.prepare_cached("DELETE FROM drift WHERE agent_id = ?1 AND seq = ?2")?
+                .execute(params![e.agent_id, e.movement.seq as i64])?;
+            Ok(())
+        }
+        Write::Shortfall(e, s) => record_shortfall(tx, e, s, now),
+        Write::ClearShortfall(e) => {
+            tx.prepare_cached("DELETE FROM shortfalls WHERE agent_id = ?1 AND seq = ?2")?
+                .execute(params![e.agent_id, e.movement.seq as i64])?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes or revises the drift or conflict record of one count.
+fn record_count(
     tx: &Connection,
+    table: &str,
     e: &Entry,
-    expected: i64,
-    counted: i64,
+    c: &Counted,
     now: i64,
 ) -> Result<(), rusqlite::Error> {
-    let table = match e.treatment {
-        Treatment::Apply => "drift",
-        _ => "conflicts",
-    };
-    if table == "drift" && expected == counted {
-        tx.prepare_cached("DELETE FROM drift WHERE agent_id = ?1 AND seq = ?2")?
-            .execute(params![e.agent_id, e.movement.seq as i64])?;
-        return Ok(());
-    }
     let m = &e.movement;
     tx.prepare_cached(&format!(
         "INSERT INTO {table} (agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms, expected, counted, difference, recorded_at_ms)
@@ -91,9 +103,9 @@ pub(crate) fn record_count(
         m.source,
         m.occurred_at.to_rfc3339(),
         m.occurred_at.unix_ms,
-        expected,
-        counted,
-        counted - expected,
+        c.expected,
+        c.counted,
+        c.difference(),
         now
     ])?;
     Ok(())
@@ -128,8 +140,8 @@ pub(crate) fn update_discrepancy(
             inn = Some((warehouse, quantity));
         }
     }
-    match (out, inn) {
-        (Some((from, shipped)), Some((to, received))) if shipped != received => {
+    match rules::discrepancy(out, inn) {
+        Some((from, to, shipped, received)) => {
             tx.prepare_cached(
                 "INSERT INTO discrepancies (transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -140,7 +152,7 @@ pub(crate) fn update_discrepancy(
             )?
             .execute(params![transfer, sku, from, to, shipped, received, received - shipped, now])?;
         }
-        _ => {
+        None => {
             tx.prepare_cached("DELETE FROM discrepancies WHERE transfer = ?1 AND sku = ?2")?
                 .execute(params![transfer, sku])?;
         }
@@ -164,14 +176,14 @@ pub(crate) fn update_reversal(
              FROM ledger WHERE order_ref = ?1 AND sku = ?2 AND treatment IN ('apply', 'provisional')",
         )?
         .query_row(params![order, sku], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if reversed > shipped {
+    if let Some(excess) = rules::reversal_excess(shipped, reversed) {
         tx.prepare_cached(
             "INSERT INTO reversals (order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT (order_ref, sku) DO UPDATE SET shipped = excluded.shipped,
                 reversed = excluded.reversed, excess = excluded.excess, updated_at_ms = excluded.updated_at_ms",
         )?
-        .execute(params![order, sku, shipped, reversed, reversed - shipped, now])?;
+        .execute(params![order, sku, shipped, reversed, excess, now])?;
     } else {
         tx.prepare_cached("DELETE FROM reversals WHERE order_ref = ?1 AND sku = ?2")?
             .execute(params![order, sku])?;
@@ -314,20 +326,14 @@ pub fn discrepancies(conn: &Connection, limit: i64) -> Result<Vec<Discrepancy>, 
     rows.collect()
 }
 
-/// Writes (or revises, or clears) the shortfall of one inspection or write-off, as computed
-/// by a replay of its key.
-pub(crate) fn record_shortfall(
+/// Writes or revises the shortfall of one inspection or write-off.
+fn record_shortfall(
     tx: &Connection,
     e: &Entry,
-    shortfall: Option<&Shortfall>,
+    s: &Shortfall,
     now: i64,
 ) -> Result<(), rusqlite::Error> {
     let m = &e.movement;
-    let Some(s) = shortfall else {
-        tx.prepare_cached("DELETE FROM shortfalls WHERE agent_id = ?1 AND seq = ?2")?
-            .execute(params![e.agent_id, m.seq as i64])?;
-        return Ok(());
-    };
     tx.prepare_cached(
         "INSERT INTO shortfalls (agent_id, seq, sku, warehouse, bin, kind, state, occurred_at, occurred_at_ms, requested, held, excess, recorded_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)

@@ -351,7 +351,7 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
     assert!(text.contains("stocksync_worker_warehouses 2"), "{text}");
 
     // What this backend does not serve yet says so, in JSON.
-    let r = get(&format!("{b}/v1/drift")).await;
+    let r = get(&format!("{b}/v1/reports/daily")).await;
     assert_eq!(r.status, 501);
     assert_eq!(r.body["error"], "not_supported_on_backend");
     sqlite.stop().await.unwrap();
@@ -923,6 +923,18 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         get(&format!("{a}/v1/rejects")).await.body,
         get(&format!("{a}/v1/orders/SO-M")).await.body,
     );
+    let drift = |url: String| async move {
+        get(&format!("{url}/v1/exceptions?kind=drift&limit=1000"))
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["id"].clone(), e["reason"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let drift_before = drift(a.clone()).await;
+    assert!(!drift_before.is_empty(), "the stream's counts drifted");
 
     let config = dir_a.join("move.toml");
     let text = collector_toml(
@@ -970,6 +982,11 @@ async fn a_sqlite_ledger_moves_into_postgres_and_workers_go_on_from_it() {
         served.2.as_array().map(Vec::len)
     );
     assert_eq!(expected.2[0]["reason"], served.2[0]["reason"]);
+    let mut drift_after = drift(b.clone()).await;
+    drift_after.sort_by_key(|(id, _)| id.to_string());
+    let mut drift_before = drift_before;
+    drift_before.sort_by_key(|(id, _)| id.to_string());
+    assert_eq!(drift_before, drift_after, "drift moved with the ledger");
     // ... and agents resending everything apply nothing twice.
     assert_eq!(
         deliver(broker.port, "agents-again", &stream, &mut Rng(7)).await,

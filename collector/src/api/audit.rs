@@ -26,19 +26,24 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    fn limit(&self) -> i64 {
+    pub(crate) fn limit(&self) -> i64 {
         self.limit.unwrap_or(100).clamp(1, 10_000)
     }
 
-    fn filter(&self) -> records::Filter<'_> {
+    pub(crate) fn filter(&self) -> records::Filter<'_> {
         records::Filter {
             warehouse: self.warehouse.as_deref(),
             sku: self.sku.as_deref(),
         }
     }
 
+    /// For conflicts: only those that disagreed (the default).
+    pub(crate) fn open_only(&self) -> bool {
+        !self.all.unwrap_or(false)
+    }
+
     /// Refuses the filters an endpoint does not support.
-    fn only(&self, supported: &[&'static str]) -> Result<(), AppError> {
+    pub(crate) fn only(&self, supported: &[&'static str]) -> Result<(), AppError> {
         for (name, set) in [
             ("all", self.all.is_some()),
             ("warehouse", self.warehouse.is_some()),
@@ -98,7 +103,7 @@ pub async fn conflicts(
     Params(q): Params<ListQuery>,
 ) -> Result<Response, AppError> {
     q.only(&["all", "warehouse", "sku"])?;
-    let open_only = !q.all.unwrap_or(false);
+    let open_only = q.open_only();
     let rows = app
         .ledger
         .read(|c| records::conflicts(c, q.filter(), open_only, q.limit()))?;

@@ -51,6 +51,24 @@ pub struct ListQuery {
     offset: Option<i64>,
 }
 
+impl ListQuery {
+    /// The filter and the page asked for (limit 1..=1000, default 100), on every backend.
+    pub fn into_parts(self) -> (Filter, Page) {
+        let filter = Filter {
+            kind: self.kind,
+            status: self.status,
+            warehouse: self.warehouse,
+            channel: self.channel,
+            sku: self.sku,
+        };
+        let page = Page {
+            limit: self.limit.unwrap_or(100).clamp(1, 1000),
+            offset: self.offset.unwrap_or(0).max(0),
+        };
+        (filter, page)
+    }
+}
+
 fn where_sql(filter: &Filter) -> Result<(String, Vec<rusqlite::types::Value>), AppError> {
     filter
         .to_sql()
@@ -73,24 +91,17 @@ pub async fn list(
     State(app): State<Arc<App>>,
     Params(q): Params<ListQuery>,
 ) -> Result<Response, AppError> {
-    let filter = Filter {
-        kind: q.kind,
-        status: q.status,
-        warehouse: q.warehouse,
-        channel: q.channel,
-        sku: q.sku,
-    };
+    let (filter, page) = q.into_parts();
     let cond = where_sql(&filter)?;
-    let page = Page {
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
-        offset: q.offset.unwrap_or(0).max(0),
-    };
     sync(&app.ledger).await?;
     let (total, items) = app.ledger.read(|c| exceptions::list(c, &cond, page))?;
-    Ok(
-        Json(json!({"total": total, "limit": page.limit, "offset": page.offset, "items": items}))
-            .into_response(),
-    )
+    Ok(page_json(total, page, items))
+}
+
+/// A page of the queue: `{total, limit, offset, items}`, on every backend.
+pub fn page_json(total: i64, page: Page, items: Vec<serde_json::Value>) -> Response {
+    Json(json!({"total": total, "limit": page.limit, "offset": page.offset, "items": items}))
+        .into_response()
 }
 
 /// `GET /v1/exceptions/<id>`.
@@ -117,7 +128,8 @@ pub async fn one(
     }
 }
 
-fn action(name: &str) -> Result<Action, AppError> {
+/// The action `name` names, or a 404 listing the known ones, on every backend.
+pub(crate) fn action(name: &str) -> Result<Action, AppError> {
     Action::parse(name).ok_or_else(|| {
         AppError::not_found(
             "action",
@@ -168,9 +180,9 @@ pub async fn act(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
-    by: String,
-    comment: String,
-    filter: Filter,
+    pub(crate) by: String,
+    pub(crate) comment: String,
+    pub(crate) filter: Filter,
 }
 
 /// `POST /v1/exceptions/<action>` `{by, comment, filter}`: `{changed, ids}`; `by` as in [`act`].
@@ -204,20 +216,30 @@ pub async fn bulk(
     let Some(action) = action else {
         let (retried, skipped) =
             exceptions::retry_by_filter((&app.ledger, &app.agent_commands), cond, who, now).await?;
-        let skipped: Vec<_> = skipped
-            .into_iter()
-            .map(|(id, why)| json!({"id": id, "why": why}))
-            .collect();
-        return Ok(
-            Json(json!({"changed": retried.len(), "retried": retried, "skipped": skipped}))
-                .into_response(),
-        );
+        return Ok(bulk_retried(retried, skipped));
     };
     let ids = app
         .ledger
         .write(move |tx, _| Ok(exceptions::act_by_filter(tx, &cond, action, &who, t)))
         .await??;
-    Ok(Json(json!({"changed": ids.len(), "ids": ids})).into_response())
+    Ok(bulk_acted(ids))
+}
+
+/// The answer of a bulk retry, on every backend.
+pub(crate) fn bulk_retried(
+    retried: Vec<exceptions::Retry>,
+    skipped: Vec<(String, String)>,
+) -> Response {
+    let skipped: Vec<_> = skipped
+        .into_iter()
+        .map(|(id, why)| json!({"id": id, "why": why}))
+        .collect();
+    Json(json!({"changed": retried.len(), "retried": retried, "skipped": skipped})).into_response()
+}
+
+/// The answer of a bulk action, on every backend.
+pub(crate) fn bulk_acted(ids: Vec<String>) -> Response {
+    Json(json!({"changed": ids.len(), "ids": ids})).into_response()
 }
 
 /// `POST /v1/exceptions/<id>/retry` `{by, comment}`: processes the exception's refused

@@ -4,14 +4,14 @@
 
 mod agents;
 mod alerts;
-mod audit;
+pub(crate) mod audit;
 pub(crate) mod body;
 mod bundles;
 mod channels;
 mod dashboard;
 mod error;
-mod exceptions;
-mod history;
+pub(crate) mod exceptions;
+pub(crate) mod history;
 mod openapi;
 pub(crate) mod orders;
 mod ready;
@@ -266,8 +266,13 @@ pub(crate) async fn retry_reject(
     State(app): State<Arc<App>>,
     Path(id): Path<i64>,
 ) -> Result<Response, AppError> {
+    retried(id, app.ledger.retry_reject(id).await?)
+}
+
+/// The answer to a retry of reject `id`, on every backend.
+pub(crate) fn retried(id: i64, retried: crate::ledger::Retried) -> Result<Response, AppError> {
     use crate::ledger::Retried;
-    let (status, outcome, detail) = match app.ledger.retry_reject(id).await? {
+    let (status, outcome, detail) = match retried {
         Retried::Applied => (StatusCode::OK, "applied", String::new()),
         Retried::AlreadyApplied => (StatusCode::OK, "already_applied", String::new()),
         Retried::StillRefused(reason) => {

@@ -38,7 +38,19 @@ impl Action {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// What the action does to an exception in `status`: the status it leads to, `None`
+    /// when it only adds to the log; refused when the exception is in that status already.
+    pub(crate) fn next(self, id: &str, status: &str) -> Result<Option<&'static str>, ActionError> {
+        match self.status() {
+            Some(next) if next == status => Err(ActionError::AlreadyInStatus {
+                id: id.to_string(),
+                status: status.to_string(),
+            }),
+            next => Ok(next),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Action::Resolve => "resolved",
             Action::Ignore => "ignored",
@@ -73,7 +85,7 @@ pub enum ActionError {
     Ledger(#[from] crate::ledger::LedgerError),
 }
 
-pub(super) fn check(req: &Request) -> Result<(), ActionError> {
+pub(crate) fn check(req: &Request) -> Result<(), ActionError> {
     if req.by.trim().is_empty() {
         return Err(ActionError::Invalid {
             field: "$.by",
@@ -104,16 +116,10 @@ pub fn act(
         })
         .optional()?
         .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
-    let Some(next) = action.status() else {
+    let Some(next) = action.next(id, &status)? else {
         event(tx, id, now, action.name(), &req.by, Some(&req.comment))?;
         return Ok(status);
     };
-    if status == next {
-        return Err(ActionError::AlreadyInStatus {
-            id: id.to_string(),
-            status,
-        });
-    }
     set_status(tx, id, next, now)?;
     event(tx, id, now, action.name(), &req.by, Some(&req.comment))?;
     Ok(next.to_string())

@@ -10,18 +10,21 @@
 //! a thousand identical failures are one exception with a count of a thousand.
 
 mod actions;
+mod occurrences;
 mod outbound;
 mod query;
 mod retry;
 mod sources;
-mod stores;
+pub(crate) mod stores;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub(crate) use actions::check;
 pub use actions::{act, act_by_filter, Action, ActionError, Request};
-pub use query::{get, list, summary, Filter, Page};
+pub use query::{event_json, get, list, source_json, summary, Filter, Page, Row, COLUMNS};
 pub use retry::{agent_retried, retry, retry_by_filter, Retry};
+pub(crate) use retry::{not_retryable, nothing_to_retry, Settled};
 pub use sources::sync;
 
 /// What kind of problem an exception is.

@@ -21,6 +21,18 @@ impl Filter {
     /// The filter as a SQL condition and its parameters; an unknown kind or status is
     /// refused naming the field.
     pub fn to_sql(&self) -> Result<(String, Vec<Sql>), (&'static str, String)> {
+        let mut conds = vec!["1 = 1".to_string()];
+        let mut args = Vec::new();
+        for (column, value) in self.conditions()? {
+            args.push(Sql::Text(value));
+            conds.push(format!("{column} = ?{}", args.len()));
+        }
+        Ok((conds.join(" AND "), args))
+    }
+
+    /// The columns the filter sets, with their values; an unknown kind or status is refused
+    /// naming the field. Each store writes its own SQL from these.
+    pub fn conditions(&self) -> Result<Vec<(&'static str, String)>, (&'static str, String)> {
         if let Some(k) = &self.kind {
             if super::Kind::parse(k).is_none() {
                 let known: Vec<&str> = super::Kind::ALL.iter().map(|k| k.as_str()).collect();
@@ -38,21 +50,16 @@ impl Filter {
                 ));
             }
         }
-        let mut conds = vec!["1 = 1".to_string()];
-        let mut args = Vec::new();
-        for (column, value) in [
+        Ok([
             ("kind", &self.kind),
             ("status", &self.status),
             ("warehouse", &self.warehouse),
             ("channel", &self.channel),
             ("sku", &self.sku),
-        ] {
-            if let Some(v) = value {
-                args.push(Sql::Text(v.clone()));
-                conds.push(format!("{column} = ?{}", args.len()));
-            }
-        }
-        Ok((conds.join(" AND "), args))
+        ]
+        .into_iter()
+        .filter_map(|(column, value)| value.clone().map(|v| (column, v)))
+        .collect())
     }
 }
 
@@ -63,27 +70,81 @@ pub struct Page {
     pub offset: i64,
 }
 
-const COLUMNS: &str = "id, kind, warehouse, channel, sku, source, field, reason, first_seen_ms, last_seen_ms, occurrences, status, status_at_ms, record, attempts";
+/// The columns of an exception, in [`Row`]'s order, for every store.
+pub const COLUMNS: &str = "id, kind, warehouse, channel, sku, source, field, reason, first_seen_ms, last_seen_ms, occurrences, status, status_at_ms, record, attempts";
+
+/// One exception as a store reads it ([`COLUMNS`]); both stores answer through its JSON.
+pub struct Row {
+    pub id: String,
+    pub kind: String,
+    pub warehouse: Option<String>,
+    pub channel: Option<String>,
+    pub sku: Option<String>,
+    pub source: String,
+    pub field: Option<String>,
+    pub reason: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub occurrences: i64,
+    pub status: String,
+    pub status_at_ms: i64,
+    /// The record as received, JSON text.
+    pub record: String,
+    pub attempts: i64,
+}
+
+impl Row {
+    /// The exception as the API shows it.
+    pub fn json(self) -> Value {
+        json!({
+            "id": self.id,
+            "kind": self.kind,
+            "warehouse": self.warehouse,
+            "channel": self.channel,
+            "sku": self.sku,
+            "source": self.source,
+            "field": self.field,
+            "reason": self.reason,
+            "first_seen_ms": self.first_seen_ms,
+            "last_seen_ms": self.last_seen_ms,
+            "occurrences": self.occurrences,
+            "status": self.status,
+            "status_at_ms": self.status_at_ms,
+            "attempts": self.attempts,
+            "record": serde_json::from_str::<Value>(&self.record).unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// One store record an exception groups, as the API shows it.
+pub fn source_json(store: &str, key: &str, seen: i64, last_seen_ms: i64, open: bool) -> Value {
+    json!({"store": store, "key": key, "seen": seen, "last_seen_ms": last_seen_ms, "open": open})
+}
+
+/// One entry of an exception's log, as the API shows it.
+pub fn event_json(at_ms: i64, action: &str, by: &str, comment: Option<&str>) -> Value {
+    json!({"at_ms": at_ms, "action": action, "by": by, "comment": comment})
+}
 
 fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    let record: String = r.get(13)?;
-    Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "kind": r.get::<_, String>(1)?,
-        "warehouse": r.get::<_, Option<String>>(2)?,
-        "channel": r.get::<_, Option<String>>(3)?,
-        "sku": r.get::<_, Option<String>>(4)?,
-        "source": r.get::<_, String>(5)?,
-        "field": r.get::<_, Option<String>>(6)?,
-        "reason": r.get::<_, String>(7)?,
-        "first_seen_ms": r.get::<_, i64>(8)?,
-        "last_seen_ms": r.get::<_, i64>(9)?,
-        "occurrences": r.get::<_, i64>(10)?,
-        "status": r.get::<_, String>(11)?,
-        "status_at_ms": r.get::<_, i64>(12)?,
-        "attempts": r.get::<_, i64>(14)?,
-        "record": serde_json::from_str::<Value>(&record).unwrap_or(Value::Null),
-    }))
+    Ok(Row {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        warehouse: r.get(2)?,
+        channel: r.get(3)?,
+        sku: r.get(4)?,
+        source: r.get(5)?,
+        field: r.get(6)?,
+        reason: r.get(7)?,
+        first_seen_ms: r.get(8)?,
+        last_seen_ms: r.get(9)?,
+        occurrences: r.get(10)?,
+        status: r.get(11)?,
+        status_at_ms: r.get(12)?,
+        record: r.get(13)?,
+        attempts: r.get(14)?,
+    }
+    .json())
 }
 
 /// The exceptions `where_sql` selects, newest last seen first: `(total, page)`.
@@ -126,21 +187,25 @@ pub fn get(conn: &Connection, id: &str) -> rusqlite::Result<Option<Value>> {
          WHERE exception_id = ?1 ORDER BY last_seen_ms DESC LIMIT 100",
     )?;
     let sources = stmt.query_map([id], |r| {
-        Ok(
-            json!({"store": r.get::<_, String>(0)?, "key": r.get::<_, String>(1)?,
-                  "seen": r.get::<_, i64>(2)?, "last_seen_ms": r.get::<_, i64>(3)?,
-                  "open": r.get::<_, bool>(4)?}),
-        )
+        Ok(source_json(
+            &r.get::<_, String>(0)?,
+            &r.get::<_, String>(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ))
     })?;
     e["records"] = Value::Array(sources.collect::<Result<_, _>>()?);
     let mut stmt = conn.prepare_cached(
         "SELECT at_ms, action, by, comment FROM exception_events WHERE exception_id = ?1 ORDER BY id",
     )?;
     let events = stmt.query_map(params![id], |r| {
-        Ok(
-            json!({"at_ms": r.get::<_, i64>(0)?, "action": r.get::<_, String>(1)?,
-                  "by": r.get::<_, String>(2)?, "comment": r.get::<_, Option<String>>(3)?}),
-        )
+        Ok(event_json(
+            r.get(0)?,
+            &r.get::<_, String>(1)?,
+            &r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?.as_deref(),
+        ))
     })?;
     e["log"] = Value::Array(events.collect::<Result<_, _>>()?);
     Ok(Some(e))

@@ -42,7 +42,7 @@ pub struct Retry {
 }
 
 /// Why `kind` cannot be retried, if it cannot.
-fn not_retryable(kind: &str) -> Option<String> {
+pub(crate) fn not_retryable(kind: &str) -> Option<String> {
     match Kind::parse(kind) {
         Some(Kind::CollectorReject | Kind::AgentReject) => None,
         Some(Kind::ChannelPush) => Some(
@@ -103,13 +103,7 @@ fn begin(tx: &Connection, id: &str, req: &Request, now: i64) -> Result<Targets, 
         Targets::Collector(collector_targets(tx, id)?)
     };
     if matches!(&targets, Targets::Collector(t) if t.is_empty()) {
-        return Err(ActionError::NotRetryable {
-            id: id.to_string(),
-            detail: format!(
-                "only a single movement refused on {} can be processed again; this reject is a payload or batch the sender must correct",
-                RETRYABLE.join(" or ")
-            ),
-        });
+        return Err(nothing_to_retry(id));
     }
     tx.execute(
         "UPDATE exceptions SET status = 'retrying', status_at_ms = ?2, attempts = attempts + 1 WHERE id = ?1",
@@ -117,6 +111,17 @@ fn begin(tx: &Connection, id: &str, req: &Request, now: i64) -> Result<Targets, 
     )?;
     event(tx, id, now, "retry", &req.by, Some(&req.comment))?;
     Ok(targets)
+}
+
+/// Exception `id` groups no reject that can be processed again.
+pub(crate) fn nothing_to_retry(id: &str) -> ActionError {
+    ActionError::NotRetryable {
+        id: id.to_string(),
+        detail: format!(
+            "only a single movement refused on {} can be processed again; this reject is a payload or batch the sender must correct",
+            RETRYABLE.join(" or ")
+        ),
+    }
 }
 
 /// The collector rejects exception `id` groups that the ledger can retry.
@@ -136,6 +141,76 @@ fn collector_targets(tx: &Connection, id: &str) -> rusqlite::Result<Vec<i64>> {
     Ok(rejects)
 }
 
+/// What the retries of an exception's records add up to, on every backend.
+pub(crate) struct Settled {
+    pub applied: usize,
+    pub already_applied: usize,
+    /// Why a record is still refused (the first such reason).
+    pub reason: Option<String>,
+    /// The rejects now in the ledger: their sources close.
+    pub closed: Vec<i64>,
+}
+
+impl Settled {
+    /// Tallies the ledger's answer for each reject.
+    pub fn of(outcomes: &[(i64, Retried)]) -> Settled {
+        let mut s = Settled {
+            applied: 0,
+            already_applied: 0,
+            reason: None,
+            closed: Vec::new(),
+        };
+        for (reject, outcome) in outcomes {
+            match outcome {
+                Retried::Applied => s.applied += 1,
+                Retried::AlreadyApplied => s.already_applied += 1,
+                Retried::StillRefused(why) | Retried::NotRetryable(why) => {
+                    s.reason.get_or_insert_with(|| why.clone());
+                    continue;
+                }
+                Retried::Unknown => continue,
+            }
+            s.closed.push(*reject);
+        }
+        s
+    }
+
+    /// The exception's status afterwards: resolved once every record is in the ledger.
+    pub fn status(&self) -> &'static str {
+        if self.reason.is_some() {
+            "open"
+        } else {
+            "resolved"
+        }
+    }
+
+    /// The log entry: `(action, comment)`.
+    pub fn event(&self) -> (&'static str, String) {
+        match &self.reason {
+            Some(why) => ("retry failed", format!("still refused: {why}")),
+            None => (
+                "resolved",
+                format!(
+                    "{} applied, {} already in the ledger",
+                    self.applied, self.already_applied
+                ),
+            ),
+        }
+    }
+
+    /// The answer, given the exception's attempts so far.
+    pub fn answer(self, id: &str, attempts: i64) -> Retry {
+        Retry {
+            id: id.to_string(),
+            status: self.status().to_string(),
+            attempts,
+            applied: self.applied,
+            already_applied: self.already_applied,
+            reason: self.reason,
+        }
+    }
+}
+
 /// Records what the ledger's retries led to.
 fn finish(
     tx: &Connection,
@@ -143,51 +218,26 @@ fn finish(
     outcomes: &[(i64, Retried)],
     now: i64,
 ) -> rusqlite::Result<Retry> {
-    let (mut applied, mut already, mut reason) = (0, 0, None);
-    for (reject, outcome) in outcomes {
-        match outcome {
-            Retried::Applied => applied += 1,
-            Retried::AlreadyApplied => already += 1,
-            Retried::StillRefused(why) | Retried::NotRetryable(why) => {
-                reason.get_or_insert_with(|| why.clone());
-                continue;
-            }
-            Retried::Unknown => continue,
-        }
+    let settled = Settled::of(outcomes);
+    for reject in &settled.closed {
         tx.execute(
             "UPDATE exception_sources SET open = 0 WHERE origin = 'rejects' AND origin_key = ?1",
             [reject.to_string()],
         )?;
     }
-    let status = if reason.is_some() { "open" } else { "resolved" };
-    set_status(tx, id, status, now)?;
-    let comment = match &reason {
-        Some(why) => {
-            tx.execute(
-                "UPDATE exceptions SET reason = ?2 WHERE id = ?1",
-                params![id, why],
-            )?;
-            format!("still refused: {why}")
-        }
-        None => format!("{applied} applied, {already} already in the ledger"),
-    };
-    let action = if reason.is_some() {
-        "retry failed"
-    } else {
-        "resolved"
-    };
+    set_status(tx, id, settled.status(), now)?;
+    if let Some(why) = &settled.reason {
+        tx.execute(
+            "UPDATE exceptions SET reason = ?2 WHERE id = ?1",
+            params![id, why],
+        )?;
+    }
+    let (action, comment) = settled.event();
     event(tx, id, now, action, SYSTEM, Some(&comment))?;
     let attempts = tx.query_row("SELECT attempts FROM exceptions WHERE id = ?1", [id], |r| {
         r.get(0)
     })?;
-    Ok(Retry {
-        id: id.to_string(),
-        status: status.to_string(),
-        attempts,
-        applied,
-        already_applied: already,
-        reason,
-    })
+    Ok(settled.answer(id, attempts))
 }
 
 /// Retries exception `id`: processes its refused records again, exactly once each (an

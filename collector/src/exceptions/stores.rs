@@ -5,30 +5,11 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
-use stocksync_common::wire;
 
+pub(crate) use super::occurrences::*;
 use super::outbound;
 use super::Kind;
-
-/// One record of a store, as the queue sees it.
-pub(super) struct Occurrence {
-    pub kind: Kind,
-    pub key: Vec<String>,
-    pub origin: &'static str,
-    pub origin_key: String,
-    pub seen: i64,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    pub warehouse: Option<String>,
-    pub channel: Option<String>,
-    pub sku: Option<String>,
-    pub source: String,
-    pub field: Option<String>,
-    pub reason: String,
-    pub record: Value,
-    /// The store says the problem is over.
-    pub closed: bool,
-}
+use crate::records::{Discrepancy, Reversal};
 
 pub(super) type Reader = fn(&Connection, i64) -> rusqlite::Result<(i64, Vec<Occurrence>)>;
 
@@ -43,17 +24,6 @@ pub(super) const READERS: [(&str, Reader); 9] = [
     ("shortfalls", read_shortfalls),
     ("orders", outbound::read_backorders),
 ];
-
-/// A stored payload as JSON: the decoded batch or movement, else the bytes as text.
-fn payload_json(bytes: &[u8]) -> Value {
-    if let Ok(batch) = wire::decode_batch(bytes) {
-        return serde_json::to_value(batch).unwrap_or(Value::Null);
-    }
-    if let Ok(m) = wire::decode_movement(bytes) {
-        return serde_json::to_value(m).unwrap_or(Value::Null);
-    }
-    json!({ "undecoded": String::from_utf8_lossy(bytes) })
-}
 
 /// The movement `(agent_id, seq)` as the ledger received it.
 fn ledger_record(tx: &Connection, agent_id: &str, seq: i64) -> rusqlite::Result<Value> {
@@ -74,35 +44,18 @@ fn read_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occur
          FROM rejects WHERE last_seen_ms >= ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([since], |r| {
-        let topic: String = r.get(4)?;
-        let agent_id: Option<String> = r.get(5)?;
-        let reason: String = r.get(6)?;
-        let field: Option<String> = r.get(7)?;
-        let record = payload_json(&r.get::<_, Vec<u8>>(8)?);
-        let sku = record["sku"].as_str().map(String::from);
-        Ok(Occurrence {
-            kind: Kind::CollectorReject,
-            key: vec![
-                topic.clone(),
-                reason.clone(),
-                field.clone().unwrap_or_default(),
-            ],
-            origin: "rejects",
-            origin_key: r.get::<_, i64>(0)?.to_string(),
-            seen: r.get(3)?,
+        Ok(reject_occurrence(RejectRow {
+            id: r.get(0)?,
             first_seen_ms: r.get(1)?,
             last_seen_ms: r.get(2)?,
-            warehouse: stocksync_common::topics::warehouse_of_movements_topic(&topic)
-                .map(String::from),
-            channel: None,
-            sku,
-            source: agent_id.map_or(format!("topic {topic}"), |a| format!("agent {a}")),
-            field,
-            reason,
-            record,
-            // A retry applied it: the problem is over.
-            closed: r.get::<_, Option<i64>>(9)?.is_some(),
-        })
+            seen: r.get(3)?,
+            topic: r.get(4)?,
+            agent_id: r.get(5)?,
+            reason: r.get(6)?,
+            field: r.get(7)?,
+            payload: r.get(8)?,
+            retried_at_ms: r.get(9)?,
+        }))
     })?;
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
@@ -155,7 +108,7 @@ fn read_agent_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-pub(super) fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
+pub(crate) fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let newest = occurrences
         .iter()
         .map(|o| o.last_seen_ms)
@@ -170,21 +123,6 @@ fn read_drift(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurre
 
 fn read_conflicts(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     read_counts(tx, since, Kind::Conflict)
-}
-
-/// A drift or conflict row.
-struct CountRow {
-    agent_id: String,
-    seq: i64,
-    sku: String,
-    warehouse: String,
-    bin: String,
-    source: String,
-    counted_at: String,
-    expected: i64,
-    counted: i64,
-    difference: i64,
-    recorded_at_ms: i64,
 }
 
 /// Drift and conflicts: a count that disagreed with the projection, keyed by the count.
@@ -228,151 +166,72 @@ fn read_counts(
     newest(out)
 }
 
-fn count_occurrence(kind: Kind, table: &'static str, c: CountRow, record: Value) -> Occurrence {
-    let mut key = vec![c.sku.clone(), c.warehouse.clone(), c.bin.clone()];
-    let what = if kind == Kind::Drift {
-        "count differs from the projection"
-    } else {
-        key.push(c.source.clone());
-        "count from a source that is not the location's authority (not applied)"
-    };
-    let at_bin = if c.bin.is_empty() {
-        String::new()
-    } else {
-        format!("/{}", c.bin)
-    };
-    Occurrence {
-        kind,
-        key,
-        origin: table,
-        origin_key: format!("{}/{}", c.agent_id, c.seq),
-        seen: 1,
-        first_seen_ms: c.recorded_at_ms,
-        last_seen_ms: c.recorded_at_ms,
-        warehouse: Some(c.warehouse.clone()),
-        channel: None,
-        sku: Some(c.sku.clone()),
-        source: format!("{} via agent {}", c.source, c.agent_id),
-        field: Some("$.quantity".into()),
-        reason: format!(
-            "{what}: {} at {}{at_bin} counted {} at {}, expected {} (difference {})",
-            c.sku, c.warehouse, c.counted, c.counted_at, c.expected, c.difference
-        ),
-        record,
-        closed: false,
-    }
-}
-
 fn read_discrepancies(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
         "SELECT transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms
          FROM discrepancies WHERE updated_at_ms >= ?1",
     )?;
     let rows = stmt.query_map([since], |r| {
-        let (transfer, sku): (String, String) = (r.get(0)?, r.get(1)?);
-        let (from, to): (String, String) = (r.get(2)?, r.get(3)?);
-        let (shipped, received, diff): (i64, i64, i64) = (r.get(4)?, r.get(5)?, r.get(6)?);
-        Ok(Occurrence {
-            kind: Kind::Discrepancy,
-            key: vec![transfer.clone(), sku.clone()],
-            origin: "discrepancies",
-            origin_key: format!("{transfer}/{sku}"),
-            seen: 1,
-            first_seen_ms: r.get(7)?,
-            last_seen_ms: r.get(7)?,
-            warehouse: Some(to.clone()),
-            channel: None,
-            sku: Some(sku.clone()),
-            source: format!("transfer {transfer} {from} -> {to}"),
-            field: Some("$.quantity".into()),
-            reason: format!("transfer {transfer}: {shipped} shipped from {from}, {received} received at {to} (difference {diff})"),
-            record: json!({"transfer": transfer, "sku": sku, "from_warehouse": from, "to_warehouse": to,
-                           "shipped": shipped, "received": received, "difference": diff}),
-            closed: diff == 0,
-        })
+        Ok(discrepancy_occurrence(Discrepancy {
+            transfer: r.get(0)?,
+            sku: r.get(1)?,
+            from_warehouse: r.get(2)?,
+            to_warehouse: r.get(3)?,
+            shipped: r.get(4)?,
+            received: r.get(5)?,
+            difference: r.get(6)?,
+            recorded_at_ms: r.get(7)?,
+            updated_at_ms: r.get(8)?,
+        }))
     })?;
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn read_reversals(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
     let mut stmt = tx.prepare_cached(
-        "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms FROM reversals WHERE updated_at_ms >= ?1",
+        "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms FROM reversals WHERE updated_at_ms >= ?1",
     )?;
     let rows = stmt.query_map([since], |r| {
-        let (order, sku): (String, String) = (r.get(0)?, r.get(1)?);
-        let (shipped, reversed, excess): (i64, i64, i64) = (r.get(2)?, r.get(3)?, r.get(4)?);
-        Ok(Occurrence {
-            kind: Kind::Reversal,
-            key: vec![order.clone(), sku.clone()],
-            origin: "reversals",
-            origin_key: format!("{order}/{sku}"),
-            seen: 1,
-            first_seen_ms: r.get(5)?,
-            last_seen_ms: r.get(5)?,
-            warehouse: None,
-            channel: None,
-            sku: Some(sku.clone()),
-            source: format!("order {order}"),
-            field: Some("$.quantity".into()),
-            reason: format!("order {order}: {reversed} reversed but {shipped} shipped ({excess} more than shipped)"),
-            record: json!({"order": order, "sku": sku, "shipped": shipped, "reversed": reversed, "excess": excess}),
-            closed: excess == 0,
-        })
+        Ok(reversal_occurrence(Reversal {
+            order: r.get(0)?,
+            sku: r.get(1)?,
+            shipped: r.get(2)?,
+            reversed: r.get(3)?,
+            excess: r.get(4)?,
+            recorded_at_ms: r.get(5)?,
+            updated_at_ms: r.get(6)?,
+        }))
     })?;
     newest(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn read_shortfalls(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec<Occurrence>)> {
-    type Row = (
-        String,
-        i64,
-        String,
-        String,
-        String,
-        String,
-        String,
-        [i64; 4],
-    );
-    let rows: Vec<Row> = {
+    let rows: Vec<ShortfallRow> = {
         let mut stmt = tx.prepare_cached(
             "SELECT agent_id, seq, sku, warehouse, bin, kind, state, requested, held, excess, recorded_at_ms
              FROM shortfalls WHERE recorded_at_ms >= ?1",
         )?;
         let rows = stmt.query_map([since], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                [r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?],
-            ))
+            Ok(ShortfallRow {
+                agent_id: r.get(0)?,
+                seq: r.get(1)?,
+                sku: r.get(2)?,
+                warehouse: r.get(3)?,
+                bin: r.get(4)?,
+                kind: r.get(5)?,
+                state: r.get(6)?,
+                requested: r.get(7)?,
+                held: r.get(8)?,
+                excess: r.get(9)?,
+                recorded_at_ms: r.get(10)?,
+            })
         })?;
         rows.collect::<Result<_, _>>()?
     };
     let mut out = Vec::with_capacity(rows.len());
-    for (agent_id, seq, sku, warehouse, bin, kind, state, [requested, held, excess, at]) in rows {
-        out.push(Occurrence {
-            kind: Kind::Shortfall,
-            key: vec![sku.clone(), warehouse.clone(), bin.clone(), kind.clone()],
-            origin: "shortfalls",
-            origin_key: format!("{agent_id}/{seq}"),
-            seen: 1,
-            first_seen_ms: at,
-            last_seen_ms: at,
-            warehouse: Some(warehouse.clone()),
-            channel: None,
-            sku: Some(sku.clone()),
-            source: format!("agent {agent_id}"),
-            field: Some("$.quantity".into()),
-            reason: format!(
-                "{kind} of {requested} {state} at {warehouse}: only {held} there ({excess} not taken)"
-            ),
-            record: ledger_record(tx, &agent_id, seq)?,
-            closed: false,
-        });
+    for row in rows {
+        let record = ledger_record(tx, &row.agent_id, row.seq)?;
+        out.push(shortfall_occurrence(row, record));
     }
     newest(out)
 }

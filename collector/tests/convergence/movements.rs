@@ -103,7 +103,10 @@ pub fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 },
             };
             let is_transfer = matches!(kind, MovementKind::TransferOut | MovementKind::TransferIn);
-            let is_shipment = matches!(kind, MovementKind::Shipment);
+            let of_order = matches!(
+                kind,
+                MovementKind::Shipment | MovementKind::Cancellation | MovementKind::Return
+            );
             let quantity = if matches!(kind, MovementKind::Count) {
                 s.quantity
             } else {
@@ -128,8 +131,9 @@ pub fn movements(specs: &[Spec]) -> Vec<(usize, Movement)> {
                 references: References {
                     transfer: is_transfer.then(|| if s.transfer { "T1" } else { "T2" }.into()),
                     peer_warehouse: is_transfer.then(|| peer.into()),
-                    // Shipments consume the reservations of their order.
-                    order: is_shipment.then(|| if s.transfer { "O1" } else { "O2" }.into()),
+                    // Shipments consume the reservations of their order; cancellations and
+                    // returns beyond what an order shipped are reversal records.
+                    order: of_order.then(|| if s.transfer { "O1" } else { "O2" }.into()),
                     ..References::default()
                 },
                 external_id: None,

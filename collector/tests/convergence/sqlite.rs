@@ -17,6 +17,33 @@ use crate::movements::{
 };
 use crate::reference::{Hold, Outcome};
 
+/// Every record table with each row's content as one text: every column but the times it
+/// was recorded and revised (those say when, not what). The SQL is valid on SQLite and on
+/// PostgreSQL, so both stores' records compare as they are.
+pub const RECORDS: [(&str, &str); 5] = [
+    ("drift", COUNT_RECORD),
+    ("conflicts", COUNT_RECORD),
+    ("shortfalls", "agent_id || '|' || seq || '|' || sku || '|' || warehouse || '|' || bin || '|' || kind || '|' || state || '|' || occurred_at || '|' || occurred_at_ms || '|' || requested || '|' || held || '|' || excess"),
+    ("discrepancies", "transfer || '|' || sku || '|' || from_warehouse || '|' || to_warehouse || '|' || shipped || '|' || received || '|' || difference"),
+    ("reversals", "order_ref || '|' || sku || '|' || shipped || '|' || reversed || '|' || excess"),
+];
+
+const COUNT_RECORD: &str = "agent_id || '|' || seq || '|' || sku || '|' || warehouse || '|' || bin || '|' || source || '|' || counted_at || '|' || counted_at_ms || '|' || expected || '|' || counted || '|' || difference";
+
+/// table -> its rows as [`RECORDS`] renders them.
+pub type Records = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// The records of a SQLite ledger, as [`RECORDS`] renders them.
+pub fn read_records(c: &rusqlite::Connection) -> rusqlite::Result<Records> {
+    let mut out = Records::new();
+    for (table, row) in RECORDS {
+        let mut stmt = c.prepare(&format!("SELECT {row} FROM {table}"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        out.insert(table.to_string(), rows.collect::<Result<_, _>>()?);
+    }
+    Ok(out)
+}
+
 /// Delivers the movements through the real ledger: chunked into batches, shuffled, some
 /// batches delivered twice.
 pub fn deliver(
@@ -25,6 +52,17 @@ pub fn deliver(
     seed: u64,
     chunk: usize,
 ) -> (Outcome, Vec<Hold>) {
+    let (outcome, holds, _) = deliver_with_records(all, voids, seed, chunk);
+    (outcome, holds)
+}
+
+/// [`deliver`], also returning every record the ledger kept (before the rebuild).
+pub fn deliver_with_records(
+    all: &[(usize, Movement)],
+    voids: &std::collections::BTreeSet<(String, u64)>,
+    seed: u64,
+    chunk: usize,
+) -> (Outcome, Vec<Hold>, Records) {
     let batches = batches(all, seed, chunk);
     let file = TempDb(std::env::temp_dir().join(format!(
         "stocksync-convergence-{}-{seed}-{chunk}-{}.db",
@@ -35,7 +73,7 @@ pub fn deliver(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (outcome, holds) = rt.block_on(async {
+    let (outcome, holds, records) = rt.block_on(async {
         let ledger = Ledger::open_with(&path, Arc::new(Metrics::default()), authority()).unwrap();
         // Half the batches, then the voids of what they delivered (each twice), then the
         // rest, then the remaining voids: voids interleave with late movements.
@@ -91,7 +129,10 @@ pub fn deliver(
                 .await
                 .unwrap();
         }
-        (ledger.read(read_outcome).unwrap(), holds)
+        let (outcome, records) = ledger
+            .read(|c| Ok((read_outcome(c)?, read_records(c)?)))
+            .unwrap();
+        (outcome, holds, records)
     });
     drop(rt);
     // The same projection must come back from the ledger alone, after losing every derived table.
@@ -108,7 +149,7 @@ pub fn deliver(
         "rebuild from the ledger differs from the incremental projection"
     );
     drop(conn);
-    (outcome, holds)
+    (outcome, holds, records)
 }
 
 /// Tries to hold each of [`RESERVATIONS`] at ams.

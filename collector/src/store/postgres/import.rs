@@ -2,10 +2,12 @@
 //!
 //! The SQLite file is the truth up to the moment the collector stops, so the move copies it
 //! as it is (agents, every ledger row with its decided treatment, the projection, the last
-//! counts, reservations and their holds, orders with their history, the rejects queue)
-//! rather than re-deciding anything:
-//! the PostgreSQL workers then go on from exactly where the SQLite collector stood, and agents
-//! resending what was unacknowledged are deduplicated by `(agent_id, seq)` as always. It is
+//! counts, reservations and their holds, orders with their history, the rejects queue, the
+//! drift, conflict, shortfall, discrepancy and reversal records) rather than re-deciding
+//! anything: the PostgreSQL workers then go on from exactly where the SQLite collector
+//! stood, and agents resending what was unacknowledged are deduplicated by
+//! `(agent_id, seq)` as always. The exception queue's own state (statuses, comments) stays
+//! behind: the workers' queue folds the moved records again, as new open exceptions. It is
 //! one PostgreSQL transaction, checked before COMMIT (row counts and stock sums equal on both
 //! sides), and refused while a collector holds the file's lock or when the database already
 //! holds a ledger. An open order goes on on the workers: its holds are reservations, its
@@ -197,6 +199,54 @@ const TABLES: &[Table] = &[
         select: "SELECT warehouse, day, orders FROM routing_daily",
         extra: "",
     },
+    // The operator's records, as the ledger last wrote them (`records`).
+    Table {
+        name: "drift",
+        columns: COUNT_RECORD,
+        select: "SELECT agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms, expected, counted, difference, recorded_at_ms, revised_at_ms FROM drift",
+        extra: "",
+    },
+    Table {
+        name: "conflicts",
+        columns: COUNT_RECORD,
+        select: "SELECT agent_id, seq, sku, warehouse, bin, source, counted_at, counted_at_ms, expected, counted, difference, recorded_at_ms, revised_at_ms FROM conflicts",
+        extra: "",
+    },
+    Table {
+        name: "shortfalls",
+        columns: &[("agent_id", Text), ("seq", Int), ("sku", Text), ("warehouse", Text), ("bin", Text), ("kind", Text), ("state", Text), ("occurred_at", Text), ("occurred_at_ms", Int), ("requested", Int), ("held", Int), ("excess", Int), ("recorded_at_ms", Int), ("revised_at_ms", OptInt)],
+        select: "SELECT agent_id, seq, sku, warehouse, bin, kind, state, occurred_at, occurred_at_ms, requested, held, excess, recorded_at_ms, revised_at_ms FROM shortfalls",
+        extra: "",
+    },
+    Table {
+        name: "discrepancies",
+        columns: &[("transfer", Text), ("sku", Text), ("from_warehouse", Text), ("to_warehouse", Text), ("shipped", Int), ("received", Int), ("difference", Int), ("recorded_at_ms", Int), ("updated_at_ms", Int)],
+        select: "SELECT transfer, sku, from_warehouse, to_warehouse, shipped, received, difference, recorded_at_ms, updated_at_ms FROM discrepancies",
+        extra: "",
+    },
+    Table {
+        name: "reversals",
+        columns: &[("order_ref", Text), ("sku", Text), ("shipped", Int), ("reversed", Int), ("excess", Int), ("recorded_at_ms", Int), ("updated_at_ms", Int)],
+        select: "SELECT order_ref, sku, shipped, reversed, excess, recorded_at_ms, updated_at_ms FROM reversals",
+        extra: "",
+    },
+];
+
+/// The columns of a drift or conflict record.
+const COUNT_RECORD: &[(&str, Col)] = &[
+    ("agent_id", Text),
+    ("seq", Int),
+    ("sku", Text),
+    ("warehouse", Text),
+    ("bin", Text),
+    ("source", Text),
+    ("counted_at", Text),
+    ("counted_at_ms", Int),
+    ("expected", Int),
+    ("counted", Int),
+    ("difference", Int),
+    ("recorded_at_ms", Int),
+    ("revised_at_ms", OptInt),
 ];
 
 enum CopyError {
@@ -319,6 +369,11 @@ async fn insert(
 async fn verify(conn: &Connection, tx: &Transaction<'_>) -> Result<(), MoveError> {
     const CHECKS: &[(&str, &str)] = &[
         ("movements", "SELECT COUNT(*) FROM ledger"),
+        ("drift records", "SELECT COUNT(*) FROM drift"),
+        ("conflict records", "SELECT COUNT(*) FROM conflicts"),
+        ("shortfall records", "SELECT COUNT(*) FROM shortfalls"),
+        ("discrepancy records", "SELECT COUNT(*) FROM discrepancies"),
+        ("reversal records", "SELECT COUNT(*) FROM reversals"),
         ("reservations", "SELECT COUNT(*) FROM reservations"),
         ("orders", "SELECT COUNT(*) FROM orders"),
         ("order history", "SELECT COUNT(*) FROM order_history"),

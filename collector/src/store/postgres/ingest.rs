@@ -1,7 +1,9 @@
 //! One batch, one PostgreSQL transaction: the identity checks that refuse a batch whole,
 //! the ledger rows inserted with `ON CONFLICT (agent_id, seq) DO NOTHING` (a second delivery,
 //! from a resend, a replay or another worker, inserts nothing), the projection of what was
-//! new (`project`), an outbox row per changed SKU; then COMMIT, and only then the answer
+//! new (`project`), the operator's records it changes (`records`: drift, conflicts and
+//! shortfalls from the projection's replays, transfer discrepancies and order reversals),
+//! an outbox row per changed SKU; then COMMIT, and only then the answer
 //! that becomes the agent's ack. The rules are the SQLite ledger's (`ledger/apply.rs`):
 //! same checks, same reasons, same treatment and intake decisions.
 //!
@@ -16,7 +18,7 @@ use stocksync_common::model::MovementKind;
 use stocksync_common::wire::{self, AckOutcome, Batch};
 use tokio_postgres::{Client, Transaction};
 
-use super::{project, reserve, PgError, Policies, Prepared};
+use super::{project, records, reserve, PgError, Policies, Prepared};
 use crate::authority::{returns_to_str, Treatment};
 use crate::ledger::Rejected;
 use crate::projection::Entry;
@@ -170,6 +172,7 @@ async fn apply_in(
         entries.push(row.entry);
     }
     let changed = project::project(tx, p, &entries, now).await?;
+    records::settle(tx, p, &entries, now).await?;
     let mut shipped: Vec<(String, String)> = entries
         .iter()
         .filter(|e| {

@@ -2,20 +2,26 @@
 //!
 //! Each batch is one transaction (`ingest`): exactly-once ledger rows by
 //! `UNIQUE (agent_id, seq)`, the projection of what was new (`project`, the SQLite path's
-//! pure code), an outbox row per changed SKU, commit, then the agent's ack. Workers share
+//! pure code), the operator's records it changes (`records`, the SQLite ledger's rules), an
+//! outbox row per changed SKU, commit, then the agent's ack. Workers share
 //! the warehouses out through leases (`leases`); any worker serves the HTTP reads (`api`).
 //! What the SQLite collector does beyond that is listed in docs/SCALING.md and answered
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
 pub mod api;
 pub mod channels;
+mod exception_actions;
+mod exception_sources;
+pub mod exceptions;
 pub mod import;
 mod ingest;
 pub mod leases;
 pub mod orders;
 mod pool;
 mod project;
+mod records;
 pub mod reserve;
+mod retry;
 pub mod schema;
 mod tls;
 pub mod worker;

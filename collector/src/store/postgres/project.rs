@@ -227,7 +227,8 @@ async fn note_barrier(tx: &Transaction<'_>, p: &Prepared, e: &Entry) -> Result<(
 }
 
 /// Replays every movement of a (SKU, warehouse) from the ledger in the replay order and
-/// writes each bin's physical states (`in_transit` and `incoming` are sums, kept apart).
+/// writes each bin's physical states (`in_transit` and `incoming` are sums, kept apart) and
+/// the drift, conflict and shortfall records the replay found (`records`).
 async fn rebuild(
     tx: &Transaction<'_>,
     p: &Prepared,
@@ -260,9 +261,8 @@ async fn rebuild(
     }
     entries.sort_by_cached_key(Entry::order);
     let mut replay = Replay::new(warehouse);
-    for e in &entries {
-        replay.apply(e);
-    }
+    let steps: Vec<_> = entries.iter().map(|e| replay.apply(e)).collect();
+    super::records::of_replay(tx, p, &entries, &steps, now).await?;
     // The warehouse-level row also shows what reservations hold (`reserve`).
     let held = super::reserve::held(tx, p, sku, warehouse).await?;
     for (bin, s) in replay.bins() {

@@ -6,7 +6,13 @@
 use tokio_postgres::Client;
 
 /// `(version, SQL)`, oldest first.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3_ORDERS), (4, V4_CHANNELS)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3_ORDERS),
+    (4, V4_CHANNELS),
+    (5, V5_RECORDS),
+];
 
 const V1: &str = "
 CREATE TABLE agents (
@@ -225,6 +231,116 @@ CREATE TABLE channel_errors (
     resolved_at_ms BIGINT
 );
 CREATE INDEX channel_errors_open ON channel_errors (channel, target, resolved_at_ms);
+";
+
+/// The operator's records (`records`): drift, conflicts, shortfalls, transfer
+/// discrepancies and reversals, with the SQLite ledger's columns and keys; and the
+/// exception queue over them (`exceptions`), as on SQLite.
+const V5_RECORDS: &str = "
+CREATE TABLE drift (
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    source TEXT NOT NULL,
+    counted_at TEXT NOT NULL,
+    counted_at_ms BIGINT NOT NULL,
+    expected BIGINT NOT NULL,
+    counted BIGINT NOT NULL,
+    difference BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    revised_at_ms BIGINT,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE TABLE conflicts (LIKE drift INCLUDING ALL);
+CREATE INDEX drift_by_sku ON drift (sku, warehouse);
+CREATE INDEX conflicts_by_sku ON conflicts (sku, warehouse);
+CREATE TABLE shortfalls (
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    sku TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    occurred_at_ms BIGINT NOT NULL,
+    requested BIGINT NOT NULL,
+    held BIGINT NOT NULL,
+    excess BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    revised_at_ms BIGINT,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX shortfalls_by_sku ON shortfalls (sku, warehouse);
+CREATE TABLE discrepancies (
+    transfer TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    from_warehouse TEXT NOT NULL,
+    to_warehouse TEXT NOT NULL,
+    shipped BIGINT NOT NULL,
+    received BIGINT NOT NULL,
+    difference BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (transfer, sku)
+);
+CREATE TABLE reversals (
+    order_ref TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    shipped BIGINT NOT NULL,
+    reversed BIGINT NOT NULL,
+    excess BIGINT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (order_ref, sku)
+);
+CREATE INDEX ledger_by_transfer ON ledger (transfer, sku) WHERE transfer IS NOT NULL;
+CREATE INDEX ledger_by_order ON ledger (order_ref, sku) WHERE order_ref IS NOT NULL;
+ALTER TABLE rejects ADD COLUMN retried_at_ms BIGINT;
+CREATE TABLE exceptions (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    warehouse TEXT,
+    channel TEXT,
+    sku TEXT,
+    source TEXT NOT NULL,
+    field TEXT,
+    reason TEXT NOT NULL,
+    record TEXT NOT NULL,
+    first_seen_ms BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    occurrences BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    status_at_ms BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX exceptions_by_status ON exceptions (status, kind);
+CREATE INDEX exceptions_by_sku ON exceptions (sku);
+CREATE TABLE exception_sources (
+    origin TEXT NOT NULL,
+    origin_key TEXT NOT NULL,
+    exception_id TEXT NOT NULL,
+    seen BIGINT NOT NULL,
+    last_seen_ms BIGINT NOT NULL,
+    open BOOLEAN NOT NULL DEFAULT true,
+    PRIMARY KEY (origin, origin_key)
+);
+CREATE INDEX exception_sources_by_exception ON exception_sources (exception_id);
+CREATE TABLE exception_events (
+    id BIGSERIAL PRIMARY KEY,
+    exception_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    \"by\" TEXT NOT NULL,
+    comment TEXT
+);
+CREATE INDEX exception_events_by_exception ON exception_events (exception_id, id);
+CREATE TABLE exception_cursors (
+    origin TEXT PRIMARY KEY,
+    cursor_ms BIGINT NOT NULL
+);
 ";
 
 /// Any lock id both sides agree on; only migrations take it.

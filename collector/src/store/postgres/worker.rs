@@ -124,6 +124,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         owned: owned_rx,
         orders,
         channels,
+        store: pg.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;

@@ -1,5 +1,8 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads, reservations, agents, rejects,
-//! readiness and metrics, served by any worker from the shared database in the same JSON as the SQLite collector's, and `/healthz`. Everything
+//! The HTTP API of a PostgreSQL worker: the stock reads and histories, reservations,
+//! agents, rejects and their retry, the exception queue, the audit lists, readiness and
+//! metrics, served by
+//! any worker from the shared database in the same JSON as the SQLite collector's, and
+//! `/healthz`. Everything
 //! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
 //! `501 {"error": "not_supported_on_backend", ...}`: a client learns that at once, and never
 //! gets an answer computed from data this backend does not keep.
@@ -20,7 +23,10 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod audit;
 mod channels;
+mod exceptions;
+mod history;
 mod operations;
 mod orders;
 mod reservations;
@@ -43,6 +49,8 @@ pub struct PgApp {
     pub orders: Arc<crate::orders::Orders>,
     /// The configured channels and the channel tables.
     pub channels: Arc<super::channels::PgChannels>,
+    /// The store's ingest path, for what the API applies to the ledger (retries).
+    pub store: super::PgStore,
 }
 
 /// The worker's routes.
@@ -50,6 +58,12 @@ pub fn router(app: Arc<PgApp>) -> Router {
     Router::new()
         .route("/v1/stock", get(by_location))
         .route("/v1/stock/{sku}", get(by_sku))
+        .route("/v1/stock/{sku}/history", get(history::history))
+        .route("/v1/drift", get(audit::drift))
+        .route("/v1/conflicts", get(audit::conflicts))
+        .route("/v1/discrepancies", get(audit::discrepancies))
+        .route("/v1/reversals", get(audit::reversals))
+        .route("/v1/shortfalls", get(audit::shortfalls))
         .route(
             "/v1/reservations",
             axum::routing::post(reservations::create).get(reservations::list),
@@ -78,6 +92,22 @@ pub fn router(app: Arc<PgApp>) -> Router {
         )
         .route("/v1/agents", get(operations::agents))
         .route("/v1/rejects", get(operations::rejects))
+        .route(
+            "/v1/rejects/{id}/retry",
+            axum::routing::post(exceptions::retry_reject),
+        )
+        .route(
+            "/v1/exceptions",
+            get(exceptions::list).fallback(not_supported),
+        )
+        .route(
+            "/v1/exceptions/{id}",
+            get(exceptions::one).post(exceptions::bulk),
+        )
+        .route(
+            "/v1/exceptions/{id}/{action}",
+            axum::routing::post(exceptions::act),
+        )
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))

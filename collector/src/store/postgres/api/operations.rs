@@ -46,8 +46,8 @@ pub struct Limit {
     limit: Option<i64>,
 }
 
-/// `GET /v1/rejects`: what the workers refused, newest first. Retrying one is not served on
-/// this backend yet (`/v1/rejects/<id>/retry` answers 501).
+/// `GET /v1/rejects`: what the workers refused, newest first (`/v1/rejects/<id>/retry`
+/// applies one once its cause is fixed).
 pub async fn rejects(
     State(app): State<Arc<PgApp>>,
     Params(q): Params<Limit>,
@@ -56,7 +56,7 @@ pub async fn rejects(
     let conn = app.pool.get().await.map_err(PgError::from)?;
     let rows = conn
         .query(
-            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload)::bigint, field
+            "SELECT id, first_seen_ms, last_seen_ms, seen_count, topic, agent_id, first_seq, last_seq, reason, length(payload)::bigint, field, retried_at_ms
              FROM rejects ORDER BY id DESC LIMIT $1",
             &[&limit],
         )
@@ -77,7 +77,7 @@ pub async fn rejects(
                 "reason": r.get::<_, String>(8),
                 "payload_bytes": r.get::<_, i64>(9),
                 "field": r.get::<_, Option<String>>(10),
-                "retried_at_ms": null,
+                "retried_at_ms": r.get::<_, Option<i64>>(11),
             })
         })
         .collect();
