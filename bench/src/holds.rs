@@ -50,8 +50,8 @@ fn order(i: usize) -> String {
     )
 }
 
-/// The order channel both backends route for (a PostgreSQL worker takes orders only through
-/// `[[orders.channel]]` while it publishes to no channel).
+/// The order channel both backends route for: a channel that only takes orders, so the
+/// figure is routing and holds without a channel publishing beside it.
 pub const ORDERS_TOML: &str = "[[orders.channel]]\nname = \"web\"\n";
 
 /// Places `n` orders one after another at `url`; every one must be a 201.
