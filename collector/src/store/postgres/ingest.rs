@@ -72,6 +72,45 @@ pub async fn apply(
     }
 }
 
+/// Applies several batches (queued for one warehouse) in one transaction: one commit, one
+/// fsync for all of them. Retried whole on deadlock or serialization failure; any other
+/// error is returned and the caller applies each batch alone, so that a batch that fails
+/// fails only itself.
+pub async fn apply_group(
+    client: &mut Client,
+    p: &Prepared,
+    policies: &Policies,
+    group: &[Incoming<'_>],
+) -> Result<Vec<(AckOutcome, u32)>, PgError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tx = client.transaction().await?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut failed = None;
+        for incoming in group {
+            match apply_in(&tx, p, policies, incoming).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = match failed {
+            None => tx.commit().await.map(|()| outcomes).map_err(PgError::from),
+            Some(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, batches = group.len(), "group transaction retried");
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn apply_in(
     tx: &Transaction<'_>,
     p: &Prepared,

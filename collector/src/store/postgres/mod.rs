@@ -13,6 +13,7 @@ pub mod channels;
 mod exception_actions;
 mod exception_sources;
 pub mod exceptions;
+mod group;
 pub mod import;
 mod ingest;
 pub mod leases;
@@ -28,7 +29,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use stocksync_common::wire::{self, AckOutcome};
+use stocksync_common::wire;
 use tokio::sync::oneshot;
 
 use crate::authority::Authority;
@@ -80,6 +81,7 @@ pub struct PgStore {
     pool: Pool,
     policies: Arc<Policies>,
     metrics: Arc<Metrics>,
+    groups: Arc<group::Groups>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -99,6 +101,7 @@ impl PgStore {
             pool,
             policies: Arc::new(policies),
             metrics,
+            groups: Arc::default(),
         })
     }
 
@@ -123,8 +126,8 @@ pub(crate) fn pool_for(store: &crate::store::StoreConfig, size: usize) -> Result
 impl Ingest for PgStore {
     type Error = PgError;
 
-    /// Runs the batch's transaction on a pooled connection in its own task, so batches of
-    /// different warehouses commit in parallel; the answer comes after COMMIT.
+    /// Queues the batch for its warehouse's applier (`group`): the batches queued for one
+    /// warehouse commit together, warehouses in parallel; the answer comes after COMMIT.
     async fn apply(
         &self,
         received: wire::Received,
@@ -132,28 +135,18 @@ impl Ingest for PgStore {
         topic: String,
     ) -> Result<Done<PgError>, PgError> {
         let (reply, done) = oneshot::channel();
-        let mut conn = self.pool.get().await?;
-        let (policies, metrics) = (self.policies.clone(), self.metrics.clone());
-        tokio::spawn(async move {
-            let incoming = ingest::Incoming {
-                batch: &received.batch,
-                payload: &payload,
-                parts: &received.parts,
-                topic: &topic,
-            };
-            let prepared = conn.prepared();
-            let result = ingest::apply(&mut conn, &prepared, &policies, &incoming).await;
-            let answer = result.map(|(outcome, policy_rejects): (AckOutcome, u32)| {
-                metrics.commits.inc();
-                metrics.count_outcome(&outcome);
-                metrics.rejects.add(u64::from(policy_rejects));
-                outcome
-            });
-            if let Err(e) = &answer {
-                tracing::error!(agent = %received.batch.agent_id, error = %e, "batch not applied");
-            }
-            let _ = reply.send(answer);
-        });
+        let applier = group::Applier {
+            pool: self.pool.clone(),
+            policies: self.policies.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let job = group::Job {
+            received,
+            payload,
+            topic,
+            reply,
+        };
+        self.groups.submit(&applier, job);
         Ok(done)
     }
 
