@@ -69,7 +69,7 @@ pub async fn move_ledger(path: &Path, store: &StoreConfig) -> Result<Moved, Move
     };
     let conn = Connection::open(path).map_err(sqlite)?;
     crate::ledger::migrate(&conn, path)?;
-    let pool = super::pool_for(store, 1)?;
+    let pool = super::pool_for(store, 1, None)?;
     let mut client = pool.get().await.map_err(PgError::from)?;
     schema::migrate(&mut client).await.map_err(PgError::from)?;
     let tx = client.transaction().await.map_err(PgError::from)?;

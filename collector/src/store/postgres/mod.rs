@@ -95,7 +95,11 @@ impl PgStore {
         policies: Policies,
         metrics: Arc<Metrics>,
     ) -> Result<PgStore, PgError> {
-        let pool = pool_for(store, store.pool_size)?;
+        // A worker stopped inside a transaction (SIGSTOP, a stalled machine) must not keep
+        // its advisory locks past its lease, or the worker taking its warehouses over waits
+        // on them: the server ends a transaction of ours left idle for half a lease.
+        let idle_ms = store.lease_secs.saturating_mul(500);
+        let pool = pool_for(store, store.pool_size, Some(idle_ms))?;
         schema::migrate(&mut *pool.get().await?).await?;
         Ok(PgStore {
             pool,
@@ -114,8 +118,21 @@ impl PgStore {
 
 /// A pool of `size` on the database of `[store]`: its URL, and TLS (required) when it names
 /// a CA file.
-pub(crate) fn pool_for(store: &crate::store::StoreConfig, size: usize) -> Result<Pool, PgError> {
+/// With `idle_in_transaction_ms`, the server ends a transaction left idle that long.
+pub(crate) fn pool_for(
+    store: &crate::store::StoreConfig,
+    size: usize,
+    idle_in_transaction_ms: Option<u64>,
+) -> Result<Pool, PgError> {
     let mut config: tokio_postgres::Config = store.url()?.parse()?;
+    if let Some(ms) = idle_in_transaction_ms {
+        let idle = format!("-c idle_in_transaction_session_timeout={ms}");
+        let options = match config.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {idle}"),
+            _ => idle,
+        };
+        config.options(options);
+    }
     let tls = tls::from_config(store)?;
     if tls.is_some() {
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
