@@ -99,20 +99,22 @@ async fn apply(applier: &Applier, jobs: Vec<Job>) {
         })
         .collect();
     let policies = &applier.policies;
-    let mut answers = Vec::with_capacity(jobs.len());
-    if incoming.len() > 1 {
-        match ingest::apply_group(&mut conn, &prepared, policies, &incoming).await {
-            Ok(outcomes) => answers.extend(outcomes.into_iter().map(Ok)),
-            Err(e) => {
-                tracing::warn!(error = %e, batches = incoming.len(), "group not committed; each batch is applied alone")
+    let answers: Vec<Result<(AckOutcome, u32), PgError>> = match ingest::apply_group(
+        &mut conn, &prepared, policies, &incoming,
+    )
+    .await
+    {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(e) if incoming.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, batches = incoming.len(), "group not committed; each batch is applied alone");
+            let mut answers = Vec::with_capacity(incoming.len());
+            for one in &incoming {
+                answers.push(ingest::apply(&mut conn, &prepared, policies, one).await);
             }
+            answers
         }
-    }
-    if answers.is_empty() {
-        for one in &incoming {
-            answers.push(ingest::apply(&mut conn, &prepared, policies, one).await);
-        }
-    }
+    };
     drop(incoming);
     let metrics = &applier.metrics;
     for (job, answer) in jobs.into_iter().zip(answers) {

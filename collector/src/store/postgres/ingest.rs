@@ -54,22 +54,8 @@ pub async fn apply(
     policies: &Policies,
     incoming: &Incoming<'_>,
 ) -> Result<(AckOutcome, u32), PgError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let tx = client.transaction().await?;
-        let result = match apply_in(&tx, p, policies, incoming).await {
-            Ok(outcome) => tx.commit().await.map(|()| outcome).map_err(PgError::from),
-            Err(e) => Err(e),
-        };
-        match result {
-            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, agent = %incoming.batch.agent_id, "batch transaction retried");
-                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
-            }
-            other => return other,
-        }
-    }
+    let mut outcomes = apply_group(client, p, policies, std::slice::from_ref(incoming)).await?;
+    Ok(outcomes.remove(0))
 }
 
 /// Applies several batches (queued for one warehouse) in one transaction: one commit, one
@@ -103,7 +89,8 @@ pub async fn apply_group(
         };
         match result {
             Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, batches = group.len(), "group transaction retried");
+                let agent = group.first().map(|i| i.batch.agent_id.as_str());
+                tracing::warn!(error = %e, attempt, batches = group.len(), ?agent, "batch transaction retried");
                 tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
             }
             other => return other,
