@@ -176,8 +176,12 @@ fn the_agent_answers_every_error_as_json() {
     rename_table(&journal, "rejects", "rejects_moved");
     let r = get_blocking(&rejects);
     assert_internal("agent store failure", &r, || agent.proc.output());
-    // Longer than the reject forwarder's poll: its failed reads must not end the process.
-    std::thread::sleep(Duration::from_millis(1200));
+    // The reject forwarder meets the missing table too: its failed read must not end the
+    // process (the next request below is answered).
+    wait_blocking(Duration::from_secs(10), || {
+        agent.proc.output().contains("cannot read rejects to forward")
+    })
+    .unwrap_or_else(|_| panic!("no failed read logged: {}", agent.proc.output()));
     rename_table(&journal, "rejects_moved", "rejects");
     let r = get_blocking(&rejects);
     assert_eq!(r.status, 200, "healed: {}", r.body);
@@ -188,8 +192,11 @@ fn the_agent_answers_every_error_as_json() {
     rename_table(&journal, "movements", "movements_moved");
     let r = post_typed(&movements, good, Some("application/json"));
     assert_internal("agent write failure", &r, || agent.proc.output());
-    // Longer than the forwarder's tick: its failed reads must not end the process either.
-    std::thread::sleep(Duration::from_millis(1200));
+    // The movement forwarder's read fails as well, and must not end the process either.
+    wait_blocking(Duration::from_secs(10), || {
+        agent.proc.output().contains("cannot read the journal to forward")
+    })
+    .unwrap_or_else(|_| panic!("no failed read logged: {}", agent.proc.output()));
     rename_table(&journal, "movements_moved", "movements");
     let r = post_typed(&movements, good, Some("application/json"));
     assert_eq!(r.status, 202, "the writer lives on: {}", r.body);
