@@ -179,7 +179,10 @@ fn the_agent_answers_every_error_as_json() {
     // The reject forwarder meets the missing table too: its failed read must not end the
     // process (the next request below is answered).
     wait_blocking(Duration::from_secs(10), || {
-        agent.proc.output().contains("cannot read rejects to forward")
+        agent
+            .proc
+            .output()
+            .contains("cannot read rejects to forward")
     })
     .unwrap_or_else(|_| panic!("no failed read logged: {}", agent.proc.output()));
     rename_table(&journal, "rejects_moved", "rejects");
@@ -194,7 +197,10 @@ fn the_agent_answers_every_error_as_json() {
     assert_internal("agent write failure", &r, || agent.proc.output());
     // The movement forwarder's read fails as well, and must not end the process either.
     wait_blocking(Duration::from_secs(10), || {
-        agent.proc.output().contains("cannot read the journal to forward")
+        agent
+            .proc
+            .output()
+            .contains("cannot read the journal to forward")
     })
     .unwrap_or_else(|_| panic!("no failed read logged: {}", agent.proc.output()));
     rename_table(&journal, "movements_moved", "movements");
