@@ -344,9 +344,18 @@ pub fn collector_config(dir: &TempDir, broker_port: u16, http_port: u16) -> Coll
 
 /// The collector config as TOML text; `extra` is appended (channels, locations, ...).
 pub fn collector_toml(dir: &TempDir, broker_port: u16, http_port: u16, extra: &str) -> String {
+    collector_toml_with_ledger(&dir.join("ledger.db"), broker_port, http_port, extra)
+}
+
+/// [`collector_toml`] with the ledger at `ledger`.
+pub fn collector_toml_with_ledger(
+    ledger: &Path,
+    broker_port: u16,
+    http_port: u16,
+    extra: &str,
+) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n{extra}",
-        dir.join("ledger.db")
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ledger]\npath = {ledger:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n{extra}"
     )
 }
 
@@ -575,6 +584,48 @@ impl MqttProbe {
             if !p.topic.starts_with("stocksync-test/marker/") {
                 return p;
             }
+        }
+    }
+}
+
+impl MqttProbe {
+    /// The next message on a topic other than the marker, or `None` after `timeout`.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<rumqttc::Publish> {
+        if let Some(p) = self.stash.pop_front() {
+            return Some(p);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = tokio::time::timeout(left, self.received.recv())
+                .await
+                .ok()??;
+            if !p.topic.starts_with("stocksync-test/marker/") {
+                return Some(p);
+            }
+        }
+    }
+
+    /// Publishes `payload`, and again every two seconds until a message comes back (as an
+    /// agent resends a batch until it is acknowledged: a PostgreSQL worker's session is
+    /// clean, so what reaches a warehouse's topic while no worker holds it is gone). Panics
+    /// after `timeout`.
+    pub async fn publish_until_answered(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> rumqttc::Publish {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.publish(topic, payload.clone()).await;
+            if let Some(p) = self.try_next(Duration::from_secs(2)).await {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer to {topic} within {timeout:?}"
+            );
         }
     }
 }
