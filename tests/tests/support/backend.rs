@@ -338,11 +338,9 @@ impl Collectors {
                 .next()
                 .and_then(|p| p.parse().ok())
                 .expect("port in url");
-            let text = match &self.pg {
+            let text = match self.pg {
                 None => self.setup.sqlite_toml(port),
-                Some(pg) => self
-                    .setup
-                    .worker_toml(&pg.url, &format!("w{}", i + 1), port),
+                Some(_) => self.worker_toml(&format!("w{}", i + 1), port),
             };
             std::fs::write(self.config_path(i), text).expect("write config");
             tokio::task::block_in_place(|| self.procs[i].restart());
@@ -359,6 +357,36 @@ impl Collectors {
         self.start_all().await;
     }
 
+    /// The config text of a PostgreSQL worker named `worker_id` on this side's database,
+    /// serving HTTP on `port` (e.g. for a process a case starts by hand).
+    pub fn worker_toml(&self, worker_id: &str, port: u16) -> String {
+        let pg = self.pg.as_ref().expect("a PostgreSQL collector side");
+        self.setup.worker_toml(&pg.url, worker_id, port)
+    }
+
+    /// Starts one more PostgreSQL worker process (`w<n+1>`) on this side's database and
+    /// returns its index in [`Collectors::procs`] and [`Collectors::urls`].
+    pub fn add_worker(&mut self) -> usize {
+        let i = self.procs.len();
+        let port = free_port();
+        let id = format!("w{}", i + 1);
+        let text = self.worker_toml(&id, port);
+        let proc = Service::start_in(&self.setup.dir, "stocksync-collector", &id, &text, port);
+        self.urls.push(proc.url.clone());
+        self.procs.push(proc);
+        self.check_health();
+        i
+    }
+
+    /// The warehouses worker `i` holds, as its `/healthz` says (empty on SQLite).
+    pub async fn held_by(&self, i: usize) -> Vec<String> {
+        let health = super::get(&format!("{}/healthz", self.urls[i])).await.body;
+        let held = health["warehouses"].as_array().cloned().unwrap_or_default();
+        held.iter()
+            .filter_map(|w| w.as_str().map(String::from))
+            .collect()
+    }
+
     /// Waits until each of `warehouses` is held by exactly one worker (as its `/healthz`
     /// says); a worker subscribes to a warehouse's movements as soon as it holds it. At once
     /// on SQLite, whose one collector subscribes to every warehouse at start.
@@ -369,10 +397,8 @@ impl Collectors {
         let what = format!("{warehouses:?} each held by one worker");
         super::wait_for(&what, std::time::Duration::from_secs(20), || async {
             let mut held: Vec<String> = Vec::new();
-            for url in &self.urls {
-                let health = super::get(&format!("{url}/healthz")).await.body;
-                let mine = health["warehouses"].as_array().cloned().unwrap_or_default();
-                held.extend(mine.iter().filter_map(|w| w.as_str().map(String::from)));
+            for i in 0..self.urls.len() {
+                held.extend(self.held_by(i).await);
             }
             warehouses
                 .iter()

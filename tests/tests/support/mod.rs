@@ -415,15 +415,26 @@ impl Service {
         config_text: &str,
         http_port: u16,
     ) -> Service {
-        let config = dir.join(&format!("{name}.toml"));
+        Service::start_in(dir.path(), program, name, config_text, http_port)
+    }
+
+    /// [`Service::start`] in a directory given by its path.
+    pub fn start_in(
+        dir: &Path,
+        program: &'static str,
+        name: &str,
+        config_text: &str,
+        http_port: u16,
+    ) -> Service {
+        let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, config_text).expect("write config");
-        let proc = spawn_service(program, &config, dir.path(), 1);
+        let proc = spawn_service(program, &config, dir, 1);
         let service = Service {
             proc,
             url: format!("http://127.0.0.1:{http_port}"),
             program,
             config,
-            log_dir: dir.path().to_owned(),
+            log_dir: dir.to_owned(),
             starts: 1,
         };
         service.wait_up();
