@@ -81,6 +81,7 @@ struct Setup {
     workers: usize,
     lease_secs: u64,
     http_port: Option<u16>,
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -110,13 +111,33 @@ impl Setup {
         )
     }
 
-    /// The config of the first collector (the SQLite one, or worker `w1`) for a start in
-    /// this process.
-    fn first_config(&self, pg: Option<&Postgres>) -> String {
-        let port = self.http_port.unwrap_or(0);
+    /// The config of collector `i` (the SQLite one, or worker `w<i+1>`) serving on `port`.
+    fn config(&self, pg: Option<&Postgres>, i: usize, port: u16) -> String {
         match pg {
             None => self.sqlite_toml(port),
-            Some(pg) => self.worker_toml(&pg.url, "w1", port),
+            Some(pg) => self.worker_toml(&pg.url, &format!("w{}", i + 1), port),
+        }
+    }
+
+    /// The port of collector `i` at its first start (0: any, for one in this process).
+    fn port(&self, i: usize, in_process: bool) -> u16 {
+        match (i, self.http_port) {
+            (0, Some(port)) => port,
+            _ if in_process => 0,
+            _ => free_port(),
+        }
+    }
+
+    /// True if the collectors serve HTTPS (`[http.tls]` in the extra config).
+    fn https(&self) -> bool {
+        self.extra.contains("[http.tls]")
+    }
+
+    /// How many collectors: one SQLite collector, or the workers.
+    fn members(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => self.workers,
         }
     }
 }
@@ -142,6 +163,7 @@ impl<'a> CollectorSpec<'a> {
                 workers: 2,
                 lease_secs: 3,
                 http_port: None,
+                env: Vec::new(),
             },
         }
     }
@@ -178,40 +200,57 @@ impl<'a> CollectorSpec<'a> {
         self
     }
 
+    /// An environment variable for collector processes (e.g. `RUST_LOG`); a collector in
+    /// this process shares the test's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.setup.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Starts the collector side: on SQLite one collector inside the test process (so a
     /// case can stop it gracefully), on PostgreSQL its own server and the worker processes.
     /// `None` when the backend is PostgreSQL and it is not installed (the notice is printed).
     pub async fn start(self) -> Option<Collectors> {
-        let mut collectors = match self.setup.backend {
-            Backend::Sqlite => Collectors::empty(self.setup, None),
-            Backend::Postgres => self.start_workers()?,
-        };
-        if collectors.backend == Backend::Sqlite {
-            collectors.start_in_process().await;
+        match self.setup.backend {
+            Backend::Sqlite => self.start_in_process().await,
+            Backend::Postgres => tokio::task::block_in_place(|| self.start_processes()),
         }
-        collectors.check_health();
-        Some(collectors)
+    }
+
+    /// Starts every collector inside the test process: the SQLite collector, or the
+    /// PostgreSQL workers on their own server. The only way to a collector side serving
+    /// HTTPS (`[http.tls]`), whose health is then not checked here.
+    pub async fn start_in_process(self) -> Option<Collectors> {
+        let pg = match self.setup.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Postgres::start(self.dir)?),
+        };
+        let mut c = Collectors::empty(self.setup, pg);
+        c.start_all_in_process().await;
+        c.check_health();
+        Some(c)
     }
 
     /// Starts the collector side as OS processes that a case can SIGKILL and restart (see
     /// [`Collectors::procs`]): one SQLite collector process or the PostgreSQL workers.
     /// Blocking; `None` as for [`CollectorSpec::start`].
     pub fn start_processes(self) -> Option<Collectors> {
-        let collectors = match self.setup.backend {
-            Backend::Sqlite => {
-                let port = self.setup.http_port.unwrap_or_else(free_port);
-                let text = self.setup.sqlite_toml(port);
-                let proc =
-                    Service::start(self.dir, "stocksync-collector", "collector", &text, port);
-                let mut c = Collectors::empty(self.setup, None);
-                c.urls.push(proc.url.clone());
-                c.procs.push(proc);
-                c
-            }
-            Backend::Postgres => self.start_workers()?,
+        assert!(
+            !self.setup.https(),
+            "a collector process serving HTTPS: use start_in_process"
+        );
+        let pg = match self.setup.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Postgres::start(self.dir)?),
         };
-        collectors.check_health();
-        Some(collectors)
+        let mut c = Collectors::empty(self.setup, pg);
+        for i in 0..c.setup.members() {
+            let port = c.setup.port(i, false);
+            let text = c.setup.config(c.pg.as_ref(), i, port);
+            c.spawn(i, &text, port);
+        }
+        c.check_health();
+        Some(c)
     }
 
     /// Starts one collector (on PostgreSQL: worker `w1`, on its own server) in this process
@@ -222,29 +261,11 @@ impl<'a> CollectorSpec<'a> {
             Backend::Sqlite => None,
             Backend::Postgres => Some(Postgres::start(self.dir)?),
         };
-        let config = self.setup.first_config(pg.as_ref());
+        let config = self.setup.config(pg.as_ref(), 0, self.setup.port(0, true));
         match Collector::start(toml_config(&config)).await {
             Ok(_) => panic!("the collector started with\n{config}"),
             Err(e) => Some(format!("{e:#}")),
         }
-    }
-
-    fn start_workers(self) -> Option<Collectors> {
-        let pg = Postgres::start(self.dir)?;
-        let mut c = Collectors::empty(self.setup, None);
-        for i in 1..=c.setup.workers {
-            let port = match (i, c.setup.http_port) {
-                (1, Some(port)) => port,
-                _ => free_port(),
-            };
-            let id = format!("w{i}");
-            let text = c.setup.worker_toml(&pg.url, &id, port);
-            let proc = Service::start(self.dir, "stocksync-collector", &id, &text, port);
-            c.urls.push(proc.url.clone());
-            c.procs.push(proc);
-        }
-        c.pg = Some(pg);
-        Some(c)
     }
 }
 
@@ -256,7 +277,7 @@ pub struct Collectors {
     /// The collector processes, to kill and restart: the SQLite collector's when started
     /// with [`CollectorSpec::start_processes`], else each PostgreSQL worker's.
     pub procs: Vec<Service>,
-    in_process: Option<Collector>,
+    in_process: Vec<Collector>,
     setup: Setup,
     /// The PostgreSQL server (last field: dropped after the workers).
     pub pg: Option<Postgres>,
@@ -268,23 +289,52 @@ impl Collectors {
             backend: setup.backend,
             urls: Vec::new(),
             procs: Vec::new(),
-            in_process: None,
+            in_process: Vec::new(),
             setup,
             pg,
         }
     }
 
-    async fn start_in_process(&mut self) {
-        let config = self.setup.first_config(None);
-        let collector = Collector::start(toml_config(&config))
-            .await
-            .expect("collector starts");
-        self.urls = vec![format!("http://{}", collector.http_addr)];
-        self.in_process = Some(collector);
+    /// Starts collector `i` as a process with `text` on `port`.
+    fn spawn(&mut self, i: usize, text: &str, port: u16) {
+        let name = match self.backend {
+            Backend::Sqlite => "collector".to_string(),
+            Backend::Postgres => format!("w{}", i + 1),
+        };
+        let proc = Service::start_in_env(
+            &self.setup.dir,
+            "stocksync-collector",
+            &name,
+            text,
+            port,
+            &self.setup.env,
+        );
+        self.urls.push(proc.url.clone());
+        self.procs.push(proc);
     }
 
-    /// Every collector answers `/healthz` with the backend it was started for.
+    async fn start_all_in_process(&mut self) {
+        self.urls.clear();
+        let scheme = if self.setup.https() { "https" } else { "http" };
+        for i in 0..self.setup.members() {
+            let config = self
+                .setup
+                .config(self.pg.as_ref(), i, self.setup.port(i, true));
+            let collector = Collector::start(toml_config(&config))
+                .await
+                .expect("collector starts");
+            self.urls
+                .push(format!("{scheme}://{}", collector.http_addr));
+            self.in_process.push(collector);
+        }
+    }
+
+    /// Every collector answers `/healthz` with the backend it was started for (not checked
+    /// over HTTPS).
     fn check_health(&self) {
+        if self.setup.https() {
+            return;
+        }
         for url in &self.urls {
             let health = get_blocking(&format!("{url}/healthz")).body;
             assert_eq!(
@@ -300,9 +350,9 @@ impl Collectors {
         &self.urls[0]
     }
 
-    /// The in-process SQLite collector, if that is how it was started.
-    pub fn collector(&self) -> Option<&Collector> {
-        self.in_process.as_ref()
+    /// The collectors running in this process (none when they are processes).
+    pub fn in_process(&self) -> &[Collector] {
+        &self.in_process
     }
 
     /// The path of worker or collector `i`'s config file (processes only).
@@ -312,49 +362,6 @@ impl Collectors {
             Backend::Postgres => format!("w{}", i + 1),
         };
         self.setup.dir.join(format!("{name}.toml"))
-    }
-
-    /// Stops every collector (gracefully in process, SIGKILL otherwise); the store, the
-    /// ports and the broker stay. [`Collectors::start_all`] starts them again.
-    pub async fn stop_all(&mut self) {
-        if let Some(c) = self.in_process.take() {
-            c.stop().await.expect("collector stops");
-        }
-        for p in &mut self.procs {
-            p.kill();
-        }
-    }
-
-    /// Starts every collector again after [`Collectors::stop_all`], on the same store (the
-    /// SQLite file, the PostgreSQL database) with the config as it is now. Processes keep
-    /// their ports; an in-process collector gets a new one (read [`Collectors::url`] again).
-    pub async fn start_all(&mut self) {
-        if self.procs.is_empty() {
-            self.start_in_process().await;
-        }
-        for i in 0..self.procs.len() {
-            let port: u16 = self.urls[i]
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port in url");
-            let text = match self.pg {
-                None => self.setup.sqlite_toml(port),
-                Some(_) => self.worker_toml(&format!("w{}", i + 1), port),
-            };
-            std::fs::write(self.config_path(i), text).expect("write config");
-            tokio::task::block_in_place(|| self.procs[i].restart());
-        }
-        self.check_health();
-    }
-
-    /// [`Collectors::stop_all`], then [`Collectors::start_all`] with `extra` appended to
-    /// every collector's config.
-    pub async fn restart_with(&mut self, extra: &str) {
-        self.stop_all().await;
-        self.setup.extra.push_str(extra);
-        self.setup.extra.push('\n');
-        self.start_all().await;
     }
 
     /// The config text of a PostgreSQL worker named `worker_id` on this side's database,
@@ -367,13 +374,11 @@ impl Collectors {
     /// Starts one more PostgreSQL worker process (`w<n+1>`) on this side's database and
     /// returns its index in [`Collectors::procs`] and [`Collectors::urls`].
     pub fn add_worker(&mut self) -> usize {
+        assert!(self.in_process.is_empty(), "a side of processes");
         let i = self.procs.len();
         let port = free_port();
-        let id = format!("w{}", i + 1);
-        let text = self.worker_toml(&id, port);
-        let proc = Service::start_in(&self.setup.dir, "stocksync-collector", &id, &text, port);
-        self.urls.push(proc.url.clone());
-        self.procs.push(proc);
+        let text = self.worker_toml(&format!("w{}", i + 1), port);
+        self.spawn(i, &text, port);
         self.check_health();
         i
     }
@@ -416,10 +421,50 @@ impl Collectors {
         sum
     }
 
-    /// Stops an in-process collector gracefully (its tasks end, its ledger lock is
-    /// released); processes are killed and the database stopped.
+    /// Stops every collector (gracefully in process, SIGKILL otherwise); the store, the
+    /// ports and the broker stay. [`Collectors::start_all`] starts them again.
+    pub async fn stop_all(&mut self) {
+        for c in self.in_process.drain(..) {
+            c.stop().await.expect("collector stops");
+        }
+        for p in &mut self.procs {
+            p.kill();
+        }
+    }
+
+    /// Starts every collector again after [`Collectors::stop_all`], on the same store (the
+    /// SQLite file, the PostgreSQL database) with the config as it is now. Processes keep
+    /// their ports; collectors in this process get new ones (read the URLs again).
+    pub async fn start_all(&mut self) {
+        if self.procs.is_empty() {
+            self.start_all_in_process().await;
+        }
+        for i in 0..self.procs.len() {
+            let port: u16 = self.urls[i]
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port in url");
+            let text = self.setup.config(self.pg.as_ref(), i, port);
+            std::fs::write(self.config_path(i), text).expect("write config");
+            tokio::task::block_in_place(|| self.procs[i].restart());
+        }
+        self.check_health();
+    }
+
+    /// [`Collectors::stop_all`], then [`Collectors::start_all`] with `extra` appended to
+    /// every collector's config.
+    pub async fn restart_with(&mut self, extra: &str) {
+        self.stop_all().await;
+        self.setup.extra.push_str(extra);
+        self.setup.extra.push('\n');
+        self.start_all().await;
+    }
+
+    /// Stops the collectors in this process gracefully (their tasks end, the SQLite
+    /// ledger's lock is released); processes are killed and the database stopped on drop.
     pub async fn stop(mut self) {
-        if let Some(c) = self.in_process.take() {
+        for c in self.in_process.drain(..) {
             c.stop().await.expect("collector stops");
         }
     }

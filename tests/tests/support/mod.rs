@@ -404,6 +404,7 @@ pub struct Service {
     config: PathBuf,
     log_dir: PathBuf,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 impl Service {
@@ -426,9 +427,22 @@ impl Service {
         config_text: &str,
         http_port: u16,
     ) -> Service {
+        Service::start_in_env(dir, program, name, config_text, http_port, &[])
+    }
+
+    /// [`Service::start_in`] with extra environment variables (e.g. `RUST_LOG`), kept for
+    /// restarts.
+    pub fn start_in_env(
+        dir: &Path,
+        program: &'static str,
+        name: &str,
+        config_text: &str,
+        http_port: u16,
+        env: &[(String, String)],
+    ) -> Service {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, config_text).expect("write config");
-        let proc = spawn_service(program, &config, dir, 1);
+        let proc = spawn_service(program, &config, dir, 1, env);
         let service = Service {
             proc,
             url: format!("http://127.0.0.1:{http_port}"),
@@ -436,6 +450,7 @@ impl Service {
             config,
             log_dir: dir.to_owned(),
             starts: 1,
+            env: env.to_vec(),
         };
         service.wait_up();
         service
@@ -450,7 +465,13 @@ impl Service {
     pub fn restart(&mut self) {
         self.proc.kill();
         self.starts += 1;
-        self.proc = spawn_service(self.program, &self.config, &self.log_dir, self.starts);
+        self.proc = spawn_service(
+            self.program,
+            &self.config,
+            &self.log_dir,
+            self.starts,
+            &self.env,
+        );
         self.wait_up();
     }
 
@@ -461,12 +482,20 @@ impl Service {
     }
 }
 
-fn spawn_service(program: &str, config: &Path, log_dir: &Path, start: u32) -> Proc {
+fn spawn_service(
+    program: &str,
+    config: &Path,
+    log_dir: &Path,
+    start: u32,
+    env: &[(String, String)],
+) -> Proc {
     let name = config.file_stem().and_then(|s| s.to_str()).unwrap_or("svc");
     let log = log_dir.join(format!("{name}-{start}.log"));
-    Proc::spawn(
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Proc::spawn_env(
         &bin(program),
         &["--config", config.to_str().expect("utf-8 path")],
+        &env,
         log,
     )
 }
