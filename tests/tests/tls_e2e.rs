@@ -29,8 +29,9 @@ use std::time::Duration;
 
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
-use stocksync_common::config::{BrokerConfig, HttpTlsConfig, MqttTlsConfig};
+use stocksync_common::config::{BrokerConfig, MqttTlsConfig};
 use stocksync_common::wire::{self, Batch};
+use stocksync_runtime::server::HttpTlsConfig;
 use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 

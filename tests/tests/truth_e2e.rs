@@ -51,7 +51,7 @@ fn multi_source_agent(
     id: &str,
     warehouse: &str,
     broker_port: u16,
-) -> stocksync_common::config::AgentConfig {
+) -> stocksync_agent::config::AgentConfig {
     toml_config(&agent_toml(dir, id, warehouse, broker_port, 0, "").replace(
         "[http]\n",
         "[http]\nsources = [\"wms\", \"erp\", \"scanner\"]\n",
