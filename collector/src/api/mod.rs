@@ -6,7 +6,7 @@ mod agents;
 mod alerts;
 pub(crate) mod audit;
 pub(crate) mod body;
-mod bundles;
+pub(crate) mod bundles;
 mod channels;
 mod dashboard;
 mod error;

@@ -1,5 +1,5 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads and histories, reservations,
-//! agents, rejects and their retry, the exception queue, the audit lists, readiness and
+//! The HTTP API of a PostgreSQL worker: the stock reads and histories, bundle views,
+//! reservations, agents, rejects and their retry, the exception queue, the audit lists, readiness and
 //! metrics, served by
 //! any worker from the shared database in the same JSON as the SQLite collector's, and
 //! `/healthz`. Everything
@@ -24,6 +24,7 @@ use stocksync_runtime::supervisor::TaskHealth;
 use super::Pool;
 
 mod audit;
+mod bundles;
 mod channels;
 mod exceptions;
 mod history;
@@ -64,6 +65,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/discrepancies", get(audit::discrepancies))
         .route("/v1/reversals", get(audit::reversals))
         .route("/v1/shortfalls", get(audit::shortfalls))
+        .route("/v1/bundles/{sku}", get(bundles::by_bundle))
         .route(
             "/v1/reservations",
             axum::routing::post(reservations::create).get(reservations::list),
@@ -168,10 +170,6 @@ fn stock_row(r: &tokio_postgres::Row) -> Levels {
 }
 
 async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Response {
-    if app.catalog.bundle(&sku).is_some() {
-        // The bundle view needs holds and component rules this backend does not keep yet.
-        return unsupported(&format!("/v1/stock/{sku} (a bundle)"));
-    }
     let rows = match read(
         &app,
         &format!("SELECT {COLUMNS} FROM stock WHERE sku = $1 ORDER BY warehouse, bin"),
@@ -182,7 +180,8 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
         Ok(rows) => rows,
         Err(e) => return internal(e),
     };
-    let in_catalog = app.catalog.config().skus.iter().any(|s| s.id == sku);
+    let in_catalog =
+        app.catalog.config().skus.iter().any(|s| s.id == sku) || app.catalog.bundle(&sku).is_some();
     if rows.is_empty() && !in_catalog {
         return error(
             StatusCode::NOT_FOUND,
@@ -206,13 +205,20 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
             Err(e) => return internal(e),
         };
     }
+    let bundle = match app.catalog.bundle(&sku) {
+        Some(components) => match bundles::view(&app, &sku, components).await {
+            Ok(view) => Some(view),
+            Err(e) => return internal(e),
+        },
+        None => None,
+    };
     Json(json!({
         "sku": sku,
         "on_hand": total.on_hand(),
         "total": total,
         "warehouses": warehouses(&rows, &holds),
         "locations": rows,
-        "bundle": null,
+        "bundle": bundle,
     }))
     .into_response()
 }
