@@ -183,6 +183,28 @@ async fn wait_sellable(c: &str, sku: &str, want: u64) {
     .await;
 }
 
+/// The total of `field` over every row of `sku` at `warehouse`.
+async fn warehouse_total(c: &str, sku: &str, warehouse: &str, field: &str) -> i64 {
+    let stock = get(&format!("{c}/v1/stock/{sku}")).await.body;
+    stock["locations"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r["warehouse"] == warehouse)
+                .map(|r| r[field].as_i64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_total(c: &str, sku: &str, warehouse: &str, field: &str, want: i64) {
+    let what = format!("{sku} at {warehouse}: total {field} = {want}");
+    wait_for(&what, WAIT, || async {
+        warehouse_total(c, sku, warehouse, field).await == want
+    })
+    .await;
+}
+
 /// `(warehouse, buildable)` of a bundle view.
 fn per_warehouse(view: &Value) -> Vec<(String, u64)> {
     view["warehouses"]
@@ -268,5 +290,151 @@ async fn a_kit_is_built_in_one_warehouse(backend: Backend) {
     // Not a bundle: 404 naming the field, on either store.
     let not = get(&format!("{c}/v1/bundles/MUG-001")).await;
     assert_eq!((not.status, not.body["field"].clone()), (404, json!("sku")));
+    site.stop().await;
+}
+
+async fn void(c: &str, body: Value) -> Reply {
+    post(&format!("{c}/v1/movements/void"), &body.to_string(), &[]).await
+}
+
+on_both_backends!(an_operator_voids_a_movement_and_the_projection_replays_without_it);
+async fn an_operator_voids_a_movement_and_the_projection_replays_without_it(backend: Backend) {
+    let Some(site) = Site::start(backend, "void").await else {
+        return;
+    };
+    let (c, a) = (&site.c, &site.ams);
+    post_ok(a, json!({"sku": "TEE-002", "kind": "receipt", "quantity": 10, "bin": "A-01", "occurred_at": "2026-11-25T08:00:00Z"})).await;
+    post_ok(a, json!({"sku": "TEE-002", "kind": "count", "quantity": 3, "bin": "A-01", "occurred_at": "2026-11-25T09:00:00Z"})).await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 3).await;
+    wait_sellable(c, "TEE-002", 3).await;
+    let request =
+        json!({"agent_id": "ams-1", "seq": 2, "by": "j.doe", "reason": "counted the wrong shelf"});
+    let first = void(c, request.clone()).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(
+        warehouse_total(c, "TEE-002", "ams", "on_hand").await,
+        10,
+        "replayed without the count"
+    );
+    wait_sellable(c, "TEE-002", 10).await;
+    assert!(
+        get(&format!("{c}/v1/drift"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "its drift is gone"
+    );
+
+    // Idempotent, on any collector: the first void stands; an unknown movement is 404.
+    for url in &site.urls {
+        let again = void(
+            url,
+            json!({"agent_id": "ams-1", "seq": 2, "by": "someone else", "reason": "again"}),
+        )
+        .await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.body, first.body);
+    }
+    let unknown = void(
+        c,
+        json!({"agent_id": "ams-1", "seq": 99, "by": "j.doe", "reason": "typo"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    assert_eq!(unknown.body["field"], "$.seq");
+    let no_reason = void(
+        c,
+        json!({"agent_id": "ams-1", "seq": 1, "by": "j.doe", "reason": " "}),
+    )
+    .await;
+    assert_eq!(
+        (no_reason.status, no_reason.body["field"].clone()),
+        (422, json!("$.reason"))
+    );
+
+    // History shows the count, marked voided with who and why, and explains the number.
+    let history = get(&format!("{c}/v1/stock/TEE-002/history?location=ams/A-01"))
+        .await
+        .body;
+    assert_eq!(history["explained"], true, "{history}");
+    let count = &history["movements"][1];
+    assert_eq!(
+        (count["kind"].clone(), count["treatment"].clone()),
+        (json!("count"), json!("voided")),
+        "{history}"
+    );
+    assert_eq!(
+        (count["void"]["by"].clone(), count["void"]["reason"].clone()),
+        (json!("j.doe"), json!("counted the wrong shelf"))
+    );
+    // Later movements go on from the replayed number.
+    post_ok(a, json!({"sku": "TEE-002", "kind": "shipment", "quantity": 1, "bin": "A-01", "order": "SO-2", "occurred_at": "2026-11-25T10:00:00Z"})).await;
+    wait_total(c, "TEE-002", "ams", "on_hand", 9).await;
+    site.stop().await;
+}
+
+on_both_backends!(a_transfer_leg_voided_by_concurrent_requests_is_voided_once);
+async fn a_transfer_leg_voided_by_concurrent_requests_is_voided_once(backend: Backend) {
+    let Some(site) = Site::start(backend, "void-once").await else {
+        return;
+    };
+    let (c, a, b) = (&site.c, &site.ams, &site.ber);
+    // ams ships 4 of its 10 to ber (T-1); ber receives 3 into a bin of their own.
+    post_ok(a, json!({"sku": "TEE-002", "kind": "receipt", "quantity": 10, "bin": "A-01", "occurred_at": "2026-11-25T08:00:00Z"})).await;
+    post_ok(a, json!({"sku": "TEE-002", "kind": "transfer_out", "quantity": 4, "bin": "A-01",
+                      "transfer": "T-1", "peer_warehouse": "ber", "occurred_at": "2026-11-25T09:00:00Z"})).await;
+    post_ok(b, json!({"sku": "TEE-002", "kind": "transfer_in", "quantity": 3, "bin": "B-01",
+                      "transfer": "T-1", "peer_warehouse": "ams", "occurred_at": "2026-11-25T10:00:00Z"})).await;
+    wait_total(c, "TEE-002", "ber", "available", 3).await;
+    wait_total(c, "TEE-002", "ber", "in_transit", 1).await;
+    wait_sellable(c, "TEE-002", 9).await;
+    let discrepancies = get(&format!("{c}/v1/discrepancies")).await.body;
+    assert_eq!(discrepancies[0]["difference"], -1, "{discrepancies}");
+
+    // The receiving leg was keyed in by mistake: six voids at once, spread over every
+    // collector, void it once.
+    let body = json!({"agent_id": "ber-1", "seq": 1, "by": "j.doe", "reason": "keyed twice"});
+    let requests = (0..6).map(|i| {
+        let url = site.urls[i % site.urls.len()].clone();
+        let body = body.clone();
+        tokio::spawn(async move { void(&url, body).await })
+    });
+    let mut answers = Vec::new();
+    for r in requests {
+        answers.push(r.await.expect("void request"));
+    }
+    let created: Vec<&Reply> = answers.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in &answers {
+        assert_eq!(
+            (r.status == 201 || r.status == 200, &r.body),
+            (true, &created[0].body)
+        );
+    }
+    assert_eq!(created[0].body["previous_treatment"], "apply");
+
+    // Its bin is empty again, what it took off in transit is back, the transfer shows no
+    // received leg, and the channel follows.
+    let bin = stock_row(c, "TEE-002", "ber", Some("B-01")).await;
+    assert_eq!(bin["available"], 0, "{bin}");
+    assert_eq!(warehouse_total(c, "TEE-002", "ber", "in_transit").await, 4);
+    assert_eq!(warehouse_total(c, "TEE-002", "ams", "available").await, 6);
+    wait_sellable(c, "TEE-002", 6).await;
+    let discrepancies = get(&format!("{c}/v1/discrepancies")).await.body;
+    assert_eq!(discrepancies, json!([]), "only one leg is left");
+
+    // The leg keyed again counts once, on top of the replayed numbers.
+    post_ok(b, json!({"sku": "TEE-002", "kind": "transfer_in", "quantity": 4, "bin": "B-01",
+                      "transfer": "T-1", "peer_warehouse": "ams", "occurred_at": "2026-11-25T11:00:00Z"})).await;
+    wait_total(c, "TEE-002", "ber", "available", 4).await;
+    assert_eq!(warehouse_total(c, "TEE-002", "ber", "in_transit").await, 0);
+    wait_sellable(c, "TEE-002", 10).await;
     site.stop().await;
 }

@@ -18,7 +18,7 @@ mod ready;
 mod reports;
 pub(crate) mod reservations;
 pub(crate) mod stock;
-mod voids;
+pub(crate) mod voids;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -25,6 +25,7 @@ pub mod reserve;
 mod retry;
 pub mod schema;
 mod tls;
+pub mod voids;
 pub mod worker;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, V3_ORDERS),
     (4, V4_CHANNELS),
     (5, V5_RECORDS),
+    (6, V6_VOIDS),
 ];
 
 const V1: &str = "
@@ -340,6 +341,20 @@ CREATE INDEX exception_events_by_exception ON exception_events (exception_id, id
 CREATE TABLE exception_cursors (
     origin TEXT PRIMARY KEY,
     cursor_ms BIGINT NOT NULL
+);
+";
+
+/// Voids (`voids`): who voided a movement, why, when, and its treatment before; the
+/// ledger row stays, its treatment becomes `voided`.
+const V6_VOIDS: &str = "
+CREATE TABLE voids (
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    voided_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    voided_at_ms BIGINT NOT NULL,
+    previous_treatment TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
 );
 ";
 

@@ -31,6 +31,7 @@ mod history;
 mod operations;
 mod orders;
 mod reservations;
+mod voids;
 use crate::api::stock::warehouses;
 use crate::api::AppError;
 use crate::merge::States;
@@ -92,6 +93,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/routing/warehouses/{warehouse}",
             axum::routing::put(orders::set_frozen),
         )
+        .route("/v1/movements/void", axum::routing::post(voids::create))
         .route("/v1/agents", get(operations::agents))
         .route("/v1/rejects", get(operations::rejects))
         .route(
