@@ -86,11 +86,21 @@ struct Site {
 impl Site {
     /// `None` when the backend is PostgreSQL and it is not installed (the notice is printed).
     async fn start(backend: Backend, label: &str) -> Option<Site> {
+        Site::start_with(backend, label, |_| String::new()).await
+    }
+
+    /// With `more(dir)` appended to the collector's config.
+    async fn start_with(
+        backend: Backend,
+        label: &str,
+        more: impl Fn(&TempDir) -> String,
+    ) -> Option<Site> {
         let dir = TempDir::new(label);
         let broker = Broker::start(&dir);
+        let extra = format!("{EXTRA}{}", more(&dir));
         let collectors = match backend {
             Backend::Sqlite => {
-                let text = collector_toml(&dir, broker.port, 0, EXTRA);
+                let text = collector_toml(&dir, broker.port, 0, &extra);
                 let collector = Collector::start(toml_config(&text))
                     .await
                     .expect("collector starts");
@@ -103,7 +113,7 @@ impl Site {
                     .map(|id| {
                         let port = free_port();
                         let extra = format!(
-                            "{EXTRA}\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = [\"ams\", \"ber\"]\n",
+                            "{extra}\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = [\"ams\", \"ber\"]\n",
                             pg.url
                         );
                         let text = collector_toml(&dir, broker.port, port, &extra).replace(
@@ -436,5 +446,174 @@ async fn a_transfer_leg_voided_by_concurrent_requests_is_voided_once(backend: Ba
     wait_total(c, "TEE-002", "ber", "available", 4).await;
     assert_eq!(warehouse_total(c, "TEE-002", "ber", "in_transit").await, 0);
     wait_sellable(c, "TEE-002", 10).await;
+    site.stop().await;
+}
+
+/// `more` for a channel `web` whose webhook has no receiver (every push fails) and a
+/// warehouse silent after 3 s.
+fn dead_webhook_and_quick_silence(dir: &TempDir) -> String {
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    format!(
+        "[[channels.channel]]\nname = \"web\"\nlocations = [\"ams\"]\n\
+         [channels.channel.webhook]\nurl = \"http://127.0.0.1:{}/stock\"\nsecret_file = {:?}\n\
+         [channels.channel.webhook.limits]\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\n\
+         [operations]\nsilent_after_secs = 3\n",
+        free_port(),
+        dir.join("secret")
+    )
+}
+
+async fn report(c: &str) -> Value {
+    get(&format!("{c}/v1/reports/daily")).await.body
+}
+
+on_both_backends!(the_daily_report_lists_drift_silence_failing_channels_and_agents);
+async fn the_daily_report_lists_drift_silence_failing_channels_and_agents(backend: Backend) {
+    let Some(site) = Site::start_with(backend, "report", dead_webhook_and_quick_silence).await
+    else {
+        return;
+    };
+    let (c, a, b) = (&site.c, &site.ams, &site.ber);
+    // A count 3 short of the 10 received: drift.
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 10, "bin": "A-01"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 7, "bin": "A-01"}),
+    )
+    .await;
+    post_ok(
+        b,
+        json!({"sku": "MUG-001", "kind": "receipt", "quantity": 1, "bin": "B-01"}),
+    )
+    .await;
+    wait_for("the drift is reported", WAIT, || async {
+        report(c).await["open_drift"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    let r = report(c).await;
+    assert_eq!(r["open_drift"][0]["sku"], "TEE-002", "{r}");
+    assert_eq!(r["open_drift"][0]["warehouse"], "ams", "{r}");
+    assert_eq!(r["open_conflicts"], json!([]), "{r}");
+    assert!(
+        r["exceptions"]["unresolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["kind"] == "drift" && u["count"] == 1 && u["age"]["under_1h"] == 1),
+        "{r}"
+    );
+    assert_eq!(r["exceptions"]["opened_on_date"]["drift"], 1, "{r}");
+
+    // ber sends nothing more: silent after 3 s, while ams is heard from.
+    wait_for("ber silent", WAIT, || async {
+        report(c).await["silent_warehouses"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|w| w["warehouse"] == "ber"))
+    })
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 1, "bin": "A-01"}),
+    )
+    .await;
+    wait_for("ams heard from", WAIT, || async {
+        report(c).await["silent_warehouses"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|w| w["warehouse"] != "ams"))
+    })
+    .await;
+    let r = report(c).await;
+    let silent: Vec<&str> = r["silent_warehouses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["warehouse"].as_str().unwrap())
+        .collect();
+    assert_eq!(silent, ["ber"], "{r}");
+    assert!(r["silent_warehouses"][0]["silent_secs"].as_i64().unwrap() >= 3);
+    let agents: Vec<(&str, i64)> = r["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["agent_id"].as_str().unwrap(),
+                a["last_seq"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(agents, [("ams-1", 3), ("ber-1", 1)], "{r}");
+
+    // The dead webhook makes web failing, in the report of the collector that publishes.
+    wait_for("web is failing", WAIT, || async {
+        for url in &site.urls {
+            let r = report(url).await;
+            let failing = r["channels"].as_array().is_some_and(|l| {
+                l.iter()
+                    .any(|l| l["channel"] == "web" && l["state"] == "failing")
+            });
+            if failing {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+
+    // CSV, by format and by Accept; a bad date names its field; an earlier day opened nothing.
+    let csv = get(&format!("{c}/v1/reports/daily?format=csv")).await.body;
+    let csv = csv.as_str().unwrap();
+    assert!(
+        csv.starts_with("section,subject,detail,value,since_ms\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("open_drift,TEE-002@ams,")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("silent_warehouse,ber,")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("agent,ams-1,ams,3,")),
+        "{csv}"
+    );
+    let (accept, _) = request(
+        "GET",
+        &format!("{c}/v1/reports/daily"),
+        None,
+        &[("accept", "text/csv")],
+    )
+    .await;
+    assert!(
+        accept
+            .body
+            .as_str()
+            .is_some_and(|b| b.starts_with("section,")),
+        "{:?}",
+        accept.body
+    );
+    let bad = get(&format!("{c}/v1/reports/daily?date=27-11-2026")).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (400, Some("date"))
+    );
+    let unknown = get(&format!("{c}/v1/reports/daily?bogus=1")).await;
+    assert_eq!(
+        (unknown.status, unknown.body["field"].as_str()),
+        (400, Some("bogus"))
+    );
+    let old = get(&format!("{c}/v1/reports/daily?date=2020-01-01"))
+        .await
+        .body;
+    assert_eq!(old["exceptions"]["opened_on_date"], json!({}), "{old}");
     site.stop().await;
 }

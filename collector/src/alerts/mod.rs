@@ -56,7 +56,11 @@ pub async fn run(
             .await?;
         let conditions = {
             let (ops, catalog) = (ops.clone(), catalog.clone());
-            ledger.read(move |c| rules::evaluate(c, &ops, &catalog, now))?
+            ledger.read(move |c| {
+                let today = crate::report::day_start_ms(&crate::report::date_of(now)).unwrap_or(0);
+                let facts = crate::report::sqlite::facts(c, &catalog, today, now)?;
+                Ok(rules::evaluate(&facts, &ops, &catalog, now))
+            })?
         };
         ledger
             .write(move |tx, _| state::apply(tx, &conditions, now))

@@ -15,7 +15,7 @@ pub(crate) mod history;
 mod openapi;
 pub(crate) mod orders;
 mod ready;
-mod reports;
+pub(crate) mod reports;
 pub(crate) mod reservations;
 pub(crate) mod stock;
 pub(crate) mod voids;

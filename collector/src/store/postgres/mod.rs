@@ -21,6 +21,7 @@ pub mod orders;
 mod pool;
 mod project;
 mod records;
+pub mod report;
 pub mod reserve;
 mod retry;
 pub mod schema;

@@ -125,6 +125,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         orders,
         channels,
         store: pg.clone(),
+        operations: config.operations.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;

@@ -30,6 +30,7 @@ mod exceptions;
 mod history;
 mod operations;
 mod orders;
+mod reports;
 mod reservations;
 mod voids;
 use crate::api::stock::warehouses;
@@ -53,6 +54,8 @@ pub struct PgApp {
     pub channels: Arc<super::channels::PgChannels>,
     /// The store's ingest path, for what the API applies to the ledger (retries).
     pub store: super::PgStore,
+    /// Thresholds of the daily report and the alerts.
+    pub operations: stocksync_common::config::OperationsConfig,
 }
 
 /// The worker's routes.
@@ -112,6 +115,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/exceptions/{id}/{action}",
             axum::routing::post(exceptions::act),
         )
+        .route("/v1/reports/daily", get(reports::daily))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
