@@ -79,7 +79,7 @@ struct Site {
     ber: String,
     agents: Vec<Agent>,
     collectors: Collectors,
-    _broker: Broker,
+    broker: Broker,
     _dir: TempDir,
 }
 
@@ -157,7 +157,7 @@ impl Site {
             ams: agent_urls.pop().unwrap(),
             agents,
             collectors,
-            _broker: broker,
+            broker,
             _dir: dir,
         })
     }
@@ -615,5 +615,105 @@ async fn the_daily_report_lists_drift_silence_failing_channels_and_agents(backen
         .await
         .body;
     assert_eq!(old["exceptions"]["opened_on_date"], json!({}), "{old}");
+    site.stop().await;
+}
+
+/// The next alert message about `subject` (others, such as a second silent warehouse, are
+/// skipped): `(state, alert_id)`.
+async fn next_alert(probe: &mut MqttProbe, subject: &str) -> (String, i64) {
+    loop {
+        let p = probe.next(WAIT).await;
+        let msg: Value = serde_json::from_slice(&p.payload).unwrap();
+        if msg["subject"] == subject {
+            assert_eq!(p.topic, "stocksync/v1/alerts/warehouse_silent", "{msg}");
+            return (
+                msg["state"].as_str().unwrap().to_string(),
+                msg["alert_id"].as_i64().unwrap(),
+            );
+        }
+    }
+}
+
+async fn evaluations(c: &str) -> u64 {
+    get(&format!("{c}/v1/alerts")).await.body["evaluations"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+on_both_backends!(an_alert_fires_once_while_it_holds_and_clears);
+async fn an_alert_fires_once_while_it_holds_and_clears(backend: Backend) {
+    let quick =
+        |_: &TempDir| "[operations]\nevaluate_every_ms = 50\nsilent_after_secs = 2\n".to_string();
+    let Some(site) = Site::start_with(backend, "alerts", quick).await else {
+        return;
+    };
+    let (c, b) = (&site.c, &site.ber);
+    let mut probe = MqttProbe::connect(site.broker.port, "alert-watcher").await;
+    probe.subscribe("stocksync/v1/alerts/#").await;
+    post_ok(
+        b,
+        json!({"sku": "MUG-001", "kind": "receipt", "quantity": 1, "bin": "B-01"}),
+    )
+    .await;
+
+    // ber goes quiet: one alert, on MQTT and in the list of every collector.
+    let (state, id) = next_alert(&mut probe, "ber").await;
+    assert_eq!(state, "firing");
+    let seen = evaluations(c).await;
+    wait_for("20 more evaluations", WAIT, || async {
+        evaluations(c).await >= seen + 20
+    })
+    .await;
+    for url in &site.urls {
+        let alerts = get(&format!("{url}/v1/alerts")).await.body;
+        let ber: Vec<&Value> = alerts["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["subject"] == "ber")
+            .collect();
+        assert_eq!(ber.len(), 1, "{alerts}");
+        assert_eq!(
+            (
+                ber[0]["id"].as_i64(),
+                ber[0]["rule"].as_str(),
+                ber[0]["undelivered"].as_i64()
+            ),
+            (Some(id), Some("warehouse_silent"), Some(0)),
+            "{alerts}"
+        );
+    }
+
+    // ber is heard from again: the next message about it clears the same alert.
+    post_ok(
+        b,
+        json!({"sku": "MUG-001", "kind": "receipt", "quantity": 1, "bin": "B-01"}),
+    )
+    .await;
+    assert_eq!(
+        next_alert(&mut probe, "ber").await,
+        ("cleared".to_string(), id),
+        "no repeat while it held"
+    );
+    let alerts = get(&format!("{c}/v1/alerts")).await.body;
+    assert!(
+        alerts["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["subject"] != "ber"),
+        "{alerts}"
+    );
+    let recent = alerts["recent"].as_array().unwrap();
+    let cleared = recent
+        .iter()
+        .find(|a| a["subject"] == "ber")
+        .expect("cleared");
+    assert!(cleared["cleared_at_ms"].is_i64(), "{alerts}");
+    let bad = get(&format!("{c}/v1/alerts?bogus=1")).await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (400, Some("bogus"))
+    );
     site.stop().await;
 }

@@ -10,7 +10,7 @@
 //! delays an alert but never loses it.
 
 mod deliver;
-mod rules;
+pub mod rules;
 mod state;
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::metrics::Counter;
 
 pub use deliver::Deliver;
 pub use rules::Condition;
-pub use state::{firing_by_rule, list};
+pub use state::{delivery_body, ended, firing_by_rule, list, Pending, Stored};
 
 /// Counts of the evaluation loop, for `GET /v1/alerts` and `/metrics`.
 #[derive(Default)]

@@ -23,6 +23,7 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod alerts;
 mod audit;
 mod bundles;
 mod channels;
@@ -116,6 +117,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
             axum::routing::post(exceptions::act),
         )
         .route("/v1/reports/daily", get(reports::daily))
+        .route("/v1/alerts", get(alerts::list))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
