@@ -717,3 +717,118 @@ async fn an_alert_fires_once_while_it_holds_and_clears(backend: Backend) {
     );
     site.stop().await;
 }
+
+/// Every API path the dashboard's script calls, up to its first parameter.
+fn dashboard_calls(script: &str) -> std::collections::BTreeSet<String> {
+    let mut calls = std::collections::BTreeSet::new();
+    for quote in ["api(\"", "api(`", "data-csv=\""] {
+        for (i, _) in script.match_indices(quote) {
+            let rest = &script[i + quote.len()..];
+            let end = rest.find(['"', '`', '$', '?']).unwrap_or(rest.len());
+            calls.insert(rest[..end].to_string());
+        }
+    }
+    calls
+}
+
+on_both_backends!(the_dashboard_and_every_api_it_reads_answer);
+async fn the_dashboard_and_every_api_it_reads_answer(backend: Backend) {
+    let Some(site) = Site::start(backend, "dashboard").await else {
+        return;
+    };
+    let a = &site.ams;
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "receipt", "quantity": 10, "bin": "A-01"}),
+    )
+    .await;
+    post_ok(
+        a,
+        json!({"sku": "TEE-002", "kind": "count", "quantity": 7, "bin": "A-01"}),
+    )
+    .await;
+    for c in &site.urls {
+        wait_total(c, "TEE-002", "ams", "on_hand", 7).await;
+        // The page, its stylesheet and its script, and `/` leading to it.
+        // (The client follows the redirect.)
+        let (root, _) = request("GET", &format!("{c}/"), None, &[]).await;
+        assert!(
+            root.body.as_str().is_some_and(|p| p.contains("app.js")),
+            "{:?}",
+            root.body
+        );
+        let (page, headers) = request("GET", &format!("{c}/dashboard"), None, &[]).await;
+        assert_eq!(page.status, 200);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(page.body.as_str().unwrap().contains("app.js"));
+        let (style, _) = request("GET", &format!("{c}/dashboard/style.css"), None, &[]).await;
+        assert_eq!(style.status, 200);
+        let (script, headers) = request("GET", &format!("{c}/dashboard/app.js"), None, &[]).await;
+        assert_eq!(script.status, 200);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"));
+
+        // What the script reads: a new call fails here until this test reads it too.
+        let script = script.body.as_str().unwrap().to_string();
+        let calls: Vec<String> = dashboard_calls(&script).into_iter().collect();
+        assert_eq!(
+            calls,
+            [
+                "/v1/agents",
+                "/v1/alerts",
+                "/v1/channels",
+                "/v1/channels/",
+                "/v1/exceptions",
+                "/v1/exceptions/",
+                "/v1/reports/daily",
+                "/v1/stock",
+                "/v1/stock/",
+            ],
+            "{script}"
+        );
+        let open = get(&format!("{c}/v1/exceptions?status=open&limit=1")).await;
+        assert_eq!(open.status, 200, "{:?}", open.body);
+        let id = open.body["items"][0]["id"]
+            .as_str()
+            .expect("the drift")
+            .to_string();
+        for path in [
+            "/v1/agents".to_string(),
+            "/v1/alerts".into(),
+            "/v1/channels".into(),
+            "/v1/reports/daily".into(),
+            "/v1/reports/daily?format=csv&date=2026-11-27".into(),
+            "/v1/stock?location=ams".into(),
+            "/v1/stock/TEE-002".into(),
+            "/v1/stock/TEE-002/history?location=ams".into(),
+            "/v1/exceptions?sku=TEE-002&limit=20".into(),
+            "/v1/exceptions?kind=drift&limit=200".into(),
+            format!("/v1/exceptions/{id}"),
+        ] {
+            let r = get(&format!("{c}{path}")).await;
+            assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        }
+    }
+    // The page's actions: an exception resolved with a comment, seen by every collector. (Its
+    // other action, a channel's mode switch under `/v1/channels/`, is the channel suites'.)
+    let open = get(&format!("{}/v1/exceptions?status=open&limit=1", site.c)).await;
+    let id = open.body["items"][0]["id"].as_str().unwrap().to_string();
+    let body = json!({"comment": "recounted", "by": "ops"}).to_string();
+    let r = post(
+        &format!("{}/v1/exceptions/{id}/resolve", site.c),
+        &body,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for c in &site.urls {
+        let e = get(&format!("{c}/v1/exceptions/{id}")).await.body;
+        assert_eq!(e["status"], "resolved", "{e}");
+    }
+    site.stop().await;
+}

@@ -8,7 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod body;
 pub(crate) mod bundles;
 mod channels;
-mod dashboard;
+pub(crate) mod dashboard;
 mod error;
 pub(crate) mod exceptions;
 pub(crate) mod history;

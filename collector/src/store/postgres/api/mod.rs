@@ -1,5 +1,6 @@
 //! The HTTP API of a PostgreSQL worker: the stock reads and histories, bundle views,
-//! reservations, agents, rejects and their retry, the exception queue, the audit lists, readiness and
+//! voids, the daily report, alerts, the operator dashboard, reservations, agents, rejects
+//! and their retry, the exception queue, the audit lists, readiness and
 //! metrics, served by
 //! any worker from the shared database in the same JSON as the SQLite collector's, and
 //! `/healthz`. Everything
@@ -34,6 +35,7 @@ mod orders;
 mod reports;
 mod reservations;
 mod voids;
+use crate::api::dashboard;
 use crate::api::stock::warehouses;
 use crate::api::AppError;
 use crate::merge::States;
@@ -121,6 +123,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/app.js", get(dashboard::script))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{channel}", get(channels::one))
         .route("/v1/channels/{channel}/sellable", get(channels::sellable))
