@@ -22,6 +22,7 @@ pub mod leases;
 pub mod orders;
 mod pool;
 mod project;
+pub mod rebuild;
 mod records;
 pub mod report;
 pub mod reserve;
