@@ -6,7 +6,8 @@
 
 use serde_json::{json, Value};
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::OperationsConfig;
+
+use super::OperationsConfig;
 
 use crate::report::{self, Facts};
 

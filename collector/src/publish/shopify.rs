@@ -16,13 +16,32 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
-use stocksync_common::config::{PushLimits, ShopifyConfig};
 
 use super::http::{self, Reply};
+use super::limit::PushLimits;
 use super::store::{self, Published, Store};
 use super::target::{Failure, Target};
 use super::{Channel, PublishError};
+
+/// A Shopify-shaped GraphQL Admin endpoint (`inventorySetQuantities`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifyConfig {
+    /// `https://` (or `http://`) GraphQL endpoint.
+    pub url: String,
+    /// PEM CA file to trust instead of the public web roots (a private CA or a test shop).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Location GID the channel's sellable number is set at.
+    pub location_id: String,
+    /// File holding the `X-Shopify-Access-Token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: PushLimits,
+}
 
 const SET: &str = "mutation inventorySet($input: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $input) { inventoryAdjustmentGroup { reason referenceDocumentUri } userErrors { code field message } } }";
 const READ: &str = "query levels($ids: [ID!]!, $location: ID!) { nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $location) { quantities(names: [\"available\"]) { name quantity } } } } }";
@@ -82,12 +101,10 @@ pub struct ShopifyTarget {
     last_cost: f64,
 }
 
-impl ShopifyTarget {
-    pub fn new(
-        config: &ShopifyConfig,
-        channel: &str,
-        store: Store,
-    ) -> Result<ShopifyTarget, PublishError> {
+impl ShopifyConfig {
+    /// The running target of `channel`, remembering Shopify's quantities in `store`.
+    pub fn build(&self, channel: &str, store: Store) -> Result<ShopifyTarget, PublishError> {
+        let config = self;
         let config_err = |detail: String| PublishError::Config {
             channel: channel.into(),
             detail: format!("shopify {detail}"),
@@ -115,7 +132,9 @@ impl ShopifyTarget {
             last_cost: 10.0,
         })
     }
+}
 
+impl ShopifyTarget {
     /// One GraphQL call, waiting out the cost bucket, throttles and 429s. Returns `data`.
     async fn graphql(&mut self, query: &str, variables: Value) -> Result<Value, Failure> {
         if self.token.is_none() {

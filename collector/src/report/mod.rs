@@ -223,7 +223,7 @@ pub fn failing_channels(f: &Facts, now_ms: i64, after_secs: u64) -> Vec<Failing>
 }
 
 /// The sold-out grace of `ops` in ms.
-pub fn grace_ms(ops: &stocksync_common::config::OperationsConfig) -> i64 {
+pub fn grace_ms(ops: &crate::alerts::OperationsConfig) -> i64 {
     i64::try_from(ops.sold_out_grace_secs)
         .unwrap_or(i64::MAX)
         .saturating_mul(1000)
@@ -233,7 +233,7 @@ pub fn grace_ms(ops: &stocksync_common::config::OperationsConfig) -> i64 {
 pub struct Context<'a> {
     pub now_ms: i64,
     pub day_start_ms: i64,
-    pub ops: &'a stocksync_common::config::OperationsConfig,
+    pub ops: &'a crate::alerts::OperationsConfig,
     pub catalog: &'a Catalog,
     /// In-memory figures of each (channel, target).
     pub targets: BTreeMap<(String, String), TargetStats>,
@@ -430,7 +430,7 @@ mod tests {
     /// SKU only after the grace, a SKU with no stock row as 0 available.
     #[test]
     fn sold_out_but_listed_from_facts() {
-        let catalog: stocksync_common::config::CatalogConfig = toml::from_str(
+        let catalog: stocksync_common::catalog::CatalogConfig = toml::from_str(
             r#"
             skus = [{ id = "MUG" }, { id = "LID" }, { id = "NEW" }]
             [[bundles]]

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::alerts::OperationsConfig;
 use serde_json::{json, Value};
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::OperationsConfig;
 use tokio::sync::watch;
 use tokio_postgres::{GenericClient, Transaction};
 

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
-use stocksync_common::config::ComponentDef;
+use stocksync_common::catalog::ComponentDef;
 use stocksync_runtime::server::error::Path;
 
 use super::{error, internal, PgApp};

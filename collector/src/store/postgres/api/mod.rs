@@ -58,7 +58,7 @@ pub struct PgApp {
     /// The store's ingest path, for what the API applies to the ledger (retries).
     pub store: super::PgStore,
     /// Thresholds of the daily report and the alerts.
-    pub operations: stocksync_common::config::OperationsConfig,
+    pub operations: crate::alerts::OperationsConfig,
 }
 
 /// The worker's routes.

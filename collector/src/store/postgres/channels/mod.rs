@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use crate::config::CollectorConfig;
+use stocksync_common::config::BrokerConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
