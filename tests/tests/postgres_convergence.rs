@@ -21,6 +21,9 @@
 //!   column by column but for the times it was recorded and revised, equals the SQLite
 //!   ledger's for the same batches (the SQLite test checks those against the reference).
 //!
+//! After each delivery the whole projection is rebuilt from the ledger
+//! (`store::postgres::rebuild`) and must not change a single stock row.
+//!
 //! Some movements are voided by an operator after each half (some twice, in shuffled
 //! order; `store::postgres::voids`), as in the SQLite test: the result must be the reference
 //! of the movements that were not voided, and the SQLite ledger's for the same voids.
@@ -48,7 +51,7 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 use stocksync_collector::intake::Intake;
 use stocksync_collector::metrics::Metrics;
 use stocksync_collector::reserve::Created;
-use stocksync_collector::store::postgres::{reserve, voids, PgStore, Policies};
+use stocksync_collector::store::postgres::{rebuild, reserve, voids, PgStore, Policies};
 use stocksync_collector::store::{Backend, Ingest, StoreConfig};
 use stocksync_common::model::Movement;
 use stocksync_common::wire::{self, AckOutcome};
@@ -74,6 +77,8 @@ struct PgResult {
     /// order -> (status, open) of each reservation created, released ones too
     reservations: BTreeMap<String, (String, i64)>,
     records: sqlite::Records,
+    /// Stock rows the whole projection rebuilt from the ledger (`rebuild`) changed.
+    rebuilt_differently: Vec<String>,
 }
 
 #[test]
@@ -149,6 +154,12 @@ fn check(
         return Err(format!(
             "stock differs from the reference (holds {:?})\n postgres:  {:?}\n reference: {want:?}",
             got.holds, got.stock
+        ));
+    }
+    if !got.rebuilt_differently.is_empty() {
+        return Err(format!(
+            "rebuild from the ledger differs from the incremental projection: {:?}",
+            got.rebuilt_differently
         ));
     }
     let orders = |h: &[Hold]| h.iter().map(|h| h.order).collect::<Vec<_>>();
@@ -321,11 +332,19 @@ async fn deliver(
             .unwrap();
         records.insert(table.to_string(), rows.iter().map(|r| r.get(0)).collect());
     }
+    // The whole projection again from the ledger alone: the same rows.
+    let rebuilt = rebuild::rebuild(&store, |_, _| {}).await.expect("rebuild");
+    let rebuilt_differently = rebuilt
+        .differences
+        .iter()
+        .map(|(k, before, after)| format!("{k:?}: {before:?} -> {after:?}"))
+        .collect();
     PgResult {
         stock,
         holds,
         reservations,
         records,
+        rebuilt_differently,
     }
 }
 
