@@ -684,6 +684,19 @@ async fn an_alert_fires_once_while_it_holds_and_clears(backend: Backend) {
         );
     }
 
+    for url in &site.urls {
+        let metrics = get(&format!("{url}/metrics")).await.body;
+        let text = metrics.as_str().unwrap();
+        assert!(
+            text.contains("stocksync_alerts_firing{rule=\"warehouse_silent\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stocksync_alert_evaluations_total "),
+            "{text}"
+        );
+    }
+
     // ber is heard from again: the next message about it clears the same alert.
     post_ok(
         b,

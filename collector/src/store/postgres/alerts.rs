@@ -234,3 +234,44 @@ pub async fn list(c: &impl GenericClient, recent: i64) -> Result<Value, PgError>
         "evaluations": evaluations,
     }))
 }
+
+/// The alert figures of `/metrics` (as the SQLite collector's): firing alerts per rule,
+/// transitions not yet taken by every destination, rounds evaluated by all workers.
+pub async fn metrics(c: &impl GenericClient) -> Result<String, PgError> {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "# HELP stocksync_alerts_firing Firing alerts by rule\n# TYPE stocksync_alerts_firing gauge\n",
+    );
+    for r in c
+        .query(
+            "SELECT rule, count(*) FROM alerts WHERE cleared_at_ms IS NULL GROUP BY rule ORDER BY rule",
+            &[],
+        )
+        .await?
+    {
+        let _ = writeln!(out, "stocksync_alerts_firing{{rule=\"{}\"}} {}", r.get::<_, &str>(0), r.get::<_, i64>(1));
+    }
+    let pending: i64 = c
+        .query_one(
+            "SELECT count(*) FROM alert_deliveries WHERE NOT webhook_done OR NOT mqtt_done",
+            &[],
+        )
+        .await?
+        .get(0);
+    let _ = writeln!(out, "# HELP stocksync_alert_deliveries_pending Alert transitions not yet taken by every destination\n# TYPE stocksync_alert_deliveries_pending gauge\nstocksync_alert_deliveries_pending {pending}");
+    let evaluations = list(c, 0).await?["evaluations"].as_i64().unwrap_or(0);
+    let _ = writeln!(out, "# HELP stocksync_alert_evaluations_total Evaluations of the alert rules (all workers)\n# TYPE stocksync_alert_evaluations_total counter\nstocksync_alert_evaluations_total {evaluations}");
+    Ok(out)
+}
+
+/// [`metrics`] on a connection of `pool`; empty (and logged) when the database does not answer.
+pub async fn metrics_text(pool: &Pool) -> String {
+    let text = match pool.get().await {
+        Ok(conn) => metrics(&*conn).await,
+        Err(e) => Err(e.into()),
+    };
+    text.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "alert metrics unavailable");
+        String::new()
+    })
+}
