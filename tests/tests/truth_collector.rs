@@ -570,7 +570,6 @@ async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 on_both_backends!(unknown_skus_stay_out_of_the_ledger_until_retried_once);
 async fn unknown_skus_stay_out_of_the_ledger_until_retried_once(backend: Backend) {
     let dir = TempDir::new("unknown-sku");
