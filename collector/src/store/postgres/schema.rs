@@ -388,6 +388,15 @@ const MIGRATION_LOCK: i64 = 0x5354_4f43_4b53_594e;
 
 /// Applies every migration the database lacks; returns the schema version.
 pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
+    migrate_to(client, LATEST).await
+}
+
+/// The newest schema version this release knows.
+pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Applies the migrations the database lacks up to version `target` (a database of an
+/// older release, for the tests that migrate from every older version).
+pub async fn migrate_to(client: &mut Client, target: i32) -> Result<i32, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -403,7 +412,10 @@ pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> 
         .await?
         .get(0);
     let mut version = current;
-    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (v, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v > current && *v <= target)
+    {
         tx.batch_execute(sql).await?;
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
             .await?;
