@@ -8,6 +8,7 @@
 //! What the SQLite collector does beyond that is listed in docs/SCALING.md and answered
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
+pub mod alerts;
 pub mod api;
 pub mod channels;
 mod exception_actions;
@@ -21,11 +22,14 @@ pub mod leases;
 pub mod orders;
 mod pool;
 mod project;
+pub mod rebuild;
 mod records;
+pub mod report;
 pub mod reserve;
 mod retry;
 pub mod schema;
 mod tls;
+pub mod voids;
 pub mod worker;
 
 use std::sync::Arc;
