@@ -49,8 +49,8 @@ async fn wait_feed(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_and_targets_end_to_end() {
+on_both_backends!(rules_and_targets_end_to_end);
+async fn rules_and_targets_end_to_end(backend: Backend) {
     let dir = TempDir::new("channels-e2e");
     let hook = receivers::Webhook::start(b"s3cret", "t1").await;
     std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
@@ -88,7 +88,9 @@ skus = ["SKU-A", "SKU-B"]
         secret = dir.join("secret").display(),
         token = dir.join("token").display(),
     );
-    let collector = collector(&dir, &channels).await;
+    let Some(collector) = Stack::start(backend, &dir, &channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     let rtm = agent(&dir, &collector, "rtm").await;
 
@@ -285,11 +287,13 @@ skus = ["SKU-A", "SKU-B"]
     hook.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feed_cursor_survives_restart() {
+on_both_backends!(feed_cursor_survives_restart);
+async fn feed_cursor_survives_restart(backend: Backend) {
     let dir = TempDir::new("channels-restart");
     let channels = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
-    let collector1 = collector(&dir, channels).await;
+    let Some(collector1) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector1, "ams").await;
     post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 5})).await;
     wait_feed(&collector1, "web", &[("S1", 5)]).await;
@@ -300,11 +304,10 @@ async fn feed_cursor_survives_restart() {
     .await;
     let cursor = before["cursor"].as_i64().unwrap();
     ams.stop().await.unwrap();
-    collector1.stop().await.unwrap();
 
-    // Same ledger file, new process state: the cursor is still valid and nothing is
+    // Same store, new process state: the cursor is still valid and nothing is
     // republished for unchanged values.
-    let collector2 = collector(&dir, channels).await;
+    let collector2 = collector1.restart(&dir, channels).await;
     let after = get_json(format!(
         "http://{}/v1/channels/web/sellable",
         collector2.http_addr
@@ -328,15 +331,17 @@ async fn feed_cursor_survives_restart() {
     collector2.stop().await.unwrap();
 }
 
+on_both_backends!(an_idle_channel_publishes_at_once_whatever_its_coalesce_window);
 /// Coalescing costs nothing when idle: with a window far longer than the test's deadline,
 /// a change that finds the channel idle is still published at once (before, every change
 /// waited until the window since the previous pass had passed). The window is the
 /// channel's own, overriding `[channels]`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_channel_publishes_at_once_whatever_its_coalesce_window() {
+async fn an_idle_channel_publishes_at_once_whatever_its_coalesce_window(backend: Backend) {
     let dir = TempDir::new("channels-idle");
     let channels = "[channels]\ncoalesce_ms = 10\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\ncoalesce_ms = 600000\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 5})).await;
     wait_feed(&collector, "web", &[("S1", 5)]).await;
@@ -551,13 +556,15 @@ backoff_max_ms = 500
     shop.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn burst_of_movements_converges_on_every_target() {
+on_both_backends!(burst_of_movements_converges_on_every_target);
+async fn burst_of_movements_converges_on_every_target(backend: Backend) {
     // Regression: a recompute racing the ledger writer once hit SQLITE_BUSY and stopped
     // publishing for good. A burst must end with the exact final number everywhere.
     let dir = TempDir::new("channels-burst");
     let channels = "[channels]\ncoalesce_ms = 20\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\nmqtt = true\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     for _ in 0..150 {
         post_movement(

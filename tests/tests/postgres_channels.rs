@@ -340,17 +340,6 @@ async fn a_postgres_worker_publishes_channels_from_the_outbox() {
     assert!(errors[0]["resolved_at_ms"].is_i64(), "{errors}");
     let r = get(&format!("{b}/v1/channels/nope")).await;
     assert_eq!((r.status, &r.body["field"]), (404, &Value::from("channel")));
-    let (r, _) = request(
-        "PUT",
-        &format!("{b}/v1/channels/web/mode"),
-        Some(r#"{"mode": "frozen"}"#),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        (r.status, &r.body["error"]),
-        (501, &Value::from("not_supported_on_backend"))
-    );
     for pair in agents {
         for (_, agent) in pair {
             agent.stop().await.unwrap();
@@ -547,5 +536,123 @@ async fn a_frozen_publisher_that_wakes_up_sends_nothing_older() {
     // The woken worker gave the lease up and sent nothing older meanwhile.
     subscriber.assert_never_back(true);
     assert_ne!(publisher(&pg).as_deref(), Some(frozen.as_str()));
+    agent.stop().await.unwrap();
+}
+
+/// PUTs `mode` for `channel` on the worker at `url` as `ops`; returns the state answered.
+async fn set_mode(url: &str, channel: &str, mode: &str) -> Value {
+    let body = serde_json::json!({"mode": mode, "reason": "incident 7", "set_by": "ops"});
+    let (r, _) = request(
+        "PUT",
+        &format!("{url}/v1/channels/{channel}/mode"),
+        Some(&body.to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["state"].clone()
+}
+
+/// The rollback switch is shared: a mode set on a worker that does not publish is in force
+/// on the publisher from its next pass, shown the same by every worker with who set it and
+/// why, kept in the database with every change, and still in force after the publisher is
+/// SIGKILLed and another worker takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_mode_set_on_any_worker_holds_on_the_publisher_and_across_a_take_over() {
+    let dir = TempDir::new("pg-channel-mode");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let subscriber = Subscriber::start(broker.port).await;
+    let mut workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id, start_worker(&dir, &pg, broker.port, id)))
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let holder = publisher(&pg).expect("a publisher");
+    let other = if holder == "w1" { "w2" } else { "w1" };
+    let (holder_url, other_url) = (
+        workers[holder.as_str()].url.clone(),
+        workers[other].url.clone(),
+    );
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    let receive = |n: u64| {
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({"sku": "MUG", "kind": "receipt", "quantity": n});
+            let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+            assert!(r.status < 300, "{}", r.body);
+        }
+    };
+    receive(10).await;
+    subscriber
+        .wait_last(&[("web", "MUG", 10), ("outlet", "MUG", 8)])
+        .await;
+
+    // Frozen through the worker that does not publish: outlet moves on, web keeps 10.
+    let state = set_mode(&other_url, "web", "frozen").await;
+    assert_eq!(
+        (&state["mode"], &state["set_by"], &state["reason"]),
+        (
+            &Value::from("frozen"),
+            &Value::from("ops"),
+            &Value::from("incident 7")
+        )
+    );
+    for url in [&holder_url, &other_url] {
+        let web = get(&format!("{url}/v1/channels/web")).await.body;
+        assert_eq!(web["state"], state, "{url}: {web}");
+        let feed = get(&format!("{url}/v1/channels/web/sellable")).await.body;
+        assert_eq!(feed["mode"], "frozen", "{feed}");
+    }
+    receive(5).await;
+    subscriber.wait_last(&[("outlet", "MUG", 13)]).await;
+    assert_eq!(subscriber.last()[&("web".into(), "MUG".into())], 10);
+
+    // The publisher dies; the other worker takes over and keeps web frozen.
+    workers.get_mut(holder.as_str()).unwrap().kill();
+    wait_blocking(Duration::from_secs(20), || {
+        publisher(&pg).as_deref() == Some(other)
+    })
+    .expect("the other worker takes the publisher lease");
+    receive(1).await;
+    subscriber.wait_last(&[("outlet", "MUG", 14)]).await;
+    assert_eq!(subscriber.last()[&("web".into(), "MUG".into())], 10);
+    assert_eq!(
+        pg.query("SELECT value FROM channel_sellable WHERE channel = 'web' AND sku = 'MUG'"),
+        "10"
+    );
+
+    // Zero, then live again: the new publisher follows each switch.
+    assert_eq!(set_mode(&other_url, "web", "zero").await["mode"], "zero");
+    subscriber
+        .wait_last(&[("web", "MUG", 0), ("outlet", "MUG", 14)])
+        .await;
+    assert_eq!(set_mode(&other_url, "web", "live").await["mode"], "live");
+    subscriber.wait_last(&[("web", "MUG", 16)]).await;
+    subscriber.assert_never_back(false);
+    assert_eq!(
+        pg.query("SELECT string_agg(mode || ' by ' || set_by, ', ' ORDER BY id) FROM channel_mode_changes WHERE channel = 'web'"),
+        "frozen by ops, zero by ops, live by ops"
+    );
+    // An unknown channel or mode is refused, naming the field.
+    let (r, _) = request(
+        "PUT",
+        &format!("{other_url}/v1/channels/nope/mode"),
+        Some(r#"{"mode": "zero"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, &r.body["field"]), (404, &Value::from("channel")));
+    let (r, _) = request(
+        "PUT",
+        &format!("{other_url}/v1/channels/web/mode"),
+        Some(r#"{"mode": "off"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
     agent.stop().await.unwrap();
 }

@@ -168,7 +168,7 @@ impl Channel {
         self.mode.lock().expect("mode lock").clone()
     }
 
-    fn set_mode_state(&self, state: ModeState) {
+    pub(crate) fn set_mode_state(&self, state: ModeState) {
         *self.mode.lock().expect("mode lock") = state;
     }
 }

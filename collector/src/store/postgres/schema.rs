@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, V3_ORDERS),
     (4, V4_CHANNELS),
     (5, V5_RECORDS),
+    (6, V6_CHANNEL_STATE),
 ];
 
 const V1: &str = "
@@ -340,6 +341,37 @@ CREATE INDEX exception_events_by_exception ON exception_events (exception_id, id
 CREATE TABLE exception_cursors (
     origin TEXT PRIMARY KEY,
     cursor_ms BIGINT NOT NULL
+);
+";
+
+/// What the SQLite channel store keeps beside its change log, shared by every worker: the
+/// mode set through the API (`channel_state`; `version` tells the publisher a mode moved),
+/// every such change (`channel_mode_changes`), and the quantity each remote system was
+/// last seen or set to hold (`channel_remote`, Shopify's compare-and-set).
+const V6_CHANNEL_STATE: &str = "
+CREATE SEQUENCE channel_state_version;
+CREATE TABLE channel_state (
+    channel TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    reason TEXT,
+    set_at_ms BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('channel_state_version')
+);
+CREATE TABLE channel_mode_changes (
+    id BIGSERIAL PRIMARY KEY,
+    channel TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    reason TEXT,
+    set_at_ms BIGINT NOT NULL
+);
+CREATE TABLE channel_remote (
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    PRIMARY KEY (channel, target, sku)
 );
 ";
 

@@ -115,6 +115,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/channels/{channel}", get(channels::one))
         .route("/v1/channels/{channel}/sellable", get(channels::sellable))
         .route("/v1/channels/{channel}/errors", get(channels::errors))
+        .route(
+            "/v1/channels/{channel}/mode",
+            axum::routing::put(channels::set_mode),
+        )
         .fallback(not_supported)
         .with_state(app)
 }

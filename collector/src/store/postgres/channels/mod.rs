@@ -14,19 +14,21 @@
 
 pub mod lease;
 pub mod log;
+pub mod mode;
 mod pass;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use stocksync_common::config::{BrokerConfig, ChannelMode, CollectorConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::Pool;
 use crate::publish::stats::Stats;
+use crate::publish::store::{now_ms, ModeState};
 use crate::publish::{target, Channel, PublishError};
 use lease::PublisherLease;
 use log::{Fence, PgLog};
@@ -41,6 +43,8 @@ pub struct PgChannels {
     pub stats: Arc<Stats>,
     /// The channel tables, for the API's reads.
     pub log: PgLog,
+    /// Each channel's mode as configured, stamped with this worker's start (`mode`).
+    configured: BTreeMap<String, ModeState>,
 }
 
 impl PgChannels {
@@ -63,10 +67,15 @@ impl PgChannels {
                 });
             }
         }
+        let configured = channels
+            .iter()
+            .map(|(name, c)| (name.clone(), c.mode()))
+            .collect();
         Ok(PgChannels {
             channels,
             stats: Arc::new(Stats::default()),
             log: PgLog { pool, fence: None },
+            configured,
         })
     }
 
@@ -75,6 +84,35 @@ impl PgChannels {
         self.channels
             .get(name)
             .ok_or_else(|| PublishError::UnknownChannel(name.into()))
+    }
+
+    /// The mode in force for `channel`, as the publisher applies it (`mode::effective`).
+    pub async fn mode_of(&self, channel: &Channel) -> Result<ModeState, PublishError> {
+        let saved = mode::saved(&*self.log.pool.get().await?).await?;
+        Ok(mode::effective(
+            &self.configured[&channel.name],
+            saved.modes.get(&channel.name),
+        ))
+    }
+
+    /// Switches `name` to `mode` for every worker; the publisher applies it from its next
+    /// pass. Returns the mode now in force.
+    pub async fn set_mode(
+        &self,
+        name: &str,
+        mode: ChannelMode,
+        set_by: String,
+        reason: Option<String>,
+    ) -> Result<ModeState, PublishError> {
+        let channel = self.channel(name)?.clone();
+        let state = ModeState {
+            mode,
+            set_by,
+            reason,
+            set_at_ms: now_ms(),
+        };
+        mode::set(&self.log.pool, name, &state).await?;
+        self.mode_of(&channel).await
     }
 }
 
@@ -215,7 +253,12 @@ fn start(p: &Publisher, generation: i64, until: Instant) -> Holding {
             }
         }
     }
+    let configured = channels
+        .iter()
+        .map(|c| p.channels.configured[&c.name].clone())
+        .collect();
     tasks.push(tokio::spawn(passes(Passes {
+        configured,
         pool: p.pool.clone(),
         worker_id: p.lease.worker_id().to_string(),
         generation,
@@ -237,6 +280,8 @@ struct Passes {
     worker_id: String,
     generation: i64,
     channels: Vec<Arc<Channel>>,
+    /// Each channel's configured mode (`mode::effective`), in the order of `channels`.
+    configured: Vec<ModeState>,
     coalesce: Duration,
     /// How long the server waits for this client inside a pass before ending it.
     idle_limit: Duration,
@@ -247,15 +292,21 @@ struct Passes {
 /// change, folded under load (see the module docs).
 async fn passes(mut t: Passes) -> anyhow::Result<()> {
     let mut full = true;
+    // The mode version the passes follow (`mode`); `None` until read.
+    let mut modes: Option<i64> = None;
     // Start and consumed rows of the previous pass.
     let mut last: Option<(Instant, usize)> = None;
     loop {
         if !full {
             let mut waited = false;
             loop {
-                let pause = match waiting(&t.pool).await {
-                    Ok(true) => break,
-                    Ok(false) => POLL,
+                let pause = match waiting(&t.pool, modes).await {
+                    Ok(Waiting::Outbox) => break,
+                    Ok(Waiting::Modes) => {
+                        full = true;
+                        break;
+                    }
+                    Ok(Waiting::Nothing) => POLL,
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox poll failed; again in 1 s");
                         Duration::from_secs(1)
@@ -269,7 +320,7 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             }
             // Rows were waiting right after a pass that found some: under load, so fold
             // more until `coalesce` after that pass began.
-            if let (false, Some((began, n))) = (waited, last) {
+            if let (false, false, Some((began, n))) = (full, waited, last) {
                 if n > 0 {
                     tokio::select! {
                         _ = t.shutdown.changed() => return Ok(()),
@@ -282,7 +333,18 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             return Ok(());
         }
         let began = Instant::now();
-        match pass_once(&t, full).await {
+        let passed = match full {
+            // A full pass (the first, or after a mode moved) applies the modes first.
+            true => match load_modes(&t).await {
+                Ok(version) => {
+                    modes = Some(version);
+                    pass_once(&t, full).await
+                }
+                Err(e) => Err(e),
+            },
+            false => pass_once(&t, full).await,
+        };
+        match passed {
             Ok(Passed::LeaseLost) => {
                 tracing::warn!(worker = %t.worker_id, "publisher lease lost during a pass; nothing written");
                 return Ok(());
@@ -306,12 +368,34 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
     }
 }
 
-async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
+/// What the outbox poll found.
+enum Waiting {
+    Nothing,
+    Outbox,
+    /// A channel's mode moved since the passes last read them.
+    Modes,
+}
+
+async fn waiting(pool: &Pool, modes: Option<i64>) -> Result<Waiting, tokio_postgres::Error> {
     let conn = pool.get().await?;
     let row = conn
-        .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM outbox), (SELECT COALESCE(MAX(version), 0)::bigint FROM channel_state)",
+            &[],
+        )
         .await?;
-    Ok(row.get(0))
+    Ok(match (row.get(0), row.get::<_, i64>(1)) {
+        (_, version) if modes.is_some_and(|m| m != version) => Waiting::Modes,
+        (true, _) => Waiting::Outbox,
+        (false, _) => Waiting::Nothing,
+    })
+}
+
+/// Reads the saved modes and puts the ones in force on the channels; returns their version.
+async fn load_modes(t: &Passes) -> Result<i64, tokio_postgres::Error> {
+    let saved = mode::saved(&*t.pool.get().await?).await?;
+    mode::apply(&t.channels, &t.configured, &saved);
+    Ok(saved.version)
 }
 
 async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
