@@ -600,50 +600,13 @@ async fn burst_of_movements_converges_on_every_target(backend: Backend) {
     collector.stop().await.unwrap();
 }
 
-/// Reads Server-Sent Events from `url` on a thread: `(id, data)` per event, until the
-/// stream ends or `within` passes.
-fn sse_events(
-    url: String,
-    last_event_id: Option<String>,
-    within: Duration,
-) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(within))
-            .build()
-            .into();
-        let mut req = agent.get(&url);
-        if let Some(id) = &last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let Ok(resp) = req.call() else { return };
-        let reader = std::io::BufReader::new(resp.into_body().into_reader());
-        let (mut id, mut data) = (String::new(), String::new());
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim());
-            } else if line.is_empty() && !data.is_empty() {
-                let value = serde_json::from_str(&data).expect("event data is JSON");
-                if tx.send((std::mem::take(&mut id), value)).is_err() {
-                    return;
-                }
-                data.clear();
-            }
-        }
-    });
-    rx
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_sent_events_stream_changes_and_resume_from_the_last_event_id() {
+on_both_backends!(server_sent_events_stream_changes_and_resume_from_the_last_event_id);
+async fn server_sent_events_stream_changes_and_resume_from_the_last_event_id(backend: Backend) {
     let dir = TempDir::new("channels-sse");
     let channels = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     let url = format!(
         "http://{}/v1/channels/web/sellable/stream?since=0",

@@ -656,3 +656,84 @@ async fn a_channel_mode_set_on_any_worker_holds_on_the_publisher_and_across_a_ta
     assert_eq!(r.status, 422, "{}", r.body);
     agent.stop().await.unwrap();
 }
+
+/// The SSE stream is served by any worker: a client of the worker that does not publish
+/// gets every change the publisher (another process) stores, in cursor order, one event
+/// per change with the cursor as id; a client that reconnects to the publisher with its
+/// `Last-Event-ID` gets exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sse_stream_of_any_worker_follows_the_publisher_and_resumes() {
+    let dir = TempDir::new("pg-channel-sse");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id, start_worker(&dir, &pg, broker.port, id)))
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let holder = publisher(&pg).expect("a publisher");
+    let other = if holder == "w1" { "w2" } else { "w1" };
+    let stream = |worker: &str| format!("{}/v1/channels/web/sellable/stream", workers[worker].url);
+    let events = harness::sse_events(format!("{}?since=0", stream(other)), None, WAIT);
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    // One receipt at a time, each seen before the next: ten values of web/MUG in order.
+    let mut seen = Vec::new();
+    for n in 1..=10u64 {
+        let body = serde_json::json!({"sku": "MUG", "kind": "receipt", "quantity": 1});
+        let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+        assert!(r.status < 300, "{}", r.body);
+        loop {
+            let (id, v) = events
+                .recv_timeout(WAIT)
+                .expect("an event from the other worker");
+            let cursor: i64 = id.parse().expect("the id is a cursor");
+            assert_eq!(v["cursor"], cursor, "{v}");
+            if let Some((prev, _)) = seen.last() {
+                assert!(cursor > *prev, "cursor {cursor} after {prev}");
+            }
+            seen.push((cursor, v.clone()));
+            if v["sku"] == "MUG" && v["sellable"] == n {
+                break;
+            }
+        }
+    }
+    let mugs: Vec<u64> = seen
+        .iter()
+        .filter(|(_, v)| v["sku"] == "MUG")
+        .map(|(_, v)| v["sellable"].as_u64().unwrap())
+        .collect();
+    // The new publisher's first pass lists the catalog's MUG at 0 before any receipt.
+    let after_zero = mugs.strip_prefix(&[0]).unwrap_or(&mugs);
+    assert_eq!(
+        after_zero,
+        (1..=10).collect::<Vec<_>>(),
+        "every value, in order"
+    );
+    // Reconnect to the publisher after the fourth event: what was missed, and only that,
+    // folded as on SQLite to the newest value per SKU, in cursor order.
+    let (fourth, _) = &seen[3];
+    let resumed = harness::sse_events(stream(&holder), Some(fourth.to_string()), WAIT);
+    let missed: Vec<&(i64, Value)> = seen[4..]
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, v))| {
+            seen[5 + i..]
+                .iter()
+                .all(|(_, later)| later["sku"] != v["sku"])
+        })
+        .map(|(_, e)| e)
+        .collect();
+    assert!(!missed.is_empty());
+    for (cursor, v) in missed {
+        let (id, again) = resumed.recv_timeout(WAIT).expect("a resumed event");
+        assert_eq!((id, &again), (cursor.to_string(), v));
+    }
+    assert!(
+        resumed.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing more"
+    );
+    agent.stop().await.unwrap();
+}

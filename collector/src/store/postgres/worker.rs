@@ -114,6 +114,10 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             watch_rx.clone(),
         ),
     );
+    tasks.spawn(
+        "channel-follow",
+        super::channels::follow::run(pg.side_pool(1), channels.clone(), watch_rx.clone()),
+    );
     let scheme = server.scheme();
     let router = api::router(Arc::new(PgApp {
         pool: pg.side_pool(store.pool_size),
@@ -125,6 +129,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         orders,
         channels,
         store: pg.clone(),
+        shutdown: watch_rx.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;

@@ -51,6 +51,8 @@ pub struct PgApp {
     pub channels: Arc<super::channels::PgChannels>,
     /// The store's ingest path, for what the API applies to the ledger (retries).
     pub store: super::PgStore,
+    /// Ends long-lived answers (SSE streams) when the worker stops.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The worker's routes.
@@ -114,6 +116,10 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{channel}", get(channels::one))
         .route("/v1/channels/{channel}/sellable", get(channels::sellable))
+        .route(
+            "/v1/channels/{channel}/sellable/stream",
+            get(channels::stream),
+        )
         .route("/v1/channels/{channel}/errors", get(channels::errors))
         .route(
             "/v1/channels/{channel}/mode",

@@ -12,6 +12,7 @@
 //! change after a quiet spell is published at once (within one outbox poll), and while
 //! changes keep arriving, passes are at least `coalesce_ms` apart.
 
+pub mod follow;
 pub mod lease;
 pub mod log;
 pub mod mode;
