@@ -235,7 +235,7 @@ impl Publisher {
             })));
         }
         for channel in publisher.channels.values() {
-            tasks.extend(target::spawn_all(
+            tasks.extend(target::spawn_push(
                 channel, &store, &stats, broker, &shutdown,
             )?);
         }

@@ -1,7 +1,7 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
 //! orders, the lease task, a consumer that follows the leases, and the channel publisher
 //! (which publishes only while this worker holds the publisher lease). What a worker does
-//! not do yet (Shopify targets, alerts) it refuses to be configured for, rather than
+//! not do yet (alerts) it refuses to be configured for, rather than
 //! silently not doing it.
 
 use std::sync::Arc;
@@ -105,7 +105,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         super::channels::run(
             Publisher {
                 // The pass and the outbox poll, and each push target's reads and cursor.
-                pool: pg.side_pool(2 + 2 * config.channels.channel.len()),
+                pool: pg.side_pool(2 + 3 * config.channels.channel.len()),
                 lease: PublisherLease::new(pg.side_pool(1), worker_id.clone(), lease),
                 channels: channels.clone(),
                 broker: broker.clone(),

@@ -1,7 +1,8 @@
 //! Channel publishing on PostgreSQL: exactly one worker at a time (the holder of the
 //! publisher lease, `lease`) reads the outbox the ingest transactions write, recomputes the
 //! channels' numbers for the SKUs it names (`pass`) and delivers them through the same push
-//! targets as the SQLite collector, from the change log in PostgreSQL (`log`).
+//! targets as the SQLite collector (MQTT, webhook, Shopify), from the change log in
+//! PostgreSQL (`log`).
 //!
 //! Invariant: no two workers publish at once, and no channel sees a SKU's value go back.
 //! The holder renews every `lease / 3` and stops every publishing task (aborting them, which
@@ -49,17 +50,10 @@ pub struct PgChannels {
 }
 
 impl PgChannels {
-    /// Resolves `[[channels.channel]]` against the catalog; refuses what this backend does
-    /// not publish yet (Shopify).
+    /// Resolves `[[channels.channel]]` against the catalog.
     pub fn resolve(config: &CollectorConfig, pool: Pool) -> Result<PgChannels, PublishError> {
         let mut channels = BTreeMap::new();
         for c in &config.channels.channel {
-            if c.shopify.is_some() {
-                return Err(PublishError::Config {
-                    channel: c.name.clone(),
-                    detail: "[store] backend = \"postgres\" does not push to Shopify yet (docs/SCALING.md); use MQTT, the feed or a webhook, or the sqlite backend".into(),
-                });
-            }
             let channel = Arc::new(Channel::new(c, config)?);
             if channels.insert(c.name.clone(), channel).is_some() {
                 return Err(PublishError::Config {
