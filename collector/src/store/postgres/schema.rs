@@ -12,7 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, V3_ORDERS),
     (4, V4_CHANNELS),
     (5, V5_RECORDS),
-    (6, V6_CHANNEL_STATE),
+    (6, V6_CHANNEL_STATE_AND_AGENT_REJECTS),
 ];
 
 const V1: &str = "
@@ -347,8 +347,10 @@ CREATE TABLE exception_cursors (
 /// What the SQLite channel store keeps beside its change log, shared by every worker: the
 /// mode set through the API (`channel_state`; `version` tells the publisher a mode moved),
 /// every such change (`channel_mode_changes`), and the quantity each remote system was
-/// last seen or set to hold (`channel_remote`, Shopify's compare-and-set).
-const V6_CHANNEL_STATE: &str = "
+/// last seen or set to hold (`channel_remote`, Shopify's compare-and-set). And the records
+/// agents refused (`agent_rejects`), as the SQLite ledger keeps them, for the exception
+/// queue.
+const V6_CHANNEL_STATE_AND_AGENT_REJECTS: &str = "
 CREATE SEQUENCE channel_state_version;
 CREATE TABLE channel_state (
     channel TEXT PRIMARY KEY,
@@ -373,6 +375,20 @@ CREATE TABLE channel_remote (
     quantity BIGINT NOT NULL,
     PRIMARY KEY (channel, target, sku)
 );
+CREATE TABLE agent_rejects (
+    agent_id TEXT NOT NULL,
+    reject_id BIGINT NOT NULL,
+    received_at_ms BIGINT NOT NULL,
+    warehouse TEXT NOT NULL,
+    arrived_at_ms BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    record BIGINT,
+    field TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (agent_id, reject_id, received_at_ms)
+);
+CREATE INDEX agent_rejects_by_arrival ON agent_rejects (arrived_at_ms);
 ";
 
 /// Any lock id both sides agree on; only migrations take it.

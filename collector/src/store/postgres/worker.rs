@@ -114,6 +114,11 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             watch_rx.clone(),
         ),
     );
+    let (commands, rejects) = super::agent_rejects::connect(&broker, &worker_id)?;
+    tasks.spawn(
+        "agent-rejects",
+        super::agent_rejects::run(rejects, pg.clone(), owned_rx.clone(), watch_rx.clone()),
+    );
     tasks.spawn(
         "channel-follow",
         super::channels::follow::run(pg.side_pool(1), channels.clone(), watch_rx.clone()),
@@ -129,6 +134,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         orders,
         channels,
         store: pg.clone(),
+        commands,
         shutdown: watch_rx.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);

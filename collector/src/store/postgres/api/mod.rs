@@ -51,6 +51,8 @@ pub struct PgApp {
     pub channels: Arc<super::channels::PgChannels>,
     /// The store's ingest path, for what the API applies to the ledger (retries).
     pub store: super::PgStore,
+    /// Sends agents the retries of their rejects (`agent_rejects`).
+    pub commands: crate::agent_rejects::Commands,
     /// Ends long-lived answers (SSE streams) when the worker stops.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
