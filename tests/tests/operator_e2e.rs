@@ -1483,3 +1483,103 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once(backend:
     f.agent.stop().await.unwrap();
     collector.stop().await.unwrap();
 }
+
+/// The holder of `warehouse`'s unexpired lease, if any.
+fn lease_holder(pg: &Postgres, warehouse: &str) -> Option<String> {
+    let id = pg.query(&format!(
+        "SELECT worker_id FROM leases WHERE warehouse = '{warehouse}' AND expires_at > now()"
+    ));
+    (!id.is_empty()).then_some(id)
+}
+
+/// An agent reject as an agent forwards it.
+fn agent_reject(id: i64, detail: &str) -> Vec<u8> {
+    json!({"kind": "reject", "id": id, "received_at_ms": 1000 + id, "source": "http",
+           "record": null, "field": "$.sku", "detail": detail,
+           "payload": "{\"sku\":\"NOPE\"}"})
+    .to_string()
+    .into_bytes()
+}
+
+/// On PostgreSQL an agent's rejects are received by the worker holding its warehouse's
+/// lease, and follow the lease: after that worker is SIGKILLed, the worker that takes the
+/// warehouse over receives the next one. Each is stored once, under the topic's warehouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_agent_rejects_follow_the_warehouse_leases() {
+    let dir = TempDir::new("operator-pg-rejects");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let mut workers: Vec<Service> = ["w1", "w2"]
+        .iter()
+        .map(|id| {
+            let port = free_port();
+            let store = format!(
+                "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = [\"ams\", \"ber\"]\n",
+                pg.url
+            );
+            let text = collector_toml(&dir, broker.port, port, &format!("{}{store}", extra(&dir, "")))
+                .replace(
+                    &format!("{:?}", dir.join("ledger.db")),
+                    &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
+                );
+            Service::start(&dir, "stocksync-collector", id, &text, port)
+        })
+        .collect();
+    wait_blocking(Duration::from_secs(20), || {
+        lease_holder(&pg, "ams").is_some() && lease_holder(&pg, "ber").is_some()
+    })
+    .expect("both warehouses are held");
+    let probe = MqttProbe::connect(broker.port, "agents").await;
+    let c = workers[0].url.clone();
+    // Sent twice each (a resend): one record each, under the topic's warehouse.
+    wait_for("the holders subscribed", WAIT, || async {
+        for (warehouse, id) in [("ams", 1), ("ber", 2)] {
+            let topic = format!("stocksync/v1/{warehouse}/rejects/{warehouse}-1");
+            probe
+                .publish(&topic, agent_reject(id, &format!("bad at {warehouse}")))
+                .await;
+        }
+        let listed = get(&format!("{c}/v1/exceptions?kind=agent_reject"))
+            .await
+            .body;
+        listed["total"] == 2
+    })
+    .await;
+    for warehouse in ["ams", "ber"] {
+        let e =
+            &wait_exceptions(&c, &format!("kind=agent_reject&warehouse={warehouse}"), 1).await[0];
+        assert_eq!(e["occurrences"], 1, "{e}");
+        assert!(
+            e["source"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("agent {warehouse}-1")),
+            "{e}"
+        );
+    }
+    assert_eq!(pg.query("SELECT count(*) FROM agent_rejects"), "2");
+
+    // The holder of ams dies; the other worker takes ams over and receives its next reject.
+    let holder = lease_holder(&pg, "ams").expect("ams is held");
+    let (dead, alive) = if holder == "w1" { (0, 1) } else { (1, 0) };
+    workers[dead].kill();
+    wait_blocking(Duration::from_secs(20), || {
+        lease_holder(&pg, "ams").is_some_and(|w| w != holder)
+    })
+    .expect("ams is taken over");
+    let c = workers[alive].url.clone();
+    wait_for("the new holder receives ams's rejects", WAIT, || async {
+        probe
+            .publish(
+                "stocksync/v1/ams/rejects/ams-1",
+                agent_reject(3, "bad at ams"),
+            )
+            .await;
+        pg.query("SELECT count(*) FROM agent_rejects WHERE warehouse = 'ams'") == "2"
+    })
+    .await;
+    let e = &wait_exceptions(&c, "kind=agent_reject&warehouse=ams", 1).await[0];
+    assert_eq!(e["occurrences"], 2, "two rejects of the same kind: {e}");
+}
