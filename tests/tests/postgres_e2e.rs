@@ -1055,3 +1055,101 @@ async fn poison_between_batches_never_knocks_a_worker_off_the_broker() {
     );
     worker.stop().await.unwrap();
 }
+
+/// Batches queued for one warehouse are applied together, in one transaction, yet each is
+/// still judged alone, as if it had committed before the next: a resend in the same group
+/// is a duplicate, the same seqs with other bytes are a rolled-back journal (refused whole,
+/// even when the batch that holds them first is in the same group), a recreated journal or
+/// a wrong warehouse refuses only its batch. A large batch first keeps the applier busy so
+/// the rest queue behind it; the outcome must not depend on how they were grouped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_of_a_group_is_judged_alone() {
+    let dir = TempDir::new("pg-group-judged");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let worker = Collector::start(toml_config(&collector_toml(
+        &dir,
+        broker.port,
+        0,
+        &store_toml(&pg, "w1", 3, &["ams"]),
+    )))
+    .await
+    .expect("worker starts");
+    let url = format!("http://{}", worker.http_addr);
+    wait_for("worker subscribed", WAIT, || async {
+        get(&format!("{url}/healthz")).await.body["warehouses"] == serde_json::json!(["ams"])
+    })
+    .await;
+    let receipts = |seqs: std::ops::RangeInclusive<u64>, quantity: u64| {
+        let movements = seqs
+            .map(|seq| stock_move(seq, "MUG", MovementKind::Receipt, quantity, None))
+            .collect();
+        ams_batch(movements).remove(0)
+    };
+    let big = Batch {
+        agent_id: "ams-2".into(),
+        ..receipts(1..=400, 1)
+    };
+    let a = receipts(1..=3, 10);
+    let reused = receipts(2..=4, 99);
+    let c = receipts(4..=5, 100);
+    let recreated = Batch {
+        journal_id: 8,
+        ..receipts(6..=6, 1000)
+    };
+    let elsewhere = Batch {
+        warehouse: "ber".into(),
+        ..receipts(7..=7, 1000)
+    };
+    let sent = [&big, &a, &reused, &a, &c, &recreated, &elsewhere, &c];
+    let mut probe = MqttProbe::connect(broker.port, "group-judge").await;
+    probe.subscribe("stocksync/v1/ams/acks/+").await;
+    for b in sent {
+        probe
+            .publish("stocksync/v1/ams/movements", wire::encode_batch(b))
+            .await;
+    }
+    let mut acks = Vec::new();
+    while acks.len() < sent.len() {
+        let ack = wire::decode_ack(&probe.next(WAIT).await.payload).expect("ack decodes");
+        acks.push((ack.agent_id, ack.first_seq, ack.outcome));
+    }
+    let applied = |applied, duplicates| AckOutcome::Applied {
+        applied,
+        duplicates,
+    };
+    let outcome = |agent: &str, first: u64, nth: usize| {
+        acks.iter()
+            .filter(|(a, f, _)| a == agent && *f == first)
+            .nth(nth)
+            .map(|(_, _, o)| o.clone())
+            .unwrap_or_else(|| panic!("no ack {nth} for {agent} {first}: {acks:?}"))
+    };
+    assert_eq!(outcome("ams-2", 1, 0), applied(400, 0));
+    assert_eq!(outcome("ams-1", 1, 0), applied(3, 0));
+    assert_eq!(
+        outcome("ams-1", 1, 1),
+        applied(0, 3),
+        "a resend is a duplicate"
+    );
+    let reason = |o: AckOutcome| match o {
+        AckOutcome::Rejected { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let rolled_back = reason(outcome("ams-1", 2, 0));
+    assert!(
+        rolled_back.contains("sent seq 2 again with other content"),
+        "{rolled_back}"
+    );
+    assert_eq!(outcome("ams-1", 4, 0), applied(2, 0));
+    assert_eq!(outcome("ams-1", 4, 1), applied(0, 2));
+    assert!(reason(outcome("ams-1", 6, 0)).contains("journal was recreated"));
+    assert!(reason(outcome("ams-1", 7, 0)).contains("does not match topic"));
+    // 400 + 3 x 10 + 2 x 100: nothing of the refused batches.
+    assert_eq!(on_hand(&url, "MUG").await, 630);
+    let rejects = get(&format!("{url}/v1/rejects")).await.body;
+    assert_eq!(rejects.as_array().map(Vec::len), Some(3), "{rejects}");
+    worker.stop().await.unwrap();
+}

@@ -15,6 +15,7 @@ mod exception_actions;
 mod exception_sources;
 pub mod exceptions;
 mod group;
+mod identity;
 pub mod import;
 mod ingest;
 pub mod leases;
