@@ -13,6 +13,9 @@
 //! - A publisher frozen (SIGSTOP) mid-stream is replaced, and once woken sends nothing
 //!   older: its pass holding the lease row is ended by the server, its tasks stop at the
 //!   fence.
+//! - The rollback switch set on a worker that does not publish holds on the publisher and
+//!   its successor; the SSE stream of any worker follows the publisher; a Shopify target
+//!   goes on across a take-over from the quantities kept in the database.
 //!
 //! Without PostgreSQL installed these tests print a notice and pass; CI sets
 //! `STOCKSYNC_REQUIRE_POSTGRES=1`, which makes them fail instead.
@@ -23,6 +26,8 @@ mod harness;
 #[allow(dead_code)]
 #[path = "channels/receivers.rs"]
 mod receivers;
+#[path = "channels/shopify_fake.rs"]
+mod shopify_fake;
 mod support;
 
 use std::collections::BTreeMap;
@@ -736,4 +741,105 @@ async fn the_sse_stream_of_any_worker_follows_the_publisher_and_resumes() {
         "nothing more"
     );
     agent.stop().await.unwrap();
+}
+
+/// A Shopify target on PostgreSQL: the publisher sets the outlet's quantities with
+/// compare-and-set from what Shopify was last seen to hold (kept in the database); after the
+/// publisher is SIGKILLed, its successor goes on from there (a change made on Shopify
+/// meanwhile is met as a stale compare-and-set and re-read), and Shopify ends at the stock
+/// with no request breaking the contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_targets_publish_from_the_database_across_a_take_over() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = TempDir::new("pg-channel-shopify");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let (mug, lid) = (
+        "gid://shopify/InventoryItem/1",
+        "gid://shopify/InventoryItem/2",
+    );
+    // Shopify holds 3 mugs stocksync has never seen.
+    let shop = shopify_fake::FakeShopify::start(&[(mug, 3)], 0).await;
+    std::fs::write(dir.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
+    let outlet_shop = format!(
+        "[channels.channel.shopify]\nurl = \"http://{}/admin/api/graphql.json\"\nlocation_id = \"gid://shopify/Location/1\"\ntoken_file = {:?}\n\
+         [channels.channel.shopify.limits]\nbackoff_initial_ms = 50\nbackoff_max_ms = 500\n\
+         [[catalog.aliases]]\nsource = \"outlet\"\nexternal = \"{mug}\"\nsku = \"MUG\"\n\
+         [[catalog.aliases]]\nsource = \"outlet\"\nexternal = \"{lid}\"\nsku = \"LID\"\n",
+        shop.addr,
+        dir.join("shop-token"),
+    );
+    let mut workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| {
+            let port = free_port();
+            let text = collector_toml(
+                &dir,
+                broker.port,
+                port,
+                &worker_extra(&pg, id, &outlet_shop),
+            )
+            .replace(
+                &format!("{:?}", dir.join("ledger.db")),
+                &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
+            );
+            (
+                id,
+                Service::start(&dir, "stocksync-collector", id, &text, port),
+            )
+        })
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    let receive = |sku: &'static str, n: u64| {
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({"sku": sku, "kind": "receipt", "quantity": n});
+            let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+            assert!(r.status < 300, "{}", r.body);
+        }
+    };
+    receive("MUG", 10).await;
+    receive("LID", 4).await;
+    // The outlet keeps 2 back.
+    wait_for("shopify holds 8 mugs and 2 lids", WAIT, || async {
+        shop.quantity(mug) == Some(8) && shop.quantity(lid) == Some(2)
+    })
+    .await;
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT quantity FROM channel_remote WHERE channel = 'outlet' AND target = 'shopify' AND sku = '{mug}'"
+        )),
+        "8"
+    );
+
+    let holder = publisher(&pg).expect("a publisher");
+    workers.get_mut(holder.as_str()).unwrap().kill();
+    wait_blocking(Duration::from_secs(20), || {
+        publisher(&pg).is_some_and(|w| w != holder)
+    })
+    .expect("the other worker takes the publisher lease");
+    // Someone changes Shopify's number meanwhile: the successor's set from the 8 its
+    // predecessor left is stale, so it reads Shopify again and wins.
+    shop.set_quantity(mug, 1);
+    receive("MUG", 5).await;
+    wait_for("shopify holds 13 mugs", WAIT, || async {
+        shop.quantity(mug) == Some(13)
+    })
+    .await;
+    let seen = shop.seen();
+    assert!(
+        seen.stale.load(SeqCst) >= 1,
+        "the stale compare-and-set was met"
+    );
+    assert_eq!(seen.contract_violations.load(SeqCst), 0);
+    assert!(shop
+        .references()
+        .iter()
+        .all(|r| r.starts_with("stocksync://channels/outlet/changes/")));
+    agent.stop().await.unwrap();
+    shop.stop();
 }
