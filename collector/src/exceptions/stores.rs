@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 
 pub(crate) use super::occurrences::*;
 use super::outbound;
+// For the PostgreSQL queue (`store::postgres::exception_sources`).
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
 pub(crate) use super::outbound::{
     backorder_occurrence, channel_error_occurrence, ChannelErrorRow, OrderRow,
 };

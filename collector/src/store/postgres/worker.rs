@@ -1,6 +1,7 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
-//! orders, the lease task, a consumer that follows the leases, and the channel publisher
-//! (which publishes only while this worker holds the publisher lease). What a worker does
+//! orders, the lease task, a consumer that follows the leases, the consumer of agents'
+//! rejects (which follows them too), the channel publisher (which publishes only while this
+//! worker holds the publisher lease) and the follower of the change log (for SSE streams). What a worker does
 //! not do yet (alerts) it refuses to be configured for, rather than
 //! silently not doing it.
 
