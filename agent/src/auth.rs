@@ -6,7 +6,7 @@
 //! the token's name with `Option<axum::Extension<Principal>>` (`None` when the API is open).
 
 use axum::http::Method;
-use stocksync_common::config::Scope;
+use stocksync_runtime::server::Scope;
 
 pub use stocksync_runtime::server::auth::Principal;
 

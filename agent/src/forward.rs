@@ -14,13 +14,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
-use stocksync_common::config::{BrokerConfig, ForwardConfig};
+use serde::Deserialize;
+use stocksync_common::config::BrokerConfig;
 use stocksync_common::{topics, wire};
 use stocksync_runtime::mqtt::LinkErrors;
 use tokio::sync::watch;
 
 use crate::catalog::CatalogHandle;
 use crate::journal::Journal;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Most movements in one published batch.
+    pub batch_max: usize,
+    /// Batches published but not yet acknowledged by the collector.
+    pub max_inflight_batches: usize,
+    /// Resend everything unacknowledged when the oldest batch waited this long for its ack.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            batch_max: 500,
+            max_inflight_batches: 16,
+            ack_timeout_ms: 10_000,
+        }
+    }
+}
 
 /// A broker connection's state, shared with the status endpoint (the forwarder's link and
 /// the scanner input's each have one).

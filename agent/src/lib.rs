@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod config;
 pub mod forward;
 pub mod forward_rejects;
 pub mod gs1;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::input::ClockRule;
-use stocksync_common::config::{AgentConfig, AheadPolicy, SourceBinding};
+use config::{AgentConfig, AheadPolicy, SourceBinding};
 use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 

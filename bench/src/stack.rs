@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use stocksync_agent::config::AgentConfig;
 use stocksync_agent::Agent;
+use stocksync_collector::config::CollectorConfig;
 use stocksync_collector::Collector;
-use stocksync_common::config::{AgentConfig, CollectorConfig};
 
 use crate::util::{wait_until, TempDir};
 

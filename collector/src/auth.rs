@@ -7,7 +7,7 @@
 //! endpoints added later) needs `admin`.
 
 use axum::http::Method;
-use stocksync_common::config::Scope;
+use stocksync_runtime::server::Scope;
 
 pub use stocksync_runtime::server::auth::Principal;
 

@@ -9,10 +9,62 @@
 
 use std::collections::HashMap;
 
-use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
+use serde::Deserialize;
 use stocksync_common::{Movement, MovementKind};
 
 use crate::merge::ReturnsTo;
+
+/// Who is the source of truth for one warehouse, and what happens to everyone else.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocationPolicy {
+    pub warehouse: String,
+    /// The authoritative source system (`wms`, `erp`, `scanner`, ...). Only its counts set
+    /// on_hand. `None`: every source is authoritative (the open default).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// What deltas from other sources do.
+    #[serde(default)]
+    pub other_sources: SourcePolicy,
+    /// Where returns are held until inspected.
+    #[serde(default)]
+    pub returns_to: ReturnsPolicy,
+}
+
+impl LocationPolicy {
+    /// The default for an unconfigured warehouse: no authority, so every source applies and
+    /// every count is authoritative; returns are held in quality control.
+    pub fn open(warehouse: &str) -> LocationPolicy {
+        LocationPolicy {
+            warehouse: warehouse.to_string(),
+            authority: None,
+            other_sources: SourcePolicy::Apply,
+            returns_to: ReturnsPolicy::QualityControl,
+        }
+    }
+}
+
+/// Treatment of movements from a source that is not the location's authority.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcePolicy {
+    /// Applied, marked provisional until the authority's next count confirms or corrects it.
+    #[default]
+    Apply,
+    /// Recorded in the ledger and shown in history, with no effect on stock.
+    Audit,
+    /// Kept in the rejects queue (field `source`), no effect on stock.
+    Reject,
+}
+
+/// Where returns land at a location.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnsPolicy {
+    #[default]
+    QualityControl,
+    Available,
+}
 
 /// What a movement does to the projection, as decided by its location's policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

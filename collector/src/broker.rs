@@ -10,6 +10,25 @@
 
 use std::net::SocketAddr;
 
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedBrokerConfig {
+    pub listen: SocketAddr,
+    /// Largest MQTT payload the embedded broker accepts, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        EmbeddedBrokerConfig {
+            listen: "127.0.0.1:1883".parse().expect("valid"),
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
 /// Errors starting the embedded broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

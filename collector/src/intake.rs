@@ -84,7 +84,7 @@ impl Intake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stocksync_common::config::{CatalogConfig, SkuDef};
+    use stocksync_common::catalog::{CatalogConfig, SkuDef};
     use stocksync_common::model::*;
 
     fn mv(sku: &str, at: i64) -> Movement {

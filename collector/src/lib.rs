@@ -14,6 +14,7 @@ pub mod auth;
 pub mod authority;
 pub mod broker;
 pub mod buildable;
+pub mod config;
 pub mod consume;
 pub mod exceptions;
 pub mod intake;
@@ -37,8 +38,9 @@ pub mod void;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use config::CollectorConfig;
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::{BrokerConfig, CollectorConfig};
+use stocksync_common::config::BrokerConfig;
 use stocksync_runtime::supervisor::{Supervisor, TaskHealth};
 use tokio::sync::watch;
 
@@ -60,7 +62,7 @@ pub struct App {
     /// Which long-running tasks run, for `/healthz`.
     pub tasks: Arc<TaskHealth>,
     /// Report and alert thresholds.
-    pub operations: stocksync_common::config::OperationsConfig,
+    pub operations: alerts::OperationsConfig,
     /// The alert loop's counts.
     pub alert_stats: Arc<alerts::AlertStats>,
     /// Sends agents commands (retry a reject).

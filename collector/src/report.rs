@@ -203,7 +203,7 @@ fn channel_store(conn: &Connection) -> rusqlite::Result<Option<Connection>> {
 }
 
 /// The sold-out grace of `ops` in ms.
-pub fn grace_ms(ops: &stocksync_common::config::OperationsConfig) -> i64 {
+pub fn grace_ms(ops: &crate::alerts::OperationsConfig) -> i64 {
     i64::try_from(ops.sold_out_grace_secs)
         .unwrap_or(i64::MAX)
         .saturating_mul(1000)
@@ -213,7 +213,7 @@ pub fn grace_ms(ops: &stocksync_common::config::OperationsConfig) -> i64 {
 pub struct Context<'a> {
     pub now_ms: i64,
     pub day_start_ms: i64,
-    pub ops: &'a stocksync_common::config::OperationsConfig,
+    pub ops: &'a crate::alerts::OperationsConfig,
     pub catalog: &'a Catalog,
     /// In-memory figures of each (channel, target).
     pub targets: BTreeMap<(String, String), TargetStats>,

@@ -1,5 +1,6 @@
 //! The vocabulary every stocksync process shares: what a stock movement is, how it travels
-//! between an agent and the collector, and how both are configured.
+//! between an agent and the collector, the catalog the collector distributes, and how both
+//! reach the broker.
 //!
 //! This crate does no I/O on purpose. Agents in warehouses and the central collector are
 //! upgraded at different times; keeping the model and the wire format in one small, stable
@@ -10,7 +11,6 @@ pub mod agent_reject;
 pub mod catalog;
 pub mod config;
 pub mod gs1;
-pub mod inputs;
 pub mod model;
 pub mod rollback;
 pub mod topics;

@@ -3,7 +3,7 @@
 //! MQTT client options from a `BrokerConfig` (`mqtt`) and task supervision (`supervisor`).
 //!
 //! Kept out of `stocksync-common` on purpose: `common` is the vocabulary that crosses a process
-//! boundary (model, wire, topics, catalog, config types) and does no I/O, so an old agent and a
+//! boundary (model, wire, topics, catalog, broker options) and does no I/O, so an old agent and a
 //! new collector agree on every byte without sharing a server stack.
 
 pub mod flock;

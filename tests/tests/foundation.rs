@@ -218,7 +218,7 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice() 
     let c_config = collector_toml(&dir, broker.port, c_port, "");
     let mut collector = Service::start(&dir, "stocksync-collector", "collector", &c_config, c_port);
     let extra = "[forward]\nbatch_max = 10\nmax_inflight_batches = 2\nack_timeout_ms = 2000\n";
-    let a_config: stocksync_common::config::AgentConfig =
+    let a_config: stocksync_agent::config::AgentConfig =
         toml_config(&agent_toml(&dir, "ams-1", "ams", broker.port, 0, extra));
     let agent = Agent::start(a_config).await.unwrap();
     let a_url = format!("http://{}", agent.http_addr);

@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
-use stocksync_common::config::{BrokerConfig, HttpTlsConfig, MqttTlsConfig};
+use stocksync_common::config::{BrokerConfig, MqttTlsConfig};
 use stocksync_common::wire::{self, Batch};
+use stocksync_runtime::server::HttpTlsConfig;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);

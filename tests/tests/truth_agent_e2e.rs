@@ -10,9 +10,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use stocksync_agent::config::AgentConfig;
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
-use stocksync_common::config::AgentConfig;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);

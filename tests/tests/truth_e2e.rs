@@ -45,7 +45,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(serde::Deserialize)]
 struct Locations {
-    locations: Vec<stocksync_common::config::LocationPolicy>,
+    locations: Vec<stocksync_collector::authority::LocationPolicy>,
 }
 
 /// An agent whose HTTP input speaks for the WMS, the ERP and the scanners alike (one
@@ -55,7 +55,7 @@ fn multi_source_agent(
     id: &str,
     warehouse: &str,
     broker_port: u16,
-) -> stocksync_common::config::AgentConfig {
+) -> stocksync_agent::config::AgentConfig {
     toml_config(&agent_toml(dir, id, warehouse, broker_port, 0, "").replace(
         "[http]\n",
         "[http]\nsources = [\"wms\", \"erp\", \"scanner\"]\n",

@@ -12,9 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
+use stocksync_agent::config::AgentConfig;
+use stocksync_agent::ingest::scanner::ScannerConfig;
 use stocksync_agent::Agent;
+use stocksync_collector::config::CollectorConfig;
 use stocksync_collector::Collector;
-use stocksync_common::config::{AgentConfig, BrokerConfig, CollectorConfig, ScannerConfig};
+use stocksync_common::config::BrokerConfig;
 use stocksync_common::topics;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use stocksync_common::config::{self, AgentConfig, CollectorConfig};
+use stocksync_agent::config::AgentConfig;
+use stocksync_collector::config::CollectorConfig;
+use stocksync_common::config;
 
 fn deploy(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

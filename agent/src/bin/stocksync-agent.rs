@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use stocksync_common::config::{self, AgentConfig};
+use stocksync_agent::config::AgentConfig;
+use stocksync_common::config;
 
 #[derive(Parser)]
 #[command(version, about = "stocksync warehouse agent")]

@@ -3,6 +3,7 @@
 //! 202 is sent only after the journal's fsync; a bad batch gets one error naming the record
 //! and field, nothing of it is journaled, and the refusal is kept in the rejects queue.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,13 +15,50 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
 
 use stocksync_runtime::server::error::{JsonBytes, Params};
+use stocksync_runtime::server::{HttpLimits, HttpTlsConfig, TokenConfig};
 
 pub use super::error::AppError;
 use crate::journal::{Reject, RequestKey};
 use crate::App;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentHttpConfig {
+    pub listen: SocketAddr,
+    /// Source system assumed for HTTP records that name none.
+    pub default_source: String,
+    /// Sources HTTP records may claim; empty means only `default_source`.
+    pub sources: Vec<String>,
+    /// Most records in one request.
+    pub max_batch: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// `[[http.tokens]]`: bearer tokens; with none configured the API is open.
+    pub tokens: Vec<TokenConfig>,
+    /// `[http.tls]`: serve HTTPS instead of HTTP.
+    pub tls: Option<HttpTlsConfig>,
+    /// `[http.limits]`: timeouts and the connection limit.
+    pub limits: HttpLimits,
+}
+
+impl Default for AgentHttpConfig {
+    fn default() -> Self {
+        AgentHttpConfig {
+            listen: "127.0.0.1:8081".parse().expect("valid"),
+            default_source: "wms".into(),
+            sources: Vec::new(),
+            max_batch: 1000,
+            max_body_bytes: 4 << 20,
+            tokens: Vec::new(),
+            tls: None,
+            limits: HttpLimits::default(),
+        }
+    }
+}
 
 /// One route: method, path (axum syntax) and handler.
 pub(crate) type Route = (Method, &'static str, MethodRouter<Arc<App>>);

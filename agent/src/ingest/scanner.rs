@@ -18,15 +18,45 @@ use std::time::Duration;
 
 use crate::input::{self, ClockRule, Context, InputError};
 use rumqttc::{AsyncClient, Event, Packet, Publish, QoS};
-use stocksync_common::config::{ScannerConfig, SourceBinding};
-use stocksync_common::inputs::EpcisConfig;
+use serde::Deserialize;
+use stocksync_common::config::BrokerConfig;
 use stocksync_runtime::mqtt::LinkErrors;
 use tokio::sync::watch;
 
+use super::epcis::EpcisConfig;
 use super::epcis::{DocumentError, EpcisInput};
 use crate::catalog::CatalogHandle;
+use crate::config::SourceBinding;
 use crate::forward::LinkState;
 use crate::journal::{Journal, JournalError, Reject};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannerConfig {
+    /// The broker the scanners publish to (often a local one in the warehouse).
+    pub broker: BrokerConfig,
+    /// Topic filter the scanners publish JSON movements on.
+    pub topic: String,
+    /// Source system assumed for scanner records that name none.
+    pub default_source: String,
+    /// Sources scanner records may claim; empty means only `default_source`.
+    pub sources: Vec<String>,
+    /// Topic filter scanners publish GS1 EPCIS 2.0 documents on (journaled under
+    /// `default_source`, with the `[epcis]` rules); none by default.
+    pub epcis_topic: Option<String>,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            broker: BrokerConfig::default(),
+            topic: "scanners/+/movements".into(),
+            default_source: "scanner".into(),
+            sources: Vec::new(),
+            epcis_topic: None,
+        }
+    }
+}
 
 /// What the scanner input needs.
 pub struct ScannerInput {

@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use stocksync_common::Movement;
 use tokio::sync::{oneshot, Notify};
 
+mod config;
 mod integrity;
 mod migrate;
 mod rollback;
@@ -31,6 +32,7 @@ mod stream;
 mod write;
 mod writer;
 
+pub use config::JournalConfig;
 pub use rollback::{accept_rollback, Accepted};
 use stocksync_durable::Writer;
 pub use stream::{Chunk, StreamSender};
@@ -656,13 +658,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        let c = stocksync_common::config::JournalConfig::default();
+        let c = JournalConfig::default();
         Options::from(&c)
     }
 }
 
-impl From<&stocksync_common::config::JournalConfig> for Options {
-    fn from(c: &stocksync_common::config::JournalConfig) -> Options {
+impl From<&JournalConfig> for Options {
+    fn from(c: &JournalConfig) -> Options {
         Options {
             max_backlog: c.max_backlog,
             max_rejects: c.max_rejects,

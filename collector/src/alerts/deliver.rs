@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::OperationsConfig;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use stocksync_common::config::{BrokerConfig, OperationsConfig};
+use stocksync_common::config::BrokerConfig;
 use tokio::sync::watch;
 
 use super::state::Pending;

@@ -9,6 +9,7 @@
 //! retrying on the next evaluation until each destination took it, so a webhook outage
 //! delays an alert but never loses it.
 
+mod config;
 mod deliver;
 mod rules;
 mod state;
@@ -17,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::OperationsConfig;
 use tokio::sync::watch;
 
 use crate::ledger::Ledger;
 use crate::metrics::Counter;
 
+pub use config::{AlertWebhookConfig, OperationsConfig};
 pub use deliver::Deliver;
 pub use rules::Condition;
 pub use state::{firing_by_rule, list};

@@ -4,10 +4,10 @@
 //! sold out but still listed on a channel. Each holding condition has a subject, so two
 //! silent warehouses are two alerts.
 
+use super::OperationsConfig;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::OperationsConfig;
 
 use crate::report;
 

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stocksync_common::config::ComponentDef;
+use stocksync_common::catalog::ComponentDef;
 
 use super::AppError;
 use super::Path;

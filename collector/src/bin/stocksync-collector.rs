@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use stocksync_common::config::{self, CollectorConfig};
+use stocksync_collector::config::CollectorConfig;
+use stocksync_common::config;
 
 #[derive(Parser)]
 #[command(version, about = "stocksync central collector")]

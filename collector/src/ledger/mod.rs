@@ -10,11 +10,12 @@
 //! and folds every waiting batch into one transaction (group commit); each batch has its own
 //! savepoint and panic boundary, so a bad batch fails alone and the writer goes on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
+use serde::Deserialize;
 use stocksync_common::wire::{self, AckOutcome};
 use stocksync_durable::{Error, Options, Store, Writer};
 use tokio::sync::{broadcast, oneshot};
@@ -303,6 +304,24 @@ impl From<Error<rusqlite::Error>> for LedgerError {
             Error::Panicked(what) => LedgerError::Panicked(what),
             Error::Group(failure) => LedgerError::NotCommitted(failure.detail),
             Error::Closed => LedgerError::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+    /// A movement dated more than this far ahead of the collector's clock goes to the
+    /// rejects queue (`$.occurred_at`) instead of the ledger.
+    pub max_future_skew_secs: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            path: "collector-ledger.db".into(),
+            max_future_skew_secs: 300,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The `[orders]` section of collector.toml: how each channel's orders are routed.
 //!
-//! Kept beside the code that uses it (the common config only carries the raw table), and
+//! Kept beside the code that uses it (`crate::config` only carries the raw table), and
 //! checked whole at start-up: a typo or an unknown time zone stops the collector with the
 //! key's path instead of routing orders with a silently ignored rule.
 

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::ChannelMode;
 use rusqlite::Connection;
-use stocksync_common::config::ChannelMode;
 
 use super::store::NewValue;
 use super::Channel;

@@ -7,7 +7,36 @@
 
 use std::time::{Duration, Instant};
 
-use stocksync_common::config::PushLimits;
+use serde::Deserialize;
+
+/// Rate limit, batching and retry policy of a push target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushLimits {
+    /// Requests per second allowed on average (token bucket refill rate).
+    pub rate_per_sec: f64,
+    /// Requests allowed back to back (token bucket size).
+    pub burst: u32,
+    /// Most SKUs in one request.
+    pub max_batch: usize,
+    pub timeout_ms: u64,
+    /// First retry delay; doubles per failure up to `backoff_max_ms`, with jitter.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        PushLimits {
+            rate_per_sec: 5.0,
+            burst: 10,
+            max_batch: 250,
+            timeout_ms: 10_000,
+            backoff_initial_ms: 200,
+            backoff_max_ms: 60_000,
+        }
+    }
+}
 
 /// A token bucket: `burst` requests back to back, `rate` per second on average.
 #[derive(Debug)]

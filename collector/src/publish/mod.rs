@@ -14,6 +14,7 @@
 //! and a restart resumes every target where it stopped.
 
 pub mod compute;
+mod config;
 pub mod file;
 mod http;
 pub use http::LOG_DIRECTIVES;
@@ -33,11 +34,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stocksync_common::config::{BrokerConfig, ChannelConfig, ChannelMode, CollectorConfig};
+use stocksync_common::config::BrokerConfig;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::CollectorConfig;
 use crate::ledger::Ledger;
+pub use config::{ChannelConfig, ChannelMode, ChannelsConfig};
 use sellable::{Eligible, Rules};
 use stats::Stats;
 use store::{ModeState, Store};

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use stocksync_common::config::{BrokerConfig, PushLimits};
+use stocksync_common::config::BrokerConfig;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::limit::PushLimits;
 use super::store::Published;
 use super::target::{Failure, Target};
 use super::{Channel, PublishError};

@@ -166,7 +166,7 @@ async fn load_mode(publisher: &Publisher, channel: &Channel) -> Result<(), Publi
     let name = channel.name.clone();
     let saved = publisher.store.run(move |c| store::mode(c, &name)).await?;
     if let Some(saved) = saved {
-        if channel.config.mode == stocksync_common::config::ChannelMode::Live {
+        if channel.config.mode == super::ChannelMode::Live {
             channel.set_mode_state(saved);
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use stocksync_common::config::ChannelConfig;
+use super::ChannelConfig;
 
 /// A channel's shaping rules, checked once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,14 +16,33 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
-use stocksync_common::config::{PushLimits, ShopifyConfig};
 
 use super::http::{self, Reply};
+use super::limit::PushLimits;
 use super::log::ChangeLog;
 use super::store::Published;
 use super::target::{Failure, Target};
 use super::{Channel, PublishError};
+
+/// A Shopify-shaped GraphQL Admin endpoint (`inventorySetQuantities`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifyConfig {
+    /// `https://` (or `http://`) GraphQL endpoint.
+    pub url: String,
+    /// PEM CA file to trust instead of the public web roots (a private CA or a test shop).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Location GID the channel's sellable number is set at.
+    pub location_id: String,
+    /// File holding the `X-Shopify-Access-Token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: PushLimits,
+}
 
 const SET: &str = "mutation inventorySet($input: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $input) { inventoryAdjustmentGroup { reason referenceDocumentUri } userErrors { code field message } } }";
 const READ: &str = "query levels($ids: [ID!]!, $location: ID!) { nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $location) { quantities(names: [\"available\"]) { name quantity } } } } }";
@@ -83,12 +102,15 @@ pub struct ShopifyTarget<L> {
     last_cost: f64,
 }
 
-impl<L: ChangeLog> ShopifyTarget<L> {
-    pub fn new(
-        config: &ShopifyConfig,
+impl ShopifyConfig {
+    /// The running target of `channel`, remembering Shopify's quantities in `log` (either
+    /// store).
+    pub fn build<L: ChangeLog>(
+        &self,
         channel: &str,
         log: L,
     ) -> Result<ShopifyTarget<L>, PublishError> {
+        let config = self;
         let config_err = |detail: String| PublishError::Config {
             channel: channel.into(),
             detail: format!("shopify {detail}"),
@@ -116,7 +138,9 @@ impl<L: ChangeLog> ShopifyTarget<L> {
             last_cost: 10.0,
         })
     }
+}
 
+impl<L: ChangeLog> ShopifyTarget<L> {
     /// One GraphQL call, waiting out the cost bucket, throttles and 429s. Returns `data`.
     async fn graphql(&mut self, query: &str, variables: Value) -> Result<Value, Failure> {
         if self.token.is_none() {

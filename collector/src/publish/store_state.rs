@@ -2,9 +2,9 @@
 //! the API (so a rollback switch survives restarts) and the quantity each remote system was
 //! last seen or set to hold (Shopify's compare-and-set needs it).
 
+use super::ChannelMode;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use stocksync_common::config::ChannelMode;
 
 /// The mode set through the API, if any, with who set it and why.
 #[derive(Debug, Clone, Serialize)]

@@ -11,10 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stocksync_common::config::{BrokerConfig, PushLimits};
+use stocksync_common::config::BrokerConfig;
 use tokio::sync::watch;
 
-use super::limit::{self, Backoff, TokenBucket};
+use super::limit::{self, Backoff, PushLimits, TokenBucket};
 use super::log::{ChangeLog, Read};
 use super::stats::Stats;
 use super::store::{now_ms, Published};
@@ -83,11 +83,11 @@ pub fn spawn_push<L: ChangeLog>(
         tasks.push(tokio::spawn(run(t, ctx())));
     }
     if let Some(cfg) = &channel.config.webhook {
-        let t = super::webhook::WebhookTarget::new(cfg, &channel.name)?;
+        let t = cfg.build(&channel.name)?;
         tasks.push(tokio::spawn(run(t, ctx())));
     }
     if let Some(cfg) = &channel.config.shopify {
-        let t = super::shopify::ShopifyTarget::new(cfg, &channel.name, log.clone())?;
+        let t = cfg.build(&channel.name, log.clone())?;
         tasks.push(tokio::spawn(run(t, ctx())));
     }
     Ok(tasks)

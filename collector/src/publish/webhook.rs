@@ -12,13 +12,35 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use serde::Deserialize;
 use sha2::Sha256;
-use stocksync_common::config::{PushLimits, WebhookConfig};
 
 use super::http::{self, Reply};
+use super::limit::PushLimits;
 use super::store::Published;
 use super::target::{Failure, Target};
 use super::{Channel, PublishError};
+
+/// Signed JSON pushes to a channel's HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` endpoint receiving the pushes.
+    pub url: String,
+    /// PEM CA file to trust for `https://` instead of the public web roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// File holding the HMAC-SHA256 signing secret.
+    pub secret_file: PathBuf,
+    /// File holding the bearer token; re-read on a 401.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Command (argv) printing the bearer token; re-run on a 401.
+    #[serde(default)]
+    pub token_command: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: PushLimits,
+}
 
 /// Hex HMAC-SHA256 of `"<timestamp>.<body>"`.
 pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -75,9 +97,11 @@ pub struct WebhookTarget {
     agent: ureq::Agent,
 }
 
-impl WebhookTarget {
-    /// Reads the signing secret; a missing secret is a start-up error.
-    pub fn new(config: &WebhookConfig, channel: &str) -> Result<WebhookTarget, PublishError> {
+impl WebhookConfig {
+    /// The running target of `channel`. Reads the signing secret; a missing secret is a
+    /// start-up error.
+    pub fn build(&self, channel: &str) -> Result<WebhookTarget, PublishError> {
+        let config = self;
         let err = |detail: String| PublishError::Config {
             channel: channel.into(),
             detail,
@@ -111,7 +135,9 @@ impl WebhookTarget {
             .map_err(|e| err(format!("webhook {e}")))?,
         })
     }
+}
 
+impl WebhookTarget {
     async fn send(&self, body: &[u8]) -> Result<Reply, Failure> {
         let ts = super::store::now_ms() / 1000;
         let mut headers = vec![

@@ -8,8 +8,8 @@
 
 use proptest::prelude::*;
 use stocksync_collector::authority::Authority;
+use stocksync_collector::authority::{LocationPolicy, ReturnsPolicy, SourcePolicy};
 use stocksync_collector::reserve;
-use stocksync_common::config::{LocationPolicy, ReturnsPolicy, SourcePolicy};
 use stocksync_common::model::*;
 use stocksync_common::wire::Batch;
 

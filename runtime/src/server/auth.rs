@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use stocksync_common::config::{Scope, TokenConfig};
+use super::{Scope, TokenConfig};
 
 /// Shortest token accepted from a `token_file`: shorter ones are guessable.
 const MIN_TOKEN_CHARS: usize = 16;

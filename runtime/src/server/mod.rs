@@ -8,7 +8,10 @@
 //! answered within `request_timeout_ms` (408, connection closed).
 
 pub mod auth;
+mod config;
 pub mod error;
+
+pub use config::{HttpLimits, HttpTlsConfig, Scope, TokenConfig};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +30,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::tls::TlsError;
-use stocksync_common::config::{HttpLimits, HttpTlsConfig};
 
 /// How long stopping waits for in-flight requests before dropping their connections.
 const DRAIN: Duration = Duration::from_secs(10);

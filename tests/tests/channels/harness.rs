@@ -8,9 +8,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use stocksync_agent::config::AgentConfig;
 use stocksync_agent::Agent;
+use stocksync_collector::config::CollectorConfig;
 use stocksync_collector::Collector;
-use stocksync_common::config::{AgentConfig, CollectorConfig};
 
 pub use crate::support::{free_port, TempDir};
 

@@ -109,7 +109,7 @@ impl Webhook {
     pub async fn start_tls(
         secret: &[u8],
         token: &str,
-        tls: &stocksync_common::config::HttpTlsConfig,
+        tls: &stocksync_runtime::server::HttpTlsConfig,
     ) -> Webhook {
         Webhook::start_with(secret, token, Some(tls)).await
     }
@@ -117,7 +117,7 @@ impl Webhook {
     async fn start_with(
         secret: &[u8],
         token: &str,
-        tls: Option<&stocksync_common::config::HttpTlsConfig>,
+        tls: Option<&stocksync_runtime::server::HttpTlsConfig>,
     ) -> Webhook {
         let state = Arc::new(HookState {
             secret: secret.to_vec(),

@@ -193,7 +193,7 @@ impl FakeShopify {
     #[allow(dead_code)] // used by tls_e2e, not by every suite including this module
     pub async fn start_tls(
         quantities: &[(&str, i64)],
-        tls: &stocksync_common::config::HttpTlsConfig,
+        tls: &stocksync_runtime::server::HttpTlsConfig,
     ) -> FakeShopify {
         FakeShopify::start_with(quantities, 0, Some(tls)).await
     }
@@ -201,7 +201,7 @@ impl FakeShopify {
     async fn start_with(
         quantities: &[(&str, i64)],
         answer_429: u32,
-        tls: Option<&stocksync_common::config::HttpTlsConfig>,
+        tls: Option<&stocksync_runtime::server::HttpTlsConfig>,
     ) -> FakeShopify {
         let shop = Arc::new(Shop {
             quantities: Mutex::new(

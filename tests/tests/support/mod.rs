@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 pub mod postgres;
 
 use serde_json::Value;
-use stocksync_common::config::{AgentConfig, CollectorConfig};
+use stocksync_agent::config::AgentConfig;
+use stocksync_collector::config::CollectorConfig;
 
 /// A temp directory removed (with everything in it) on drop.
 pub struct TempDir(PathBuf);

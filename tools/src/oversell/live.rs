@@ -166,7 +166,7 @@ pub fn run(world: &World, name: &str) -> anyhow::Result<Tally> {
         .enable_all()
         .build()?;
     let mqtt = free_port()?;
-    let cfg: stocksync_common::config::CollectorConfig =
+    let cfg: stocksync_collector::config::CollectorConfig =
         toml::from_str(&config(world, &dir, mqtt))?;
     let collector = rt.block_on(Collector::start(cfg))?;
     let mut agents = Vec::new();

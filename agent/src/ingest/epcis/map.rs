@@ -6,10 +6,10 @@
 //! receipt are one thing from here on. Invariant: an event either maps as a whole or not at
 //! all; every refusal names the event's field by JSON path.
 
+use super::{EpcisKind, EpcisRule};
 use crate::gs1;
 use crate::input::{InputKind, MovementInput};
 use stocksync_common::catalog::Catalog;
-use stocksync_common::inputs::{EpcisKind, EpcisRule};
 use stocksync_common::model::{InspectionOutcome, Location};
 
 use super::decode::{refuse, Event, EventType, Refusal, Typed};

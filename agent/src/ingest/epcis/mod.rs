@@ -10,6 +10,7 @@
 //! `map` applies the bizStep x disposition table, `reverse` answers error declarations,
 //! `plan` ties them to `input::validate`, which every input shares.
 
+mod config;
 mod decode;
 mod items;
 mod map;
@@ -25,12 +26,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use stocksync_common::inputs::EpcisConfig;
 
 use super::error::AppError;
 use crate::catalog::CatalogHandle;
 use crate::journal::{Journal, JournalError, Reject};
 use crate::App;
+pub use config::{EpcisConfig, EpcisKind, EpcisRule};
 pub use map::default_rules;
 use plan::Plan;
 use stocksync_runtime::server::error::JsonBytes;

@@ -2,11 +2,11 @@
 //! declaration), then `input::validate` with its field names turned into the event's JSON
 //! paths. Pure: no I/O, so the whole decision for an event is testable on its own.
 
+use super::EpcisRule;
 use crate::input::{self, Context, MAX_ID_LEN};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use stocksync_common::catalog::Catalog;
-use stocksync_common::inputs::EpcisRule;
 use stocksync_common::Movement;
 
 use super::decode::{self, refuse, Refusal};

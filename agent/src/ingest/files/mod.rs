@@ -10,6 +10,7 @@
 //! by its SHA-256 (per input) and not counted twice; rows with an `id` are deduplicated
 //! by id across files, like every other input.
 
+mod config;
 mod rows;
 
 use std::collections::HashMap;
@@ -21,12 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::input::{self, ClockRule, Context, InputError};
 use sha2::{Digest, Sha256};
-use stocksync_common::inputs::{EpcisConfig, FileFormat, FilesConfig};
 use tokio::sync::watch;
 
-use super::epcis::{DocumentError, EpcisInput};
+use super::epcis::{DocumentError, EpcisConfig, EpcisInput};
 use crate::catalog::CatalogHandle;
 use crate::journal::{Chunk, Journal, JournalError, Reject, StreamSender};
+pub use config::{FileFormat, FilesConfig};
 use rows::{RowError, Rows};
 
 /// Movements per chunk sent to the journal writer.

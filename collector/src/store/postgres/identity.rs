@@ -86,6 +86,14 @@ pub(super) async fn refusals(
     Ok(refusals)
 }
 
+/// Prepares (once per connection) the statements [`refusals`] sends, so that its first poll
+/// sends them all, ahead of whatever is joined after it.
+pub(super) async fn prepare(tx: &Transaction<'_>, p: &Prepared) -> Result<(), PgError> {
+    p.get(tx, UPSERT).await?;
+    p.get(tx, READ).await?;
+    Ok(())
+}
+
 /// Inserts or locks the agent's row; when the stored identity is the batch's, the time it
 /// was last seen and its clock skew (from the newest batch that says when it was sent).
 const UPSERT: &str = "INSERT INTO agents (agent_id, journal_id, warehouse, first_seen_ms, last_seen_ms, clock_skew_ms)

@@ -105,10 +105,24 @@ async fn apply_in(
     group: &[Incoming<'_>],
 ) -> Result<Vec<(AckOutcome, u32)>, PgError> {
     let now = super::now_ms();
-    let refusals = identity::refusals(tx, p, group, now).await?;
+    let decided: Vec<_> = group.iter().map(|i| decide(policies, i, now)).collect();
+    // The identity checks and the stock locks (with the barriers read under them) in one
+    // round trip: the locks of a batch refused below are only held a little longer.
+    let keys = project::keys(
+        decided
+            .iter()
+            .flat_map(|(rows, _)| rows.iter().map(|r| &r.entry)),
+    );
+    identity::prepare(tx, p).await?;
+    let (refusals, barriers) = tokio::try_join!(
+        identity::refusals(tx, p, group, now),
+        project::lock_and_read(tx, p, &keys),
+    )?;
     let mut rejected: Vec<Option<String>> = vec![None; group.len()];
     let (mut rows, mut refused) = (Vec::new(), Vec::new());
-    for (i, (incoming, refusal)) in group.iter().zip(refusals).enumerate() {
+    for (i, ((incoming, refusal), (accepted, refusals))) in
+        group.iter().zip(refusals).zip(decided).enumerate()
+    {
         let (batch, topic) = (incoming.batch, incoming.topic);
         if let Some(reason) = refusal {
             tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
@@ -128,7 +142,6 @@ async fn apply_in(
             rejected[i] = Some(reason);
             continue;
         }
-        let (accepted, refusals) = decide(policies, incoming, now);
         rows.extend(accepted.into_iter().map(|r| (i, r)));
         refused.extend(refusals.into_iter().map(|(m, r)| (i, m, r)));
     }
@@ -197,7 +210,7 @@ async fn apply_in(
         tally[i].applied += 1;
         entries.push(row.entry);
     }
-    let changed = project::project(tx, p, &entries, now).await?;
+    let changed = project::project(tx, p, &entries, barriers, now).await?;
     records::settle(tx, p, &entries, now).await?;
     let mut shipped: Vec<(String, String)> = entries
         .iter()

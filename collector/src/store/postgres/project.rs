@@ -27,11 +27,67 @@ use crate::replay::{is_barrier, Replay};
 /// (SKU, warehouse): the unit of locking and of replay.
 type Group = (String, String);
 
-/// Projects `entries` (new in this transaction); returns the SKUs whose stock changed.
+/// The latest barrier of every bin, per (SKU, warehouse), read under the locks.
+pub(super) type Barriers = HashMap<Group, HashMap<String, Order>>;
+
+/// Every (SKU, warehouse) `entries` touch: their own, and the other warehouse of each
+/// effect (a transfer's peer, for `in_transit`). What [`lock_and_read`] must lock before
+/// [`project`] may write.
+pub(super) fn keys<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<Group> {
+    let mut keys = BTreeSet::new();
+    for e in entries {
+        keys.insert((
+            e.movement.sku.0.clone(),
+            e.movement.location.warehouse.clone(),
+        ));
+        if let Change::Deltas(effects) = merge::change(&e.movement, e.returns_to) {
+            for eff in effects {
+                let (_, other) = split(eff.delta);
+                if other != States::default() {
+                    let key = key_at(&e.movement.sku.0, &eff.location);
+                    keys.insert((key.sku, key.warehouse));
+                }
+            }
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// Locks `keys` and reads their latest barriers. The two statements go out together: the
+/// server runs them in order, so the read sees what the last holder of each lock committed.
+pub(super) async fn lock_and_read(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    keys: &[Group],
+) -> Result<Barriers, PgError> {
+    let (lock_ids, take) = lock_statement(tx, p, keys).await?;
+    let read = p.get(tx, BARRIERS).await?;
+    let (skus, warehouses): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(s, w)| (s.as_str(), w.as_str())).unzip();
+    let params: (&Vec<i64>, &Vec<&str>, &Vec<&str>) = (&lock_ids, &skus, &warehouses);
+    let (_, rows) = tokio::try_join!(async { tx.execute(&take, &[params.0]).await }, async {
+        tx.query(&read, &[params.1, params.2]).await
+    },)?;
+    let mut last: Barriers = HashMap::new();
+    for r in &rows {
+        last.entry((r.get(0), r.get(1)))
+            .or_default()
+            .insert(r.get(2), (r.get(3), r.get(4), r.get::<_, i64>(5) as u64));
+    }
+    Ok(last)
+}
+
+const BARRIERS: &str = "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.agent_id, c.seq
+     FROM stock_last_count c JOIN unnest($1::text[], $2::text[]) AS g(sku, warehouse)
+       ON c.sku = g.sku AND c.warehouse = g.warehouse";
+
+/// Projects `entries` (new in this transaction), whose keys the transaction holds
+/// ([`lock_and_read`], which gave `last`); returns the SKUs whose stock changed.
 pub async fn project(
     tx: &Transaction<'_>,
     p: &Prepared,
     entries: &[Entry],
+    mut last: Barriers,
     now: i64,
 ) -> Result<BTreeSet<String>, PgError> {
     let mut groups: BTreeMap<Group, Vec<&Entry>> = BTreeMap::new();
@@ -54,14 +110,6 @@ pub async fn project(
             }
         }
     }
-    let mut locked: Vec<Group> = groups.keys().cloned().collect();
-    locked.extend(
-        elsewhere
-            .keys()
-            .map(|k| (k.sku.clone(), k.warehouse.clone())),
-    );
-    lock(tx, p, &locked).await?;
-    let mut last = last_barriers(tx, p, groups.keys()).await?;
     let mut changed = BTreeSet::new();
     // Every incremental delta of the batch, summed per row and written in one statement.
     let mut deltas = elsewhere;
@@ -103,19 +151,27 @@ pub(super) async fn lock(
     p: &Prepared,
     groups: &[Group],
 ) -> Result<(), PgError> {
+    let (ids, take) = lock_statement(tx, p, groups).await?;
+    tx.execute(&take, &[&ids]).await?;
+    Ok(())
+}
+
+/// The sorted lock ids of `groups` and the statement that takes them.
+async fn lock_statement(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    groups: &[Group],
+) -> Result<(Vec<i64>, tokio_postgres::Statement), PgError> {
     let mut ids: Vec<i64> = groups.iter().map(lock_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    tx.execute(
-        &p.get(
+    let take = p
+        .get(
             tx,
             "SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS t(id) ORDER BY id",
         )
-        .await?,
-        &[&ids],
-    )
-    .await?;
-    Ok(())
+        .await?;
+    Ok((ids, take))
 }
 
 /// A stable 64-bit id of a (SKU, warehouse), the same in every worker.
@@ -175,35 +231,6 @@ async fn project_group(
         return Ok(GroupChange::Rebuilt);
     }
     Ok(GroupChange::Deltas(deltas))
-}
-
-/// The latest barrier of every bin of the `groups`, in one query.
-async fn last_barriers(
-    tx: &Transaction<'_>,
-    p: &Prepared,
-    groups: impl Iterator<Item = &Group>,
-) -> Result<HashMap<Group, HashMap<String, Order>>, PgError> {
-    let (skus, warehouses): (Vec<&str>, Vec<&str>) =
-        groups.map(|(s, w)| (s.as_str(), w.as_str())).unzip();
-    let rows = tx
-        .query(
-            &p.get(
-                tx,
-                "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.agent_id, c.seq
-             FROM stock_last_count c JOIN unnest($1::text[], $2::text[]) AS g(sku, warehouse)
-               ON c.sku = g.sku AND c.warehouse = g.warehouse",
-            )
-            .await?,
-            &[&skus, &warehouses],
-        )
-        .await?;
-    let mut last: HashMap<Group, HashMap<String, Order>> = HashMap::new();
-    for r in &rows {
-        last.entry((r.get(0), r.get(1)))
-            .or_default()
-            .insert(r.get(2), (r.get(3), r.get(4), r.get::<_, i64>(5) as u64));
-    }
-    Ok(last)
 }
 
 /// Remembers the latest barrier of a key, so later deltas know whether they may be added.

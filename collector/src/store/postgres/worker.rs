@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::CollectorConfig;
 use stocksync_common::catalog::Catalog;
-use stocksync_common::config::CollectorConfig;
 use stocksync_runtime::supervisor::Supervisor;
 use tokio::sync::watch;
 

@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stocksync_common::config::{BrokerConfig, ChannelMode, CollectorConfig};
+use crate::config::CollectorConfig;
+use crate::publish::ChannelMode;
+use stocksync_common::config::BrokerConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

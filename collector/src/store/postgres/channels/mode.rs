@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use stocksync_common::config::ChannelMode;
+use crate::publish::ChannelMode;
 use tokio_postgres::GenericClient;
 
 use super::super::Pool;

@@ -14,8 +14,10 @@
 
 use std::collections::HashMap;
 
-use crate::config::{CatalogConfig, ComponentDef};
 use crate::model::{Location, BASE_UNIT};
+
+mod defs;
+pub use defs::{AliasDef, BundleDef, CatalogConfig, ComponentDef, LocationAliasDef, SkuDef};
 
 /// Converts a reported unit into the SKU's base unit. The catalog implements this; without
 /// one only the base unit is known.
