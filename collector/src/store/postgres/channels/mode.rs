@@ -107,3 +107,44 @@ pub fn apply(channels: &[std::sync::Arc<Channel>], configured: &[ModeState], sav
         channel.set_mode_state(effective(configured, saved.modes.get(&channel.name)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(mode: ChannelMode, set_by: &str, at: i64) -> ModeState {
+        ModeState {
+            mode,
+            set_by: set_by.into(),
+            reason: None,
+            set_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn a_saved_mode_wins_over_live_and_over_a_config_older_than_it() {
+        let live = state(ChannelMode::Live, "config", 100);
+        let frozen = state(ChannelMode::Frozen, "config", 100);
+        let zero_before = state(ChannelMode::Zero, "ops", 50);
+        let zero_after = state(ChannelMode::Zero, "ops", 150);
+        assert_eq!(effective(&live, None).mode, ChannelMode::Live);
+        assert_eq!(effective(&live, Some(&zero_before)).set_by, "ops");
+        // The operator rolled back by editing the config: it wins over an older switch...
+        assert_eq!(
+            effective(&frozen, Some(&zero_before)).mode,
+            ChannelMode::Frozen
+        );
+        // ...and a switch made after the worker started wins over the config.
+        assert_eq!(
+            effective(&frozen, Some(&zero_after)).mode,
+            ChannelMode::Zero
+        );
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for m in [ChannelMode::Live, ChannelMode::Frozen, ChannelMode::Zero] {
+            assert_eq!(parse(name(m)), m);
+        }
+    }
+}
