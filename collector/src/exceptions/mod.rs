@@ -20,10 +20,12 @@ pub(crate) mod stores;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "postgres")]
 pub(crate) use actions::check;
 pub use actions::{act, act_by_filter, Action, ActionError, Request};
 pub use query::{event_json, get, list, source_json, summary, Filter, Page, Row, COLUMNS};
 pub use retry::{agent_retried, retry, retry_by_filter, Retry};
+#[cfg(feature = "postgres")]
 pub(crate) use retry::{not_retryable, nothing_to_retry, Settled};
 pub use sources::sync;
 

@@ -58,6 +58,7 @@ pub enum PublishError {
     UnknownChannel(String),
     #[error("publisher has stopped")]
     Closed,
+    #[cfg(feature = "postgres")]
     #[error("channel store (postgres): {0}")]
     Postgres(#[from] tokio_postgres::Error),
 }
