@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 use serde_json::json;
+use support::backend::on_both_backends;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -307,7 +308,7 @@ async fn feed_cursor_survives_restart(backend: Backend) {
 
     // Same store, new process state: the cursor is still valid and nothing is
     // republished for unchanged values.
-    let collector2 = collector1.restart(&dir, channels).await;
+    let collector2 = collector1.restart().await;
     let after = get_json(format!(
         "http://{}/v1/channels/web/sellable",
         collector2.http_addr

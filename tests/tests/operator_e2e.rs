@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend};
 use support::postgres::Postgres;
 use support::*;
 
@@ -52,30 +53,6 @@ backoff_max_ms = 200
         dead = free_port(),
         secret = dir.join("secret"),
     )
-}
-
-/// Which store the collector runs on.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Backend {
-    Sqlite,
-    /// One collector worker (in process) on its own PostgreSQL server.
-    Postgres,
-}
-
-/// A test that runs on both backends, as `<name>::sqlite` and `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    };
 }
 
 /// The store a collector of this suite runs on; `None` from `start` when it is PostgreSQL

@@ -132,31 +132,24 @@ pub async fn feed(collector: &Collector, channel: &str) -> std::collections::BTr
         .collect()
 }
 
-/// Which store a channel suite's collector runs on.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Backend {
-    /// One collector with its SQLite files and the embedded broker.
-    Sqlite,
-    /// One collector worker on its own PostgreSQL server, with a broker of the suite's
-    /// kind (`STOCKSYNC_TEST_BROKER`).
-    Postgres,
-}
+pub use crate::support::backend::Backend;
+use crate::support::backend::{CollectorSpec, Collectors};
 
 /// The warehouses a PostgreSQL worker of the channel suites shares out.
 const PG_WAREHOUSES: [&str; 3] = ["ams", "rtm", "ber"];
 
-/// A collector on either backend, and what it runs on; derefs to the collector.
+/// A collector in this process on either backend (`support::backend`: one SQLite collector,
+/// or one worker on its own PostgreSQL server) with a broker of the suite's kind; derefs to
+/// the collector.
 pub struct Stack {
-    pub collector: Collector,
-    pub backend: Backend,
-    /// On PostgreSQL: the server and the broker, kept for the stack's lifetime.
-    pg: Option<(crate::support::postgres::Postgres, crate::support::Broker)>,
+    pub sides: Collectors,
+    _broker: crate::support::Broker,
 }
 
 impl std::ops::Deref for Stack {
     type Target = Collector;
     fn deref(&self) -> &Collector {
-        &self.collector
+        &self.sides.in_process()[0]
     }
 }
 
@@ -164,85 +157,30 @@ impl Stack {
     /// `channels_toml` on `backend`; `None` when it is PostgreSQL and that is not
     /// installed (the notice is printed).
     pub async fn start(backend: Backend, dir: &TempDir, channels_toml: &str) -> Option<Stack> {
-        match backend {
-            Backend::Sqlite => Some(Stack {
-                collector: collector(dir, channels_toml).await,
-                backend,
-                pg: None,
-            }),
-            Backend::Postgres => {
-                let pg = crate::support::postgres::Postgres::start(dir)?;
-                let broker = crate::support::Broker::start(dir);
-                let collector = pg_worker(dir, &pg, broker.port, "w1", channels_toml).await;
-                Some(Stack {
-                    collector,
-                    backend,
-                    pg: Some((pg, broker)),
-                })
-            }
-        }
+        let broker = crate::support::Broker::start(dir);
+        let sides = CollectorSpec::new(backend, dir, broker.port)
+            .extra(channels_toml)
+            .warehouses(&PG_WAREHOUSES)
+            .workers(1)
+            .start_in_process()
+            .await?;
+        Some(Stack {
+            sides,
+            _broker: broker,
+        })
     }
 
     /// Stops the collector and starts it again on the same store (and broker).
-    pub async fn restart(self, dir: &TempDir, channels_toml: &str) -> Stack {
-        self.collector.stop().await.expect("collector stops");
-        match self.pg {
-            None => Stack {
-                collector: collector(dir, channels_toml).await,
-                backend: self.backend,
-                pg: None,
-            },
-            Some((pg, broker)) => Stack {
-                collector: pg_worker(dir, &pg, broker.port, "w1", channels_toml).await,
-                backend: self.backend,
-                pg: Some((pg, broker)),
-            },
-        }
-    }
-
-    /// The PostgreSQL server, on that backend.
-    pub fn postgres(&self) -> Option<&crate::support::postgres::Postgres> {
-        self.pg.as_ref().map(|(pg, _)| pg)
+    pub async fn restart(mut self) -> Stack {
+        self.sides.stop_all().await;
+        self.sides.start_all().await;
+        self
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.collector.stop().await
+        self.sides.stop().await;
+        Ok(())
     }
-}
-
-/// A collector worker (in process) on `pg` and the broker on `broker_port`.
-pub async fn pg_worker(
-    dir: &TempDir,
-    pg: &crate::support::postgres::Postgres,
-    broker_port: u16,
-    worker_id: &str,
-    channels_toml: &str,
-) -> Collector {
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[ledger]\npath = \"{}\"\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n\
-         [store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{worker_id}\"\nlease_secs = 3\nwarehouses = {PG_WAREHOUSES:?}\n{channels_toml}",
-        dir.join(&format!("unused-{worker_id}.db")).display(),
-        pg.url
-    );
-    let config: CollectorConfig = toml::from_str(&text).expect("worker config");
-    Collector::start(config).await.expect("worker starts")
-}
-
-/// A test that runs on both backends, as `<name>::sqlite` and `<name>::postgres`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::harness::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name($crate::harness::Backend::Postgres).await
-            }
-        }
-    };
 }
 
 /// Reads Server-Sent Events from `url` on a thread: `(id, data)` per event, until the

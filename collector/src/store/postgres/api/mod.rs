@@ -128,6 +128,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
             axum::routing::put(channels::set_mode),
         )
         .fallback(not_supported)
+        .method_not_allowed_fallback(stocksync_runtime::server::error::wrong_method)
         .with_state(app)
 }
 
@@ -137,8 +138,8 @@ fn error(status: StatusCode, error: &'static str, field: Option<&str>, detail: S
 }
 
 /// A read that failed: logged under a reference, `503 store unavailable` to the client.
-fn internal(e: impl std::fmt::Display) -> Response {
-    AppError::unavailable(&e).into_response()
+fn internal(e: impl Into<super::PgError>) -> Response {
+    AppError::unavailable(&e.into()).into_response()
 }
 
 async fn not_supported(uri: Uri) -> Response {

@@ -289,40 +289,19 @@ struct Passes {
 /// change, folded under load (see the module docs).
 async fn passes(mut t: Passes) -> anyhow::Result<()> {
     let mut full = true;
-    // The mode version the passes follow (`mode`); `None` until read.
+    // The mode version the passes follow (`mode`); `None` until the first full pass.
     let mut modes: Option<i64> = None;
     // Start and consumed rows of the previous pass.
     let mut last: Option<(Instant, usize)> = None;
     loop {
-        if !full {
-            let mut waited = false;
-            loop {
-                let pause = match waiting(&t.pool, modes).await {
-                    Ok(Waiting::Outbox) => break,
-                    Ok(Waiting::Modes) => {
-                        full = true;
-                        break;
-                    }
-                    Ok(Waiting::Nothing) => POLL,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox poll failed; again in 1 s");
-                        Duration::from_secs(1)
-                    }
-                };
-                waited = true;
+        // The previous pass found rows and more are waiting already: under load, so fold
+        // more until `coalesce` after it began. Otherwise (quiet, or after an empty pass)
+        // the next change is passed on at once, whatever the window.
+        if let (false, Some((began, n))) = (full, last) {
+            if n > 0 && waiting(&t.pool).await.unwrap_or(true) {
                 tokio::select! {
                     _ = t.shutdown.changed() => return Ok(()),
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            }
-            // Rows were waiting right after a pass that found some: under load, so fold
-            // more until `coalesce` after that pass began.
-            if let (false, false, Some((began, n))) = (full, waited, last) {
-                if n > 0 {
-                    tokio::select! {
-                        _ = t.shutdown.changed() => return Ok(()),
-                        _ = tokio::time::sleep_until(began + t.coalesce) => {}
-                    }
+                    _ = tokio::time::sleep_until(began + t.coalesce) => {}
                 }
             }
         }
@@ -330,8 +309,15 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             return Ok(());
         }
         let began = Instant::now();
+        // A mode moved: this pass is a full one with the new modes. Looked at before every
+        // pass, so a mode is in force from the first pass that starts after it was set.
+        match modes_moved(&t, modes).await {
+            Ok(moved) => full |= moved,
+            Err(e) => tracing::warn!(error = %e, "channel modes not read; again next pass"),
+        }
+        // A full pass (the first, after a failure or after a mode moved) applies the modes
+        // first; a pass that finds the outbox empty is the poll: one prepared query.
         let passed = match full {
-            // A full pass (the first, or after a mode moved) applies the modes first.
             true => match load_modes(&t).await {
                 Ok(version) => {
                     modes = Some(version);
@@ -341,7 +327,7 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             },
             false => pass_once(&t, full).await,
         };
-        match passed {
+        let pause = match passed {
             Ok(Passed::LeaseLost) => {
                 tracing::warn!(worker = %t.worker_id, "publisher lease lost during a pass; nothing written");
                 return Ok(());
@@ -352,40 +338,38 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
                     t.channels[i].cursor.send_replace(cursor);
                 }
                 last = Some((began, consumed));
+                (consumed == 0).then_some(POLL)
             }
             Err(e) => {
                 tracing::error!(error = %e, "channel pass failed; a full pass in 1 s");
                 full = true;
-                tokio::select! {
-                    _ = t.shutdown.changed() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                Some(Duration::from_secs(1))
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = t.shutdown.changed() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
 }
 
-/// What the outbox poll found.
-enum Waiting {
-    Nothing,
-    Outbox,
-    /// A channel's mode moved since the passes last read them.
-    Modes,
-}
-
-async fn waiting(pool: &Pool, modes: Option<i64>) -> Result<Waiting, tokio_postgres::Error> {
+/// True if outbox rows are waiting (asked only after a pass that found some).
+async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
     let conn = pool.get().await?;
     let row = conn
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM outbox), (SELECT COALESCE(MAX(version), 0)::bigint FROM channel_state)",
-            &[],
-        )
+        .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
         .await?;
-    Ok(match (row.get(0), row.get::<_, i64>(1)) {
-        (_, version) if modes.is_some_and(|m| m != version) => Waiting::Modes,
-        (true, _) => Waiting::Outbox,
-        (false, _) => Waiting::Nothing,
-    })
+    Ok(row.get(0))
+}
+
+/// True if a channel's mode moved since the passes last read them.
+async fn modes_moved(t: &Passes, modes: Option<i64>) -> Result<bool, tokio_postgres::Error> {
+    let Some(known) = modes else {
+        return Ok(false);
+    };
+    Ok(mode::version(&*t.pool.get().await?).await? != known)
 }
 
 /// Reads the saved modes and puts the ones in force on the channels; returns their version.
@@ -397,8 +381,10 @@ async fn load_modes(t: &Passes) -> Result<i64, tokio_postgres::Error> {
 
 async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
     let mut conn = t.pool.get().await?;
+    let prepared = conn.prepared();
     pass::run(
         &mut conn,
+        &prepared,
         &t.worker_id,
         t.generation,
         &t.channels,

@@ -3,9 +3,9 @@
 //! `PUT` need not be the one that publishes. Each change is also appended to
 //! `channel_mode_changes` (who, why, when): an override is never lost by the next one.
 //!
-//! Every change takes a new `version` from a sequence; the publisher compares the highest
-//! version with the one its last pass read and makes its next pass a full one with the new
-//! modes. A new holder of the publisher lease reads the modes before its first (full) pass,
+//! Every change takes a new `version` from a sequence; before each pass the publisher
+//! compares the highest version with the one its last full pass read, and makes the pass a
+//! full one with the new modes when it moved. A new holder of the publisher lease reads the modes before its first (full) pass,
 //! so a mode survives a take-over as it survives a restart.
 //!
 //! Precedence follows the SQLite collector: a non-live `mode` in the config wins over a
@@ -66,6 +66,17 @@ pub async fn saved(c: &impl GenericClient) -> Result<Saved, tokio_postgres::Erro
         out.modes.insert(r.get(0), state);
     }
     Ok(out)
+}
+
+/// The highest version of any saved mode (0 for none).
+pub async fn version(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::bigint FROM channel_state",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// The mode in force for `channel`: its configured state (`configured`, stamped with the
