@@ -112,6 +112,27 @@ pub fn void(
     ))
 }
 
+/// What voiding `e` takes off directly, per stock row: in-transit and incoming are sums,
+/// added directly when the movement came in, so they are taken off again (the physical
+/// states are replayed instead). Empty for a movement that had no effect.
+pub(crate) fn taken_off(e: &Entry) -> Vec<(StockKey, States)> {
+    let mut out = Vec::new();
+    if !e.treatment.has_effect() {
+        return out;
+    }
+    if let Change::Deltas(effects) = merge::change(&e.movement, e.returns_to) {
+        for eff in effects {
+            let (_, elsewhere) = projection::split(eff.delta);
+            if elsewhere != States::default() {
+                let mut minus = States::default();
+                minus.sub(&elsewhere);
+                out.push((StockKey::at(&e.movement.sku.0, &eff.location), minus));
+            }
+        }
+    }
+    out
+}
+
 /// Takes a movement now voided out of the projection and the records derived from it.
 fn undo(tx: &Connection, e: &Entry, now: i64, touched: &mut Vec<StockKey>) -> rusqlite::Result<()> {
     let m = &e.movement;
@@ -123,18 +144,9 @@ fn undo(tx: &Connection, e: &Entry, now: i64, touched: &mut Vec<StockKey>) -> ru
         .execute(params![e.agent_id, m.seq as i64])?;
     }
     if e.treatment.has_effect() {
-        // In-transit and incoming are sums, added directly: take them off again.
-        if let Change::Deltas(effects) = merge::change(m, e.returns_to) {
-            for eff in effects {
-                let (_, elsewhere) = projection::split(eff.delta);
-                if elsewhere != States::default() {
-                    let mut minus = States::default();
-                    minus.sub(&elsewhere);
-                    let key = StockKey::at(sku, &eff.location);
-                    stock::add(tx, &key, &minus, now)?;
-                    touched.push(key);
-                }
-            }
+        for (key, minus) in taken_off(e) {
+            stock::add(tx, &key, &minus, now)?;
+            touched.push(key);
         }
         if let Some(t) = &m.references.transfer {
             records::update_discrepancy(tx, t, sku, now)?;

@@ -21,8 +21,12 @@
 //!   column by column but for the times it was recorded and revised, equals the SQLite
 //!   ledger's for the same batches (the SQLite test checks those against the reference).
 //!
-//! The PostgreSQL store has no voids or rebuild yet (docs/SCALING.md), so this test voids
-//! nothing; the SQLite test covers those.
+//! After each delivery the whole projection is rebuilt from the ledger
+//! (`store::postgres::rebuild`) and must not change a single stock row.
+//!
+//! Some movements are voided by an operator after each half (some twice, in shuffled
+//! order; `store::postgres::voids`), as in the SQLite test: the result must be the reference
+//! of the movements that were not voided, and the SQLite ledger's for the same voids.
 //!
 //! Runs a modest number of cases so CI stays within budget; for more:
 //! `PROPTEST_CASES=500 cargo test -p stocksync-tests --test postgres_convergence`.
@@ -47,12 +51,12 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 use stocksync_collector::intake::Intake;
 use stocksync_collector::metrics::Metrics;
 use stocksync_collector::reserve::Created;
-use stocksync_collector::store::postgres::{reserve, PgStore, Policies};
+use stocksync_collector::store::postgres::{rebuild, reserve, voids, PgStore, Policies};
 use stocksync_collector::store::{Backend, Ingest, StoreConfig};
 use stocksync_common::model::Movement;
 use stocksync_common::wire::{self, AckOutcome};
 
-use movements::{authority, batches, movements, releases, reservation, spec};
+use movements::{authority, batches, movements, releases, reservation, shuffle, spec, AGENTS};
 use movements::{RELEASED, RESERVATIONS};
 use reference::{open_hold, reference, with_holds, Hold};
 use support::postgres::{Postgres, Psql};
@@ -73,6 +77,8 @@ struct PgResult {
     /// order -> (status, open) of each reservation created, released ones too
     reservations: BTreeMap<String, (String, i64)>,
     records: sqlite::Records,
+    /// Stock rows the whole projection rebuilt from the ledger (`rebuild`) changed.
+    rebuilt_differently: Vec<String>,
 }
 
 #[test]
@@ -105,15 +111,27 @@ fn postgres_stock_depends_only_on_the_set_of_movements() {
     let databases = AtomicU64::new(0);
     let result = runner.run(&strategy, |(specs, seeds)| {
         let all = movements(&specs);
-        let expected = reference(&all);
+        let voids: BTreeSet<(String, u64)> = specs
+            .iter()
+            .zip(&all)
+            .filter(|(s, _)| s.void)
+            .map(|(_, (a, m))| (AGENTS[*a].0.to_string(), m.seq))
+            .collect();
+        // Voided movements count as if they had never been sent.
+        let kept: Vec<(usize, Movement)> = all
+            .iter()
+            .filter(|(a, m)| !voids.contains(&(AGENTS[*a].0.to_string(), m.seq)))
+            .cloned()
+            .collect();
+        let expected = reference(&kept);
         for (i, seed) in seeds.iter().enumerate() {
             let chunk = 1 + i * 2;
             let db = format!("case_{}", databases.fetch_add(1, Ordering::Relaxed));
-            let got = rt.block_on(deliver(&pg, &db, &all, *seed, chunk));
+            let got = rt.block_on(deliver(&pg, &db, &all, &voids, *seed, chunk));
             drop_database(&pg.psql(), &db);
             let (sqlite, sqlite_holds, records) =
-                sqlite::deliver_with_records(&all, &BTreeSet::new(), *seed, chunk);
-            check(&got, &expected, &all, (&sqlite.stock, &sqlite_holds))
+                sqlite::deliver_with_records(&all, &voids, *seed, chunk);
+            check(&got, &expected, &kept, (&sqlite.stock, &sqlite_holds))
                 .and_then(|()| same_records(&got.records, &records))
                 .map_err(|e| TestCaseError::fail(format!("delivery {i} (seed {seed}): {e}")))?;
         }
@@ -136,6 +154,12 @@ fn check(
         return Err(format!(
             "stock differs from the reference (holds {:?})\n postgres:  {:?}\n reference: {want:?}",
             got.holds, got.stock
+        ));
+    }
+    if !got.rebuilt_differently.is_empty() {
+        return Err(format!(
+            "rebuild from the ledger differs from the incremental projection: {:?}",
+            got.rebuilt_differently
         ));
     }
     let orders = |h: &[Hold]| h.iter().map(|h| h.order).collect::<Vec<_>>();
@@ -182,11 +206,13 @@ fn same_records(postgres: &sqlite::Records, sqlite: &sqlite::Records) -> Result<
 }
 
 /// One delivery into a fresh database `db`: the batches of (`seed`, `chunk`) in two halves,
-/// the reservations between them, the release at the end when the seed says so.
+/// after each the voids of what was delivered (as the SQLite test does them), the
+/// reservations after the first, the release at the end when the seed says so.
 async fn deliver(
     pg: &Postgres,
     db: &str,
     all: &[(usize, Movement)],
+    voids: &BTreeSet<(String, u64)>,
     seed: u64,
     chunk: usize,
 ) -> PgResult {
@@ -209,6 +235,7 @@ async fn deliver(
     let batches = batches(all, seed, chunk);
     let half = batches.len() / 2;
     let mut holds = Vec::new();
+    let (mut delivered, mut voided) = (BTreeSet::new(), BTreeSet::new());
     for (p, phase) in [&batches[..half], &batches[half..]].into_iter().enumerate() {
         let mut waiting = Vec::new();
         for b in phase {
@@ -216,6 +243,7 @@ async fn deliver(
             let payload = wire::encode_batch(b);
             let received = wire::decode_batch_with_parts(&payload).unwrap();
             waiting.push(pgs.apply(received, payload, topic).await.unwrap());
+            delivered.extend(b.movements.iter().map(|m| (b.agent_id.clone(), m.seq)));
         }
         for w in waiting {
             let outcome = w.await.unwrap().expect("batch applied");
@@ -223,6 +251,26 @@ async fn deliver(
                 matches!(outcome, AckOutcome::Applied { .. }),
                 "batch refused: {outcome:?}"
             );
+        }
+        let mut now: Vec<(String, u64)> = voids
+            .iter()
+            .filter(|id| delivered.contains(*id) && !voided.contains(*id))
+            .cloned()
+            .collect();
+        let twice: Vec<_> = now.iter().step_by(2).cloned().collect();
+        now.extend(twice);
+        shuffle(&mut now, seed | 3);
+        for (agent_id, seq) in now {
+            voided.insert((agent_id.clone(), seq));
+            let req = stocksync_collector::void::Request {
+                agent_id,
+                seq,
+                by: "ops".into(),
+                reason: "test".into(),
+            };
+            let mut conn = side.get().await.unwrap();
+            let prepared = conn.prepared();
+            voids::void(&mut conn, &prepared, &req, 0).await.unwrap();
         }
         if p == 0 {
             for (order, quantity) in RESERVATIONS {
@@ -284,11 +332,19 @@ async fn deliver(
             .unwrap();
         records.insert(table.to_string(), rows.iter().map(|r| r.get(0)).collect());
     }
+    // The whole projection again from the ledger alone: the same rows.
+    let rebuilt = rebuild::rebuild(&store, |_, _| {}).await.expect("rebuild");
+    let rebuilt_differently = rebuilt
+        .differences
+        .iter()
+        .map(|(k, before, after)| format!("{k:?}: {before:?} -> {after:?}"))
+        .collect();
     PgResult {
         stock,
         holds,
         reservations,
         records,
+        rebuilt_differently,
     }
 }
 

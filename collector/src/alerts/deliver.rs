@@ -41,6 +41,17 @@ impl Deliver {
         broker: &BrokerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Deliver> {
+        Deliver::start_as(ops, broker, None, shutdown)
+    }
+
+    /// [`Deliver::start`] with the MQTT client id `client_id` (one per collector worker, so
+    /// that workers on one broker do not take each other's session).
+    pub fn start_as(
+        ops: &OperationsConfig,
+        broker: &BrokerConfig,
+        client_id: Option<String>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Deliver> {
         let webhook = match &ops.webhook {
             None => None,
             Some(w) => {
@@ -62,7 +73,7 @@ impl Deliver {
             }
         };
         let mqtt = if ops.mqtt {
-            Some(connect(broker, shutdown)?)
+            Some(connect(broker, client_id, shutdown)?)
         } else {
             None
         };
@@ -131,12 +142,15 @@ async fn post(w: &Webhook, body: &[u8]) -> Result<(), String> {
 /// An MQTT client of its own, with a flag that says whether it is connected.
 fn connect(
     broker: &BrokerConfig,
+    client_id: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(AsyncClient, Arc<AtomicBool>)> {
     let mut opts = stocksync_runtime::mqtt::options(broker, "stocksync-collector-alerts", true)?;
-    if let Some(id) = &broker.client_id {
-        opts.set_client_id(format!("{id}-alerts"));
-    }
+    match (client_id, &broker.client_id) {
+        (Some(id), _) => opts.set_client_id(id),
+        (None, Some(id)) => opts.set_client_id(format!("{id}-alerts")),
+        (None, None) => &mut opts,
+    };
     let (client, mut events) = AsyncClient::new(opts, 256);
     events.set_network_options(stocksync_runtime::mqtt::network_options());
     let connected = Arc::new(AtomicBool::new(false));

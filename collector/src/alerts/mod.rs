@@ -11,7 +11,7 @@
 
 mod config;
 mod deliver;
-mod rules;
+pub mod rules;
 mod state;
 
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use crate::metrics::Counter;
 pub use config::{AlertWebhookConfig, OperationsConfig};
 pub use deliver::Deliver;
 pub use rules::Condition;
-pub use state::{firing_by_rule, list};
+pub use state::{delivery_body, ended, firing_by_rule, list, Pending, Stored};
 
 /// Counts of the evaluation loop, for `GET /v1/alerts` and `/metrics`.
 #[derive(Default)]
@@ -57,7 +57,11 @@ pub async fn run(
             .await?;
         let conditions = {
             let (ops, catalog) = (ops.clone(), catalog.clone());
-            ledger.read(move |c| rules::evaluate(c, &ops, &catalog, now))?
+            ledger.read(move |c| {
+                let today = crate::report::day_start_ms(&crate::report::date_of(now)).unwrap_or(0);
+                let facts = crate::report::sqlite::facts(c, &catalog, today, now)?;
+                Ok(rules::evaluate(&facts, &ops, &catalog, now))
+            })?
         };
         ledger
             .write(move |tx, _| state::apply(tx, &conditions, now))

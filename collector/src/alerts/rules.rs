@@ -4,12 +4,12 @@
 //! sold out but still listed on a channel. Each holding condition has a subject, so two
 //! silent warehouses are two alerts.
 
-use super::OperationsConfig;
-use rusqlite::Connection;
 use serde_json::{json, Value};
 use stocksync_common::catalog::Catalog;
 
-use crate::report;
+use super::OperationsConfig;
+
+use crate::report::{self, Facts};
 
 /// A condition that holds now.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,19 +19,10 @@ pub struct Condition {
     pub detail: Value,
 }
 
-/// Every condition that holds at `now`.
-pub fn evaluate(
-    conn: &Connection,
-    ops: &OperationsConfig,
-    catalog: &Catalog,
-    now: i64,
-) -> rusqlite::Result<Vec<Condition>> {
+/// Every condition that holds at `now`, from what a store read (`report::Facts`).
+pub fn evaluate(f: &Facts, ops: &OperationsConfig, catalog: &Catalog, now: i64) -> Vec<Condition> {
     let mut out = Vec::new();
-    let opened: i64 = conn.query_row(
-        "SELECT count(*) FROM exceptions WHERE status IN ('open', 'retrying') AND first_seen_ms >= ?1",
-        [now - 86_400_000],
-        |r| r.get(0),
-    )?;
+    let opened = f.opened_last_24h;
     if u64::try_from(opened).unwrap_or(0) > ops.exceptions_per_day {
         out.push(Condition {
             rule: "exceptions_per_day",
@@ -39,27 +30,26 @@ pub fn evaluate(
             detail: json!({"opened_last_24h": opened, "threshold": ops.exceptions_per_day}),
         });
     }
-    for s in report::silent_warehouses(conn, now, ops.silent_after_secs)? {
+    for s in report::silent_warehouses(f, now, ops.silent_after_secs) {
         out.push(Condition {
             rule: "warehouse_silent",
             subject: s.warehouse.clone(),
             detail: json!({"warehouse": s.warehouse, "last_seen_ms": s.last_seen_ms}),
         });
     }
-    // Both read the channel store's own file and find nothing before a publisher made it.
-    for f in report::failing_channels(conn, now, ops.channel_failing_after_secs)? {
+    for f in report::failing_channels(f, now, ops.channel_failing_after_secs) {
         out.push(Condition {
             rule: "channel_failing",
             subject: format!("{}/{}", f.channel, f.target),
             detail: serde_json::to_value(&f).unwrap_or(Value::Null),
         });
     }
-    for l in report::sold_out_listed(conn, catalog, now, report::grace_ms(ops))? {
+    for l in report::sold_out_listed(f, catalog, now, report::grace_ms(ops)) {
         out.push(Condition {
             rule: "sold_out_listed",
             subject: format!("{}/{}", l.channel, l.sku),
             detail: serde_json::to_value(&l).unwrap_or(Value::Null),
         });
     }
-    Ok(out)
+    out
 }

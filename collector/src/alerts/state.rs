@@ -19,18 +19,12 @@ pub fn apply(tx: &Connection, holding: &[Condition], now: i64) -> rusqlite::Resu
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
-    let now_holding: BTreeSet<(&str, &str)> = holding
-        .iter()
-        .map(|c| (c.rule, c.subject.as_str()))
-        .collect();
-    for (id, rule, subject) in &firing {
-        if !now_holding.contains(&(rule.as_str(), subject.as_str())) {
-            tx.execute(
-                "UPDATE alerts SET cleared_at_ms = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-            transition(tx, *id, "cleared", now)?;
-        }
+    for id in ended(&firing, holding) {
+        tx.execute(
+            "UPDATE alerts SET cleared_at_ms = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        transition(tx, id, "cleared", now)?;
     }
     for c in holding {
         let inserted = tx.execute(
@@ -43,6 +37,59 @@ pub fn apply(tx: &Connection, holding: &[Condition], now: i64) -> rusqlite::Resu
         }
     }
     Ok(())
+}
+
+/// The firing alerts `(id, rule, subject)` whose condition no longer holds: to be cleared.
+/// Every holding condition is then fired, once: a store inserts it only where no alert of
+/// its (rule, subject) is firing.
+pub fn ended(firing: &[(i64, String, String)], holding: &[Condition]) -> Vec<i64> {
+    let now_holding: BTreeSet<(&str, &str)> = holding
+        .iter()
+        .map(|c| (c.rule, c.subject.as_str()))
+        .collect();
+    firing
+        .iter()
+        .filter(|(_, rule, subject)| !now_holding.contains(&(rule.as_str(), subject.as_str())))
+        .map(|(id, _, _)| *id)
+        .collect()
+}
+
+/// An alert as `GET /v1/alerts` shows it, from its stored columns.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: i64,
+    pub rule: String,
+    pub subject: String,
+    /// The detail as stored (JSON text).
+    pub detail: String,
+    pub fired_at_ms: i64,
+    pub cleared_at_ms: Option<i64>,
+    /// Its transitions not yet taken by every destination.
+    pub undelivered: i64,
+}
+
+impl Stored {
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id, "rule": self.rule, "subject": self.subject,
+            "detail": serde_json::from_str::<Value>(&self.detail).unwrap_or(Value::Null),
+            "fired_at_ms": self.fired_at_ms, "cleared_at_ms": self.cleared_at_ms,
+            "undelivered": self.undelivered,
+        })
+    }
+}
+
+/// The body a destination receives for one transition.
+pub fn delivery_body(alert: &Stored, state: &str, at_ms: i64) -> Value {
+    json!({
+        "alert_id": alert.id,
+        "rule": alert.rule,
+        "subject": alert.subject,
+        "detail": serde_json::from_str::<Value>(&alert.detail).unwrap_or(Value::Null),
+        "state": state,
+        "at_ms": at_ms,
+        "fired_at_ms": alert.fired_at_ms,
+    })
 }
 
 fn transition(tx: &Connection, alert_id: i64, state: &str, now: i64) -> rusqlite::Result<()> {
@@ -72,22 +119,22 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
          WHERE d.webhook_done = 0 OR d.mqtt_done = 0 ORDER BY d.id LIMIT 100",
     )?;
     let rows = stmt.query_map([], |r| {
-        let detail: String = r.get(4)?;
+        let alert = Stored {
+            id: r.get(1)?,
+            rule: r.get(2)?,
+            subject: r.get(3)?,
+            detail: r.get(4)?,
+            fired_at_ms: r.get(7)?,
+            cleared_at_ms: None,
+            undelivered: 0,
+        };
         Ok(Pending {
             id: r.get(0)?,
-            alert_id: r.get(1)?,
-            rule: r.get(2)?,
+            alert_id: alert.id,
+            rule: alert.rule.clone(),
             webhook_done: r.get(8)?,
             mqtt_done: r.get(9)?,
-            body: json!({
-                "alert_id": r.get::<_, i64>(1)?,
-                "rule": r.get::<_, String>(2)?,
-                "subject": r.get::<_, String>(3)?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
-                "state": r.get::<_, String>(5)?,
-                "at_ms": r.get::<_, i64>(6)?,
-                "fired_at_ms": r.get::<_, i64>(7)?,
-            }),
+            body: delivery_body(&alert, &r.get::<_, String>(5)?, r.get(6)?),
         })
     })?;
     rows.collect()
@@ -117,14 +164,16 @@ pub fn list(conn: &Connection, recent: i64) -> rusqlite::Result<Value> {
     let query = |sql: &str, arg: i64| -> rusqlite::Result<Vec<Value>> {
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([arg], |r| {
-            let detail: String = r.get(3)?;
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?, "rule": r.get::<_, String>(1)?,
-                "subject": r.get::<_, String>(2)?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
-                "fired_at_ms": r.get::<_, i64>(4)?, "cleared_at_ms": r.get::<_, Option<i64>>(5)?,
-                "undelivered": r.get::<_, i64>(6)?,
-            }))
+            Ok(Stored {
+                id: r.get(0)?,
+                rule: r.get(1)?,
+                subject: r.get(2)?,
+                detail: r.get(3)?,
+                fired_at_ms: r.get(4)?,
+                cleared_at_ms: r.get(5)?,
+                undelivered: r.get(6)?,
+            }
+            .json())
         })?;
         rows.collect()
     };

@@ -42,15 +42,26 @@ pub async fn by_bundle(
     Ok(Json(view(&app, &sku, &components)?).into_response())
 }
 
-/// Buildable numbers of `bundle` per warehouse and in total.
+/// Buildable numbers of `bundle` per warehouse and in total, from the SQLite ledger.
 pub fn view(app: &App, bundle: &str, components: &[ComponentDef]) -> Result<Value, AppError> {
-    let parts: Vec<(String, u64)> = components
-        .iter()
-        .map(|c| (c.sku.clone(), c.quantity))
-        .collect();
+    let parts = parts(components);
     let sites = app
         .ledger
         .read(|c| buildable::by_warehouse(c, &parts, |_, _| true))?;
+    Ok(render(bundle, components, &sites))
+}
+
+/// A bundle's components as `buildable` takes them: `(sku, quantity per kit)`.
+pub fn parts(components: &[ComponentDef]) -> Vec<(String, u64)> {
+    components
+        .iter()
+        .map(|c| (c.sku.clone(), c.quantity))
+        .collect()
+}
+
+/// The component view of `bundle` from what each warehouse can build (`sites`, from either
+/// store's stock rows), so both backends answer in the same JSON.
+pub fn render(bundle: &str, components: &[ComponentDef], sites: &[buildable::Site]) -> Value {
     let warehouses: Vec<Value> = sites
         .iter()
         .map(|site| {
@@ -66,10 +77,10 @@ pub fn view(app: &App, bundle: &str, components: &[ComponentDef]) -> Result<Valu
             json!({"warehouse": site.warehouse, "buildable": site.buildable, "components": parts})
         })
         .collect();
-    Ok(json!({
+    json!({
         "bundle": bundle,
-        "buildable": buildable::total(&sites),
+        "buildable": buildable::total(sites),
         "components": components,
         "warehouses": warehouses,
-    }))
+    })
 }

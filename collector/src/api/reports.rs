@@ -41,26 +41,7 @@ pub async fn daily(
     super::Params(q): super::Params<DailyQuery>,
 ) -> Result<Response, AppError> {
     let now = stocksync_common::OccurredAt::now().unix_ms;
-    let day_start_ms = match &q.date {
-        None => report::day_start_ms(&report::date_of(now)).unwrap_or(0),
-        Some(d) => report::day_start_ms(d).ok_or_else(|| {
-            AppError::bad_request("date", format!("`{d}` is not a YYYY-MM-DD date"))
-        })?,
-    };
-    let csv = match q.format.as_deref() {
-        Some("csv") => true,
-        Some("json") => false,
-        Some(other) => {
-            return Err(AppError::bad_request(
-                "format",
-                format!("unknown format `{other}` (json or csv)"),
-            ))
-        }
-        None => headers
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/csv")),
-    };
+    let (day_start_ms, csv) = q.parse(&headers, now)?;
     super::exceptions::sync(&app.ledger).await?;
     let cx = Context {
         now_ms: now,
@@ -69,15 +50,49 @@ pub async fn daily(
         catalog: &app.catalog,
         targets: target_stats(&app),
     };
-    let body = app.ledger.read(|c| report::daily(c, &cx))?;
-    if csv {
-        return Ok((
-            [("content-type", "text/csv; charset=utf-8")],
-            report::to_csv(&body),
-        )
-            .into_response());
+    let facts = app
+        .ledger
+        .read(|c| report::sqlite::facts(c, &app.catalog, day_start_ms, now))?;
+    Ok(answer(&report::daily(&facts, &cx), csv))
+}
+
+impl DailyQuery {
+    /// The day asked for (00:00 UTC, today by default) and whether CSV is wanted.
+    pub(crate) fn parse(&self, headers: &HeaderMap, now: i64) -> Result<(i64, bool), AppError> {
+        let day_start_ms = match &self.date {
+            None => report::day_start_ms(&report::date_of(now)).unwrap_or(0),
+            Some(d) => report::day_start_ms(d).ok_or_else(|| {
+                AppError::bad_request("date", format!("`{d}` is not a YYYY-MM-DD date"))
+            })?,
+        };
+        let csv = match self.format.as_deref() {
+            Some("csv") => true,
+            Some("json") => false,
+            Some(other) => {
+                return Err(AppError::bad_request(
+                    "format",
+                    format!("unknown format `{other}` (json or csv)"),
+                ))
+            }
+            None => headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/csv")),
+        };
+        Ok((day_start_ms, csv))
     }
-    Ok(Json(body).into_response())
+}
+
+/// The report as JSON, or as CSV when `csv`.
+pub(crate) fn answer(body: &serde_json::Value, csv: bool) -> Response {
+    if csv {
+        return (
+            [("content-type", "text/csv; charset=utf-8")],
+            report::to_csv(body),
+        )
+            .into_response();
+    }
+    Json(body).into_response()
 }
 
 /// The in-memory figures of every channel target.

@@ -32,8 +32,24 @@ use crate::App;
 pub async fn create(
     State(app): State<Arc<App>>,
     principal: Option<axum::Extension<Principal>>,
-    JsonBody(mut req): JsonBody<Request>,
+    JsonBody(req): JsonBody<Request>,
 ) -> Result<Response, AppError> {
+    let req = checked(principal.as_deref(), req)?;
+    let now = stocksync_common::OccurredAt::now().unix_ms;
+    let id = format!("{} seq {}", req.agent_id, req.seq);
+    let voided = app
+        .ledger
+        .write(move |tx, touched| void::void(tx, &req, now, touched))
+        .await?;
+    answer(voided, &id)
+}
+
+/// The request as voided: `by` and `reason` must say something, and who voids is the
+/// token's name when the API has tokens, never only what the body says.
+pub(crate) fn checked(
+    principal: Option<&Principal>,
+    mut req: Request,
+) -> Result<Request, AppError> {
     for (field, value) in [("$.by", &req.by), ("$.reason", &req.reason)] {
         if value.trim().is_empty() {
             return Err(AppError::unprocessable(
@@ -42,14 +58,12 @@ pub async fn create(
             ));
         }
     }
-    // Who voids is the token's name when the API has tokens, never only what the body says.
-    req.by = auth::by(principal.as_deref(), &req.by);
-    let now = stocksync_common::OccurredAt::now().unix_ms;
-    let id = format!("{} seq {}", req.agent_id, req.seq);
-    let voided = app
-        .ledger
-        .write(move |tx, touched| void::void(tx, &req, now, touched))
-        .await?;
+    req.by = auth::by(principal, &req.by);
+    Ok(req)
+}
+
+/// The answer to a void of movement `id` (`<agent> seq <n>`), on either store.
+pub(crate) fn answer(voided: Voided, id: &str) -> Result<Response, AppError> {
     match voided {
         Voided::New(v) => Ok((StatusCode::CREATED, Json(v)).into_response()),
         Voided::Already(v) => Ok((StatusCode::OK, Json(v)).into_response()),

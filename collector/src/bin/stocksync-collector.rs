@@ -111,6 +111,9 @@ async fn run() -> anyhow::Result<()> {
         None => toml::from_str("")?,
     };
     if let Some(Command::Rebuild { ledger }) = args.command {
+        if ledger.is_none() && rebuild_postgres(&config).await? {
+            return Ok(());
+        }
         let path = ledger.unwrap_or(config.ledger.path);
         let start = std::time::Instant::now();
         let done = stocksync_collector::rebuild::rebuild(&path, |done, total| {
@@ -155,6 +158,35 @@ async fn move_to_postgres(ledger: PathBuf, config: &CollectorConfig) -> anyhow::
         "ledger moved into postgres"
     );
     Ok(())
+}
+
+/// `rebuild` when the config's `[store]` is PostgreSQL: one online transaction under the
+/// keys' locks; every stock row it changed is logged. `false` for a SQLite store.
+#[cfg(feature = "postgres")]
+async fn rebuild_postgres(config: &CollectorConfig) -> anyhow::Result<bool> {
+    use stocksync_collector::store::{Backend, StoreConfig};
+    let store = StoreConfig::from_table(&config.store)?;
+    if store.backend != Backend::Postgres {
+        return Ok(false);
+    }
+    let start = std::time::Instant::now();
+    let done = stocksync_collector::store::postgres::rebuild::rebuild(&store, |done, total| {
+        progress_bar(done, total, start.elapsed())
+    })
+    .await?;
+    eprintln!();
+    for (key, before, after) in &done.differences {
+        tracing::warn!(sku = %key.sku, warehouse = %key.warehouse, bin = %key.bin, ?before, ?after,
+            "stock row differed from the ledger's replay (available, reserved, damaged, quality_control, in_transit, incoming)");
+    }
+    tracing::info!(movements = done.movements, keys = done.keys, differences = done.differences.len(),
+        elapsed = ?start.elapsed(), "projection rebuilt (postgres)");
+    Ok(true)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn rebuild_postgres(_: &CollectorConfig) -> anyhow::Result<bool> {
+    Ok(false)
 }
 
 #[cfg(not(feature = "postgres"))]

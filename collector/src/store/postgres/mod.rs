@@ -9,6 +9,7 @@
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
 pub mod agent_rejects;
+pub mod alerts;
 pub mod api;
 pub mod channels;
 mod exception_actions;
@@ -22,11 +23,14 @@ pub mod leases;
 pub mod orders;
 mod pool;
 mod project;
+pub mod rebuild;
 mod records;
+pub mod report;
 pub mod reserve;
 mod retry;
 pub mod schema;
 mod tls;
+pub mod voids;
 pub mod worker;
 
 use std::sync::Arc;

@@ -256,7 +256,7 @@ async fn note_barrier(tx: &Transaction<'_>, p: &Prepared, e: &Entry) -> Result<(
 /// Replays every movement of a (SKU, warehouse) from the ledger in the replay order and
 /// writes each bin's physical states (`in_transit` and `incoming` are sums, kept apart) and
 /// the drift, conflict and shortfall records the replay found (`records`).
-async fn rebuild(
+pub(super) async fn rebuild(
     tx: &Transaction<'_>,
     p: &Prepared,
     sku: &str,
@@ -321,7 +321,7 @@ async fn rebuild(
 }
 
 /// Adds each delta to its stock row, in one statement (one delta per row: summed before).
-async fn add(
+pub(super) async fn add(
     tx: &Transaction<'_>,
     p: &Prepared,
     deltas: &BTreeMap<StockKey, States>,

@@ -12,7 +12,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, V3_ORDERS),
     (4, V4_CHANNELS),
     (5, V5_RECORDS),
-    (6, V6_CHANNEL_STATE_AND_AGENT_REJECTS),
+    (6, V6_VIEWS),
+    (7, V7_CHANNEL_STATE_AND_AGENT_REJECTS),
 ];
 
 const V1: &str = "
@@ -344,13 +345,52 @@ CREATE TABLE exception_cursors (
 );
 ";
 
+/// Voids (`voids`): who voided a movement, why, when, and its treatment before; the
+/// ledger row stays, its treatment becomes `voided`. Alerts (`alerts`): the SQLite ledger's
+/// alert tables, and the rounds evaluated by all workers.
+const V6_VIEWS: &str = "
+CREATE TABLE voids (
+    agent_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    voided_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    voided_at_ms BIGINT NOT NULL,
+    previous_treatment TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE TABLE alerts (
+    id BIGSERIAL PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    fired_at_ms BIGINT NOT NULL,
+    cleared_at_ms BIGINT
+);
+CREATE UNIQUE INDEX alerts_firing ON alerts (rule, subject) WHERE cleared_at_ms IS NULL;
+CREATE TABLE alert_deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    alert_id BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    webhook_done BOOLEAN NOT NULL DEFAULT false,
+    mqtt_done BOOLEAN NOT NULL DEFAULT false,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX alert_deliveries_pending ON alert_deliveries (id) WHERE NOT webhook_done OR NOT mqtt_done;
+CREATE TABLE alert_evaluations (
+    name TEXT PRIMARY KEY,
+    evaluations BIGINT NOT NULL
+);
+";
+
 /// What the SQLite channel store keeps beside its change log, shared by every worker: the
 /// mode set through the API (`channel_state`; `version` tells the publisher a mode moved),
 /// every such change (`channel_mode_changes`), and the quantity each remote system was
 /// last seen or set to hold (`channel_remote`, Shopify's compare-and-set). And the records
 /// agents refused (`agent_rejects`), as the SQLite ledger keeps them, for the exception
 /// queue.
-const V6_CHANNEL_STATE_AND_AGENT_REJECTS: &str = "
+const V7_CHANNEL_STATE_AND_AGENT_REJECTS: &str = "
 CREATE SEQUENCE channel_state_version;
 CREATE TABLE channel_state (
     channel TEXT PRIMARY KEY,

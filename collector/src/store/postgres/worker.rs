@@ -125,6 +125,22 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         "channel-follow",
         super::channels::follow::run(pg.side_pool(1), channels.clone(), watch_rx.clone()),
     );
+    let deliver = crate::alerts::Deliver::start_as(
+        &config.operations,
+        &broker,
+        Some(format!("stocksync-collector-{worker_id}-alerts")),
+        watch_rx.clone(),
+    )?;
+    tasks.spawn(
+        "alerts",
+        super::alerts::run(
+            pg.side_pool(1),
+            config.operations.clone(),
+            catalog.clone(),
+            deliver,
+            watch_rx.clone(),
+        ),
+    );
     let scheme = server.scheme();
     let router = api::router(Arc::new(PgApp {
         pool: pg.side_pool(store.pool_size),
@@ -136,6 +152,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         orders,
         channels,
         store: pg.clone(),
+        operations: config.operations.clone(),
         commands,
         shutdown: watch_rx.clone(),
     }));

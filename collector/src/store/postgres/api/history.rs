@@ -1,6 +1,6 @@
 //! `GET /v1/stock/<sku>/history?location=` from any worker: the SQLite collector's answer
 //! (`crate::api::history`), explained by the same code from what this database holds.
-//! This backend has no voids yet, so no movement shows one.
+//! A voided movement shows its void beside it, as on SQLite.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,11 +79,16 @@ async fn facts(c: &Client, p: &Prepared, key: &StockKey) -> Result<Facts, PgErro
     } else {
         Vec::new()
     };
+    let mut voids = HashMap::new();
+    for e in entries.iter().filter(|e| e.treatment == Treatment::Voided) {
+        let v = crate::store::postgres::voids::get(c, p, &e.agent_id, e.movement.seq).await?;
+        voids.insert((e.agent_id.clone(), e.movement.seq), serde_json::json!(v));
+    }
     Ok(Facts {
         entries,
         current,
         counts: counts(c, key).await?,
-        voids: HashMap::new(),
+        voids,
         holds,
     })
 }

@@ -1,5 +1,6 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads and histories, reservations,
-//! agents, rejects and their retry, the exception queue, the audit lists, readiness and
+//! The HTTP API of a PostgreSQL worker: the stock reads and histories, bundle views,
+//! voids, the daily report, alerts, the operator dashboard, reservations, agents, rejects
+//! and their retry, the exception queue, the audit lists, readiness and
 //! metrics, served by
 //! any worker from the shared database in the same JSON as the SQLite collector's, and
 //! `/healthz`. Everything
@@ -23,13 +24,18 @@ use stocksync_runtime::supervisor::TaskHealth;
 
 use super::Pool;
 
+mod alerts;
 mod audit;
+mod bundles;
 mod channels;
 mod exceptions;
 mod history;
 mod operations;
 mod orders;
+mod reports;
 mod reservations;
+mod voids;
+use crate::api::dashboard;
 use crate::api::stock::warehouses;
 use crate::api::AppError;
 use crate::merge::States;
@@ -51,6 +57,8 @@ pub struct PgApp {
     pub channels: Arc<super::channels::PgChannels>,
     /// The store's ingest path, for what the API applies to the ledger (retries).
     pub store: super::PgStore,
+    /// Thresholds of the daily report and the alerts.
+    pub operations: crate::alerts::OperationsConfig,
     /// Sends agents the retries of their rejects (`agent_rejects`).
     pub commands: crate::agent_rejects::Commands,
     /// Ends long-lived answers (SSE streams) when the worker stops.
@@ -68,6 +76,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/discrepancies", get(audit::discrepancies))
         .route("/v1/reversals", get(audit::reversals))
         .route("/v1/shortfalls", get(audit::shortfalls))
+        .route("/v1/bundles/{sku}", get(bundles::by_bundle))
         .route(
             "/v1/reservations",
             axum::routing::post(reservations::create).get(reservations::list),
@@ -94,6 +103,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/routing/warehouses/{warehouse}",
             axum::routing::put(orders::set_frozen),
         )
+        .route("/v1/movements/void", axum::routing::post(voids::create))
         .route("/v1/agents", get(operations::agents))
         .route("/v1/rejects", get(operations::rejects))
         .route(
@@ -112,9 +122,15 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/exceptions/{id}/{action}",
             axum::routing::post(exceptions::act),
         )
+        .route("/v1/reports/daily", get(reports::daily))
+        .route("/v1/alerts", get(alerts::list))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/healthz", get(healthz))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::index))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/dashboard/app.js", get(dashboard::script))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{channel}", get(channels::one))
         .route("/v1/channels/{channel}/sellable", get(channels::sellable))
@@ -181,10 +197,6 @@ fn stock_row(r: &tokio_postgres::Row) -> Levels {
 }
 
 async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Response {
-    if app.catalog.bundle(&sku).is_some() {
-        // The bundle view needs holds and component rules this backend does not keep yet.
-        return unsupported(&format!("/v1/stock/{sku} (a bundle)"));
-    }
     let rows = match read(
         &app,
         &format!("SELECT {COLUMNS} FROM stock WHERE sku = $1 ORDER BY warehouse, bin"),
@@ -195,7 +207,8 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
         Ok(rows) => rows,
         Err(e) => return internal(e),
     };
-    let in_catalog = app.catalog.config().skus.iter().any(|s| s.id == sku);
+    let in_catalog =
+        app.catalog.config().skus.iter().any(|s| s.id == sku) || app.catalog.bundle(&sku).is_some();
     if rows.is_empty() && !in_catalog {
         return error(
             StatusCode::NOT_FOUND,
@@ -219,13 +232,20 @@ async fn by_sku(State(app): State<Arc<PgApp>>, Path(sku): Path<String>) -> Respo
             Err(e) => return internal(e),
         };
     }
+    let bundle = match app.catalog.bundle(&sku) {
+        Some(components) => match bundles::view(&app, &sku, components).await {
+            Ok(view) => Some(view),
+            Err(e) => return internal(e),
+        },
+        None => None,
+    };
     Json(json!({
         "sku": sku,
         "on_hand": total.on_hand(),
         "total": total,
         "warehouses": warehouses(&rows, &holds),
         "locations": rows,
-        "bundle": null,
+        "bundle": bundle,
     }))
     .into_response()
 }

@@ -112,10 +112,11 @@ pub async fn readyz(State(app): State<Arc<PgApp>>) -> Response {
 /// `GET /metrics`: the worker's counters, and how many warehouses it holds a lease on.
 pub async fn metrics(State(app): State<Arc<PgApp>>) -> Response {
     let owned = app.owned.borrow().len();
-    let text = app.metrics.render()
+    let mut text = app.metrics.render()
         + &app.channels.stats.render()
         + &format!(
             "# HELP stocksync_worker_warehouses Warehouses this worker holds a lease on.\n# TYPE stocksync_worker_warehouses gauge\nstocksync_worker_warehouses {owned}\n"
         );
+    text += &super::super::alerts::metrics_text(&app.pool).await;
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

@@ -5,17 +5,22 @@
 //! channel), silent warehouses, failing or stale channel targets, and what is known of each
 //! agent. Everything but the "opened on the day" counts is the state at the time of the
 //! request. The checks are also what the alert rules evaluate, so a report line and an
-//! alert always agree. Channel values and push errors are read from the channel store's own
-//! file (`publish::file`), everything else from the ledger.
+//! alert always agree.
+//!
+//! Each store reads what the report needs into [`Facts`] with its own SQL (`sqlite` here:
+//! channel values and push errors from the channel store's own file, everything else from
+//! the ledger; `store::postgres::report` from the shared database); everything decided
+//! from those facts (what is sold out but listed, silent, failing, stale; the JSON and the
+//! CSV) is this module's, the same for both stores.
+
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::{json, Value};
 use stocksync_common::catalog::Catalog;
 
-use crate::exceptions::{self, Filter, Page};
 use crate::publish::stats::TargetStats;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -54,6 +59,56 @@ pub fn date_of(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// What the report and the alert rules read from a store at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Exceptions first seen on the report's day, per kind.
+    pub opened_on_date: BTreeMap<String, i64>,
+    /// Unresolved exceptions first seen in the 24 hours before now.
+    pub opened_last_24h: i64,
+    /// Unresolved exceptions per kind, oldest first seen first.
+    pub unresolved: Vec<Unresolved>,
+    /// Open drift and conflict exceptions (the exception queue's JSON, newest first, 100 at most).
+    pub open_drift: Vec<Value>,
+    pub open_conflicts: Vec<Value>,
+    /// Every channel value above 0: `(channel, sku, channel_sku, value)`, by channel and SKU.
+    pub listed: Vec<(String, String, String, i64)>,
+    /// Per SKU listed (and each component of a listed bundle): available units summed over
+    /// its stock rows, and when any of them last changed.
+    pub stock: BTreeMap<String, (i64, i64)>,
+    /// Per warehouse: when its agents last sent anything.
+    pub last_seen: Vec<(String, i64)>,
+    /// Every channel target with an open push error: its oldest open error's first seen and
+    /// its newest error's text.
+    pub channel_errors: Vec<Failing>,
+    /// Every agent, by warehouse and id.
+    pub agents: Vec<AgentLine>,
+}
+
+/// Unresolved exceptions of one kind, in age bands by first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub kind: String,
+    pub count: i64,
+    /// Under 1 h, 1 h to 24 h, 1 d to 7 d, over 7 d.
+    pub bands: [i64; 4],
+    pub oldest_first_seen_ms: i64,
+}
+
+/// The age band limits of [`Unresolved::bands`] at `now`: first seen after each is younger.
+pub fn age_limits(now: i64) -> [i64; 3] {
+    [now - HOUR_MS, now - DAY_MS, now - 7 * DAY_MS]
+}
+
+/// One agent as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLine {
+    pub agent_id: String,
+    pub warehouse: String,
+    pub last_seen_ms: i64,
+    pub last_seq: Option<i64>,
+}
+
 /// A SKU with nothing available anywhere that a channel still publishes as sellable.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SoldOutListed {
@@ -64,52 +119,57 @@ pub struct SoldOutListed {
     pub available: i64,
 }
 
+/// The SKUs whose stock [`Facts::stock`] must hold for `listed`: each one, and each
+/// component of a listed bundle.
+pub fn stock_needed(catalog: &Catalog, listed: &[(String, String, String, i64)]) -> Vec<String> {
+    let mut need = std::collections::BTreeSet::new();
+    for (_, sku, _, _) in listed {
+        match catalog.bundle(sku) {
+            Some(components) => need.extend(components.iter().map(|c| c.sku.clone())),
+            None => {
+                need.insert(sku.clone());
+            }
+        }
+    }
+    need.into_iter().collect()
+}
+
 /// SKUs 0 available (a bundle: some component short of one bundle) but published > 0, whose
 /// stock last changed at least `grace_ms` before `now_ms`.
 pub fn sold_out_listed(
-    conn: &Connection,
+    f: &Facts,
     catalog: &Catalog,
     now_ms: i64,
     grace_ms: i64,
-) -> rusqlite::Result<Vec<SoldOutListed>> {
-    let Some(channels) = channel_store(conn)? else {
-        return Ok(Vec::new());
-    };
-    let listed: Vec<(String, String, String, i64)> = {
-        let mut stmt = channels.prepare(
-            "SELECT channel, sku, channel_sku, value FROM channel_sellable WHERE value > 0 ORDER BY channel, sku",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    // Available units and when the SKU's stock last changed.
-    let read = |sku: &str| crate::stock::last_change(conn, sku);
+) -> Vec<SoldOutListed> {
+    // Available units and when the SKU's stock last changed (no row: none, never).
+    let read = |sku: &str| f.stock.get(sku).copied().unwrap_or((0, 0));
     let mut out = Vec::new();
-    for (channel, sku, channel_sku, published) in listed {
-        let (avail, changed) = match catalog.bundle(&sku) {
+    for (channel, sku, channel_sku, published) in &f.listed {
+        let (avail, changed) = match catalog.bundle(sku) {
             Some(components) => {
                 let (mut sets, mut changed) = (i64::MAX, 0);
                 for c in components {
-                    let (a, at) = read(&c.sku)?;
+                    let (a, at) = read(&c.sku);
                     let per = i64::try_from(c.quantity.max(1)).unwrap_or(i64::MAX);
                     sets = sets.min(a.max(0) / per);
                     changed = changed.max(at);
                 }
                 (sets, changed)
             }
-            None => read(&sku)?,
+            None => read(sku),
         };
         if avail <= 0 && changed <= now_ms.saturating_sub(grace_ms) {
             out.push(SoldOutListed {
-                channel,
-                sku,
-                channel_sku,
-                published,
+                channel: channel.clone(),
+                sku: sku.clone(),
+                channel_sku: channel_sku.clone(),
+                published: *published,
                 available: avail,
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// A warehouse whose agents have sent nothing for `silent_after_secs`.
@@ -121,31 +181,22 @@ pub struct Silent {
 }
 
 /// Warehouses silent at `now_ms`.
-pub fn silent_warehouses(
-    conn: &Connection,
-    now_ms: i64,
-    silent_after_secs: u64,
-) -> rusqlite::Result<Vec<Silent>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT warehouse, max(last_seen_ms) FROM agents GROUP BY warehouse ORDER BY warehouse",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+pub fn silent_warehouses(f: &Facts, now_ms: i64, silent_after_secs: u64) -> Vec<Silent> {
     let limit = i64::try_from(silent_after_secs)
         .unwrap_or(i64::MAX)
         .saturating_mul(1000);
     let mut out = Vec::new();
-    for row in rows {
-        let (warehouse, last_seen_ms) = row?;
-        let quiet = now_ms.saturating_sub(last_seen_ms);
+    for (warehouse, last_seen_ms) in &f.last_seen {
+        let quiet = now_ms.saturating_sub(*last_seen_ms);
         if quiet >= limit {
             out.push(Silent {
-                warehouse,
-                last_seen_ms,
+                warehouse: warehouse.clone(),
+                last_seen_ms: *last_seen_ms,
                 silent_secs: quiet / 1000,
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// A channel target with an open push error since `failing_since_ms`.
@@ -158,48 +209,17 @@ pub struct Failing {
 }
 
 /// Channel targets whose oldest open error is at least `after_secs` old.
-pub fn failing_channels(
-    conn: &Connection,
-    now_ms: i64,
-    after_secs: u64,
-) -> rusqlite::Result<Vec<Failing>> {
+pub fn failing_channels(f: &Facts, now_ms: i64, after_secs: u64) -> Vec<Failing> {
     let cutoff = now_ms.saturating_sub(
         i64::try_from(after_secs)
             .unwrap_or(i64::MAX)
             .saturating_mul(1000),
     );
-    let Some(channels) = channel_store(conn)? else {
-        return Ok(Vec::new());
-    };
-    let mut stmt = channels.prepare(
-        "SELECT channel, target, min(first_seen_ms),
-                (SELECT detail FROM channel_errors e2 WHERE e2.channel = e.channel AND e2.target = e.target ORDER BY last_seen_ms DESC LIMIT 1)
-         FROM channel_errors e WHERE resolved_at_ms IS NULL
-         GROUP BY channel, target HAVING min(first_seen_ms) <= ?1 ORDER BY channel, target",
-    )?;
-    let rows = stmt.query_map(params![cutoff], |r| {
-        Ok(Failing {
-            channel: r.get(0)?,
-            target: r.get(1)?,
-            failing_since_ms: r.get(2)?,
-            last_error: r.get(3)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// The channel store beside the ledger `conn` reads, with its tables; `None` before any
-/// publisher created them.
-fn channel_store(conn: &Connection) -> rusqlite::Result<Option<Connection>> {
-    let Some(channels) = crate::publish::file::open_beside(conn)? else {
-        return Ok(None);
-    };
-    let ready: i64 = channels.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('channel_sellable', 'channel_errors')",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok((ready == 2).then_some(channels))
+    f.channel_errors
+        .iter()
+        .filter(|e| e.failing_since_ms <= cutoff)
+        .cloned()
+        .collect()
 }
 
 /// The sold-out grace of `ops` in ms.
@@ -209,7 +229,7 @@ pub fn grace_ms(ops: &crate::alerts::OperationsConfig) -> i64 {
         .saturating_mul(1000)
 }
 
-/// What the report needs besides the database.
+/// What the report needs besides the store's facts.
 pub struct Context<'a> {
     pub now_ms: i64,
     pub day_start_ms: i64,
@@ -219,79 +239,57 @@ pub struct Context<'a> {
     pub targets: BTreeMap<(String, String), TargetStats>,
 }
 
+/// The end of the day that starts at `day_start_ms`.
+pub fn day_end_ms(day_start_ms: i64) -> i64 {
+    day_start_ms + DAY_MS
+}
+
 /// The report as JSON.
-pub fn daily(conn: &Connection, cx: &Context<'_>) -> rusqlite::Result<Value> {
-    let day_end = cx.day_start_ms + DAY_MS;
-    let opened: BTreeMap<String, i64> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT kind, count(*) FROM exceptions WHERE first_seen_ms >= ?1 AND first_seen_ms < ?2 GROUP BY kind",
-        )?;
-        let rows = stmt.query_map(params![cx.day_start_ms, day_end], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let open_of = |kind: &str| -> rusqlite::Result<Vec<Value>> {
-        let filter = Filter {
-            kind: Some(kind.into()),
-            status: Some("open".into()),
-            ..Filter::default()
-        };
-        let cond = filter.to_sql().expect("known kind and status");
-        Ok(exceptions::list(
-            conn,
-            &cond,
-            Page {
-                limit: 100,
-                offset: 0,
-            },
-        )?
-        .1)
-    };
-    Ok(json!({
+pub fn daily(f: &Facts, cx: &Context<'_>) -> Value {
+    let unresolved: Vec<Value> = f
+        .unresolved
+        .iter()
+        .map(|u| {
+            let [a, b, c, d] = u.bands;
+            json!({
+                "kind": u.kind,
+                "count": u.count,
+                "age": {"under_1h": a, "1h_to_24h": b, "1d_to_7d": c, "over_7d": d},
+                "oldest_first_seen_ms": u.oldest_first_seen_ms,
+            })
+        })
+        .collect();
+    let agents: Vec<Value> = f
+        .agents
+        .iter()
+        .map(|a| {
+            json!({"agent_id": a.agent_id, "warehouse": a.warehouse,
+                   "last_seen_ms": a.last_seen_ms, "last_seq": a.last_seq,
+                   "backlog": Value::Null})
+        })
+        .collect();
+    json!({
         "date": date_of(cx.day_start_ms),
         "generated_at_ms": cx.now_ms,
         "exceptions": {
-            "opened_on_date": opened,
-            "unresolved": unresolved_by_age(conn, cx.now_ms)?,
+            "opened_on_date": f.opened_on_date,
+            "unresolved": unresolved,
         },
-        "open_drift": open_of("drift")?,
-        "open_conflicts": open_of("conflict")?,
-        "sold_out_listed": sold_out_listed(conn, cx.catalog, cx.now_ms, grace_ms(cx.ops))?,
-        "silent_warehouses": silent_warehouses(conn, cx.now_ms, cx.ops.silent_after_secs)?,
-        "channels": channel_lines(conn, cx)?,
-        "agents": agents(conn)?,
-    }))
-}
-
-/// Open exceptions per kind, in age bands by first seen.
-fn unresolved_by_age(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Value>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT kind, count(*),
-                sum(first_seen_ms > ?1), sum(first_seen_ms <= ?1 AND first_seen_ms > ?2),
-                sum(first_seen_ms <= ?2 AND first_seen_ms > ?3), sum(first_seen_ms <= ?3),
-                min(first_seen_ms)
-         FROM exceptions WHERE status IN ('open', 'retrying') GROUP BY kind ORDER BY kind",
-    )?;
-    let rows = stmt.query_map(
-        params![now - HOUR_MS, now - DAY_MS, now - 7 * DAY_MS],
-        |r| {
-            Ok(json!({
-                "kind": r.get::<_, String>(0)?,
-                "count": r.get::<_, i64>(1)?,
-                "age": {"under_1h": r.get::<_, i64>(2)?, "1h_to_24h": r.get::<_, i64>(3)?,
-                        "1d_to_7d": r.get::<_, i64>(4)?, "over_7d": r.get::<_, i64>(5)?},
-                "oldest_first_seen_ms": r.get::<_, i64>(6)?,
-            }))
-        },
-    )?;
-    rows.collect()
+        "open_drift": f.open_drift,
+        "open_conflicts": f.open_conflicts,
+        "sold_out_listed": sold_out_listed(f, cx.catalog, cx.now_ms, grace_ms(cx.ops)),
+        "silent_warehouses": silent_warehouses(f, cx.now_ms, cx.ops.silent_after_secs),
+        "channels": channel_lines(f, cx),
+        // Backlog is not known here: agents do not report it.
+        "agents": agents,
+    })
 }
 
 /// Every channel target: ok, failing (an open push error) or stale (changes pending).
-fn channel_lines(conn: &Connection, cx: &Context<'_>) -> rusqlite::Result<Vec<Value>> {
-    let failing: BTreeMap<(String, String), Failing> = failing_channels(conn, cx.now_ms, 0)?
-        .into_iter()
+fn channel_lines(f: &Facts, cx: &Context<'_>) -> Vec<Value> {
+    let failing: BTreeMap<(String, String), &Failing> = f
+        .channel_errors
+        .iter()
         .map(|f| ((f.channel.clone(), f.target.clone()), f))
         .collect();
     let mut out = Vec::new();
@@ -311,23 +309,7 @@ fn channel_lines(conn: &Connection, cx: &Context<'_>) -> rusqlite::Result<Vec<Va
             "last_error": f.map(|f| f.last_error.clone()).or(s.last_error.clone()),
         }));
     }
-    Ok(out)
-}
-
-/// Each agent's last batch and newest seq. Backlog is not known here: agents do not report it.
-fn agents(conn: &Connection) -> rusqlite::Result<Vec<Value>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.agent_id, a.warehouse, a.last_seen_ms, (SELECT max(seq) FROM ledger l WHERE l.agent_id = a.agent_id)
-         FROM agents a ORDER BY a.warehouse, a.agent_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(
-            json!({"agent_id": r.get::<_, String>(0)?, "warehouse": r.get::<_, String>(1)?,
-                  "last_seen_ms": r.get::<_, i64>(2)?, "last_seq": r.get::<_, Option<i64>>(3)?,
-                  "backlog": Value::Null}),
-        )
-    })?;
-    rows.collect()
+    out
 }
 
 /// The report as CSV: one line per finding, `section,subject,detail,value,since_ms`.
@@ -442,6 +424,44 @@ mod tests {
         assert_eq!(date_of(1_795_737_600_000 + DAY_MS - 1), "2026-11-27");
         assert_eq!(day_start_ms("2026-13-01"), None);
         assert_eq!(day_start_ms("yesterday"), None);
+    }
+
+    /// Sold out but listed is decided from the facts alone: a bundle by its components, a
+    /// SKU only after the grace, a SKU with no stock row as 0 available.
+    #[test]
+    fn sold_out_but_listed_from_facts() {
+        let catalog: stocksync_common::catalog::CatalogConfig = toml::from_str(
+            r#"
+            skus = [{ id = "MUG" }, { id = "LID" }, { id = "NEW" }]
+            [[bundles]]
+            sku = "KIT"
+            components = [{ sku = "MUG", quantity = 2 }, { sku = "LID", quantity = 1 }]
+            "#,
+        )
+        .unwrap();
+        let catalog = Catalog::new(catalog).unwrap();
+        let line = |sku: &str| ("web".to_string(), sku.to_string(), sku.to_lowercase(), 3);
+        let listed = vec![line("KIT"), line("LID"), line("MUG"), line("NEW")];
+        assert_eq!(stock_needed(&catalog, &listed), ["LID", "MUG", "NEW"]);
+        let facts = Facts {
+            listed,
+            // 1 mug (short of a kit), no lid changed just now, NEW never stocked.
+            stock: [
+                ("MUG".to_string(), (1, 1_000)),
+                ("LID".to_string(), (0, 9_500)),
+            ]
+            .into(),
+            ..Facts::default()
+        };
+        let skus = |now| -> Vec<String> {
+            sold_out_listed(&facts, &catalog, now, 1_000)
+                .into_iter()
+                .map(|l| l.sku)
+                .collect()
+        };
+        // Within the grace of the lid's last change: only what never had stock.
+        assert_eq!(skus(10_000), ["NEW"]);
+        assert_eq!(skus(11_000), ["KIT", "LID", "NEW"]);
     }
 
     #[test]
