@@ -108,12 +108,16 @@ impl PgLog {
     ) -> Result<(i64, Vec<Published>), PublishError> {
         let conn = self.pool.get().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = conn
-            .query(
+        // Prepared once per connection: a target reads after every pass, and an unprepared
+        // statement is two round trips.
+        let statement = conn
+            .prepared()
+            .get(
+                &*conn,
                 &format!("SELECT {COLUMNS}, changed_at_ms FROM channel_changes WHERE channel = $1 AND cursor > $2 ORDER BY cursor LIMIT $3"),
-                &[&channel, &since, &limit],
             )
             .await?;
+        let rows = conn.query(&statement, &[&channel, &since, &limit]).await?;
         Ok(fold_latest(since, rows.iter().map(published).collect()))
     }
 
