@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, V4_CHANNELS),
     (5, V5_RECORDS),
     (6, V6_VIEWS),
+    (7, V7_CHANNEL_STATE_AND_AGENT_REJECTS),
 ];
 
 const V1: &str = "
@@ -381,6 +382,53 @@ CREATE TABLE alert_evaluations (
     name TEXT PRIMARY KEY,
     evaluations BIGINT NOT NULL
 );
+";
+
+/// What the SQLite channel store keeps beside its change log, shared by every worker: the
+/// mode set through the API (`channel_state`; `version` tells the publisher a mode moved),
+/// every such change (`channel_mode_changes`), and the quantity each remote system was
+/// last seen or set to hold (`channel_remote`, Shopify's compare-and-set). And the records
+/// agents refused (`agent_rejects`), as the SQLite ledger keeps them, for the exception
+/// queue.
+const V7_CHANNEL_STATE_AND_AGENT_REJECTS: &str = "
+CREATE SEQUENCE channel_state_version;
+CREATE TABLE channel_state (
+    channel TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    reason TEXT,
+    set_at_ms BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('channel_state_version')
+);
+CREATE TABLE channel_mode_changes (
+    id BIGSERIAL PRIMARY KEY,
+    channel TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    reason TEXT,
+    set_at_ms BIGINT NOT NULL
+);
+CREATE TABLE channel_remote (
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    PRIMARY KEY (channel, target, sku)
+);
+CREATE TABLE agent_rejects (
+    agent_id TEXT NOT NULL,
+    reject_id BIGINT NOT NULL,
+    received_at_ms BIGINT NOT NULL,
+    warehouse TEXT NOT NULL,
+    arrived_at_ms BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    record BIGINT,
+    field TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (agent_id, reject_id, received_at_ms)
+);
+CREATE INDEX agent_rejects_by_arrival ON agent_rejects (arrived_at_ms);
 ";
 
 /// Any lock id both sides agree on; only migrations take it.
