@@ -136,14 +136,7 @@ fn the_collector_answers_every_error_as_json(backend: Backend) {
     let r = post_typed(&format!("{}/v1/rejects/abc/retry", collector.url), "", None);
     assert_shape("a path parameter", &r, 400, Some("id"));
     let r = get_blocking(&format!("{}/v1/nothing-here", collector.url));
-    match backend {
-        Backend::Sqlite => assert_shape("no route", &r, 404, Some("path")),
-        // A worker cannot tell a path it does not serve yet from one nobody serves.
-        Backend::Postgres => {
-            assert_shape("no route", &r, 501, None);
-            assert_eq!(r.body["error"], "not_supported_on_backend", "{}", r.body);
-        }
-    }
+    assert_shape("no route", &r, 404, Some("path"));
     let r = post_typed(
         &format!("{}/v1/stock", collector.url),
         "{}",

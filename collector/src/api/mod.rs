@@ -13,6 +13,8 @@ mod error;
 pub(crate) mod exceptions;
 pub(crate) mod history;
 mod openapi;
+#[cfg(feature = "postgres")]
+pub(crate) use openapi::document as openapi_document;
 pub(crate) mod orders;
 mod ready;
 pub(crate) mod reports;

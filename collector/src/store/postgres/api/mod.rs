@@ -1,19 +1,16 @@
-//! The HTTP API of a PostgreSQL worker: the stock reads and histories, bundle views,
-//! voids, the daily report, alerts, the operator dashboard, reservations, agents, rejects
-//! and their retry, the exception queue, the audit lists, readiness and
-//! metrics, served by
-//! any worker from the shared database in the same JSON as the SQLite collector's, and
-//! `/healthz`. Everything
-//! else the SQLite collector serves is not ported yet (docs/SCALING.md) and answers
-//! `501 {"error": "not_supported_on_backend", ...}`: a client learns that at once, and never
-//! gets an answer computed from data this backend does not keep.
+//! The HTTP API of a PostgreSQL worker: every route the SQLite collector serves (stock
+//! reads and histories, bundle views, voids, orders, reservations, channels, the exception
+//! queue, reports, alerts, the dashboard, readiness, metrics and the OpenAPI document),
+//! served by any worker from the shared database in the same JSON as the SQLite
+//! collector's. The document is the SQLite collector's: a client cannot tell the backends
+//! apart by what they serve (`postgres_e2e` asks a worker every documented route).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -110,10 +107,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/rejects/{id}/retry",
             axum::routing::post(exceptions::retry_reject),
         )
-        .route(
-            "/v1/exceptions",
-            get(exceptions::list).fallback(not_supported),
-        )
+        .route("/v1/exceptions", get(exceptions::list))
         .route(
             "/v1/exceptions/{id}",
             get(exceptions::one).post(exceptions::bulk),
@@ -143,7 +137,8 @@ pub fn router(app: Arc<PgApp>) -> Router {
             "/v1/channels/{channel}/mode",
             axum::routing::put(channels::set_mode),
         )
-        .fallback(not_supported)
+        .route("/openapi.json", get(crate::api::openapi_document))
+        .fallback(stocksync_runtime::server::error::no_route)
         .method_not_allowed_fallback(stocksync_runtime::server::error::wrong_method)
         .with_state(app)
 }
@@ -156,22 +151,6 @@ fn error(status: StatusCode, error: &'static str, field: Option<&str>, detail: S
 /// A read that failed: logged under a reference, `503 store unavailable` to the client.
 fn internal(e: impl Into<super::PgError>) -> Response {
     AppError::unavailable(&e.into()).into_response()
-}
-
-async fn not_supported(uri: Uri) -> Response {
-    unsupported(uri.path())
-}
-
-fn unsupported(path: &str) -> Response {
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_supported_on_backend",
-        None,
-        format!(
-            "`{}` is not served by the postgres backend yet (see docs/SCALING.md); use the sqlite backend for it",
-            path
-        ),
-    )
 }
 
 const COLUMNS: &str =
