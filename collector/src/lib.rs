@@ -108,7 +108,7 @@ impl Collector {
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
         let lock = lock::LedgerLock::acquire(&config.ledger.path)?;
         let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
-        check_channel_warehouses(&config)?;
+        check_channel_warehouses(&config, &[])?;
         let tokens = stocksync_runtime::server::auth::Tokens::load(&config.http.tokens)?;
         let http_addr = listener.local_addr()?;
         let server = stocksync_runtime::server::Server::new(
@@ -232,13 +232,18 @@ impl Collector {
 }
 
 /// A channel may only name warehouses the config knows of: those with a `[[locations]]`
-/// entry or a catalog location alias. A config that names no warehouse anywhere (a trial)
+/// entry, a catalog location alias or in `also` (a PostgreSQL worker's shared warehouses,
+/// `[store] warehouses` among them). A config that names no warehouse anywhere (a trial)
 /// is not checked.
-fn check_channel_warehouses(config: &CollectorConfig) -> anyhow::Result<()> {
+pub(crate) fn check_channel_warehouses(
+    config: &CollectorConfig,
+    also: &[String],
+) -> anyhow::Result<()> {
     let mut known: Vec<&str> = config
         .locations
         .iter()
         .map(|l| l.warehouse.as_str())
+        .chain(also.iter().map(String::as_str))
         .collect();
     known.extend(
         config

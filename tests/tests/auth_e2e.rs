@@ -2,7 +2,8 @@
 //! a token can post movements to an agent, zero a channel or release a reservation at the
 //! collector; a token is limited to its scopes; what a token writes is recorded under the
 //! token's configured name, whatever the request body claims. `/healthz` and `/readyz` stay
-//! open.
+//! open. The collector's cases run on both stores (`<case>::sqlite`, `<case>::postgres`:
+//! two workers on one database).
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -47,8 +48,8 @@ fn assert_refused(reply: &Reply, status: u16, what: &str) {
     assert!(reply.body["detail"].is_string(), "{what}: {:?}", reply.body);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_guard_both_apis_and_name_what_they_write() {
+on_both_backends!(tokens_guard_both_apis_and_name_what_they_write);
+async fn tokens_guard_both_apis_and_name_what_they_write(backend: Backend) {
     let dir = TempDir::new("auth");
     let broker = Broker::start(&dir);
     std::fs::write(dir.join("shop.token"), format!("{SHOP}\n")).unwrap();
@@ -60,11 +61,16 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
         sha256_hex(OPS),
         dir.join("shop.token"),
     );
-    let config = collector_toml(&dir, broker.port, 0, &collector_tokens);
-    let collector = Collector::start(toml_config(&config))
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(&collector_tokens)
+        .warehouses(&["ams"])
+        .start()
         .await
-        .expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    else {
+        return;
+    };
+    // On PostgreSQL every request below goes to the second worker.
+    let c = collectors.urls.last().unwrap().clone();
     let agent_tokens = format!(
         "[[http.tokens]]\nname = \"wms-ams\"\nscopes = [\"movements\"]\ntoken_file = {:?}\n\
          [[http.tokens]]\nname = \"reader\"\nscopes = [\"read\"]\ntoken_sha256 = \"{}\"\n",
@@ -145,10 +151,12 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
         "readyz is for probes"
     );
     // The dashboard's page, assets and the API description hold no data: served without a
-    // token. The data the page loads is not.
+    // token (not served on PostgreSQL yet, but not refused for want of one). The data the
+    // page loads is not.
     for path in ["/dashboard", "/dashboard/app.js", "/openapi.json"] {
         let page = call("GET", &format!("{c}{path}"), None, None).await;
-        assert_eq!(page.status, 200, "{path} without a token");
+        let served = if backend == Backend::Sqlite { 200 } else { 501 };
+        assert_eq!(page.status, served, "{path} without a token");
     }
     let data = call("GET", &format!("{c}/v1/exceptions"), None, None).await;
     assert_refused(&data, 401, "the dashboard's data without a token");
@@ -192,14 +200,17 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
     let web = call("GET", &format!("{c}/v1/channels/web"), None, Some(OPS)).await;
     assert_eq!(web.body["state"]["mode"], "live", "{:?}", web.body);
     // The ops token may; the change is recorded as `ops`, not as the body's `set_by`.
-    let set = call("PUT", &mode_url, Some(zero), Some(OPS)).await;
-    assert_eq!(set.status, 200, "{:?}", set.body);
-    assert_eq!(set.body["state"]["set_by"], "ops", "{:?}", set.body);
-    let live = r#"{"mode":"live"}"#;
-    assert_eq!(
-        call("PUT", &mode_url, Some(live), Some(OPS)).await.status,
-        200
-    );
+    // (Mode switches are not served on PostgreSQL yet.)
+    if backend == Backend::Sqlite {
+        let set = call("PUT", &mode_url, Some(zero), Some(OPS)).await;
+        assert_eq!(set.status, 200, "{:?}", set.body);
+        assert_eq!(set.body["state"]["set_by"], "ops", "{:?}", set.body);
+        let live = r#"{"mode":"live"}"#;
+        assert_eq!(
+            call("PUT", &mode_url, Some(live), Some(OPS)).await.status,
+            200
+        );
+    }
 
     // Reservations need `orders`; who created and who released them is the token's name.
     let r1 = json!({"id": "r1", "order": "SO-1", "sku": "TEE", "warehouse": "ams", "quantity": 2})
@@ -281,21 +292,24 @@ async fn tokens_guard_both_apis_and_name_what_they_write() {
     assert_eq!(hold.body["status"], "released", "{:?}", hold.body);
 
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_token_entry_refuses_the_start() {
+on_both_backends!(a_broken_token_entry_refuses_the_start);
+async fn a_broken_token_entry_refuses_the_start(backend: Backend) {
     let dir = TempDir::new("auth-config");
     std::fs::write(dir.join("short.token"), "short").unwrap();
     let extra = format!(
         "[[http.tokens]]\nname = \"ops\"\nscopes = [\"admin\"]\ntoken_file = {:?}\n",
         dir.join("short.token")
     );
-    let config = collector_toml(&dir, free_port(), 0, &extra);
-    let err = Collector::start(toml_config(&config))
+    let Some(err) = CollectorSpec::new(backend, &dir, free_port())
+        .extra(&extra)
+        .warehouses(&["ams"])
+        .refused()
         .await
-        .err()
-        .expect("refused");
-    assert!(err.to_string().contains("shorter than 16"), "{err}");
+    else {
+        return;
+    };
+    assert!(err.contains("shorter than 16"), "{err}");
 }

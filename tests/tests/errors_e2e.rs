@@ -4,7 +4,11 @@
 //! text goes to the process's log under a reference and never to the client.
 //!
 //! The store failure is real: a second connection renames a table in the running process's
-//! SQLite file (as a botched manual repair would), and renaming it back heals the process.
+//! SQLite file, or in the PostgreSQL workers' database (as a botched manual repair would),
+//! and renaming it back heals the process. The collector's case runs on both stores
+//! (`<case>::sqlite`, `<case>::postgres`), each answering its documented status: `500
+//! internal error` on SQLite, `503 store unavailable` on PostgreSQL (a database that fails
+//! a read is treated as one that may come back).
 
 mod support;
 
@@ -12,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
 /// POST `body` with exactly the given content type (none when `None`).
@@ -49,12 +54,33 @@ fn rename_table(db: &Path, from: &str, to: &str) {
         .expect("rename");
 }
 
-/// A `500` says "internal error" and a reference, not the store's text; the log has both.
-fn assert_internal(what: &str, r: &Reply, log: impl Fn() -> String) {
-    assert_shape(what, r, 500, None);
-    assert_eq!(r.body["error"], "internal error", "{what}: {}", r.body);
+/// Renames table `from` to `to` in the collector side's store.
+fn rename_in_store(collectors: &Collectors, dir: &TempDir, from: &str, to: &str) {
+    match &collectors.pg {
+        None => rename_table(&dir.join("ledger.db"), from, to),
+        Some(pg) => {
+            pg.query(&format!("ALTER TABLE {from} RENAME TO {to}"));
+        }
+    }
+}
+
+/// How a store's failure is answered and logged on `backend`: (status, error, the store's
+/// own words for a missing table).
+fn store_failure(backend: Backend) -> (u16, &'static str, &'static str) {
+    match backend {
+        Backend::Sqlite => (500, "internal error", "no such table"),
+        Backend::Postgres => (503, "store unavailable", "does not exist"),
+    }
+}
+
+/// A `500` (`503` on PostgreSQL) says "internal error" ("store unavailable") and a
+/// reference, not the store's text; the log has both.
+fn assert_internal(what: &str, backend: Backend, r: &Reply, log: impl Fn() -> String) {
+    let (status, error, store_text) = store_failure(backend);
+    assert_shape(what, r, status, None);
+    assert_eq!(r.body["error"], error, "{what}: {}", r.body);
     let text = r.body.to_string();
-    assert!(!text.contains("no such table"), "{what} leaks: {text}");
+    assert!(!text.contains(store_text), "{what} leaks: {text}");
     assert!(!text.contains(".db"), "{what} leaks a path: {text}");
     let reference = r.body["reference"].as_str().expect("a reference");
     assert!(
@@ -65,18 +91,23 @@ fn assert_internal(what: &str, r: &Reply, log: impl Fn() -> String) {
     wait_blocking(Duration::from_secs(10), || {
         log()
             .lines()
-            .any(|l| l.contains(reference) && l.contains("no such table"))
+            .any(|l| l.contains(reference) && l.contains(store_text))
     })
     .unwrap_or_else(|_| panic!("{what}: reference {reference} not logged:\n{}", log()));
 }
 
-#[test]
-fn the_collector_answers_every_error_as_json() {
+on_both_backends!(blocking the_collector_answers_every_error_as_json);
+fn the_collector_answers_every_error_as_json(backend: Backend) {
     let dir = TempDir::new("errors-collector");
     let broker = Broker::start(&dir);
-    let port = free_port();
-    let toml = collector_toml(&dir, broker.port, port, "");
-    let collector = Service::start(&dir, "stocksync-collector", "collector", &toml, port);
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .warehouses(&["ams"])
+        .workers(1)
+        .start_processes()
+    else {
+        return;
+    };
+    let collector = &collectors.procs[0];
     let url = format!("{}/v1/reservations", collector.url);
 
     // Cut off inside the value of `sku`: the path says where the JSON broke.
@@ -105,7 +136,14 @@ fn the_collector_answers_every_error_as_json() {
     let r = post_typed(&format!("{}/v1/rejects/abc/retry", collector.url), "", None);
     assert_shape("a path parameter", &r, 400, Some("id"));
     let r = get_blocking(&format!("{}/v1/nothing-here", collector.url));
-    assert_shape("no route", &r, 404, Some("path"));
+    match backend {
+        Backend::Sqlite => assert_shape("no route", &r, 404, Some("path")),
+        // A worker cannot tell a path it does not serve yet from one nobody serves.
+        Backend::Postgres => {
+            assert_shape("no route", &r, 501, None);
+            assert_eq!(r.body["error"], "not_supported_on_backend", "{}", r.body);
+        }
+    }
     let r = post_typed(
         &format!("{}/v1/stock", collector.url),
         "{}",
@@ -115,12 +153,14 @@ fn the_collector_answers_every_error_as_json() {
 
     let rejects = format!("{}/v1/rejects", collector.url);
     assert_eq!(get_blocking(&rejects).status, 200);
-    rename_table(&dir.join("ledger.db"), "rejects", "rejects_moved");
+    rename_in_store(&collectors, &dir, "rejects", "rejects_moved");
     let r = get_blocking(&rejects);
-    assert_internal("collector store failure", &r, || collector.proc.output());
+    assert_internal("collector store failure", backend, &r, || {
+        collector.proc.output()
+    });
     // Long enough for every periodic task to meet the missing table: none may end the process.
     std::thread::sleep(Duration::from_millis(1200));
-    rename_table(&dir.join("ledger.db"), "rejects_moved", "rejects");
+    rename_in_store(&collectors, &dir, "rejects_moved", "rejects");
     let r = get_blocking(&rejects);
     assert_eq!(r.status, 200, "healed: {}", r.body);
 
@@ -130,11 +170,13 @@ fn the_collector_answers_every_error_as_json() {
         let (r, _) = request_blocking("PUT", &freeze, Some(body), &[]);
         r
     };
-    rename_table(&dir.join("ledger.db"), "routing_frozen", "frozen_moved");
+    rename_in_store(&collectors, &dir, "routing_frozen", "frozen_moved");
     let r = put(r#"{"frozen": true}"#);
-    assert_internal("collector write failure", &r, || collector.proc.output());
+    assert_internal("collector write failure", backend, &r, || {
+        collector.proc.output()
+    });
     std::thread::sleep(Duration::from_millis(1200));
-    rename_table(&dir.join("ledger.db"), "frozen_moved", "routing_frozen");
+    rename_in_store(&collectors, &dir, "frozen_moved", "routing_frozen");
     let r = put(r#"{"frozen": true}"#);
     assert_eq!(r.status, 200, "the writer lives on: {}", r.body);
     let health = get_blocking(&format!("{}/healthz", collector.url));
@@ -175,7 +217,9 @@ fn the_agent_answers_every_error_as_json() {
     let journal = dir.join("journal-ams-1.db");
     rename_table(&journal, "rejects", "rejects_moved");
     let r = get_blocking(&rejects);
-    assert_internal("agent store failure", &r, || agent.proc.output());
+    assert_internal("agent store failure", Backend::Sqlite, &r, || {
+        agent.proc.output()
+    });
     // The reject forwarder meets the missing table too: its failed read must not end the
     // process (the next request below is answered).
     wait_blocking(Duration::from_secs(10), || {
@@ -194,7 +238,9 @@ fn the_agent_answers_every_error_as_json() {
     let good = r#"{"sku":"MUG","kind":"receipt","quantity":1}"#;
     rename_table(&journal, "movements", "movements_moved");
     let r = post_typed(&movements, good, Some("application/json"));
-    assert_internal("agent write failure", &r, || agent.proc.output());
+    assert_internal("agent write failure", Backend::Sqlite, &r, || {
+        agent.proc.output()
+    });
     // The movement forwarder's read fails as well, and must not end the process either.
     wait_blocking(Duration::from_secs(10), || {
         agent

@@ -4,7 +4,9 @@
 //! stamps one agent's movements minutes ahead (a skewed clock), and injects every poison
 //! message of issue 10. At the end the totals must equal the reference exactly, every
 //! poison message must be in a rejects queue, and the ledger must hold each accepted
-//! movement once: nothing lost, nothing doubled.
+//! movement once: nothing lost, nothing doubled. It runs on both stores: one SQLite
+//! collector (`<case>::sqlite`), or two PostgreSQL workers (`<case>::postgres`) of which the
+//! harness kills one at a time, the other taking its warehouses over by lease.
 //!
 //! Size and seed: `STOCKSYNC_FAULT_MOVEMENTS` (default 100000), `STOCKSYNC_FAULT_SECS` (how
 //! long posting is spread over, default 30), `STOCKSYNC_FAULT_SEED` (default 1). It prints
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use stocksync_common::model::*;
 use stocksync_common::wire::{self, Batch};
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 const WAREHOUSES: [&str; 3] = ["ams", "ber", "par"];
@@ -324,13 +327,14 @@ fn on_hand_blocking(collector: &str, sku: &str) -> Option<i64> {
 #[derive(Default, Debug)]
 struct Kills {
     agents: u32,
+    /// The collector, or one of the workers.
     collector: u32,
     broker: u32,
     outages: u32,
 }
 
-#[test]
-fn every_movement_counted_once_through_kills_outages_skew_and_poison() {
+on_both_backends!(blocking every_movement_counted_once_through_kills_outages_skew_and_poison);
+fn every_movement_counted_once_through_kills_outages_skew_and_poison(backend: Backend) {
     let movements = env_or("STOCKSYNC_FAULT_MOVEMENTS", 100_000);
     let spread = Duration::from_secs(env_or("STOCKSYNC_FAULT_SECS", 30));
     let seed = env_or("STOCKSYNC_FAULT_SEED", 1).max(1);
@@ -339,15 +343,13 @@ fn every_movement_counted_once_through_kills_outages_skew_and_poison() {
     let mut broker = Broker::start(&dir);
     let runtime = tokio::runtime::Runtime::new().unwrap();
 
-    let c_port = free_port();
-    let mut collector = Service::start(
-        &dir,
-        "stocksync-collector",
-        "collector",
-        &collector_toml(&dir, broker.port, c_port, ""),
-        c_port,
-    );
-    let c_url = collector.url.clone();
+    let Some(mut collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .warehouses(&WAREHOUSES)
+        .start_processes()
+    else {
+        return;
+    };
+    let c_url = collectors.url().to_string();
     let proxy = Proxy::start(broker.port);
     let mut agents: Vec<Service> = WAREHOUSES
         .iter()
@@ -421,9 +423,15 @@ fn every_movement_counted_once_through_kills_outages_skew_and_poison() {
                 kills.agents += 1;
             }
             2 => {
-                collector.kill();
+                let n = collectors.procs.len();
+                let i = if n > 1 {
+                    rng.below(n as u64) as usize
+                } else {
+                    0
+                };
+                collectors.procs[i].kill();
                 std::thread::sleep(Duration::from_millis(rng.below(1000)));
-                collector.restart();
+                collectors.procs[i].restart();
                 kills.collector += 1;
             }
             3 => {
@@ -489,17 +497,34 @@ fn every_movement_counted_once_through_kills_outages_skew_and_poison() {
     let converge = converging.elapsed();
 
     // Nothing doubled, nothing lost: the ledger holds each accepted movement once.
-    let ledger = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
-    ledger.busy_timeout(Duration::from_secs(10)).unwrap();
-    let rows: Vec<(String, i64, i64)> = ledger
-        .prepare(
-            "SELECT agent_id, COUNT(*), MAX(seq) FROM ledger GROUP BY agent_id ORDER BY agent_id",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let query =
+        "SELECT agent_id, COUNT(*), MAX(seq) FROM ledger GROUP BY agent_id ORDER BY agent_id";
+    let rows: Vec<(String, i64, i64)> = match &collectors.pg {
+        None => {
+            let ledger = rusqlite::Connection::open(dir.join("ledger.db")).unwrap();
+            ledger.busy_timeout(Duration::from_secs(10)).unwrap();
+            let rows = ledger
+                .prepare(query)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            rows
+        }
+        Some(pg) => pg
+            .query(query)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                (
+                    f[0].to_string(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                )
+            })
+            .collect(),
+    };
     let total_rows: i64 = rows.iter().map(|r| r.1).sum();
     assert_eq!(total_rows as u64, movements, "ledger rows: {rows:?}");
     for (agent, count, max_seq) in &rows {
@@ -512,15 +537,17 @@ fn every_movement_counted_once_through_kills_outages_skew_and_poison() {
             p.name
         );
     }
-    let health = http()
-        .get(&format!("{c_url}/healthz"))
-        .call()
-        .unwrap()
-        .status()
-        .as_u16();
-    assert_eq!(health, 200);
+    for url in &collectors.urls {
+        let health = http()
+            .get(&format!("{url}/healthz"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(health, 200, "{url}");
+    }
     eprintln!(
-        "fault injection (seed {seed}, {:?} broker): {movements} movements in {} requests over {posting:?}; kills {kills:?}; poison messages {}; max backlog {max_backlog}; converged {converge:?} after posting",
+        "fault injection (seed {seed}, {:?} broker, {backend:?}): {movements} movements in {} requests over {posting:?}; kills {kills:?}; poison messages {}; max backlog {max_backlog}; converged {converge:?} after posting",
         broker.kind,
         posted.load(Ordering::Relaxed),
         poisons.len(),

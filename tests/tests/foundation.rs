@@ -1,7 +1,8 @@
 //! The foundation's promises, end to end: a movement posted at a warehouse is counted at the
 //! collector exactly once, whatever fails in between (broker outage, agent or collector
 //! killed with SIGKILL, duplicate deliveries), and bad input is refused with the field named
-//! and kept, never half-journaled.
+//! and kept, never half-journaled. The cases about the collector run on both stores
+//! (`<case>::sqlite`, `<case>::postgres`: two workers on one database).
 
 mod support;
 
@@ -9,19 +10,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
 use stocksync_common::model::*;
 use stocksync_common::wire::{self, AckOutcome, Batch};
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
-/// A broker process plus an in-process collector.
-async fn central(dir: &TempDir) -> (Broker, Collector, String) {
+/// A broker process plus the collector side for `ams`, subscribed; `None` when the backend
+/// is PostgreSQL and it is not installed.
+async fn central(backend: Backend, dir: &TempDir) -> Option<(Broker, Collectors, String)> {
     let broker = Broker::start(dir);
-    let collector = Collector::start(collector_config(dir, broker.port, 0))
-        .await
-        .expect("collector starts");
-    let url = format!("http://{}", collector.http_addr);
-    (broker, collector, url)
+    let collectors = CollectorSpec::new(backend, dir, broker.port)
+        .warehouses(&["ams"])
+        .start()
+        .await?;
+    collectors.wait_held(&["ams"]).await;
+    let url = collectors.url().to_string();
+    Some((broker, collectors, url))
 }
 
 async fn agent(dir: &TempDir, id: &str, warehouse: &str, broker_port: u16) -> (Agent, String) {
@@ -32,10 +36,12 @@ async fn agent(dir: &TempDir, id: &str, warehouse: &str, broker_port: u16) -> (A
     (agent, url)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_posted_movement_is_visible_at_the_collector_within_one_second() {
+on_both_backends!(a_posted_movement_is_visible_at_the_collector_within_one_second);
+async fn a_posted_movement_is_visible_at_the_collector_within_one_second(backend: Backend) {
     let dir = TempDir::new("visible");
-    let (_broker, collector, c_url) = central(&dir).await;
+    let Some((_broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
     let (agent, a_url) = agent(&dir, "ams-1", "ams", _broker.port).await;
     // Let both sides connect first: the promise is about movements, not about start-up.
     wait_for("agent connected", Duration::from_secs(10), || async {
@@ -67,14 +73,16 @@ async fn a_posted_movement_is_visible_at_the_collector_within_one_second() {
     assert_eq!(by_location["items"][0]["sku"], "SKU-1");
     eprintln!("post -> visible at collector: {latency:?}");
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_movements_posted_while_the_broker_is_down_all_arrive() {
+on_both_backends!(ten_thousand_movements_posted_while_the_broker_is_down_all_arrive);
+async fn ten_thousand_movements_posted_while_the_broker_is_down_all_arrive(backend: Backend) {
     const N: usize = 10_000;
     let dir = TempDir::new("outage");
-    let (mut broker, collector, c_url) = central(&dir).await;
+    let Some((mut broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
     let (agent, a_url) = agent(&dir, "ams-1", "ams", broker.port).await;
     wait_for("agent connected", Duration::from_secs(10), || async {
         get(&format!("{a_url}/v1/status")).await.body["broker"] == "connected"
@@ -130,7 +138,7 @@ async fn ten_thousand_movements_posted_while_the_broker_is_down_all_arrive() {
     wait_for(
         "all movements at the collector",
         Duration::from_secs(120),
-        || async { metric(&c_url, "stocksync_movements_applied_total").await as usize >= N },
+        || async { collectors.metric("stocksync_movements_applied_total").await as usize >= N },
     )
     .await;
     let drain = restarted.elapsed();
@@ -142,7 +150,7 @@ async fn ten_thousand_movements_posted_while_the_broker_is_down_all_arrive() {
     }
     assert_eq!(total, N as i64);
     assert_eq!(
-        metric(&c_url, "stocksync_movements_applied_total").await,
+        collectors.metric("stocksync_movements_applied_total").await,
         N as u64,
         "nothing counted twice"
     );
@@ -156,14 +164,16 @@ async fn ten_thousand_movements_posted_while_the_broker_is_down_all_arrive() {
         N as f64 / drain.as_secs_f64()
     );
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_killed_mid_forwarding_loses_nothing_and_counts_nothing_twice() {
+on_both_backends!(an_agent_killed_mid_forwarding_loses_nothing_and_counts_nothing_twice);
+async fn an_agent_killed_mid_forwarding_loses_nothing_and_counts_nothing_twice(backend: Backend) {
     const N: usize = 4_000;
     let dir = TempDir::new("kill-agent");
-    let (broker, collector, c_url) = central(&dir).await;
+    let Some((broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
     let port = free_port();
     // Small batches, one in flight: forwarding takes long enough to be interrupted.
     let extra = "[forward]\nbatch_max = 10\nmax_inflight_batches = 1\nack_timeout_ms = 2000\n";
@@ -178,11 +188,11 @@ async fn an_agent_killed_mid_forwarding_loses_nothing_and_counts_nothing_twice()
         );
     }
     wait_for("forwarding under way", Duration::from_secs(30), || async {
-        metric(&c_url, "stocksync_movements_applied_total").await >= 200
+        collectors.metric("stocksync_movements_applied_total").await >= 200
     })
     .await;
     agent.kill();
-    let at_kill = metric(&c_url, "stocksync_movements_applied_total").await;
+    let at_kill = collectors.metric("stocksync_movements_applied_total").await;
     assert!(
         at_kill < N as u64,
         "forwarding finished before the kill ({at_kill}); the test did not test"
@@ -190,7 +200,7 @@ async fn an_agent_killed_mid_forwarding_loses_nothing_and_counts_nothing_twice()
 
     agent.restart();
     wait_for("all movements applied", Duration::from_secs(60), || async {
-        metric(&c_url, "stocksync_movements_applied_total").await >= N as u64
+        collectors.metric("stocksync_movements_applied_total").await >= N as u64
     })
     .await;
     assert_eq!(
@@ -198,25 +208,40 @@ async fn an_agent_killed_mid_forwarding_loses_nothing_and_counts_nothing_twice()
         N as i64
     );
     assert_eq!(
-        metric(&c_url, "stocksync_movements_applied_total").await,
+        collectors.metric("stocksync_movements_applied_total").await,
         N as u64
     );
     eprintln!(
         "killed at {at_kill}/{N} applied; duplicates ignored after restart: {}",
-        metric(&c_url, "stocksync_movements_duplicate_total").await
+        collectors
+            .metric("stocksync_movements_duplicate_total")
+            .await
     );
     drop(agent);
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice() {
+on_both_backends!(a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice);
+/// On PostgreSQL the worker holding `ams` is killed: the other takes it over by lease, or the
+/// killed one, restarted, takes it back.
+async fn a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice(backend: Backend) {
     const N: usize = 4_000;
     let dir = TempDir::new("kill-collector");
     let broker = Broker::start(&dir);
-    let c_port = free_port();
-    let c_config = collector_toml(&dir, broker.port, c_port, "");
-    let mut collector = Service::start(&dir, "stocksync-collector", "collector", &c_config, c_port);
+    let Some(mut collectors) = tokio::task::block_in_place(|| {
+        CollectorSpec::new(backend, &dir, broker.port)
+            .warehouses(&["ams"])
+            .start_processes()
+    }) else {
+        return;
+    };
+    collectors.wait_held(&["ams"]).await;
+    let mut holder = 0;
+    for i in 0..collectors.urls.len() {
+        if backend == Backend::Postgres && collectors.held_by(i).await == ["ams"] {
+            holder = i;
+        }
+    }
     let extra = "[forward]\nbatch_max = 10\nmax_inflight_batches = 2\nack_timeout_ms = 2000\n";
     let a_config: stocksync_agent::config::AgentConfig =
         toml_config(&agent_toml(&dir, "ams-1", "ams", broker.port, 0, extra));
@@ -231,10 +256,10 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice() 
         );
     }
     wait_for("stream under way", Duration::from_secs(30), || async {
-        metric(&collector.url, "stocksync_movements_applied_total").await >= 200
+        collectors.metric("stocksync_movements_applied_total").await >= 200
     })
     .await;
-    collector.kill();
+    collectors.procs[holder].kill();
     let backlog_at_kill = get(&format!("{a_url}/v1/status")).await.body["backlog"]
         .as_u64()
         .unwrap();
@@ -243,8 +268,8 @@ async fn a_collector_killed_mid_stream_loses_nothing_and_counts_nothing_twice() 
         "stream finished before the kill; the test did not test"
     );
 
-    collector.restart();
-    let c_url = collector.url.clone();
+    tokio::task::block_in_place(|| collectors.procs[holder].restart());
+    let c_url = collectors.url().to_string();
     wait_for("agent backlog drained", Duration::from_secs(60), || async {
         get(&format!("{a_url}/v1/status")).await.body["backlog"] == 0
     })
@@ -283,10 +308,12 @@ fn movement(seq: u64, sku: &str, quantity: u64) -> Movement {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_batch_twice_and_a_retried_post_are_counted_once() {
+on_both_backends!(the_same_batch_twice_and_a_retried_post_are_counted_once);
+async fn the_same_batch_twice_and_a_retried_post_are_counted_once(backend: Backend) {
     let dir = TempDir::new("dupes");
-    let (broker, collector, c_url) = central(&dir).await;
+    let Some((broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
 
     // The same batch delivered twice, straight onto the broker.
     let mut probe = MqttProbe::connect(broker.port, "replayer").await;
@@ -366,7 +393,7 @@ async fn the_same_batch_twice_and_a_retried_post_are_counted_once() {
         "three movements journaled in all: {status}"
     );
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,10 +523,12 @@ async fn a_full_journal_refuses_with_503_and_journals_nothing() {
     agent.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged() {
+on_both_backends!(a_future_wire_version_is_kept_not_dropped_and_not_acknowledged);
+async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged(backend: Backend) {
     let dir = TempDir::new("future");
-    let (broker, collector, c_url) = central(&dir).await;
+    let Some((broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
     let mut probe = MqttProbe::connect(broker.port, "from-the-future").await;
     probe
         .subscribe("stocksync/v1/ams/acks/from-the-future")
@@ -548,13 +577,17 @@ async fn a_future_wire_version_is_kept_not_dropped_and_not_acknowledged() {
         "kept once, every sighting counted"
     );
     assert_eq!(on_hand(&c_url, "V").await, 2);
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_whose_warehouse_does_not_match_its_topic_is_rejected_and_recorded() {
+on_both_backends!(a_batch_whose_warehouse_does_not_match_its_topic_is_rejected_and_recorded);
+async fn a_batch_whose_warehouse_does_not_match_its_topic_is_rejected_and_recorded(
+    backend: Backend,
+) {
     let dir = TempDir::new("mismatch");
-    let (broker, collector, c_url) = central(&dir).await;
+    let Some((broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
     let mut probe = MqttProbe::connect(broker.port, "sneaky").await;
     // The ack goes to the warehouse the topic proves, not the one the payload claims.
     probe.subscribe("stocksync/v1/ams/acks/sneaky").await;
@@ -576,14 +609,18 @@ async fn a_batch_whose_warehouse_does_not_match_its_topic_is_rejected_and_record
     let rejects = get(&format!("{c_url}/v1/rejects")).await.body;
     assert_eq!(rejects[0]["agent_id"], "sneaky");
     assert_eq!(on_hand(&c_url, "M").await, 0);
-    assert_eq!(metric(&c_url, "stocksync_batches_rejected_total").await, 1);
-    collector.stop().await.unwrap();
+    assert_eq!(
+        collectors.metric("stocksync_batches_rejected_total").await,
+        1
+    );
+    collectors.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scanner_messages_are_journaled_and_bad_ones_kept_in_the_rejects_queue() {
     let dir = TempDir::new("scanner");
-    let (broker, collector, c_url) = central(&dir).await;
+    // About the agent's scanner input: one store is enough.
+    let (broker, collectors, c_url) = central(Backend::Sqlite, &dir).await.expect("sqlite");
     let extra = format!(
         "[scanner]\ntopic = \"scanners/ams/+/movements\"\n[scanner.broker]\nport = {}\n",
         broker.port
@@ -630,13 +667,15 @@ async fn scanner_messages_are_journaled_and_bad_ones_kept_in_the_rejects_queue()
         "retried scan deduplicated by id"
     );
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recreated_agent_journal_is_refused_not_mistaken_for_duplicates() {
+on_both_backends!(a_recreated_agent_journal_is_refused_not_mistaken_for_duplicates);
+async fn a_recreated_agent_journal_is_refused_not_mistaken_for_duplicates(backend: Backend) {
     let dir = TempDir::new("recreated");
-    let (broker, collector, c_url) = central(&dir).await;
+    let Some((broker, collectors, c_url)) = central(backend, &dir).await else {
+        return;
+    };
     let config = agent_config(&dir, "ams-1", "ams", broker.port, 0);
     let journal = config.journal.path.clone();
     let first = Agent::start(config.clone()).await.unwrap();
@@ -685,5 +724,5 @@ async fn a_recreated_agent_journal_is_refused_not_mistaken_for_duplicates() {
         "seq 1 of the new journal is not taken for a duplicate, nor applied"
     );
     second.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }

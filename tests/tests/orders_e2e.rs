@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
-use support::postgres::Postgres;
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -35,40 +34,6 @@ sku = "GIFT"
 components = [{ sku = "MUG", quantity = 1 }, { sku = "LID", quantity = 1 }]
 "#;
 
-/// Which store the collector runs on.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Backend {
-    /// One collector process with its SQLite ledger.
-    Sqlite,
-    /// Two collector worker processes on one PostgreSQL database, both taking orders.
-    Postgres,
-}
-
-/// A test that runs on both backends, as `<name>::sqlite` and `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    };
-}
-
-/// The collector side of a stack: one SQLite collector, or PostgreSQL worker processes.
-enum Collectors {
-    Sqlite(Collector),
-    Postgres {
-        workers: Vec<Service>,
-        _pg: Postgres,
-    },
-}
-
 /// A collector (or two workers), a broker and one agent per warehouse.
 struct Stack {
     /// The collector's URL (on PostgreSQL: the first worker's).
@@ -86,57 +51,13 @@ impl Stack {
     async fn start(backend: Backend, warehouses: &[&str], orders: &str) -> Option<Stack> {
         let dir = TempDir::new("orders");
         let broker = Broker::start(&dir);
-        let collectors = match backend {
-            Backend::Sqlite => {
-                let extra = format!(
-                    "{CATALOG}\n[[channels.channel]]\nname = \"shop\"\nlocations = [\"*\"]\n{orders}"
-                );
-                let config = collector_toml(&dir, broker.port, 0, &extra);
-                let collector = Collector::start(toml_config(&config))
-                    .await
-                    .expect("collector starts");
-                Collectors::Sqlite(collector)
-            }
-            Backend::Postgres => {
-                let pg = Postgres::start(&dir)?;
-                // A worker does not publish to channels (yet): "shop" takes orders through
-                // its `[[orders.channel]]` entry alone.
-                let shop = if orders.contains("name = \"shop\"") {
-                    ""
-                } else {
-                    "[[orders.channel]]\nname = \"shop\"\n"
-                };
-                let workers = ["w1", "w2"]
-                    .iter()
-                    .map(|id| {
-                        let port = free_port();
-                        let extra = format!(
-                            "{CATALOG}\n{orders}\n{shop}[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = {warehouses:?}\n",
-                            pg.url
-                        );
-                        let text = collector_toml(&dir, broker.port, port, &extra).replace(
-                            &format!("{:?}", dir.join("ledger.db")),
-                            &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
-                        );
-                        Service::start(&dir, "stocksync-collector", id, &text, port)
-                    })
-                    .collect();
-                Collectors::Postgres { workers, _pg: pg }
-            }
-        };
-        let urls: Vec<String> = match &collectors {
-            Collectors::Sqlite(c) => vec![format!("http://{}", c.http_addr)],
-            Collectors::Postgres { workers, .. } => workers.iter().map(|w| w.url.clone()).collect(),
-        };
-        for url in &urls {
-            let health = get(&format!("{url}/healthz")).await.body;
-            let want = if backend == Backend::Sqlite {
-                None
-            } else {
-                Some("postgres")
-            };
-            assert_eq!(health["backend"].as_str(), want, "{health}");
-        }
+        let collectors = CollectorSpec::new(backend, &dir, broker.port)
+            .extra(&format!(
+                "{CATALOG}\n[[channels.channel]]\nname = \"shop\"\nlocations = [\"*\"]\n{orders}"
+            ))
+            .warehouses(warehouses)
+            .start()
+            .await?;
         let mut agents = BTreeMap::new();
         for wh in warehouses {
             let agent = Agent::start(agent_config(&dir, &format!("{wh}-1"), wh, broker.port, 0))
@@ -146,8 +67,8 @@ impl Stack {
             agents.insert(wh.to_string(), (agent, url));
         }
         Some(Stack {
-            c: urls[0].clone(),
-            urls,
+            c: collectors.url().to_string(),
+            urls: collectors.urls.clone(),
             agents,
             collectors,
             _broker: broker,
@@ -205,11 +126,7 @@ impl Stack {
         for (_, (agent, _)) in self.agents {
             agent.stop().await.unwrap();
         }
-        match self.collectors {
-            Collectors::Sqlite(c) => c.stop().await.unwrap(),
-            // Killed (and the database stopped) on drop.
-            Collectors::Postgres { .. } => {}
-        }
+        self.collectors.stop().await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Reservations end to end: stock held for an order at checkout leaves every channel's
 //! sellable number at once, is consumed by the order's shipment from the warehouse, and is
 //! given back when released or expired. Two checkouts cannot both take the last unit.
+//! Runs on both stores (`<case>::sqlite`, `<case>::postgres`: two workers on one database).
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,16 +37,20 @@ async fn reserve(c: &str, body: Value) -> Reply {
     post(&format!("{c}/v1/reservations"), &body.to_string(), &[]).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_holds_stock_until_shipped_released_or_expired() {
+on_both_backends!(a_reservation_holds_stock_until_shipped_released_or_expired);
+async fn a_reservation_holds_stock_until_shipped_released_or_expired(backend: Backend) {
     let dir = TempDir::new("reservations");
     let broker = Broker::start(&dir);
     let channel = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
-    let config = collector_toml(&dir, broker.port, 0, channel);
-    let collector = Collector::start(toml_config(&config))
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(channel)
+        .warehouses(&["ams"])
+        .start()
         .await
-        .expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    else {
+        return;
+    };
+    let c = collectors.url().to_string();
     let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
         .await
         .expect("agent starts");
@@ -70,8 +75,10 @@ async fn a_reservation_holds_stock_until_shipped_released_or_expired() {
     })
     .await;
 
-    // The same request again is answered, not held twice; the same id for other terms is refused.
-    assert_eq!(reserve(&c, r1).await.status, 200);
+    // The same request again (on PostgreSQL to the other worker) is answered, not held
+    // twice; the same id for other terms is refused.
+    let other = collectors.urls.last().unwrap();
+    assert_eq!(reserve(other, r1).await.status, 200);
     let clash = reserve(
         &c,
         json!({"id": "r1", "order": "SO-9", "sku": "TEE", "warehouse": "ams", "quantity": 5}),
@@ -165,7 +172,7 @@ async fn a_reservation_holds_stock_until_shipped_released_or_expired() {
         "r1, r3, r4 kept with their status: {list}"
     );
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
 async fn delete_json(url: &str) -> Value {

@@ -9,6 +9,9 @@
 //! - Webhook pushes over HTTPS to a receiver whose certificate chains to a private CA given
 //!   as `ca_file`, and the bearer token of those pushes never in the log at `RUST_LOG=trace`;
 //!   the Shopify adapter over HTTPS the same way.
+//!
+//! The collector's cases run on both stores (`<case>::sqlite`, `<case>::postgres`: two
+//! workers on one database), but Shopify's, which the PostgreSQL workers do not push to yet.
 
 #[path = "channels/harness.rs"]
 mod harness;
@@ -29,6 +32,7 @@ use stocksync_collector::Collector;
 use stocksync_common::config::{BrokerConfig, MqttTlsConfig};
 use stocksync_common::wire::{self, Batch};
 use stocksync_runtime::server::HttpTlsConfig;
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -207,8 +211,8 @@ async fn backlog(agent: &Agent) -> i64 {
         .unwrap_or(-1)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart() {
+on_both_backends!(mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart);
+async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart(backend: Backend) {
     if !matches!(BrokerKind::from_env(), BrokerKind::Mosquitto) {
         eprintln!("skipped: needs STOCKSYNC_TEST_BROKER=mosquitto (TLS and ACL are Mosquitto's)");
         return;
@@ -232,11 +236,16 @@ async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart() {
     })
     .unwrap_or_else(|_| panic!("mosquitto did not listen: {}", broker.output()));
 
-    let collector = collector_toml(&dir, port, 0, &broker_tls_toml(&pki, "stocksync-collector"));
-    let collector = Collector::start(toml_config(&collector))
+    let Some(collectors) = CollectorSpec::new(backend, &dir, port)
+        .extra(&broker_tls_toml(&pki, "stocksync-collector"))
+        .warehouses(&["ams", "ber"])
+        .start()
         .await
-        .expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    else {
+        return;
+    };
+    collectors.wait_held(&["ams", "ber"]).await;
+    let c = collectors.url().to_string();
     // ams-1 also takes scanner input from the same broker, over TLS as well.
     let scanner = format!(
         "[scanner]\ntopic = \"scanners/ams/+/movements\"\n[scanner.broker]\nhost = \"127.0.0.1\"\nport = {port}\n{}",
@@ -363,7 +372,7 @@ async fn mqtt_over_tls_with_the_shipped_broker_config_keeps_agents_apart() {
 
     ams.stop().await.unwrap();
     ber.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
     drop(broker);
 }
 
@@ -381,8 +390,8 @@ fn https_client(pki: &Path) -> ureq::Agent {
         .into()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_processes_serve_https() {
+on_both_backends!(both_processes_serve_https);
+async fn both_processes_serve_https(backend: Backend) {
     let dir = TempDir::new("https");
     let pki = make_pki(&dir, free_port(), free_port());
     let broker = Broker::start(&dir);
@@ -391,14 +400,21 @@ async fn both_processes_serve_https() {
         pki.join("certs/stocksync-server.crt"),
         pki.join("certs/stocksync-server.key")
     );
-    let collector = Collector::start(toml_config(&collector_toml(&dir, broker.port, 0, &tls)))
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(&tls)
+        .warehouses(&["ams"])
+        .workers(1)
+        .start_in_process()
         .await
-        .expect("collector starts");
+    else {
+        return;
+    };
     let agent = agent_toml(&dir, "ams-1", "ams", broker.port, 0, &tls);
     let agent = Agent::start(toml_config(&agent))
         .await
         .expect("agent starts");
-    let (a, c) = (agent.http_addr.port(), collector.http_addr.port());
+    let a = agent.http_addr.port();
+    let c = collectors.in_process()[0].http_addr.port();
 
     let client = https_client(&pki);
     let results = tokio::task::spawn_blocking(move || {
@@ -430,11 +446,11 @@ async fn both_processes_serve_https() {
     assert!(results.2, "plain HTTP was answered on the HTTPS listener");
 
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token() {
+on_both_backends!(webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token);
+async fn webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token(backend: Backend) {
     const TOKEN: &str = "hkTk7Q9zXc2mWp4LrV8nB3sD6fG1jH5y";
     let dir = TempDir::new("webhook-tls");
     let pki = make_pki(&dir, free_port(), free_port());
@@ -451,20 +467,14 @@ async fn webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token() {
         dir.join("hook.secret"),
         dir.join("hook.token"),
     );
-    let http_port = free_port();
-    let config = dir.join("collector.toml");
-    std::fs::write(
-        &config,
-        collector_toml(&dir, broker.port, http_port, &channel),
-    )
-    .unwrap();
-    let log = dir.join("collector-trace.log");
-    let _collector = Proc::spawn_env(
-        &bin("stocksync-collector"),
-        &["--config", config.to_str().unwrap()],
-        &[("RUST_LOG", "trace")],
-        log.clone(),
-    );
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(&channel)
+        .warehouses(&["ams"])
+        .env("RUST_LOG", "trace")
+        .start_processes()
+    else {
+        return;
+    };
     let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
         .await
         .expect("agent starts");
@@ -477,7 +487,8 @@ async fn webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token() {
     // Signature and bearer token are checked by the receiver: 7 arrives only if both are right.
     receiver.wait_values(WAIT, &[("TEE", 7)]).await;
 
-    let text = std::fs::read_to_string(&log).unwrap();
+    // Every collector's log (on PostgreSQL the publishing worker's among them).
+    let text: String = collectors.procs.iter().map(|p| p.proc.output()).collect();
     assert!(
         text.contains("TRACE") && text.contains("ureq"),
         "trace logging was not on"

@@ -2,8 +2,10 @@
 //! broker, real agents and the real collector, each asserting the corrected rule of
 //! `docs/MOVEMENTS.md`: a warehouse-level count counts the warehouse total, inspections and write-offs never take more than there is without an
 //! exception record, a fully shipped reservation is fulfilled, and holds are explained by
-//! the history and shown under per-warehouse totals. (Kits built in one warehouse, and
-//! voids, are in `views_e2e`, on both stores.)
+//! the history and shown under per-warehouse totals. The cases run on both stores
+//! (`<case>::sqlite`, `<case>::postgres`: two workers on one database), but for the SQLite
+//! collector's own `rebuild` and lock. (Kits built in one warehouse, and voids, are in
+//! `views_e2e`, on both stores.)
 
 mod support;
 
@@ -14,6 +16,7 @@ use stocksync_agent::Agent;
 use stocksync_collector::Collector;
 use stocksync_common::model::*;
 use stocksync_common::wire::{self, AckOutcome, Batch};
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -39,7 +42,7 @@ bundles = ["GIFTSET-01"]
 struct Site {
     _dir: TempDir,
     _broker: Broker,
-    collector: Option<Collector>,
+    collectors: Collectors,
     agents: Vec<Agent>,
     c: String,
     ams: String,
@@ -47,14 +50,16 @@ struct Site {
 }
 
 impl Site {
-    async fn start(label: &str, extra: &str) -> Site {
+    /// `None` when the backend is PostgreSQL and it is not installed.
+    async fn start(backend: Backend, label: &str) -> Option<Site> {
         let dir = TempDir::new(label);
         let broker = Broker::start(&dir);
-        let text = collector_toml(&dir, broker.port, 0, &format!("{EXTRA}{extra}"));
-        let collector = Collector::start(toml_config(&text))
-            .await
-            .expect("collector starts");
-        let c = format!("http://{}", collector.http_addr);
+        let collectors = CollectorSpec::new(backend, &dir, broker.port)
+            .extra(EXTRA)
+            .warehouses(&["ams", "ber"])
+            .start()
+            .await?;
+        let c = collectors.url().to_string();
         let mut agents = Vec::new();
         let mut urls = Vec::new();
         for (id, warehouse) in [("ams-1", "ams"), ("ber-1", "ber")] {
@@ -72,24 +77,22 @@ impl Site {
             agents.push(agent);
             urls.push(url);
         }
-        Site {
+        Some(Site {
             _dir: dir,
             _broker: broker,
-            collector: Some(collector),
+            collectors,
             agents,
             c,
             ber: urls.pop().unwrap(),
             ams: urls.pop().unwrap(),
-        }
+        })
     }
 
     async fn stop(mut self) {
         for agent in self.agents.drain(..) {
             agent.stop().await.expect("agent stops");
         }
-        if let Some(c) = self.collector.take() {
-            c.stop().await.expect("collector stops");
-        }
+        self.collectors.stop().await;
     }
 }
 
@@ -145,9 +148,11 @@ fn drift_of(list: &Value, sku: &str, warehouse: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warehouse_level_count_counts_the_total_not_on_top_of_the_bins() {
-    let site = Site::start("wh-count", "").await;
+on_both_backends!(a_warehouse_level_count_counts_the_total_not_on_top_of_the_bins);
+async fn a_warehouse_level_count_counts_the_total_not_on_top_of_the_bins(backend: Backend) {
+    let Some(site) = Site::start(backend, "wh-count").await else {
+        return;
+    };
     let (c, a) = (&site.c, &site.ams);
     post_ok(a, json!([
         {"sku": "TEE-002", "kind": "receipt", "quantity": 30, "bin": "A-01", "occurred_at": "2026-11-25T08:00:00Z"},
@@ -223,9 +228,11 @@ async fn a_warehouse_level_count_counts_the_total_not_on_top_of_the_bins() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inspections_and_write_offs_never_take_more_than_there_is() {
-    let site = Site::start("shortfall", "").await;
+on_both_backends!(inspections_and_write_offs_never_take_more_than_there_is);
+async fn inspections_and_write_offs_never_take_more_than_there_is(backend: Backend) {
+    let Some(site) = Site::start(backend, "shortfall").await else {
+        return;
+    };
     let (c, a) = (&site.c, &site.ams);
     let row = |field: &'static str| async move {
         get(&format!("{c}/v1/stock/MUG-001")).await.body["locations"]
@@ -331,9 +338,11 @@ fn kinds(history: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reservations_are_explained_by_history_and_end_fulfilled() {
-    let site = Site::start("holds", "").await;
+on_both_backends!(reservations_are_explained_by_history_and_end_fulfilled);
+async fn reservations_are_explained_by_history_and_end_fulfilled(backend: Backend) {
+    let Some(site) = Site::start(backend, "holds").await else {
+        return;
+    };
     let (c, a) = (&site.c, &site.ams);
     post_ok(
         a,
@@ -480,9 +489,11 @@ async fn rejects_on(c: &str, field: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing() {
-    let site = Site::start("skew", "").await;
+on_both_backends!(a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing);
+async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing(backend: Backend) {
+    let Some(site) = Site::start(backend, "skew").await else {
+        return;
+    };
     let c = &site.c;
     // An agent with a wrong clock (or one that does not check) forwards a count dated
     // 2030-01-01 in the middle of a batch; the wire path is the only one the collector sees.
@@ -560,8 +571,8 @@ async fn a_future_dated_movement_is_refused_by_the_collector_and_freezes_nothing
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_skus_stay_out_of_the_ledger_until_retried_once() {
+on_both_backends!(unknown_skus_stay_out_of_the_ledger_until_retried_once);
+async fn unknown_skus_stay_out_of_the_ledger_until_retried_once(backend: Backend) {
     let dir = TempDir::new("unknown-sku");
     let broker = Broker::start(&dir);
     // The original input: the agent journals before it ever had a catalog, so it accepts
@@ -588,12 +599,15 @@ async fn unknown_skus_stay_out_of_the_ledger_until_retried_once() {
         ]),
     )
     .await;
-    let start = |extra: &'static str| {
-        let text = collector_toml(&dir, broker.port, 0, &format!("{EXTRA}{extra}"));
-        Collector::start(toml_config(&text))
+    let Some(mut collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(EXTRA)
+        .warehouses(&["ams"])
+        .start()
+        .await
+    else {
+        return;
     };
-    let collector = start("").await.expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    let c = collectors.url().to_string();
     wait_sellable(&c, "TEE-002", 2).await;
     wait_sellable(&c, "MUG-001", 4).await;
     let refused = rejects_on(&c, "$.sku").await;
@@ -619,11 +633,10 @@ async fn unknown_skus_stay_out_of_the_ledger_until_retried_once() {
     assert_eq!(still.status, 422, "{:?}", still.body);
 
     // The catalog learns the SKU; after a restart the reject is retried, exactly once.
-    collector.stop().await.expect("collector stops");
-    let collector = start("[[catalog.skus]]\nid = \"GHOST-9\"\n")
-        .await
-        .expect("collector restarts");
-    let c = format!("http://{}", collector.http_addr);
+    collectors
+        .restart_with("[[catalog.skus]]\nid = \"GHOST-9\"\n")
+        .await;
+    let c = collectors.url().to_string();
     let retry = format!("{c}/v1/rejects/{id}/retry");
     let first = post(&retry, "", &[]).await;
     assert_eq!(
@@ -637,7 +650,7 @@ async fn unknown_skus_stay_out_of_the_ledger_until_retried_once() {
     let ghost = get(&format!("{c}/v1/stock/GHOST-9")).await.body;
     assert_eq!(ghost["on_hand"], 7, "{ghost}");
     agent.stop().await.expect("agent stops");
-    collector.stop().await.expect("collector stops");
+    collectors.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -715,23 +728,26 @@ async fn a_second_collector_or_a_rebuild_fails_fast_and_disturbs_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_naming_an_unknown_warehouse_is_refused_at_start() {
+on_both_backends!(a_channel_naming_an_unknown_warehouse_is_refused_at_start);
+async fn a_channel_naming_an_unknown_warehouse_is_refused_at_start(backend: Backend) {
     let dir = TempDir::new("channel-warehouse");
     let broker = Broker::start(&dir);
     let extra = "[[locations]]\nwarehouse = \"ams\"\n[[channels.channel]]\nname = \"typo\"\nlocations = [\"amss\"]\n";
-    let text = collector_toml(&dir, broker.port, 0, extra);
-    let err = Collector::start(toml_config(&text))
+    let Some(err) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(extra)
+        .refused()
         .await
-        .err()
-        .expect("refused")
-        .to_string();
+    else {
+        return;
+    };
     assert!(err.contains("typo") && err.contains("amss"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filters_unknown_skus_and_warehouses_are_answered_not_ignored() {
-    let site = Site::start("smalls", "").await;
+on_both_backends!(filters_unknown_skus_and_warehouses_are_answered_not_ignored);
+async fn filters_unknown_skus_and_warehouses_are_answered_not_ignored(backend: Backend) {
+    let Some(site) = Site::start(backend, "smalls").await else {
+        return;
+    };
     let c = &site.c;
     // Drift in both warehouses.
     post_ok(

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod backend;
 pub mod postgres;
 
 use serde_json::Value;
@@ -344,9 +345,18 @@ pub fn collector_config(dir: &TempDir, broker_port: u16, http_port: u16) -> Coll
 
 /// The collector config as TOML text; `extra` is appended (channels, locations, ...).
 pub fn collector_toml(dir: &TempDir, broker_port: u16, http_port: u16, extra: &str) -> String {
+    collector_toml_with_ledger(&dir.join("ledger.db"), broker_port, http_port, extra)
+}
+
+/// [`collector_toml`] with the ledger at `ledger`.
+pub fn collector_toml_with_ledger(
+    ledger: &Path,
+    broker_port: u16,
+    http_port: u16,
+    extra: &str,
+) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ledger]\npath = {:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n{extra}",
-        dir.join("ledger.db")
+        "[http]\nlisten = \"127.0.0.1:{http_port}\"\n[ledger]\npath = {ledger:?}\n[broker]\nhost = \"127.0.0.1\"\nport = {broker_port}\nkeep_alive_secs = 5\n{extra}"
     )
 }
 
@@ -395,6 +405,7 @@ pub struct Service {
     config: PathBuf,
     log_dir: PathBuf,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 impl Service {
@@ -406,16 +417,41 @@ impl Service {
         config_text: &str,
         http_port: u16,
     ) -> Service {
-        let config = dir.join(&format!("{name}.toml"));
+        Service::start_in(dir.path(), program, name, config_text, http_port)
+    }
+
+    /// [`Service::start`] in a directory given by its path.
+    pub fn start_in(
+        dir: &Path,
+        program: &'static str,
+        name: &str,
+        config_text: &str,
+        http_port: u16,
+    ) -> Service {
+        Service::start_in_env(dir, program, name, config_text, http_port, &[])
+    }
+
+    /// [`Service::start_in`] with extra environment variables (e.g. `RUST_LOG`), kept for
+    /// restarts.
+    pub fn start_in_env(
+        dir: &Path,
+        program: &'static str,
+        name: &str,
+        config_text: &str,
+        http_port: u16,
+        env: &[(String, String)],
+    ) -> Service {
+        let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, config_text).expect("write config");
-        let proc = spawn_service(program, &config, dir.path(), 1);
+        let proc = spawn_service(program, &config, dir, 1, env);
         let service = Service {
             proc,
             url: format!("http://127.0.0.1:{http_port}"),
             program,
             config,
-            log_dir: dir.path().to_owned(),
+            log_dir: dir.to_owned(),
             starts: 1,
+            env: env.to_vec(),
         };
         service.wait_up();
         service
@@ -430,7 +466,13 @@ impl Service {
     pub fn restart(&mut self) {
         self.proc.kill();
         self.starts += 1;
-        self.proc = spawn_service(self.program, &self.config, &self.log_dir, self.starts);
+        self.proc = spawn_service(
+            self.program,
+            &self.config,
+            &self.log_dir,
+            self.starts,
+            &self.env,
+        );
         self.wait_up();
     }
 
@@ -441,12 +483,20 @@ impl Service {
     }
 }
 
-fn spawn_service(program: &str, config: &Path, log_dir: &Path, start: u32) -> Proc {
+fn spawn_service(
+    program: &str,
+    config: &Path,
+    log_dir: &Path,
+    start: u32,
+    env: &[(String, String)],
+) -> Proc {
     let name = config.file_stem().and_then(|s| s.to_str()).unwrap_or("svc");
     let log = log_dir.join(format!("{name}-{start}.log"));
-    Proc::spawn(
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Proc::spawn_env(
         &bin(program),
         &["--config", config.to_str().expect("utf-8 path")],
+        &env,
         log,
     )
 }
@@ -575,6 +625,48 @@ impl MqttProbe {
             if !p.topic.starts_with("stocksync-test/marker/") {
                 return p;
             }
+        }
+    }
+}
+
+impl MqttProbe {
+    /// The next message on a topic other than the marker, or `None` after `timeout`.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<rumqttc::Publish> {
+        if let Some(p) = self.stash.pop_front() {
+            return Some(p);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = tokio::time::timeout(left, self.received.recv())
+                .await
+                .ok()??;
+            if !p.topic.starts_with("stocksync-test/marker/") {
+                return Some(p);
+            }
+        }
+    }
+
+    /// Publishes `payload`, and again every two seconds until a message comes back (as an
+    /// agent resends a batch until it is acknowledged: a PostgreSQL worker's session is
+    /// clean, so what reaches a warehouse's topic while no worker holds it is gone). Panics
+    /// after `timeout`.
+    pub async fn publish_until_answered(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> rumqttc::Publish {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.publish(topic, payload.clone()).await;
+            if let Some(p) = self.try_next(Duration::from_secs(2)).await {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer to {topic} within {timeout:?}"
+            );
         }
     }
 }

@@ -48,7 +48,7 @@ pub use pool::{Pool, Prepared};
 /// PostgreSQL store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", with_sources(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("postgres store is corrupt: {0}")]
     Corrupt(String),
@@ -56,6 +56,19 @@ pub enum PgError {
     Config(#[from] crate::store::config::StoreConfigError),
     #[error("[store] TLS: {0}")]
     Tls(#[from] stocksync_runtime::tls::TlsError),
+}
+
+/// The error's text with its sources': tokio-postgres says only "db error" for what the
+/// server refused, the server's own words (`relation "x" does not exist`) are the source.
+fn with_sources(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl PgError {

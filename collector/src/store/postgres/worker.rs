@@ -49,6 +49,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
     if shared.is_empty() {
         anyhow::bail!("[store] backend = \"postgres\": no warehouses to share out among workers; list them in [store] warehouses or [[locations]]");
     }
+    crate::check_channel_warehouses(&config, &shared)?;
     let catalog = Arc::new(Catalog::new(config.catalog.clone())?);
     let orders = Arc::new(crate::orders::Orders::new(
         config.orders.clone(),

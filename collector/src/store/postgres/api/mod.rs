@@ -132,6 +132,7 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/channels/{channel}/sellable", get(channels::sellable))
         .route("/v1/channels/{channel}/errors", get(channels::errors))
         .fallback(not_supported)
+        .method_not_allowed_fallback(stocksync_runtime::server::error::wrong_method)
         .with_state(app)
 }
 
@@ -141,8 +142,8 @@ fn error(status: StatusCode, error: &'static str, field: Option<&str>, detail: S
 }
 
 /// A read that failed: logged under a reference, `503 store unavailable` to the client.
-fn internal(e: impl std::fmt::Display) -> Response {
-    AppError::unavailable(&e).into_response()
+fn internal(e: impl Into<super::PgError>) -> Response {
+    AppError::unavailable(&e.into()).into_response()
 }
 
 async fn not_supported(uri: Uri) -> Response {

@@ -90,18 +90,15 @@ impl PublisherLease {
 
 /// Inside a pass's transaction: true while `worker_id` holds generation `generation`, and
 /// then no take-over can happen before the transaction ends (the row is locked).
+pub const FENCE: &str = "SELECT 1 FROM publisher_lease
+     WHERE name = 'publisher' AND worker_id = $1 AND generation = $2 AND expires_at > now()
+     FOR SHARE";
+
 pub async fn fence(
     tx: &impl GenericClient,
     worker_id: &str,
     generation: i64,
 ) -> Result<bool, tokio_postgres::Error> {
-    let row = tx
-        .query_opt(
-            "SELECT 1 FROM publisher_lease
-             WHERE name = 'publisher' AND worker_id = $1 AND generation = $2 AND expires_at > now()
-             FOR SHARE",
-            &[&worker_id, &generation],
-        )
-        .await?;
+    let row = tx.query_opt(FENCE, &[&worker_id, &generation]).await?;
     Ok(row.is_some())
 }

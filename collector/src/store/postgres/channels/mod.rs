@@ -251,31 +251,13 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
     // Start and consumed rows of the previous pass.
     let mut last: Option<(Instant, usize)> = None;
     loop {
-        if !full {
-            let mut waited = false;
-            loop {
-                let pause = match waiting(&t.pool).await {
-                    Ok(true) => break,
-                    Ok(false) => POLL,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbox poll failed; again in 1 s");
-                        Duration::from_secs(1)
-                    }
-                };
-                waited = true;
+        // The previous pass found rows: under load, so fold more until `coalesce` after it
+        // began. After an empty pass, the next change is passed on at once.
+        if let (false, Some((began, n))) = (full, last) {
+            if n > 0 {
                 tokio::select! {
                     _ = t.shutdown.changed() => return Ok(()),
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            }
-            // Rows were waiting right after a pass that found some: under load, so fold
-            // more until `coalesce` after that pass began.
-            if let (false, Some((began, n))) = (waited, last) {
-                if n > 0 {
-                    tokio::select! {
-                        _ = t.shutdown.changed() => return Ok(()),
-                        _ = tokio::time::sleep_until(began + t.coalesce) => {}
-                    }
+                    _ = tokio::time::sleep_until(began + t.coalesce) => {}
                 }
             }
         }
@@ -283,7 +265,8 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             return Ok(());
         }
         let began = Instant::now();
-        match pass_once(&t, full).await {
+        // A pass that finds the outbox empty is the poll: one prepared query.
+        let pause = match pass_once(&t, full).await {
             Ok(Passed::LeaseLost) => {
                 tracing::warn!(worker = %t.worker_id, "publisher lease lost during a pass; nothing written");
                 return Ok(());
@@ -294,31 +277,29 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
                     t.channels[i].cursor.send_replace(cursor);
                 }
                 last = Some((began, consumed));
+                (consumed == 0).then_some(POLL)
             }
             Err(e) => {
                 tracing::error!(error = %e, "channel pass failed; a full pass in 1 s");
                 full = true;
-                tokio::select! {
-                    _ = t.shutdown.changed() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                Some(Duration::from_secs(1))
+            }
+        };
+        if let Some(pause) = pause {
+            tokio::select! {
+                _ = t.shutdown.changed() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
 }
 
-async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
-    let conn = pool.get().await?;
-    let row = conn
-        .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
-        .await?;
-    Ok(row.get(0))
-}
-
 async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
     let mut conn = t.pool.get().await?;
+    let prepared = conn.prepared();
     pass::run(
         &mut conn,
+        &prepared,
         &t.worker_id,
         t.generation,
         &t.channels,

@@ -25,6 +25,7 @@ use crate::publish::compute::{self, Dirty};
 use crate::publish::store::{now_ms, NewValue};
 use crate::publish::Channel;
 use crate::stock::Rows;
+use crate::store::postgres::Prepared;
 
 /// Outbox rows consumed per pass at most.
 const BATCH: i64 = 20_000;
@@ -42,8 +43,14 @@ pub enum Passed {
 
 /// Runs one pass on `conn`; `full` recomputes every SKU (a new holder's first pass).
 /// `idle_limit` bounds how long the server waits for us inside the writing transaction.
+///
+/// Every statement is prepared once per connection (`p`), and those that do not wait on
+/// each other's answers go out together: a pass is four round trips and a commit, where it
+/// was a dozen (each unprepared statement two), and under load its length is what a change
+/// waits behind.
 pub async fn run(
     conn: &mut Client,
+    p: &Prepared,
     worker_id: &str,
     generation: i64,
     channels: &[Arc<Channel>],
@@ -53,7 +60,11 @@ pub async fn run(
     // Read and compute outside the lock: only the write below is fenced, so a slow
     // computation never holds the lease row.
     let outbox = conn
-        .query("SELECT id, sku FROM outbox ORDER BY id LIMIT $1", &[&BATCH])
+        .query(
+            &p.get(&*conn, "SELECT id, sku FROM outbox ORDER BY id LIMIT $1")
+                .await?,
+            &[&BATCH],
+        )
         .await?;
     let ids: Vec<i64> = outbox.iter().map(|r| r.get(0)).collect();
     let skus: BTreeSet<String> = outbox.iter().map(|r| r.get(1)).collect();
@@ -64,7 +75,7 @@ pub async fn run(
         });
     }
     let dirty = if full { Dirty::All } else { Dirty::Skus(skus) };
-    let rows = load(&*conn, channels, &dirty).await?;
+    let rows = load(&*conn, p, channels, &dirty).await?;
     let computed: Vec<Vec<NewValue>> = channels
         .iter()
         .map(
@@ -74,38 +85,53 @@ pub async fn run(
             },
         )
         .collect();
+    let limit = p
+        .get(
+            &*conn,
+            "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+        )
+        .await?;
+    let fence = p.get(&*conn, lease::FENCE).await?;
+    let store_values = p.get(&*conn, STORE).await?;
+    let consume = p
+        .get(&*conn, "DELETE FROM outbox WHERE id = ANY($1)")
+        .await?;
     let tx = conn.transaction().await?;
     // A holder frozen inside this transaction (a stopped process, a stalled VM) would keep
     // the lease row locked and no one could take over: the server ends the transaction
-    // once it has waited `idle_limit` for us.
+    // once it has waited `idle_limit` for us. Sent with the fence, in that order.
     let idle = format!("{}ms", idle_limit.as_millis());
-    tx.execute(
-        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
-        &[&idle],
-    )
-    .await?;
-    if !lease::fence(&tx, worker_id, generation).await? {
+    let (_, fenced) = tokio::try_join!(async { tx.execute(&limit, &[&idle]).await }, async {
+        tx.query_opt(&fence, &[&worker_id, &generation]).await
+    },)?;
+    if fenced.is_none() {
         return Ok(Passed::LeaseLost);
     }
-    let mut cursors = Vec::new();
     let now = now_ms();
-    for (i, (channel, values)) in channels.iter().zip(&computed).enumerate() {
-        if let Some(cursor) = store(&tx, &channel.name, values, now).await? {
-            cursors.push((i, cursor));
-        }
-    }
-    tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-        .await?;
+    let (tx_ref, statement) = (&tx, &store_values);
+    let stores =
+        channels
+            .iter()
+            .zip(&computed)
+            .enumerate()
+            .map(|(i, (channel, values))| async move {
+                let cursor = store(tx_ref, statement, &channel.name, values, now).await?;
+                Ok::<_, tokio_postgres::Error>(cursor.map(|c| (i, c)))
+            });
+    let (cursors, _) = tokio::try_join!(futures_util::future::try_join_all(stores), async {
+        tx.execute(&consume, &[&ids]).await
+    },)?;
     tx.commit().await?;
     Ok(Passed::Done {
         consumed: ids.len(),
-        cursors,
+        cursors: cursors.into_iter().flatten().collect(),
     })
 }
 
 /// The stock rows `dirty` needs: its SKUs and every component of a bundle containing one.
 async fn load(
     tx: &impl GenericClient,
+    p: &Prepared,
     channels: &[Arc<Channel>],
     dirty: &Dirty,
 ) -> Result<Rows, tokio_postgres::Error> {
@@ -123,8 +149,8 @@ async fn load(
                 }
             }
             let need: Vec<&str> = need.into_iter().collect();
-            tx.query(&format!("{COLUMNS} WHERE sku = ANY($1)"), &[&need])
-                .await?
+            let statement = p.get(tx, &format!("{COLUMNS} WHERE sku = ANY($1)")).await?;
+            tx.query(&statement, &[&need]).await?
         }
         _ => tx.query(COLUMNS, &[]).await?,
     };
@@ -139,6 +165,7 @@ async fn load(
 /// change log; returns the newest cursor written, if any.
 async fn store(
     tx: &Transaction<'_>,
+    statement: &tokio_postgres::Statement,
     channel: &str,
     values: &[NewValue],
     now: i64,
@@ -153,8 +180,12 @@ async fn store(
         .map(|v| i64::try_from(v.value).unwrap_or(i64::MAX))
         .collect();
     let row = tx
-        .query_one(
-            "WITH new AS (
+        .query_one(statement, &[&channel, &skus, &channel_skus, &numbers, &now])
+        .await?;
+    Ok(row.get(0))
+}
+
+const STORE: &str = "WITH new AS (
                 SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS n(sku, channel_sku, value, ord)),
              changed AS (
                 SELECT new.* FROM new LEFT JOIN channel_sellable s ON s.channel = $1 AND s.sku = new.sku
@@ -169,9 +200,4 @@ async fn store(
                 ON CONFLICT (channel, sku) DO UPDATE SET channel_sku = excluded.channel_sku,
                     value = excluded.value, cursor = excluded.cursor, updated_at_ms = excluded.updated_at_ms
                 RETURNING cursor)
-             SELECT MAX(cursor) FROM upserted",
-            &[&channel, &skus, &channel_skus, &numbers, &now],
-        )
-        .await?;
-    Ok(row.get(0))
-}
+             SELECT MAX(cursor) FROM upserted";
