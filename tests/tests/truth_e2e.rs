@@ -319,35 +319,32 @@ async fn truth_model_end_to_end(backend: Backend) {
     )
     .await;
     wait_row(&c, "LID", "ams", Some("A-02"), "available", 4).await;
-    // Bundle views are not served on PostgreSQL yet (`501 not_supported_on_backend`).
-    if backend == Backend::Sqlite {
-        let bundle = get(&format!("{c}/v1/bundles/MUG-SET")).await.body;
-        assert_eq!(bundle["buildable"], 4, "{bundle}");
-        let ams_view = &bundle["warehouses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["warehouse"] == "ams")
-            .cloned()
-            .unwrap();
-        assert_eq!(ams_view["buildable"], 4);
-        assert_eq!(
-            ams_view["components"][0],
-            json!({"sku": "MUG", "quantity": 2, "available": 21, "buildable": 10})
-        );
-        assert_eq!(
-            ams_view["components"][1],
-            json!({"sku": "LID", "quantity": 1, "available": 4, "buildable": 4})
-        );
-        let ber_view = &bundle["warehouses"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["warehouse"] == "ber")
-            .cloned()
-            .unwrap();
-        assert_eq!(ber_view["buildable"], 0);
-    }
+    let bundle = get(&format!("{c}/v1/bundles/MUG-SET")).await.body;
+    assert_eq!(bundle["buildable"], 4, "{bundle}");
+    let ams_view = &bundle["warehouses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["warehouse"] == "ams")
+        .cloned()
+        .unwrap();
+    assert_eq!(ams_view["buildable"], 4);
+    assert_eq!(
+        ams_view["components"][0],
+        json!({"sku": "MUG", "quantity": 2, "available": 21, "buildable": 10})
+    );
+    assert_eq!(
+        ams_view["components"][1],
+        json!({"sku": "LID", "quantity": 1, "available": 4, "buildable": 4})
+    );
+    let ber_view = &bundle["warehouses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["warehouse"] == "ber")
+        .cloned()
+        .unwrap();
+    assert_eq!(ber_view["buildable"], 0);
 
     // The history of ams/A-01 explains its number movement by movement, drift and conflict
     // inline, the late shipment in its place before the count.
