@@ -18,8 +18,8 @@ fn every_figure_runs_at_tiny_sizes() {
     assert_eq!(rows.len(), 16 + 4 * brokers.len());
 }
 
-/// The PostgreSQL figure (1, 2 and 3 workers, reservation latency on both backends) at tiny
-/// sizes; skipped with a notice without PostgreSQL, unless `STOCKSYNC_REQUIRE_POSTGRES=1`.
+/// The PostgreSQL figures (1, 2 and 3 workers, reservation latency on both backends, and
+/// POST -> channel latency on a worker) at tiny sizes; skipped with a notice without PostgreSQL, unless `STOCKSYNC_REQUIRE_POSTGRES=1`.
 #[test]
 fn the_postgres_figure_runs_at_tiny_sizes() {
     let installed = std::fs::read_dir("/usr/lib/postgresql")
@@ -44,4 +44,20 @@ fn the_postgres_figure_runs_at_tiny_sizes() {
     stocksync_bench::util::print_rows(&rows);
     // end to end at 1, 2, 3 workers; reservation and order latency on SQLite and PostgreSQL
     assert_eq!(rows.len(), 7);
+    // The latency figure on a PostgreSQL worker (202, ack, channel), on each broker.
+    let mut brokers = vec![BrokerKind::Embedded];
+    if std::env::var("STOCKSYNC_TEST_BROKER").as_deref() == Ok("mosquitto") {
+        brokers.push(BrokerKind::Mosquitto);
+    }
+    for broker in brokers {
+        let rows = stocksync_bench::latency::run(&stocksync_bench::latency::LatencyArgs {
+            rate: 200.0,
+            seconds: 1.0,
+            broker,
+            backend: stocksync_bench::latency::Backend::Postgres,
+        })
+        .expect("postgres latency smoke run");
+        stocksync_bench::util::print_rows(&rows);
+        assert_eq!(rows.len(), 3);
+    }
 }

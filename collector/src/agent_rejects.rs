@@ -52,8 +52,8 @@ impl Commands {
 
 /// The consumer's session, before it runs.
 pub struct Consumer {
-    client: AsyncClient,
-    events: rumqttc::EventLoop,
+    pub(crate) client: AsyncClient,
+    pub(crate) events: rumqttc::EventLoop,
 }
 
 /// Opens the session's client: the handle that sends commands, and the consumer to run.
@@ -165,7 +165,9 @@ async fn receive(ledger: &Ledger, p: &Publish) -> anyhow::Result<()> {
 
 /// The warehouse and agent the topic names, and the decoded reject; else the field at
 /// fault and why.
-fn check(p: &Publish) -> Result<(String, String, AgentNotice), (Option<String>, String)> {
+pub(crate) fn check(
+    p: &Publish,
+) -> Result<(String, String, AgentNotice), (Option<String>, String)> {
     let Some((warehouse, agent)) = topics::of_rejects_topic(&p.topic) else {
         return Err((
             None,

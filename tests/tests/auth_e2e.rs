@@ -151,14 +151,13 @@ async fn tokens_guard_both_apis_and_name_what_they_write(backend: Backend) {
         "readyz is for probes"
     );
     // The dashboard's page, assets and the API description hold no data: served without a
-    // token (the API description not on PostgreSQL yet, but not refused for want of one).
-    // The data the page loads is not.
+    // token (the description not by a PostgreSQL worker yet, but not refused for want of
+    // one). The data the page loads is not.
     for path in ["/dashboard", "/dashboard/app.js", "/openapi.json"] {
         let page = call("GET", &format!("{c}{path}"), None, None).await;
-        let served = if backend == Backend::Postgres && path == "/openapi.json" {
-            501
-        } else {
-            200
+        let served = match (backend, path) {
+            (Backend::Postgres, "/openapi.json") => 501,
+            _ => 200,
         };
         assert_eq!(page.status, served, "{path} without a token");
     }

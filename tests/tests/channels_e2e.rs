@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use harness::*;
 use serde_json::json;
+use support::backend::on_both_backends;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -49,8 +50,8 @@ async fn wait_feed(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_and_targets_end_to_end() {
+on_both_backends!(rules_and_targets_end_to_end);
+async fn rules_and_targets_end_to_end(backend: Backend) {
     let dir = TempDir::new("channels-e2e");
     let hook = receivers::Webhook::start(b"s3cret", "t1").await;
     std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
@@ -88,7 +89,9 @@ skus = ["SKU-A", "SKU-B"]
         secret = dir.join("secret").display(),
         token = dir.join("token").display(),
     );
-    let collector = collector(&dir, &channels).await;
+    let Some(collector) = Stack::start(backend, &dir, &channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     let rtm = agent(&dir, &collector, "rtm").await;
 
@@ -285,11 +288,13 @@ skus = ["SKU-A", "SKU-B"]
     hook.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feed_cursor_survives_restart() {
+on_both_backends!(feed_cursor_survives_restart);
+async fn feed_cursor_survives_restart(backend: Backend) {
     let dir = TempDir::new("channels-restart");
     let channels = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
-    let collector1 = collector(&dir, channels).await;
+    let Some(collector1) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector1, "ams").await;
     post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 5})).await;
     wait_feed(&collector1, "web", &[("S1", 5)]).await;
@@ -300,11 +305,10 @@ async fn feed_cursor_survives_restart() {
     .await;
     let cursor = before["cursor"].as_i64().unwrap();
     ams.stop().await.unwrap();
-    collector1.stop().await.unwrap();
 
-    // Same ledger file, new process state: the cursor is still valid and nothing is
+    // Same store, new process state: the cursor is still valid and nothing is
     // republished for unchanged values.
-    let collector2 = collector(&dir, channels).await;
+    let collector2 = collector1.restart().await;
     let after = get_json(format!(
         "http://{}/v1/channels/web/sellable",
         collector2.http_addr
@@ -328,15 +332,17 @@ async fn feed_cursor_survives_restart() {
     collector2.stop().await.unwrap();
 }
 
+on_both_backends!(an_idle_channel_publishes_at_once_whatever_its_coalesce_window);
 /// Coalescing costs nothing when idle: with a window far longer than the test's deadline,
 /// a change that finds the channel idle is still published at once (before, every change
 /// waited until the window since the previous pass had passed). The window is the
 /// channel's own, overriding `[channels]`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_channel_publishes_at_once_whatever_its_coalesce_window() {
+async fn an_idle_channel_publishes_at_once_whatever_its_coalesce_window(backend: Backend) {
     let dir = TempDir::new("channels-idle");
     let channels = "[channels]\ncoalesce_ms = 10\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\ncoalesce_ms = 600000\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     post_movement(&ams, json!({"sku": "S1", "kind": "receipt", "quantity": 5})).await;
     wait_feed(&collector, "web", &[("S1", 5)]).await;
@@ -437,8 +443,8 @@ async fn a_ledger_from_before_the_channel_store_split_keeps_its_feed_and_errors(
     collector2.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopify_adapter_honours_throttling_and_compare_and_set() {
+on_both_backends!(shopify_adapter_honours_throttling_and_compare_and_set);
+async fn shopify_adapter_honours_throttling_and_compare_and_set(backend: Backend) {
     use std::sync::atomic::Ordering::SeqCst;
     let dir = TempDir::new("channels-shopify");
     let item1 = "gid://shopify/InventoryItem/1";
@@ -480,7 +486,11 @@ backoff_max_ms = 500
         addr = shop.addr,
         token = dir.join("shop-token").display(),
     );
-    let collector = collector(&dir, &channels).await;
+    let Some(collector) = Stack::start(backend, &dir, &channels).await else {
+        return;
+    };
+    // Starting a PostgreSQL server takes a while: the shop's bucket is empty when we begin.
+    shop.drain_bucket();
     let ams = agent(&dir, &collector, "ams").await;
     post_movement(
         &ams,
@@ -551,13 +561,15 @@ backoff_max_ms = 500
     shop.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn burst_of_movements_converges_on_every_target() {
+on_both_backends!(burst_of_movements_converges_on_every_target);
+async fn burst_of_movements_converges_on_every_target(backend: Backend) {
     // Regression: a recompute racing the ledger writer once hit SQLITE_BUSY and stopped
     // publishing for good. A burst must end with the exact final number everywhere.
     let dir = TempDir::new("channels-burst");
     let channels = "[channels]\ncoalesce_ms = 20\n[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\nmqtt = true\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     for _ in 0..150 {
         post_movement(
@@ -593,50 +605,13 @@ async fn burst_of_movements_converges_on_every_target() {
     collector.stop().await.unwrap();
 }
 
-/// Reads Server-Sent Events from `url` on a thread: `(id, data)` per event, until the
-/// stream ends or `within` passes.
-fn sse_events(
-    url: String,
-    last_event_id: Option<String>,
-    within: Duration,
-) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(within))
-            .build()
-            .into();
-        let mut req = agent.get(&url);
-        if let Some(id) = &last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let Ok(resp) = req.call() else { return };
-        let reader = std::io::BufReader::new(resp.into_body().into_reader());
-        let (mut id, mut data) = (String::new(), String::new());
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().to_string();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.trim());
-            } else if line.is_empty() && !data.is_empty() {
-                let value = serde_json::from_str(&data).expect("event data is JSON");
-                if tx.send((std::mem::take(&mut id), value)).is_err() {
-                    return;
-                }
-                data.clear();
-            }
-        }
-    });
-    rx
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_sent_events_stream_changes_and_resume_from_the_last_event_id() {
+on_both_backends!(server_sent_events_stream_changes_and_resume_from_the_last_event_id);
+async fn server_sent_events_stream_changes_and_resume_from_the_last_event_id(backend: Backend) {
     let dir = TempDir::new("channels-sse");
     let channels = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let ams = agent(&dir, &collector, "ams").await;
     let url = format!(
         "http://{}/v1/channels/web/sellable/stream?since=0",

@@ -3,6 +3,11 @@
 //! `/v1/exceptions` with record, source and field; identical failures are one exception
 //! with a count; resolve/ignore keep who and why; a resolved exception that happens again
 //! opens again, an ignored one stays ignored.
+//!
+//! The agent-reject, retry (with a channel push that cannot be retried) and settling
+//! (with a backorder) cases run on both backends: on one SQLite collector
+//! (`<case>::sqlite`) and on a collector worker on its own PostgreSQL (`<case>::postgres`,
+//! a notice and a pass when PostgreSQL is not installed).
 
 mod support;
 
@@ -11,6 +16,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend};
+use support::postgres::Postgres;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -48,18 +55,50 @@ backoff_max_ms = 200
     )
 }
 
+/// The store a collector of this suite runs on; `None` from `start` when it is PostgreSQL
+/// and that is not installed.
+struct Store(Option<Postgres>);
+
+impl Store {
+    fn start(backend: Backend, dir: &TempDir) -> Option<Store> {
+        match backend {
+            Backend::Sqlite => Some(Store(None)),
+            Backend::Postgres => Postgres::start(dir).map(|pg| Store(Some(pg))),
+        }
+    }
+
+    /// Starts a collector (on PostgreSQL, worker `w1` holding ams and ber) with `more`.
+    async fn collector(&self, dir: &TempDir, broker: u16, more: &str) -> Collector {
+        let store = match &self.0 {
+            None => String::new(),
+            Some(pg) => format!(
+                "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"w1\"\nlease_secs = 3\nwarehouses = [\"ams\", \"ber\"]\n",
+                pg.url
+            ),
+        };
+        let text = collector_toml(dir, broker, 0, &format!("{}{store}", extra(dir, more)));
+        Collector::start(toml_config(&text))
+            .await
+            .expect("collector starts")
+    }
+}
+
 struct Fleet {
     _broker: Broker,
     collector: Collector,
     agent: Agent,
     c: String,
     a: String,
+    store: Store,
 }
 
 async fn fleet(dir: &TempDir, more: &str) -> Fleet {
+    fleet_on(Store(None), dir, more).await
+}
+
+async fn fleet_on(store: Store, dir: &TempDir, more: &str) -> Fleet {
     let broker = Broker::start(dir);
-    let config = toml_config(&collector_toml(dir, broker.port, 0, &extra(dir, more)));
-    let collector = Collector::start(config).await.expect("collector starts");
+    let collector = store.collector(dir, broker.port, more).await;
     // One HTTP listener shared by the WMS and a scanner (production binds each to its own).
     let agent_text = agent_toml(dir, "ams-1", "ams", broker.port, 0, "")
         .replace("[http]\n", "[http]\nsources = [\"wms\", \"scanner\"]\n");
@@ -74,6 +113,7 @@ async fn fleet(dir: &TempDir, more: &str) -> Fleet {
         agent,
         c,
         a,
+        store,
     }
 }
 
@@ -341,10 +381,14 @@ async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
     f.collector.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled() {
+on_both_backends!(discrepancies_and_reversals_are_exceptions_that_close_when_settled);
+async fn discrepancies_and_reversals_are_exceptions_that_close_when_settled(backend: Backend) {
     let dir = TempDir::new("operator-settle");
-    let f = fleet(
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
+    let f = fleet_on(
+        store,
         &dir,
         "[[orders.channel]]\nname = \"bo\"\nleftovers = \"backorder\"\n",
     )
@@ -1056,9 +1100,14 @@ async fn retry(c: &str, id: &str) -> Reply {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_once() {
+on_both_backends!(queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_once);
+async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_once(
+    backend: Backend,
+) {
     let dir = TempDir::new("operator-retry");
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
     let broker = Broker::start(&dir);
     // The agent journals before it ever had a catalog, so it accepts a SKU the collector
     // does not know (its batch is resent on the ack timeout once the collector is up).
@@ -1080,11 +1129,8 @@ async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_on
         json!({"sku": "GHOST", "kind": "receipt", "quantity": 7, "bin": "A-01"}),
     )
     .await;
-    let start = |more: &'static str| {
-        let config = toml_config(&collector_toml(&dir, broker.port, 0, &extra(&dir, more)));
-        Collector::start(config)
-    };
-    let collector = start("").await.expect("collector starts");
+    let start = |more: &'static str| store.collector(&dir, broker.port, more);
+    let collector = start("").await;
     let c = format!("http://{}", collector.http_addr);
     let refused = wait_exceptions(&c, "kind=collector_reject&sku=GHOST", 1).await;
     let id = refused[0]["id"].as_str().unwrap().to_string();
@@ -1161,9 +1207,7 @@ async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_on
 
     // The catalog learns the SKU: retried (in bulk) it is applied; retried again, still once.
     collector.stop().await.expect("collector stops");
-    let collector = start("[[catalog.skus]]\nid = \"GHOST\"\n")
-        .await
-        .expect("collector restarts");
+    let collector = start("[[catalog.skus]]\nid = \"GHOST\"\n").await;
     let c = format!("http://{}", collector.http_addr);
     let r = post(
         &format!("{c}/v1/exceptions/retry"),
@@ -1213,10 +1257,13 @@ async fn queue_retry_applies_a_refused_record_once_the_catalog_has_it_exactly_on
     collector.stop().await.expect("collector stops");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
+on_both_backends!(agent_rejects_reach_the_collector_queue_by_topic_identity_once);
+async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once(backend: Backend) {
     let dir = TempDir::new("operator-agent-rejects");
-    let f = fleet(&dir, "").await;
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
+    let f = fleet_on(store, &dir, "").await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     wait_for("the agent validates with the catalog", WAIT, || async {
         get(&format!("{a}/v1/status")).await.body["validating"] == true
@@ -1244,11 +1291,16 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
     assert!(e["source"].as_str().unwrap().contains("agent ams-1"), "{e}");
     assert!(e["reason"].as_str().unwrap().contains("NOPE-7"), "{e}");
 
-    // Both APIs describe themselves (OpenAPI 3.1, generated from the handlers).
-    for (base, path) in [
-        (c, "/v1/exceptions/{id}/{action}"),
-        (a, "/v1/rejects/{id}/retry"),
-    ] {
+    // Both APIs describe themselves (OpenAPI 3.1, generated from the handlers); a
+    // PostgreSQL worker does not serve the document yet.
+    let described = match backend {
+        Backend::Sqlite => vec![
+            (c, "/v1/exceptions/{id}/{action}"),
+            (a, "/v1/rejects/{id}/retry"),
+        ],
+        Backend::Postgres => vec![(a, "/v1/rejects/{id}/retry")],
+    };
+    for (base, path) in described {
         let doc = get(&format!("{base}/openapi.json")).await;
         assert_eq!(
             (doc.status, doc.body["openapi"].as_str()),
@@ -1358,8 +1410,7 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
     let broker_port = f.collector.broker.port;
     f.collector.stop().await.unwrap();
     let more = "[[catalog.skus]]\nid = \"NOPE-7\"\n";
-    let config = toml_config(&collector_toml(&dir, broker_port, 0, &extra(&dir, more)));
-    let collector = Collector::start(config).await.expect("collector restarts");
+    let collector = f.store.collector(&dir, broker_port, more).await;
     let c = format!("http://{}", collector.http_addr);
     wait_for("the agent has the new catalog", WAIT, || async {
         get(&format!("{a}/v1/status")).await.body["catalog_skus"] == 3
@@ -1408,4 +1459,104 @@ async fn agent_rejects_reach_the_collector_queue_by_topic_identity_once() {
     );
     f.agent.stop().await.unwrap();
     collector.stop().await.unwrap();
+}
+
+/// The holder of `warehouse`'s unexpired lease, if any.
+fn lease_holder(pg: &Postgres, warehouse: &str) -> Option<String> {
+    let id = pg.query(&format!(
+        "SELECT worker_id FROM leases WHERE warehouse = '{warehouse}' AND expires_at > now()"
+    ));
+    (!id.is_empty()).then_some(id)
+}
+
+/// An agent reject as an agent forwards it.
+fn agent_reject(id: i64, detail: &str) -> Vec<u8> {
+    json!({"kind": "reject", "id": id, "received_at_ms": 1000 + id, "source": "http",
+           "record": null, "field": "$.sku", "detail": detail,
+           "payload": "{\"sku\":\"NOPE\"}"})
+    .to_string()
+    .into_bytes()
+}
+
+/// On PostgreSQL an agent's rejects are received by the worker holding its warehouse's
+/// lease, and follow the lease: after that worker is SIGKILLed, the worker that takes the
+/// warehouse over receives the next one. Each is stored once, under the topic's warehouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_agent_rejects_follow_the_warehouse_leases() {
+    let dir = TempDir::new("operator-pg-rejects");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let mut workers: Vec<Service> = ["w1", "w2"]
+        .iter()
+        .map(|id| {
+            let port = free_port();
+            let store = format!(
+                "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = [\"ams\", \"ber\"]\n",
+                pg.url
+            );
+            let text = collector_toml(&dir, broker.port, port, &format!("{}{store}", extra(&dir, "")))
+                .replace(
+                    &format!("{:?}", dir.join("ledger.db")),
+                    &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
+                );
+            Service::start(&dir, "stocksync-collector", id, &text, port)
+        })
+        .collect();
+    wait_blocking(Duration::from_secs(20), || {
+        lease_holder(&pg, "ams").is_some() && lease_holder(&pg, "ber").is_some()
+    })
+    .expect("both warehouses are held");
+    let probe = MqttProbe::connect(broker.port, "agents").await;
+    let c = workers[0].url.clone();
+    // Sent twice each (a resend): one record each, under the topic's warehouse.
+    wait_for("the holders subscribed", WAIT, || async {
+        for (warehouse, id) in [("ams", 1), ("ber", 2)] {
+            let topic = format!("stocksync/v1/{warehouse}/rejects/{warehouse}-1");
+            probe
+                .publish(&topic, agent_reject(id, &format!("bad at {warehouse}")))
+                .await;
+        }
+        let listed = get(&format!("{c}/v1/exceptions?kind=agent_reject"))
+            .await
+            .body;
+        listed["total"] == 2
+    })
+    .await;
+    for warehouse in ["ams", "ber"] {
+        let e =
+            &wait_exceptions(&c, &format!("kind=agent_reject&warehouse={warehouse}"), 1).await[0];
+        assert_eq!(e["occurrences"], 1, "{e}");
+        assert!(
+            e["source"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("agent {warehouse}-1")),
+            "{e}"
+        );
+    }
+    assert_eq!(pg.query("SELECT count(*) FROM agent_rejects"), "2");
+
+    // The holder of ams dies; the other worker takes ams over and receives its next reject.
+    let holder = lease_holder(&pg, "ams").expect("ams is held");
+    let (dead, alive) = if holder == "w1" { (0, 1) } else { (1, 0) };
+    workers[dead].kill();
+    wait_blocking(Duration::from_secs(20), || {
+        lease_holder(&pg, "ams").is_some_and(|w| w != holder)
+    })
+    .expect("ams is taken over");
+    let c = workers[alive].url.clone();
+    wait_for("the new holder receives ams's rejects", WAIT, || async {
+        probe
+            .publish(
+                "stocksync/v1/ams/rejects/ams-1",
+                agent_reject(3, "bad at ams"),
+            )
+            .await;
+        pg.query("SELECT count(*) FROM agent_rejects WHERE warehouse = 'ams'") == "2"
+    })
+    .await;
+    let e = &wait_exceptions(&c, "kind=agent_reject&warehouse=ams", 1).await[0];
+    assert_eq!(e["occurrences"], 2, "two rejects of the same kind: {e}");
 }

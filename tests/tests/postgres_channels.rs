@@ -13,6 +13,9 @@
 //! - A publisher frozen (SIGSTOP) mid-stream is replaced, and once woken sends nothing
 //!   older: its pass holding the lease row is ended by the server, its tasks stop at the
 //!   fence.
+//! - The rollback switch set on a worker that does not publish holds on the publisher and
+//!   its successor; the SSE stream of any worker follows the publisher; a Shopify target
+//!   goes on across a take-over from the quantities kept in the database.
 //!
 //! Without PostgreSQL installed these tests print a notice and pass; CI sets
 //! `STOCKSYNC_REQUIRE_POSTGRES=1`, which makes them fail instead.
@@ -23,6 +26,8 @@ mod harness;
 #[allow(dead_code)]
 #[path = "channels/receivers.rs"]
 mod receivers;
+#[path = "channels/shopify_fake.rs"]
+mod shopify_fake;
 mod support;
 
 use std::collections::BTreeMap;
@@ -340,17 +345,6 @@ async fn a_postgres_worker_publishes_channels_from_the_outbox() {
     assert!(errors[0]["resolved_at_ms"].is_i64(), "{errors}");
     let r = get(&format!("{b}/v1/channels/nope")).await;
     assert_eq!((r.status, &r.body["field"]), (404, &Value::from("channel")));
-    let (r, _) = request(
-        "PUT",
-        &format!("{b}/v1/channels/web/mode"),
-        Some(r#"{"mode": "frozen"}"#),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        (r.status, &r.body["error"]),
-        (501, &Value::from("not_supported_on_backend"))
-    );
     for pair in agents {
         for (_, agent) in pair {
             agent.stop().await.unwrap();
@@ -548,4 +542,304 @@ async fn a_frozen_publisher_that_wakes_up_sends_nothing_older() {
     subscriber.assert_never_back(true);
     assert_ne!(publisher(&pg).as_deref(), Some(frozen.as_str()));
     agent.stop().await.unwrap();
+}
+
+/// PUTs `mode` for `channel` on the worker at `url` as `ops`; returns the state answered.
+async fn set_mode(url: &str, channel: &str, mode: &str) -> Value {
+    let body = serde_json::json!({"mode": mode, "reason": "incident 7", "set_by": "ops"});
+    let (r, _) = request(
+        "PUT",
+        &format!("{url}/v1/channels/{channel}/mode"),
+        Some(&body.to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["state"].clone()
+}
+
+/// The rollback switch is shared: a mode set on a worker that does not publish is in force
+/// on the publisher from its next pass, shown the same by every worker with who set it and
+/// why, kept in the database with every change, and still in force after the publisher is
+/// SIGKILLed and another worker takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_mode_set_on_any_worker_holds_on_the_publisher_and_across_a_take_over() {
+    let dir = TempDir::new("pg-channel-mode");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let subscriber = Subscriber::start(broker.port).await;
+    let mut workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id, start_worker(&dir, &pg, broker.port, id)))
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let holder = publisher(&pg).expect("a publisher");
+    let other = if holder == "w1" { "w2" } else { "w1" };
+    let (holder_url, other_url) = (
+        workers[holder.as_str()].url.clone(),
+        workers[other].url.clone(),
+    );
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    let receive = |n: u64| {
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({"sku": "MUG", "kind": "receipt", "quantity": n});
+            let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+            assert!(r.status < 300, "{}", r.body);
+        }
+    };
+    receive(10).await;
+    subscriber
+        .wait_last(&[("web", "MUG", 10), ("outlet", "MUG", 8)])
+        .await;
+
+    // Frozen through the worker that does not publish: outlet moves on, web keeps 10.
+    let state = set_mode(&other_url, "web", "frozen").await;
+    assert_eq!(
+        (&state["mode"], &state["set_by"], &state["reason"]),
+        (
+            &Value::from("frozen"),
+            &Value::from("ops"),
+            &Value::from("incident 7")
+        )
+    );
+    for url in [&holder_url, &other_url] {
+        let web = get(&format!("{url}/v1/channels/web")).await.body;
+        assert_eq!(web["state"], state, "{url}: {web}");
+        let feed = get(&format!("{url}/v1/channels/web/sellable")).await.body;
+        assert_eq!(feed["mode"], "frozen", "{feed}");
+    }
+    receive(5).await;
+    subscriber.wait_last(&[("outlet", "MUG", 13)]).await;
+    assert_eq!(subscriber.last()[&("web".into(), "MUG".into())], 10);
+
+    // The publisher dies; the other worker takes over and keeps web frozen.
+    workers.get_mut(holder.as_str()).unwrap().kill();
+    wait_blocking(Duration::from_secs(20), || {
+        publisher(&pg).as_deref() == Some(other)
+    })
+    .expect("the other worker takes the publisher lease");
+    receive(1).await;
+    subscriber.wait_last(&[("outlet", "MUG", 14)]).await;
+    assert_eq!(subscriber.last()[&("web".into(), "MUG".into())], 10);
+    assert_eq!(
+        pg.query("SELECT value FROM channel_sellable WHERE channel = 'web' AND sku = 'MUG'"),
+        "10"
+    );
+
+    // Zero, then live again: the new publisher follows each switch.
+    assert_eq!(set_mode(&other_url, "web", "zero").await["mode"], "zero");
+    subscriber
+        .wait_last(&[("web", "MUG", 0), ("outlet", "MUG", 14)])
+        .await;
+    assert_eq!(set_mode(&other_url, "web", "live").await["mode"], "live");
+    subscriber.wait_last(&[("web", "MUG", 16)]).await;
+    subscriber.assert_never_back(false);
+    assert_eq!(
+        pg.query("SELECT string_agg(mode || ' by ' || set_by, ', ' ORDER BY id) FROM channel_mode_changes WHERE channel = 'web'"),
+        "frozen by ops, zero by ops, live by ops"
+    );
+    // An unknown channel or mode is refused, naming the field.
+    let (r, _) = request(
+        "PUT",
+        &format!("{other_url}/v1/channels/nope/mode"),
+        Some(r#"{"mode": "zero"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, &r.body["field"]), (404, &Value::from("channel")));
+    let (r, _) = request(
+        "PUT",
+        &format!("{other_url}/v1/channels/web/mode"),
+        Some(r#"{"mode": "off"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    agent.stop().await.unwrap();
+}
+
+/// The SSE stream is served by any worker: a client of the worker that does not publish
+/// gets every change the publisher (another process) stores, in cursor order, one event
+/// per change with the cursor as id; a client that reconnects to the publisher with its
+/// `Last-Event-ID` gets exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sse_stream_of_any_worker_follows_the_publisher_and_resumes() {
+    let dir = TempDir::new("pg-channel-sse");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| (id, start_worker(&dir, &pg, broker.port, id)))
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let holder = publisher(&pg).expect("a publisher");
+    let other = if holder == "w1" { "w2" } else { "w1" };
+    let stream = |worker: &str| format!("{}/v1/channels/web/sellable/stream", workers[worker].url);
+    let events = harness::sse_events(format!("{}?since=0", stream(other)), None, WAIT);
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    // One receipt at a time, each seen before the next: ten values of web/MUG in order.
+    let mut seen = Vec::new();
+    for n in 1..=10u64 {
+        let body = serde_json::json!({"sku": "MUG", "kind": "receipt", "quantity": 1});
+        let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+        assert!(r.status < 300, "{}", r.body);
+        loop {
+            let (id, v) = events
+                .recv_timeout(WAIT)
+                .expect("an event from the other worker");
+            let cursor: i64 = id.parse().expect("the id is a cursor");
+            assert_eq!(v["cursor"], cursor, "{v}");
+            if let Some((prev, _)) = seen.last() {
+                assert!(cursor > *prev, "cursor {cursor} after {prev}");
+            }
+            seen.push((cursor, v.clone()));
+            if v["sku"] == "MUG" && v["sellable"] == n {
+                break;
+            }
+        }
+    }
+    let mugs: Vec<u64> = seen
+        .iter()
+        .filter(|(_, v)| v["sku"] == "MUG")
+        .map(|(_, v)| v["sellable"].as_u64().unwrap())
+        .collect();
+    // The new publisher's first pass lists the catalog's MUG at 0 before any receipt.
+    let after_zero = mugs.strip_prefix(&[0]).unwrap_or(&mugs);
+    assert_eq!(
+        after_zero,
+        (1..=10).collect::<Vec<_>>(),
+        "every value, in order"
+    );
+    // Reconnect to the publisher after the fourth event: what was missed, and only that,
+    // folded as on SQLite to the newest value per SKU, in cursor order.
+    let (fourth, _) = &seen[3];
+    let resumed = harness::sse_events(stream(&holder), Some(fourth.to_string()), WAIT);
+    let missed: Vec<&(i64, Value)> = seen[4..]
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, v))| {
+            seen[5 + i..]
+                .iter()
+                .all(|(_, later)| later["sku"] != v["sku"])
+        })
+        .map(|(_, e)| e)
+        .collect();
+    assert!(!missed.is_empty());
+    for (cursor, v) in missed {
+        let (id, again) = resumed.recv_timeout(WAIT).expect("a resumed event");
+        assert_eq!((id, &again), (cursor.to_string(), v));
+    }
+    assert!(
+        resumed.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing more"
+    );
+    agent.stop().await.unwrap();
+}
+
+/// A Shopify target on PostgreSQL: the publisher sets the outlet's quantities with
+/// compare-and-set from what Shopify was last seen to hold (kept in the database); after the
+/// publisher is SIGKILLed, its successor goes on from there (a change made on Shopify
+/// meanwhile is met as a stale compare-and-set and re-read), and Shopify ends at the stock
+/// with no request breaking the contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopify_targets_publish_from_the_database_across_a_take_over() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = TempDir::new("pg-channel-shopify");
+    let Some(pg) = Postgres::start(&dir) else {
+        return;
+    };
+    let broker = Broker::start(&dir);
+    let (mug, lid) = (
+        "gid://shopify/InventoryItem/1",
+        "gid://shopify/InventoryItem/2",
+    );
+    // Shopify holds 3 mugs stocksync has never seen.
+    let shop = shopify_fake::FakeShopify::start(&[(mug, 3)], 0).await;
+    std::fs::write(dir.join("shop-token"), shopify_fake::FakeShopify::token()).unwrap();
+    let outlet_shop = format!(
+        "[channels.channel.shopify]\nurl = \"http://{}/admin/api/graphql.json\"\nlocation_id = \"gid://shopify/Location/1\"\ntoken_file = {:?}\n\
+         [channels.channel.shopify.limits]\nbackoff_initial_ms = 50\nbackoff_max_ms = 500\n\
+         [[catalog.aliases]]\nsource = \"outlet\"\nexternal = \"{mug}\"\nsku = \"MUG\"\n\
+         [[catalog.aliases]]\nsource = \"outlet\"\nexternal = \"{lid}\"\nsku = \"LID\"\n",
+        shop.addr,
+        dir.join("shop-token"),
+    );
+    let mut workers: BTreeMap<&str, Service> = ["w1", "w2"]
+        .into_iter()
+        .map(|id| {
+            let port = free_port();
+            let text = collector_toml(
+                &dir,
+                broker.port,
+                port,
+                &worker_extra(&pg, id, &outlet_shop),
+            )
+            .replace(
+                &format!("{:?}", dir.join("ledger.db")),
+                &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
+            );
+            (
+                id,
+                Service::start(&dir, "stocksync-collector", id, &text, port),
+            )
+        })
+        .collect();
+    wait_blocking(Duration::from_secs(20), || publisher(&pg).is_some())
+        .expect("a worker takes the publisher lease");
+    let (url, agent) = start_agent(&dir, "ams", broker.port).await;
+    let receive = |sku: &'static str, n: u64| {
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({"sku": sku, "kind": "receipt", "quantity": n});
+            let r = post(&format!("{url}/v1/movements"), &body.to_string(), &[]).await;
+            assert!(r.status < 300, "{}", r.body);
+        }
+    };
+    receive("MUG", 10).await;
+    receive("LID", 4).await;
+    // The outlet keeps 2 back.
+    wait_for("shopify holds 8 mugs and 2 lids", WAIT, || async {
+        shop.quantity(mug) == Some(8) && shop.quantity(lid) == Some(2)
+    })
+    .await;
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT quantity FROM channel_remote WHERE channel = 'outlet' AND target = 'shopify' AND sku = '{mug}'"
+        )),
+        "8"
+    );
+
+    let holder = publisher(&pg).expect("a publisher");
+    workers.get_mut(holder.as_str()).unwrap().kill();
+    wait_blocking(Duration::from_secs(20), || {
+        publisher(&pg).is_some_and(|w| w != holder)
+    })
+    .expect("the other worker takes the publisher lease");
+    // Someone changes Shopify's number meanwhile: the successor's set from the 8 its
+    // predecessor left is stale, so it reads Shopify again and wins.
+    shop.set_quantity(mug, 1);
+    receive("MUG", 5).await;
+    wait_for("shopify holds 13 mugs", WAIT, || async {
+        shop.quantity(mug) == Some(13)
+    })
+    .await;
+    let seen = shop.seen();
+    assert!(
+        seen.stale.load(SeqCst) >= 1,
+        "the stale compare-and-set was met"
+    );
+    assert_eq!(seen.contract_violations.load(SeqCst), 0);
+    assert!(shop
+        .references()
+        .iter()
+        .all(|r| r.starts_with("stocksync://channels/outlet/changes/")));
+    agent.stop().await.unwrap();
+    shop.stop();
 }

@@ -351,7 +351,7 @@ async fn postgres_counts_each_movement_once_and_serves_what_sqlite_serves() {
     assert!(text.contains("stocksync_worker_warehouses 2"), "{text}");
 
     // What this backend does not serve yet says so, in JSON.
-    let r = get(&format!("{b}/v1/channels/web/sellable/stream")).await;
+    let r = get(&format!("{b}/openapi.json")).await;
     assert_eq!(r.status, 501);
     assert_eq!(r.body["error"], "not_supported_on_backend");
     sqlite.stop().await.unwrap();

@@ -3,9 +3,8 @@
 //! `docs/MOVEMENTS.md`: a warehouse-level count counts the warehouse total, inspections and write-offs never take more than there is without an
 //! exception record, a fully shipped reservation is fulfilled, and holds are explained by
 //! the history and shown under per-warehouse totals. The cases run on both stores
-//! (`<case>::sqlite`, `<case>::postgres`: two workers on one database), but for the SQLite
-//! collector's own `rebuild` and lock. (Kits built in one warehouse, and voids, are in
-//! `views_e2e`, on both stores.)
+//! (`<case>::sqlite`, `<case>::postgres`: two workers on one database). Kits built in one
+//! warehouse, and voids, are in `views_e2e`, on both stores.
 
 mod support;
 

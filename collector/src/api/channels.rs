@@ -90,8 +90,8 @@ pub async fn one(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
-    since: Option<i64>,
-    limit: Option<usize>,
+    pub(crate) since: Option<i64>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// `GET /v1/channels/<channel>/sellable[?since=<cursor>&limit=n]`.
@@ -228,9 +228,9 @@ pub async fn stream(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModeRequest {
-    mode: ChannelMode,
-    reason: Option<String>,
-    set_by: Option<String>,
+    pub(crate) mode: ChannelMode,
+    pub(crate) reason: Option<String>,
+    pub(crate) set_by: Option<String>,
 }
 
 /// `PUT /v1/channels/<channel>/mode` `{"mode": "live"|"frozen"|"zero", "reason": ..}`.

@@ -7,7 +7,7 @@ mod alerts;
 pub(crate) mod audit;
 pub(crate) mod body;
 pub(crate) mod bundles;
-mod channels;
+pub(crate) mod channels;
 pub(crate) mod dashboard;
 mod error;
 pub(crate) mod exceptions;

@@ -30,27 +30,58 @@ pub(super) fn read_channel_errors(
          FROM channel_errors WHERE max(last_seen_ms, coalesce(resolved_at_ms, 0)) >= ?1",
     )?;
     let rows = stmt.query_map([since], |r| {
-        let (channel, target, detail): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
-        let resolved: Option<i64> = r.get(7)?;
-        Ok(Occurrence {
-            kind: Kind::ChannelPush,
-            key: vec![channel.clone(), target.clone(), detail.clone()],
-            origin: "channel_errors",
-            origin_key: r.get::<_, i64>(0)?.to_string(),
-            seen: r.get(6)?,
+        Ok(channel_error_occurrence(ChannelErrorRow {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            target: r.get(2)?,
+            detail: r.get(3)?,
             first_seen_ms: r.get(4)?,
-            last_seen_ms: r.get::<_, i64>(5)?.max(resolved.unwrap_or(0)),
-            warehouse: None,
-            channel: Some(channel.clone()),
-            sku: None,
-            source: format!("channel {channel}, target {target}"),
-            field: None,
-            reason: detail.clone(),
-            record: json!({"channel": channel, "target": target, "detail": detail}),
-            closed: resolved.is_some(),
-        })
+            last_seen_ms: r.get(5)?,
+            seen: r.get(6)?,
+            resolved_at_ms: r.get(7)?,
+        }))
     })?;
     newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A row of a channel's error queue.
+pub(crate) struct ChannelErrorRow {
+    pub id: i64,
+    pub channel: String,
+    pub target: String,
+    pub detail: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub seen: i64,
+    pub resolved_at_ms: Option<i64>,
+}
+
+/// A failed channel push as the queue sees it: grouped by channel, target and detail;
+/// closed once a later delivery succeeded.
+pub(crate) fn channel_error_occurrence(r: ChannelErrorRow) -> Occurrence {
+    let ChannelErrorRow {
+        channel,
+        target,
+        detail,
+        ..
+    } = r;
+    Occurrence {
+        kind: Kind::ChannelPush,
+        key: vec![channel.clone(), target.clone(), detail.clone()],
+        origin: "channel_errors",
+        origin_key: r.id.to_string(),
+        seen: r.seen,
+        first_seen_ms: r.first_seen_ms,
+        last_seen_ms: r.last_seen_ms.max(r.resolved_at_ms.unwrap_or(0)),
+        warehouse: None,
+        channel: Some(channel.clone()),
+        sku: None,
+        source: format!("channel {channel}, target {target}"),
+        field: None,
+        reason: detail.clone(),
+        record: json!({"channel": channel, "target": target, "detail": detail}),
+        closed: r.resolved_at_ms.is_some(),
+    }
 }
 
 /// Orders with units nobody could take (backordered or queued); settled once they leave
@@ -73,56 +104,79 @@ pub(super) fn read_backorders(
                OR id IN (SELECT origin_key FROM exception_sources WHERE origin = 'orders'))",
     )?;
     let rows = stmt.query_map([since], |r| {
-        let (id, channel, state): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let record: Value = serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or(Value::Null);
-        let waiting = state == "backorder" || state == "queued";
-        let short: Vec<&Value> = record["lines"]
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .filter(|l| l["unallocated"].as_u64().unwrap_or(0) > 0)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let what: Vec<String> = short
-            .iter()
-            .map(|l| {
-                let why = l["reason"]
-                    .as_str()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default();
-                format!(
-                    "{} x {}{why}",
-                    l["unallocated"],
-                    l["sku"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
-        Ok(Occurrence {
-            kind: Kind::Backorder,
-            key: vec![id.clone()],
-            origin: "orders",
-            origin_key: id.clone(),
-            seen: 1,
-            first_seen_ms: r.get(4)?,
-            last_seen_ms: r.get(4)?,
-            warehouse: None,
-            channel: Some(channel.clone()),
-            sku: short
-                .first()
-                .and_then(|l| l["sku"].as_str())
-                .map(String::from),
-            source: format!("order {id} from channel {channel}"),
-            field: Some("$.lines".into()),
-            reason: format!(
-                "order {id} is {state}: {} waiting for stock",
-                what.join(", ")
-            ),
-            record: record["request"].clone(),
-            closed: !waiting,
-        })
+        Ok(backorder_occurrence(OrderRow {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            state: r.get(2)?,
+            record: r.get(3)?,
+            created_at_ms: r.get(4)?,
+        }))
     })?;
     // An order that never waited is no exception (not selected); one that stopped waiting
     // closes it.
     Ok((newest_ms, rows.collect::<rusqlite::Result<_>>()?))
+}
+
+/// An order that waits for stock, or did.
+pub(crate) struct OrderRow {
+    pub id: String,
+    pub channel: String,
+    pub state: String,
+    /// The order's record (JSON text).
+    pub record: String,
+    pub created_at_ms: i64,
+}
+
+/// A backordered or queued order as the queue sees it; closed once it stops waiting.
+pub(crate) fn backorder_occurrence(r: OrderRow) -> Occurrence {
+    let OrderRow {
+        id, channel, state, ..
+    } = &r;
+    let record: Value = serde_json::from_str(&r.record).unwrap_or(Value::Null);
+    let waiting = state == "backorder" || state == "queued";
+    let short: Vec<&Value> = record["lines"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|l| l["unallocated"].as_u64().unwrap_or(0) > 0)
+                .collect()
+        })
+        .unwrap_or_default();
+    let what: Vec<String> = short
+        .iter()
+        .map(|l| {
+            let why = l["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            format!(
+                "{} x {}{why}",
+                l["unallocated"],
+                l["sku"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    Occurrence {
+        kind: Kind::Backorder,
+        key: vec![id.clone()],
+        origin: "orders",
+        origin_key: id.clone(),
+        seen: 1,
+        first_seen_ms: r.created_at_ms,
+        last_seen_ms: r.created_at_ms,
+        warehouse: None,
+        channel: Some(channel.clone()),
+        sku: short
+            .first()
+            .and_then(|l| l["sku"].as_str())
+            .map(String::from),
+        source: format!("order {id} from channel {channel}"),
+        field: Some("$.lines".into()),
+        reason: format!(
+            "order {id} is {state}: {} waiting for stock",
+            what.join(", ")
+        ),
+        record: record["request"].clone(),
+        closed: !waiting,
+    }
 }

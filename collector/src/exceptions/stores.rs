@@ -8,6 +8,11 @@ use serde_json::{json, Value};
 
 pub(crate) use super::occurrences::*;
 use super::outbound;
+// For the PostgreSQL queue (`store::postgres::exception_sources`).
+#[cfg_attr(not(feature = "postgres"), allow(unused_imports))]
+pub(crate) use super::outbound::{
+    backorder_occurrence, channel_error_occurrence, ChannelErrorRow, OrderRow,
+};
 use super::Kind;
 use crate::records::{Discrepancy, Reversal};
 
@@ -78,34 +83,73 @@ fn read_agent_rejects(tx: &Connection, since: i64) -> rusqlite::Result<(i64, Vec
          FROM agent_rejects WHERE arrived_at_ms >= ?1",
     )?;
     let rows = stmt.query_map([since], |r| {
-        let (agent, id, received): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let (warehouse, arrived, input): (String, i64, String) = (r.get(3)?, r.get(4)?, r.get(5)?);
-        let (field, detail): (String, String) = (r.get(7)?, r.get(8)?);
-        let record = agent_record(&r.get::<_, String>(9)?, r.get(6)?);
-        Ok(Occurrence {
-            kind: Kind::AgentReject,
-            key: vec![
-                warehouse.clone(),
-                agent.clone(),
-                field.clone(),
-                detail.clone(),
-            ],
-            origin: "agent_rejects",
-            origin_key: format!("{agent}/{id}/{received}"),
-            seen: 1,
-            first_seen_ms: arrived,
-            last_seen_ms: arrived,
-            warehouse: Some(warehouse),
-            channel: None,
-            sku: record["sku"].as_str().map(String::from),
-            source: format!("agent {agent} ({input} input, its reject {id})"),
-            field: Some(field),
-            reason: detail,
-            record,
-            closed: false,
-        })
+        Ok(agent_reject_occurrence(AgentRejectRow {
+            agent_id: r.get(0)?,
+            reject_id: r.get(1)?,
+            received_at_ms: r.get(2)?,
+            warehouse: r.get(3)?,
+            arrived_at_ms: r.get(4)?,
+            source: r.get(5)?,
+            record: r.get(6)?,
+            field: r.get(7)?,
+            detail: r.get(8)?,
+            payload: r.get(9)?,
+        }))
     })?;
     newest(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A row of the agents' rejects the collector received.
+pub(crate) struct AgentRejectRow {
+    pub agent_id: String,
+    pub reject_id: i64,
+    pub received_at_ms: i64,
+    /// From the topic it arrived on.
+    pub warehouse: String,
+    pub arrived_at_ms: i64,
+    pub source: String,
+    pub record: Option<i64>,
+    pub field: String,
+    pub detail: String,
+    pub payload: String,
+}
+
+/// An agent's reject as the queue sees it: grouped by warehouse, agent, field and detail.
+pub(crate) fn agent_reject_occurrence(r: AgentRejectRow) -> Occurrence {
+    let AgentRejectRow {
+        agent_id: agent,
+        reject_id: id,
+        received_at_ms: received,
+        warehouse,
+        arrived_at_ms: arrived,
+        source: input,
+        field,
+        detail,
+        ..
+    } = r;
+    let record = agent_record(&r.payload, r.record);
+    Occurrence {
+        kind: Kind::AgentReject,
+        key: vec![
+            warehouse.clone(),
+            agent.clone(),
+            field.clone(),
+            detail.clone(),
+        ],
+        origin: "agent_rejects",
+        origin_key: format!("{agent}/{id}/{received}"),
+        seen: 1,
+        first_seen_ms: arrived,
+        last_seen_ms: arrived,
+        warehouse: Some(warehouse),
+        channel: None,
+        sku: record["sku"].as_str().map(String::from),
+        source: format!("agent {agent} ({input} input, its reject {id})"),
+        field: Some(field),
+        reason: detail,
+        record,
+        closed: false,
+    }
 }
 
 pub(crate) fn newest(occurrences: Vec<Occurrence>) -> rusqlite::Result<(i64, Vec<Occurrence>)> {

@@ -1,8 +1,10 @@
 //! Where a push target reads its channel's change log and records what it delivered and
-//! what failed: the SQLite channel store (`store`), or the channel tables in PostgreSQL
-//! for the worker that holds the publisher lease (`store::postgres::channels`). The delivery
-//! loop (`target`) is written once against this trait.
+//! what failed, and what a remote system was last seen to hold: the SQLite channel store
+//! (`store`), or the channel tables in PostgreSQL for the worker that holds the publisher
+//! lease (`store::postgres::channels`). The delivery loop (`target`) and every target
+//! (MQTT, webhook, Shopify) are written once against this trait.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use super::store::{self, Published, Store};
@@ -50,6 +52,23 @@ pub trait ChangeLog: Clone + Send + Sync + 'static {
         channel: &str,
         target: &'static str,
         detail: &str,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// The quantities the remote system of `target` was last seen or set to hold, for those
+    /// of `items` it is known for (Shopify's compare-and-set).
+    fn remote_quantities(
+        &self,
+        channel: &str,
+        target: &'static str,
+        items: Vec<String>,
+    ) -> impl Future<Output = Result<BTreeMap<String, i64>, PublishError>> + Send;
+
+    /// Remembers the quantities the remote system of `target` holds.
+    fn set_remote_quantities(
+        &self,
+        channel: &str,
+        target: &'static str,
+        quantities: BTreeMap<String, i64>,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
@@ -106,5 +125,40 @@ impl ChangeLog for Store {
         let (c, d) = (channel.to_string(), detail.to_string());
         self.run(move |conn| store::record_error(conn, &c, target, &d))
             .await
+    }
+
+    async fn remote_quantities(
+        &self,
+        channel: &str,
+        target: &'static str,
+        items: Vec<String>,
+    ) -> Result<BTreeMap<String, i64>, PublishError> {
+        let c = channel.to_string();
+        self.read(move |conn| {
+            let mut out = BTreeMap::new();
+            for item in items {
+                if let Some(q) = store::remote_quantity(conn, &c, target, &item)? {
+                    out.insert(item, q);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_remote_quantities(
+        &self,
+        channel: &str,
+        target: &'static str,
+        quantities: BTreeMap<String, i64>,
+    ) -> Result<(), PublishError> {
+        let c = channel.to_string();
+        self.run(move |conn| {
+            for (item, q) in &quantities {
+                store::set_remote_quantity(conn, &c, target, item, *q)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }

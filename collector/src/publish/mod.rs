@@ -172,7 +172,7 @@ impl Channel {
         self.mode.lock().expect("mode lock").clone()
     }
 
-    fn set_mode_state(&self, state: ModeState) {
+    pub(crate) fn set_mode_state(&self, state: ModeState) {
         *self.mode.lock().expect("mode lock") = state;
     }
 }
@@ -239,7 +239,7 @@ impl Publisher {
             })));
         }
         for channel in publisher.channels.values() {
-            tasks.extend(target::spawn_all(
+            tasks.extend(target::spawn_push(
                 channel, &store, &stats, broker, &shutdown,
             )?);
         }

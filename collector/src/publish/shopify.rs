@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 
 use super::http::{self, Reply};
 use super::limit::PushLimits;
-use super::store::{self, Published, Store};
+use super::log::ChangeLog;
+use super::store::Published;
 use super::target::{Failure, Target};
 use super::{Channel, PublishError};
 
@@ -87,23 +88,28 @@ impl CostBucket {
     }
 }
 
-/// Sets a channel's values as Shopify `available` quantities.
-pub struct ShopifyTarget {
+/// Sets a channel's values as Shopify `available` quantities, remembering them in `log`.
+pub struct ShopifyTarget<L> {
     url: String,
     location: String,
     token_file: Option<PathBuf>,
     token: Option<String>,
     limits: PushLimits,
     agent: ureq::Agent,
-    store: Store,
+    log: L,
     cost: CostBucket,
     /// Cost of the last request, the estimate for the next.
     last_cost: f64,
 }
 
 impl ShopifyConfig {
-    /// The running target of `channel`, remembering Shopify's quantities in `store`.
-    pub fn build(&self, channel: &str, store: Store) -> Result<ShopifyTarget, PublishError> {
+    /// The running target of `channel`, remembering Shopify's quantities in `log` (either
+    /// store).
+    pub fn build<L: ChangeLog>(
+        &self,
+        channel: &str,
+        log: L,
+    ) -> Result<ShopifyTarget<L>, PublishError> {
         let config = self;
         let config_err = |detail: String| PublishError::Config {
             channel: channel.into(),
@@ -122,7 +128,7 @@ impl ShopifyConfig {
             token: None,
             limits: config.limits.clone(),
             agent,
-            store,
+            log,
             cost: CostBucket {
                 available: 50.0,
                 restore_rate: 50.0,
@@ -134,7 +140,7 @@ impl ShopifyConfig {
     }
 }
 
-impl ShopifyTarget {
+impl<L: ChangeLog> ShopifyTarget<L> {
     /// One GraphQL call, waiting out the cost bucket, throttles and 429s. Returns `data`.
     async fn graphql(&mut self, query: &str, variables: Value) -> Result<Value, Failure> {
         if self.token.is_none() {
@@ -215,14 +221,8 @@ impl ShopifyTarget {
         channel: &str,
         quantities: BTreeMap<String, i64>,
     ) -> Result<(), Failure> {
-        let c = channel.to_string();
-        self.store
-            .run(move |conn| {
-                for (item, q) in &quantities {
-                    store::set_remote_quantity(conn, &c, "shopify", item, *q)?;
-                }
-                Ok(())
-            })
+        self.log
+            .set_remote_quantities(channel, "shopify", quantities)
             .await
             .map_err(|e| Failure::new(e.to_string()))
     }
@@ -232,17 +232,8 @@ impl ShopifyTarget {
         channel: &str,
         items: Vec<String>,
     ) -> Result<BTreeMap<String, i64>, Failure> {
-        let c = channel.to_string();
-        self.store
-            .run(move |conn| {
-                let mut out = BTreeMap::new();
-                for item in items {
-                    if let Some(q) = store::remote_quantity(conn, &c, "shopify", &item)? {
-                        out.insert(item, q);
-                    }
-                }
-                Ok(out)
-            })
+        self.log
+            .remote_quantities(channel, "shopify", items)
             .await
             .map_err(|e| Failure::new(e.to_string()))
     }
@@ -293,7 +284,7 @@ impl ShopifyTarget {
     }
 }
 
-impl Target for ShopifyTarget {
+impl<L: ChangeLog> Target for ShopifyTarget<L> {
     const NAME: &'static str = "shopify";
 
     fn limits(&self) -> PushLimits {
@@ -307,16 +298,13 @@ impl Target for ShopifyTarget {
                 wanted.insert(i.sku.clone(), i.sellable as i64);
             } else {
                 // One unmapped SKU must not hold back the others: queue it and go on.
-                let (c, d) = (
-                    channel.name.clone(),
-                    format!(
-                        "SKU `{}` has no Shopify inventory item id (alias with source `{}` and external `{ITEM_PREFIX}...`)",
-                        i.canonical_sku, channel.name
-                    ),
+                let detail = format!(
+                    "SKU `{}` has no Shopify inventory item id (alias with source `{}` and external `{ITEM_PREFIX}...`)",
+                    i.canonical_sku, channel.name
                 );
                 let _ = self
-                    .store
-                    .run(move |conn| store::record_error(conn, &c, "shopify", &d))
+                    .log
+                    .record_error(&channel.name, "shopify", &detail)
                     .await;
             }
         }

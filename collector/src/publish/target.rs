@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::limit::{self, Backoff, PushLimits, TokenBucket};
 use super::log::{ChangeLog, Read};
 use super::stats::Stats;
-use super::store::{now_ms, Published, Store};
+use super::store::{now_ms, Published};
 use super::{Channel, PublishError, Task};
 
 /// Why a delivery failed, and when the server wants to hear from us again.
@@ -60,29 +60,8 @@ pub trait Target: Send + 'static {
     fn snapshot_done(&mut self) {}
 }
 
-/// Starts the push targets configured for `channel`.
-pub fn spawn_all(
-    channel: &Arc<Channel>,
-    store: &Store,
-    stats: &Arc<Stats>,
-    broker: &BrokerConfig,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<Vec<Task>, PublishError> {
-    let mut tasks = spawn_push(channel, store, stats, broker, shutdown)?;
-    if let Some(cfg) = &channel.config.shopify {
-        let t = cfg.build(&channel.name, store.clone())?;
-        let ctx = (
-            channel.clone(),
-            store.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(tokio::spawn(run(t, ctx)));
-    }
-    Ok(tasks)
-}
-
-/// Starts the MQTT and webhook targets of `channel`, delivering from `log` (either store).
+/// Starts the push targets configured for `channel` (MQTT, webhook, Shopify), delivering
+/// from `log` (either store).
 pub fn spawn_push<L: ChangeLog>(
     channel: &Arc<Channel>,
     log: &L,
@@ -105,6 +84,10 @@ pub fn spawn_push<L: ChangeLog>(
     }
     if let Some(cfg) = &channel.config.webhook {
         let t = cfg.build(&channel.name)?;
+        tasks.push(tokio::spawn(run(t, ctx())));
+    }
+    if let Some(cfg) = &channel.config.shopify {
+        let t = cfg.build(&channel.name, log.clone())?;
         tasks.push(tokio::spawn(run(t, ctx())));
     }
     Ok(tasks)

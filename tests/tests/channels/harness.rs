@@ -131,3 +131,93 @@ pub async fn feed(collector: &Collector, channel: &str) -> std::collections::BTr
         })
         .collect()
 }
+
+pub use crate::support::backend::Backend;
+use crate::support::backend::{CollectorSpec, Collectors};
+
+/// The warehouses a PostgreSQL worker of the channel suites shares out.
+const PG_WAREHOUSES: [&str; 3] = ["ams", "rtm", "ber"];
+
+/// A collector in this process on either backend (`support::backend`: one SQLite collector,
+/// or one worker on its own PostgreSQL server) with a broker of the suite's kind; derefs to
+/// the collector.
+pub struct Stack {
+    pub sides: Collectors,
+    _broker: crate::support::Broker,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = Collector;
+    fn deref(&self) -> &Collector {
+        &self.sides.in_process()[0]
+    }
+}
+
+impl Stack {
+    /// `channels_toml` on `backend`; `None` when it is PostgreSQL and that is not
+    /// installed (the notice is printed).
+    pub async fn start(backend: Backend, dir: &TempDir, channels_toml: &str) -> Option<Stack> {
+        let broker = crate::support::Broker::start(dir);
+        let sides = CollectorSpec::new(backend, dir, broker.port)
+            .extra(channels_toml)
+            .warehouses(&PG_WAREHOUSES)
+            .workers(1)
+            .start_in_process()
+            .await?;
+        Some(Stack {
+            sides,
+            _broker: broker,
+        })
+    }
+
+    /// Stops the collector and starts it again on the same store (and broker).
+    pub async fn restart(mut self) -> Stack {
+        self.sides.stop_all().await;
+        self.sides.start_all().await;
+        self
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.sides.stop().await;
+        Ok(())
+    }
+}
+
+/// Reads Server-Sent Events from `url` on a thread: `(id, data)` per event, until the
+/// stream ends or `within` passes.
+pub fn sse_events(
+    url: String,
+    last_event_id: Option<String>,
+    within: Duration,
+) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(within))
+            .build()
+            .into();
+        let mut req = agent.get(&url);
+        if let Some(id) = &last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let Ok(resp) = req.call() else { return };
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        let (mut id, mut data) = (String::new(), String::new());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim());
+            } else if line.is_empty() && !data.is_empty() {
+                let value = serde_json::from_str(&data).expect("event data is JSON");
+                if tx.send((std::mem::take(&mut id), value)).is_err() {
+                    return;
+                }
+                data.clear();
+            }
+        }
+    });
+    rx
+}

@@ -7,8 +7,9 @@
 //! the ledger, or opens it again with the new reason. Each step is its own transaction and
 //! safe to repeat: a record the ledger holds already answers `already applied`. What counts
 //! as retryable, and what the outcomes add up to, are the SQLite queue's decisions
-//! (`not_retryable`, `Settled`). Agent rejects are not kept on this backend, so only
-//! collector rejects are retried here.
+//! (`not_retryable`, `Settled`). An agent's reject is retried where it was refused: the
+//! agent is sent a command (`agent_rejects`) and the exception stays `retrying` until its
+//! answer arrives (`agent_rejects::agent_retried`).
 //!
 //! `act` resolves, ignores, reopens or comments on one exception by the SQLite rule
 //! (`Action::next`); the bulk forms apply either to every exception a filter selects, each
@@ -18,12 +19,21 @@ use tokio_postgres::Transaction;
 
 use super::exceptions::{event_by, set_status};
 use super::{now_ms, PgError, PgStore, Pool, Prepared};
-use crate::exceptions::{self, Action, ActionError, Request, Retry, Settled, SYSTEM};
+use crate::agent_rejects::Commands;
+use crate::exceptions::{self, Action, ActionError, Kind, Request, Retry, Settled, SYSTEM};
 use crate::ledger::RETRYABLE;
+
+/// The records a retry processes again.
+enum Targets {
+    /// Collector rejects, by id.
+    Collector(Vec<i64>),
+    /// Agent rejects: `(warehouse, agent, reject id, received_at_ms)`.
+    Agent(Vec<(String, String, i64, i64)>),
+}
 
 /// Retries exception `id` (folded already); the inner error is a refusal for the client.
 pub async fn retry(
-    store: &PgStore,
+    (store, commands): (&PgStore, &Commands),
     pool: &Pool,
     id: &str,
     req: &Request,
@@ -31,11 +41,15 @@ pub async fn retry(
     let mut conn = pool.get().await?;
     let p = conn.prepared();
     let tx = conn.transaction().await?;
-    let rejects = match begin(&tx, &p, id, req).await? {
-        Ok(rejects) => rejects,
+    let targets = match begin(&tx, &p, id, req).await? {
+        Ok(targets) => targets,
         Err(refused) => return Ok(Err(refused)),
     };
     tx.commit().await?;
+    let rejects = match targets {
+        Targets::Collector(rejects) => rejects,
+        Targets::Agent(rejects) => return ask_agents(pool, commands, id, &rejects).await.map(Ok),
+    };
     let mut outcomes = Vec::with_capacity(rejects.len());
     for reject in rejects {
         outcomes.push((reject, store.retry_reject(reject).await?));
@@ -46,13 +60,72 @@ pub async fn retry(
     Ok(Ok(answer))
 }
 
-/// Marks exception `id` `retrying`, counts the attempt and returns the rejects to retry.
+/// Sends each agent the retry of its reject; the exception stays `retrying` until the
+/// answers arrive, or opens again at once if a command cannot be sent.
+async fn ask_agents(
+    pool: &Pool,
+    commands: &Commands,
+    id: &str,
+    rejects: &[(String, String, i64, i64)],
+) -> Result<Retry, PgError> {
+    let mut failed = None;
+    for (warehouse, agent, reject, received) in rejects {
+        if let Err(e) = commands.retry(warehouse, agent, *reject, *received).await {
+            failed = Some(format!("could not send the retry to agent {agent}: {e}"));
+        }
+    }
+    let mut conn = pool.get().await?;
+    let p = conn.prepared();
+    let tx = conn.transaction().await?;
+    if let Some(why) = &failed {
+        let now = now_ms();
+        set_status(&tx, &p, id, "open", now).await?;
+        event_by(&tx, &p, id, (now, "retry failed", SYSTEM), Some(why)).await?;
+    }
+    let row = tx
+        .query_one(
+            "SELECT status, attempts FROM exceptions WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(Retry {
+        id: id.to_string(),
+        status: row.get(0),
+        attempts: row.get(1),
+        applied: 0,
+        already_applied: 0,
+        reason: failed,
+    })
+}
+
+/// The agent rejects exception `id` groups.
+async fn agent_targets(
+    tx: &Transaction<'_>,
+    id: &str,
+) -> Result<Vec<(String, String, i64, i64)>, PgError> {
+    let rows = tx
+        .query(
+            "SELECT a.warehouse, a.agent_id, a.reject_id, a.received_at_ms
+             FROM exception_sources s JOIN agent_rejects a
+               ON s.origin_key = a.agent_id || '/' || a.reject_id || '/' || a.received_at_ms
+             WHERE s.origin = 'agent_rejects' AND s.exception_id = $1 ORDER BY a.arrived_at_ms",
+            &[&id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}
+
+/// Marks exception `id` `retrying`, counts the attempt and returns the records to retry.
 async fn begin(
     tx: &Transaction<'_>,
     p: &Prepared,
     id: &str,
     req: &Request,
-) -> Result<Result<Vec<i64>, ActionError>, PgError> {
+) -> Result<Result<Targets, ActionError>, PgError> {
     if let Err(invalid) = exceptions::check(req) {
         return Ok(Err(invalid));
     }
@@ -78,8 +151,28 @@ async fn begin(
     if status == "ignored" {
         return refused("it is ignored; reopen it first".into());
     }
+    let targets = if kind == Kind::AgentReject.as_str() {
+        Targets::Agent(agent_targets(tx, id).await?)
+    } else {
+        Targets::Collector(collector_targets(tx, id).await?)
+    };
+    if matches!(&targets, Targets::Collector(t) if t.is_empty()) {
+        return Ok(Err(exceptions::nothing_to_retry(id)));
+    }
+    let now = now_ms();
+    tx.execute(
+        "UPDATE exceptions SET status = 'retrying', status_at_ms = $2, attempts = attempts + 1 WHERE id = $1",
+        &[&id, &now],
+    )
+    .await?;
+    event_by(tx, p, id, (now, "retry", &req.by), Some(&req.comment)).await?;
+    Ok(Ok(targets))
+}
+
+/// The collector rejects exception `id` groups that the store can retry.
+async fn collector_targets(tx: &Transaction<'_>, id: &str) -> Result<Vec<i64>, PgError> {
     let fields: Vec<&str> = RETRYABLE.to_vec();
-    let rejects: Vec<i64> = tx
+    Ok(tx
         .query(
             "SELECT r.id FROM exception_sources s JOIN rejects r ON r.id::text = s.origin_key
              WHERE s.origin = 'rejects' AND s.exception_id = $1 AND r.agent_id IS NOT NULL
@@ -90,18 +183,7 @@ async fn begin(
         .await?
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    if rejects.is_empty() {
-        return Ok(Err(exceptions::nothing_to_retry(id)));
-    }
-    let now = now_ms();
-    tx.execute(
-        "UPDATE exceptions SET status = 'retrying', status_at_ms = $2, attempts = attempts + 1 WHERE id = $1",
-        &[&id, &now],
-    )
-    .await?;
-    event_by(tx, p, id, (now, "retry", &req.by), Some(&req.comment)).await?;
-    Ok(Ok(rejects))
+        .collect())
 }
 
 /// Records what the store's retries led to.
@@ -225,7 +307,7 @@ pub async fn act_by_filter(
 /// Retries every open exception `filter` selects that can be retried; returns what each
 /// retry led to, and the ids skipped with why.
 pub async fn retry_by_filter(
-    store: &PgStore,
+    with: (&PgStore, &Commands),
     pool: &Pool,
     filter: &[(&'static str, String)],
     req: &Request,
@@ -239,7 +321,7 @@ pub async fn retry_by_filter(
             skipped.push((id, why));
             continue;
         }
-        match retry(store, pool, &id, req).await? {
+        match retry(with, pool, &id, req).await? {
             Ok(r) => done.push(r),
             Err(ActionError::NotRetryable { detail, .. }) => skipped.push((id, detail)),
             Err(refused) => return Ok(Err(refused)),

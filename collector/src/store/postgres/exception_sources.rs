@@ -1,5 +1,6 @@
-//! Reading this store's records as occurrences for the exception queue: the collector's
-//! rejects, drift, conflicts, transfer discrepancies, reversals and shortfalls. Only the SQL
+//! Reading this store's records as occurrences for the exception queue: the agents' and the
+//! collector's rejects, drift, conflicts, transfer discrepancies, reversals, failed channel
+//! pushes, shortfalls and backordered orders (every kind the SQLite queue has). Only the SQL
 //! is here; what an occurrence says (its group, warehouse, SKU, reason, record) is built by
 //! the same functions as on SQLite (`exceptions::stores`), so both queues read the same.
 
@@ -7,18 +8,23 @@ use serde_json::Value;
 use tokio_postgres::Transaction;
 
 use super::{PgError, Prepared};
-use crate::exceptions::stores::{self, CountRow, Occurrence, RejectRow, ShortfallRow};
+use crate::exceptions::stores::{
+    self, AgentRejectRow, ChannelErrorRow, CountRow, Occurrence, OrderRow, RejectRow, ShortfallRow,
+};
 use crate::exceptions::Kind;
 use crate::records::{Discrepancy, Reversal};
 
 /// The stores this backend keeps, in the SQLite queue's order.
-pub(super) const ORIGINS: [&str; 6] = [
+pub(super) const ORIGINS: [&str; 9] = [
+    "agent_rejects",
     "rejects",
     "drift",
     "conflicts",
     "discrepancies",
     "reversals",
+    "channel_errors",
     "shortfalls",
+    "orders",
 ];
 
 /// The occurrences of store `origin` seen since `since` (ms), with the newest time seen.
@@ -29,6 +35,10 @@ pub(super) async fn read(
     since: i64,
 ) -> Result<(i64, Vec<Occurrence>), PgError> {
     let occurrences = match origin {
+        // Orders are read by when they changed, not when they were placed.
+        "orders" => return backorders(tx, p, since).await,
+        "agent_rejects" => agent_rejects(tx, p, since).await?,
+        "channel_errors" => channel_errors(tx, p, since).await?,
         "rejects" => rejects(tx, p, since).await?,
         "drift" => counts(tx, p, Kind::Drift, since).await?,
         "conflicts" => counts(tx, p, Kind::Conflict, since).await?,
@@ -222,4 +232,109 @@ async fn shortfalls(
         out.push(stores::shortfall_occurrence(row, record));
     }
     Ok(out)
+}
+
+async fn agent_rejects(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    since: i64,
+) -> Result<Vec<Occurrence>, PgError> {
+    let rows = tx
+        .query(
+            &p.get(tx, "SELECT agent_id, reject_id, received_at_ms, warehouse, arrived_at_ms, source, record, field, detail, payload
+             FROM agent_rejects WHERE arrived_at_ms >= $1").await?,
+            &[&since],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            stores::agent_reject_occurrence(AgentRejectRow {
+                agent_id: r.get(0),
+                reject_id: r.get(1),
+                received_at_ms: r.get(2),
+                warehouse: r.get(3),
+                arrived_at_ms: r.get(4),
+                source: r.get(5),
+                record: r.get(6),
+                field: r.get(7),
+                detail: r.get(8),
+                payload: r.get(9),
+            })
+        })
+        .collect())
+}
+
+async fn channel_errors(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    since: i64,
+) -> Result<Vec<Occurrence>, PgError> {
+    let rows = tx
+        .query(
+            &p.get(tx, "SELECT id, channel, target, detail, first_seen_ms, last_seen_ms, seen_count, resolved_at_ms
+             FROM channel_errors WHERE GREATEST(last_seen_ms, COALESCE(resolved_at_ms, 0)) >= $1").await?,
+            &[&since],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            stores::channel_error_occurrence(ChannelErrorRow {
+                id: r.get(0),
+                channel: r.get(1),
+                target: r.get(2),
+                detail: r.get(3),
+                first_seen_ms: r.get(4),
+                last_seen_ms: r.get(5),
+                seen: r.get(6),
+                resolved_at_ms: r.get(7),
+            })
+        })
+        .collect())
+}
+
+/// Orders with units nobody could take, and those that had an exception (settled once they
+/// stop waiting), changed since `since`; with the newest change seen.
+async fn backorders(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    since: i64,
+) -> Result<(i64, Vec<Occurrence>), PgError> {
+    let newest: i64 = tx
+        .query_one(
+            &p.get(
+                tx,
+                "SELECT COALESCE(MAX(updated_at_ms), 0)::bigint FROM orders WHERE updated_at_ms >= $1",
+            )
+            .await?,
+            &[&since],
+        )
+        .await?
+        .get(0);
+    let rows = tx
+        .query(
+            &p.get(
+                tx,
+                "SELECT id, channel, state, record, created_at_ms FROM orders
+             WHERE updated_at_ms >= $1 AND (state IN ('backorder', 'queued')
+                   OR id IN (SELECT origin_key FROM exception_sources WHERE origin = 'orders'))",
+            )
+            .await?,
+            &[&since],
+        )
+        .await?;
+    let occurrences = rows
+        .iter()
+        .map(|r| {
+            stores::backorder_occurrence(OrderRow {
+                id: r.get(0),
+                channel: r.get(1),
+                state: r.get(2),
+                record: r.get(3),
+                created_at_ms: r.get(4),
+            })
+        })
+        .collect();
+    Ok((newest, occurrences))
 }

@@ -2,9 +2,9 @@
 //!
 //! The SQLite file is the truth up to the moment the collector stops, so the move copies it
 //! as it is (agents, every ledger row with its decided treatment, the projection, the last
-//! counts, reservations and their holds, orders with their history, the rejects queue, the
-//! drift, conflict, shortfall, discrepancy and reversal records) rather than re-deciding
-//! anything: the PostgreSQL workers then go on from exactly where the SQLite collector
+//! counts, reservations and their holds, orders with their history, the rejects queue and
+//! the agents' rejects, the drift, conflict, shortfall, discrepancy and reversal records)
+//! rather than re-deciding anything: the PostgreSQL workers then go on from exactly where the SQLite collector
 //! stood, and agents resending what was unacknowledged are deduplicated by
 //! `(agent_id, seq)` as always. The exception queue's own state (statuses, comments) stays
 //! behind: the workers' queue folds the moved records again, as new open exceptions. It is
@@ -197,6 +197,12 @@ const TABLES: &[Table] = &[
         name: "routing_daily",
         columns: &[("warehouse", Text), ("day", Text), ("orders", Int)],
         select: "SELECT warehouse, day, orders FROM routing_daily",
+        extra: "",
+    },
+    Table {
+        name: "agent_rejects",
+        columns: &[("agent_id", Text), ("reject_id", Int), ("received_at_ms", Int), ("warehouse", Text), ("arrived_at_ms", Int), ("source", Text), ("record", OptInt), ("field", Text), ("detail", Text), ("payload", Text)],
+        select: "SELECT agent_id, reject_id, received_at_ms, warehouse, arrived_at_ms, source, record, field, detail, payload FROM agent_rejects",
         extra: "",
     },
     // The operator's records, as the ledger last wrote them (`records`).

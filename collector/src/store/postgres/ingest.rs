@@ -68,12 +68,19 @@ pub async fn apply_group(
     policies: &Policies,
     group: &[Incoming<'_>],
 ) -> Result<Vec<(AckOutcome, u32)>, PgError> {
-    let mut attempt = 0;
+    let (mut attempt, mut speculate) = (0, true);
     loop {
         attempt += 1;
         let tx = client.transaction().await?;
-        let result = match apply_in(&tx, p, policies, group).await {
-            Ok(outcomes) => tx.commit().await.map(|()| outcomes).map_err(PgError::from),
+        let result = match apply_in(&tx, p, policies, group, speculate).await {
+            Ok(Some(outcomes)) => tx.commit().await.map(|()| outcomes).map_err(PgError::from),
+            Ok(None) => {
+                // A batch is refused: its rows went in with the others. Undo, and run the
+                // group again inserting only what may be applied (not a failed attempt).
+                tx.rollback().await?;
+                (speculate, attempt) = (false, attempt - 1);
+                continue;
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -98,31 +105,47 @@ struct Tally {
 /// The whole group in `tx`, each step one statement for all its batches: the identity
 /// checks (`identity`), one ledger insert, one projection, one outbox insert. Batch by
 /// batch, a group of sixteen paid some 160 round trips before its commit.
+///
+/// With `speculate`, the ledger insert goes out with the identity checks and the stock
+/// locks, in the same round trip, as if every batch will pass (nearly always so: a refusal
+/// is broken or hostile input). `None` when one did not: the caller rolls back and runs the
+/// group again without speculating.
 async fn apply_in(
     tx: &Transaction<'_>,
     p: &Prepared,
     policies: &Policies,
     group: &[Incoming<'_>],
-) -> Result<Vec<(AckOutcome, u32)>, PgError> {
+    speculate: bool,
+) -> Result<Option<Vec<(AckOutcome, u32)>>, PgError> {
     let now = super::now_ms();
-    let decided: Vec<_> = group.iter().map(|i| decide(policies, i, now)).collect();
+    let (mut rows, mut refused) = (Vec::new(), Vec::new());
+    for (i, incoming) in group.iter().enumerate() {
+        let (accepted, refusals) = decide(policies, incoming, now);
+        rows.extend(accepted.into_iter().map(|r| (i, r)));
+        refused.extend(refusals.into_iter().map(|(m, r)| (i, m, r)));
+    }
     // The identity checks and the stock locks (with the barriers read under them) in one
     // round trip: the locks of a batch refused below are only held a little longer.
-    let keys = project::keys(
-        decided
-            .iter()
-            .flat_map(|(rows, _)| rows.iter().map(|r| &r.entry)),
-    );
+    let keys = project::keys(rows.iter().map(|(_, r)| &r.entry));
     identity::prepare(tx, p).await?;
-    let (refusals, barriers) = tokio::try_join!(
+    p.get(tx, INSERT).await?;
+    let (refusals, barriers, speculated) = tokio::try_join!(
         identity::refusals(tx, p, group, now),
         project::lock_and_read(tx, p, &keys),
+        async {
+            match speculate {
+                true => insert(tx, p, &policies.worker_id, &rows, now)
+                    .await
+                    .map(Some),
+                false => Ok(None),
+            }
+        },
     )?;
+    if speculated.is_some() && refusals.iter().any(Option::is_some) {
+        return Ok(None);
+    }
     let mut rejected: Vec<Option<String>> = vec![None; group.len()];
-    let (mut rows, mut refused) = (Vec::new(), Vec::new());
-    for (i, ((incoming, refusal), (accepted, refusals))) in
-        group.iter().zip(refusals).zip(decided).enumerate()
-    {
+    for (i, (incoming, refusal)) in group.iter().zip(refusals).enumerate() {
         let (batch, topic) = (incoming.batch, incoming.topic);
         if let Some(reason) = refusal {
             tracing::error!(agent = %batch.agent_id, %topic, %reason, "batch rejected");
@@ -140,12 +163,14 @@ async fn apply_in(
             )
             .await?;
             rejected[i] = Some(reason);
-            continue;
         }
-        rows.extend(accepted.into_iter().map(|r| (i, r)));
-        refused.extend(refusals.into_iter().map(|(m, r)| (i, m, r)));
     }
-    let mut new = insert(tx, p, &policies.worker_id, &rows, now).await?;
+    rows.retain(|(i, _)| rejected[*i].is_none());
+    refused.retain(|(i, _, _)| rejected[*i].is_none());
+    let mut new = match speculated {
+        Some(new) => new,
+        None => insert(tx, p, &policies.worker_id, &rows, now).await?,
+    };
     let mut tally = vec![Tally::default(); group.len()];
     for (i, m, refusal) in refused {
         let (incoming, topic) = (&group[i], group[i].topic);
@@ -210,7 +235,24 @@ async fn apply_in(
         tally[i].applied += 1;
         entries.push(row.entry);
     }
-    let changed = project::project(tx, p, &entries, barriers, now).await?;
+    let projected = project::project(tx, p, &entries, barriers, now).await?;
+    // The stock deltas and the outbox rows go out together.
+    let skus: Vec<&str> = projected.changed.iter().map(String::as_str).collect();
+    let outbox = p
+        .get(
+            tx,
+            "INSERT INTO outbox (sku, created_at_ms) SELECT s, $2 FROM unnest($1::text[]) AS s",
+        )
+        .await?;
+    tokio::try_join!(project::add(tx, p, &projected.deltas, now), async {
+        match skus.is_empty() {
+            true => Ok(0),
+            false => tx
+                .execute(&outbox, &[&skus, &now])
+                .await
+                .map_err(PgError::from),
+        }
+    },)?;
     records::settle(tx, p, &entries, now).await?;
     let mut shipped: Vec<(String, String)> = entries
         .iter()
@@ -229,32 +271,22 @@ async fn apply_in(
     shipped.sort_unstable();
     shipped.dedup();
     reserve::on_shipments(tx, p, &shipped, now).await?;
-    if !changed.is_empty() {
-        let skus: Vec<&str> = changed.iter().map(String::as_str).collect();
-        tx.execute(
-            &p.get(
-                tx,
-                "INSERT INTO outbox (sku, created_at_ms) SELECT s, $2 FROM unnest($1::text[]) AS s",
-            )
-            .await?,
-            &[&skus, &now],
-        )
-        .await?;
-    }
-    Ok(tally
-        .into_iter()
-        .zip(rejected)
-        .map(|(t, rejected)| match rejected {
-            Some(reason) => (AckOutcome::Rejected { reason }, 0),
-            None => (
-                AckOutcome::Applied {
-                    applied: t.applied,
-                    duplicates: t.duplicates,
-                },
-                t.policy_rejects,
-            ),
-        })
-        .collect())
+    Ok(Some(
+        tally
+            .into_iter()
+            .zip(rejected)
+            .map(|(t, rejected)| match rejected {
+                Some(reason) => (AckOutcome::Rejected { reason }, 0),
+                None => (
+                    AckOutcome::Applied {
+                        applied: t.applied,
+                        duplicates: t.duplicates,
+                    },
+                    t.policy_rejects,
+                ),
+            })
+            .collect(),
+    ))
 }
 
 /// A movement that passed intake, with its treatment and bytes.
@@ -336,17 +368,25 @@ async fn insert(
     // `ORDER BY` so that of two rows of one seq in the group, the first is the one kept.
     let inserted = tx
         .query(
-            &p.get(tx, "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref, applied_by)
-             SELECT m.agent_id, m.seq, m.sku, m.warehouse, m.bin, m.source, m.kind, m.quantity, m.occurred_at_ms, $2, m.payload, m.treatment, m.returns_to, m.transfer, m.peer, m.order_ref, $17
-             FROM unnest($1::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
-                 WITH ORDINALITY
-               AS m(agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, payload, treatment, returns_to, transfer, peer, order_ref, n)
-             ORDER BY m.n
-             ON CONFLICT (agent_id, seq) DO NOTHING
-             RETURNING agent_id, seq").await?,
+            &p.get(tx, INSERT).await?,
             &[
-                &agent, &now, &seq, &sku, &warehouse, &bin, &source, &kind, &quantity,
-                &occurred, &payload, &treatment, &returns_to, &transfer, &peer, &order, &worker_id,
+                &agent,
+                &now,
+                &seq,
+                &sku,
+                &warehouse,
+                &bin,
+                &source,
+                &kind,
+                &quantity,
+                &occurred,
+                &payload,
+                &treatment,
+                &returns_to,
+                &transfer,
+                &peer,
+                &order,
+                &worker_id,
             ],
         )
         .await?;
@@ -383,3 +423,13 @@ pub async fn store_reject(tx: &Transaction<'_>, p: &Prepared, r: &Rejected) -> R
     .await?;
     Ok(())
 }
+
+/// The ledger rows of a group, in one statement (`insert`).
+const INSERT: &str = "INSERT INTO ledger (agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, received_at_ms, payload, treatment, returns_to, transfer, peer, order_ref, applied_by)
+             SELECT m.agent_id, m.seq, m.sku, m.warehouse, m.bin, m.source, m.kind, m.quantity, m.occurred_at_ms, $2, m.payload, m.treatment, m.returns_to, m.transfer, m.peer, m.order_ref, $17
+             FROM unnest($1::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
+                 WITH ORDINALITY
+               AS m(agent_id, seq, sku, warehouse, bin, source, kind, quantity, occurred_at_ms, payload, treatment, returns_to, transfer, peer, order_ref, n)
+             ORDER BY m.n
+             ON CONFLICT (agent_id, seq) DO NOTHING
+             RETURNING agent_id, seq";

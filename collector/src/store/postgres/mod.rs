@@ -8,6 +8,7 @@
 //! What the SQLite collector does beyond that is listed in docs/SCALING.md and answered
 //! `501 not_supported_on_backend` here, never with a wrong number.
 
+pub mod agent_rejects;
 pub mod alerts;
 pub mod api;
 pub mod channels;

@@ -82,14 +82,15 @@ const BARRIERS: &str = "SELECT c.sku, c.warehouse, c.bin, c.occurred_at_ms, c.ag
        ON c.sku = g.sku AND c.warehouse = g.warehouse";
 
 /// Projects `entries` (new in this transaction), whose keys the transaction holds
-/// ([`lock_and_read`], which gave `last`); returns the SKUs whose stock changed.
-pub async fn project(
+/// ([`lock_and_read`], which gave `last`): replays what needs a replay, and returns the
+/// deltas to add with the SKUs whose stock changed.
+pub(super) async fn project(
     tx: &Transaction<'_>,
     p: &Prepared,
     entries: &[Entry],
     mut last: Barriers,
     now: i64,
-) -> Result<BTreeSet<String>, PgError> {
+) -> Result<Projected, PgError> {
     let mut groups: BTreeMap<Group, Vec<&Entry>> = BTreeMap::new();
     let mut elsewhere: BTreeMap<StockKey, States> = BTreeMap::new();
     for e in entries {
@@ -132,8 +133,15 @@ pub async fn project(
         }
     }
     changed.extend(deltas.keys().map(|k| k.sku.clone()));
-    add(tx, p, &deltas, now).await?;
-    Ok(changed)
+    Ok(Projected { changed, deltas })
+}
+
+/// What [`project`] leaves to write: the caller sends [`add`] with its other writes.
+pub(super) struct Projected {
+    /// The SKUs whose stock changed (replayed ones are written already).
+    pub changed: BTreeSet<String>,
+    /// Deltas to add, one per stock row.
+    pub deltas: BTreeMap<StockKey, States>,
 }
 
 /// What projecting one (SKU, warehouse) did.

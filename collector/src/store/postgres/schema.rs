@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, V4_CHANNELS),
     (5, V5_RECORDS),
     (6, V6_VIEWS),
+    (7, V7_CHANNEL_STATE_AND_AGENT_REJECTS),
 ];
 
 const V1: &str = "
@@ -383,11 +384,67 @@ CREATE TABLE alert_evaluations (
 );
 ";
 
+/// What the SQLite channel store keeps beside its change log, shared by every worker: the
+/// mode set through the API (`channel_state`; `version` tells the publisher a mode moved),
+/// every such change (`channel_mode_changes`), and the quantity each remote system was
+/// last seen or set to hold (`channel_remote`, Shopify's compare-and-set). And the records
+/// agents refused (`agent_rejects`), as the SQLite ledger keeps them, for the exception
+/// queue.
+const V7_CHANNEL_STATE_AND_AGENT_REJECTS: &str = "
+CREATE SEQUENCE channel_state_version;
+CREATE TABLE channel_state (
+    channel TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    reason TEXT,
+    set_at_ms BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('channel_state_version')
+);
+CREATE TABLE channel_mode_changes (
+    id BIGSERIAL PRIMARY KEY,
+    channel TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    reason TEXT,
+    set_at_ms BIGINT NOT NULL
+);
+CREATE TABLE channel_remote (
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    PRIMARY KEY (channel, target, sku)
+);
+CREATE TABLE agent_rejects (
+    agent_id TEXT NOT NULL,
+    reject_id BIGINT NOT NULL,
+    received_at_ms BIGINT NOT NULL,
+    warehouse TEXT NOT NULL,
+    arrived_at_ms BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    record BIGINT,
+    field TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (agent_id, reject_id, received_at_ms)
+);
+CREATE INDEX agent_rejects_by_arrival ON agent_rejects (arrived_at_ms);
+";
+
 /// Any lock id both sides agree on; only migrations take it.
 const MIGRATION_LOCK: i64 = 0x5354_4f43_4b53_594e;
 
 /// Applies every migration the database lacks; returns the schema version.
 pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> {
+    migrate_to(client, LATEST).await
+}
+
+/// The newest schema version this release knows.
+pub const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Applies the migrations the database lacks up to version `target` (a database of an
+/// older release, for the tests that migrate from every older version).
+pub async fn migrate_to(client: &mut Client, target: i32) -> Result<i32, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -403,7 +460,10 @@ pub async fn migrate(client: &mut Client) -> Result<i32, tokio_postgres::Error> 
         .await?
         .get(0);
     let mut version = current;
-    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (v, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v > current && *v <= target)
+    {
         tx.batch_execute(sql).await?;
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
             .await?;

@@ -1,7 +1,8 @@
 //! Starting one collector worker on the PostgreSQL store: the HTTP reads, reservations and
-//! orders, the lease task, a consumer that follows the leases, and the channel publisher
-//! (which publishes only while this worker holds the publisher lease). What a worker does
-//! not do yet (Shopify targets, alerts) it refuses to be configured for, rather than
+//! orders, the lease task, a consumer that follows the leases, the consumer of agents'
+//! rejects (which follows them too), the channel publisher (which publishes only while this
+//! worker holds the publisher lease) and the follower of the change log (for SSE streams). What a worker does
+//! not do yet (alerts) it refuses to be configured for, rather than
 //! silently not doing it.
 
 use std::sync::Arc;
@@ -106,7 +107,7 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         super::channels::run(
             Publisher {
                 // The pass and the outbox poll, and each push target's reads and cursor.
-                pool: pg.side_pool(2 + 2 * config.channels.channel.len()),
+                pool: pg.side_pool(2 + 3 * config.channels.channel.len()),
                 lease: PublisherLease::new(pg.side_pool(1), worker_id.clone(), lease),
                 channels: channels.clone(),
                 broker: broker.clone(),
@@ -114,6 +115,15 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
             },
             watch_rx.clone(),
         ),
+    );
+    let (commands, rejects) = super::agent_rejects::connect(&broker, &worker_id)?;
+    tasks.spawn(
+        "agent-rejects",
+        super::agent_rejects::run(rejects, pg.clone(), owned_rx.clone(), watch_rx.clone()),
+    );
+    tasks.spawn(
+        "channel-follow",
+        super::channels::follow::run(pg.side_pool(1), channels.clone(), watch_rx.clone()),
     );
     let deliver = crate::alerts::Deliver::start_as(
         &config.operations,
@@ -143,6 +153,8 @@ pub async fn start(config: CollectorConfig, store: StoreConfig) -> anyhow::Resul
         channels,
         store: pg.clone(),
         operations: config.operations.clone(),
+        commands,
+        shutdown: watch_rx.clone(),
     }));
     let router = stocksync_runtime::server::auth::protect(router, tokens, crate::auth::scope_for);
     let http_shutdown = watch_rx;

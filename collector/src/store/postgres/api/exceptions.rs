@@ -82,8 +82,15 @@ pub async fn act(
     req.by = auth::by(principal.as_deref(), &req.by);
     if name == "retry" {
         sync(&app.pool).await?;
-        let done = exception_actions::retry(&app.store, &app.pool, &id, &req).await??;
-        return Ok(Json(done).into_response());
+        let with = (&app.store, &app.commands);
+        let done = exception_actions::retry(with, &app.pool, &id, &req).await??;
+        // An agent's reject: the command is sent, the agent's answer settles it later.
+        let status = if done.status == "retrying" {
+            axum::http::StatusCode::ACCEPTED
+        } else {
+            axum::http::StatusCode::OK
+        };
+        return Ok((status, Json(done)).into_response());
     }
     let action = crate::api::exceptions::action(&name)?;
     sync(&app.pool).await?;
@@ -112,8 +119,13 @@ pub async fn bulk(
     };
     sync(&app.pool).await?;
     let Some(action) = action else {
-        let (retried, skipped) =
-            exception_actions::retry_by_filter(&app.store, &app.pool, &conds, &who).await??;
+        let (retried, skipped) = exception_actions::retry_by_filter(
+            (&app.store, &app.commands),
+            &app.pool,
+            &conds,
+            &who,
+        )
+        .await??;
         return Ok(bulk_retried(retried, skipped));
     };
     let ids = exception_actions::act_by_filter(&app.pool, &conds, action, &who).await??;

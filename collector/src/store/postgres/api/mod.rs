@@ -59,6 +59,10 @@ pub struct PgApp {
     pub store: super::PgStore,
     /// Thresholds of the daily report and the alerts.
     pub operations: crate::alerts::OperationsConfig,
+    /// Sends agents the retries of their rejects (`agent_rejects`).
+    pub commands: crate::agent_rejects::Commands,
+    /// Ends long-lived answers (SSE streams) when the worker stops.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The worker's routes.
@@ -130,7 +134,15 @@ pub fn router(app: Arc<PgApp>) -> Router {
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{channel}", get(channels::one))
         .route("/v1/channels/{channel}/sellable", get(channels::sellable))
+        .route(
+            "/v1/channels/{channel}/sellable/stream",
+            get(channels::stream),
+        )
         .route("/v1/channels/{channel}/errors", get(channels::errors))
+        .route(
+            "/v1/channels/{channel}/mode",
+            axum::routing::put(channels::set_mode),
+        )
         .fallback(not_supported)
         .method_not_allowed_fallback(stocksync_runtime::server::error::wrong_method)
         .with_state(app)

@@ -113,6 +113,7 @@ pub async fn readyz(State(app): State<Arc<PgApp>>) -> Response {
 pub async fn metrics(State(app): State<Arc<PgApp>>) -> Response {
     let owned = app.owned.borrow().len();
     let mut text = app.metrics.render()
+        + &app.channels.stats.render()
         + &format!(
             "# HELP stocksync_worker_warehouses Warehouses this worker holds a lease on.\n# TYPE stocksync_worker_warehouses gauge\nstocksync_worker_warehouses {owned}\n"
         );

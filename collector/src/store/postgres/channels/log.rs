@@ -8,7 +8,10 @@
 //! read in one REPEATABLE READ transaction with the cursor it is current at, so what follows
 //! it is exactly the changes after it. Reads stop once the holder's `Fence` has passed, so
 //! a worker that lost the lease delivers nothing more, even if its tasks were not yet told.
+//! The quantities a remote system holds (`channel_remote`, Shopify's compare-and-set) are
+//! kept here too, written only within the fence.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -105,12 +108,16 @@ impl PgLog {
     ) -> Result<(i64, Vec<Published>), PublishError> {
         let conn = self.pool.get().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = conn
-            .query(
+        // Prepared once per connection: a target reads after every pass, and an unprepared
+        // statement is two round trips.
+        let statement = conn
+            .prepared()
+            .get(
+                &*conn,
                 &format!("SELECT {COLUMNS}, changed_at_ms FROM channel_changes WHERE channel = $1 AND cursor > $2 ORDER BY cursor LIMIT $3"),
-                &[&channel, &since, &limit],
             )
             .await?;
+        let rows = conn.query(&statement, &[&channel, &since, &limit]).await?;
         Ok(fold_latest(since, rows.iter().map(published).collect()))
     }
 
@@ -228,6 +235,42 @@ impl ChangeLog for PgLog {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    async fn remote_quantities(
+        &self,
+        channel: &str,
+        target: &'static str,
+        items: Vec<String>,
+    ) -> Result<BTreeMap<String, i64>, PublishError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT sku, quantity FROM channel_remote WHERE channel = $1 AND target = $2 AND sku = ANY($3)",
+                &[&channel, &target, &items],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn set_remote_quantities(
+        &self,
+        channel: &str,
+        target: &'static str,
+        quantities: BTreeMap<String, i64>,
+    ) -> Result<(), PublishError> {
+        // What a remote system holds is only learnt by the holder's targets.
+        self.check()?;
+        let (skus, numbers): (Vec<String>, Vec<i64>) = quantities.into_iter().unzip();
+        let conn = self.pool.get().await?;
+        conn.execute(
+            "INSERT INTO channel_remote (channel, target, sku, quantity)
+             SELECT $1, $2, sku, quantity FROM unnest($3::text[], $4::bigint[]) AS q(sku, quantity)
+             ON CONFLICT (channel, target, sku) DO UPDATE SET quantity = excluded.quantity",
+            &[&channel, &target, &skus, &numbers],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! Channel publishing on PostgreSQL: exactly one worker at a time (the holder of the
 //! publisher lease, `lease`) reads the outbox the ingest transactions write, recomputes the
 //! channels' numbers for the SKUs it names (`pass`) and delivers them through the same push
-//! targets as the SQLite collector, from the change log in PostgreSQL (`log`).
+//! targets as the SQLite collector (MQTT, webhook, Shopify), from the change log in
+//! PostgreSQL (`log`).
 //!
 //! Invariant: no two workers publish at once, and no channel sees a SKU's value go back.
 //! The holder renews every `lease / 3` and stops every publishing task (aborting them, which
@@ -12,8 +13,10 @@
 //! change after a quiet spell is published at once (within one outbox poll), and while
 //! changes keep arriving, passes are at least `coalesce_ms` apart.
 
+pub mod follow;
 pub mod lease;
 pub mod log;
+pub mod mode;
 mod pass;
 
 use std::collections::BTreeMap;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::CollectorConfig;
+use crate::publish::ChannelMode;
 use stocksync_common::config::BrokerConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,6 +32,7 @@ use tokio::time::Instant;
 
 use super::Pool;
 use crate::publish::stats::Stats;
+use crate::publish::store::{now_ms, ModeState};
 use crate::publish::{target, Channel, PublishError};
 use lease::PublisherLease;
 use log::{Fence, PgLog};
@@ -42,20 +47,15 @@ pub struct PgChannels {
     pub stats: Arc<Stats>,
     /// The channel tables, for the API's reads.
     pub log: PgLog,
+    /// Each channel's mode as configured, stamped with this worker's start (`mode`).
+    configured: BTreeMap<String, ModeState>,
 }
 
 impl PgChannels {
-    /// Resolves `[[channels.channel]]` against the catalog; refuses what this backend does
-    /// not publish yet (Shopify).
+    /// Resolves `[[channels.channel]]` against the catalog.
     pub fn resolve(config: &CollectorConfig, pool: Pool) -> Result<PgChannels, PublishError> {
         let mut channels = BTreeMap::new();
         for c in &config.channels.channel {
-            if c.shopify.is_some() {
-                return Err(PublishError::Config {
-                    channel: c.name.clone(),
-                    detail: "[store] backend = \"postgres\" does not push to Shopify yet (docs/SCALING.md); use MQTT, the feed or a webhook, or the sqlite backend".into(),
-                });
-            }
             let channel = Arc::new(Channel::new(c, config)?);
             if channels.insert(c.name.clone(), channel).is_some() {
                 return Err(PublishError::Config {
@@ -64,10 +64,15 @@ impl PgChannels {
                 });
             }
         }
+        let configured = channels
+            .iter()
+            .map(|(name, c)| (name.clone(), c.mode()))
+            .collect();
         Ok(PgChannels {
             channels,
             stats: Arc::new(Stats::default()),
             log: PgLog { pool, fence: None },
+            configured,
         })
     }
 
@@ -76,6 +81,35 @@ impl PgChannels {
         self.channels
             .get(name)
             .ok_or_else(|| PublishError::UnknownChannel(name.into()))
+    }
+
+    /// The mode in force for `channel`, as the publisher applies it (`mode::effective`).
+    pub async fn mode_of(&self, channel: &Channel) -> Result<ModeState, PublishError> {
+        let saved = mode::saved(&*self.log.pool.get().await?).await?;
+        Ok(mode::effective(
+            &self.configured[&channel.name],
+            saved.modes.get(&channel.name),
+        ))
+    }
+
+    /// Switches `name` to `mode` for every worker; the publisher applies it from its next
+    /// pass. Returns the mode now in force.
+    pub async fn set_mode(
+        &self,
+        name: &str,
+        mode: ChannelMode,
+        set_by: String,
+        reason: Option<String>,
+    ) -> Result<ModeState, PublishError> {
+        let channel = self.channel(name)?.clone();
+        let state = ModeState {
+            mode,
+            set_by,
+            reason,
+            set_at_ms: now_ms(),
+        };
+        mode::set(&self.log.pool, name, &state).await?;
+        self.mode_of(&channel).await
     }
 }
 
@@ -216,7 +250,12 @@ fn start(p: &Publisher, generation: i64, until: Instant) -> Holding {
             }
         }
     }
+    let configured = channels
+        .iter()
+        .map(|c| p.channels.configured[&c.name].clone())
+        .collect();
     tasks.push(tokio::spawn(passes(Passes {
+        configured,
         pool: p.pool.clone(),
         worker_id: p.lease.worker_id().to_string(),
         generation,
@@ -238,6 +277,8 @@ struct Passes {
     worker_id: String,
     generation: i64,
     channels: Vec<Arc<Channel>>,
+    /// Each channel's configured mode (`mode::effective`), in the order of `channels`.
+    configured: Vec<ModeState>,
     coalesce: Duration,
     /// How long the server waits for this client inside a pass before ending it.
     idle_limit: Duration,
@@ -248,13 +289,16 @@ struct Passes {
 /// change, folded under load (see the module docs).
 async fn passes(mut t: Passes) -> anyhow::Result<()> {
     let mut full = true;
+    // The mode version the passes follow (`mode`); `None` until the first full pass.
+    let mut modes: Option<i64> = None;
     // Start and consumed rows of the previous pass.
     let mut last: Option<(Instant, usize)> = None;
     loop {
-        // The previous pass found rows: under load, so fold more until `coalesce` after it
-        // began. After an empty pass, the next change is passed on at once.
+        // The previous pass found rows and more are waiting already: under load, so fold
+        // more until `coalesce` after it began. Otherwise (quiet, or after an empty pass)
+        // the next change is passed on at once, whatever the window.
         if let (false, Some((began, n))) = (full, last) {
-            if n > 0 {
+            if n > 0 && waiting(&t.pool).await.unwrap_or(true) {
                 tokio::select! {
                     _ = t.shutdown.changed() => return Ok(()),
                     _ = tokio::time::sleep_until(began + t.coalesce) => {}
@@ -265,8 +309,25 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             return Ok(());
         }
         let began = Instant::now();
-        // A pass that finds the outbox empty is the poll: one prepared query.
-        let pause = match pass_once(&t, full).await {
+        // A mode moved: this pass is a full one with the new modes. Looked at before every
+        // pass, so a mode is in force from the first pass that starts after it was set.
+        match modes_moved(&t, modes).await {
+            Ok(moved) => full |= moved,
+            Err(e) => tracing::warn!(error = %e, "channel modes not read; again next pass"),
+        }
+        // A full pass (the first, after a failure or after a mode moved) applies the modes
+        // first; a pass that finds the outbox empty is the poll: one prepared query.
+        let passed = match full {
+            true => match load_modes(&t).await {
+                Ok(version) => {
+                    modes = Some(version);
+                    pass_once(&t, full).await
+                }
+                Err(e) => Err(e),
+            },
+            false => pass_once(&t, full).await,
+        };
+        let pause = match passed {
             Ok(Passed::LeaseLost) => {
                 tracing::warn!(worker = %t.worker_id, "publisher lease lost during a pass; nothing written");
                 return Ok(());
@@ -292,6 +353,30 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// True if outbox rows are waiting (asked only after a pass that found some).
+async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
+    let conn = pool.get().await?;
+    let row = conn
+        .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// True if a channel's mode moved since the passes last read them.
+async fn modes_moved(t: &Passes, modes: Option<i64>) -> Result<bool, tokio_postgres::Error> {
+    let Some(known) = modes else {
+        return Ok(false);
+    };
+    Ok(mode::version(&*t.pool.get().await?).await? != known)
+}
+
+/// Reads the saved modes and puts the ones in force on the channels; returns their version.
+async fn load_modes(t: &Passes) -> Result<i64, tokio_postgres::Error> {
+    let saved = mode::saved(&*t.pool.get().await?).await?;
+    mode::apply(&t.channels, &t.configured, &saved);
+    Ok(saved.version)
 }
 
 async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
