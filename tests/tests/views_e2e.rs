@@ -5,8 +5,8 @@
 //!
 //! Every case runs twice: on one SQLite collector (`<case>::sqlite`) and on two collector
 //! worker processes sharing one real PostgreSQL (`<case>::postgres`, which prints a notice
-//! and passes when PostgreSQL is not installed, see `support::postgres`), with the same
-//! requests and the same expected answers.
+//! and passes when PostgreSQL is not installed; `support::backend`), with the same requests
+//! and the same expected answers.
 
 mod support;
 
@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
-use support::postgres::Postgres;
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -36,38 +35,6 @@ name = "all"
 locations = ["*"]
 bundles = ["GIFTSET-01"]
 "#;
-
-/// Which store the collector runs on.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Backend {
-    Sqlite,
-    /// Two collector worker processes on one PostgreSQL database.
-    Postgres,
-}
-
-/// A test that runs on both backends, as `<name>::sqlite` and `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    };
-}
-
-enum Collectors {
-    Sqlite(Collector),
-    Postgres {
-        _workers: Vec<Service>,
-        pg: Postgres,
-    },
-}
 
 /// A broker, the collector (or two workers) and agents for `ams` and `ber`.
 struct Site {
@@ -97,44 +64,12 @@ impl Site {
     ) -> Option<Site> {
         let dir = TempDir::new(label);
         let broker = Broker::start(&dir);
-        let extra = format!("{EXTRA}{}", more(&dir));
-        let collectors = match backend {
-            Backend::Sqlite => {
-                let text = collector_toml(&dir, broker.port, 0, &extra);
-                let collector = Collector::start(toml_config(&text))
-                    .await
-                    .expect("collector starts");
-                Collectors::Sqlite(collector)
-            }
-            Backend::Postgres => {
-                let pg = Postgres::start(&dir)?;
-                let workers = ["w1", "w2"]
-                    .iter()
-                    .map(|id| {
-                        let port = free_port();
-                        let extra = format!(
-                            "{extra}\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nworker_id = \"{id}\"\nlease_secs = 3\nwarehouses = [\"ams\", \"ber\"]\n",
-                            pg.url
-                        );
-                        let text = collector_toml(&dir, broker.port, port, &extra).replace(
-                            &format!("{:?}", dir.join("ledger.db")),
-                            &format!("{:?}", dir.join(&format!("unused-{id}.db"))),
-                        );
-                        Service::start(&dir, "stocksync-collector", id, &text, port)
-                    })
-                    .collect();
-                Collectors::Postgres {
-                    _workers: workers,
-                    pg,
-                }
-            }
-        };
-        let urls: Vec<String> = match &collectors {
-            Collectors::Sqlite(c) => vec![format!("http://{}", c.http_addr)],
-            Collectors::Postgres { _workers, .. } => {
-                _workers.iter().map(|w| w.url.clone()).collect()
-            }
-        };
+        let collectors = CollectorSpec::new(backend, &dir, broker.port)
+            .extra(&format!("{EXTRA}{}", more(&dir)))
+            .warehouses(&["ams", "ber"])
+            .start()
+            .await?;
+        let urls = collectors.urls.clone();
         let mut agents = Vec::new();
         let mut agent_urls = Vec::new();
         for (id, warehouse) in [("ams-1", "ams"), ("ber-1", "ber")] {
@@ -166,11 +101,7 @@ impl Site {
         for agent in self.agents.drain(..) {
             agent.stop().await.expect("agent stops");
         }
-        match self.collectors {
-            Collectors::Sqlite(c) => c.stop().await.expect("collector stops"),
-            // Killed (and the database stopped) on drop.
-            Collectors::Postgres { .. } => {}
-        }
+        self.collectors.stop().await;
     }
 }
 
@@ -891,15 +822,17 @@ async fn postgres_rebuild_recomputes_the_projection_beside_running_workers() {
     assert_eq!(warehouse_total(c, "TEE-002", "ams", "reserved").await, 2);
 
     // The projection is damaged behind the workers' backs.
-    let Collectors::Postgres { pg, .. } = &site.collectors else {
-        unreachable!()
-    };
+    let pg = site
+        .collectors
+        .pg
+        .as_ref()
+        .expect("a PostgreSQL collector side");
     pg.query("UPDATE stock SET available = available + 5 WHERE sku = 'TEE-002' AND bin = 'A-01'");
     pg.query("UPDATE stock SET in_transit = 0 WHERE sku = 'TEE-002' AND warehouse = 'ber'");
     pg.query("DELETE FROM stock_last_count");
     assert_ne!(stock_view(c, "TEE-002").await, before);
 
-    let config = site._dir.join("w1.toml");
+    let config = site.collectors.config_path(0);
     let log = rebuild(config.clone()).await;
     assert!(log.contains("projection rebuilt (postgres)"), "{log}");
     assert!(log.contains("differences=2"), "{log}");
