@@ -358,10 +358,11 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
 /// True if outbox rows are waiting (asked only after a pass that found some).
 async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
     let conn = pool.get().await?;
-    let row = conn
-        .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
+    let statement = conn
+        .prepared()
+        .get(&*conn, "SELECT EXISTS (SELECT 1 FROM outbox)")
         .await?;
-    Ok(row.get(0))
+    Ok(conn.query_one(&statement, &[]).await?.get(0))
 }
 
 /// True if a channel's mode moved since the passes last read them.
@@ -369,7 +370,9 @@ async fn modes_moved(t: &Passes, modes: Option<i64>) -> Result<bool, tokio_postg
     let Some(known) = modes else {
         return Ok(false);
     };
-    Ok(mode::version(&*t.pool.get().await?).await? != known)
+    let conn = t.pool.get().await?;
+    let statement = conn.prepared().get(&*conn, mode::VERSION).await?;
+    Ok(conn.query_one(&statement, &[]).await?.get::<_, i64>(0) != known)
 }
 
 /// Reads the saved modes and puts the ones in force on the channels; returns their version.

@@ -69,13 +69,11 @@ pub async fn saved(c: &impl GenericClient) -> Result<Saved, tokio_postgres::Erro
 }
 
 /// The highest version of any saved mode (0 for none).
+/// The newest mode version (asked before every publishing pass: prepared there).
+pub const VERSION: &str = "SELECT COALESCE(MAX(version), 0)::bigint FROM channel_state";
+
 pub async fn version(c: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
-    let row = c
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0)::bigint FROM channel_state",
-            &[],
-        )
-        .await?;
+    let row = c.query_one(VERSION, &[]).await?;
     Ok(row.get(0))
 }
 
