@@ -4,6 +4,9 @@
 //! the API both changed. A screenshot of each page is saved under the test's output
 //! directory (`target/tmp/dashboard-browser/`).
 //!
+//! The first runs on both stores (`::sqlite`, `::postgres`: the page served by a PostgreSQL
+//! worker), the second on SQLite (it restarts the collector with a fixed catalog).
+//!
 //! Without chromium installed the test prints a notice and passes, unless
 //! `STOCKSYNC_REQUIRE_CHROMIUM=1` (CI sets it).
 
@@ -16,6 +19,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -33,8 +37,8 @@ name = "web"
 locations = ["ams"]
 "#;
 
-#[test]
-fn operator_daily_loop_in_the_browser() {
+on_both_backends!(blocking operator_daily_loop_in_the_browser);
+fn operator_daily_loop_in_the_browser(backend: Backend) {
     let Some(chromium) = cdp::find_chromium() else {
         assert!(
             std::env::var("STOCKSYNC_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
@@ -43,7 +47,9 @@ fn operator_daily_loop_in_the_browser() {
         eprintln!("NOTICE: chromium not installed; dashboard browser test skipped");
         return;
     };
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("dashboard-browser")
+        .join(format!("{backend:?}").to_lowercase());
     std::fs::create_dir_all(&shots).unwrap();
     let dir = TempDir::new("dashboard-browser");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -52,15 +58,19 @@ fn operator_daily_loop_in_the_browser() {
         .build()
         .unwrap();
     let broker = Broker::start(&dir);
-    let (collector, agent) = rt.block_on(async {
-        let config = toml_config(&collector_toml(&dir, broker.port, 0, EXTRA));
-        let collector = Collector::start(config).await.expect("collector starts");
+    let Some((collector, agent)) = rt.block_on(async {
+        let collector = CollectorSpec::new(backend, &dir, broker.port)
+            .extra(EXTRA)
+            .start()
+            .await?;
         let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
             .await
             .expect("agent starts");
-        (collector, agent)
-    });
-    let c = format!("http://{}", collector.http_addr);
+        Some((collector, agent))
+    }) else {
+        return;
+    };
+    let c = collector.url().to_string();
     let a = format!("http://{}", agent.http_addr);
     // 10 received, the WMS counts 7: on hand 7 and a drift exception.
     for m in [
@@ -185,7 +195,7 @@ fn operator_daily_loop_in_the_browser() {
     drop(b);
     rt.block_on(async {
         agent.stop().await.unwrap();
-        collector.stop().await.unwrap();
+        collector.stop().await;
     });
 }
 

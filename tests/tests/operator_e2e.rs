@@ -92,10 +92,6 @@ struct Fleet {
     store: Store,
 }
 
-async fn fleet(dir: &TempDir, more: &str) -> Fleet {
-    fleet_on(Store(None), dir, more).await
-}
-
 async fn fleet_on(store: Store, dir: &TempDir, more: &str) -> Fleet {
     let broker = Broker::start(dir);
     let collector = store.collector(dir, broker.port, more).await;
@@ -143,10 +139,13 @@ async fn act(c: &str, id: &str, action: &str, body: Value) -> Reply {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_kind_lands_in_one_queue_and_operators_act_on_it() {
+on_both_backends!(every_kind_lands_in_one_queue_and_operators_act_on_it);
+async fn every_kind_lands_in_one_queue_and_operators_act_on_it(backend: Backend) {
     let dir = TempDir::new("operator-queue");
-    let f = fleet(&dir, "").await;
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
+    let f = fleet_on(store, &dir, "").await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
 
     // Collector rejects: the same undecodable payload three times is one exception.
@@ -516,9 +515,12 @@ async fn report(c: &str) -> Value {
     get(&format!("{c}/v1/reports/daily")).await.body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daily_report_finds_sold_out_but_listed_and_silent_warehouses() {
+on_both_backends!(daily_report_finds_sold_out_but_listed_and_silent_warehouses);
+async fn daily_report_finds_sold_out_but_listed_and_silent_warehouses(backend: Backend) {
     let dir = TempDir::new("operator-report");
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
     // "shop" sells ams stock through the feed only; "web" (a dead webhook) fails.
     let more = r#"
 [[channels.channel]]
@@ -528,7 +530,7 @@ locations = ["ams"]
 silent_after_secs = 3
 sold_out_grace_secs = 1
 "#;
-    let f = fleet(&dir, more).await;
+    let f = fleet_on(store, &dir, more).await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     let ber = Agent::start(agent_config(&dir, "ber-1", "ber", f._broker.port, 0))
         .await
@@ -751,9 +753,12 @@ async fn evaluations(c: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alert_fires_once_while_it_holds_and_clears() {
+on_both_backends!(alert_fires_once_while_it_holds_and_clears);
+async fn alert_fires_once_while_it_holds_and_clears(backend: Backend) {
     let dir = TempDir::new("operator-alerts");
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
     let hook = AlertHook::start(b"alert-secret").await;
     std::fs::write(dir.join("alert-secret"), "alert-secret\n").unwrap();
     let more = format!(
@@ -771,7 +776,7 @@ secret_file = {:?}
         hook.addr,
         dir.join("alert-secret")
     );
-    let f = fleet(&dir, &more).await;
+    let f = fleet_on(store, &dir, &more).await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     let mut probe = MqttProbe::connect(f.collector.broker.port, "alert-watcher").await;
     probe.subscribe("stocksync/v1/alerts/#").await;
@@ -979,11 +984,14 @@ async fn readyz_follows_the_broker_and_logs_are_json_lines() {
     }
 }
 
+on_both_backends!(exception_silence_and_channel_rules_fire_and_clear);
 /// The rules of `/v1/alerts` other than sold out but listed: too many exceptions in a day, a
 /// silent warehouse, a failing channel; each one alert per subject, cleared when it ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exception_silence_and_channel_rules_fire_and_clear() {
+async fn exception_silence_and_channel_rules_fire_and_clear(backend: Backend) {
     let dir = TempDir::new("operator-rules");
+    let Some(store) = Store::start(backend, &dir) else {
+        return;
+    };
     let more = r#"
 [operations]
 evaluate_every_ms = 50
@@ -992,7 +1000,7 @@ silent_after_secs = 2
 channel_failing_after_secs = 1
 mqtt = false
 "#;
-    let f = fleet(&dir, more).await;
+    let f = fleet_on(store, &dir, more).await;
     let (c, a) = (f.c.as_str(), f.a.as_str());
     let firing = |rule: &'static str| async move {
         get(&format!("{c}/v1/alerts")).await.body["firing"]
