@@ -166,11 +166,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let channel = app.channels.channel(&name)?.clone();
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok())
-        .or(q.since);
+    let resume = resume_after(&headers, q.since);
     let store = app.channels.store.clone();
     let since = match resume {
         Some(s) => s,
@@ -303,4 +299,14 @@ pub async fn errors(
         .read(move |c| store::errors(c, &name, limit))
         .await?;
     Ok(Json(rows).into_response())
+}
+
+/// Where an SSE stream resumes: after `Last-Event-ID` (a reconnecting browser sends the last
+/// cursor it saw), else after `?since=`; `None` starts from now.
+pub(crate) fn resume_after(headers: &HeaderMap, since: Option<i64>) -> Option<i64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .or(since)
 }

@@ -278,22 +278,7 @@ pub(super) async fn rebuild(
             &[&sku, &warehouse],
         )
         .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let payload: &[u8] = r.get(3);
-        let movement = wire::decode_movement(payload).map_err(|e| {
-            PgError::Corrupt(format!(
-                "ledger row of agent `{}`: {e}",
-                r.get::<_, &str>(0)
-            ))
-        })?;
-        entries.push(Entry {
-            agent_id: r.get(0),
-            treatment: Treatment::parse(r.get(1)),
-            returns_to: parse_returns_to(r.get(2)),
-            movement,
-        });
-    }
+    let mut entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_cached_key(Entry::order);
     let mut replay = Replay::new(warehouse);
     let steps: Vec<_> = entries.iter().map(|e| replay.apply(e)).collect();
@@ -326,6 +311,22 @@ pub(super) async fn rebuild(
         .await?;
     }
     Ok(())
+}
+
+/// A ledger row read as `agent_id, treatment, returns_to, payload`, as the replay takes it.
+pub(super) fn entry(r: &tokio_postgres::Row) -> Result<Entry, PgError> {
+    let movement = wire::decode_movement(r.get(3)).map_err(|e| {
+        PgError::Corrupt(format!(
+            "ledger row of agent `{}`: {e}",
+            r.get::<_, &str>(0)
+        ))
+    })?;
+    Ok(Entry {
+        agent_id: r.get(0),
+        treatment: Treatment::parse(r.get(1)),
+        returns_to: parse_returns_to(r.get(2)),
+        movement,
+    })
 }
 
 /// Adds each delta to its stock row, in one statement (one delta per row: summed before).

@@ -15,11 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use stocksync_common::wire;
 use tokio_postgres::Transaction;
 
 use super::{now_ms, project, records, PgError};
-use crate::authority::{parse_returns_to, Treatment};
 use crate::merge::{self, Change, States};
 use crate::projection::{split, Entry, Order};
 use crate::replay::is_barrier;
@@ -132,22 +130,7 @@ async fn entries(tx: &Transaction<'_>) -> Result<Vec<Entry>, PgError> {
             &[],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let movement = wire::decode_movement(r.get(3)).map_err(|e| {
-                PgError::Corrupt(format!(
-                    "ledger row of agent `{}`: {e}",
-                    r.get::<_, &str>(0)
-                ))
-            })?;
-            Ok(Entry {
-                agent_id: r.get(0),
-                treatment: Treatment::parse(r.get(1)),
-                returns_to: parse_returns_to(r.get(2)),
-                movement,
-            })
-        })
-        .collect()
+    rows.iter().map(project::entry).collect()
 }
 
 /// Writes the latest barrier of every bin of one (SKU, warehouse), as the batch path keeps it.

@@ -136,11 +136,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let channel = app.channels.channel(&name)?.clone();
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok())
-        .or(q.since);
+    let resume = crate::api::channels::resume_after(&headers, q.since);
     let log = app.channels.log.clone();
     let since = match resume {
         Some(s) => s,

@@ -8,14 +8,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use stocksync_common::wire;
 use tokio_postgres::Client;
 
 use super::audit::{count_record, COUNT_COLUMNS};
 use super::PgApp;
 use crate::api::history::{explain, Facts, HistoryQuery, Hold};
 use crate::api::{AppError, Params, Path};
-use crate::authority::{parse_returns_to, Treatment};
+use crate::authority::Treatment;
 use crate::merge::States;
 use crate::projection::Entry;
 use crate::records::CountRecord;
@@ -104,20 +103,7 @@ async fn entries(c: &Client, condition: &str, key: &StockKey) -> Result<Vec<Entr
         )
         .await?;
     rows.iter()
-        .map(|r| {
-            let movement = wire::decode_movement(r.get(3)).map_err(|e| {
-                PgError::Corrupt(format!(
-                    "ledger row of agent `{}`: {e}",
-                    r.get::<_, &str>(0)
-                ))
-            })?;
-            Ok(Entry {
-                agent_id: r.get(0),
-                treatment: Treatment::parse(r.get(1)),
-                returns_to: parse_returns_to(r.get(2)),
-                movement,
-            })
-        })
+        .map(crate::store::postgres::project::entry)
         .collect()
 }
 
