@@ -4,10 +4,9 @@
 //! with a count; resolve/ignore keep who and why; a resolved exception that happens again
 //! opens again, an ignored one stays ignored.
 //!
-//! The agent-reject, retry (with a channel push that cannot be retried) and settling
-//! (with a backorder) cases run on both backends: on one SQLite collector
-//! (`<case>::sqlite`) and on a collector worker on its own PostgreSQL (`<case>::postgres`,
-//! a notice and a pass when PostgreSQL is not installed).
+//! Every case but the lease-following one (PostgreSQL only) runs on both backends: on one
+//! SQLite collector (`<case>::sqlite`) and on collector workers on their own PostgreSQL
+//! (`<case>::postgres`, a notice and a pass when PostgreSQL is not installed).
 
 mod support;
 
@@ -16,7 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
 use stocksync_collector::Collector;
-use support::backend::{on_both_backends, Backend};
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::postgres::Postgres;
 use support::*;
 
@@ -874,43 +873,40 @@ secret_file = {:?}
     f.collector.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_follows_the_broker_and_logs_are_json_lines() {
+on_both_backends!(readyz_follows_the_broker_and_logs_are_json_lines);
+/// `/readyz` of every collector (the SQLite collector, or each PostgreSQL worker process)
+/// follows the broker and says why it is not ready; every log line of the collector
+/// processes and of the agent is one JSON object.
+async fn readyz_follows_the_broker_and_logs_are_json_lines(backend: Backend) {
     let dir = TempDir::new("operator-readyz");
     let mut broker = Broker::start(&dir);
-    let (cport, aport) = (free_port(), free_port());
-    let cconf = dir.join("collector.toml");
-    std::fs::write(&cconf, collector_toml(&dir, broker.port, cport, "")).unwrap();
+    let Some(collectors) = tokio::task::block_in_place(|| {
+        CollectorSpec::new(backend, &dir, broker.port)
+            .warehouses(&["ams"])
+            .args(&["--log-format", "json"])
+            .start_processes()
+    }) else {
+        return;
+    };
+    let aport = free_port();
     let aconf = dir.join("agent.toml");
     std::fs::write(
         &aconf,
         agent_toml(&dir, "ams-1", "ams", broker.port, aport, ""),
     )
     .unwrap();
-    let args = |conf: &std::path::Path| {
-        vec![
-            "--config".to_string(),
-            conf.display().to_string(),
-            "--log-format".into(),
-            "json".into(),
-        ]
-    };
-    let ca = args(&cconf);
-    let collector = Proc::spawn(
-        &bin("stocksync-collector"),
-        &ca.iter().map(String::as_str).collect::<Vec<_>>(),
-        dir.join("collector.log"),
-    );
-    let aa = args(&aconf);
+    let aa = [
+        "--config".to_string(),
+        aconf.display().to_string(),
+        "--log-format".into(),
+        "json".into(),
+    ];
     let agent = Proc::spawn(
         &bin("stocksync-agent"),
         &aa.iter().map(String::as_str).collect::<Vec<_>>(),
         dir.join("agent.log"),
     );
-    let (c, a) = (
-        format!("http://127.0.0.1:{cport}"),
-        format!("http://127.0.0.1:{aport}"),
-    );
+    let a = format!("http://127.0.0.1:{aport}");
 
     let ready = |url: String| async move {
         tokio::task::spawn_blocking(move || {
@@ -931,17 +927,24 @@ async fn readyz_follows_the_broker_and_logs_are_json_lines() {
         .await
         .unwrap()
     };
-    wait_for("collector ready", WAIT, || async {
-        ready(format!("{c}/readyz"))
-            .await
-            .is_some_and(|(s, _)| s == 200)
-    })
-    .await;
-    let (_, body) = ready(format!("{c}/readyz")).await.unwrap();
-    assert_eq!(
-        body,
-        json!({"status": "ready", "broker": "connected", "store": "ok"})
-    );
+    // What a ready collector `i` answers: a worker also names itself.
+    let ready_body = |i: usize| {
+        let mut body = json!({"status": "ready", "broker": "connected", "store": "ok"});
+        if backend == Backend::Postgres {
+            body["worker_id"] = json!(format!("w{}", i + 1));
+        }
+        body
+    };
+    for (i, c) in collectors.urls.iter().enumerate() {
+        wait_for("collector ready", WAIT, || async {
+            ready(format!("{c}/readyz"))
+                .await
+                .is_some_and(|(s, _)| s == 200)
+        })
+        .await;
+        let (_, body) = ready(format!("{c}/readyz")).await.unwrap();
+        assert_eq!(body, ready_body(i));
+    }
     wait_for("agent ready and connected", WAIT, || async {
         ready(format!("{a}/readyz"))
             .await
@@ -949,14 +952,19 @@ async fn readyz_follows_the_broker_and_logs_are_json_lines() {
     })
     .await;
 
-    // Broker gone: the collector is not ready and says why; the agent still takes movements.
+    // Broker gone: each collector is not ready and says why; the agent still takes movements.
     broker.kill();
-    wait_for("collector not ready", WAIT, || async {
-        ready(format!("{c}/readyz"))
-            .await
-            .is_some_and(|(s, b)| s == 503 && b["broker"] == "disconnected" && b["store"] == "ok")
-    })
-    .await;
+    for c in &collectors.urls {
+        wait_for("collector not ready", WAIT, || async {
+            ready(format!("{c}/readyz")).await.is_some_and(|(s, b)| {
+                s == 503
+                    && b["status"] == "not ready"
+                    && b["broker"] == "disconnected"
+                    && b["store"] == "ok"
+            })
+        })
+        .await;
+    }
     let (status, body) = ready(format!("{a}/readyz")).await.unwrap();
     assert_eq!(
         (status, body["store"].as_str()),
@@ -964,18 +972,21 @@ async fn readyz_follows_the_broker_and_logs_are_json_lines() {
         "{body}"
     );
     broker.restart();
-    wait_for("collector ready again", WAIT, || async {
-        ready(format!("{c}/readyz"))
-            .await
-            .is_some_and(|(s, _)| s == 200)
-    })
-    .await;
+    for (i, c) in collectors.urls.iter().enumerate() {
+        wait_for("collector ready again", WAIT, || async {
+            ready(format!("{c}/readyz"))
+                .await
+                .is_some_and(|(s, b)| s == 200 && b == ready_body(i))
+        })
+        .await;
+    }
 
-    // Every log line of both processes is one JSON object with a level and a message.
-    for p in [&collector, &agent] {
+    // Every log line of every process is one JSON object with a level and a message.
+    let logs = collectors.procs.iter().map(|s| &s.proc).chain([&agent]);
+    for p in logs {
         let out = p.output();
         let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert!(!lines.is_empty(), "no log lines");
+        assert!(!lines.is_empty(), "no log lines in {}", p.log.display());
         for line in lines {
             let v: Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));

@@ -85,6 +85,7 @@ struct Setup {
     lease_secs: u64,
     http_port: Option<u16>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Setup {
@@ -167,6 +168,7 @@ impl<'a> CollectorSpec<'a> {
                 lease_secs: 3,
                 http_port: None,
                 env: Vec::new(),
+                args: Vec::new(),
             },
         }
     }
@@ -207,6 +209,13 @@ impl<'a> CollectorSpec<'a> {
     /// this process shares the test's environment.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.setup.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Command-line arguments for collector processes after `--config FILE` (e.g.
+    /// `--log-format json`); ignored by a collector in this process.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.setup.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 

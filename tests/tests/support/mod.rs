@@ -406,6 +406,7 @@ pub struct Service {
     log_dir: PathBuf,
     starts: u32,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Service {
@@ -441,9 +442,23 @@ impl Service {
         http_port: u16,
         env: &[(String, String)],
     ) -> Service {
+        Service::start_in_env_args(dir, program, name, config_text, http_port, env, &[])
+    }
+
+    /// [`Service::start_in_env`] with extra command-line arguments after `--config FILE`
+    /// (e.g. `--log-format json`), kept for restarts.
+    pub fn start_in_env_args(
+        dir: &Path,
+        program: &'static str,
+        name: &str,
+        config_text: &str,
+        http_port: u16,
+        env: &[(String, String)],
+        args: &[String],
+    ) -> Service {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, config_text).expect("write config");
-        let proc = spawn_service(program, &config, dir, 1, env);
+        let proc = spawn_service(program, &config, dir, 1, env, args);
         let service = Service {
             proc,
             url: format!("http://127.0.0.1:{http_port}"),
@@ -452,6 +467,7 @@ impl Service {
             log_dir: dir.to_owned(),
             starts: 1,
             env: env.to_vec(),
+            args: args.to_vec(),
         };
         service.wait_up();
         service
@@ -472,6 +488,7 @@ impl Service {
             &self.log_dir,
             self.starts,
             &self.env,
+            &self.args,
         );
         self.wait_up();
     }
@@ -489,16 +506,14 @@ fn spawn_service(
     log_dir: &Path,
     start: u32,
     env: &[(String, String)],
+    args: &[String],
 ) -> Proc {
     let name = config.file_stem().and_then(|s| s.to_str()).unwrap_or("svc");
     let log = log_dir.join(format!("{name}-{start}.log"));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Proc::spawn_env(
-        &bin(program),
-        &["--config", config.to_str().expect("utf-8 path")],
-        &env,
-        log,
-    )
+    let mut all = vec!["--config", config.to_str().expect("utf-8 path")];
+    all.extend(args.iter().map(String::as_str));
+    Proc::spawn_env(&bin(program), &all, &env, log)
 }
 
 /// Sum of `on_hand` over all locations of `sku` at the collector.

@@ -41,13 +41,14 @@ impl Collectors {
             Backend::Sqlite => "collector".to_string(),
             Backend::Postgres => format!("w{}", i + 1),
         };
-        let proc = Service::start_in_env(
+        let proc = Service::start_in_env_args(
             &self.setup.dir,
             "stocksync-collector",
             &name,
             text,
             port,
             &self.setup.env,
+            &self.setup.args,
         );
         self.urls.push(proc.url.clone());
         self.procs.push(proc);
