@@ -11,7 +11,7 @@
 //!   the Shopify adapter over HTTPS the same way.
 //!
 //! The collector's cases run on both stores (`<case>::sqlite`, `<case>::postgres`: two
-//! workers on one database), but Shopify's, which the PostgreSQL workers do not push to yet.
+//! workers on one database).
 
 #[path = "channels/harness.rs"]
 mod harness;
@@ -28,7 +28,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
 use stocksync_common::config::{BrokerConfig, MqttTlsConfig};
 use stocksync_common::wire::{self, Batch};
 use stocksync_runtime::server::HttpTlsConfig;
@@ -504,8 +503,9 @@ async fn webhook_pushes_over_https_to_a_private_ca_and_never_log_the_token(backe
     receiver.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopify_adapter_sets_quantities_over_https() {
+on_both_backends!(shopify_adapter_sets_quantities_over_https);
+/// On PostgreSQL the worker holding the publisher lease pushes to the shop.
+async fn shopify_adapter_sets_quantities_over_https(backend: Backend) {
     let dir = TempDir::new("shopify-tls");
     let pki = make_pki(&dir, free_port(), free_port());
     let broker = Broker::start(&dir);
@@ -521,14 +521,15 @@ async fn shopify_adapter_sets_quantities_over_https() {
         pki.join("certs/stocksync-ca.crt"),
         dir.join("shop-token"),
     );
-    let collector = Collector::start(toml_config(&collector_toml(
-        &dir,
-        broker.port,
-        0,
-        &channels,
-    )))
-    .await
-    .expect("collector starts");
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(&channels)
+        .warehouses(&["ams"])
+        .start()
+        .await
+    else {
+        return;
+    };
+    collectors.wait_held(&["ams"]).await;
     let agent = Agent::start(agent_config(&dir, "ams-1", "ams", broker.port, 0))
         .await
         .expect("agent starts");
@@ -545,6 +546,6 @@ async fn shopify_adapter_sets_quantities_over_https() {
     )
     .await;
     agent.stop().await.unwrap();
-    collector.stop().await.unwrap();
+    collectors.stop().await;
     shop.stop();
 }
