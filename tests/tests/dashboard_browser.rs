@@ -4,8 +4,8 @@
 //! the API both changed. A screenshot of each page is saved under the test's output
 //! directory (`target/tmp/dashboard-browser/`).
 //!
-//! The first runs on both stores (`::sqlite`, `::postgres`: the page served by a PostgreSQL
-//! worker), the second on SQLite (it restarts the collector with a fixed catalog).
+//! Both run on both stores (`::sqlite`, `::postgres`: the page served by a PostgreSQL
+//! worker; the second restarts the collector, or the workers, with a fixed catalog).
 //!
 //! Without chromium installed the test prints a notice and passes, unless
 //! `STOCKSYNC_REQUIRE_CHROMIUM=1` (CI sets it).
@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
 use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
@@ -201,17 +200,16 @@ fn operator_daily_loop_in_the_browser(backend: Backend) {
 
 const TOKEN: &str = "ops-token-0123456789abcdef";
 
-/// The collector's config for the daily loop: API tokens, an alert on any open exception,
-/// and `more` catalog entries (the fix).
-fn loop_config(dir: &TempDir, broker: u16, http: u16, more: &str) -> String {
+/// The collector's config for the daily loop: a catalog without GHOST, API tokens, an
+/// alert on any open exception.
+fn loop_extra(dir: &TempDir) -> String {
     std::fs::write(dir.join("ops.token"), format!("{TOKEN}\n")).unwrap();
-    let extra = format!(
-        "[catalog]\n[[catalog.skus]]\nid = \"MUG\"\n{more}\
+    format!(
+        "[catalog]\n[[catalog.skus]]\nid = \"MUG\"\n\
          [operations]\nevaluate_every_ms = 50\nexceptions_per_day = 0\nmqtt = false\n\
          [[http.tokens]]\nname = \"ops\"\nscopes = [\"read\", \"admin\"]\ntoken_file = {:?}\n",
         dir.join("ops.token")
-    );
-    collector_toml(dir, broker, http, &extra)
+    )
 }
 
 /// A GET at the collector with the token.
@@ -228,12 +226,13 @@ fn firing(c: &str) -> usize {
         .map_or(0, Vec::len)
 }
 
+on_both_backends!(blocking operator_daily_loop_with_tokens_retry_and_alert);
 /// The whole daily loop with API tokens configured: the page asks for a token, shows the
 /// failures and the firing alert; a retry before the catalog is fixed stays open with one
 /// attempt; after the fix the retry applies the record (once); the agent's refusal is
-/// resolved with a comment; the alert clears.
-#[test]
-fn operator_daily_loop_with_tokens_retry_and_alert() {
+/// resolved with a comment; the alert clears. On PostgreSQL the page is served by worker
+/// `w1` of two, and the fix restarts both workers on the same database.
+fn operator_daily_loop_with_tokens_retry_and_alert(backend: Backend) {
     let Some(chromium) = cdp::find_chromium() else {
         assert!(
             std::env::var("STOCKSYNC_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
@@ -242,7 +241,9 @@ fn operator_daily_loop_with_tokens_retry_and_alert() {
         eprintln!("NOTICE: chromium not installed; dashboard browser test skipped");
         return;
     };
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-loop");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("dashboard-loop")
+        .join(format!("{backend:?}").to_lowercase());
     std::fs::create_dir_all(&shots).unwrap();
     let dir = TempDir::new("dashboard-loop");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -262,7 +263,7 @@ fn operator_daily_loop_with_tokens_retry_and_alert() {
         0,
         "[forward]\nack_timeout_ms = 300\n",
     );
-    let (agent, collector) = rt.block_on(async {
+    let Some((agent, mut collectors)) = rt.block_on(async {
         let agent = Agent::start(toml_config(&agent_text))
             .await
             .expect("agent starts");
@@ -274,12 +275,16 @@ fn operator_daily_loop_with_tokens_retry_and_alert() {
         )
         .await;
         assert_eq!(r.status, 202, "{:?}", r.body);
-        let config = toml_config(&loop_config(&dir, broker.port, port, ""));
-        (
-            agent,
-            Collector::start(config).await.expect("collector starts"),
-        )
-    });
+        let collectors = CollectorSpec::new(backend, &dir, broker.port)
+            .extra(&loop_extra(&dir))
+            .warehouses(&["ams"])
+            .http_port(port)
+            .start()
+            .await?;
+        Some((agent, collectors))
+    }) else {
+        return;
+    };
     let c = format!("http://127.0.0.1:{port}");
     let a = format!("http://{}", agent.http_addr);
     // Once the agent has the catalog it refuses NOPE itself, and forwards the refusal.
@@ -359,18 +364,8 @@ fn operator_daily_loop_with_tokens_retry_and_alert() {
     b.screenshot(&shots.join("retry-still-refused.png"));
 
     // Fix the catalog (the collector restarts with GHOST), retry: applied, once.
-    rt.block_on(async {
-        collector.stop().await.expect("collector stops");
-    });
-    let fixed = toml_config(&loop_config(
-        &dir,
-        broker.port,
-        port,
-        "[[catalog.skus]]\nid = \"GHOST\"\n",
-    ));
-    let collector = rt
-        .block_on(Collector::start(fixed))
-        .expect("collector restarts");
+    rt.block_on(collectors.restart_with("[[catalog.skus]]\nid = \"GHOST\"\n"));
+    assert_eq!(collectors.url(), c, "the page's collector keeps its port");
     act(&mut b, &ghost, "retry", "GHOST is in the catalog now");
     b.wait_until("applied", WAIT, &format!("{ready} && document.querySelector('#ex-status').innerText === 'resolved' && document.querySelector('#ex-attempts').innerText === '2'"));
     b.screenshot(&shots.join("retry-applied.png"));
@@ -410,6 +405,6 @@ fn operator_daily_loop_with_tokens_retry_and_alert() {
     drop(b);
     rt.block_on(async {
         agent.stop().await.unwrap();
-        collector.stop().await.unwrap();
+        collectors.stop().await;
     });
 }
