@@ -2,6 +2,9 @@
 //! default of the bizStep x disposition table, `epcList` and `quantityList`, URN and
 //! Digital Link ids, per-event answers of a mixed document, ignored event types, an
 //! error declaration, a duplicate, malformed JSON and an unknown location.
+//!
+//! Every case runs on both stores (`<case>::sqlite`, `<case>::postgres`: two workers on
+//! one database).
 
 mod support;
 
@@ -9,31 +12,32 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// MUG is GTIN 09520123456788 (company prefix 952012), LID is 04012345123456 (4012345).
 const CATALOG: &str = r#"
-[[skus]]
+[catalog]
+[[catalog.skus]]
 id = "MUG"
 gtin = "9520123456788"
 packs = { CS = 6 }
-[[skus]]
+[[catalog.skus]]
 id = "LID"
 gtin = "04012345123456"
-[[locations]]
+[[catalog.locations]]
 source = "epcis"
 external = "9520123456788"
 warehouse = "ams"
 bin = "A-01"
-[[locations]]
+[[catalog.locations]]
 source = "epcis"
 external = "0614141123452/254/400"
 warehouse = "ams"
 bin = "B-02"
-[[locations]]
+[[catalog.locations]]
 source = "epcis"
 external = "4012345000009"
 warehouse = "ber"
@@ -115,21 +119,26 @@ async fn wait_states(c: &str, sku: &str, bin: Option<&str>, want: &[(&str, i64)]
 }
 
 struct Stack {
-    _dir: TempDir,
-    _broker: Broker,
-    collector: Collector,
     agent: Agent,
     c: String,
     a: String,
+    collectors: Collectors,
+    _broker: Broker,
+    _dir: TempDir,
 }
 
-async fn start(label: &str, agent_extra: &str) -> Stack {
+/// The broker, the collector side on `backend` and agent ams-1 with `agent_extra`; `None`
+/// when `backend` is PostgreSQL and it is not installed.
+async fn start(backend: Backend, label: &str, agent_extra: &str) -> Option<Stack> {
     let dir = TempDir::new(label);
     let broker = Broker::start(&dir);
-    let mut config = collector_config(&dir, broker.port, 0);
-    config.catalog = toml_config(CATALOG);
-    let collector = Collector::start(config).await.expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    let collectors = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(CATALOG)
+        .warehouses(&["ams", "ber"])
+        .start()
+        .await?;
+    collectors.wait_held(&["ams", "ber"]).await;
+    let c = collectors.url().to_string();
     let extra = agent_extra.replace("{broker}", &broker.port.to_string());
     let toml = agent_toml(&dir, "ams-1", "ams", broker.port, 0, &extra);
     let agent = Agent::start(toml_config(&toml))
@@ -140,26 +149,28 @@ async fn start(label: &str, agent_extra: &str) -> Stack {
         get(&format!("{a}/v1/status")).await.body["catalog_skus"] == 2
     })
     .await;
-    Stack {
-        _dir: dir,
-        _broker: broker,
-        collector,
+    Some(Stack {
         agent,
         c,
         a,
-    }
+        collectors,
+        _broker: broker,
+        _dir: dir,
+    })
 }
 
 impl Stack {
     async fn stop(self) {
         self.agent.stop().await.expect("agent stops");
-        self.collector.stop().await.expect("collector stops");
+        self.collectors.stop().await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_default_of_the_mapping_table_reaches_the_collector() {
-    let s = start("epcis-table", "").await;
+on_both_backends!(every_default_of_the_mapping_table_reaches_the_collector);
+async fn every_default_of_the_mapping_table_reaches_the_collector(backend: Backend) {
+    let Some(s) = start(backend, "epcis-table", "").await else {
+        return;
+    };
     let (a, c) = (s.a.as_str(), s.c.as_str());
     let a01 = Some("A-01");
 
@@ -342,11 +353,13 @@ async fn every_default_of_the_mapping_table_reaches_the_collector() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_document_is_answered_per_event() {
+on_both_backends!(a_document_is_answered_per_event);
+async fn a_document_is_answered_per_event(backend: Backend) {
     // A configured rule maps a user-extension step; rules go before the defaults.
     let rules = "[epcis]\nrules = [{ biz_step = \"https://example.com/steps/kitting\", kind = \"receipt\" }]\n";
-    let s = start("epcis-doc", rules).await;
+    let Some(s) = start(backend, "epcis-doc", rules).await else {
+        return;
+    };
     let (a, c) = (s.a.as_str(), s.c.as_str());
     let doc = json!({
         "@context": ["https://ref.gs1.org/standards/epcis/epcis-context.jsonld"],
@@ -514,9 +527,11 @@ async fn a_document_is_answered_per_event() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_that_are_not_epcis_are_refused_whole() {
-    let s = start("epcis-bad", "").await;
+on_both_backends!(bodies_that_are_not_epcis_are_refused_whole);
+async fn bodies_that_are_not_epcis_are_refused_whole(backend: Backend) {
+    let Some(s) = start(backend, "epcis-bad", "").await else {
+        return;
+    };
     let a = s.a.as_str();
     let r = post_epcis(a, "{\"type\": \"EPCISDocument\", ", "application/json").await;
     assert_eq!(
@@ -558,10 +573,12 @@ async fn bodies_that_are_not_epcis_are_refused_whole() {
     s.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn epcis_documents_arrive_on_the_scanner_topic() {
+on_both_backends!(epcis_documents_arrive_on_the_scanner_topic);
+async fn epcis_documents_arrive_on_the_scanner_topic(backend: Backend) {
     let scanner = "[scanner]\nepcis_topic = \"scanners/+/epcis\"\n[scanner.broker]\nhost = \"127.0.0.1\"\nport = {broker}\nkeep_alive_secs = 5\n";
-    let s = start("epcis-mqtt", scanner).await;
+    let Some(s) = start(backend, "epcis-mqtt", scanner).await else {
+        return;
+    };
     let (a, c) = (s.a.as_str(), s.c.as_str());
     let probe = MqttProbe::connect(s._broker.port, "epcis-scanner").await;
     let mut e = event("M-1", "receiving", None, json!({"quantityList": mugs(3)}));
