@@ -1,7 +1,8 @@
 //! WMS CSV file drops through a real agent and broker into the collector's stock: a BOM,
 //! `;` and tab delimiters, quoted fields, GTIN and location-alias columns, a bad row that
 //! sends the whole file to `failed/` with its line, a file still being written, the same
-//! content dropped twice and row ids shared between files.
+//! content dropped twice and row ids shared between files. On both stores
+//! (`::sqlite`, `::postgres`: two workers on one database).
 
 mod support;
 
@@ -9,19 +10,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 const CATALOG: &str = r#"
-[[skus]]
+[catalog]
+[[catalog.skus]]
 id = "MUG"
 gtin = "9520123456788"
 packs = { case = 12 }
-[[skus]]
+[[catalog.skus]]
 id = "LID"
-[[locations]]
+[[catalog.locations]]
 source = "wms"
 external = "AMS-A01"
 warehouse = "ams"
@@ -52,16 +54,22 @@ fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&temp, dir.join(name)).expect("rename");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn csv_drops_are_journaled_whole_once() {
+on_both_backends!(csv_drops_are_journaled_whole_once);
+async fn csv_drops_are_journaled_whole_once(backend: Backend) {
     let dir = TempDir::new("files");
     let folder = dir.join("drop");
     std::fs::create_dir_all(&folder).unwrap();
     let broker = Broker::start(&dir);
-    let mut config = collector_config(&dir, broker.port, 0);
-    config.catalog = toml_config(CATALOG);
-    let collector = Collector::start(config).await.expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .extra(CATALOG)
+        .warehouses(&["ams"])
+        .start()
+        .await
+    else {
+        return;
+    };
+    collectors.wait_held(&["ams"]).await;
+    let c = collectors.url().to_string();
     let epcis = dir.join("epcis");
     let extra = format!(
         "[[files]]\npath = {folder:?}\nsource = \"wms\"\npoll_ms = 50\nsettle_ms = 200\n\
@@ -176,6 +184,6 @@ async fn csv_drops_are_journaled_whole_once() {
     wait_available(&c, "MUG", None, 3).await;
 
     agent.stop().await.expect("agent stops");
-    collector.stop().await.expect("collector stops");
+    collectors.stop().await;
     drop(broker);
 }
