@@ -4,6 +4,9 @@
 //! idempotency key or movement id with different content is a conflict, an agent without
 //! a catalog says its records are unvalidated, and a second agent with the same identity
 //! fails before it touches the broker.
+//!
+//! Every case with a collector runs on both stores (`<case>::sqlite`, `<case>::postgres`:
+//! two workers on one database); the refused broker login has only an agent.
 
 mod support;
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use stocksync_agent::config::AgentConfig;
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec, Collectors};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -29,38 +32,46 @@ fn agent_with_scanner(dir: &TempDir, broker_port: u16, extra: &str) -> AgentConf
 }
 
 struct Site {
-    _broker: Broker,
-    collector: Collector,
     agent: Agent,
     c: String,
     a: String,
     probe: MqttProbe,
+    collectors: Collectors,
+    _broker: Broker,
 }
 
 impl Site {
-    async fn start(dir: &TempDir, catalog: &str, agent_extra: &str) -> Site {
+    /// `None` when `backend` is PostgreSQL and it is not installed.
+    async fn start(
+        backend: Backend,
+        dir: &TempDir,
+        catalog: &str,
+        agent_extra: &str,
+    ) -> Option<Site> {
         let broker = Broker::start(dir);
-        let collector =
-            Collector::start(toml_config(&collector_toml(dir, broker.port, 0, catalog)))
-                .await
-                .expect("collector starts");
+        let collectors = CollectorSpec::new(backend, dir, broker.port)
+            .extra(catalog)
+            .warehouses(&["ams"])
+            .start()
+            .await?;
+        collectors.wait_held(&["ams"]).await;
         let agent = Agent::start(agent_with_scanner(dir, broker.port, agent_extra))
             .await
             .expect("agent starts");
         let probe = MqttProbe::connect(broker.port, "gun-7").await;
         let site = Site {
-            c: format!("http://{}", collector.http_addr),
+            c: collectors.url().to_string(),
             a: format!("http://{}", agent.http_addr),
-            _broker: broker,
-            collector,
             agent,
             probe,
+            collectors,
+            _broker: broker,
         };
         wait_for("agent connected", WAIT, || async {
             get(&format!("{}/v1/status", site.a)).await.body["broker"] == "connected"
         })
         .await;
-        site
+        Some(site)
     }
 
     async fn post(&self, body: Value, headers: &[(&str, &str)]) -> Reply {
@@ -110,14 +121,16 @@ impl Site {
 
     async fn stop(self) {
         self.agent.stop().await.unwrap();
-        self.collector.stop().await.unwrap();
+        self.collectors.stop().await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_comes_from_the_input_and_history_shows_the_path() {
+on_both_backends!(a_source_comes_from_the_input_and_history_shows_the_path);
+async fn a_source_comes_from_the_input_and_history_shows_the_path(backend: Backend) {
     let dir = TempDir::new("source-binding");
-    let site = Site::start(&dir, "", "").await;
+    let Some(site) = Site::start(backend, &dir, "", "").await else {
+        return;
+    };
 
     // The reproduction: a scanner claims to be the WMS and sends a count.
     site.scan(
@@ -196,10 +209,12 @@ async fn a_source_comes_from_the_input_and_history_shows_the_path() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_count_dated_in_2030_is_refused_at_the_agent() {
+on_both_backends!(a_count_dated_in_2030_is_refused_at_the_agent);
+async fn a_count_dated_in_2030_is_refused_at_the_agent(backend: Backend) {
     let dir = TempDir::new("future-count");
-    let site = Site::start(&dir, "", "").await;
+    let Some(site) = Site::start(backend, &dir, "", "").await else {
+        return;
+    };
     let future = json!({"sku": "MUG", "kind": "count", "quantity": 7, "bin": "A-01",
                         "occurred_at": "2030-01-01T00:00:00Z"});
     let r = site.post(future.clone(), &[]).await;
@@ -231,10 +246,12 @@ async fn a_count_dated_in_2030_is_refused_at_the_agent() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clamping_agent_journals_the_receive_time_with_a_visible_note() {
+on_both_backends!(a_clamping_agent_journals_the_receive_time_with_a_visible_note);
+async fn a_clamping_agent_journals_the_receive_time_with_a_visible_note(backend: Backend) {
     let dir = TempDir::new("clamp");
-    let site = Site::start(&dir, "", "[clock]\non_ahead = \"clamp\"\n").await;
+    let Some(site) = Site::start(backend, &dir, "", "[clock]\non_ahead = \"clamp\"\n").await else {
+        return;
+    };
     let r = site
         .post(
             json!({"sku": "MUG", "kind": "count", "quantity": 7, "bin": "A-01",
@@ -270,10 +287,12 @@ async fn a_clamping_agent_journals_the_receive_time_with_a_visible_note() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reused_idempotency_key_with_another_body_is_409() {
+on_both_backends!(a_reused_idempotency_key_with_another_body_is_409);
+async fn a_reused_idempotency_key_with_another_body_is_409(backend: Backend) {
     let dir = TempDir::new("reused-key");
-    let site = Site::start(&dir, "", "").await;
+    let Some(site) = Site::start(backend, &dir, "", "").await else {
+        return;
+    };
     let key = [("Idempotency-Key", "batch-42")];
     let first = json!({"sku": "MUG", "kind": "receipt", "quantity": 5});
     assert_eq!(site.post(first.clone(), &key).await.status, 202);
@@ -303,10 +322,12 @@ async fn a_reused_idempotency_key_with_another_body_is_409() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reused_movement_id_with_other_content_is_a_conflict() {
+on_both_backends!(a_reused_movement_id_with_other_content_is_a_conflict);
+async fn a_reused_movement_id_with_other_content_is_a_conflict(backend: Backend) {
     let dir = TempDir::new("reused-id");
-    let site = Site::start(&dir, "", "").await;
+    let Some(site) = Site::start(backend, &dir, "", "").await else {
+        return;
+    };
     let first = json!({"sku": "MUG", "kind": "receipt", "quantity": 5, "id": "mv-1"});
     assert_eq!(site.post(first.clone(), &[]).await.status, 202);
     // An identical resend is a silent duplicate.
@@ -360,10 +381,12 @@ async fn a_reused_movement_id_with_other_content_is_a_conflict() {
     site.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_without_a_catalog_says_its_records_are_unvalidated() {
+on_both_backends!(an_agent_without_a_catalog_says_its_records_are_unvalidated);
+async fn an_agent_without_a_catalog_says_its_records_are_unvalidated(backend: Backend) {
     let dir = TempDir::new("unvalidated");
-    let site = Site::start(&dir, "", "").await;
+    let Some(site) = Site::start(backend, &dir, "", "").await else {
+        return;
+    };
     assert_eq!(site.status().await["validating"], false);
     let r = site
         .post(
@@ -382,7 +405,9 @@ async fn an_agent_without_a_catalog_says_its_records_are_unvalidated() {
 
     // With the collector's catalog the agent validates, and says so.
     let dir = TempDir::new("validated");
-    let site = Site::start(&dir, CATALOG, "").await;
+    let Some(site) = Site::start(backend, &dir, CATALOG, "").await else {
+        return;
+    };
     wait_for("catalog received", WAIT, || async {
         site.status().await["validating"] == true
     })
@@ -415,10 +440,12 @@ fn run_second_agent(dir: &TempDir, name: &str, config_text: &str) -> (bool, Stri
     (exited == Some(0), proc.output())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_agent_fails_fast_without_touching_the_broker() {
+on_both_backends!(a_second_agent_fails_fast_without_touching_the_broker);
+async fn a_second_agent_fails_fast_without_touching_the_broker(backend: Backend) {
     let dir = TempDir::new("second-agent");
-    let site = Site::start(&dir, "", "").await;
+    let Some(site) = Site::start(backend, &dir, "", "").await else {
+        return;
+    };
     let port = site.agent.http_addr.port();
     assert_eq!(site.status().await["broker_connects"], 1);
 
@@ -459,38 +486,64 @@ async fn a_second_agent_fails_fast_without_touching_the_broker() {
     site.stop().await;
 }
 
-/// Both binaries, logging to a file: no colour codes, and a config error said once.
-#[test]
-fn logs_to_a_file_have_no_colour_codes_and_config_errors_are_said_once() {
+on_both_backends!(blocking logs_to_a_file_have_no_colour_codes_and_config_errors_are_said_once);
+/// Both binaries, logging to a file: no colour codes, and a config error said once. The
+/// collector is the SQLite collector or a PostgreSQL worker (no broker: neither needs one
+/// to start).
+fn logs_to_a_file_have_no_colour_codes_and_config_errors_are_said_once(backend: Backend) {
     let dir = TempDir::new("plain-logs");
     let agent = agent_toml(&dir, "ams-1", "ams", free_port(), 0, "");
-    let collector = collector_toml(&dir, free_port(), 0, "");
-    for (program, text, ready) in [
-        ("stocksync-agent", agent, "agent listening"),
-        ("stocksync-collector", collector, "collector listening"),
-    ] {
-        let config = dir.join(&format!("{program}.toml"));
-        std::fs::write(&config, &text).unwrap();
-        let proc = Proc::spawn(
-            &bin(program),
-            &["--config", config.to_str().unwrap()],
-            dir.join(&format!("{program}.log")),
-        );
-        wait_blocking(WAIT, || proc.output().contains(ready))
-            .unwrap_or_else(|_| panic!("{program}: {}", proc.output()));
-        assert!(!proc.output().contains('\u{1b}'), "{}", proc.output());
-        drop(proc);
+    let config = dir.join("stocksync-agent.toml");
+    std::fs::write(&config, &agent).unwrap();
+    let proc = Proc::spawn(
+        &bin("stocksync-agent"),
+        &["--config", config.to_str().unwrap()],
+        dir.join("stocksync-agent.log"),
+    );
+    plain_log_says(&proc, "stocksync-agent", "agent listening");
+    drop(proc);
+    config_error_said_once("stocksync-agent", &config, &agent);
 
-        std::fs::write(&config, format!("{text}\nnot_an_option = 1\n")).unwrap();
-        let out = std::process::Command::new(bin(program))
-            .args(["--config", config.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert_eq!(err.matches("not_an_option").count(), 2, "{program}: {err}");
-        assert!(!err.contains("Caused by"), "{program}: {err}");
-    }
+    let Some(mut collectors) = CollectorSpec::new(backend, &dir, free_port())
+        .warehouses(&["ams"])
+        .workers(1)
+        .start_processes()
+    else {
+        return;
+    };
+    let ready = match backend {
+        Backend::Sqlite => "collector listening",
+        Backend::Postgres => "collector worker listening",
+    };
+    let collector = &mut collectors.procs[0];
+    plain_log_says(&collector.proc, "stocksync-collector", ready);
+    collector.kill();
+    let text = std::fs::read_to_string(collectors.config_path(0)).unwrap();
+    config_error_said_once("stocksync-collector", &collectors.config_path(0), &text);
+}
+
+/// `proc` logs `ready` to its file, without colour codes.
+fn plain_log_says(proc: &Proc, program: &str, ready: &str) {
+    wait_blocking(WAIT, || proc.output().contains(ready))
+        .unwrap_or_else(|_| panic!("{program}: {}", proc.output()));
+    assert!(!proc.output().contains('\u{1b}'), "{}", proc.output());
+}
+
+/// `program` with `text` plus an unknown option in `[broker]` at `config` refuses to
+/// start, naming the option once in its message (and once in the line it quotes), without
+/// a cause chain.
+fn config_error_said_once(program: &str, config: &std::path::Path, text: &str) {
+    let bad = text.replacen("[broker]\n", "[broker]\nnot_an_option = 1\n", 1);
+    assert_ne!(bad, text, "no [broker] in {text}");
+    std::fs::write(config, bad).unwrap();
+    let out = std::process::Command::new(bin(program))
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("not_an_option").count(), 2, "{program}: {err}");
+    assert!(!err.contains("Caused by"), "{program}: {err}");
 }
 
 /// A broker that refuses the agent's login: the agent says why in its log and its status
@@ -555,18 +608,23 @@ fn a_refused_broker_login_is_logged_and_shown_in_status() {
     .unwrap_or_else(|_| panic!("{}", agent.proc.output()));
 }
 
+on_both_backends!(a_v1_batch_is_still_applied_with_an_unknown_input_path);
 /// An agent from before wire v2 still counts: its v1 batch is applied, its movements show
 /// no input path, and no clock skew is claimed for it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_v1_batch_is_still_applied_with_an_unknown_input_path() {
+async fn a_v1_batch_is_still_applied_with_an_unknown_input_path(backend: Backend) {
     use stocksync_common::model::*;
     use stocksync_common::wire::{self, Batch};
     let dir = TempDir::new("v1-batch");
     let broker = Broker::start(&dir);
-    let collector = Collector::start(collector_config(&dir, broker.port, 0))
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .warehouses(&["ams"])
+        .start()
         .await
-        .expect("collector starts");
-    let c = format!("http://{}", collector.http_addr);
+    else {
+        return;
+    };
+    collectors.wait_held(&["ams"]).await;
+    let c = collectors.url().to_string();
     let mut probe = MqttProbe::connect(broker.port, "old-agent").await;
     probe.subscribe("stocksync/v1/ams/acks/old-agent").await;
     let movement = Movement {
@@ -606,5 +664,5 @@ async fn a_v1_batch_is_still_applied_with_an_unknown_input_path() {
     assert_eq!(history["movements"][0]["input"], Value::Null, "{history}");
     let agents = get(&format!("{c}/v1/agents")).await.body;
     assert_eq!(agents[0]["clock_skew_ms"], Value::Null, "{agents}");
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
