@@ -1,13 +1,16 @@
 //! Journals that cannot betray their owner: a damaged file is refused at start with the way
 //! to recover, a full disk is answered `503 disk full` (not "writer stopped"), the rejects
 //! queue is bounded, and a client's huge numbers cannot wrap.
+//!
+//! The reservation TTL case runs on both stores (`::sqlite`, `::postgres`); the others are
+//! about SQLite files (the agent's journal, a damaged SQLite ledger) and stay SQLite-only.
 
 mod support;
 
 use std::time::Duration;
 
 use stocksync_agent::Agent;
-use stocksync_collector::Collector;
+use support::backend::{on_both_backends, Backend, CollectorSpec};
 use support::*;
 
 /// Overwrites `len` bytes at `offset` with garbage (a damaged disk block).
@@ -150,16 +153,21 @@ async fn the_rejects_queue_is_bounded_oldest_first_and_counts_what_it_dropped() 
     agent.stop().await.unwrap();
 }
 
+on_both_backends!(a_huge_reservation_ttl_is_refused_and_the_ledger_keeps_writing);
 /// Issue 10, item 9: `ttl_secs` near `u64::MAX` wrapped into a hold that expired at once
 /// (and panicked the ledger writer in a debug build).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_huge_reservation_ttl_is_refused_and_the_ledger_keeps_writing() {
+async fn a_huge_reservation_ttl_is_refused_and_the_ledger_keeps_writing(backend: Backend) {
     let dir = TempDir::new("ttl");
     let broker = Broker::start(&dir);
-    let collector = Collector::start(collector_config(&dir, broker.port, 0))
+    // The PostgreSQL workers share `ber`: `ams` is unknown on both stores.
+    let Some(collectors) = CollectorSpec::new(backend, &dir, broker.port)
+        .warehouses(&["ber"])
+        .start()
         .await
-        .unwrap();
-    let url = format!("http://{}", collector.http_addr);
+    else {
+        return;
+    };
+    let url = collectors.url().to_string();
     let body = r#"{"id":"r1","order":"o1","sku":"T","warehouse":"ams","quantity":1,"ttl_secs":18446744073709551615}"#;
     let r = post(&format!("{url}/v1/reservations"), body, &[]).await;
     assert_eq!(r.status, 422, "{:?}", r.body);
@@ -171,5 +179,5 @@ async fn a_huge_reservation_ttl_is_refused_and_the_ledger_keeps_writing() {
     let r = post(&format!("{url}/v1/reservations"), &ok, &[]).await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     assert_eq!(r.body["field"], "$.warehouse");
-    collector.stop().await.unwrap();
+    collectors.stop().await;
 }
