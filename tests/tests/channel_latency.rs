@@ -2,7 +2,10 @@
 //! arrival as the channel's retained MQTT message (agent journal -> broker -> collector
 //! ledger -> recompute -> channel store -> MQTT). A measurement, not a test: ignored by
 //! default; run with
-//! `cargo test --release -p stocksync-tests --test channel_latency -- --ignored --nocapture`.
+//! `cargo test --release -p stocksync-tests --test channel_latency -- --ignored --nocapture`
+//! (both stores; add `::sqlite` or `::postgres` to the filter for one: on PostgreSQL one
+//! worker on its own server, which holds the warehouses and the publisher lease). The
+//! broker is the suite's (`STOCKSYNC_TEST_BROKER`), a process beside the collector.
 
 #[path = "channels/harness.rs"]
 mod harness;
@@ -14,16 +17,21 @@ use std::time::{Duration, Instant};
 use harness::*;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
+use support::backend::on_both_backends;
 
 const MOVEMENTS: u64 = 300;
 const RATE_PER_SEC: u64 = 20;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run explicitly"]
-async fn movement_to_channel_mqtt_latency() {
+on_both_backends!(
+    #[ignore = "measurement; run explicitly"]
+    movement_to_channel_mqtt_latency
+);
+async fn movement_to_channel_mqtt_latency(backend: Backend) {
     let dir = TempDir::new("channel-latency");
     let channels = "[[channels.channel]]\nname = \"web\"\nlocations = [\"*\"]\nmqtt = true\n";
-    let collector = collector(&dir, channels).await;
+    let Some(collector) = Stack::start(backend, &dir, channels).await else {
+        return;
+    };
     let agent = agent(&dir, &collector, "ams").await;
 
     // Arrival time of each sellable value (value k = k movements of 1 unit applied).
@@ -106,7 +114,7 @@ async fn movement_to_channel_mqtt_latency() {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "movement -> channel MQTT latency over {MOVEMENTS} movements at {RATE_PER_SEC}/s: p50 {:?}, p99 {:?}, max {:?}",
+        "{backend:?}: movement -> channel MQTT latency over {MOVEMENTS} movements at {RATE_PER_SEC}/s: p50 {:?}, p99 {:?}, max {:?}",
         pct(0.50),
         pct(0.99),
         latencies.last().unwrap()

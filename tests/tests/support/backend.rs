@@ -42,7 +42,8 @@ impl Backend {
 
 /// A test that runs on both backends, as `<case>::sqlite` and `<case>::postgres`:
 /// `on_both_backends!(case)` for `async fn case(Backend)` (a two-thread tokio runtime),
-/// `on_both_backends!(blocking case)` for `fn case(Backend)`.
+/// `on_both_backends!(blocking case)` for `fn case(Backend)`,
+/// `on_both_backends!(#[ignore = "why"] case)` for an async measurement run explicitly.
 #[allow(unused_macros)]
 macro_rules! on_both_backends {
     ($name:ident) => {
@@ -52,6 +53,20 @@ macro_rules! on_both_backends {
                 super::$name($crate::support::backend::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::backend::Backend::Postgres).await
+            }
+        }
+    };
+    (#[ignore = $why:literal] $name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $why]
+            async fn sqlite() {
+                super::$name($crate::support::backend::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = $why]
             async fn postgres() {
                 super::$name($crate::support::backend::Backend::Postgres).await
             }
