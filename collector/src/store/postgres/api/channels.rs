@@ -76,8 +76,7 @@ pub async fn sellable(
         Some(since) if since < 0 => Err(AppError::bad_request("since", "a cursor is >= 0")),
         Some(since) => {
             let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
-            let (cursor, changes) = log.changes_since(&name, since, limit).await?;
-            let (latest, _) = log.describe(&name).await?;
+            let (latest, cursor, changes) = log.changes_since(&name, since, limit).await?;
             Ok(Json(
                 json!({"channel": name, "cursor": cursor, "more": cursor < latest,
                        "mode": mode, "changes": changes}),
@@ -182,7 +181,7 @@ impl Follow {
                 return Some(item);
             }
             self.wake.borrow_and_update();
-            let (next, items) = self
+            let (_, next, items) = self
                 .log
                 .changes_since(&self.name, self.since, 500)
                 .await
