@@ -1,7 +1,7 @@
 //! Figure: latency from POST at the agent to durable at the agent (the 202) and to visible in
 //! the collector's stock, at a fixed offered load, coordinated-omission safe.
 //!
-//! Requests are sent open-loop (see `load::open_loop`) and every latency is measured from the
+//! Requests are sent open-loop (see `wire_client::open_loop`) and every latency is measured from the
 //! request's due time. "Visible" is observed with an MQTT probe on the agent's ack topic: the
 //! collector publishes the ack only after the transaction that updated `stock` is on disk,
 //! so the ack's arrival is an upper bound of the moment the stock API shows the movement.
@@ -159,12 +159,13 @@ pub fn run(args: &LatencyArgs) -> anyhow::Result<Vec<Row>> {
     let threads = ((args.rate / 100.0) as usize).clamp(4, 64);
     const SKUS: usize = 1000;
     let bodies = load::receipt_bodies(n, 1, SKUS);
-    let sent = load::open_loop(
-        &format!("{}/v1/movements", stack.agent_url),
-        bodies,
-        args.rate,
-        threads,
-    )?;
+    let agent: std::net::SocketAddr = stack.agent_url.trim_start_matches("http://").parse()?;
+    let (sent, client_cpu) =
+        crate::wire_client::open_loop(agent, "/v1/movements", bodies, args.rate, threads)?;
+    eprintln!(
+        "load generator: {threads} connections on one thread, {:.0}% of a core",
+        100.0 * client_cpu.as_secs_f64() / args.seconds
+    );
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen

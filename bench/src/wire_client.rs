@@ -79,6 +79,75 @@ pub fn post_all(
     .map_err(|_| anyhow::anyhow!("load thread panicked"))?
 }
 
+/// POSTs every body to `path` on `addr` open-loop: body `i` is due at `start + i / rate`,
+/// sent by the first of `clients` connections that is free, and its latency counts from
+/// that due time (coordinated-omission safe, as `load::open_loop`). Returns what was sent
+/// and the CPU time the load generator's thread used. Timers here tick in milliseconds, so
+/// a send may start up to 1 ms after it was due: that adds to the measured latency, never
+/// subtracts.
+pub fn open_loop(
+    addr: std::net::SocketAddr,
+    path: &str,
+    bodies: Vec<String>,
+    rate: f64,
+    clients: usize,
+) -> anyhow::Result<(Vec<crate::load::Sent>, Duration)> {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let cpu_before = thread_cpu();
+        let bodies = Arc::new(bodies);
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = tokio::time::Instant::now() + Duration::from_millis(50);
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let sent = rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..clients.max(1) {
+                let (bodies, next, path) = (bodies.clone(), next.clone(), path.clone());
+                tasks.spawn(async move {
+                    let mut conn = Conn::connect(addr).await?;
+                    let mut sent = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(body) = bodies.get(i) else {
+                            return anyhow::Ok(sent);
+                        };
+                        let due = start + interval * i as u32;
+                        tokio::time::sleep_until(due).await;
+                        let (status, text) = conn.post(&path, body).await?;
+                        let answered = Instant::now();
+                        anyhow::ensure!(
+                            status == 202,
+                            "POST {path}: {status} {}",
+                            String::from_utf8_lossy(&text)
+                        );
+                        let v: serde_json::Value = serde_json::from_slice(&text)?;
+                        let first_seq = v["first_seq"].as_u64().ok_or_else(|| {
+                            anyhow::anyhow!("no first_seq in {}", String::from_utf8_lossy(&text))
+                        })?;
+                        sent.push(crate::load::Sent {
+                            index: i,
+                            due: due.into_std(),
+                            answered,
+                            first_seq,
+                        });
+                    }
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                all.extend(done??);
+            }
+            anyhow::Ok(all)
+        })?;
+        Ok((sent, thread_cpu().saturating_sub(cpu_before)))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("load thread panicked"))?
+}
+
 /// One keep-alive connection.
 struct Conn {
     stream: TcpStream,

@@ -291,58 +291,61 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
     let mut full = true;
     // The mode version the passes follow (`mode`); `None` until the first full pass.
     let mut modes: Option<i64> = None;
-    // Start and consumed rows of the previous pass.
-    let mut last: Option<(Instant, usize)> = None;
+    // Start of the previous pass, if it found rows and saw more waiting as it committed.
+    let mut loaded: Option<Instant> = None;
     loop {
-        // The previous pass found rows and more are waiting already: under load, so fold
-        // more until `coalesce` after it began. Otherwise (quiet, or after an empty pass)
-        // the next change is passed on at once, whatever the window.
-        if let (false, Some((began, n))) = (full, last) {
-            if n > 0 && waiting(&t.pool).await.unwrap_or(true) {
-                tokio::select! {
-                    _ = t.shutdown.changed() => return Ok(()),
-                    _ = tokio::time::sleep_until(began + t.coalesce) => {}
-                }
+        // Under load: fold more until `coalesce` after the previous pass began. Otherwise
+        // (quiet, or after an empty pass) the next change is passed on at once, whatever
+        // the window.
+        if let (false, Some(began)) = (full, loaded) {
+            tokio::select! {
+                _ = t.shutdown.changed() => return Ok(()),
+                _ = tokio::time::sleep_until(began + t.coalesce) => {}
             }
         }
         if *t.shutdown.borrow() {
             return Ok(());
         }
         let began = Instant::now();
-        // A mode moved: this pass is a full one with the new modes. Looked at before every
-        // pass, so a mode is in force from the first pass that starts after it was set.
-        match modes_moved(&t, modes).await {
-            Ok(moved) => full |= moved,
-            Err(e) => tracing::warn!(error = %e, "channel modes not read; again next pass"),
-        }
-        // A full pass (the first, after a failure or after a mode moved) applies the modes
-        // first; a pass that finds the outbox empty is the poll: one prepared query.
+        // A full pass (the first, after a failure or after a mode moved) applies the saved
+        // modes first. Every other pass checks, with its outbox read, that they did not
+        // move, so a mode is in force from the first pass that starts after it was set.
         let passed = match full {
             true => match load_modes(&t).await {
                 Ok(version) => {
                     modes = Some(version);
-                    pass_once(&t, full).await
+                    pass_once(&t, true, None).await
                 }
                 Err(e) => Err(e),
             },
-            false => pass_once(&t, full).await,
+            false => pass_once(&t, false, modes).await,
         };
         let pause = match passed {
             Ok(Passed::LeaseLost) => {
                 tracing::warn!(worker = %t.worker_id, "publisher lease lost during a pass; nothing written");
                 return Ok(());
             }
-            Ok(Passed::Done { consumed, cursors }) => {
+            Ok(Passed::ModesMoved) => {
+                full = true;
+                loaded = None;
+                None
+            }
+            Ok(Passed::Done {
+                consumed,
+                cursors,
+                more,
+            }) => {
                 full = false;
                 for (i, cursor) in cursors {
                     t.channels[i].cursor.send_replace(cursor);
                 }
-                last = Some((began, consumed));
+                loaded = (consumed > 0 && more).then_some(began);
                 (consumed == 0).then_some(POLL)
             }
             Err(e) => {
                 tracing::error!(error = %e, "channel pass failed; a full pass in 1 s");
                 full = true;
+                loaded = None;
                 Some(Duration::from_secs(1))
             }
         };
@@ -355,26 +358,6 @@ async fn passes(mut t: Passes) -> anyhow::Result<()> {
     }
 }
 
-/// True if outbox rows are waiting (asked only after a pass that found some).
-async fn waiting(pool: &Pool) -> Result<bool, tokio_postgres::Error> {
-    let conn = pool.get().await?;
-    let statement = conn
-        .prepared()
-        .get(&*conn, "SELECT EXISTS (SELECT 1 FROM outbox)")
-        .await?;
-    Ok(conn.query_one(&statement, &[]).await?.get(0))
-}
-
-/// True if a channel's mode moved since the passes last read them.
-async fn modes_moved(t: &Passes, modes: Option<i64>) -> Result<bool, tokio_postgres::Error> {
-    let Some(known) = modes else {
-        return Ok(false);
-    };
-    let conn = t.pool.get().await?;
-    let statement = conn.prepared().get(&*conn, mode::VERSION).await?;
-    Ok(conn.query_one(&statement, &[]).await?.get::<_, i64>(0) != known)
-}
-
 /// Reads the saved modes and puts the ones in force on the channels; returns their version.
 async fn load_modes(t: &Passes) -> Result<i64, tokio_postgres::Error> {
     let saved = mode::saved(&*t.pool.get().await?).await?;
@@ -382,7 +365,11 @@ async fn load_modes(t: &Passes) -> Result<i64, tokio_postgres::Error> {
     Ok(saved.version)
 }
 
-async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Error> {
+async fn pass_once(
+    t: &Passes,
+    full: bool,
+    modes: Option<i64>,
+) -> Result<Passed, tokio_postgres::Error> {
     let mut conn = t.pool.get().await?;
     let prepared = conn.prepared();
     pass::run(
@@ -392,6 +379,7 @@ async fn pass_once(t: &Passes, full: bool) -> Result<Passed, tokio_postgres::Err
         t.generation,
         &t.channels,
         full,
+        modes,
         t.idle_limit,
     )
     .await

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use super::lease;
+use super::{lease, mode};
 use crate::publish::compute::{self, Dirty};
 use crate::publish::store::{now_ms, NewValue};
 use crate::publish::Channel;
@@ -34,20 +34,28 @@ const BATCH: i64 = 20_000;
 pub enum Passed {
     /// The lease is no longer ours: nothing was written.
     LeaseLost,
-    /// Outbox rows consumed, and per channel (by index) the newest cursor written.
+    /// A channel's mode moved since `modes` was read: nothing was written, and the next
+    /// pass must be a full one with the new modes.
+    ModesMoved,
+    /// Outbox rows consumed, per channel (by index) the newest cursor written, and whether
+    /// more rows were waiting when the pass committed (under load).
     Done {
         consumed: usize,
         cursors: Vec<(usize, i64)>,
+        more: bool,
     },
 }
 
 /// Runs one pass on `conn`; `full` recomputes every SKU (a new holder's first pass).
-/// `idle_limit` bounds how long the server waits for us inside the writing transaction.
+/// `modes` is the mode version the channels were set from, checked with the outbox read
+/// (`None` right after they were read). `idle_limit` bounds how long the server waits for
+/// us inside the writing transaction.
 ///
 /// Every statement is prepared once per connection (`p`), and those that do not wait on
 /// each other's answers go out together: a pass is four round trips and a commit, where it
 /// was a dozen (each unprepared statement two), and under load its length is what a change
-/// waits behind.
+/// waits behind. The mode check and the look for more waiting rows ride along.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     conn: &mut Client,
     p: &Prepared,
@@ -55,23 +63,34 @@ pub async fn run(
     generation: i64,
     channels: &[Arc<Channel>],
     full: bool,
+    modes: Option<i64>,
     idle_limit: Duration,
 ) -> Result<Passed, tokio_postgres::Error> {
     // Read and compute outside the lock: only the write below is fenced, so a slow
     // computation never holds the lease row.
-    let outbox = conn
-        .query(
-            &p.get(&*conn, "SELECT id, sku FROM outbox ORDER BY id LIMIT $1")
-                .await?,
-            &[&BATCH],
-        )
+    let read = p
+        .get(&*conn, "SELECT id, sku FROM outbox ORDER BY id LIMIT $1")
         .await?;
+    let version = p.get(&*conn, mode::VERSION).await?;
+    let (outbox, version) =
+        tokio::try_join!(async { conn.query(&read, &[&BATCH]).await }, async {
+            match modes {
+                Some(_) => conn.query_one(&version, &[]).await.map(Some),
+                None => Ok(None),
+            }
+        })?;
+    if let (Some(known), Some(now)) = (modes, version) {
+        if now.get::<_, i64>(0) != known {
+            return Ok(Passed::ModesMoved);
+        }
+    }
     let ids: Vec<i64> = outbox.iter().map(|r| r.get(0)).collect();
     let skus: BTreeSet<String> = outbox.iter().map(|r| r.get(1)).collect();
     if !full && ids.is_empty() {
         return Ok(Passed::Done {
             consumed: 0,
             cursors: Vec::new(),
+            more: false,
         });
     }
     let dirty = if full { Dirty::All } else { Dirty::Skus(skus) };
@@ -96,6 +115,12 @@ pub async fn run(
     let consume = p
         .get(&*conn, "DELETE FROM outbox WHERE id = ANY($1)")
         .await?;
+    let waiting = p
+        .get(
+            &*conn,
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE id <> ALL($1))",
+        )
+        .await?;
     let tx = conn.transaction().await?;
     // A holder frozen inside this transaction (a stopped process, a stalled VM) would keep
     // the lease row locked and no one could take over: the server ends the transaction
@@ -118,13 +143,18 @@ pub async fn run(
                 let cursor = store(tx_ref, statement, &channel.name, values, now).await?;
                 Ok::<_, tokio_postgres::Error>(cursor.map(|c| (i, c)))
             });
-    let (cursors, _) = tokio::try_join!(futures_util::future::try_join_all(stores), async {
-        tx.execute(&consume, &[&ids]).await
-    },)?;
+    // Rows other transactions committed meanwhile are seen by the last statement (each
+    // statement of a READ COMMITTED transaction reads the newest commits).
+    let (cursors, _, more) = tokio::try_join!(
+        futures_util::future::try_join_all(stores),
+        async { tx.execute(&consume, &[&ids]).await },
+        async { tx.query_one(&waiting, &[&ids]).await },
+    )?;
     tx.commit().await?;
     Ok(Passed::Done {
         consumed: ids.len(),
         cursors: cursors.into_iter().flatten().collect(),
+        more: more.get(0),
     })
 }
 
