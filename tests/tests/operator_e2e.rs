@@ -102,6 +102,21 @@ async fn fleet_on(store: Store, dir: &TempDir, more: &str) -> Fleet {
         .expect("agent starts");
     let c = format!("http://{}", collector.http_addr);
     let a = format!("http://{}", agent.http_addr);
+    // The cases publish straight to the movement topics: only once the collector is on the
+    // broker and (a PostgreSQL worker) holds both warehouses, so it is subscribed to them.
+    wait_for("collector connected", WAIT, || async {
+        metric(&c, "stocksync_broker_connected").await == 1
+    })
+    .await;
+    if store.0.is_some() {
+        wait_for("ams and ber held", WAIT, || async {
+            let held = get(&format!("{c}/healthz")).await.body["warehouses"].clone();
+            ["ams", "ber"]
+                .iter()
+                .all(|w| held.as_array().is_some_and(|h| h.iter().any(|x| x == w)))
+        })
+        .await;
+    }
     Fleet {
         _broker: broker,
         collector,
