@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn minimal_agent_config_uses_defaults() {
         let cfg: AgentConfig = toml::from_str("agent_id = \"a1\"\nwarehouse = \"ams\"\n").unwrap();
-        assert_eq!(cfg.forward.batch_max, 500);
+        assert_eq!(cfg.forward.batch_max, 2000);
         assert!(cfg.scanner.is_none());
     }
 

@@ -17,9 +17,14 @@ use stocksync_common::wire;
 
 use crate::raw::{connect, sample_movement};
 
-/// Movements per journal commit (one HTTP request of the figure) and per wire batch.
+/// Movements per journal commit (one HTTP request of the figure).
 const PER_COMMIT: usize = 1000;
-const PER_BATCH: usize = 500;
+
+/// Movements per wire batch: the agent's default `forward.batch_max`, cut across commits as
+/// the agent's forwarder cuts its journal.
+fn per_batch() -> usize {
+    stocksync_agent::forward::ForwardConfig::default().batch_max
+}
 
 fn open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -38,13 +43,14 @@ const LEDGER: &str = "CREATE TABLE ledger (id INTEGER PRIMARY KEY, agent_id TEXT
     payload BLOB NOT NULL, UNIQUE (agent_id, seq));
     CREATE INDEX ledger_by_stock ON ledger (sku, warehouse, bin);";
 
-/// Journals `n` movements in commits of `PER_COMMIT`, handing each committed chunk's batches
-/// to the wire.
+/// Journals `n` movements in commits of `PER_COMMIT`, handing what is committed to the wire
+/// in batches of `per_batch()`.
 fn journal(path: &Path, n: usize, out: tokio::sync::mpsc::Sender<Vec<u8>>) -> anyhow::Result<()> {
     let mut conn = open(path, JOURNAL)?;
     let parts: Vec<Vec<u8>> = (0..n as u64)
         .map(|i| wire::encode_movement(&sample_movement(i)))
         .collect();
+    let mut sent = 0;
     for (c, chunk) in parts.chunks(PER_COMMIT).enumerate() {
         let tx = conn.transaction()?;
         {
@@ -56,10 +62,13 @@ fn journal(path: &Path, n: usize, out: tokio::sync::mpsc::Sender<Vec<u8>>) -> an
             }
         }
         tx.commit()?;
-        for batch in chunk.chunks(PER_BATCH) {
+        let committed = c * PER_COMMIT + chunk.len();
+        while committed - sent >= per_batch() || (committed == n && sent < n) {
+            let batch = &parts[sent..committed.min(sent + per_batch())];
             let payload =
                 wire::encode_batch_from_parts("a1", 1, "ams", 0, batch.iter().map(Vec::as_slice));
             out.blocking_send(payload)?;
+            sent += batch.len();
         }
     }
     Ok(())

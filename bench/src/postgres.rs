@@ -1,7 +1,8 @@
 //! Figure: end-to-end movements/s on the PostgreSQL store (HTTP at four agents -> journaled
 //! -> forwarded -> applied in one PostgreSQL transaction per batch -> acknowledged) with 1
 //! 2 and 3 collector workers, beside its limit: raw multi-row `INSERT`s of the same ledger
-//! rows into the same table, 500 rows per transaction, on the same server.
+//! rows into the same table, one agent batch (`forward.batch_max`) per transaction, on the
+//! same server.
 //!
 //! The server is started here for the run (`initdb` in a temp dir, as the `postgres` user
 //! when running as root, since PostgreSQL refuses root), with the distribution's defaults
@@ -252,13 +253,15 @@ fn end_to_end(
     Ok(rate(total as u64, took))
 }
 
-/// Raw multi-row INSERTs of `n` ledger rows, 500 per transaction, into the migrated schema.
+/// Raw multi-row INSERTs of `n` ledger rows, one agent batch per transaction, into the
+/// migrated schema.
 async fn raw_insert(server: &Server, n: usize) -> anyhow::Result<f64> {
     server.create("bench_raw").await?;
     let mut c = server.connect("bench_raw").await?;
     stocksync_collector::store::postgres::schema::migrate(&mut c).await?;
     let start = Instant::now();
-    for chunk in (0..n as u64).collect::<Vec<_>>().chunks(500) {
+    let per_tx = stocksync_agent::forward::ForwardConfig::default().batch_max;
+    for chunk in (0..n as u64).collect::<Vec<_>>().chunks(per_tx) {
         let ms: Vec<_> = chunk
             .iter()
             .map(|i| crate::raw::sample_movement(*i))
@@ -300,7 +303,11 @@ pub fn run(args: &PgArgs) -> anyhow::Result<Vec<Row>> {
                 args.warehouses
             ),
             result: per_s(got),
-            limit: format!("{} (raw multi-row INSERT, 500/tx)", per_s(limit)),
+            limit: format!(
+                "{} (raw multi-row INSERT, {}/tx)",
+                per_s(limit),
+                stocksync_agent::forward::ForwardConfig::default().batch_max
+            ),
             ratio: Some(got / limit),
             target: "none yet".into(),
             met: None,
