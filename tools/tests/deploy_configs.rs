@@ -56,7 +56,7 @@ fn documented_defaults_are_the_real_defaults() {
     assert_eq!(a.journal.max_backlog, 10_000_000);
     assert_eq!(a.journal.retain_acked_hours, 24);
     assert_eq!(a.journal.idempotency_days, 7);
-    assert_eq!(a.forward.batch_max, 500);
+    assert_eq!(a.forward.batch_max, 2000);
     assert_eq!(a.forward.max_inflight_batches, 16);
     assert_eq!(a.forward.ack_timeout_ms, 10_000);
     assert_eq!(a.broker.keep_alive_secs, 15);
