@@ -14,11 +14,6 @@ use crate::raw;
 use crate::stack::{Broker, BrokerKind, Stack};
 use crate::util::{free_port, per_s, rate, wait_until, Row, TempDir};
 
-/// Movements per forwarded batch (the agent's default `forward.batch_max`).
-fn forward_batch() -> usize {
-    stocksync_agent::forward::ForwardConfig::default().batch_max
-}
-
 /// Sizes of the end-to-end figure.
 #[derive(Debug, Clone, clap::Args)]
 pub struct E2eArgs {
@@ -68,7 +63,7 @@ fn check_collector(collector_url: &str, n: usize) -> anyhow::Result<()> {
 
 /// Raw QoS 1 throughput through `port` in movements per second (batches of the agent's).
 fn raw_limit(rt: &tokio::runtime::Runtime, port: u16, n: usize) -> anyhow::Result<f64> {
-    let batch = forward_batch();
+    let batch = raw::agent_batch();
     let messages = (n / batch).clamp(50, 2000);
     let len = raw::batch_payload_len(batch);
     Ok(rt.block_on(raw::mqtt_throughput(port, len, messages))? * batch as f64)
@@ -134,7 +129,7 @@ pub fn drain(args: &DrainArgs) -> anyhow::Result<Vec<Row>> {
             args.movements
         ),
         result: format!("{:.1} s ({})", took.as_secs_f64(), per_s(got)),
-        limit: format!("{} (raw QoS 1, {}/msg)", per_s(limit), forward_batch()),
+        limit: format!("{} (raw QoS 1, {}/msg)", per_s(limit), raw::agent_batch()),
         ratio: Some(got / limit),
         target: "1M in < 30 s".into(),
         met: Some(took.as_secs_f64() < target_s),

@@ -15,16 +15,10 @@ use rumqttc::{Event, Packet, QoS};
 use rusqlite::{params, Connection};
 use stocksync_common::wire;
 
-use crate::raw::{connect, sample_movement};
+use crate::raw::{agent_batch, connect, sample_movement};
 
 /// Movements per journal commit (one HTTP request of the figure).
 const PER_COMMIT: usize = 1000;
-
-/// Movements per wire batch: the agent's default `forward.batch_max`, cut across commits as
-/// the agent's forwarder cuts its journal.
-fn per_batch() -> usize {
-    stocksync_agent::forward::ForwardConfig::default().batch_max
-}
 
 fn open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -44,12 +38,14 @@ const LEDGER: &str = "CREATE TABLE ledger (id INTEGER PRIMARY KEY, agent_id TEXT
     CREATE INDEX ledger_by_stock ON ledger (sku, warehouse, bin);";
 
 /// Journals `n` movements in commits of `PER_COMMIT`, handing what is committed to the wire
-/// in batches of `per_batch()`.
+/// in the agent's batches (`raw::agent_batch`), cut across commits as its forwarder cuts its
+/// journal.
 fn journal(path: &Path, n: usize, out: tokio::sync::mpsc::Sender<Vec<u8>>) -> anyhow::Result<()> {
     let mut conn = open(path, JOURNAL)?;
     let parts: Vec<Vec<u8>> = (0..n as u64)
         .map(|i| wire::encode_movement(&sample_movement(i)))
         .collect();
+    let per_batch = agent_batch();
     let mut sent = 0;
     for (c, chunk) in parts.chunks(PER_COMMIT).enumerate() {
         let tx = conn.transaction()?;
@@ -63,8 +59,8 @@ fn journal(path: &Path, n: usize, out: tokio::sync::mpsc::Sender<Vec<u8>>) -> an
         }
         tx.commit()?;
         let committed = c * PER_COMMIT + chunk.len();
-        while committed - sent >= per_batch() || (committed == n && sent < n) {
-            let batch = &parts[sent..committed.min(sent + per_batch())];
+        while committed - sent >= per_batch || (committed == n && sent < n) {
+            let batch = &parts[sent..committed.min(sent + per_batch)];
             let payload =
                 wire::encode_batch_from_parts("a1", 1, "ams", 0, batch.iter().map(Vec::as_slice));
             out.blocking_send(payload)?;

@@ -260,8 +260,10 @@ async fn raw_insert(server: &Server, n: usize) -> anyhow::Result<f64> {
     let mut c = server.connect("bench_raw").await?;
     stocksync_collector::store::postgres::schema::migrate(&mut c).await?;
     let start = Instant::now();
-    let per_tx = stocksync_agent::forward::ForwardConfig::default().batch_max;
-    for chunk in (0..n as u64).collect::<Vec<_>>().chunks(per_tx) {
+    for chunk in (0..n as u64)
+        .collect::<Vec<_>>()
+        .chunks(crate::raw::agent_batch())
+    {
         let ms: Vec<_> = chunk
             .iter()
             .map(|i| crate::raw::sample_movement(*i))
@@ -306,7 +308,7 @@ pub fn run(args: &PgArgs) -> anyhow::Result<Vec<Row>> {
             limit: format!(
                 "{} (raw multi-row INSERT, {}/tx)",
                 per_s(limit),
-                stocksync_agent::forward::ForwardConfig::default().batch_max
+                crate::raw::agent_batch()
             ),
             ratio: Some(got / limit),
             target: "none yet".into(),

@@ -45,6 +45,12 @@ pub fn sample_movement(i: u64) -> Movement {
     }
 }
 
+/// Movements per forwarded batch: the agent's default `forward.batch_max`, so that every raw
+/// limit moves the same batches as the figure it bounds.
+pub fn agent_batch() -> usize {
+    stocksync_agent::forward::ForwardConfig::default().batch_max
+}
+
 /// Size of a forwarded batch of `n` movements on the wire.
 pub fn batch_payload_len(n: usize) -> usize {
     let parts: Vec<Vec<u8>> = (0..n as u64)

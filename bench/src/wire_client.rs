@@ -81,10 +81,10 @@ pub fn post_all(
 
 /// POSTs every body to `path` on `addr` open-loop: body `i` is due at `start + i / rate`,
 /// sent by the first of `clients` connections that is free, and its latency counts from
-/// that due time (coordinated-omission safe, as `load::open_loop`). Returns what was sent
-/// and the CPU time the load generator's thread used. Timers here tick in milliseconds, so
-/// a send may start up to 1 ms after it was due: that adds to the measured latency, never
-/// subtracts.
+/// that due time (coordinated-omission safe: a request that waited for a free connection
+/// counts the wait). Returns what was sent and the CPU time the load generator's thread
+/// used. Timers here tick in milliseconds, so a send may start up to 1 ms after it was due:
+/// that adds to the measured latency, never subtracts.
 pub fn open_loop(
     addr: std::net::SocketAddr,
     path: &str,

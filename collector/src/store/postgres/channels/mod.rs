@@ -372,15 +372,5 @@ async fn pass_once(
 ) -> Result<Passed, tokio_postgres::Error> {
     let mut conn = t.pool.get().await?;
     let prepared = conn.prepared();
-    pass::run(
-        &mut conn,
-        &prepared,
-        &t.worker_id,
-        t.generation,
-        &t.channels,
-        full,
-        modes,
-        t.idle_limit,
-    )
-    .await
+    pass::run(&mut conn, &prepared, t, full, modes).await
 }

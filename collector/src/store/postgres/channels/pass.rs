@@ -16,11 +16,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use super::{lease, mode};
+use super::{lease, mode, Passes};
 use crate::publish::compute::{self, Dirty};
 use crate::publish::store::{now_ms, NewValue};
 use crate::publish::Channel;
@@ -46,26 +44,23 @@ pub enum Passed {
     },
 }
 
-/// Runs one pass on `conn`; `full` recomputes every SKU (a new holder's first pass).
-/// `modes` is the mode version the channels were set from, checked with the outbox read
-/// (`None` right after they were read). `idle_limit` bounds how long the server waits for
-/// us inside the writing transaction.
+/// Runs one pass of the holder `t` on `conn`; `full` recomputes every SKU (a new holder's
+/// first pass). `modes` is the mode version the channels were set from, checked with the
+/// outbox read (`None` right after they were read). `t.idle_limit` bounds how long the
+/// server waits for us inside the writing transaction.
 ///
 /// Every statement is prepared once per connection (`p`), and those that do not wait on
 /// each other's answers go out together: a pass is four round trips and a commit, where it
 /// was a dozen (each unprepared statement two), and under load its length is what a change
 /// waits behind. The mode check and the look for more waiting rows ride along.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     conn: &mut Client,
     p: &Prepared,
-    worker_id: &str,
-    generation: i64,
-    channels: &[Arc<Channel>],
+    t: &Passes,
     full: bool,
     modes: Option<i64>,
-    idle_limit: Duration,
 ) -> Result<Passed, tokio_postgres::Error> {
+    let channels = &t.channels;
     // Read and compute outside the lock: only the write below is fenced, so a slow
     // computation never holds the lease row.
     let read = p
@@ -125,9 +120,9 @@ pub async fn run(
     // A holder frozen inside this transaction (a stopped process, a stalled VM) would keep
     // the lease row locked and no one could take over: the server ends the transaction
     // once it has waited `idle_limit` for us. Sent with the fence, in that order.
-    let idle = format!("{}ms", idle_limit.as_millis());
+    let idle = format!("{}ms", t.idle_limit.as_millis());
     let (_, fenced) = tokio::try_join!(async { tx.execute(&limit, &[&idle]).await }, async {
-        tx.query_opt(&fence, &[&worker_id, &generation]).await
+        tx.query_opt(&fence, &[&t.worker_id, &t.generation]).await
     },)?;
     if fenced.is_none() {
         return Ok(Passed::LeaseLost);
